@@ -1,0 +1,663 @@
+"""FHIRPath for search-parameter expressions (https://hl7.org/fhirpath/N1/): a hand-written
+evaluator for the subset the core definitions use, with `fhirpathpy` as the fallback.
+
+The fast path covers member navigation over JSON (lists flattened, choice elements such as
+`effective` found as `effectiveDateTime`...), unions, `as`/`ofType` on choice elements,
+`where(...)` with `resolve() is Type`, equality and `exists()` criteria, `extension(url)`,
+indexers, `exists()`, `empty()`, `first()`, `not()`, `and`, `=` and `!=`. Anything else
+compiles through fhirpathpy (R4 model); an error inside it is logged without the resource
+(no PHI) and yields no values, so one odd resource never stops indexing.
+
+Deliberate differences from strict FHIRPath, chosen for indexing:
+- `x as T` on a collection of several items filters them (as `ofType(T)` does) instead of
+  failing; `as`/`ofType` are only understood on choice elements (`value as Quantity` reads
+  `valueQuantity`), other uses go to the fallback.
+- `resolve() is T` looks at the reference text (`T/id`, `.../T/id[/_history/n]`) or, when
+  that says nothing (`urn:uuid:`, identifier-only), at `Reference.type`; it never fetches.
+- `|` keeps duplicates (the indexer removes them); `extension(url)` returns every match.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+import fhirpathpy
+from fhirpathpy.models import models as _fhirpath_models
+
+__all__ = [
+    "Extractor",
+    "compile_path",
+    "parse_reference",
+    "reference_type",
+    "required_keys",
+    "split_union",
+    "uses_fast_path",
+]
+
+logger = logging.getLogger(__name__)
+
+Extractor = Callable[[dict[str, Any]], list[Any]]
+_Fn = Callable[[list[Any]], list[Any]]
+
+_R4_MODEL: dict[str, Any] = _fhirpath_models["r4"]
+_CHOICES: dict[str, list[str]] = _R4_MODEL["choiceTypePaths"]
+_PATH_TYPES: dict[str, str] = _R4_MODEL["path2Type"]
+_ELSEWHERE: dict[str, str] = _R4_MODEL["pathsDefinedElsewhere"]
+_PARENTS: dict[str, str] = _R4_MODEL["type2Parent"]
+# Paths of backbone elements (`Observation.component`): they have children but no type.
+_BACKBONES = frozenset(
+    path.rsplit(".", depth)[0]
+    for path in (*_PATH_TYPES, *_CHOICES)
+    for depth in range(1, path.count("."))
+)
+# Element names that are a choice `name[x]` somewhere: where the model cannot tell (a type
+# it does not know, a relative path), only these pay for a key scan when absent.
+_CHOICE_NAMES = frozenset(path.rsplit(".", 1)[1] for path in _CHOICES)
+_TYPE_SUFFIXES = frozenset(t for types in _CHOICES.values() for t in types) | {
+    "CodeableReference",
+    "RatioRange",
+}
+_ANY_RESOURCE = ("Resource", "DomainResource")
+# `Type/id` at the end of a reference, optionally followed by `/_history/version`.
+_REFERENCE_TAIL = re.compile(
+    r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$"
+)
+
+
+def parse_reference(text: str) -> tuple[str | None, str | None, str, str | None]:
+    """(type, id, url, version) of a reference or canonical: `Patient/1`,
+    `http://x/fhir/Patient/1/_history/2`, `http://x/ValueSet/vs|1.0`, `urn:uuid:...`.
+    Type and id are None unless the url ends with `Type/id` (then `/_history/n`)."""
+    url, _, version = text.partition("|")
+    match = None if url.startswith("urn:") else _REFERENCE_TAIL.search(url)
+    if match is None:
+        return None, None, url, version or None
+    return match.group(1), match.group(2), url, version or None
+
+
+def reference_type(reference: Any) -> str | None:
+    """The resource type a Reference points to, read from its text or else its `type`."""
+    if not isinstance(reference, dict):
+        return None
+    text = reference.get("reference")
+    if isinstance(text, str) and not text.startswith("#"):
+        kind = parse_reference(text)[0]
+        if kind is not None:
+            return kind
+    kind = reference.get("type")
+    if isinstance(kind, str):
+        # Reference.type is a type name or the URL of its StructureDefinition.
+        return kind.rsplit("/", 1)[-1]
+    return None
+
+
+def split_union(expression: str) -> list[str]:
+    """Split on the `|` operators that are not inside parentheses, brackets or strings."""
+    parts: list[str] = []
+    depth = 0
+    quoted = False
+    start = 0
+    for i, ch in enumerate(expression):
+        if ch == "'" and (i == 0 or expression[i - 1] != "\\"):
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            parts.append(expression[start:i].strip())
+            start = i + 1
+    parts.append(expression[start:].strip())
+    return [p for p in parts if p]
+
+
+# --- parsing the fast-path subset into a small tree ---------------------------------------
+
+
+class _Unsupported(Exception):
+    """The expression leaves the fast-path subset; fhirpathpy evaluates it."""
+
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<num>\d+(?:\.\d+)?)|(?P<id>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|(?P<bt>`[^`]+`)|(?P<op>!=|[.()|\[\]=,]))"
+)
+
+
+def _tokenize(expression: str) -> list[tuple[str, str]]:
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    text = expression.rstrip()
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if not match or match.end() == pos:
+            raise _Unsupported(text[pos:])
+        kind = match.lastgroup
+        assert kind is not None
+        value = match.group(kind)
+        if kind == "bt":
+            kind, value = "id", value[1:-1]
+        tokens.append((kind, value))
+        pos = match.end()
+    return tokens
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    name: str
+    choice: bool | None = None  # `name[x]`: set by _resolve_types
+
+
+@dataclass(frozen=True, slots=True)
+class _Index:
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    name: str
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """Steps applied to the input collection; `root` is a leading type name (`Patient.`)."""
+
+    root: str | None
+    steps: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Literal:
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Binary:
+    op: str  # "|", "and", "=", "!="
+    left: Any
+    right: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _TypeOp:
+    op: str  # "as", "is"
+    operand: Any
+    type_name: str
+
+
+class _Parser:
+    def __init__(self, expression: str) -> None:
+        self.tokens = _tokenize(expression)
+        self.pos = 0
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self, value: str | None = None) -> tuple[str, str]:
+        token = self.peek()
+        if token is None or (value is not None and token[1] != value):
+            raise _Unsupported(f"expected {value!r}")
+        self.pos += 1
+        return token
+
+    def at(self, value: str) -> bool:
+        token = self.peek()
+        return token is not None and token[1] == value and token[0] in ("op", "id")
+
+    def parse(self) -> Any:
+        node = self.and_expr(top=True)
+        if self.peek() is not None:
+            raise _Unsupported("trailing input")
+        return node
+
+    def and_expr(self, top: bool) -> Any:
+        node = self.equality(top)
+        while self.at("and"):
+            self.take()
+            node = _Binary("and", node, self.equality(top))
+        return node
+
+    def equality(self, top: bool) -> Any:
+        node = self.union(top)
+        if self.at("=") or self.at("!="):
+            op = self.take()[1]
+            node = _Binary(op, node, self.union(top))
+        return node
+
+    def union(self, top: bool) -> Any:
+        node = self.type_expr(top)
+        while self.at("|"):
+            self.take()
+            node = _Binary("|", node, self.type_expr(top))
+        return node
+
+    def type_expr(self, top: bool) -> Any:
+        node = self.postfix(top)
+        if self.at("as") or self.at("is"):
+            op = self.take()[1]
+            node = _TypeOp(op, node, self.take()[1])
+        return node
+
+    def postfix(self, top: bool) -> Any:
+        token = self.take()
+        kind, value = token
+        if kind == "str":
+            return _Literal(re.sub(r"\\(.)", r"\1", value[1:-1]))
+        if kind == "num":
+            return _Literal(Decimal(value))
+        if kind == "id" and value in ("true", "false"):
+            return _Literal(value == "true")
+        if value == "(":
+            inner = self.and_expr(top)
+            self.take(")")
+            if not self.at(".") and not self.at("["):
+                return inner
+            if not isinstance(inner, _TypeOp | _Chain):
+                raise _Unsupported("steps after a parenthesized expression")
+            return self.steps(_Chain(None, (inner,)))
+        if kind != "id":
+            raise _Unsupported(value)
+        if top and value[0].isupper():
+            chain = _Chain(value, ())
+        elif self.at("("):
+            chain = _Chain(None, (self.call(value),))
+        else:
+            chain = _Chain(None, (_Member(value),))
+        return self.steps(chain)
+
+    def steps(self, chain: _Chain) -> _Chain:
+        steps = list(chain.steps)
+        while True:
+            if self.at("."):
+                self.take()
+                kind, name = self.take()
+                if kind != "id":
+                    raise _Unsupported(name)
+                steps.append(self.call(name) if self.at("(") else _Member(name))
+            elif self.at("["):
+                self.take()
+                kind, number = self.take()
+                if kind != "num" or not number.isdigit():
+                    raise _Unsupported(number)
+                self.take("]")
+                steps.append(_Index(int(number)))
+            else:
+                return _Chain(chain.root, tuple(steps))
+
+    def call(self, name: str) -> _Call:
+        self.take("(")
+        args: list[Any] = []
+        if not self.at(")"):
+            args.append(self.and_expr(top=False))
+            while self.at(","):
+                self.take()
+                args.append(self.and_expr(top=False))
+        self.take(")")
+        return _Call(name, tuple(args))
+
+
+# --- compiling the tree into closures over collections ------------------------------------
+
+
+def _lookup(kind: str, name: str) -> tuple[bool, str | None] | None:
+    """Whether `kind.name` is a choice element, and the type (or backbone path) it holds;
+    None when the R4 model does not know the path."""
+    current: str | None = kind
+    while current is not None:
+        path = f"{current}.{name}"
+        path = _ELSEWHERE.get(path, path)
+        if path in _CHOICES:
+            return True, None
+        if path in _PATH_TYPES:
+            return False, _PATH_TYPES[path]
+        if path in _BACKBONES:
+            return False, path
+        current = _PARENTS.get(current)
+    return None
+
+
+def _type_name(node: Any) -> str:
+    if isinstance(node, _Chain) and node.root is None and len(node.steps) == 1:
+        step = node.steps[0]
+        if isinstance(step, _Member):
+            return step.name
+    raise _Unsupported(f"type name {node!r}")
+
+
+# Steps after which the items keep their type.
+_SAME_TYPE = frozenset({"where", "first"})
+
+
+def _resolve_types(chain: _Chain) -> _Chain:
+    """Mark which members are choice elements (from the model along the path, else by name)
+    and turn `.as(T)`/`.ofType(T)` after one into a read of its typed key (`valueQuantity`)."""
+    kind = chain.root if chain.root in _PARENTS or chain.root == "Resource" else None
+    steps: list[Any] = []
+    for step in chain.steps:
+        if isinstance(step, _Member):
+            if step.name[0].isupper():  # a type name where an element belongs
+                raise _Unsupported(step.name)
+            found = _lookup(kind, step.name) if kind else None
+            choice, kind = found if found else (step.name in _CHOICE_NAMES, None)
+            steps.append(_Member(step.name, choice))
+        elif isinstance(step, _Call) and step.name in ("as", "ofType") and len(step.args) == 1:
+            type_name = _type_name(step.args[0])
+            previous = steps[-1] if steps else None
+            if not isinstance(previous, _Member) or not previous.choice:
+                raise _Unsupported(f"as/ofType on {previous!r}")
+            key = previous.name + type_name[0].upper() + type_name[1:]
+            steps[-1] = _Member(key, False)
+            kind = type_name
+        else:
+            if not isinstance(step, _Index) and not (
+                isinstance(step, _Call) and step.name in _SAME_TYPE
+            ):
+                kind = None
+            steps.append(step)
+    return _Chain(chain.root, tuple(steps))
+
+
+def _retype(chain: _Chain, type_name: str) -> _Chain:
+    """`(chain as T)`."""
+    as_type = _Call("as", (_Chain(None, (_Member(type_name),)),))
+    return _resolve_types(_Chain(chain.root, (*chain.steps, as_type)))
+
+
+def _choice_value(item: dict[str, Any], name: str) -> Any:
+    """The value of choice element `name[x]`: the key `name` + a type suffix."""
+    size = len(name)
+    for key, value in item.items():
+        if key.startswith(name) and key[size:] in _TYPE_SUFFIXES:
+            return value
+    return None
+
+
+def _members(root: str | None, members: list[_Member]) -> _Fn:
+    """`Type.a.b.c`, the most common form, in one loop (no call per step); lists flatten."""
+    steps = tuple((m.name, bool(m.choice)) for m in members)
+
+    def member_path(items: list[Any]) -> list[Any]:
+        if root is not None:
+            items = [i for i in items if type(i) is dict and i.get("resourceType") == root]
+        for name, choice in steps:
+            if not items:
+                return items
+            found: list[Any] = []
+            for item in items:
+                if type(item) is not dict:
+                    continue
+                value = item.get(name)
+                if value is None:
+                    if not choice:
+                        continue
+                    value = _choice_value(item, name)
+                    if value is None:
+                        continue
+                if type(value) is list:
+                    found.extend(value)
+                else:
+                    found.append(value)
+            items = found
+        return items
+
+    return member_path
+
+
+def _singleton_equal(left: list[Any], right: list[Any]) -> list[Any]:
+    if len(left) != 1 or len(right) != 1:
+        return []
+    a, b = left[0], right[0]
+    if (type(a) is bool) != (type(b) is bool):
+        return [False]
+    return [a == b]
+
+
+def _truth(items: list[Any]) -> bool | None:
+    """Singleton evaluation of a collection as a boolean; several items count as empty."""
+    if len(items) != 1:
+        return None
+    return items[0] if type(items[0]) is bool else True
+
+
+def _compile(node: Any) -> _Fn:
+    if isinstance(node, _Literal):
+        constant = [node.value]
+        return lambda items: constant
+    if isinstance(node, _Chain):
+        return _compile_chain(node)
+    if isinstance(node, _TypeOp):
+        return _compile_type_op(node)
+    if isinstance(node, _Binary):
+        left, right = _compile(node.left), _compile(node.right)
+        if node.op == "|":
+            return lambda items: left(items) + right(items)
+        if node.op == "=":
+            return lambda items: _singleton_equal(left(items), right(items))
+        if node.op == "!=":
+            return lambda items: [not r for r in _singleton_equal(left(items), right(items))]
+        if node.op == "and":
+
+            def both(items: list[Any]) -> list[Any]:
+                a, b = _truth(left(items)), _truth(right(items))
+                if a is False or b is False:
+                    return [False]
+                return [True] if a and b else []
+
+            return both
+    raise _Unsupported(repr(node))
+
+
+def _compile_type_op(node: _TypeOp) -> _Fn:
+    operand = node.operand
+    if node.op == "as" and isinstance(operand, _Chain):
+        return _compile_resolved(_retype(operand, node.type_name))
+    if (
+        node.op == "is"
+        and isinstance(operand, _Chain)
+        and operand.root is None
+        and operand.steps == (_Call("resolve", ()),)
+    ):
+        wanted = node.type_name
+        return lambda items: [reference_type(i) == wanted for i in items] if items else []
+    raise _Unsupported(repr(node))
+
+
+# Functions with a value for an empty input; other steps map empty to empty.
+_ON_EMPTY = frozenset({"exists", "empty", "not"})
+
+
+def _compile_chain(chain: _Chain) -> _Fn:
+    return _compile_resolved(_resolve_types(chain))
+
+
+def _compile_resolved(chain: _Chain) -> _Fn:
+    steps = chain.steps
+    root = chain.root
+    if all(isinstance(step, _Member) for step in steps):
+        return _members(None if root in _ANY_RESOURCE else root, list(steps))
+    fns = [_compile_step(step) for step in steps]
+    if root is not None and root not in _ANY_RESOURCE:
+
+        def of_root_type(items: list[Any]) -> list[Any]:
+            return [i for i in items if type(i) is dict and i.get("resourceType") == root]
+
+        fns.insert(0, of_root_type)
+    if len(fns) == 1:
+        return fns[0]
+    if any(isinstance(s, _Call) and s.name in _ON_EMPTY for s in steps):
+
+        def run_all(items: list[Any]) -> list[Any]:
+            for fn in fns:
+                items = fn(items)
+            return items
+
+        return run_all
+
+    def run(items: list[Any]) -> list[Any]:
+        for fn in fns:
+            if not items:
+                return items
+            items = fn(items)
+        return items
+
+    return run
+
+
+def _compile_step(step: Any) -> _Fn:
+    if isinstance(step, _Member):
+        return _members(None, [step])
+    if isinstance(step, _Index):
+        position = step.index
+        return lambda items: items[position : position + 1]
+    if isinstance(step, _TypeOp | _Binary | _Chain | _Literal):
+        return _compile(step)
+    if isinstance(step, _Call):
+        return _compile_call(step)
+    raise _Unsupported(repr(step))
+
+
+def _compile_call(call: _Call) -> _Fn:
+    name, args = call.name, call.args
+    if name == "where" and len(args) == 1:
+        criterion = _compile(args[0])
+        return lambda items: [i for i in items if criterion([i]) == [True]]
+    if name == "extension" and len(args) == 1 and isinstance(args[0], _Literal):
+        url = args[0].value
+
+        def extension(items: list[Any]) -> list[Any]:
+            out: list[Any] = []
+            for item in items:
+                if type(item) is dict:
+                    out.extend(e for e in item.get("extension", ()) if e.get("url") == url)
+            return out
+
+        return extension
+    if not args:
+        if name == "exists":
+            return lambda items: [bool(items)]
+        if name == "empty":
+            return lambda items: [not items]
+        if name == "first":
+            return lambda items: items[:1]
+        if name == "not":
+            return lambda items: (
+                [not items[0]] if len(items) == 1 and type(items[0]) is bool else []
+            )
+    raise _Unsupported(f"{name}()")
+
+
+def _first_keys(node: Any) -> frozenset[str] | None:
+    """Keys of the input object one of which must be present for a non-empty result, or
+    None when the expression can yield something without them (`exists()`, literals)."""
+    if isinstance(node, _TypeOp) and node.op == "as" and isinstance(node.operand, _Chain):
+        return _first_keys(_retype(node.operand, node.type_name))
+    if isinstance(node, _Binary) and node.op == "|":
+        left, right = _first_keys(node.left), _first_keys(node.right)
+        return None if left is None or right is None else left | right
+    if not isinstance(node, _Chain) or not node.steps:
+        return None
+    chain = _resolve_types(node)
+    if any(
+        isinstance(s, _Binary | _Literal) or (isinstance(s, _Call) and s.name in _ON_EMPTY)
+        for s in chain.steps
+    ):
+        return None
+    first = chain.steps[0]
+    if isinstance(first, _Member) and not first.choice:
+        return frozenset({first.name})
+    if isinstance(first, _Call) and first.name == "extension":
+        return frozenset({"extension"})
+    if isinstance(first, _TypeOp):
+        return _first_keys(first)
+    return None
+
+
+# --- public API ---------------------------------------------------------------------------
+
+
+def _fast(expression: str) -> _Fn | None:
+    try:
+        return _compile(_Parser(expression).parse())
+    except _Unsupported:
+        return None
+
+
+def required_keys(expression: str) -> frozenset[str] | None:
+    """Top-level keys of the resource one of which must be present for the expression to
+    yield anything (`Patient.name | Patient.alias` → {name, alias}); None if unknown. The
+    indexer skips an expression whose keys are all absent without evaluating it."""
+    try:
+        tree = _Parser(expression).parse()
+        _compile(tree)
+    except _Unsupported:
+        return None
+    return _first_keys(tree)
+
+
+def uses_fast_path(expression: str) -> bool:
+    """Whether `compile_path` evaluates this expression without fhirpathpy."""
+    return _fast(expression) is not None
+
+
+def _plain(value: Any) -> Any:
+    """fhirpathpy wraps dates and quantities in its own types; indexers want JSON values."""
+    if isinstance(value, str | bool | int | float | Decimal | dict | list) or value is None:
+        return value
+    return str(value)
+
+
+def _fallback(expression: str) -> Extractor:
+    try:
+        compiled = fhirpathpy.compile(expression, model=_R4_MODEL)
+    except Exception:
+        logger.warning("FHIRPath expression does not compile, it yields nothing: %s", expression)
+        return lambda resource: []
+    failed = False
+
+    def evaluate(resource: dict[str, Any]) -> list[Any]:
+        nonlocal failed
+        try:
+            values = compiled(resource, {})
+            # Some fhirpathpy functions report errors as a value rather than raise.
+            if any(type(v) is dict and v.get("$status") == "error" for v in values):
+                raise ValueError("fhirpathpy returned an error value")
+            return [_plain(v) for v in values]
+        except Exception as error:
+            # The resource may hold PHI: log the expression and the error type only.
+            level = logging.DEBUG if failed else logging.WARNING
+            failed = True
+            logger.log(level, "FHIRPath %r failed (%s)", expression, type(error).__name__)
+            return []
+
+    return evaluate
+
+
+@lru_cache(maxsize=8192)
+def compile_path(expression: str) -> Extractor:
+    """Compile a FHIRPath expression into `resource -> values` (JSON values, lists flattened).
+
+    A leading type name (`Patient.name`) selects resources of that type; `Resource.` and
+    `DomainResource.` select any resource; a lowercase start is relative to the input.
+    """
+    fast = _fast(expression)
+    if fast is None:
+        return _fallback(expression)
+    fn = fast
+
+    def extract(resource: dict[str, Any]) -> list[Any]:
+        try:
+            return fn([resource])
+        except Exception as error:  # malformed content (a string where an object belongs)
+            logger.debug("FHIRPath %r failed (%s)", expression, type(error).__name__)
+            return []
+
+    return extract

@@ -1,0 +1,630 @@
+"""Index values of a resource (https://hl7.org/fhir/R4B/search.html#ptypes): for every search
+parameter of its type, the typed values a search compares against, one family per
+parameter type, plus the patient compartment the resource belongs to.
+
+Conventions the store and the query parser share:
+- dates are half-open UTC ranges [low, high): `2020` is [2020-01-01T00:00Z, 2021-01-01T00:00Z);
+  a date or time without a zone is taken as UTC; open ends of a Period are DATE_MIN/DATE_MAX.
+- numbers carry their implicit precision: `100` is [99.5, 100.5), `100.0` is [99.95, 100.05);
+  open ends of a Range are Decimal('-Infinity')/Decimal('Infinity').
+- a Quantity's comparator (`<5`) is not indexed: the value is.
+- strings are indexed normalized (`normalize_string`: case folded, accents and repeated
+  whitespace removed) beside the exact text.
+- `_id` and `_lastUpdated` are not extracted (the store keeps them as columns); composite
+  parameters are not extracted either (`composite_parameters` lists them for the search
+  engine); special ones (`near`) and those without an expression (`_text`, `_content`) neither.
+- references inside the resource (`#id`) are skipped; `urn:uuid:` references keep only their
+  url (a transaction replaces them before indexing); an identifier-only reference goes to
+  `reference_identifiers` so that `:identifier` can find it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from cmfhir.resources.fhirpath import parse_reference
+from cmfhir.resources.search_parameters import (
+    SearchParameter,
+    SearchParameterRegistry,
+    load_registry,
+)
+
+__all__ = [
+    "DATE_MAX",
+    "DATE_MIN",
+    "DateEntry",
+    "IdentifierTypeEntry",
+    "NumberEntry",
+    "PatientCompartment",
+    "QuantityEntry",
+    "ReferenceEntry",
+    "ReferenceIdentifierEntry",
+    "ResourceIndex",
+    "StringEntry",
+    "TokenEntry",
+    "UriEntry",
+    "composite_parameters",
+    "date_range",
+    "extract_index",
+    "load_patient_compartment",
+    "normalize_string",
+    "number_range",
+    "parse_reference",
+    "patient_compartment",
+]
+
+DATE_MIN = datetime.min.replace(tzinfo=UTC)
+DATE_MAX = datetime.max.replace(tzinfo=UTC)
+NEGATIVE_INFINITY = Decimal("-Infinity")
+INFINITY = Decimal("Infinity")
+NOT_EXTRACTED = frozenset({"_id", "_lastUpdated"})
+ISO_4217 = "urn:iso:std:iso:4217"
+
+
+# --- typed values -------------------------------------------------------------------------
+# NamedTuples rather than frozen dataclasses: as immutable and typed, but three times cheaper
+# to create and hash (extraction builds tens of them per write and removes duplicates), and
+# each entry is already the row tuple the store inserts after the parameter code.
+
+
+class TokenEntry(NamedTuple):
+    """A code: Coding/CodeableConcept (one per coding, and the concept's text alone when no
+    display says the same), Identifier (system, value), ContactPoint (system, value), or a
+    primitive (booleans as `true`/`false`). `text` is normalized (`normalize_string`): the
+    display, the CodeableConcept.text or the Identifier.type.text that `:text` searches."""
+
+    param: str
+    system: str | None
+    code: str | None
+    text: str | None = None
+
+
+class IdentifierTypeEntry(NamedTuple):
+    """An Identifier with a typed coding, for `identifier:of-type=system|code|value`."""
+
+    param: str
+    type_system: str | None
+    type_code: str
+    value: str
+
+
+class StringEntry(NamedTuple):
+    param: str
+    value: str  # normalize_string(exact)
+    exact: str
+
+
+class DateEntry(NamedTuple):
+    param: str
+    low: datetime  # inclusive, UTC
+    high: datetime  # exclusive, UTC
+
+
+class NumberEntry(NamedTuple):
+    param: str
+    value: Decimal | None  # None for a Range
+    low: Decimal
+    high: Decimal
+
+
+class QuantityEntry(NamedTuple):
+    param: str
+    system: str | None
+    code: str | None
+    unit: str | None
+    value: Decimal | None  # None for a Range
+    low: Decimal
+    high: Decimal
+
+
+class ReferenceEntry(NamedTuple):
+    """`url` is the reference as written (without a canonical's `|version`); type and id
+    are filled when it ends with `Type/id` (relative, absolute, or with `/_history/n`)."""
+
+    param: str
+    target_type: str | None
+    target_id: str | None
+    url: str
+    version: str | None = None
+
+
+class ReferenceIdentifierEntry(NamedTuple):
+    param: str
+    system: str | None
+    value: str
+
+
+class UriEntry(NamedTuple):
+    param: str
+    uri: str
+
+
+@dataclass(slots=True)
+class ResourceIndex:
+    """Everything a resource version contributes to the search indexes, by value family."""
+
+    token: list[TokenEntry] = field(default_factory=list)
+    string: list[StringEntry] = field(default_factory=list)
+    date: list[DateEntry] = field(default_factory=list)
+    number: list[NumberEntry] = field(default_factory=list)
+    quantity: list[QuantityEntry] = field(default_factory=list)
+    reference: list[ReferenceEntry] = field(default_factory=list)
+    uri: list[UriEntry] = field(default_factory=list)
+    reference_identifiers: list[ReferenceIdentifierEntry] = field(default_factory=list)
+    identifier_types: list[IdentifierTypeEntry] = field(default_factory=list)
+
+
+# --- pure value functions (shared with the query parser) ----------------------------------
+
+_DATE = re.compile(
+    r"(?P<year>\d{4})(?:-(?P<month>\d{2})(?:-(?P<day>\d{2})"
+    r"(?:T(?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:\.(?P<fraction>\d+))?)?"
+    r"(?P<zone>Z|[+-]\d{2}:\d{2})?)?)?)?",
+    re.ASCII,
+)
+
+
+def _utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return DATE_MIN if moment.year == 1 else DATE_MAX
+
+
+def date_range(text: str) -> tuple[datetime, datetime]:
+    """The UTC range [low, high) a FHIR date, dateTime or instant covers, at its precision:
+    year, month, day, minute, second or fraction of a second (microseconds at most).
+
+    Without a zone the time is UTC. Raises ValueError for anything else."""
+    match = _DATE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a FHIR date/dateTime/instant: {text!r}")
+    g = match.groupdict()
+    zone = UTC
+    if g["zone"] not in (None, "Z"):
+        sign = -1 if g["zone"][0] == "-" else 1
+        hours, minutes = int(g["zone"][1:3]), int(g["zone"][4:6])
+        if hours > 14 or minutes > 59:
+            raise ValueError(f"not a time zone: {g['zone']!r}")
+        zone = timezone(sign * timedelta(hours=hours, minutes=minutes))
+    year = int(g["year"])
+    fraction = g["fraction"] or ""
+    low = datetime(
+        year,
+        int(g["month"] or 1),
+        int(g["day"] or 1),
+        int(g["hour"] or 0),
+        int(g["minute"] or 0),
+        int(g["second"] or 0),
+        int(fraction[:6].ljust(6, "0")) if fraction else 0,
+        tzinfo=zone,
+    )
+    try:
+        if g["month"] is None:
+            high = low.replace(year=year + 1)
+        elif g["day"] is None:
+            high = (
+                low.replace(year=year + 1, month=1)
+                if low.month == 12
+                else low.replace(month=low.month + 1)
+            )
+        elif g["hour"] is None:
+            high = low + timedelta(days=1)
+        elif g["second"] is None:
+            high = low + timedelta(minutes=1)
+        elif not fraction:
+            high = low + timedelta(seconds=1)
+        else:
+            high = low + timedelta(microseconds=10 ** max(0, 6 - len(fraction)))
+    except (OverflowError, ValueError):
+        high = DATE_MAX
+    return _utc(low), (high if high is DATE_MAX else _utc(high))
+
+
+def number_range(value: Decimal | int | float | str) -> tuple[Decimal, Decimal]:
+    """[low, high) of a number at its implicit precision: half a unit of its last digit."""
+    number = _decimal(value)
+    if number is None:
+        raise ValueError(f"not a finite number: {value!r}")
+    exponent = number.as_tuple().exponent
+    assert isinstance(exponent, int)
+    half = Decimal(5).scaleb(exponent - 1)
+    return number - half, number + half
+
+
+def normalize_string(text: str) -> str:
+    """The form strings are compared in: case folded, accents removed (NFKD without combining
+    marks), whitespace runs collapsed to one space, ends trimmed."""
+    folded = text.casefold()
+    if not folded.isascii():
+        decomposed = unicodedata.normalize("NFKD", folded)
+        folded = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(folded.split())
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if type(value) is bool:
+        return None
+    try:
+        if isinstance(value, float):
+            number = Decimal(repr(value))
+        elif isinstance(value, Decimal):
+            number = value
+        else:
+            number = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
+
+
+# --- converters: values of one parameter into entries -------------------------------------
+
+
+def _extension_value(element: dict[str, Any]) -> Any:
+    """The value[x] of an Extension (`extension(url)` yields Extensions)."""
+    for key, value in element.items():
+        if key.startswith("value"):
+            return value
+    return None
+
+
+def _token(code: str, values: list[Any], out: ResourceIndex) -> None:
+    for value in values:
+        kind = type(value)
+        if kind is str:
+            out.token.append(TokenEntry(code, None, value))
+        elif kind is bool:
+            out.token.append(TokenEntry(code, None, "true" if value else "false"))
+        elif kind is dict:
+            _token_element(code, value, out)
+        elif kind in (int, Decimal, float):
+            out.token.append(TokenEntry(code, None, str(value)))
+
+
+def _text(value: Any) -> str | None:
+    return normalize_string(value) if type(value) is str else None
+
+
+def _token_element(code: str, element: dict[str, Any], out: ResourceIndex) -> None:
+    if "url" in element:
+        _token(code, [_extension_value(element)], out)
+        return
+    if "concept" in element:  # CodeableReference
+        _token_element(code, element["concept"], out)
+        return
+    if "coding" in element or ("text" in element and "value" not in element):
+        text = _text(element.get("text"))
+        for coding in element.get("coding", ()):
+            system, value = coding.get("system"), coding.get("code")
+            if system is not None or value is not None:
+                display = _text(coding.get("display"))
+                if display == text:
+                    text = None  # already findable by :text on this row
+                out.token.append(TokenEntry(code, system, value, display))
+        if text:
+            out.token.append(TokenEntry(code, None, None, text))
+        return
+    if "value" in element:  # Identifier, ContactPoint
+        value, system = element["value"], element.get("system")
+        kind = element.get("type")
+        if type(kind) is dict:
+            out.token.append(TokenEntry(code, system, value, _text(kind.get("text"))))
+            for coding in kind.get("coding", ()):
+                if coding.get("code") is not None:
+                    out.identifier_types.append(
+                        IdentifierTypeEntry(code, coding.get("system"), coding["code"], value)
+                    )
+        else:
+            out.token.append(TokenEntry(code, system, value))
+        return
+    if "code" in element or "system" in element:  # Coding
+        display = _text(element.get("display"))
+        out.token.append(TokenEntry(code, element.get("system"), element.get("code"), display))
+
+
+# Parts of HumanName, Address and others that a string search matches.
+_STRING_PARTS = (
+    "family",
+    "given",
+    "prefix",
+    "suffix",
+    "line",
+    "city",
+    "district",
+    "state",
+    "postalCode",
+    "country",
+    "text",
+    "display",
+)
+
+
+def _string(code: str, values: list[Any], out: ResourceIndex) -> None:
+    for value in values:
+        if type(value) is str:
+            out.string.append(StringEntry(code, normalize_string(value), value))
+        elif type(value) is dict:
+            if "url" in value:
+                _string(code, [_extension_value(value)], out)
+                continue
+            for key in _STRING_PARTS:
+                part = value.get(key)
+                if type(part) is str:
+                    out.string.append(StringEntry(code, normalize_string(part), part))
+                elif type(part) is list:
+                    _string(code, part, out)
+
+
+def _date_of(value: Any) -> tuple[datetime, datetime] | None:
+    if type(value) is str:
+        try:
+            return date_range(value)
+        except ValueError:
+            return None
+    if type(value) is not dict:
+        return None
+    if "url" in value:
+        return _date_of(_extension_value(value))
+    if "start" in value or "end" in value:  # Period
+        start, end = value.get("start"), value.get("end")
+        low = _date_of(start) if start is not None else None
+        high = _date_of(end) if end is not None else None
+        return (low[0] if low else DATE_MIN, high[1] if high else DATE_MAX)
+    if "event" in value or "repeat" in value:  # Timing: only the outer limits count
+        ranges = [r for r in map(_date_of, value.get("event", ())) if r]
+        bounds = (value.get("repeat") or {}).get("boundsPeriod")
+        if bounds:
+            bounded = _date_of(bounds)
+            if bounded:
+                ranges.append(bounded)
+        if ranges:
+            return min(r[0] for r in ranges), max(r[1] for r in ranges)
+    return None
+
+
+def _date(code: str, values: list[Any], out: ResourceIndex) -> None:
+    for value in values:
+        found = _date_of(value)
+        if found is not None:
+            out.date.append(DateEntry(code, found[0], found[1]))
+
+
+def _range_ends(element: dict[str, Any]) -> tuple[Decimal, Decimal] | None:
+    low = _decimal((element.get("low") or {}).get("value"))
+    high = _decimal((element.get("high") or {}).get("value"))
+    if low is None and high is None:
+        return None
+    return (NEGATIVE_INFINITY if low is None else low, INFINITY if high is None else high)
+
+
+def _number(code: str, values: list[Any], out: ResourceIndex) -> None:
+    for value in values:
+        if type(value) is dict:
+            if "url" in value:
+                _number(code, [_extension_value(value)], out)
+            elif "low" in value or "high" in value:
+                ends = _range_ends(value)
+                if ends:
+                    out.number.append(NumberEntry(code, None, ends[0], ends[1]))
+            elif "value" in value:
+                _number(code, [value["value"]], out)
+            continue
+        number = _decimal(value)
+        if number is not None:
+            low, high = number_range(number)
+            out.number.append(NumberEntry(code, number, low, high))
+
+
+def _quantity(code: str, values: list[Any], out: ResourceIndex) -> None:
+    for value in values:
+        if type(value) is not dict:
+            continue
+        if "url" in value:
+            _quantity(code, [_extension_value(value)], out)
+        elif "low" in value or "high" in value:  # Range
+            ends = _range_ends(value)
+            unit_of = value.get("low") or value.get("high") or {}
+            if ends:
+                out.quantity.append(
+                    QuantityEntry(
+                        code,
+                        unit_of.get("system"),
+                        unit_of.get("code"),
+                        unit_of.get("unit"),
+                        None,
+                        ends[0],
+                        ends[1],
+                    )
+                )
+        elif "value" in value:
+            number = _decimal(value["value"])
+            if number is None:
+                continue
+            low, high = number_range(number)
+            system: str | None
+            if "currency" in value:  # Money
+                system, unit_code, unit = ISO_4217, value["currency"], value["currency"]
+            else:
+                system, unit_code, unit = value.get("system"), value.get("code"), value.get("unit")
+            out.quantity.append(QuantityEntry(code, system, unit_code, unit, number, low, high))
+
+
+def _reference(code: str, values: list[Any], out: ResourceIndex) -> None:
+    for value in values:
+        if type(value) is str:  # canonical or uri
+            target_type, target_id, url, version = parse_reference(value)
+            out.reference.append(ReferenceEntry(code, target_type, target_id, url, version))
+        elif type(value) is dict:
+            if "resourceType" in value:
+                continue  # an inline resource (Bundle.entry.resource): nothing to point at
+            if "url" in value:
+                _reference(code, [_extension_value(value)], out)
+                continue
+            text = value.get("reference")
+            if type(text) is dict:  # CodeableReference
+                _reference(code, [text], out)
+                continue
+            if type(text) is str and not text.startswith("#"):
+                target_type, target_id, url, version = parse_reference(text)
+                out.reference.append(ReferenceEntry(code, target_type, target_id, url, version))
+            identifier = value.get("identifier")
+            if type(identifier) is dict and identifier.get("value") is not None:
+                out.reference_identifiers.append(
+                    ReferenceIdentifierEntry(code, identifier.get("system"), identifier["value"])
+                )
+
+
+def _uri(code: str, values: list[Any], out: ResourceIndex) -> None:
+    for value in values:
+        if type(value) is str:
+            out.uri.append(UriEntry(code, value))
+        elif type(value) is dict and "url" in value:
+            _uri(code, [_extension_value(value)], out)
+
+
+_Converter = Callable[[str, list[Any], ResourceIndex], None]
+_CONVERTERS: dict[str, _Converter] = {
+    "token": _token,
+    "string": _string,
+    "date": _date,
+    "number": _number,
+    "quantity": _quantity,
+    "reference": _reference,
+    "uri": _uri,
+}
+
+# --- extraction ---------------------------------------------------------------------------
+
+_Plan = tuple[
+    tuple[str, frozenset[str] | None, Callable[[dict[str, Any]], list[Any]], _Converter], ...
+]
+_plans: weakref.WeakKeyDictionary[SearchParameterRegistry, dict[str, _Plan]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _plan(registry: SearchParameterRegistry, resource_type: str) -> _Plan:
+    per_type = _plans.get(registry)
+    if per_type is None:
+        per_type = _plans[registry] = {}
+    plan = per_type.get(resource_type)
+    if plan is None:
+        plan = tuple(
+            (c.parameter.code, c.keys, c.extract, _CONVERTERS[c.parameter.type])
+            for c in registry.extractors(resource_type)
+            if c.parameter.code not in NOT_EXTRACTED and c.parameter.type in _CONVERTERS
+        )
+        per_type[resource_type] = plan
+    return plan
+
+
+def extract_index(resource: dict[str, Any], registry: SearchParameterRegistry) -> ResourceIndex:
+    """The index entries of a resource for every search parameter of its type.
+
+    Each parameter's entries are free of duplicates; a value that does not fit its
+    parameter's type (a date that does not parse, a Quantity without value) is left out."""
+    out = ResourceIndex()
+    for code, keys, extract, convert in _plan(registry, resource["resourceType"]):
+        if keys is not None and keys.isdisjoint(resource):
+            continue
+        values = extract(resource)
+        if values:
+            convert(code, values, out)
+    for entries in (
+        out.token,
+        out.string,
+        out.date,
+        out.number,
+        out.quantity,
+        out.reference,
+        out.uri,
+        out.reference_identifiers,
+        out.identifier_types,
+    ):
+        if len(entries) > 1:
+            _dedupe(entries)
+    return out
+
+
+def _dedupe(entries: list[Any]) -> None:
+    entries[:] = dict.fromkeys(entries)
+
+
+def composite_parameters(
+    registry: SearchParameterRegistry, resource_type: str
+) -> tuple[SearchParameter, ...]:
+    """The composite parameters of a type; `extract_index` leaves them to the search engine
+    (each component names a parameter definition and an expression relative to the resource)."""
+    return tuple(p for p in registry.for_type(resource_type).values() if p.type == "composite")
+
+
+# --- the patient compartment (https://hl7.org/fhir/R4B/compartmentdefinition-patient.html) --
+
+
+@dataclass(frozen=True, slots=True)
+class PatientCompartment:
+    """For each resource type in the Patient compartment, the parameters that put it there."""
+
+    params: Mapping[str, tuple[str, ...]]
+    registry: SearchParameterRegistry
+
+    def params_for(self, resource_type: str) -> tuple[str, ...]:
+        return self.params.get(resource_type, ())
+
+
+@lru_cache(maxsize=16)
+def _load_compartment(profiles_dir: Path) -> PatientCompartment:
+    path = profiles_dir / "compartmentdefinition-patient.json"
+    content = json.loads(path.read_text(encoding="utf-8"))
+    params = {
+        entry["code"]: tuple(entry.get("param", ()))
+        for entry in content.get("resource", ())
+        if entry.get("param")
+    }
+    return PatientCompartment(params, load_registry(profiles_dir))
+
+
+def load_patient_compartment(profiles_dir: Path) -> PatientCompartment:
+    """The Patient CompartmentDefinition in `profiles/` (read once per directory)."""
+    return _load_compartment(Path(profiles_dir).resolve())
+
+
+def patient_compartment(
+    resource: dict[str, Any],
+    compartment: PatientCompartment,
+    index: ResourceIndex | None = None,
+) -> list[str]:
+    """Ids of the patients whose compartment holds this resource: a Patient is in its own
+    (its id comes first) and in those of the patients it links to; any other resource is in
+    the compartment of each local Patient (`Patient/id`, not an absolute URL of another
+    server) its compartment parameters point at. Pass the resource's `index` to reuse it."""
+    resource_type = resource.get("resourceType")
+    ids: list[str] = []
+    if resource_type == "Patient" and isinstance(resource.get("id"), str):
+        ids.append(resource["id"])
+    params = compartment.params_for(str(resource_type))
+    if params:
+        if index is None:
+            index = ResourceIndex()
+            for compiled in compartment.registry.extractors(str(resource_type)):
+                if compiled.parameter.code in params and compiled.parameter.type == "reference":
+                    _reference(compiled.parameter.code, compiled.extract(resource), index)
+        for entry in index.reference:
+            if (
+                entry.target_type == "Patient"
+                and entry.target_id is not None
+                and entry.param in params
+                and "://" not in entry.url
+            ):
+                ids.append(entry.target_id)
+    return list(dict.fromkeys(ids))
