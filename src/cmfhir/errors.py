@@ -74,12 +74,13 @@ class FhirError(Exception):
         expression: Iterable[str] = (),
         issues: Iterable[Issue] = (),
         headers: dict[str, str] | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(diagnostics)
         self.diagnostics = diagnostics
         listed = list(issues)
         self.issues: list[Issue] = listed or [
-            Issue(diagnostics, code=self.code, expression=tuple(expression))
+            Issue(diagnostics, code=code or self.code, expression=tuple(expression))
         ]
         self.headers = headers or {}
 

@@ -1,0 +1,5 @@
+import sys
+
+from cmfhir.cli import main
+
+sys.exit(main())

@@ -1,0 +1,75 @@
+"""Wiring: settings read once, the database opened, definitions loaded, routes mounted."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cmfhir import __version__
+from cmfhir.config import Settings
+from cmfhir.errors import BadRequest, FhirError
+from cmfhir.interactions import FhirContext, Limits
+from cmfhir.resources.index_values import load_patient_compartment
+from cmfhir.resources.search_parameters import load_registry
+from cmfhir.routes import ErrorGuard, error_response, http_error_response, router
+from cmfhir.store import Store, open_database
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("cmfhir")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = await open_database(
+            settings.database_url, settings.data_dir, pool_size=settings.pool_size
+        )
+        app.state.fhir = FhirContext(
+            store=Store(database.engine),
+            registry=load_registry(settings.profiles_dir),
+            compartment=load_patient_compartment(settings.profiles_dir),
+            limits=Limits(
+                default_count=settings.default_count,
+                max_count=settings.max_count,
+                max_bundle_entries=settings.max_bundle_entries,
+            ),
+        )
+        try:
+            yield
+        finally:
+            await database.dispose()
+
+    app = FastAPI(
+        title="cmfhir",
+        version=__version__,
+        description="FHIR R4B care-management data system",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.include_router(router)
+
+    @app.exception_handler(FhirError)
+    async def fhir_error(request: Request, error: FhirError) -> Response:
+        return error_response(error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        return http_error_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_error(request: Request, error: RequestValidationError) -> Response:
+        return error_response(BadRequest("The request is malformed"))
+
+    app.add_middleware(ErrorGuard)
+    return app

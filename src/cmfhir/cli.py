@@ -1,0 +1,79 @@
+"""The `cmfhir` command: serve, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from cmfhir.config import Settings
+
+__all__ = ["main"]
+
+
+def _database_url(settings: Settings) -> str:
+    """The external URL, or the embedded PostgreSQL's, started (and kept) by this process."""
+    if settings.database_url:
+        return settings.database_url
+    from cmfhir.store.database import embedded_url
+
+    return embedded_url(settings.data_dir)
+
+
+async def _migrate(url: str, settings: Settings) -> None:
+    from cmfhir.store import open_database
+
+    database = await open_database(url, settings.data_dir, pool_size=1)
+    await database.dispose()
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
+    url = _database_url(settings)
+    asyncio.run(_migrate(url, settings))
+    # Workers inherit the URL, so the embedded server is started once, here, and outlives them.
+    os.environ["CMFHIR_DATABASE_URL"] = url
+    uvicorn.run(
+        "cmfhir.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def migrate(args: argparse.Namespace) -> int:
+    settings = Settings()
+    asyncio.run(_migrate(_database_url(settings), settings))
+    print("schema is up to date")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cmfhir", description="cmfhir FHIR server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p_serve = commands.add_parser("serve", help="serve the FHIR API")
+    p_serve.add_argument("--host", default="127.0.0.1")
+    p_serve.add_argument("--port", type=int, default=8080)
+    p_serve.add_argument("--workers", type=int, default=1)
+    p_serve.set_defaults(func=serve)
+    p_migrate = commands.add_parser("migrate", help="apply schema migrations and exit")
+    p_migrate.set_defaults(func=migrate)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Settings, read once from `CMFHIR_*` environment variables in `app.py` and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "default_profiles_dir"]
+
+
+def default_profiles_dir() -> Path:
+    """`profiles/` beside `src/` in a checkout or an image built from one."""
+    return Path(__file__).resolve().parents[2] / "profiles"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CMFHIR_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL (postgresql://user:pass@host/db). Unset: the embedded "
+        "PostgreSQL from the pgserver wheel, kept in data_dir.",
+    )
+    data_dir: Path = Field(
+        default=Path(".data"), description="Where the embedded PostgreSQL lives."
+    )
+    base_url: str | None = Field(
+        default=None,
+        description="Public base URL of the FHIR API (https://host/fhir). Unset: taken from "
+        "each request, so links point where the client connected.",
+    )
+    auth: str = Field(default="off", description="'off' serves without authentication.")
+    profiles_dir: Path = Field(default_factory=default_profiles_dir)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, description="Largest request body.")
+    max_bundle_entries: int = Field(default=20_000, description="Most entries in one Bundle.")
+    default_count: int = Field(default=20, description="Page size when _count is absent.")
+    max_count: int = Field(default=1000, description="Largest page size a client may ask for.")
+    pool_size: int = Field(default=10, description="Database connections per process.")
+    log_level: str = Field(default="info")

@@ -1,0 +1,73 @@
+"""Building the Bundles that search and history return, with stored resources embedded
+as raw JSON text rather than parsed and serialized again."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from cmfhir.errors import Issue, operation_outcome
+from cmfhir.interactions.context import instant
+from cmfhir.resources.fhirjson import RawJson
+from cmfhir.store import StoredVersion
+
+__all__ = ["history_bundle", "link", "search_bundle"]
+
+
+def link(base: str, path: str, params: list[tuple[str, str]]) -> str:
+    url = f"{base}/{path}" if path else base
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+def search_bundle(
+    base: str,
+    matches: list[tuple[str, str, str]],
+    *,
+    total: int | None,
+    links: dict[str, str],
+    warnings: list[Issue],
+) -> dict[str, Any]:
+    entries: list[dict[str, Any]] = [
+        {
+            "fullUrl": f"{base}/{resource_type}/{id}",
+            "resource": RawJson(content.encode()),
+            "search": {"mode": "match"},
+        }
+        for resource_type, id, content in matches
+    ]
+    if warnings:
+        entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def history_bundle(
+    base: str, versions: list[StoredVersion], links: dict[str, str]
+) -> dict[str, Any]:
+    entries: list[dict[str, Any]] = []
+    for v in versions:
+        url = f"{v.resource_type}/{v.id}"
+        entry: dict[str, Any] = {"fullUrl": f"{base}/{url}"}
+        if v.content is not None:
+            entry["resource"] = RawJson(v.content.encode())
+        method = {"create": "POST", "update": "PUT", "delete": "DELETE"}.get(v.method, "PUT")
+        entry["request"] = {"method": method, "url": v.resource_type if method == "POST" else url}
+        entry["response"] = {
+            "status": {"create": "201 Created", "delete": "204 No Content"}.get(v.method, "200 OK"),
+            "etag": f'W/"{v.version}"',
+            "lastModified": instant(v.last_updated),
+        }
+        entries.append(entry)
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "history",
+        "link": [{"relation": rel, "url": url} for rel, url in links.items()],
+    }
+    if entries:
+        bundle["entry"] = entries
+    return bundle

@@ -1,0 +1,67 @@
+"""Checks shared by the interactions: known types, ids, If-Match, conditional matching."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl
+
+from cmfhir.errors import BadRequest, NotFound, PreconditionFailed
+from cmfhir.interactions.context import FhirContext
+from cmfhir.resources.types import is_resource_type
+from cmfhir.search.parse import parse_search
+from cmfhir.store import Repository
+
+__all__ = ["advisory_key", "check_id", "check_if_match", "match", "parse_etag", "require_type"]
+
+_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_ETAG_RE = re.compile(r'^(?:W/)?"?(\d+)"?$')
+
+
+def require_type(resource_type: str) -> None:
+    if not is_resource_type(resource_type):
+        raise NotFound(f"Unknown resource type '{resource_type}'", expression=[resource_type])
+
+
+def check_id(id: str) -> None:
+    if not _ID_RE.match(id):
+        raise BadRequest(f"'{id}' is not a valid resource id ([A-Za-z0-9-.]{{1,64}})")
+
+
+def parse_etag(value: str) -> int:
+    """`W/"3"` (or `"3"`, `3`) → 3."""
+    found = _ETAG_RE.match(value.strip())
+    if not found:
+        raise BadRequest(f"If-Match '{value}' is not a version ETag like W/\"3\"")
+    return int(found.group(1))
+
+
+def check_if_match(if_match: str | None, current_version: int, resource: str) -> None:
+    if if_match is not None and parse_etag(if_match) != current_version:
+        raise PreconditionFailed(
+            f"{resource} is at version {current_version}, not the version If-Match names "
+            f"({if_match.strip()})"
+        )
+
+
+async def match(
+    ctx: FhirContext, repo: Repository, resource_type: str, query: str, *, limit: int = 2
+) -> list[tuple[str, str]]:
+    """The resources a conditional interaction's search selects: up to `limit` (id, content).
+
+    Unknown parameters are errors here: ignoring one would widen the match and touch
+    resources the client never meant.
+    """
+    params = parse_qsl(query, keep_blank_values=True)
+    if not params:
+        raise BadRequest(f"The conditional search for {resource_type} has no criteria")
+    request = parse_search(ctx.registry, resource_type, params, strict=True)
+    if not request.criteria:
+        raise BadRequest(f"The conditional search '{query}' has no criteria")
+    request.count = limit
+    request.sort = []
+    page = await repo.search(request, with_total=False)
+    return [(id, content) for _, id, content in page.matches]
+
+
+def advisory_key(resource_type: str, query: str) -> str:
+    return resource_type + "?" + "&".join(sorted(query.split("&")))

@@ -1,0 +1,70 @@
+"""history at instance, type and system level (https://hl7.org/fhir/R4B/http.html#history):
+newest first, paged with a keyset cursor, `_since`, `_at` and `_count`."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+
+from cmfhir.errors import BadRequest, NotFound
+from cmfhir.interactions.bundles import history_bundle, link
+from cmfhir.interactions.common import check_id, require_type
+from cmfhir.interactions.context import FhirContext, Result
+from cmfhir.search.parse import parse_instant
+
+__all__ = ["history"]
+
+
+def _encode(cursor: tuple[datetime, int, int]) -> str:
+    raw = json.dumps([cursor[0].isoformat(), cursor[1], cursor[2]]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(text: str) -> tuple[datetime, int, int]:
+    try:
+        lu, rid, version = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        return datetime.fromisoformat(lu), int(rid), int(version)
+    except (ValueError, TypeError) as error:
+        raise BadRequest("Invalid paging cursor", expression=["_cursor"]) from error
+
+
+async def history(
+    ctx: FhirContext,
+    resource_type: str | None,
+    id: str | None,
+    params: list[tuple[str, str]],
+    *,
+    base: str,
+) -> Result:
+    if resource_type is not None:
+        require_type(resource_type)
+    if id is not None:
+        check_id(id)
+    since = at = cursor = None
+    count = ctx.limits.default_count
+    echo: list[tuple[str, str]] = []
+    for name, value in params:
+        if name == "_cursor":
+            cursor = _decode(value)
+            continue
+        echo.append((name, value))
+        if name == "_since":
+            since = parse_instant(name, value)
+        elif name == "_at":
+            at = parse_instant(name, value)
+        elif name == "_count":
+            if not value.isdigit() or int(value) == 0:
+                raise BadRequest(f"_count '{value}' must be a positive integer", expression=[name])
+            count = min(int(value), ctx.limits.max_count)
+    async with ctx.store.transaction(read_only=True) as repo:
+        if id is not None and resource_type is not None and not await repo.read(resource_type, id):
+            raise NotFound(f"{resource_type}/{id} is not known")
+        page = await repo.history(
+            resource_type=resource_type, id=id, since=since, at=at, count=count, cursor=cursor
+        )
+    path = "/".join(p for p in (resource_type, id, "_history") if p)
+    links = {"self": link(base, path, echo)}
+    if page.next_cursor is not None:
+        links["next"] = link(base, path, [*echo, ("_cursor", _encode(page.next_cursor))])
+    return Result(200, history_bundle(base, page.versions, links))

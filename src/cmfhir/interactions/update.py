@@ -1,0 +1,116 @@
+"""update, update-as-create and conditional update
+(https://hl7.org/fhir/R4B/http.html#update, #cond-update)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cmfhir.errors import BadRequest, PreconditionFailed
+from cmfhir.interactions.common import advisory_key, check_id, check_if_match, match, require_type
+from cmfhir.interactions.context import FhirContext, Result, utcnow
+from cmfhir.interactions.versions import new_id, to_version
+from cmfhir.resources.validation import validate_resource
+from cmfhir.store import NewVersion, Repository
+
+__all__ = ["conditional_target", "update", "update_conditional", "update_in"]
+
+
+async def update_in(
+    ctx: FhirContext,
+    repo: Repository,
+    resource: dict[str, Any],
+    id: str,
+    *,
+    if_match: str | None = None,
+) -> tuple[NewVersion, bool]:
+    """Write a new version of `resource` (validated) as `id`; True when it was created."""
+    resource_type = resource["resourceType"]
+    current = await repo.lock(resource_type, id)
+    if current is None:
+        if if_match is not None:
+            raise PreconditionFailed(f"{resource_type}/{id} does not exist, so If-Match fails")
+        version, rid, created = 1, None, True
+    else:
+        check_if_match(if_match, current.version, f"{resource_type}/{id}")
+        version, rid, created = current.version + 1, current.rid, current.deleted
+    record, _ = to_version(
+        ctx,
+        resource,
+        id=id,
+        version=version,
+        now=utcnow(),
+        method="create" if created else "update",
+        rid=rid,
+    )
+    await repo.write([record])
+    return record, created
+
+
+def _result(record: NewVersion, created: bool) -> Result:
+    return Result(
+        201 if created else 200,
+        record.content,
+        resource_type=record.resource_type,
+        id=record.id,
+        version=record.version,
+        last_updated=record.last_updated,
+        location=f"{record.resource_type}/{record.id}/_history/{record.version}",
+    )
+
+
+async def update(
+    ctx: FhirContext,
+    resource_type: str,
+    id: str,
+    resource: Any,
+    *,
+    if_match: str | None = None,
+) -> Result:
+    require_type(resource_type)
+    check_id(id)
+    validate_resource(resource, expected_type=resource_type)
+    body_id = resource.get("id")
+    if body_id is None:
+        raise BadRequest("The resource has no id; an update must carry the id of the URL")
+    if body_id != id:
+        raise BadRequest(
+            f"The id in the resource ('{body_id}') differs from the id in the URL ('{id}')",
+            expression=[f"{resource_type}.id"],
+        )
+    async with ctx.store.transaction() as repo:
+        record, created = await update_in(ctx, repo, resource, id, if_match=if_match)
+    return _result(record, created)
+
+
+async def conditional_target(
+    ctx: FhirContext, repo: Repository, resource_type: str, query: str, body_id: str | None
+) -> str:
+    """The id a conditional update writes to: the single match, or a new (or the body's) id."""
+    await repo.advisory_lock(advisory_key(resource_type, query))
+    found = await match(ctx, repo, resource_type, query)
+    if len(found) > 1:
+        raise PreconditionFailed(f"'{query}' matches more than one {resource_type}")
+    if found:
+        target = found[0][0]
+        if body_id is not None and body_id != target:
+            raise BadRequest(
+                f"The resource's id '{body_id}' differs from the matched {resource_type}/{target}"
+            )
+        return target
+    return body_id or new_id()
+
+
+async def update_conditional(
+    ctx: FhirContext,
+    resource_type: str,
+    query: str,
+    resource: Any,
+    *,
+    if_match: str | None = None,
+) -> Result:
+    require_type(resource_type)
+    validate_resource(resource, expected_type=resource_type)
+    async with ctx.store.transaction() as repo:
+        target = await conditional_target(ctx, repo, resource_type, query, resource.get("id"))
+        record, created = await update_in(ctx, repo, resource, target, if_match=if_match)
+    return _result(record, created)

@@ -1,0 +1,147 @@
+"""The HTTP edge: request bodies within limits, Prefer and Content-Type handling, and turning
+an interaction's `Result` or error into a FHIR response."""
+
+from __future__ import annotations
+
+import logging
+from email.utils import format_datetime
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cmfhir.errors import (
+    BadRequest,
+    FhirError,
+    Issue,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    operation_outcome,
+)
+from cmfhir.interactions.context import Result
+from cmfhir.resources.fhirjson import dump_json, parse_json
+
+__all__ = [
+    "FHIR_JSON",
+    "base_url",
+    "error_response",
+    "http_error_response",
+    "media_type",
+    "prefer",
+    "read_body",
+    "read_json",
+    "render",
+]
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir", "text/json"}
+PATCH_TYPES = {"application/json-patch+json"}
+
+
+def base_url(request: Request) -> str:
+    configured: str | None = request.app.state.settings.base_url
+    if configured:
+        return configured.rstrip("/")
+    return str(request.base_url).rstrip("/") + "/fhir"
+
+
+def prefer(request: Request) -> dict[str, str]:
+    """The Prefer header as a dict: {'return': 'minimal', 'handling': 'strict'}."""
+    out: dict[str, str] = {}
+    for part in request.headers.get("prefer", "").split(";"):
+        for item in part.split(","):
+            key, _, value = item.strip().partition("=")
+            if key:
+                out[key.lower()] = value.strip().strip('"').lower()
+    return out
+
+
+def media_type(request: Request) -> str | None:
+    raw = request.headers.get("content-type")
+    if raw is None:
+        return None
+    return raw.split(";", 1)[0].strip().lower()
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused with 413 past the configured limit (before reading it all)."""
+    limit: int = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, *, patch: bool = False) -> Any:
+    kind = media_type(request)
+    allowed = PATCH_TYPES if patch else JSON_TYPES
+    if kind is not None and kind not in allowed:
+        raise UnsupportedMediaType(
+            f"Content-Type '{kind}' is not supported here; use {' or '.join(sorted(allowed))}"
+        )
+    body = await read_body(request)
+    if not body.strip():
+        raise BadRequest("The request has no body")
+    return parse_json(body)
+
+
+def _headers(result: Result, base: str) -> dict[str, str]:
+    headers = dict(result.headers)
+    if result.etag:
+        headers["ETag"] = result.etag
+    if result.last_updated is not None:
+        headers["Last-Modified"] = format_datetime(result.last_updated, usegmt=True)
+    if result.location:
+        headers["Location"] = f"{base}/{result.location}"
+        if result.status == 201:
+            headers["Content-Location"] = headers["Location"]
+    return headers
+
+
+def render(result: Result, request: Request, *, write: bool = False) -> Response:
+    headers = _headers(result, base_url(request))
+    wanted = prefer(request).get("return") if write else None
+    body = result.body
+    if wanted == "minimal":
+        return Response(status_code=result.status, headers=headers)
+    if wanted == "operationoutcome":
+        body = operation_outcome(
+            [Issue(f"{result.status} OK", code="informational", severity="information")]
+        )
+    if body is None:
+        return Response(status_code=result.status, headers=headers)
+    content = body.encode() if isinstance(body, str) else dump_json(body)
+    return Response(content, status_code=result.status, headers=headers, media_type=FHIR_JSON)
+
+
+def error_response(error: FhirError) -> Response:
+    return Response(
+        dump_json(error.outcome()),
+        status_code=error.status,
+        headers=error.headers,
+        media_type=FHIR_JSON,
+    )
+
+
+def http_error_response(error: StarletteHTTPException) -> Response:
+    code = {404: "not-found", 405: "not-supported"}.get(error.status_code, "processing")
+    message = {404: "No such endpoint", 405: "Method not allowed here"}.get(
+        error.status_code, str(error.detail)
+    )
+    outcome = operation_outcome([Issue(message, code=code)])
+    return Response(
+        dump_json(outcome),
+        status_code=error.status_code,
+        headers=dict(error.headers or {}),
+        media_type=FHIR_JSON,
+    )

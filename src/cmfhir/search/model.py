@@ -1,0 +1,117 @@
+"""A parsed search (https://hl7.org/fhir/R4B/search.html): typed criteria, no SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from cmfhir.errors import Issue
+
+__all__ = [
+    "Criterion",
+    "DateValue",
+    "NumberValue",
+    "QuantityValue",
+    "ReferenceValue",
+    "SearchRequest",
+    "SortKey",
+    "StringValue",
+    "TokenValue",
+    "UriValue",
+    "Value",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenValue:
+    """`system|code`: system None = any system; system "" = no system; code None = any code."""
+
+    system: str | None
+    code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StringValue:
+    normalized: str
+    exact: str
+
+
+@dataclass(frozen=True, slots=True)
+class DateValue:
+    prefix: str
+    low: datetime
+    high: datetime  # exclusive
+
+
+@dataclass(frozen=True, slots=True)
+class NumberValue:
+    prefix: str
+    value: Decimal
+    low: Decimal  # the implicit precision range of the value
+    high: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class QuantityValue:
+    prefix: str
+    value: Decimal
+    low: Decimal
+    high: Decimal
+    system: str | None
+    code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceValue:
+    """A reference as searched: by type and id, or (for absolute and canonical) by url."""
+
+    target_type: str | None
+    target_id: str | None
+    url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UriValue:
+    value: str
+
+
+Value = (
+    TokenValue | StringValue | DateValue | NumberValue | QuantityValue | ReferenceValue | UriValue
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Criterion:
+    """One search parameter as used in the query: values are ORed, criteria are ANDed.
+
+    `type` is the search parameter type, or "id" / "lastUpdated" for the columns of the
+    resource table. `missing` is set for `:missing=true|false`, and then `values` is empty.
+    """
+
+    code: str
+    type: str
+    modifier: str | None
+    values: tuple[Value, ...]
+    missing: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    code: str
+    descending: bool
+
+
+@dataclass(slots=True)
+class SearchRequest:
+    resource_type: str | None
+    criteria: list[Criterion] = field(default_factory=list)
+    count: int = 20
+    cursor: str | None = None
+    summary: str | None = None
+    total: str | None = None
+    sort: list[SortKey] = field(default_factory=list)
+    elements: list[str] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)
+    # The parameters as received, minus paging ones: the base of self/next links.
+    echo: list[tuple[str, str]] = field(default_factory=list)

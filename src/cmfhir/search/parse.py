@@ -1,0 +1,321 @@
+"""Parsing a search query string into a `SearchRequest`
+(https://hl7.org/fhir/R4B/search.html): value syntax, prefixes, modifiers, escaping, and the
+result parameters. Pure: no database; errors name the parameter."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from cmfhir.errors import BadRequest, Issue
+from cmfhir.resources.index_values import date_range, normalize_string
+from cmfhir.resources.search_parameters import SearchParameter, SearchParameterRegistry
+from cmfhir.resources.types import is_resource_type
+from cmfhir.search.model import (
+    Criterion,
+    DateValue,
+    NumberValue,
+    QuantityValue,
+    ReferenceValue,
+    SearchRequest,
+    SortKey,
+    StringValue,
+    TokenValue,
+    UriValue,
+    Value,
+)
+
+__all__ = ["parse_search", "split_escaped"]
+
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+SUMMARY_VALUES = {"true", "false", "count", "data", "text"}
+TOTAL_VALUES = {"none", "estimate", "accurate"}
+# Parameters that shape the result rather than select resources.
+RESULT_PARAMS = {
+    "_count",
+    "_summary",
+    "_total",
+    "_sort",
+    "_elements",
+    "_cursor",
+    "_format",
+    "_pretty",
+}
+MODIFIERS = {
+    "string": {"exact", "contains", "missing"},
+    "token": {"missing", "not", "text", "of-type", "in", "not-in", "below", "above"},
+    "reference": {"missing", "identifier"},
+    "date": {"missing"},
+    "number": {"missing"},
+    "quantity": {"missing"},
+    "uri": {"missing", "below", "above"},
+    "id": {"missing", "not"},
+    "lastUpdated": {"missing"},
+}
+_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_PREFIX_RE = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[-+0-9.])")
+
+
+def split_escaped(value: str, sep: str) -> list[str]:
+    """Split on `sep` unless escaped with a backslash; unescape `\\,` `\\|` `\\$` `\\\\`."""
+    parts: list[str] = []
+    current: list[str] = []
+    chars = iter(value)
+    for ch in chars:
+        if ch == "\\":
+            nxt = next(chars, "")
+            if nxt in (",", "|", "$", "\\"):
+                if nxt == sep:
+                    current.append(nxt)
+                else:
+                    current.append("\\" + nxt)
+                continue
+            current.append(ch + nxt)
+        elif ch == sep:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\([,|$\\])", r"\1", value)
+
+
+def _split_or(value: str) -> list[str]:
+    return split_escaped(value, ",")
+
+
+def _prefix(name: str, raw: str) -> tuple[str, str]:
+    match = _PREFIX_RE.match(raw)
+    if match:
+        return match.group(1), raw[2:]
+    return "eq", raw
+
+
+def _bad(name: str, message: str) -> BadRequest:
+    return BadRequest(f"Invalid value for search parameter '{name}': {message}", expression=[name])
+
+
+def _date(name: str, raw: str) -> DateValue:
+    prefix, text = _prefix(name, raw)
+    try:
+        low, high = date_range(text)
+    except ValueError as error:
+        raise _bad(name, f"'{raw}' is not a FHIR date, dateTime or instant") from error
+    return DateValue(prefix, low, high)
+
+
+def _decimal_range(name: str, text: str) -> tuple[Decimal, Decimal, Decimal]:
+    try:
+        value = Decimal(text)
+    except InvalidOperation as error:
+        raise _bad(name, f"'{text}' is not a number") from error
+    if not value.is_finite():
+        raise _bad(name, f"'{text}' is not a finite number")
+    # Implicit precision: half a unit of the last significant digit either side.
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    half = Decimal(5).scaleb(exponent - 1)
+    return value, value - half, value + half
+
+
+def _number(name: str, raw: str) -> NumberValue:
+    prefix, text = _prefix(name, raw)
+    value, low, high = _decimal_range(name, text)
+    return NumberValue(prefix, value, low, high)
+
+
+def _quantity(name: str, raw: str) -> QuantityValue:
+    parts = split_escaped(raw, "|")
+    if len(parts) not in (1, 3):
+        raise _bad(name, f"'{raw}' is not [prefix]number|system|code")
+    prefix, text = _prefix(name, parts[0])
+    value, low, high = _decimal_range(name, text)
+    system = code = None
+    if len(parts) == 3:
+        system = _unescape(parts[1]) or None
+        code = _unescape(parts[2]) or None
+    return QuantityValue(prefix, value, low, high, system, code)
+
+
+def _token(name: str, raw: str) -> TokenValue:
+    parts = split_escaped(raw, "|")
+    if len(parts) == 1:
+        return TokenValue(None, _unescape(parts[0]) or None)
+    if len(parts) == 2:
+        return TokenValue(_unescape(parts[0]), _unescape(parts[1]) or None)
+    raise _bad(name, f"'{raw}' has more than one unescaped '|'")
+
+
+def _reference(name: str, raw: str, modifier: str | None, param: SearchParameter) -> ReferenceValue:
+    value = _unescape(raw)
+    if modifier and modifier != "identifier":
+        if "/" in value:
+            raise _bad(name, f"'{raw}' must be a bare id with the :{modifier} modifier")
+        return ReferenceValue(modifier, value, None)
+    if value.startswith(("http://", "https://", "urn:")):
+        return ReferenceValue(None, None, value.split("|", 1)[0])
+    pieces = value.split("/")
+    if len(pieces) == 2 and is_resource_type(pieces[0]):
+        return ReferenceValue(pieces[0], pieces[1], None)
+    if len(pieces) == 4 and pieces[2] == "_history" and is_resource_type(pieces[0]):
+        return ReferenceValue(pieces[0], pieces[1], None)
+    if len(pieces) == 1 and _ID_RE.match(value):
+        only = param.target[0] if len(param.target) == 1 else None
+        return ReferenceValue(only, value, None)
+    raise _bad(name, f"'{raw}' is not a reference (Type/id, id or an absolute URL)")
+
+
+def _values(
+    name: str, kind: str, modifier: str | None, raw: str, param: SearchParameter | None
+) -> tuple[Value, ...]:
+    out: list[Value] = []
+    for piece in _split_or(raw):
+        if piece == "":
+            raise _bad(name, "empty value")
+        if kind in ("date", "lastUpdated"):
+            out.append(_date(name, piece))
+        elif kind == "number":
+            out.append(_number(name, piece))
+        elif kind == "quantity":
+            out.append(_quantity(name, piece))
+        elif kind == "token" and modifier == "text":
+            text = _unescape(piece)
+            out.append(StringValue(normalize_string(text), text))
+        elif kind == "token" or kind == "id":
+            out.append(
+                _token(name, piece) if kind == "token" else TokenValue(None, _unescape(piece))
+            )
+        elif kind == "string":
+            text = _unescape(piece)
+            out.append(StringValue(normalize_string(text), text))
+        elif kind == "reference":
+            assert param is not None
+            if modifier == "identifier":
+                out.append(_token(name, piece))
+            else:
+                out.append(_reference(name, piece, modifier, param))
+        elif kind == "uri":
+            out.append(UriValue(_unescape(piece)))
+        else:
+            raise BadRequest(
+                f"Search parameter '{name}' of type {kind} is not supported",
+                expression=[name],
+            )
+    return tuple(out)
+
+
+def _positive_int(name: str, raw: str, *, allow_zero: bool) -> int:
+    if not raw.isdigit():
+        raise _bad(name, f"'{raw}' is not a non-negative integer")
+    number = int(raw)
+    if number == 0 and not allow_zero:
+        raise _bad(name, "must be greater than zero")
+    return number
+
+
+def parse_search(
+    registry: SearchParameterRegistry,
+    resource_type: str | None,
+    params: Iterable[tuple[str, str]],
+    *,
+    default_count: int = 20,
+    max_count: int = 1000,
+    strict: bool = False,
+) -> SearchRequest:
+    """Parse `name=value` pairs (already percent-decoded) for a type or system search."""
+    request = SearchRequest(resource_type=resource_type, count=default_count)
+    known = registry.for_type(resource_type or "Resource")
+    for name, raw in params:
+        if name == "_cursor":
+            request.cursor = raw
+            continue
+        request.echo.append((name, raw))
+        if name == "_count":
+            request.count = min(_positive_int(name, raw, allow_zero=True), max_count)
+        elif name == "_summary":
+            if raw not in SUMMARY_VALUES:
+                raise _bad(name, f"'{raw}' is not one of {', '.join(sorted(SUMMARY_VALUES))}")
+            request.summary = raw
+        elif name == "_total":
+            if raw not in TOTAL_VALUES:
+                raise _bad(name, f"'{raw}' is not one of {', '.join(sorted(TOTAL_VALUES))}")
+            request.total = raw
+        elif name == "_elements":
+            request.elements.extend(e.strip() for e in raw.split(",") if e.strip())
+        elif name == "_sort":
+            request.sort = [_sort_key(known, key) for key in raw.split(",")]
+        elif name in ("_format", "_pretty"):
+            continue
+        else:
+            criterion = _criterion(known, resource_type, name, raw, strict=strict)
+            if criterion is None:
+                request.warnings.append(
+                    Issue(
+                        f"Unknown search parameter '{name}' for "
+                        f"{resource_type or 'system-level search'} was ignored",
+                        code="not-supported",
+                        severity="warning",
+                        expression=(name,),
+                    )
+                )
+            else:
+                request.criteria.append(criterion)
+    return request
+
+
+def _sort_key(known: dict[str, SearchParameter] | object, key: str) -> SortKey:
+    descending = key.startswith("-")
+    code = key[1:] if descending else key
+    if code not in ("_id", "_lastUpdated"):
+        raise _bad("_sort", f"sorting by '{code}' is not supported")
+    return SortKey(code, descending)
+
+
+def _criterion(
+    known: object, resource_type: str | None, name: str, raw: str, *, strict: bool
+) -> Criterion | None:
+    code, _, modifier_text = name.partition(":")
+    modifier = modifier_text or None
+    if code == "_id":
+        kind, param = "id", None
+    elif code == "_lastUpdated":
+        kind, param = "lastUpdated", None
+    else:
+        assert isinstance(known, dict)
+        param = known.get(code)
+        if param is None or param.type in ("composite", "special") or param.expression is None:
+            if strict:
+                raise BadRequest(
+                    f"Unknown search parameter '{code}' for {resource_type or 'system search'}",
+                    code="not-supported",
+                    expression=[name],
+                )
+            return None
+        kind = param.type
+    if modifier is not None:
+        allowed = MODIFIERS.get(kind, {"missing"})
+        is_type_modifier = kind == "reference" and is_resource_type(modifier)
+        if modifier not in allowed and not is_type_modifier:
+            raise BadRequest(
+                f"Modifier ':{modifier}' is not valid for search parameter '{code}' of type {kind}",
+                expression=[name],
+            )
+    if modifier == "missing":
+        if raw not in ("true", "false"):
+            raise _bad(name, "':missing' takes true or false")
+        return Criterion(code, kind, modifier, (), missing=raw == "true")
+    return Criterion(code, kind, modifier, _values(name, kind, modifier, raw, param))
+
+
+def parse_instant(name: str, raw: str) -> datetime:
+    """`_since` and `_at` of history: a FHIR instant (or any dateTime; its start is used)."""
+    try:
+        return date_range(raw)[0]
+    except ValueError as error:
+        raise _bad(name, f"'{raw}' is not a FHIR instant") from error

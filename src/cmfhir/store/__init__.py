@@ -1,0 +1,19 @@
+"""Storage on PostgreSQL: the only package that imports SQLAlchemy or asyncpg."""
+
+from cmfhir.store.database import Database, open_database
+from cmfhir.store.records import Current, Method, NewVersion, StoredVersion
+from cmfhir.store.repository import HistoryPage, Repository, SearchPage
+from cmfhir.store.store import Store
+
+__all__ = [
+    "Current",
+    "Database",
+    "HistoryPage",
+    "Method",
+    "NewVersion",
+    "Repository",
+    "SearchPage",
+    "Store",
+    "StoredVersion",
+    "open_database",
+]

@@ -1,0 +1,288 @@
+"""Reading and writing resource versions inside one database transaction.
+
+Nothing here commits: `Store.transaction()` opens the transaction and commits when the
+interaction's block ends, so a FHIR transaction Bundle is one database transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Text, bindparam, cast, delete, func, insert, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cmfhir.search.model import SearchRequest
+from cmfhir.store.indexing import index_rows
+from cmfhir.store.records import Current, NewVersion, StoredVersion
+from cmfhir.store.schema import INDEX_TABLES, event, resource, resource_history
+from cmfhir.store.search_sql import count_query, encode_cursor, page_query
+
+__all__ = ["HistoryPage", "Repository", "SearchPage"]
+
+_content_text = cast(resource.c.content, Text)
+_history_text = cast(resource_history.c.content, Text)
+
+
+@dataclass(slots=True)
+class SearchPage:
+    matches: list[tuple[str, str, str]]  # resource_type, id, content text
+    next_cursor: str | None
+    total: int | None
+
+
+class HistoryPage:
+    def __init__(self, versions: list[StoredVersion], cursor: tuple[datetime, int, int] | None):
+        self.versions = versions
+        self.next_cursor = cursor
+
+
+class Repository:
+    """The data-access functions, bound to one open connection (and its transaction)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def read(self, resource_type: str, id: str) -> StoredVersion | None:
+        row = (
+            await self.conn.execute(
+                select(
+                    resource.c.version, resource.c.last_updated, resource.c.deleted, _content_text
+                ).where(resource.c.resource_type == resource_type, resource.c.id == id)
+            )
+        ).first()
+        if row is None:
+            return None
+        return StoredVersion(resource_type, id, row[0], row[1], row[2], row[3])
+
+    async def vread(self, resource_type: str, id: str, version: int) -> StoredVersion | None:
+        row = (
+            await self.conn.execute(
+                select(
+                    resource_history.c.last_updated, resource_history.c.method, _history_text
+                ).where(
+                    resource_history.c.resource_type == resource_type,
+                    resource_history.c.id == id,
+                    resource_history.c.version == version,
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        return StoredVersion(
+            resource_type, id, version, row[0], row[1] == "delete", row[2], method=row[1]
+        )
+
+    async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Current content of several resources in one round trip (deleted ones left out)."""
+        if not keys:
+            return {}
+        rows = await self.conn.execute(
+            select(resource.c.resource_type, resource.c.id, _content_text).where(
+                tuple_(resource.c.resource_type, resource.c.id).in_(list(keys)),
+                resource.c.deleted.is_(False),
+            )
+        )
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    async def read_rids(self, rids: Sequence[int]) -> dict[int, tuple[str, str, str]]:
+        if not rids:
+            return {}
+        rows = await self.conn.execute(
+            select(resource.c.rid, resource.c.resource_type, resource.c.id, _content_text).where(
+                resource.c.rid.in_(list(rids))
+            )
+        )
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    async def search(self, request: SearchRequest, *, with_total: bool) -> SearchPage:
+        """One page of matches (`request.count` of them) and, if asked, the total count."""
+        total = None
+        if with_total:
+            total = (await self.conn.execute(count_query(request))).scalar_one()
+        if request.count == 0:
+            return SearchPage([], None, total)
+        query, width = page_query(request, request.count)
+        rows = (await self.conn.execute(query)).all()
+        next_cursor = None
+        if len(rows) > request.count:
+            rows = rows[: request.count]
+            next_cursor = encode_cursor(list(rows[-1][:width]))
+        matches = [(row[width], row[width + 1], row[width + 2]) for row in rows]
+        return SearchPage(matches, next_cursor, total)
+
+    async def lock(self, resource_type: str, id: str) -> Current | None:
+        """The current row, locked until the transaction ends (serializes writers)."""
+        row = (
+            await self.conn.execute(
+                select(resource.c.rid, resource.c.version, resource.c.deleted)
+                .where(resource.c.resource_type == resource_type, resource.c.id == id)
+                .with_for_update()
+            )
+        ).first()
+        return None if row is None else Current(row[0], row[1], row[2])
+
+    async def lock_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Current]:
+        """Lock the current rows of several resources in one round trip, in a fixed order."""
+        if not keys:
+            return {}
+        rows = await self.conn.execute(
+            select(
+                resource.c.resource_type,
+                resource.c.id,
+                resource.c.rid,
+                resource.c.version,
+                resource.c.deleted,
+            )
+            .where(tuple_(resource.c.resource_type, resource.c.id).in_(sorted(set(keys))))
+            .order_by(resource.c.rid)
+            .with_for_update()
+        )
+        return {(r[0], r[1]): Current(r[2], r[3], r[4]) for r in rows}
+
+    async def advisory_lock(self, key: str) -> None:
+        """Hold a lock named by `key` until the transaction ends (conditional creates)."""
+        await self.conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key}
+        )
+
+    async def history(
+        self,
+        *,
+        resource_type: str | None,
+        id: str | None,
+        since: datetime | None,
+        at: datetime | None,
+        count: int,
+        cursor: tuple[datetime, int, int] | None,
+    ) -> HistoryPage:
+        h = resource_history.c
+        query = select(
+            h.resource_type, h.id, h.version, h.last_updated, h.method, _history_text, h.rid
+        )
+        if resource_type is not None:
+            query = query.where(h.resource_type == resource_type)
+        if id is not None:
+            query = query.where(h.id == id)
+        if since is not None:
+            query = query.where(h.last_updated >= since)
+        if at is not None:
+            query = query.where(h.last_updated <= at)
+        if cursor is not None:
+            query = query.where(tuple_(h.last_updated, h.rid, h.version) < tuple_(*cursor))
+        query = query.order_by(h.last_updated.desc(), h.rid.desc(), h.version.desc()).limit(
+            count + 1
+        )
+        rows = (await self.conn.execute(query)).all()
+        versions = [
+            StoredVersion(r[0], r[1], r[2], r[3], r[4] == "delete", r[5], method=r[4])
+            for r in rows[:count]
+        ]
+        next_cursor = None
+        if len(rows) > count:
+            last = rows[count - 1]
+            next_cursor = (last[3], last[6], last[2])
+        return HistoryPage(versions, next_cursor)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def write(self, versions: Sequence[NewVersion]) -> None:
+        """Store new versions: current rows, history, index rows and outbox events."""
+        if not versions:
+            return
+        fresh = [v for v in versions if v.rid is None]
+        changed = [v for v in versions if v.rid is not None]
+        if fresh:
+            rows = await self.conn.execute(
+                insert(resource)
+                .values(content=cast(bindparam("body", type_=Text), JSONB))
+                .returning(resource.c.rid, sort_by_parameter_order=True),
+                [_current_params(v) for v in fresh],
+            )
+            for v, rid in zip(fresh, rows.scalars().all(), strict=True):
+                v.rid = rid
+        if changed:
+            await self.conn.execute(
+                update(resource)
+                .where(resource.c.rid == bindparam("b_rid"))
+                .values(
+                    version=bindparam("b_version"),
+                    last_updated=bindparam("b_last_updated"),
+                    deleted=bindparam("b_deleted"),
+                    patient_id=bindparam("b_patient_id"),
+                    content=cast(bindparam("body", type_=Text), JSONB),
+                ),
+                [
+                    {
+                        "b_rid": v.rid,
+                        "b_version": v.version,
+                        "b_last_updated": v.last_updated,
+                        "b_deleted": v.method == "delete",
+                        "b_patient_id": v.patient_id,
+                        "body": v.content,
+                    }
+                    for v in changed
+                ],
+            )
+            rids = [v.rid for v in changed]
+            for table in INDEX_TABLES.values():
+                await self.conn.execute(delete(table).where(table.c.rid.in_(rids)))
+        await self.conn.execute(
+            insert(resource_history).values(content=cast(bindparam("body", type_=Text), JSONB)),
+            [
+                {
+                    "rid": v.rid,
+                    "version": v.version,
+                    "resource_type": v.resource_type,
+                    "id": v.id,
+                    "last_updated": v.last_updated,
+                    "method": v.method,
+                    "patient_id": v.patient_id,
+                    "body": v.content,
+                }
+                for v in versions
+            ],
+        )
+        per_table: dict[str, list[dict[str, Any]]] = {}
+        for v in versions:
+            if v.index is not None and v.rid is not None:
+                for kind, rows_ in index_rows(v.rid, v.resource_type, v.index).items():
+                    per_table.setdefault(kind, []).extend(rows_)
+        for kind, index_params in per_table.items():
+            if index_params:
+                await self.conn.execute(insert(INDEX_TABLES[kind]), index_params)
+        await self.conn.execute(
+            insert(event),
+            [
+                {
+                    "rid": v.rid,
+                    "resource_type": v.resource_type,
+                    "id": v.id,
+                    "version": v.version,
+                    "method": v.method,
+                    "patient_id": v.patient_id,
+                }
+                for v in versions
+            ],
+        )
+
+    async def now(self) -> datetime:
+        value: datetime = (await self.conn.execute(select(func.clock_timestamp()))).scalar_one()
+        return value
+
+
+def _current_params(v: NewVersion) -> dict[str, Any]:
+    return {
+        "resource_type": v.resource_type,
+        "id": v.id,
+        "version": v.version,
+        "last_updated": v.last_updated,
+        "deleted": v.method == "delete",
+        "patient_id": v.patient_id,
+        "body": v.content,
+    }

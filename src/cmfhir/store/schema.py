@@ -1,0 +1,182 @@
+"""The database schema: current versions, history, one index table per search-parameter
+type, and the event outbox. Every row that belongs to a member carries `patient_id` (the
+Patient compartment) so the schema can be distributed by it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+__all__ = [
+    "INDEX_TABLES",
+    "event",
+    "idx_date",
+    "idx_number",
+    "idx_quantity",
+    "idx_reference",
+    "idx_string",
+    "idx_token",
+    "idx_uri",
+    "metadata",
+    "resource",
+    "resource_history",
+]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TS = DateTime(timezone=True)
+
+resource = Table(
+    "resource",
+    metadata,
+    Column("rid", BigInteger, Identity(), primary_key=True),
+    Column("resource_type", Text, nullable=False),
+    Column("id", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("last_updated", TS, nullable=False),
+    Column("deleted", Boolean, nullable=False, server_default=text("false")),
+    Column("patient_id", Text),
+    # The current version as served (id and meta included); null once deleted.
+    Column("content", JSONB),
+    UniqueConstraint("resource_type", "id"),
+    Index(None, "resource_type", "last_updated", "rid"),
+    Index(None, "patient_id"),
+)
+
+resource_history = Table(
+    "resource_history",
+    metadata,
+    Column("rid", BigInteger, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("resource_type", Text, nullable=False),
+    Column("id", Text, nullable=False),
+    Column("last_updated", TS, nullable=False),
+    Column("method", Text, nullable=False),
+    Column("patient_id", Text),
+    Column("content", JSONB),
+    Index(None, "resource_type", "id"),
+    Index(None, "resource_type", "last_updated"),
+    Index(None, "last_updated"),
+)
+
+
+def _index_table(
+    name: str, *columns: Column[object], indexes: tuple[tuple[str, ...], ...]
+) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("rid", BigInteger, nullable=False),
+        Column("resource_type", Text, nullable=False),
+        Column("param", Text, nullable=False),
+        *columns,
+        Index(None, "rid"),
+        *(Index(None, "resource_type", "param", *cols) for cols in indexes),
+    )
+
+
+idx_token = _index_table(
+    "idx_token",
+    Column("system", Text),
+    Column("code", Text),
+    Column("text", Text),
+    indexes=(("code", "system"), ("system",)),
+)
+idx_string = _index_table(
+    "idx_string",
+    Column("value", Text, nullable=False),  # normalized: lower case, no accents
+    Column("exact", Text, nullable=False),
+    indexes=(),
+)
+idx_date = _index_table(
+    "idx_date",
+    Column("low", TS, nullable=False),
+    Column("high", TS, nullable=False),  # exclusive
+    indexes=(("low", "high"), ("high",)),
+)
+idx_number = _index_table(
+    "idx_number",
+    Column("value", Numeric),  # null for a Range
+    Column("low", Numeric, nullable=False),
+    Column("high", Numeric, nullable=False),
+    indexes=(("value",), ("low", "high")),
+)
+idx_quantity = _index_table(
+    "idx_quantity",
+    Column("system", Text),
+    Column("code", Text),
+    Column("unit", Text),
+    Column("value", Numeric),  # null for a Range
+    Column("low", Numeric, nullable=False),
+    Column("high", Numeric, nullable=False),
+    indexes=(("code", "value"), ("code", "low", "high")),
+)
+idx_reference = _index_table(
+    "idx_reference",
+    Column("target_type", Text),
+    Column("target_id", Text),
+    Column("url", Text, nullable=False),
+    indexes=(("target_id", "target_type"), ("url",)),
+)
+idx_uri = _index_table(
+    "idx_uri",
+    Column("uri", Text, nullable=False),
+    indexes=(("uri",),),
+)
+# Starts-with and contains on normalized strings: btree with text_pattern_ops and trigram
+# would be the next step; text_pattern_ops serves the default (prefix) string search.
+Index(
+    "ix_idx_string_resource_type_param_value",
+    idx_string.c.resource_type,
+    idx_string.c.param,
+    idx_string.c.value,
+    postgresql_ops={"value": "text_pattern_ops"},
+)
+
+# Reverse lookups (_revinclude, _has, compartment) go from the target to the source.
+Index("ix_idx_reference_target", idx_reference.c.target_type, idx_reference.c.target_id)
+
+event = Table(
+    "event",
+    metadata,
+    Column("seq", BigInteger, Identity(), primary_key=True),
+    Column("rid", BigInteger, nullable=False),
+    Column("resource_type", Text, nullable=False),
+    Column("id", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("method", Text, nullable=False),
+    Column("patient_id", Text),
+    Column("created_at", TS, nullable=False, server_default=text("now()")),
+)
+
+INDEX_TABLES = {
+    "token": idx_token,
+    "string": idx_string,
+    "date": idx_date,
+    "number": idx_number,
+    "quantity": idx_quantity,
+    "reference": idx_reference,
+    "uri": idx_uri,
+}

@@ -1,0 +1,69 @@
+"""The store: opens transactions and turns database failures into cmfhir errors.
+
+Interactions write `async with store.transaction() as repo:`; the commit happens when the
+block ends without an exception, before any response is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cmfhir.errors import Conflict, ServiceUnavailable
+from cmfhir.store.repository import Repository
+
+__all__ = ["Store"]
+
+log = logging.getLogger(__name__)
+
+# SQLSTATEs a client may retry: serialization failure, deadlock, unique violation from a race.
+_RETRYABLE = {"40001", "40P01", "23505"}
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    orig = getattr(error, "orig", None)
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @asynccontextmanager
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Repository]:
+        try:
+            async with self.engine.connect() as conn:
+                if read_only:
+                    yield Repository(conn)
+                    await conn.rollback()
+                    return
+                async with conn.begin():
+                    yield Repository(conn)
+        except sa_exc.DBAPIError as error:
+            state = _sqlstate(error)
+            if state in _RETRYABLE:
+                raise Conflict(
+                    "A concurrent change to the same resources won; retry the request.",
+                    headers={"Retry-After": "1"},
+                ) from error
+            if error.connection_invalidated or isinstance(
+                error, sa_exc.InterfaceError | sa_exc.OperationalError
+            ):
+                log.warning("database unavailable: %s", type(error.orig).__name__)
+                raise ServiceUnavailable(
+                    "The database is unavailable; retry shortly.", headers={"Retry-After": "5"}
+                ) from error
+            raise
+        except (OSError, ConnectionError) as error:
+            log.warning("database unreachable: %s", type(error).__name__)
+            raise ServiceUnavailable(
+                "The database is unreachable; retry shortly.", headers={"Retry-After": "5"}
+            ) from error

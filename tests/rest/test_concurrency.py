@@ -1,0 +1,71 @@
+"""Concurrent writers: If-Match has exactly one winner, racing conditional creates make one
+resource, and no update is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+
+FHIR = {"Content-Type": "application/fhir+json"}
+
+
+async def test_concurrent_if_match_updates_have_one_winner(base: str) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        created = (
+            await client.post(
+                "Patient", json={"resourceType": "Patient", "active": True}, headers=FHIR
+            )
+        ).json()
+        pid = created["id"]
+
+        async def attempt(i: int) -> int:
+            body = {**created, "name": [{"family": f"Writer{i}"}]}
+            response = await client.put(
+                f"Patient/{pid}", json=body, headers={**FHIR, "If-Match": 'W/"1"'}
+            )
+            return response.status_code
+
+        statuses = await asyncio.gather(*(attempt(i) for i in range(20)))
+        assert statuses.count(200) == 1
+        assert all(s in (409, 412) for s in statuses if s != 200)
+        final = (await client.get(f"Patient/{pid}")).json()
+        assert final["meta"]["versionId"] == "2"
+        history = (await client.get(f"Patient/{pid}/_history")).json()
+        assert len(history["entry"]) == 2
+
+
+async def test_concurrent_plain_updates_lose_nothing(base: str) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        created = (
+            await client.post(
+                "Patient", json={"resourceType": "Patient", "active": True}, headers=FHIR
+            )
+        ).json()
+        pid = created["id"]
+        statuses = await asyncio.gather(
+            *(
+                client.put(f"Patient/{pid}", json={**created, "gender": "other"}, headers=FHIR)
+                for _ in range(15)
+            )
+        )
+        assert [s.status_code for s in statuses].count(200) == 15
+        versions = sorted(int(s.json()["meta"]["versionId"]) for s in statuses)
+        assert versions == list(range(2, 17))
+
+
+async def test_racing_conditional_creates_make_one_resource(base: str) -> None:
+    mrn = uuid.uuid4().hex
+    body = {"resourceType": "Patient", "identifier": [{"system": "urn:test:race", "value": mrn}]}
+    headers = {**FHIR, "If-None-Exist": f"identifier=urn:test:race|{mrn}"}
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        responses = await asyncio.gather(
+            *(client.post("Patient", json=body, headers=headers) for _ in range(30))
+        )
+        statuses = [r.status_code for r in responses]
+        assert statuses.count(201) == 1
+        assert statuses.count(200) == 29
+        assert len({r.json()["id"] for r in responses}) == 1
+        found = (await client.get("Patient", params={"identifier": f"urn:test:race|{mrn}"})).json()
+        assert found["total"] == 1

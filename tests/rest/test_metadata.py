@@ -1,0 +1,49 @@
+"""The CapabilityStatement is generated from the server's registry."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+CARE_MANAGEMENT_TYPES = [
+    "Patient", "Practitioner", "PractitionerRole", "Organization", "RelatedPerson",
+    "EpisodeOfCare", "CareTeam", "CarePlan", "Goal", "Questionnaire", "QuestionnaireResponse",
+    "Communication", "Encounter", "Appointment", "MedicationStatement", "MedicationRequest",
+    "MedicationDispense", "Condition", "Observation", "Procedure", "ServiceRequest", "Task",
+    "DetectedIssue", "Consent", "Provenance", "AuditEvent", "DocumentReference", "Group",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def statement(client: httpx.Client) -> dict[str, object]:
+    response = client.get("metadata")
+    assert response.status_code == 200
+    body: dict[str, object] = response.json()
+    return body
+
+
+def test_capability_statement_header(statement: dict[str, object]) -> None:
+    assert statement["resourceType"] == "CapabilityStatement"
+    assert statement["fhirVersion"] == "4.3.0"
+    assert statement["kind"] == "instance"
+
+
+@pytest.mark.parametrize("resource_type", CARE_MANAGEMENT_TYPES)
+def test_care_management_type_listed_with_search_params(
+    statement: dict[str, object], resource_type: str
+) -> None:
+    rest = statement["rest"][0]  # type: ignore[index]
+    entry = next(r for r in rest["resource"] if r["type"] == resource_type)
+    codes = {i["code"] for i in entry["interaction"]}
+    assert {"read", "vread", "update", "patch", "delete", "create", "search-type"} <= codes
+    names = {p["name"] for p in entry["searchParam"]}
+    assert {"_id", "_lastUpdated"} <= names
+    assert len(names) > 3
+
+
+def test_patient_search_params_come_from_the_registry(statement: dict[str, object]) -> None:
+    rest = statement["rest"][0]  # type: ignore[index]
+    patient = next(r for r in rest["resource"] if r["type"] == "Patient")
+    names = {p["name"] for p in patient["searchParam"]}
+    assert {"identifier", "name", "family", "birthdate", "gender", "general-practitioner"} <= names
+    assert len(rest["resource"]) > 140
