@@ -11,6 +11,7 @@ from cmfhir.errors import Issue
 __all__ = [
     "Criterion",
     "DateValue",
+    "Include",
     "NumberValue",
     "QuantityValue",
     "ReferenceValue",
@@ -97,6 +98,22 @@ class Criterion:
 
 
 @dataclass(frozen=True, slots=True)
+class Include:
+    """`_include=Source:param[:Target]` or `_revinclude=...` (reverse); `*` for any param.
+
+    Forward: from each matched `source_type`, follow `param` to its targets (of
+    `target_type` if given). Reverse: bring the `source_type` resources whose `param`
+    points at a matched resource. `iterate` repeats it over the included resources too.
+    """
+
+    source_type: str
+    param: str
+    target_type: str | None
+    iterate: bool
+    reverse: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SortKey:
     code: str
     descending: bool
@@ -112,6 +129,8 @@ class SearchRequest:
     total: str | None = None
     sort: list[SortKey] = field(default_factory=list)
     elements: list[str] = field(default_factory=list)
+    include: list[Include] = field(default_factory=list)
+    revinclude: list[Include] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
     # The parameters as received, minus paging ones: the base of self/next links.
     echo: list[tuple[str, str]] = field(default_factory=list)

@@ -16,6 +16,7 @@ from cmfhir.resources.types import is_resource_type
 from cmfhir.search.model import (
     Criterion,
     DateValue,
+    Include,
     NumberValue,
     QuantityValue,
     ReferenceValue,
@@ -250,6 +251,9 @@ def parse_search(
             request.elements.extend(e.strip() for e in raw.split(",") if e.strip())
         elif name == "_sort":
             request.sort = [_sort_key(known, key) for key in raw.split(",")]
+        elif name.split(":")[0] in ("_include", "_revinclude"):
+            include = _include(registry, name, raw)
+            (request.revinclude if include.reverse else request.include).append(include)
         elif name in ("_format", "_pretty"):
             continue
         else:
@@ -267,6 +271,30 @@ def parse_search(
             else:
                 request.criteria.append(criterion)
     return request
+
+
+def _include(registry: SearchParameterRegistry, name: str, raw: str) -> Include:
+    """`_include[:iterate]=Source:param[:Target]`; `*` alone includes along every reference."""
+    base, _, modifier = name.partition(":")
+    if modifier not in ("", "iterate", "recurse"):
+        raise _bad(name, f"':{modifier}' is not a modifier of {base} (only :iterate)")
+    reverse = base == "_revinclude"
+    if raw == "*":
+        return Include("*", "*", None, bool(modifier), reverse)
+    parts = raw.split(":")
+    if len(parts) not in (2, 3):
+        raise _bad(name, f"'{raw}' is not SourceType:parameter[:TargetType]")
+    source, code = parts[0], parts[1]
+    target = parts[2] if len(parts) == 3 else None
+    if not is_resource_type(source):
+        raise _bad(name, f"'{source}' is not a resource type")
+    if target is not None and not is_resource_type(target):
+        raise _bad(name, f"'{target}' is not a resource type")
+    if code != "*":
+        param = registry.get(source, code)
+        if param is None or param.type != "reference":
+            raise _bad(name, f"'{code}' is not a reference search parameter of {source}")
+    return Include(source, code, target, bool(modifier), reverse)
 
 
 def _sort_key(known: dict[str, SearchParameter] | object, key: str) -> SortKey:
