@@ -138,3 +138,13 @@ def test_post_search(client: httpx.Client, corpus: dict[str, str]) -> None:
     )
     assert response.status_code == 200
     assert _ids(response.json()) == {corpus["ada"]}
+
+
+def test_patient_compartment_search(client: httpx.Client, corpus: dict[str, str]) -> None:
+    ada, jose = corpus["ada"], corpus["jose"]
+    assert _ids(client.get(f"Patient/{ada}/Encounter").json()) == {corpus["enc"]}
+    assert _ids(client.get(f"Patient/{jose}/Encounter").json()) == set()
+    assert (
+        _ids(client.get(f"Patient/{ada}/Encounter", params={"status": "planned"}).json()) == set()
+    )
+    assert client.get(f"Patient/{ada}/Organization").status_code == 404

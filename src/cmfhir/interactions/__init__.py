@@ -7,7 +7,7 @@ from cmfhir.interactions.delete import delete, delete_conditional
 from cmfhir.interactions.history import history
 from cmfhir.interactions.patch import patch
 from cmfhir.interactions.read import read, vread
-from cmfhir.interactions.search_type import search
+from cmfhir.interactions.search_type import search, search_compartment
 from cmfhir.interactions.transaction import process_bundle
 from cmfhir.interactions.update import update, update_conditional
 
@@ -25,6 +25,7 @@ __all__ = [
     "process_bundle",
     "read",
     "search",
+    "search_compartment",
     "update",
     "update_conditional",
     "vread",

@@ -4,14 +4,15 @@ while data changes."""
 
 from __future__ import annotations
 
-from cmfhir.errors import BadRequest
+from cmfhir.errors import BadRequest, NotFound
 from cmfhir.interactions.bundles import link, search_bundle
-from cmfhir.interactions.common import require_type
+from cmfhir.interactions.common import check_id, require_type
 from cmfhir.interactions.context import FhirContext, Result
+from cmfhir.search.model import Compartment
 from cmfhir.search.parse import parse_search
 from cmfhir.store import Repository
 
-__all__ = ["search", "search_in"]
+__all__ = ["search", "search_compartment", "search_in"]
 
 
 async def search_in(
@@ -22,6 +23,7 @@ async def search_in(
     *,
     base: str,
     strict: bool = False,
+    compartment: Compartment | None = None,
 ) -> Result:
     if resource_type is not None:
         require_type(resource_type)
@@ -39,6 +41,7 @@ async def search_in(
             code="not-supported",
             expression=["_summary" if request.summary else "_elements"],
         )
+    request.compartment = compartment
     if request.summary == "count":
         request.count = 0
     with_total = (
@@ -48,6 +51,8 @@ async def search_in(
     )
     page = await repo.search(request, with_total=with_total)
     path = resource_type or ""
+    if compartment is not None:
+        path = f"{compartment.owner_type}/{compartment.owner_id}/{path}"
     self_params = list(request.echo)
     if request.cursor is not None:
         self_params.append(("_cursor", request.cursor))
@@ -70,3 +75,25 @@ async def search(
 ) -> Result:
     async with ctx.store.transaction(read_only=True) as repo:
         return await search_in(ctx, repo, resource_type, params, base=base, strict=strict)
+
+
+async def search_compartment(
+    ctx: FhirContext,
+    owner_id: str,
+    resource_type: str,
+    params: list[tuple[str, str]],
+    *,
+    base: str,
+    strict: bool = False,
+) -> Result:
+    """`GET Patient/{id}/{type}`: a search inside the member's compartment."""
+    require_type(resource_type)
+    check_id(owner_id)
+    params_for = ctx.compartment.params_for(resource_type)
+    if not params_for and resource_type != "Patient":
+        raise NotFound(f"{resource_type} is not in the Patient compartment")
+    compartment = Compartment("Patient", owner_id, params_for)
+    async with ctx.store.transaction(read_only=True) as repo:
+        return await search_in(
+            ctx, repo, resource_type, params, base=base, strict=strict, compartment=compartment
+        )

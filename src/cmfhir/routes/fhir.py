@@ -20,6 +20,7 @@ from cmfhir.interactions import (
     process_bundle,
     read,
     search,
+    search_compartment,
     update,
     update_conditional,
     vread,
@@ -171,6 +172,16 @@ async def delete_instance(resource_type: str, id: str, request: Request, ctx: Ct
 @router.get("/{resource_type}/{id}/_history")
 async def history_instance(resource_type: str, id: str, request: Request, ctx: Ctx) -> Response:
     result = await history(ctx, resource_type, id, _query(request), base=base_url(request))
+    return render(result, request)
+
+
+@router.get("/Patient/{id}/{resource_type}")
+async def search_patient_compartment(
+    id: str, resource_type: str, request: Request, ctx: Ctx
+) -> Response:
+    result = await search_compartment(
+        ctx, id, resource_type, _query(request), base=base_url(request), strict=_strict(request)
+    )
     return render(result, request)
 
 

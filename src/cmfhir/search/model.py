@@ -9,6 +9,7 @@ from decimal import Decimal
 from cmfhir.errors import Issue
 
 __all__ = [
+    "Compartment",
     "Criterion",
     "DateValue",
     "Include",
@@ -114,6 +115,16 @@ class Include:
 
 
 @dataclass(frozen=True, slots=True)
+class Compartment:
+    """Search inside a compartment (https://hl7.org/fhir/R4B/compartmentdefinition.html):
+    resources whose `params` reference `owner_type/owner_id`."""
+
+    owner_type: str
+    owner_id: str
+    params: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SortKey:
     code: str
     descending: bool
@@ -131,6 +142,7 @@ class SearchRequest:
     elements: list[str] = field(default_factory=list)
     include: list[Include] = field(default_factory=list)
     revinclude: list[Include] = field(default_factory=list)
+    compartment: Compartment | None = None
     warnings: list[Issue] = field(default_factory=list)
     # The parameters as received, minus paging ones: the base of self/next links.
     echo: list[tuple[str, str]] = field(default_factory=list)

@@ -29,6 +29,7 @@ from sqlalchemy import (
 
 from cmfhir.errors import BadRequest
 from cmfhir.search.model import (
+    Compartment,
     Criterion,
     DateValue,
     NumberValue,
@@ -185,10 +186,29 @@ def _criterion_condition(crit: Criterion, resource_type: str | None) -> ColumnEl
     return _index_exists(table, resource_type, param, cond)
 
 
+def _compartment_condition(compartment: Compartment) -> ColumnElement[bool]:
+    ref = INDEX_TABLES["reference"]
+    linked = exists(
+        select(literal(1))
+        .select_from(ref)
+        .where(
+            ref.c.rid == r.c.rid,
+            ref.c.param.in_(compartment.params),
+            ref.c.target_type == compartment.owner_type,
+            ref.c.target_id == compartment.owner_id,
+        )
+    )
+    # The owner itself is in its own compartment.
+    itself = and_(r.c.resource_type == compartment.owner_type, r.c.id == compartment.owner_id)
+    return or_(itself, linked) if compartment.params else itself
+
+
 def _where(request: SearchRequest) -> list[ColumnElement[bool]]:
     where: list[ColumnElement[bool]] = [r.c.deleted.is_(False)]
     if request.resource_type is not None:
         where.append(r.c.resource_type == request.resource_type)
+    if request.compartment is not None:
+        where.append(_compartment_condition(request.compartment))
     where.extend(_criterion_condition(c, request.resource_type) for c in request.criteria)
     return where
 
