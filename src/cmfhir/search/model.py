@@ -9,9 +9,12 @@ from decimal import Decimal
 from cmfhir.errors import Issue
 
 __all__ = [
+    "Chain",
     "Compartment",
+    "CompositeValue",
     "Criterion",
     "DateValue",
+    "Has",
     "Include",
     "NumberValue",
     "QuantityValue",
@@ -78,8 +81,22 @@ class UriValue:
     value: str
 
 
+@dataclass(frozen=True, slots=True)
+class CompositeValue:
+    """One value of a composite parameter: every component must match the same resource."""
+
+    components: tuple[Criterion, ...]
+
+
 Value = (
-    TokenValue | StringValue | DateValue | NumberValue | QuantityValue | ReferenceValue | UriValue
+    TokenValue
+    | StringValue
+    | DateValue
+    | NumberValue
+    | QuantityValue
+    | ReferenceValue
+    | UriValue
+    | CompositeValue
 )
 
 
@@ -87,8 +104,10 @@ Value = (
 class Criterion:
     """One search parameter as used in the query: values are ORed, criteria are ANDed.
 
-    `type` is the search parameter type, or "id" / "lastUpdated" for the columns of the
-    resource table. `missing` is set for `:missing=true|false`, and then `values` is empty.
+    `type` is the search parameter type, or "id" / "lastUpdated" / "type" for the columns of
+    the resource table, "chain" for `ref:Type.param=...` (each link in `chain`), "has" for
+    `_has:Type:ref:param=...`. `missing` is set for `:missing=true|false`, and then
+    `values` is empty.
     """
 
     code: str
@@ -96,6 +115,26 @@ class Criterion:
     modifier: str | None
     values: tuple[Value, ...]
     missing: bool | None = None
+    chain: tuple[Chain, ...] = ()
+    has: Has | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """`code:target_type.<criterion>`: the reference points at a `target_type` that matches."""
+
+    target_type: str
+    criterion: Criterion
+
+
+@dataclass(frozen=True, slots=True)
+class Has:
+    """`_has:source_type:param:<criterion>`: some `source_type` whose `param` references the
+    resource matches `criterion`."""
+
+    source_type: str
+    param: str
+    criterion: Criterion
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +165,11 @@ class Compartment:
 
 @dataclass(frozen=True, slots=True)
 class SortKey:
+    """`code` with its parameter `type` (or "id" / "lastUpdated" for the columns)."""
+
     code: str
     descending: bool
+    type: str = "id"
 
 
 @dataclass(slots=True)

@@ -5,7 +5,7 @@ result parameters. Pure: no database; errors name the parameter."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
@@ -14,8 +14,11 @@ from cmfhir.resources.index_values import date_range, normalize_string
 from cmfhir.resources.search_parameters import SearchParameter, SearchParameterRegistry
 from cmfhir.resources.types import is_resource_type
 from cmfhir.search.model import (
+    Chain,
+    CompositeValue,
     Criterion,
     DateValue,
+    Has,
     Include,
     NumberValue,
     QuantityValue,
@@ -46,7 +49,7 @@ RESULT_PARAMS = {
 }
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
-    "token": {"missing", "not", "text", "of-type", "in", "not-in", "below", "above"},
+    "token": {"missing", "not", "text", "of-type"},
     "reference": {"missing", "identifier"},
     "date": {"missing"},
     "number": {"missing"},
@@ -54,7 +57,13 @@ MODIFIERS = {
     "uri": {"missing", "below", "above"},
     "id": {"missing", "not"},
     "lastUpdated": {"missing"},
+    "composite": set(),
+    "type": set(),
 }
+# Modifiers of the spec that need a terminology server; refused as not supported.
+KNOWN_UNSUPPORTED = {"in", "not-in", "below", "above", "type", "iterate"}
+SORTABLE = {"string", "token", "date", "number", "quantity", "reference", "uri"}
+MAX_CHAIN_DEPTH = 4
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _PREFIX_RE = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[-+0-9.])")
 
@@ -257,7 +266,7 @@ def parse_search(
         elif name in ("_format", "_pretty"):
             continue
         else:
-            criterion = _criterion(known, resource_type, name, raw, strict=strict)
+            criterion = _criterion(registry, resource_type, name, raw, strict=strict)
             if criterion is None:
                 request.warnings.append(
                     Issue(
@@ -297,48 +306,194 @@ def _include(registry: SearchParameterRegistry, name: str, raw: str) -> Include:
     return Include(source, code, target, bool(modifier), reverse)
 
 
-def _sort_key(known: dict[str, SearchParameter] | object, key: str) -> SortKey:
+def _sort_key(known: Mapping[str, SearchParameter], key: str) -> SortKey:
     descending = key.startswith("-")
     code = key[1:] if descending else key
-    if code not in ("_id", "_lastUpdated"):
-        raise _bad("_sort", f"sorting by '{code}' is not supported")
-    return SortKey(code, descending)
+    if code == "_id":
+        return SortKey(code, descending, "id")
+    if code == "_lastUpdated":
+        return SortKey(code, descending, "lastUpdated")
+    param = known.get(code)
+    if param is None or param.type not in SORTABLE or param.expression is None:
+        raise _bad("_sort", f"cannot sort by '{code}': not a sortable search parameter here")
+    return SortKey(code, descending, param.type)
+
+
+def _unknown(
+    name: str, resource_type: str | None, strict: bool, detail: str = ""
+) -> Criterion | None:
+    if strict:
+        raise BadRequest(
+            f"Unknown search parameter '{name}' for {resource_type or 'system-level search'}"
+            + detail,
+            code="not-supported",
+            expression=[name],
+        )
+    return None
 
 
 def _criterion(
-    known: object, resource_type: str | None, name: str, raw: str, *, strict: bool
+    registry: SearchParameterRegistry,
+    resource_type: str | None,
+    name: str,
+    raw: str,
+    *,
+    strict: bool,
+    depth: int = 0,
 ) -> Criterion | None:
+    """One `name=value` as a criterion on `resource_type`; None for an unknown parameter."""
+    if depth > MAX_CHAIN_DEPTH:
+        raise _bad(name, f"chains and _has nest at most {MAX_CHAIN_DEPTH} levels deep")
+    if name.startswith("_has:"):
+        return _has(registry, resource_type, name, raw, strict=strict, depth=depth)
+    head, dot, rest = name.partition(".")
+    if dot:
+        return _chain(registry, resource_type, head, rest, raw, strict=strict, depth=depth)
     code, _, modifier_text = name.partition(":")
     modifier = modifier_text or None
+    param: SearchParameter | None = None
     if code == "_id":
-        kind, param = "id", None
+        kind = "id"
     elif code == "_lastUpdated":
-        kind, param = "lastUpdated", None
+        kind = "lastUpdated"
+    elif code == "_type" and resource_type is None:
+        kind = "type"
     else:
-        assert isinstance(known, dict)
-        param = known.get(code)
-        if param is None or param.type in ("composite", "special") or param.expression is None:
-            if strict:
-                raise BadRequest(
-                    f"Unknown search parameter '{code}' for {resource_type or 'system search'}",
-                    code="not-supported",
-                    expression=[name],
-                )
-            return None
+        param = registry.for_type(resource_type or "Resource").get(code)
+        if param is None or param.type == "special":
+            return _unknown(name, resource_type, strict)
+        if param.type != "composite" and param.expression is None:
+            return _unknown(name, resource_type, strict, " (it has no expression to index)")
         kind = param.type
     if modifier is not None:
         allowed = MODIFIERS.get(kind, {"missing"})
         is_type_modifier = kind == "reference" and is_resource_type(modifier)
         if modifier not in allowed and not is_type_modifier:
             raise BadRequest(
-                f"Modifier ':{modifier}' is not valid for search parameter '{code}' of type {kind}",
+                f"Modifier ':{modifier}' is not supported for search parameter '{code}' "
+                f"of type {kind}",
+                code="not-supported" if modifier in KNOWN_UNSUPPORTED else "invalid",
                 expression=[name],
             )
     if modifier == "missing":
         if raw not in ("true", "false"):
             raise _bad(name, "':missing' takes true or false")
         return Criterion(code, kind, modifier, (), missing=raw == "true")
+    if kind == "type":
+        types = tuple(TokenValue(None, t) for t in _split_or(raw))
+        for t in types:
+            if not is_resource_type(t.code or ""):
+                raise _bad(name, f"'{t.code}' is not a resource type")
+        return Criterion(code, kind, None, types)
+    if kind == "composite":
+        assert param is not None
+        return Criterion(
+            code, kind, modifier, _composite(registry, resource_type, name, raw, param)
+        )
     return Criterion(code, kind, modifier, _values(name, kind, modifier, raw, param))
+
+
+def _composite(
+    registry: SearchParameterRegistry,
+    resource_type: str | None,
+    name: str,
+    raw: str,
+    param: SearchParameter,
+) -> tuple[Value, ...]:
+    """`code-value-quantity=http://loinc.org|8480-6$gt100`: one value per component."""
+    parts_of = [registry.by_url(url) for url, _ in param.component]
+    if not parts_of or any(p is None for p in parts_of):
+        return _unsupported(name, "its components are not all known")
+    values: list[Value] = []
+    for piece in _split_or(raw):
+        pieces = split_escaped(piece, "$")
+        if len(pieces) != len(parts_of):
+            raise _bad(name, f"'{piece}' needs {len(parts_of)} values separated by '$'")
+        components: list[Criterion] = []
+        for component, text in zip(parts_of, pieces, strict=True):
+            assert component is not None
+            own = registry.for_type(resource_type or "Resource").get(component.code)
+            if own is None or own.type != component.type:
+                return _unsupported(name, f"component '{component.code}' is not indexed here")
+            components.append(
+                Criterion(
+                    component.code,
+                    component.type,
+                    None,
+                    _values(name, component.type, None, text, component),
+                )
+            )
+        values.append(CompositeValue(tuple(components)))
+    return tuple(values)
+
+
+def _unsupported(name: str, why: str) -> tuple[Value, ...]:
+    raise BadRequest(
+        f"Search parameter '{name}' cannot be searched: {why}",
+        code="not-supported",
+        expression=[name],
+    )
+
+
+def _chain(
+    registry: SearchParameterRegistry,
+    resource_type: str | None,
+    head: str,
+    rest: str,
+    raw: str,
+    *,
+    strict: bool,
+    depth: int,
+) -> Criterion | None:
+    """`subject:Patient.name=x`: the reference's target must match the rest of the name."""
+    code, _, type_modifier = head.partition(":")
+    param = registry.for_type(resource_type or "Resource").get(code)
+    if param is None or param.type != "reference":
+        return _unknown(head, resource_type, strict, " (only reference parameters chain)")
+    if type_modifier and not is_resource_type(type_modifier):
+        raise _bad(head, f"'{type_modifier}' is not a resource type")
+    targets = (type_modifier,) if type_modifier else param.target
+    links: list[Chain] = []
+    for target in targets:
+        inner = _criterion(registry, target, rest, raw, strict=False, depth=depth + 1)
+        if inner is not None:
+            links.append(Chain(target, inner))
+    if not links:
+        if type_modifier or len(targets) == 1:
+            return _unknown(f"{head}.{rest}", resource_type, strict)
+        raise _bad(
+            head,
+            f"'{rest}' is not a search parameter of any target of '{code}'; "
+            f"name the target type ({code}:Type.{rest})",
+        )
+    return Criterion(code, "chain", type_modifier or None, (), chain=tuple(links))
+
+
+def _has(
+    registry: SearchParameterRegistry,
+    resource_type: str | None,
+    name: str,
+    raw: str,
+    *,
+    strict: bool,
+    depth: int,
+) -> Criterion | None:
+    """`_has:Observation:patient:code=x`: some Observation whose `patient` points here."""
+    parts = name.split(":", 3)
+    if len(parts) != 4 or not parts[3]:
+        raise _bad(name, "_has takes _has:Type:reference-parameter:parameter=value")
+    _, source, ref_code, inner_name = parts
+    if not is_resource_type(source):
+        raise _bad(name, f"'{source}' is not a resource type")
+    ref = registry.get(source, ref_code)
+    if ref is None or ref.type != "reference":
+        raise _bad(name, f"'{ref_code}' is not a reference search parameter of {source}")
+    if resource_type is not None and ref.target and resource_type not in ref.target:
+        raise _bad(name, f"{source}.{ref_code} never points at {resource_type}")
+    inner = _criterion(registry, source, inner_name, raw, strict=strict, depth=depth + 1)
+    if inner is None:
+        return _unknown(name, resource_type, strict)
+    return Criterion("_has", "has", None, (), has=Has(source, ref_code, inner))
 
 
 def parse_instant(name: str, raw: str) -> datetime:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -24,12 +26,12 @@ from sqlalchemy import (
     or_,
     select,
     true,
-    tuple_,
 )
 
 from cmfhir.errors import BadRequest
 from cmfhir.search.model import (
     Compartment,
+    CompositeValue,
     Criterion,
     DateValue,
     NumberValue,
@@ -42,7 +44,7 @@ from cmfhir.search.model import (
 )
 from cmfhir.store.schema import INDEX_TABLES, resource
 
-__all__ = ["count_query", "decode_cursor", "encode_cursor", "page_query"]
+__all__ = ["count_query", "criterion_condition", "decode_cursor", "encode_cursor", "page_query"]
 
 r = resource.alias("r")
 
@@ -88,7 +90,7 @@ def _point_condition(prefix: str, point: Any, q_low: Any, q_high: Any) -> Any:
     return point < q_high  # le
 
 
-def _value_condition(table: Table, crit: Criterion, value: object) -> ColumnElement[bool]:
+def _value_condition(table: Any, crit: Criterion, value: object) -> Any:
     c = table.c
     if isinstance(value, TokenValue):
         parts: list[ColumnElement[bool]] = []
@@ -148,46 +150,122 @@ def _value_condition(table: Table, crit: Criterion, value: object) -> ColumnElem
 
 
 def _index_exists(
-    table: Table, resource_type: str | None, param: str, cond: ColumnElement[bool] | None
+    table: Table,
+    resource_type: str | None,
+    param: str,
+    cond_for: Any,
+    res: Any,
 ) -> ColumnElement[bool]:
-    where = [table.c.rid == r.c.rid, table.c.param == param]
+    """EXISTS an index row of `res` for `param` (matching `cond_for(alias)`, if given)."""
+    t = table.alias()
+    where = [t.c.rid == res.c.rid, t.c.param == param]
     if resource_type is not None:
-        where.append(table.c.resource_type == resource_type)
-    if cond is not None:
-        where.append(cond)
-    return exists(select(literal(1)).select_from(table).where(*where))
+        where.append(t.c.resource_type == resource_type)
+    if cond_for is not None:
+        where.append(cond_for(t))
+    return exists(select(literal(1)).select_from(t).where(*where))
 
 
-def _criterion_condition(crit: Criterion, resource_type: str | None) -> ColumnElement[bool]:
+def _column_condition(crit: Criterion, res: Any) -> Any:
+    if crit.missing is not None:  # ids, types and timestamps are never missing
+        return false() if crit.missing else true()
     if crit.type == "id":
-        if crit.missing is not None:
-            return false() if crit.missing else true()
         ids = [v.code for v in crit.values if isinstance(v, TokenValue)]
-        return r.c.id.not_in(ids) if crit.modifier == "not" else r.c.id.in_(ids)
-    if crit.type == "lastUpdated":
-        if crit.missing is not None:
-            return false() if crit.missing else true()
+        return res.c.id.not_in(ids) if crit.modifier == "not" else res.c.id.in_(ids)
+    if crit.type == "type":
+        return res.c.resource_type.in_([v.code for v in crit.values if isinstance(v, TokenValue)])
+    return or_(
+        *(
+            _point_condition(v.prefix, res.c.last_updated, v.low, v.high)
+            for v in crit.values
+            if isinstance(v, DateValue)
+        )
+    )
+
+
+def _chain_condition(crit: Criterion, resource_type: str | None, res: Any) -> ColumnElement[bool]:
+    """The reference `crit.code` of `res` points at a live target matching the link."""
+    options = []
+    for link in crit.chain:
+        ref = INDEX_TABLES["reference"].alias()
+        target = resource.alias()
+        where = [
+            ref.c.rid == res.c.rid,
+            ref.c.param == crit.code,
+            ref.c.target_type == link.target_type,
+            target.c.resource_type == link.target_type,
+            target.c.id == ref.c.target_id,
+            target.c.deleted.is_(False),
+            criterion_condition(link.criterion, link.target_type, target),
+        ]
+        if resource_type is not None:
+            where.append(ref.c.resource_type == resource_type)
+        options.append(exists(select(literal(1)).select_from(ref, target).where(*where)))
+    return or_(*options)
+
+
+def _has_condition(crit: Criterion, res: Any) -> ColumnElement[bool]:
+    """Some live `has.source_type` whose `has.param` references `res` matches the inner one."""
+    assert crit.has is not None
+    has = crit.has
+    ref = INDEX_TABLES["reference"].alias()
+    source = resource.alias()
+    return exists(
+        select(literal(1))
+        .select_from(ref, source)
+        .where(
+            ref.c.resource_type == has.source_type,
+            ref.c.param == has.param,
+            ref.c.target_type == res.c.resource_type,
+            ref.c.target_id == res.c.id,
+            source.c.rid == ref.c.rid,
+            source.c.deleted.is_(False),
+            criterion_condition(has.criterion, has.source_type, source),
+        )
+    )
+
+
+def criterion_condition(
+    crit: Criterion, resource_type: str | None, res: Any = None
+) -> ColumnElement[bool]:
+    """The SQL condition for one criterion on the resource alias `res`."""
+    res = r if res is None else res
+    if crit.type in ("id", "lastUpdated", "type"):
+        column: ColumnElement[bool] = _column_condition(crit, res)
+        return column
+    if crit.type == "chain":
+        return _chain_condition(crit, resource_type, res)
+    if crit.type == "has":
+        return _has_condition(crit, res)
+    if crit.type == "composite":
         return or_(
             *(
-                _point_condition(v.prefix, r.c.last_updated, v.low, v.high)
+                and_(*(criterion_condition(c, resource_type, res) for c in v.components))
                 for v in crit.values
-                if isinstance(v, DateValue)
+                if isinstance(v, CompositeValue)
             )
         )
-    kind = "token" if crit.type == "reference" and crit.modifier == "identifier" else crit.type
+    kind = crit.type
+    param = crit.code
+    if crit.type == "reference" and crit.modifier == "identifier":
+        kind, param = "token", crit.code + ":identifier"
+    elif crit.type == "token" and crit.modifier == "of-type":
+        param = crit.code + ":of-type"
     table = INDEX_TABLES[kind]
-    param = crit.code + ":identifier" if kind != crit.type else crit.code
     if crit.missing is not None:
-        found = _index_exists(table, resource_type, param, None)
+        found = _index_exists(table, resource_type, param, None, res)
         return not_(found) if crit.missing else found
-    cond = or_(*(_value_condition(table, crit, v) for v in crit.values))
+
+    def matches(t: Any) -> ColumnElement[bool]:
+        return or_(*(_value_condition(t, crit, v) for v in crit.values))
+
     if crit.modifier == "not":
-        return not_(_index_exists(table, resource_type, param, cond))
-    return _index_exists(table, resource_type, param, cond)
+        return not_(_index_exists(table, resource_type, param, matches, res))
+    return _index_exists(table, resource_type, param, matches, res)
 
 
 def _compartment_condition(compartment: Compartment) -> ColumnElement[bool]:
-    ref = INDEX_TABLES["reference"]
+    ref = INDEX_TABLES["reference"].alias()
     linked = exists(
         select(literal(1))
         .select_from(ref)
@@ -209,58 +287,129 @@ def _where(request: SearchRequest) -> list[ColumnElement[bool]]:
         where.append(r.c.resource_type == request.resource_type)
     if request.compartment is not None:
         where.append(_compartment_condition(request.compartment))
-    where.extend(_criterion_condition(c, request.resource_type) for c in request.criteria)
+    where.extend(criterion_condition(c, request.resource_type) for c in request.criteria)
     return where
 
 
-def _sort_columns(request: SearchRequest) -> tuple[list[Any], bool]:
-    key = request.sort[0] if request.sort else None
-    if key is None:
-        return [r.c.rid], False
-    column = r.c.last_updated if key.code == "_lastUpdated" else r.c.id
-    return [column, r.c.rid], key.descending
+# -- sorting and keyset paging ---------------------------------------------------------------
+# A sort key by a search parameter is the smallest (ascending) or largest (descending) of the
+# resource's index values for it; resources without one come last. The page cursor holds the
+# sort values of the last row; the next page is everything after it in that order.
+
+_SORT_VALUE = {
+    "string": "value",
+    "token": "code",
+    "number": "value",
+    "quantity": "value",
+    "reference": "url",
+    "uri": "uri",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Component:
+    expr: Any
+    descending: bool
+    is_null_flag: bool = False
+
+
+def _sort_components(request: SearchRequest) -> list[_Component]:
+    components: list[_Component] = []
+    for key in request.sort:
+        if key.type == "id":
+            components.append(_Component(r.c.id, key.descending))
+        elif key.type == "lastUpdated":
+            components.append(_Component(r.c.last_updated, key.descending))
+        else:
+            t = INDEX_TABLES[key.type].alias()
+            if key.type == "date":
+                column = t.c.high if key.descending else t.c.low
+            else:
+                column = t.c[_SORT_VALUE[key.type]]
+            aggregate = func.max(column) if key.descending else func.min(column)
+            value = (
+                select(aggregate)
+                .where(
+                    t.c.rid == r.c.rid,
+                    t.c.param == key.code,
+                    t.c.resource_type == request.resource_type,
+                )
+                .scalar_subquery()
+            )
+            components.append(_Component(value.is_(None), False, is_null_flag=True))
+            components.append(_Component(value, key.descending))
+    components.append(_Component(r.c.rid, False))
+    return components
+
+
+def _after(components: list[_Component], values: list[Any]) -> ColumnElement[bool]:
+    """Rows strictly after `values` in the order of `components` (lexicographic)."""
+    options: list[ColumnElement[bool]] = []
+    equal_so_far: list[ColumnElement[bool]] = []
+    for component, value in zip(components, values, strict=True):
+        expr = component.expr
+        if component.is_null_flag:
+            later = and_(expr, true()) if value is False else false()
+            same = expr if value else not_(expr)
+        elif value is None:
+            later, same = false(), expr.is_(None)
+        else:
+            later = expr < value if component.descending else expr > value
+            same = expr == value
+        options.append(and_(*equal_so_far, later))
+        equal_so_far.append(same)
+    return or_(*options)
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"t": value.isoformat()}
+    if isinstance(value, Decimal):
+        return {"d": str(value)}
+    return value
+
+
+def _decode_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "t" in value:
+            return datetime.fromisoformat(value["t"])
+        if "d" in value:
+            return Decimal(value["d"])
+        raise ValueError("cursor value")
+    return value
 
 
 def encode_cursor(values: list[Any]) -> str:
-    encoded = [v.isoformat() if isinstance(v, datetime) else v for v in values]
-    return base64.urlsafe_b64encode(json.dumps(encoded).encode()).decode().rstrip("=")
+    raw = json.dumps([_encode_value(v) for v in values], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, request: SearchRequest) -> list[Any]:
-    columns, _ = _sort_columns(request)
+def decode_cursor(cursor: str, width: int) -> list[Any]:
     try:
         raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(raw, list) or len(raw) != len(columns):
+        if not isinstance(raw, list) or len(raw) != width:
             raise ValueError("cursor shape")
-        values: list[Any] = []
-        for column, value in zip(columns, raw, strict=True):
-            if column is r.c.last_updated:
-                values.append(datetime.fromisoformat(value))
-            elif column is r.c.rid:
-                values.append(int(value))
-            else:
-                values.append(str(value))
-        return values
-    except (ValueError, TypeError) as error:
+        return [_decode_value(v) for v in raw]
+    except (ValueError, TypeError, ArithmeticError) as error:
         raise BadRequest("Invalid paging cursor", expression=["_cursor"]) from error
 
 
 def page_query(request: SearchRequest, limit: int) -> tuple[Select[Any], int]:
     """SELECT one page (plus one row, to know if there is a next page).
 
-    Returns the query and the number of leading sort columns in each row before
-    resource_type, id and the content text.
+    Returns the query and the number of leading sort values in each row before
+    resource_type, id and the content text (the next cursor is made of them).
     """
-    columns, descending = _sort_columns(request)
-    query = select(*columns, r.c.resource_type, r.c.id, cast(r.c.content, Text)).where(
-        *_where(request)
-    )
+    components = _sort_components(request)
+    query = select(
+        *(c.expr for c in components), r.c.resource_type, r.c.id, cast(r.c.content, Text)
+    ).where(*_where(request))
     if request.cursor is not None:
-        after = decode_cursor(request.cursor, request)
-        key = tuple_(*columns)
-        query = query.where(key < tuple_(*after) if descending else key > tuple_(*after))
-    order = [c.desc() for c in columns] if descending else list(columns)
-    return query.order_by(*order).limit(limit + 1), len(columns)
+        query = query.where(_after(components, decode_cursor(request.cursor, len(components))))
+    order = []
+    for c in components:
+        order.append(c.expr.desc() if c.descending else c.expr.asc())
+    return query.order_by(*order).limit(limit + 1), len(components)
 
 
 def count_query(request: SearchRequest) -> Select[Any]:
