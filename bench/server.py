@@ -1,0 +1,173 @@
+"""The server under test: `cmfhir serve` as a subprocess over a fresh data directory, the
+embedded PostgreSQL it starts, and a sampler of both processes' memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+__all__ = ["MemorySampler", "Server", "free_port", "start_server"]
+
+_READY_TIMEOUT_S = 180.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    data_dir: Path
+    log_path: Path
+    database_url: str = ""
+    external_database: bool = False
+
+    def pids(self) -> list[int]:
+        """The serve process and its uvicorn workers."""
+        try:
+            parent = psutil.Process(self.process.pid)
+            return [parent.pid, *(c.pid for c in parent.children(recursive=True))]
+        except psutil.NoSuchProcess:
+            return []
+
+    def worker_pids(self) -> list[int]:
+        return self.pids()[1:] or self.pids()
+
+    def postgres_pids(self) -> list[int]:
+        if self.external_database:
+            return []
+        pid_file = self.data_dir / "pg" / "postmaster.pid"
+        try:
+            postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+            return [postmaster.pid, *(c.pid for c in postmaster.children(recursive=True))]
+        except (OSError, ValueError, IndexError, psutil.NoSuchProcess):
+            return []
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGINT the serve process (uvicorn drains its workers), then release PostgreSQL."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                for pid in reversed(self.pids()):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                self.process.wait(timeout=10)
+        if not self.external_database and self.database_url:
+            # The harness joined the embedded server; dropping the last handle stops it.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import pgserver
+
+            pgserver.get_server((self.data_dir / "pg").resolve()).cleanup()
+
+
+def start_server(data_dir: Path, port: int, workers: int, database_url: str | None) -> Server:
+    """Start `cmfhir serve`, wait until it answers, and return it with its database URL."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "server.log"
+    env = dict(os.environ, CMFHIR_DATA_DIR=str(data_dir), CMFHIR_LOG_LEVEL="warning")
+    if database_url:
+        env["CMFHIR_DATABASE_URL"] = database_url
+    else:
+        env.pop("CMFHIR_DATABASE_URL", None)
+    command = [sys.executable, "-m", "cmfhir", "serve", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", str(workers)]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    server = Server(process, f"http://127.0.0.1:{port}/fhir", data_dir, log_path)
+    deadline = time.monotonic() + _READY_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"cmfhir serve exited ({process.returncode}):\n{server.log_tail()}")
+        try:
+            if httpx.get(f"{server.base_url}/metadata", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"cmfhir serve not ready in {_READY_TIMEOUT_S:.0f} s")
+        time.sleep(0.3)
+    if database_url:
+        server.database_url, server.external_database = database_url, True
+    else:
+        from cmfhir.store.database import embedded_url
+
+        server.database_url = embedded_url(data_dir)
+    return server
+
+
+@dataclass
+class MemorySampler:
+    """Polls the resident memory of the server's processes (and PostgreSQL's) in a thread."""
+
+    server: Server
+    interval_s: float = 0.5
+    max_server_rss: int = 0
+    max_postgres_pss: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> MemorySampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def sample(self) -> None:
+        self.max_server_rss = max(self.max_server_rss, _total(self.server.pids(), pss=False))
+        self.max_postgres_pss = max(
+            self.max_postgres_pss, _total(self.server.postgres_pids(), pss=True)
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+
+def _total(pids: list[int], *, pss: bool) -> int:
+    """Sum of RSS, or of PSS (shared pages split between sharers) where readable."""
+    total = 0
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            if pss:
+                try:
+                    total += process.memory_full_info().pss
+                    continue
+                except (psutil.AccessDenied, AttributeError):
+                    pass
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
