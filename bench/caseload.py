@@ -203,7 +203,7 @@ class _Member:
             "resourceType": "Patient",
             "identifier": [
                 {"use": "usual", "system": v.MEMBER_ID, "value": f"M{self.index:07d}"},
-                {"system": v.MEDICAID_ID, "value": f"{900_000_000 + self.index * 7919 % 99_999_989}"},
+                {"system": v.MEDICAID_ID, "value": f"{900_000_000 + self.index * 7919:d}"},
             ],
             "active": True,
             "name": [_name(rng, gender)],
@@ -214,10 +214,7 @@ class _Member:
             "managingOrganization": {"reference": f"Organization/{self.staff.agency}"},
         }
         if gender in ("other", "unknown") or rng.random() < 0.02:
-            code, display = rng.choice(
-                (("non-binary", "Non-binary"), ("transgender-female", "Transgender female"),
-                 ("transgender-male", "Transgender male"), ("non-disclose", "Does not wish to disclose"))
-            )  # fmt: skip
+            code, display = rng.choice(v.GENDER_IDENTITIES)
             patient["extension"] = [
                 {
                     "url": v.GENDER_IDENTITY_EXT,
@@ -371,7 +368,8 @@ class _Member:
             },
         ]
         self.add(bp)
-        for code, display, unit, ucum, low, high, decimals in rng.sample(v.VITALS, rng.randint(0, 1)):
+        extra = rng.sample(v.VITALS, rng.randint(0, 1))
+        for code, display, unit, ucum, low, high, decimals in extra:
             obs = self.observation("vital-signs", _concept(v.LOINC, code, display), day, encounter)
             obs["valueQuantity"] = _quantity(rng.uniform(low, high), decimals, unit, ucum)
             self.add(obs)
@@ -435,7 +433,7 @@ class _Member:
             else:
                 status = rng.choices(("fulfilled", "noshow", "cancelled"), weights=(75, 18, 7))[0]
             minutes = rng.randint(8 * 60, 16 * 60)
-            who = rng.choice((f"Practitioner/{self.care_manager}", f"Practitioner/{rng.choice(self.staff.pcps)}"))  # fmt: skip
+            who = rng.choice((self.care_manager, rng.choice(self.staff.pcps)))
             self.add(
                 {
                     "resourceType": "Appointment",
@@ -446,7 +444,7 @@ class _Member:
                     "end": _when(day, minutes + 30),
                     "participant": [
                         {"actor": self.subject(), "status": "accepted"},
-                        {"actor": {"reference": who}, "status": "accepted"},
+                        {"actor": {"reference": f"Practitioner/{who}"}, "status": "accepted"},
                     ],
                 }
             )

@@ -3,6 +3,7 @@ embedded PostgreSQL it starts, and a sampler of both processes' memory."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -73,10 +74,8 @@ class Server:
                 self.process.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 for pid in reversed(self.pids()):
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                 self.process.wait(timeout=10)
         if not self.external_database and self.database_url:
             # The harness joined the embedded server; dropping the last handle stops it.

@@ -101,8 +101,15 @@ VITALS: Final = (
 LABS: Final = (
     ("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%", "%", 5.0, 12.5, 1),
     ("2093-3", "Cholesterol [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", 120.0, 290.0, 0),
-    ("33914-3", "Glomerular filtration rate/1.73 sq M.predicted", "mL/min/{1.73_m2}",
-     "mL/min/{1.73_m2}", 25.0, 110.0, 0),
+    (
+        "33914-3",
+        "Glomerular filtration rate/1.73 sq M.predicted",
+        "mL/min/{1.73_m2}",
+        "mL/min/{1.73_m2}",
+        25.0,
+        110.0,
+        0,
+    ),
 )
 SURVEYS: Final = (
     ("44261-6", "Patient Health Questionnaire 9 item (PHQ-9) total score [Reported]", 0, 27),
@@ -113,8 +120,22 @@ ENCOUNTER_TYPES: Final = {
     "EMER": ("emergency", "50849002", "Emergency room admission"),
     "IMP": ("inpatient encounter", "32485007", "Hospital admission"),
 }
-DISCHARGE_CODES: Final = (("home", "Home"), ("hosp", "Hospice"), ("snf", "Skilled nursing facility"))
-ACUITY_TIERS: Final = (("high", "High acuity"), ("moderate", "Moderate acuity"), ("low", "Low acuity"))
+DISCHARGE_CODES: Final = (
+    ("home", "Home"),
+    ("hosp", "Hospice"),
+    ("snf", "Skilled nursing facility"),
+)
+ACUITY_TIERS: Final = (
+    ("high", "High acuity"),
+    ("moderate", "Moderate acuity"),
+    ("low", "Low acuity"),
+)
+GENDER_IDENTITIES: Final = (
+    ("non-binary", "Non-binary"),
+    ("transgender-female", "Transgender female"),
+    ("transgender-male", "Transgender male"),
+    ("non-disclose", "Does not wish to disclose"),
+)
 TEAM_ROLES: Final = {
     "care-manager": "Care manager",
     "chw": "Community health worker",
