@@ -95,7 +95,7 @@ def test_id_and_reference_search(client: httpx.Client, corpus: dict[str, str]) -
     assert _search(client, "Encounter", subject=f"Patient/{ada}") == {corpus["enc"]}
     assert _search(client, "Encounter", patient=ada) == {corpus["enc"]}
     assert _search(client, "Encounter", **{"subject:Patient": ada}) == {corpus["enc"]}
-    assert _search(client, "Encounter", date="2024-03-01") == {corpus["enc"]}
+    assert _search(client, "Encounter", date="2024-03-01", patient=ada) == {corpus["enc"]}
     assert _search(client, "Encounter", **{"class": "EMER", "_id": corpus["enc"]}) == {
         corpus["enc"]
     }

@@ -1,8 +1,10 @@
 """Building the Bundles that search and history return, with stored resources embedded
-as raw JSON text rather than parsed and serialized again."""
+as raw JSON text rather than parsed and serialized again
+(https://hl7.org/fhir/R4B/bundle.html#searchset, #history)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,21 +21,31 @@ def link(base: str, path: str, params: list[tuple[str, str]]) -> str:
     return f"{url}?{urlencode(params)}" if params else url
 
 
+def _resource(content: str | dict[str, Any]) -> Any:
+    # Stored text is embedded as it is; only a subset (_summary, _elements) was parsed.
+    return RawJson(content.encode()) if isinstance(content, str) else content
+
+
 def search_bundle(
     base: str,
-    matches: list[tuple[str, str, str]],
+    matches: Sequence[tuple[str, str, str | dict[str, Any]]],
     *,
+    included: Sequence[tuple[str, str, str | dict[str, Any]]] = (),
     total: int | None,
     links: dict[str, str],
     warnings: list[Issue],
 ) -> dict[str, Any]:
+    """A searchset: the matches, then the resources `_include`/`_revinclude` brought
+    (https://hl7.org/fhir/R4B/search.html#include), then an OperationOutcome for warnings.
+    Each resource is `(type, id, content)`, content as stored text or a parsed subset."""
     entries: list[dict[str, Any]] = [
         {
             "fullUrl": f"{base}/{resource_type}/{id}",
-            "resource": RawJson(content.encode()),
-            "search": {"mode": "match"},
+            "resource": _resource(content),
+            "search": {"mode": mode},
         }
-        for resource_type, id, content in matches
+        for mode, resources in (("match", matches), ("include", included))
+        for resource_type, id, content in resources
     ]
     if warnings:
         entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})

@@ -22,6 +22,10 @@ class Limits:
     default_count: int = 20
     max_count: int = 1000
     max_bundle_entries: int = 20_000
+    # _include/_revinclude: most resources added to one page, and most levels followed
+    # (the first, then `:iterate` ones), so `_include:iterate=*` stays bounded.
+    max_included: int = 1000
+    max_include_depth: int = 4
 
 
 @dataclass(frozen=True, slots=True)

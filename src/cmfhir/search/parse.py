@@ -162,6 +162,15 @@ def _token(name: str, raw: str) -> TokenValue:
     raise _bad(name, f"'{raw}' has more than one unescaped '|'")
 
 
+def _of_type(name: str, raw: str) -> TokenValue:
+    """`identifier:of-type=type-system|type-code|value`, matched against the identifier's
+    type coding and value (indexed under `identifier:of-type` as system `s|c`)."""
+    parts = split_escaped(raw, "|")
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        raise _bad(name, f"'{raw}' is not type-system|type-code|value")
+    return TokenValue(f"{_unescape(parts[0])}|{_unescape(parts[1])}", _unescape(parts[2]))
+
+
 def _reference(name: str, raw: str, modifier: str | None, param: SearchParameter) -> ReferenceValue:
     value = _unescape(raw)
     if modifier and modifier != "identifier":
@@ -197,6 +206,8 @@ def _values(
         elif kind == "token" and modifier == "text":
             text = _unescape(piece)
             out.append(StringValue(normalize_string(text), text))
+        elif kind == "token" and modifier == "of-type":
+            out.append(_of_type(name, piece))
         elif kind == "token" or kind == "id":
             out.append(
                 _token(name, piece) if kind == "token" else TokenValue(None, _unescape(piece))

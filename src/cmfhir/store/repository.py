@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cmfhir.search.model import SearchRequest
+from cmfhir.store.includes import Include, Included, fetch_included
 from cmfhir.store.indexing import index_rows
 from cmfhir.store.records import Current, NewVersion, StoredVersion
 from cmfhir.store.schema import INDEX_TABLES, event, resource, resource_history
@@ -274,6 +275,20 @@ class Repository:
     async def now(self) -> datetime:
         value: datetime = (await self.conn.execute(select(func.clock_timestamp()))).scalar_one()
         return value
+
+    async def included(
+        self,
+        matches: Sequence[tuple[str, str]],
+        include: Sequence[Include],
+        revinclude: Sequence[Include],
+        *,
+        max_depth: int,
+        max_total: int,
+    ) -> Included:
+        """The resources `_include` and `_revinclude` add to a page of matches."""
+        return await fetch_included(
+            self.conn, matches, include, revinclude, max_depth=max_depth, max_total=max_total
+        )
 
 
 def _current_params(v: NewVersion) -> dict[str, Any]:

@@ -90,6 +90,26 @@ def _point_condition(prefix: str, point: Any, q_low: Any, q_high: Any) -> Any:
     return point < q_high  # le
 
 
+def _number_condition(value: NumberValue | QuantityValue, point: Any) -> Any:
+    """eq, ne and ap use the implicit precision range of the searched value (`100` is
+    [99.5, 100.5)); the comparisons use the value exactly."""
+    exact = value.value
+    if value.prefix == "eq":
+        return and_(point >= value.low, point < value.high)
+    if value.prefix == "ne":
+        return or_(point < value.low, point >= value.high)
+    if value.prefix == "ap":
+        spread = abs(exact) / 10
+        return and_(point >= exact - spread, point <= exact + spread)
+    if value.prefix in ("gt", "sa"):
+        return point > exact
+    if value.prefix in ("lt", "eb"):
+        return point < exact
+    if value.prefix == "ge":
+        return point >= exact
+    return point <= exact
+
+
 def _value_condition(table: Any, crit: Criterion, value: object) -> Any:
     c = table.c
     if isinstance(value, TokenValue):
@@ -117,9 +137,7 @@ def _value_condition(table: Any, crit: Criterion, value: object) -> Any:
     if isinstance(value, NumberValue | QuantityValue):
         # A single value compares as a point; a Range (value null) by its bounds.
         cond = or_(
-            and_(
-                c.value.is_not(None), _point_condition(value.prefix, c.value, value.low, value.high)
-            ),
+            and_(c.value.is_not(None), _number_condition(value, c.value)),
             and_(
                 c.value.is_(None),
                 _range_condition(value.prefix, c.low, c.high, value.low, value.high),
