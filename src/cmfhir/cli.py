@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 
 from cmfhir.config import Settings
@@ -40,6 +41,11 @@ def serve(args: argparse.Namespace) -> int:
     asyncio.run(_migrate(url, settings))
     # Workers inherit the URL, so the embedded server is started once, here, and outlives them.
     os.environ["CMFHIR_DATABASE_URL"] = url
+    # uvicorn re-raises the signal that stopped it once it has drained; with this handler in
+    # place that re-raise returns here, so the process exits 0 and atexit stops the embedded
+    # PostgreSQL cleanly.
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, lambda signum, frame: None)
     uvicorn.run(
         "cmfhir.app:create_app",
         factory=True,
