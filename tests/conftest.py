@@ -102,3 +102,9 @@ def base(settings: Settings) -> Iterator[str]:
 def client(base: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=base, timeout=60) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def start_server() -> type[RunningServer]:
+    """For tests that need a second server with other settings (on the same database)."""
+    return RunningServer

@@ -20,20 +20,20 @@ from cmfhir.resources.search_parameters import load_registry
 from cmfhir.routes import ErrorGuard, error_response, http_error_response, router
 from cmfhir.store import Store, open_database
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "open_context"]
 
 log = logging.getLogger("cmfhir")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = await open_database(
-            settings.database_url, settings.data_dir, pool_size=settings.pool_size
-        )
-        app.state.fhir = FhirContext(
+@asynccontextmanager
+async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
+    """The database opened (and migrated) and the FHIR definitions loaded, for as long as
+    the block runs: what the server and the `cmfhir` commands work with."""
+    database = await open_database(
+        settings.database_url, settings.data_dir, pool_size=settings.pool_size
+    )
+    try:
+        yield FhirContext(
             store=Store(database.engine),
             registry=load_registry(settings.profiles_dir),
             compartment=load_patient_compartment(settings.profiles_dir),
@@ -43,10 +43,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 max_bundle_entries=settings.max_bundle_entries,
             ),
         )
-        try:
+    finally:
+        await database.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_context(settings) as context:
+            app.state.fhir = context
             yield
-        finally:
-            await database.dispose()
 
     app = FastAPI(
         title="cmfhir",

@@ -66,6 +66,27 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def reindex(args: argparse.Namespace) -> int:
+    from cmfhir.app import open_context
+    from cmfhir.errors import FhirError
+    from cmfhir.interactions.reindex import reindex as rebuild
+
+    settings = Settings()
+    url = _database_url(settings)
+
+    async def run() -> int:
+        async with open_context(settings.model_copy(update={"database_url": url})) as ctx:
+            return await rebuild(ctx, args.type)
+
+    try:
+        count = asyncio.run(run())
+    except FhirError as error:
+        print(f"cmfhir reindex: {error.diagnostics}", file=sys.stderr)
+        return 2
+    print(f"reindexed {count} resources")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cmfhir", description="cmfhir FHIR server")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.set_defaults(func=serve)
     p_migrate = commands.add_parser("migrate", help="apply schema migrations and exit")
     p_migrate.set_defaults(func=migrate)
+    p_reindex = commands.add_parser(
+        "reindex", help="rebuild the search index after search parameters changed"
+    )
+    p_reindex.add_argument("--type", help="only resources of this type")
+    p_reindex.set_defaults(func=reindex)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

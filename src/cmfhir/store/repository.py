@@ -6,7 +6,7 @@ interaction's block ends, so a FHIR transaction Bundle is one database transacti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +15,7 @@ from sqlalchemy import Text, bindparam, cast, delete, func, insert, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cmfhir.resources.index_values import ResourceIndex
 from cmfhir.search.model import SearchRequest
 from cmfhir.store.includes import Include, Included, fetch_included
 from cmfhir.store.indexing import index_rows
@@ -230,9 +231,7 @@ class Repository:
                     for v in changed
                 ],
             )
-            rids = [v.rid for v in changed]
-            for table in INDEX_TABLES.values():
-                await self.conn.execute(delete(table).where(table.c.rid.in_(rids)))
+            await self._delete_index([v.rid for v in changed if v.rid is not None])
         await self.conn.execute(
             insert(resource_history).values(content=cast(bindparam("body", type_=Text), JSONB)),
             [
@@ -249,14 +248,11 @@ class Repository:
                 for v in versions
             ],
         )
-        per_table: dict[str, list[dict[str, Any]]] = {}
-        for v in versions:
-            if v.index is not None and v.rid is not None:
-                for kind, rows_ in index_rows(v.rid, v.resource_type, v.index).items():
-                    per_table.setdefault(kind, []).extend(rows_)
-        for kind, index_params in per_table.items():
-            if index_params:
-                await self.conn.execute(insert(INDEX_TABLES[kind]), index_params)
+        await self._insert_index(
+            (v.rid, v.resource_type, v.index)
+            for v in versions
+            if v.index is not None and v.rid is not None
+        )
         await self.conn.execute(
             insert(event),
             [
@@ -271,6 +267,53 @@ class Repository:
                 for v in versions
             ],
         )
+
+    async def lock_batch(
+        self, resource_type: str | None, after_rid: int, limit: int
+    ) -> list[tuple[int, str, str]]:
+        """The next `limit` live resources after `after_rid` (rid, type, content), locked so
+        that no write changes them while their index is rebuilt."""
+        query = (
+            select(resource.c.rid, resource.c.resource_type, _content_text)
+            .where(resource.c.rid > after_rid, resource.c.deleted.is_(False))
+            .order_by(resource.c.rid)
+            .limit(limit)
+            .with_for_update()
+        )
+        if resource_type is not None:
+            query = query.where(resource.c.resource_type == resource_type)
+        return [(r[0], r[1], r[2]) for r in await self.conn.execute(query)]
+
+    async def replace_index(
+        self, entries: Sequence[tuple[int, str, ResourceIndex, str | None]]
+    ) -> None:
+        """Rebuild the index rows (and compartment) of current versions: (rid, type, index,
+        patient id)."""
+        if not entries:
+            return
+        await self._delete_index([rid for rid, _, _, _ in entries])
+        await self._insert_index((rid, type_, index) for rid, type_, index, _ in entries)
+        await self.conn.execute(
+            update(resource)
+            .where(resource.c.rid == bindparam("b_rid"))
+            .values(patient_id=bindparam("b_patient_id")),
+            [{"b_rid": rid, "b_patient_id": patient} for rid, _, _, patient in entries],
+        )
+
+    async def _delete_index(self, rids: list[int]) -> None:
+        if rids:
+            for table in INDEX_TABLES.values():
+                await self.conn.execute(delete(table).where(table.c.rid.in_(rids)))
+
+    async def _insert_index(self, items: Iterable[tuple[int, str, ResourceIndex]]) -> None:
+        """Index rows of many versions, one multi-row INSERT per index table."""
+        per_table: dict[str, list[dict[str, Any]]] = {}
+        for rid, resource_type, index in items:
+            for kind, rows in index_rows(rid, resource_type, index).items():
+                per_table.setdefault(kind, []).extend(rows)
+        for kind, rows in per_table.items():
+            if rows:
+                await self.conn.execute(insert(INDEX_TABLES[kind]), rows)
 
     async def now(self) -> datetime:
         value: datetime = (await self.conn.execute(select(func.clock_timestamp()))).scalar_one()
