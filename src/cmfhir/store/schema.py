@@ -108,7 +108,7 @@ idx_string = _index_table(
     "idx_string",
     Column("value", Text, nullable=False),  # normalized: lower case, no accents
     Column("exact", Text, nullable=False),
-    indexes=(),
+    indexes=(("exact",),),
 )
 idx_date = _index_table(
     "idx_date",
@@ -131,7 +131,7 @@ idx_quantity = _index_table(
     Column("value", Numeric),  # null for a Range
     Column("low", Numeric, nullable=False),
     Column("high", Numeric, nullable=False),
-    indexes=(("code", "value"), ("code", "low", "high")),
+    indexes=(("value",), ("code", "value"), ("code", "low", "high")),
 )
 idx_reference = _index_table(
     "idx_reference",
