@@ -1,0 +1,69 @@
+"""`python -m bench`: the cmfhir benchmark harness (see bench/README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.runner import SCENARIOS, Options, run
+
+QUICK_MEMBERS = 1_000
+STANDARD_MEMBERS = 10_000
+
+
+def _scenarios(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown scenario(s) {unknown}; known: {SCENARIOS}")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="1,000 members, short phases")
+    parser.add_argument("--members", type=int, help="members to generate (default 10,000)")
+    parser.add_argument("--seed", type=int, default=1, help="caseload seed (default 1)")
+    parser.add_argument("--scenarios", type=_scenarios, default=SCENARIOS, help=",".join(SCENARIOS))
+    parser.add_argument("--concurrency", type=int, default=8, help="ingest clients (default 8)")
+    parser.add_argument("--workers", type=int, default=2, help="server workers (default 2)")
+    parser.add_argument("--duration", type=float, help="seconds per read/search measurement")
+    parser.add_argument("--synthea", type=Path, help="load Synthea Bundles from this directory")
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(".data/bench"), help="parent of run data dirs"
+    )
+    parser.add_argument("--keep-data", action="store_true", help="keep the run's data dir")
+    parser.add_argument(
+        "--database-url", help="use this PostgreSQL instead of a fresh embedded one"
+    )
+    parser.add_argument(
+        "--profile",
+        type=_scenarios,
+        default=(),
+        help="py-spy the server workers during these scenarios (pip install py-spy)",
+    )
+    args = parser.parse_args(argv)
+    members = args.members or (QUICK_MEMBERS if args.quick else STANDARD_MEMBERS)
+    duration = args.duration or (1.0 if args.quick else 5.0)
+    options = Options(
+        members=members,
+        seed=args.seed,
+        scenarios=args.scenarios,
+        concurrency=args.concurrency,
+        workers=args.workers,
+        read_seconds=duration,
+        search_seconds=duration,
+        data_root=args.data_dir,
+        keep_data=args.keep_data,
+        database_url=args.database_url,
+        synthea=args.synthea,
+        profile=args.profile,
+        quick=args.quick,
+    )
+    run(options)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Scenario 2, read: `GET Patient/{id}` and `GET Encounter/{id}` under 1, 16 and 64
+connections (https://hl7.org/fhir/R4B/http.html#read), ids drawn from what ingest created."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from bench.load import run_load
+
+__all__ = ["CONNECTIONS", "run_read"]
+
+CONNECTIONS = (1, 16, 64)
+_SAMPLE = 5000
+
+
+def run_read(
+    base_url: str, ids: dict[str, list[str]], duration_s: float, seed: int
+) -> list[dict[str, Any]]:
+    rng = random.Random(f"read:{seed}")
+    rows = []
+    for kind in ("Patient", "Encounter"):
+        known = ids.get(kind, [])
+        if not known:
+            continue
+        paths = [f"{kind}/{rid}" for rid in rng.sample(known, min(_SAMPLE, len(known)))]
+        for connections in CONNECTIONS:
+            result = run_load(base_url, paths, connections, duration_s)
+            rows.append({"interaction": f"GET {kind}/{{id}}", **result})
+    return rows

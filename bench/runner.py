@@ -1,0 +1,257 @@
+"""One benchmark run: generate the caseload, start the server on a fresh data directory,
+run the selected scenarios while sampling memory, then report and store the figures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench import report
+from bench.caseload import make_staff, member_bundles, staff_bundle
+from bench.ingest import post_bundle, raw_copy, send_bundles, serialize
+from bench.load import WRK_INSTALL_HINT, load_tool
+from bench.profile import profiled, summarize_profile
+from bench.queries import build_samples
+from bench.read import run_read
+from bench.search import run_search
+from bench.server import MemorySampler, Server, free_port, start_server
+from bench.synthea import load_synthea, synthea_bundle
+
+__all__ = ["NOT_AVAILABLE", "SCENARIOS", "Options", "run"]
+
+SCENARIOS = ("ingest", "read", "search", "gaps", "export")
+NOT_AVAILABLE = {
+    "gaps": "not available: the gap engine does not exist yet",
+    "export": "not available: bulk $export does not exist yet",
+}
+MIB = 1024**2
+
+
+@dataclass(frozen=True)
+class Options:
+    members: int
+    seed: int
+    scenarios: tuple[str, ...]
+    concurrency: int
+    workers: int
+    read_seconds: float
+    search_seconds: float
+    data_root: Path
+    keep_data: bool
+    database_url: str | None
+    synthea: Path | None
+    profile: tuple[str, ...]
+    quick: bool
+
+
+def _profile_context(
+    options: Options, scenario: str, server: Server, out_dir: Path
+) -> AbstractContextManager[list[Path] | None]:
+    if scenario not in options.profile:
+        return nullcontext()
+    return profiled(server.worker_pids(), out_dir, scenario)
+
+
+def _generate(options: Options) -> tuple[list[bytes], list[int], list[str], float]:
+    started = time.perf_counter()
+    if options.synthea is not None:
+        sources = load_synthea(options.synthea)
+        bundles = (synthea_bundle(sources[n % len(sources)], n) for n in range(options.members))
+    else:
+        bundles = member_bundles(options.seed, options.members, make_staff(options.members))
+    payloads, counts, raw = serialize(bundles)
+    return payloads, counts, raw, time.perf_counter() - started
+
+
+async def _postgres_version(database_url: str) -> str:
+    conn = await asyncpg.connect(database_url)
+    try:
+        version: str = await conn.fetchval("SELECT version()")
+        await conn.execute("ANALYZE")  # as an operator would after a bulk load
+        return version
+    finally:
+        await conn.close()
+
+
+def _ingest(
+    options: Options, server: Server, payloads: list[bytes], counts: list[int], raw: list[str]
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    http, ids = asyncio.run(send_bundles(server.base_url, payloads, counts, options.concurrency))
+    if http["failed_bundles"]:
+        print(f"warning: {http['failed_bundles']} bundles failed; first: {http['first_failure']}")
+    raw_figures = asyncio.run(raw_copy(server.database_url, raw))
+    percent = 100 * http["resources_per_second"] / raw_figures["resources_per_second"]
+    figures = {"http": http, "raw_copy": raw_figures, "percent_of_raw": round(percent, 1)}
+    report.print_json("ingest", figures)
+    report.print_table(
+        "ingest",
+        ["path", "resources", "seconds", "resources/s", "bundle p50 ms", "bundle p99 ms"],
+        [
+            [f"HTTP transactions ({options.concurrency} clients)", http["resources"],
+             http["seconds"], http["resources_per_second"], http["bundle_p50_ms"],
+             http["bundle_p99_ms"]],
+            ["raw COPY into bench_raw(jsonb)", raw_figures["resources"], raw_figures["seconds"],
+             raw_figures["resources_per_second"], "", ""],
+            ["HTTP as % of raw", "", "", f"{figures['percent_of_raw']}%", "", ""],
+        ],
+    )  # fmt: skip
+    return figures, ids
+
+
+def _print_read(rows: list[dict[str, Any]]) -> None:
+    report.print_json("read", rows)
+    report.print_table(
+        f"read ({rows[0]['tool'] if rows else load_tool()})",
+        ["interaction", "connections", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors"],
+        [
+            [r["interaction"], r["connections"], r["per_second"], r["p50_ms"], r["p95_ms"],
+             r["p99_ms"], r["errors"]]
+            for r in rows
+        ],
+    )  # fmt: skip
+
+
+def _print_search(rows: list[dict[str, Any]]) -> None:
+    report.print_json("search", rows)
+    table = []
+    for r in rows:
+        if "server" not in r:
+            table.append([r["query"], r["status"], "", "", "", "", "", ""])
+            continue
+        s, q = r["server"], r["sql"]
+        table.append(
+            [r["query"], "same" if r["same_page_as_sql"] else "DIFFERS", s["per_second"],
+             s["p50_ms"], s["p99_ms"], q["p50_ms"], q["p99_ms"], f"{r['p99_ratio']}x"]
+        )  # fmt: skip
+    tool = next((r["server"]["tool"] for r in rows if "server" in r), load_tool())
+    report.print_table(
+        f"search (20 clients; server load via {tool}; SQL via asyncpg)",
+        ["query", "vs SQL", "req/s", "p50 ms", "p99 ms", "SQL p50", "SQL p99", "p99/SQL"],
+        table,
+    )  # fmt: skip
+
+
+def run(options: Options) -> dict[str, Any]:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    data_dir = (options.data_root / f"run-{stamp}").resolve()
+    if os.getloadavg()[0] > 1.0:
+        print(
+            f"warning: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores before "
+            "the run; other work on this machine will distort the figures"
+        )
+    if load_tool() != "wrk" and {"read", "search"} & set(options.scenarios):
+        print(f"{WRK_INSTALL_HINT}; using the httpx fallback load generator")
+    source = f"synthea:{options.synthea}" if options.synthea else "synthetic caseload"
+    print(f"generating {options.members:,} members ({source}, seed {options.seed}) ...")
+    payloads, counts, raw, generate_s = _generate(options)
+    print(f"  {sum(counts):,} resources in {len(payloads):,} bundles, {generate_s:.1f} s")
+
+    results: dict[str, Any] = {
+        "run": {
+            "started": stamp,
+            "members": options.members,
+            "seed": options.seed,
+            "source": source,
+            "resources": sum(counts),
+            "scenarios": list(options.scenarios),
+            "server_workers": options.workers,
+            "quick": options.quick,
+            "load_tool": load_tool(),
+        },
+        "git": report.git_commit(),
+        "machine": report.machine(),
+        "scenarios": {},
+    }
+    server = start_server(data_dir, free_port(), options.workers, options.database_url)
+    profiles: dict[str, list[Path]] = {}
+    try:
+        with MemorySampler(server) as memory:
+            staff = make_staff(options.members)
+            if options.synthea is None:
+                post_bundle(server.base_url, staff_bundle(staff))
+            with _profile_context(options, "ingest", server, data_dir / "profile") as files:
+                if "ingest" in options.scenarios:
+                    figures, ids = _ingest(options, server, payloads, counts, raw)
+                    results["scenarios"]["ingest"] = figures
+                else:
+                    _, ids = asyncio.run(
+                        send_bundles(server.base_url, payloads, counts, options.concurrency)
+                    )
+                profiles["ingest"] = files or []
+            del payloads, raw
+            results["postgres"] = asyncio.run(_postgres_version(server.database_url))
+            if "read" in options.scenarios:
+                with _profile_context(options, "read", server, data_dir / "profile") as files:
+                    rows = run_read(server.base_url, ids, options.read_seconds, options.seed)
+                profiles["read"] = files or []
+                results["scenarios"]["read"] = rows
+                _print_read(rows)
+            if "search" in options.scenarios:
+                samples = asyncio.run(
+                    build_samples(server.database_url, staff, ids, options.members, options.seed)
+                )
+                with _profile_context(options, "search", server, data_dir / "profile") as files:
+                    rows = asyncio.run(
+                        run_search(
+                            server.base_url, server.database_url, samples, options.search_seconds
+                        )
+                    )
+                profiles["search"] = files or []
+                results["scenarios"]["search"] = rows
+                _print_search(rows)
+            for name in ("gaps", "export"):
+                if name in options.scenarios:
+                    results["scenarios"][name] = NOT_AVAILABLE[name]
+                    report.print_json(name, NOT_AVAILABLE[name])
+            memory.sample()
+    finally:
+        server.stop()
+    results["memory"] = {
+        "server_rss_max_mib": round(memory.max_server_rss / MIB),
+        "postgres_pss_max_mib": round(memory.max_postgres_pss / MIB),
+    }
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["profile"] = {
+        name: summarize_profile(files) for name, files in profiles.items() if files
+    }
+    results["targets"] = report.check_targets(results)
+    _print_summary(results)
+    path = report.write_results(results)
+    print(f"results: {path}")
+    if not options.keep_data and options.database_url is None:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return results
+
+
+def _print_summary(results: dict[str, Any]) -> None:
+    memory = results["memory"]
+    print(
+        f"memory: server (uvicorn + workers) max RSS {memory['server_rss_max_mib']} MiB; "
+        f"PostgreSQL max PSS {memory['postgres_pss_max_mib']} MiB"
+    )
+    for name, figures in results.get("profile", {}).items():
+        report.print_table(
+            f"py-spy profile of the server workers during {name} ({figures['samples']} samples)",
+            ["self %", "function", "inclusive %", "function"],
+            [
+                [s["percent"], s["function"], i["percent"], i["function"]]
+                for s, i in zip(figures["self"], figures["inclusive"], strict=False)
+            ],
+        )
+    report.print_table(
+        f"targets (commit {results['git']['commit'][:10]})",
+        ["target", "measured", "met"],
+        [
+            [t["target"], t["measured"], {True: "yes", False: "NO", None: "-"}[t["met"]]]
+            for t in results["targets"]
+        ],
+    )

@@ -1,0 +1,78 @@
+"""Scenario 3, search: each care-manager question under 20 clients through the FHIR API
+(https://hl7.org/fhir/R4B/search.html) and, in the same run, as hand-written SQL over the
+same database; p50/p99 side by side. Each question is first checked for the same answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench.load import run_load
+from bench.queries import QUERIES, Args, Query
+from bench.sql_load import run_sql_load
+
+__all__ = ["CLIENTS", "run_search"]
+
+CLIENTS = 20
+_PAGE = 20  # the server's default _count
+
+
+async def _check(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, query: Query, values: Args
+) -> dict[str, Any]:
+    """Fetch the first page both ways; an unsupported feature answers 400."""
+    response = await client.get(query.path(values))
+    if response.status_code != 200:
+        issue = response.text[:300]
+        if query.feature and response.status_code in (400, 501):
+            return {"status": "unsupported", "detail": issue}
+        return {"status": "error", "detail": f"{response.status_code}: {issue}"}
+    bundle = response.json()
+    server_ids = sorted(e["resource"]["id"] for e in bundle.get("entry", []))
+    rows = await conn.fetch(query.sql, *query.sql_args(values), _PAGE)
+    sql_ids = sorted(row[0] for row in rows)
+    return {
+        "status": "ok",
+        "page_size": len(server_ids),
+        "total": bundle.get("total"),
+        "same_page_as_sql": server_ids == sql_ids,
+        "sql_page_size": len(sql_ids),
+    }
+
+
+async def run_search(
+    base_url: str,
+    database_url: str,
+    samples: dict[str, list[Args]],
+    duration_s: float,
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with httpx.AsyncClient(base_url=f"{base_url}/", timeout=60) as client:
+            for query in QUERIES:
+                values = samples.get(query.sample, [])
+                row: dict[str, Any] = {"query": query.name, "question": query.question}
+                row["example"] = query.path(values[0]) if values else query.fhir
+                if not values:
+                    rows.append(row | {"status": "no data"})
+                    continue
+                check = await _check(client, conn, query, values[0])
+                row |= check
+                if check["status"] == "ok":
+                    paths = [query.path(x) for x in values]
+                    row["server"] = run_load(base_url, paths, CLIENTS, duration_s)
+                    args = [(*query.sql_args(x), _PAGE + 1) for x in values]
+                    row["sql"] = await run_sql_load(
+                        database_url, query.sql, args, CLIENTS, duration_s
+                    )
+                    sql_p99 = row["sql"]["p99_ms"]
+                    row["p99_ratio"] = (
+                        round(row["server"]["p99_ms"] / sql_p99, 1) if sql_p99 else None
+                    )
+                rows.append(row)
+    finally:
+        await conn.close()
+    return rows
