@@ -1,18 +1,94 @@
 """search at type and system level (https://hl7.org/fhir/R4B/http.html#search,
 https://hl7.org/fhir/R4B/search.html). Pages are keyset cursors, so `next` stays correct
-while data changes."""
+while data changes. `_include`/`_revinclude` add resources after each page's matches
+without changing paging or `total`; `_summary` and `_elements` trim what is returned."""
 
 from __future__ import annotations
 
-from cmfhir.errors import BadRequest, NotFound
+from typing import Any
+
+from cmfhir.errors import BadRequest, Issue, NotFound
 from cmfhir.interactions.bundles import link, search_bundle
 from cmfhir.interactions.common import check_id, require_type
 from cmfhir.interactions.context import FhirContext, Result
-from cmfhir.search.model import Compartment
+from cmfhir.resources.fhirjson import parse_json
+from cmfhir.resources.summary import (
+    SUMMARY_MODES,
+    check_elements,
+    element_names,
+    select_elements,
+    summarize,
+)
+from cmfhir.search.model import Compartment, SearchRequest
 from cmfhir.search.parse import parse_search
-from cmfhir.store import Repository
+from cmfhir.store import Repository, SearchPage
 
 __all__ = ["search", "search_compartment", "search_in"]
+
+
+def _check_result_params(request: SearchRequest) -> None:
+    if request.summary == "text" and (request.include or request.revinclude):
+        raise BadRequest(
+            "_include and _revinclude cannot be combined with _summary=text",
+            expression=["_summary"],
+        )
+    if request.elements and request.summary in SUMMARY_MODES:
+        raise BadRequest(
+            f"_elements cannot be combined with _summary={request.summary}",
+            expression=["_elements"],
+        )
+    check_elements(request.resource_type, request.elements)
+
+
+def _subset(
+    request: SearchRequest, resources: list[tuple[str, str, str]], *, matched: bool
+) -> list[tuple[str, str, str | dict[str, Any]]]:
+    """`_summary` and `_elements` applied: only then is the stored JSON parsed."""
+    out: list[tuple[str, str, str | dict[str, Any]]] = []
+    for resource_type, id, content in resources:
+        if request.summary in SUMMARY_MODES:
+            out.append((resource_type, id, summarize(parse_json(content), request.summary)))
+            continue
+        keys = element_names(resource_type, request.elements, matched=matched)
+        if keys is None:
+            out.append((resource_type, id, content))
+        else:
+            out.append((resource_type, id, select_elements(parse_json(content), keys)))
+    return out
+
+
+async def _included(
+    ctx: FhirContext, repo: Repository, request: SearchRequest, page: SearchPage
+) -> list[tuple[str, str, str]]:
+    if not page.matches or not (request.include or request.revinclude):
+        return []
+    found = await repo.included(
+        [(resource_type, id) for resource_type, id, _ in page.matches],
+        request.include,
+        request.revinclude,
+        max_depth=ctx.limits.max_include_depth,
+        max_total=ctx.limits.max_included,
+    )
+    if found.capped:
+        request.warnings.append(
+            Issue(
+                f"Only the first {ctx.limits.max_included} included resources are returned",
+                code="too-costly",
+                severity="warning",
+                expression=("_include",),
+            )
+        )
+    if found.deep:
+        request.warnings.append(
+            Issue(
+                f"_include:iterate and _revinclude:iterate were followed "
+                f"{ctx.limits.max_include_depth} levels deep and no further",
+                code="too-costly",
+                severity="warning",
+                expression=("_include",),
+            )
+        )
+    return found.resources
 
 
 async def search_in(
@@ -35,12 +111,7 @@ async def search_in(
         max_count=ctx.limits.max_count,
         strict=strict,
     )
-    if request.summary in ("true", "text", "data") or request.elements:
-        raise BadRequest(
-            "_summary=true|text|data and _elements are not supported yet",
-            code="not-supported",
-            expression=["_summary" if request.summary else "_elements"],
-        )
+    _check_result_params(request)
     request.compartment = compartment
     if request.summary == "count":
         request.count = 0
@@ -50,6 +121,7 @@ async def search_in(
         or (request.total is None and request.cursor is None)
     )
     page = await repo.search(request, with_total=with_total)
+    included = await _included(ctx, repo, request, page)
     path = resource_type or ""
     if compartment is not None:
         path = f"{compartment.owner_type}/{compartment.owner_id}/{path}"
@@ -60,7 +132,12 @@ async def search_in(
     if page.next_cursor is not None:
         links["next"] = link(base, path, [*request.echo, ("_cursor", page.next_cursor)])
     body = search_bundle(
-        base, page.matches, total=page.total, links=links, warnings=request.warnings
+        base,
+        _subset(request, page.matches, matched=True),
+        included=_subset(request, included, matched=False),
+        total=page.total,
+        links=links,
+        warnings=request.warnings,
     )
     return Result(200, body)
 

@@ -126,7 +126,7 @@ def _tagged(resource: dict[str, Any]) -> dict[str, Any]:
         resource["meta"] = meta
         return resource
     # Where meta belongs: after resourceType and id.
-    head = {k: resource[k] for k in ("resourceType", "id") if k in resource}
+    head: dict[str, Any] = {k: resource[k] for k in ("resourceType", "id") if k in resource}
     return {**head, "meta": meta, **{k: v for k, v in resource.items() if k not in head}}
 
 

@@ -144,7 +144,7 @@ async def delete_type_conditional(resource_type: str, request: Request, ctx: Ctx
 
 @router.get("/{resource_type}/{id}")
 async def read_instance(resource_type: str, id: str, request: Request, ctx: Ctx) -> Response:
-    return render(await read(ctx, resource_type, id), request)
+    return render(await read(ctx, resource_type, id, _query(request)), request)
 
 
 @router.put("/{resource_type}/{id}")
@@ -189,4 +189,4 @@ async def search_patient_compartment(
 async def vread_instance(
     resource_type: str, id: str, version_id: str, request: Request, ctx: Ctx
 ) -> Response:
-    return render(await vread(ctx, resource_type, id, version_id), request)
+    return render(await vread(ctx, resource_type, id, version_id, _query(request)), request)
