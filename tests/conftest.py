@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -45,15 +46,32 @@ async def _admin(url: str, statement: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    admin = os.environ.get("CMFHIR_TEST_DATABASE_URL") or embedded_url(ROOT / ".data" / "test")
+@contextmanager
+def _new_database(admin: str) -> Iterator[str]:
     name = f"cmfhir_test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(admin, f"CREATE DATABASE {name}"))
     try:
         yield make_url(_plain(admin)).set(database=name).render_as_string(hide_password=False)
     finally:
         asyncio.run(_admin(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture(scope="session")
+def admin_url() -> str:
+    return os.environ.get("CMFHIR_TEST_DATABASE_URL") or embedded_url(ROOT / ".data" / "test")
+
+
+@pytest.fixture(scope="session")
+def database_url(admin_url: str) -> Iterator[str]:
+    with _new_database(admin_url) as url:
+        yield url
+
+
+@pytest.fixture
+def scratch_database(admin_url: str) -> Iterator[str]:
+    """A database of its own, for a test that damages or restarts things."""
+    with _new_database(admin_url) as url:
+        yield url
 
 
 class RunningServer:

@@ -8,8 +8,15 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from cmfhir.config import Settings
+
+if TYPE_CHECKING:
+    from cmfhir.interactions import FhirContext
+
+T = TypeVar("T")
 
 __all__ = ["main"]
 
@@ -66,25 +73,43 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def reindex(args: argparse.Namespace) -> int:
+def _with_context(work: Callable[[FhirContext], Awaitable[T]]) -> T:
+    """Run `work` with the server's context (database migrated, definitions loaded)."""
     from cmfhir.app import open_context
-    from cmfhir.errors import FhirError
-    from cmfhir.interactions.reindex import reindex as rebuild
 
     settings = Settings()
     url = _database_url(settings)
 
-    async def run() -> int:
+    async def run() -> T:
         async with open_context(settings.model_copy(update={"database_url": url})) as ctx:
-            return await rebuild(ctx, args.type)
+            return await work(ctx)
+
+    return asyncio.run(run())
+
+
+def reindex(args: argparse.Namespace) -> int:
+    from cmfhir.errors import FhirError
+    from cmfhir.interactions.reindex import reindex as rebuild
 
     try:
-        count = asyncio.run(run())
+        count = _with_context(lambda ctx: rebuild(ctx, args.type))
     except FhirError as error:
         print(f"cmfhir reindex: {error.diagnostics}", file=sys.stderr)
         return 2
     print(f"reindexed {count} resources")
     return 0
+
+
+def check(args: argparse.Namespace) -> int:
+    from cmfhir.interactions.check import check as inspect
+
+    problems = _with_context(inspect)
+    if not problems:
+        print("consistent: current versions, history, outbox and index rows agree")
+        return 0
+    for label, where in problems.items():
+        print(f"{label}: {', '.join(where)}")
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_reindex.add_argument("--type", help="only resources of this type")
     p_reindex.set_defaults(func=reindex)
+    p_check = commands.add_parser("check", help="verify stored versions, history and indexes")
+    p_check.set_defaults(func=check)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -19,7 +19,7 @@ async def reindex(ctx: FhirContext, resource_type: str | None = None, *, batch: 
     after, done = 0, 0
     while True:
         async with ctx.store.transaction() as repo:
-            rows = await repo.lock_batch(resource_type, after, batch)
+            rows = await repo.batch(resource_type, after, batch, lock=True)
             if not rows:
                 return done
             entries = []

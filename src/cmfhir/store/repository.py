@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cmfhir.resources.index_values import ResourceIndex
 from cmfhir.search.model import SearchRequest
+from cmfhir.store import check
 from cmfhir.store.includes import Include, Included, fetch_included
 from cmfhir.store.indexing import index_rows
 from cmfhir.store.records import Current, NewVersion, StoredVersion
@@ -268,18 +269,19 @@ class Repository:
             ],
         )
 
-    async def lock_batch(
-        self, resource_type: str | None, after_rid: int, limit: int
+    async def batch(
+        self, resource_type: str | None, after_rid: int, limit: int, *, lock: bool = False
     ) -> list[tuple[int, str, str]]:
-        """The next `limit` live resources after `after_rid` (rid, type, content), locked so
-        that no write changes them while their index is rebuilt."""
+        """The next `limit` live resources after `after_rid` (rid, type, content); with
+        `lock`, no write changes them until the transaction ends (reindexing)."""
         query = (
             select(resource.c.rid, resource.c.resource_type, _content_text)
             .where(resource.c.rid > after_rid, resource.c.deleted.is_(False))
             .order_by(resource.c.rid)
             .limit(limit)
-            .with_for_update()
         )
+        if lock:
+            query = query.with_for_update()
         if resource_type is not None:
             query = query.where(resource.c.resource_type == resource_type)
         return [(r[0], r[1], r[2]) for r in await self.conn.execute(query)]
@@ -299,6 +301,14 @@ class Repository:
             .values(patient_id=bindparam("b_patient_id")),
             [{"b_rid": rid, "b_patient_id": patient} for rid, _, _, patient in entries],
         )
+
+    async def structural_problems(self) -> dict[str, list[str]]:
+        return await check.structural_problems(self.conn)
+
+    async def index_differences(
+        self, expected: Sequence[tuple[int, str, ResourceIndex]]
+    ) -> list[int]:
+        return await check.index_differences(self.conn, expected)
 
     async def _delete_index(self, rids: list[int]) -> None:
         if rids:
