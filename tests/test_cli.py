@@ -1,0 +1,230 @@
+"""The `cmfhir` command as a user runs it: `cmfhir serve` in its own process against the test
+database, stopped by a signal, and `cmfhir migrate`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+FHIR = {"Content-Type": "application/fhir+json"}
+START_TIMEOUT = 60
+STOP_TIMEOUT = 30
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _env(database_url: str | None, workdir: Path) -> dict[str, str]:
+    """The environment of a user's shell, with the data dir (where the embedded PostgreSQL
+    lives when no URL is given) in a scratch directory, never the checkout's .data/."""
+    env = {**os.environ, "CMFHIR_DATA_DIR": str(workdir / "data")}
+    env.pop("CMFHIR_DATABASE_URL", None)
+    if database_url is not None:
+        env["CMFHIR_DATABASE_URL"] = database_url
+    return env
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[bytes]
+    base: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self, sig: signal.Signals) -> tuple[int | None, float]:
+        """Send `sig`; the exit code (None if still running after STOP_TIMEOUT) and seconds."""
+        started = time.monotonic()
+        self.process.send_signal(sig)
+        try:
+            code: int | None = self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            code = None
+        return code, time.monotonic() - started
+
+
+@contextmanager
+def _serve(database_url: str | None, workdir: Path, *extra: str) -> Iterator[Served]:
+    """`cmfhir serve` on a free port, yielded once GET /fhir/metadata answers 200."""
+    port = _free_port()
+    log = workdir / "serve.log"
+    command = [sys.executable, "-m", "cmfhir", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*command, *extra],
+            env=_env(database_url, workdir),
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    served = Served(process, f"http://127.0.0.1:{port}/fhir", log)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                if httpx.get(f"{served.base}/metadata", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None:
+                pytest.fail(f"cmfhir serve exited with {process.returncode}:\n{served.output()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"cmfhir serve did not answer in {START_TIMEOUT} s:\n{served.output()}")
+            time.sleep(0.1)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class Lifecycle:
+    created: httpx.Response
+    read: httpx.Response
+    searched: httpx.Response
+    exit_code: int | None
+    stop_seconds: float
+    output: str
+
+
+@pytest.fixture(scope="module")
+def sigterm_lifecycle(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Lifecycle:
+    """One run of what an operator does: start, use, then stop with SIGTERM (`kill`,
+    `docker stop`, systemd, Kubernetes)."""
+    workdir = tmp_path_factory.mktemp("serve")
+    with (
+        _serve(database_url, workdir) as served,
+        httpx.Client(base_url=served.base, timeout=30) as http,
+    ):
+        body = {"resourceType": "Patient", "name": [{"family": "Cli", "given": ["Ada"]}]}
+        created = http.post("Patient", json=body, headers=FHIR)
+        read = http.get(f"Patient/{created.json().get('id')}")
+        searched = http.get("Patient", params={"_id": created.json().get("id")})
+        code, seconds = served.stop(signal.SIGTERM)
+        return Lifecycle(created, read, searched, code, seconds, served.output())
+
+
+def test_served_process_creates_and_reads(sigterm_lifecycle: Lifecycle) -> None:
+    created, read = sigterm_lifecycle.created, sigterm_lifecycle.read
+    assert created.status_code == 201, created.text
+    assert read.status_code == 200, read.text
+    assert read.json()["id"] == created.json()["id"]
+    assert read.json()["name"] == [{"family": "Cli", "given": ["Ada"]}]
+    assert sigterm_lifecycle.searched.json()["total"] == 1
+
+
+def test_sigterm_shuts_down_gracefully_within_30_seconds(sigterm_lifecycle: Lifecycle) -> None:
+    assert sigterm_lifecycle.exit_code is not None, sigterm_lifecycle.output
+    assert sigterm_lifecycle.stop_seconds < STOP_TIMEOUT
+    assert "Application shutdown complete" in sigterm_lifecycle.output
+
+
+def test_sigterm_exits_with_status_0(sigterm_lifecycle: Lifecycle) -> None:
+    assert sigterm_lifecycle.exit_code == 0, sigterm_lifecycle.output
+
+
+@pytest.mark.parametrize(
+    ("sig", "workers"),
+    [
+        pytest.param(signal.SIGINT, "1", id="ctrl-c"),
+        pytest.param(signal.SIGTERM, "2", id="sigterm-two-workers"),
+    ],
+)
+def test_stopping_exits_with_status_0(
+    database_url: str, tmp_path: Path, sig: signal.Signals, workers: str
+) -> None:
+    with _serve(database_url, tmp_path, "--workers", workers) as served:
+        created = httpx.post(
+            f"{served.base}/Patient", json={"resourceType": "Patient"}, headers=FHIR, timeout=30
+        )
+        assert created.status_code == 201, created.text
+
+        code, seconds = served.stop(sig)
+
+        assert code == 0, served.output()
+        assert seconds < STOP_TIMEOUT
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _gone(pid: int, within: float = 10) -> bool:
+    """The postmaster removes its pid file just before it exits, and init reaps it later."""
+    deadline = time.monotonic() + within
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_sigterm_stops_the_embedded_postgresql(tmp_path: Path) -> None:
+    # Without CMFHIR_DATABASE_URL, as `./dev serve` runs: the process starts its own
+    # PostgreSQL and must not leave it running once stopped.
+    postmaster = None
+    try:
+        with _serve(None, tmp_path) as served:
+            pid_file = tmp_path / "data" / "pg" / "postmaster.pid"
+            postmaster = int(pid_file.read_text().split()[0])
+            assert _alive(postmaster)
+            created = httpx.post(
+                f"{served.base}/Patient", json={"resourceType": "Patient"}, headers=FHIR, timeout=30
+            )
+            assert created.status_code == 201, created.text
+
+            code, _ = served.stop(signal.SIGTERM)
+
+            assert code == 0, served.output()
+            assert not pid_file.exists(), served.output()
+            assert _gone(postmaster), served.output()
+    finally:
+        if postmaster is not None and _alive(postmaster):
+            os.kill(postmaster, signal.SIGINT)  # PostgreSQL's fast shutdown
+
+
+def test_migrate_exits_0_and_says_the_schema_is_current(database_url: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cmfhir", "migrate"],
+        env=_env(database_url, tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "schema is up to date" in done.stdout
+
+
+def test_usage_error_exits_2() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cmfhir", "frobnicate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "serve" in done.stderr and "migrate" in done.stderr
