@@ -90,7 +90,8 @@ async def open_database(
         max_overflow=pool_size,
         pool_pre_ping=True,
         json_serializer=_json_serializer,
-        connect_args={"server_settings": {"application_name": "cmfhir"}},
+        # A database that is down must fail requests fast (503), not hang them.
+        connect_args={"server_settings": {"application_name": "cmfhir"}, "timeout": 5},
     )
     db = Database(engine=engine, url=url)
     if migrate:

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 # SQLSTATEs a client may retry: serialization failure, deadlock, unique violation from a race.
 _RETRYABLE = {"40001", "40P01", "23505"}
+# Connection exceptions (08), shutdown or start-up in progress (57P0x), too many connections
+# or out of resources (53): the database is not there for now.
+_UNAVAILABLE = ("08", "57P", "53")
 
 
 def _sqlstate(error: BaseException) -> str | None:
@@ -54,8 +57,12 @@ class Store:
                     "A concurrent change to the same resources won; retry the request.",
                     headers={"Retry-After": "1"},
                 ) from error
-            if error.connection_invalidated or isinstance(
-                error, sa_exc.InterfaceError | sa_exc.OperationalError
+            if (
+                error.connection_invalidated
+                or (state is not None and state.startswith(_UNAVAILABLE))
+                or isinstance(error, sa_exc.InterfaceError | sa_exc.OperationalError)
+                or isinstance(error.orig, OSError)
+                or isinstance(getattr(error.orig, "__cause__", None), OSError)
             ):
                 log.warning("database unavailable: %s", type(error.orig).__name__)
                 raise ServiceUnavailable(
