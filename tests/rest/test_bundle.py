@@ -219,3 +219,17 @@ def test_bundle_of_wrong_type_is_400(client: httpx.Client) -> None:
     response = client.post("", json={"resourceType": "Bundle", "type": "collection"}, headers=FHIR)
     assert response.status_code == 400
     assert "Bundle.type" in response.text
+
+
+def test_batch_read_with_parameters_reads_that_resource(client: httpx.Client) -> None:
+    pid = client.post("Patient", json=_patient(uuid.uuid4().hex), headers=FHIR).json()["id"]
+    bundle = _transaction(
+        {"request": {"method": "GET", "url": f"Patient/{pid}?_summary=true"}},
+        {"request": {"method": "GET", "url": f"Patient/{pid}/_history/1?_elements=name"}},
+        kind="batch",
+    )
+    body = client.post("", json=bundle, headers=FHIR).json()
+    first, second = (e["resource"] for e in body["entry"])
+    assert first["resourceType"] == "Patient" and first["id"] == pid
+    assert second["resourceType"] == "Patient" and second["name"] == [{"family": "Nakamura"}]
+    assert "identifier" not in second

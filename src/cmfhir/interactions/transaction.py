@@ -68,14 +68,14 @@ def _patch_operations(entry: Entry) -> Any:
 
 
 async def _read_entry(ctx: FhirContext, repo: Repository, entry: Entry, base: str) -> Result:
-    if entry.query is not None or entry.id is None:
-        params = parse_qsl(entry.query or "", keep_blank_values=True)
+    params = parse_qsl(entry.query or "", keep_blank_values=True)
+    if entry.id is None:
         return await search_in(ctx, repo, entry.resource_type or None, params, base=base)
     if entry.rest[:1] == ["_history"] and len(entry.rest) == 2:
-        return await vread_in(repo, entry.resource_type, entry.id, entry.rest[1])
+        return await vread_in(repo, entry.resource_type, entry.id, entry.rest[1], params)
     if entry.rest:
         raise BadRequest(f"GET {'/'.join(entry.rest)} is not supported inside a Bundle")
-    return await read_in(repo, entry.resource_type, entry.id)
+    return await read_in(repo, entry.resource_type, entry.id, params)
 
 
 def _check_resource(entry: Entry) -> None:
