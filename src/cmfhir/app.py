@@ -41,6 +41,8 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
                 default_count=settings.default_count,
                 max_count=settings.max_count,
                 max_bundle_entries=settings.max_bundle_entries,
+                max_included=settings.max_included,
+                max_include_depth=settings.max_include_depth,
             ),
         )
     finally:

@@ -37,5 +37,7 @@ class Settings(BaseSettings):
     max_bundle_entries: int = Field(default=20_000, description="Most entries in one Bundle.")
     default_count: int = Field(default=20, description="Page size when _count is absent.")
     max_count: int = Field(default=1000, description="Largest page size a client may ask for.")
+    max_included: int = Field(default=1000, description="Most _include'd resources per page.")
+    max_include_depth: int = Field(default=4, description="Most levels of _include:iterate.")
     pool_size: int = Field(default=10, description="Database connections per process.")
     log_level: str = Field(default="info")
