@@ -5,93 +5,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from serving import STOP_TIMEOUT, run_cmfhir, serve
+
 FHIR = {"Content-Type": "application/fhir+json"}
-START_TIMEOUT = 60
-STOP_TIMEOUT = 30
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _env(database_url: str | None, workdir: Path) -> dict[str, str]:
-    """The environment of a user's shell, with the data dir (where the embedded PostgreSQL
-    lives when no URL is given) in a scratch directory, never the checkout's .data/."""
-    env = {**os.environ, "CMFHIR_DATA_DIR": str(workdir / "data")}
-    env.pop("CMFHIR_DATABASE_URL", None)
-    if database_url is not None:
-        env["CMFHIR_DATABASE_URL"] = database_url
-    return env
-
-
-@dataclass
-class Served:
-    process: subprocess.Popen[bytes]
-    base: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-    def stop(self, sig: signal.Signals) -> tuple[int | None, float]:
-        """Send `sig`; the exit code (None if still running after STOP_TIMEOUT) and seconds."""
-        started = time.monotonic()
-        self.process.send_signal(sig)
-        try:
-            code: int | None = self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            code = None
-        return code, time.monotonic() - started
-
-
-@contextmanager
-def _serve(database_url: str | None, workdir: Path, *extra: str) -> Iterator[Served]:
-    """`cmfhir serve` on a free port, yielded once GET /fhir/metadata answers 200."""
-    port = _free_port()
-    log = workdir / "serve.log"
-    command = [sys.executable, "-m", "cmfhir", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*command, *extra],
-            env=_env(database_url, workdir),
-            cwd=workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    served = Served(process, f"http://127.0.0.1:{port}/fhir", log)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                if httpx.get(f"{served.base}/metadata", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None:
-                pytest.fail(f"cmfhir serve exited with {process.returncode}:\n{served.output()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"cmfhir serve did not answer in {START_TIMEOUT} s:\n{served.output()}")
-            time.sleep(0.1)
-        yield served
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 @dataclass
@@ -110,7 +33,7 @@ def sigterm_lifecycle(database_url: str, tmp_path_factory: pytest.TempPathFactor
     `docker stop`, systemd, Kubernetes)."""
     workdir = tmp_path_factory.mktemp("serve")
     with (
-        _serve(database_url, workdir) as served,
+        serve(database_url, workdir) as served,
         httpx.Client(base_url=served.base, timeout=30) as http,
     ):
         body = {"resourceType": "Patient", "name": [{"family": "Cli", "given": ["Ada"]}]}
@@ -150,7 +73,7 @@ def test_sigterm_exits_with_status_0(sigterm_lifecycle: Lifecycle) -> None:
 def test_stopping_exits_with_status_0(
     database_url: str, tmp_path: Path, sig: signal.Signals, workers: str
 ) -> None:
-    with _serve(database_url, tmp_path, "--workers", workers) as served:
+    with serve(database_url, tmp_path, "--workers", workers) as served:
         created = httpx.post(
             f"{served.base}/Patient", json={"resourceType": "Patient"}, headers=FHIR, timeout=30
         )
@@ -185,7 +108,7 @@ def test_sigterm_stops_the_embedded_postgresql(tmp_path: Path) -> None:
     # PostgreSQL and must not leave it running once stopped.
     postmaster = None
     try:
-        with _serve(None, tmp_path) as served:
+        with serve(None, tmp_path) as served:
             pid_file = tmp_path / "data" / "pg" / "postmaster.pid"
             postmaster = int(pid_file.read_text().split()[0])
             assert _alive(postmaster)
@@ -205,26 +128,12 @@ def test_sigterm_stops_the_embedded_postgresql(tmp_path: Path) -> None:
 
 
 def test_migrate_exits_0_and_says_the_schema_is_current(database_url: str, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "cmfhir", "migrate"],
-        env=_env(database_url, tmp_path),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_cmfhir(database_url, tmp_path, "migrate")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "schema is up to date" in done.stdout
 
 
-def test_usage_error_exits_2() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "cmfhir", "frobnicate"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def test_usage_error_exits_2(tmp_path: Path) -> None:
+    done = run_cmfhir(None, tmp_path, "frobnicate")
     assert done.returncode == 2
     assert "serve" in done.stderr and "migrate" in done.stderr

@@ -4,16 +4,14 @@ code change: end to end, with a second server that loads the extended profiles."
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import httpx
 
 from cmfhir.config import Settings, default_profiles_dir
+from serving import run_cmfhir
 
 FHIR = {"Content-Type": "application/fhir+json"}
 MARITAL = {
@@ -58,19 +56,13 @@ def test_reindex_makes_a_new_parameter_searchable(
         assert before["total"] == 0  # known now, but the stored Patient is not indexed yet
         new_id = other.post("Patient", json=body, headers=FHIR).json()["id"]
 
-        env = {
-            **os.environ,
-            "CMFHIR_DATABASE_URL": settings.database_url or "",
-            "CMFHIR_PROFILES_DIR": str(profiles),
-            "CMFHIR_DATA_DIR": str(tmp_path / "data"),
-        }
-        done = subprocess.run(
-            [sys.executable, "-m", "cmfhir", "reindex", "--type", "Patient"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
+        done = run_cmfhir(
+            settings.database_url,
+            tmp_path,
+            "reindex",
+            "--type",
+            "Patient",
+            CMFHIR_PROFILES_DIR=str(profiles),
         )
         assert done.returncode == 0, done.stderr
         assert "reindexed" in done.stdout
@@ -82,18 +74,6 @@ def test_reindex_makes_a_new_parameter_searchable(
 
 
 def test_reindex_of_unknown_type_fails_cleanly(settings: Settings, tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "CMFHIR_DATABASE_URL": settings.database_url or "",
-        "CMFHIR_DATA_DIR": str(tmp_path / "data"),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "cmfhir", "reindex", "--type", "Spaceship"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_cmfhir(settings.database_url, tmp_path, "reindex", "--type", "Spaceship")
     assert done.returncode == 2
     assert "Spaceship" in done.stderr
