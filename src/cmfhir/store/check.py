@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -68,8 +69,16 @@ async def structural_problems(conn: AsyncConnection) -> dict[str, list[str]]:
     return problems
 
 
+def _comparable(value: Any) -> str:
+    # asyncpg stores datetime.max/min (open Period ends) as ±infinity and reads them back
+    # without a time zone.
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return str(value)
+
+
 def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(sorted((k, str(v)) for k, v in row.items()))
+    return tuple(sorted((k, _comparable(v)) for k, v in row.items()))
 
 
 async def index_differences(
