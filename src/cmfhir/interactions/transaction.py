@@ -200,7 +200,7 @@ class _Transaction:
 
     async def write(self, entries: list[Entry]) -> dict[int, Result]:
         writes = [e for e in entries if e.index in self.targets]
-        locked = await self.repo.lock_many(
+        locked = await self.repo.lock_or_claim(
             [(e.resource_type, self.targets[e.index]) for e in writes if e.method != "POST"]
         )
         records: list[tuple[Entry, NewVersion, bool]] = []

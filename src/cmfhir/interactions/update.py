@@ -25,7 +25,7 @@ async def update_in(
 ) -> tuple[NewVersion, bool]:
     """Write a new version of `resource` (validated) as `id`; True when it was created."""
     resource_type = resource["resourceType"]
-    current = await repo.lock(resource_type, id)
+    current = (await repo.lock_or_claim([(resource_type, id)])).get((resource_type, id))
     if current is None:
         if if_match is not None:
             raise PreconditionFailed(f"{resource_type}/{id} does not exist, so If-Match fails")

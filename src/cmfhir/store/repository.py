@@ -148,6 +148,26 @@ class Repository:
         )
         return {(r[0], r[1]): Current(r[2], r[3], r[4]) for r in rows}
 
+    async def lock_or_claim(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], Current]:
+        """Lock the current rows of `keys`; for those that do not exist yet, hold a lock on the
+        name until the transaction ends, then look again. Two clients creating the same
+        Type/id by update then take turns: the second one sees the first one's resource and
+        updates it, instead of failing on the unique key."""
+        found = await self.lock_many(keys)
+        missing = sorted({key for key in keys if key not in found})
+        if missing:
+            await self.conn.execute(
+                text(
+                    "SELECT pg_advisory_xact_lock(h) FROM (SELECT hashtextextended(k, 0) AS h "
+                    "FROM unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS names"
+                ),
+                {"keys": [f"{t}/{i}" for t, i in missing]},
+            )
+            found.update(await self.lock_many(missing))
+        return found
+
     async def advisory_lock(self, key: str) -> None:
         """Hold a lock named by `key` until the transaction ends (conditional creates)."""
         await self.conn.execute(
