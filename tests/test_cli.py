@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,3 +138,38 @@ def test_usage_error_exits_2(tmp_path: Path) -> None:
     done = run_cmfhir(None, tmp_path, "frobnicate")
     assert done.returncode == 2
     assert "serve" in done.stderr and "migrate" in done.stderr
+
+
+def test_sigterm_drains_in_flight_requests(database_url: str, tmp_path: Path) -> None:
+    """A transaction that is being processed when SIGTERM arrives completes and is
+    acknowledged; only then does the process exit."""
+    entries = [
+        {
+            "resource": {"resourceType": "Patient", "name": [{"family": f"Drain{n}"}]},
+            "request": {"method": "POST", "url": "Patient"},
+        }
+        for n in range(1500)
+    ]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    with serve(database_url, tmp_path) as served:
+        result: dict[str, httpx.Response] = {}
+
+        answered_at = 0.0
+
+        def send() -> None:
+            nonlocal answered_at
+            result["response"] = httpx.post(
+                served.base, json=bundle, headers={**FHIR, "Prefer": "return=minimal"}, timeout=120
+            )
+            answered_at = time.monotonic()
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        time.sleep(0.3)  # the request is being read or processed now
+        signalled_at = time.monotonic()
+        code, _ = served.stop(signal.SIGTERM)
+        sender.join(timeout=120)
+    assert answered_at > signalled_at, "the request finished before SIGTERM: nothing was drained"
+    assert result["response"].status_code == 200, served.output()
+    assert len(result["response"].json()["entry"]) == 1500
+    assert code == 0, served.output()
