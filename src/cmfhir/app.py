@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -81,5 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def request_error(request: Request, error: RequestValidationError) -> Response:
         return error_response(BadRequest("The request is malformed"))
 
+    # Large answers (the CapabilityStatement, search pages) compressed for clients that ask.
+    app.add_middleware(GZipMiddleware, minimum_size=8192, compresslevel=5)
     app.add_middleware(ErrorGuard)
     return app

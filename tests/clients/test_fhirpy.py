@@ -169,6 +169,21 @@ async def test_conditional_create_with_if_none_exist_returns_the_existing_one(
     assert [p.id for p in matches] == [first.id]
 
 
+async def test_get_or_create_with_criteria_in_the_query_string(fhir: AsyncFHIRClient) -> None:
+    # The server reads criteria in a create's query string as If-None-Exist, so fhirpy's
+    # get_or_create() finds instead of duplicating.
+    value = uuid.uuid4().hex
+    identifier = [{"system": MRN, "value": value}]
+    search = fhir.resources("Patient").search(identifier=f"{MRN}|{value}")
+    first, created = await search.get_or_create(fhir.resource("Patient", identifier=identifier))
+    again, created_again = await search.get_or_create(
+        fhir.resource("Patient", identifier=identifier)
+    )
+    assert created and not created_again
+    assert again.id == first.id
+    assert len(await search.fetch_all()) == 1
+
+
 async def test_conditional_update_creates_then_updates(fhir: AsyncFHIRClient) -> None:
     value = uuid.uuid4().hex
     by_identifier = fhir.resources("Patient").search(identifier=f"{MRN}|{value}")

@@ -11,10 +11,21 @@ from cmfhir.resources.types import is_resource_type
 from cmfhir.search.parse import parse_search
 from cmfhir.store import Repository
 
-__all__ = ["advisory_key", "check_id", "check_if_match", "match", "parse_etag", "require_type"]
+__all__ = [
+    "advisory_key",
+    "check_id",
+    "check_if_match",
+    "match",
+    "parse_etag",
+    "parse_version",
+    "require_type",
+]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_ETAG_RE = re.compile(r'^(?:W/)?"?(\d+)"?$')
+# [0-9], not \d: `\d` and str.isdigit() take digits int() refuses (`²`).
+_ETAG_RE = re.compile(r'^(?:W/)?"?([0-9]+)"?$')
+# Versions are PostgreSQL integers.
+_MAX_VERSION = 2**31 - 1
 
 
 def require_type(resource_type: str) -> None:
@@ -27,12 +38,24 @@ def check_id(id: str) -> None:
         raise BadRequest(f"'{id}' is not a valid resource id ([A-Za-z0-9-.]{{1,64}})")
 
 
-def parse_etag(value: str) -> int:
-    """`W/"3"` (or `"3"`, `3`) → 3."""
+def parse_version(text: str) -> int | None:
+    """A version id (`3`) as a number; None when no resource can have it (not decimal
+    digits, or past the integer range versions are stored in)."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0")
+    if len(digits) > len(str(_MAX_VERSION)):
+        return None
+    number = int(digits or "0")
+    return number if number <= _MAX_VERSION else None
+
+
+def parse_etag(value: str) -> int | None:
+    """`W/"3"` (or `"3"`, `3`) → 3; None for a version no resource can have."""
     found = _ETAG_RE.match(value.strip())
     if not found:
         raise BadRequest(f"If-Match '{value}' is not a version ETag like W/\"3\"")
-    return int(found.group(1))
+    return parse_version(found.group(1))
 
 
 def check_if_match(if_match: str | None, current_version: int, resource: str) -> None:

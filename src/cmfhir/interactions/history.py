@@ -22,11 +22,24 @@ def _encode(cursor: tuple[datetime, int, int]) -> str:
 
 
 def _decode(text: str) -> tuple[datetime, int, int]:
+    # A forged cursor fails in any of these ways: not base64 or JSON, another shape, `1e999`
+    # (int(inf) overflows), or nested past the JSON decoder's recursion limit.
     try:
         lu, rid, version = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         return datetime.fromisoformat(lu), int(rid), int(version)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, OverflowError, RecursionError) as error:
         raise BadRequest("Invalid paging cursor", expression=["_cursor"]) from error
+
+
+def _count(value: str, max_count: int) -> int:
+    # isascii: isdigit() also takes digits int() refuses (`²`); a number of thousands of
+    # digits int() refuses too, and it is past the cap anyway.
+    digits = value.lstrip("0")
+    if not (value.isascii() and value.isdigit()) or not digits:
+        raise BadRequest(f"_count '{value}' must be a positive integer", expression=["_count"])
+    if len(digits) > len(str(max_count)):
+        return max_count
+    return min(int(digits), max_count)
 
 
 async def history(
@@ -54,9 +67,7 @@ async def history(
         elif name == "_at":
             at = parse_instant(name, value)
         elif name == "_count":
-            if not value.isdigit() or int(value) == 0:
-                raise BadRequest(f"_count '{value}' must be a positive integer", expression=[name])
-            count = min(int(value), ctx.limits.max_count)
+            count = _count(value, ctx.limits.max_count)
     async with ctx.store.transaction(read_only=True) as repo:
         if id is not None and resource_type is not None and not await repo.read(resource_type, id):
             raise NotFound(f"{resource_type}/{id} is not known")

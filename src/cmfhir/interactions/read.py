@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cmfhir.errors import BadRequest, Gone, NotFound
-from cmfhir.interactions.common import check_id, require_type
+from cmfhir.interactions.common import check_id, parse_version, require_type
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.resources.fhirjson import parse_json
 from cmfhir.resources.summary import (
@@ -97,9 +97,10 @@ async def vread_in(
 ) -> Result:
     require_type(resource_type)
     check_id(id)
-    if not version_id.isdigit():
+    version = parse_version(version_id)
+    if version is None:
         raise NotFound(f"{resource_type}/{id} has no version '{version_id}'")
-    found = await repo.vread(resource_type, id, int(version_id))
+    found = await repo.vread(resource_type, id, version)
     if found is None:
         raise NotFound(f"{resource_type}/{id} has no version {version_id}")
     return _result(found, f"{resource_type}/{id}/_history/{version_id}", params)

@@ -2,7 +2,8 @@
 
 Implements the JSON representation rules of https://hl7.org/fhir/R4B/json.html (UTF-8, no
 duplicate keys, decimals keep their precision) plus what PostgreSQL JSONB needs (no NUL
-characters, no lone surrogates). Named `fhirjson` so it never shadows the stdlib `json`.
+characters, no lone surrogates, numbers within `numeric`'s range). Named `fhirjson` so it
+never shadows the stdlib `json`.
 
 Parsing uses the stdlib C decoder with hooks: 55-80 µs for a 5 KB Synthea
 ExplanationOfBenefit (orjson takes 9 µs but cannot keep decimal text exact); serializing
@@ -22,7 +23,7 @@ import orjson
 
 from cmfhir.errors import BadRequest
 
-__all__ = ["RawJson", "dump_json", "parse_json"]
+__all__ = ["MAX_NUMBER_DIGITS", "RawJson", "dump_json", "parse_json"]
 
 # Already-serialized JSON (a stored resource's text) that dump_json embeds as it is, so a
 # search Bundle does not parse and re-serialize every match: `RawJson(content_bytes)`.
@@ -39,6 +40,31 @@ _DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 _UNICODE_ESCAPE = re.compile(r"\\\\|\\u([0-9a-fA-F]{4})")
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NON_FINITE = re.compile(r"-?(?:NaN|Infinity)")
+
+
+# Digits a number may have before and after its decimal point, written out. JSONB stores
+# numbers as `numeric` and serves them written out (`1e400` comes back as 401 digits), so
+# this is Python's own limit for integer text (sys.int_info.default_max_str_digits), which
+# the stored JSON must parse back within; `numeric` itself takes 131072 and 16383.
+MAX_NUMBER_DIGITS = 4300
+
+
+class _NumberOutOfRange(Exception):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def _decimal(text: str) -> Decimal:
+    value = Decimal(text)
+    # Without an exponent the length of the text bounds the digits.
+    if len(text) > MAX_NUMBER_DIGITS or "e" in text or "E" in text:
+        exponent = value.as_tuple().exponent
+        if value.adjusted() >= MAX_NUMBER_DIGITS or (
+            isinstance(exponent, int) and exponent < -MAX_NUMBER_DIGITS
+        ):
+            raise _NumberOutOfRange(text)
+    return value
 
 
 class _DuplicateKey(Exception):
@@ -179,7 +205,7 @@ def parse_json(body: bytes | str, *, max_depth: int = 100) -> Any:
         return json.loads(
             text,
             object_pairs_hook=_object,
-            parse_float=Decimal,
+            parse_float=_decimal,
             parse_constant=_reject_constant,
         )
     except json.JSONDecodeError as exc:
@@ -189,6 +215,12 @@ def parse_json(body: bytes | str, *, max_depth: int = 100) -> Any:
     except _DuplicateKey as exc:
         raise BadRequest(
             f"Invalid JSON: duplicate key {exc.key!r} in {_duplicate_key_path(text)}"
+        ) from None
+    except _NumberOutOfRange as exc:
+        shown = exc.text if len(exc.text) <= 20 else exc.text[:20] + "..."
+        raise BadRequest(
+            f"Invalid JSON: the number {shown} is out of range (at most "
+            f"{MAX_NUMBER_DIGITS} digits before and after the decimal point)"
         ) from None
     except RecursionError:
         raise BadRequest("Invalid JSON: nested too deeply") from None

@@ -118,9 +118,10 @@ async def history_type(resource_type: str, request: Request, ctx: Ctx) -> Respon
 @router.post("/{resource_type}")
 async def create_type(resource_type: str, request: Request, ctx: Ctx) -> Response:
     body = await read_json(request)
-    result = await create(
-        ctx, resource_type, body, if_none_exist=request.headers.get("if-none-exist")
-    )
+    # Criteria in the query string of a create (as some clients send them) mean the same as
+    # If-None-Exist: never create a silent duplicate of what the client asked to match.
+    condition = request.headers.get("if-none-exist") or request.url.query or None
+    result = await create(ctx, resource_type, body, if_none_exist=condition)
     return render(result, request, write=True)
 
 

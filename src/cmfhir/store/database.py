@@ -71,6 +71,9 @@ class Database:
         async with self.engine.begin() as conn:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
 
+            # Alembic announces its plugins and context at INFO on every start.
+            logging.getLogger("alembic").setLevel(logging.WARNING)
+
             def upgrade(sync_conn: Any) -> None:
                 cfg.attributes["connection"] = sync_conn
                 command.upgrade(cfg, "head")

@@ -1,5 +1,9 @@
 """Index rows of one resource version: the extracted values (resources/index_values.py) as
-rows of the index table of their family. Written in the same transaction as the version."""
+rows of the index table of their family. Written in the same transaction as the version.
+
+A btree index entry holds at most 2704 bytes, so each text value is cut to its first
+`MAX_INDEXED_BYTES` of UTF-8 (two of them share an entry in the token index); a search
+compares a longer value by that much of it."""
 
 from __future__ import annotations
 
@@ -7,7 +11,20 @@ from typing import Any
 
 from cmfhir.resources.index_values import ResourceIndex
 
-__all__ = ["index_rows"]
+__all__ = ["MAX_INDEXED_BYTES", "index_rows"]
+
+MAX_INDEXED_BYTES = 1024
+# Up to 4 bytes a character: a string this short always fits, without encoding it.
+_ALWAYS_FITS = MAX_INDEXED_BYTES // 4
+
+
+def _fit(text: str | None) -> str | None:
+    if text is None or len(text) <= _ALWAYS_FITS:
+        return text
+    encoded = text.encode()
+    if len(encoded) <= MAX_INDEXED_BYTES:
+        return text
+    return encoded[:MAX_INDEXED_BYTES].decode(errors="ignore")
 
 
 def index_rows(
@@ -16,7 +33,7 @@ def index_rows(
     """Rows per table family (`token`, `string`, ... as in schema.INDEX_TABLES)."""
     common = {"rid": rid, "resource_type": resource_type}
     token = [
-        {**common, "param": e.param, "system": e.system, "code": e.code, "text": e.text}
+        {**common, "param": e.param, "system": _fit(e.system), "code": _fit(e.code), "text": e.text}
         for e in index.token
     ]
     # `reference:identifier` and `identifier:of-type` are token searches under derived names.
@@ -24,8 +41,8 @@ def index_rows(
         {
             **common,
             "param": e.param + ":identifier",
-            "system": e.system,
-            "code": e.value,
+            "system": _fit(e.system),
+            "code": _fit(e.value),
             "text": None,
         }
         for e in index.reference_identifiers
@@ -34,8 +51,8 @@ def index_rows(
         {
             **common,
             "param": e.param + ":of-type",
-            "system": f"{e.type_system or ''}|{e.type_code}",
-            "code": e.value,
+            "system": _fit(f"{e.type_system or ''}|{e.type_code}"),
+            "code": _fit(e.value),
             "text": None,
         }
         for e in index.identifier_types
@@ -43,7 +60,8 @@ def index_rows(
     return {
         "token": token,
         "string": [
-            {**common, "param": e.param, "value": e.value, "exact": e.exact} for e in index.string
+            {**common, "param": e.param, "value": _fit(e.value), "exact": _fit(e.exact)}
+            for e in index.string
         ],
         "date": [{**common, "param": e.param, "low": e.low, "high": e.high} for e in index.date],
         "number": [
@@ -54,8 +72,8 @@ def index_rows(
             {
                 **common,
                 "param": e.param,
-                "system": e.system,
-                "code": e.code,
+                "system": _fit(e.system),
+                "code": _fit(e.code),
                 "unit": e.unit,
                 "value": e.value,
                 "low": e.low,
@@ -67,11 +85,11 @@ def index_rows(
             {
                 **common,
                 "param": e.param,
-                "target_type": e.target_type,
-                "target_id": e.target_id,
-                "url": e.url,
+                "target_type": _fit(e.target_type),
+                "target_id": _fit(e.target_id),
+                "url": _fit(e.url),
             }
             for e in index.reference
         ],
-        "uri": [{**common, "param": e.param, "uri": e.uri} for e in index.uri],
+        "uri": [{**common, "param": e.param, "uri": _fit(e.uri)} for e in index.uri],
     }

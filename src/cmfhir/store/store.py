@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cmfhir.errors import Conflict, ServiceUnavailable
+from cmfhir.errors import BadRequest, Conflict, ServiceUnavailable
 from cmfhir.store.repository import Repository
 
 __all__ = ["Store"]
@@ -25,6 +25,10 @@ _RETRYABLE = {"40001", "40P01", "23505"}
 # Connection exceptions (08), shutdown or start-up in progress (57P0x), too many connections
 # or out of resources (53): the database is not there for now.
 _UNAVAILABLE = ("08", "57P", "53")
+# Data exceptions (22): a value the client sent that PostgreSQL cannot hold or compare (a NUL
+# in a search value, a number past numeric's range). Validation stops these in resources;
+# this catches the ones that reach SQL some other way, as the client's error.
+_DATA_EXCEPTION = "22"
 
 
 def _sqlstate(error: BaseException) -> str | None:
@@ -56,6 +60,12 @@ class Store:
                 raise Conflict(
                     "A concurrent change to the same resources won; retry the request.",
                     headers={"Retry-After": "1"},
+                ) from error
+            if state is not None and state.startswith(_DATA_EXCEPTION):
+                log.warning("value refused by the database: SQLSTATE %s", state)
+                raise BadRequest(
+                    "The request holds a value the database cannot store or compare "
+                    "(such as a NUL character or a number out of range)"
                 ) from error
             if (
                 error.connection_invalidated
