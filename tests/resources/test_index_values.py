@@ -244,8 +244,14 @@ def _entries(index: ResourceIndex, family: str, param: str) -> list[Any]:
         pytest.param(
             {"resourceType": "Patient", "gender": "female"},
             "gender",
-            [TokenEntry("gender", None, "female")],
-            id="code",
+            [TokenEntry("gender", "http://hl7.org/fhir/administrative-gender", "female")],
+            id="code-with-the-system-of-its-binding",
+        ),
+        pytest.param(
+            {"resourceType": "CodeSystem", "concept": [{"code": "x1"}]},
+            "code",
+            [TokenEntry("code", None, "x1")],
+            id="code-without-required-binding",
         ),
         pytest.param(
             {"resourceType": "Patient", "active": False},

@@ -216,6 +216,13 @@ SEARCHES = [
     row("Patient", {"gender": "female"}, "p1", "token-code"),
     row("Patient", {"gender": "male,other"}, "p2 p3", "token-or"),
     row("Patient", {"gender:not": "female"}, "p2 p3", "token-not"),
+    row(
+        "Patient",
+        {"gender": "http://hl7.org/fhir/administrative-gender|male"},
+        "p2",
+        "token-bound-code-system",
+    ),
+    row("Patient", {"gender": "|male"}, "", "token-bound-code-has-a-system"),
     row("Patient", {"identifier": f"urn:test:mrn|mrn-1-{RUN}"}, "p1", "token-system-code"),
     row("Patient", {"identifier": f"mrn-2-{RUN}"}, "p2", "token-code-any-system"),
     row("Patient", {"identifier": f"|mrn-1-{RUN}"}, "", "token-code-no-system"),

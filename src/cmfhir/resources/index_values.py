@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -278,11 +278,12 @@ def _extension_value(element: dict[str, Any]) -> Any:
     return None
 
 
-def _token(code: str, values: list[Any], out: ResourceIndex) -> None:
+def _token(code: str, values: list[Any], out: ResourceIndex, system: str | None = None) -> None:
+    """`system` is that of a bare code bound to one code system (see `_converter`)."""
     for value in values:
         kind = type(value)
         if kind is str:
-            out.token.append(TokenEntry(code, None, value))
+            out.token.append(TokenEntry(code, system, value))
         elif kind is bool:
             out.token.append(TokenEntry(code, None, "true" if value else "false"))
         elif kind is dict:
@@ -513,6 +514,15 @@ _plans: weakref.WeakKeyDictionary[SearchParameterRegistry, dict[str, _Plan]] = (
 )
 
 
+def _converter(
+    registry: SearchParameterRegistry, parameter: SearchParameter, expression: str
+) -> Callable[[str, list[Any], ResourceIndex], None]:
+    system = registry.code_systems.get(expression) if parameter.type == "token" else None
+    if system is not None:
+        return partial(_token, system=system)
+    return _CONVERTERS[parameter.type]
+
+
 def _plan(registry: SearchParameterRegistry, resource_type: str) -> _Plan:
     per_type = _plans.get(registry)
     if per_type is None:
@@ -520,7 +530,7 @@ def _plan(registry: SearchParameterRegistry, resource_type: str) -> _Plan:
     plan = per_type.get(resource_type)
     if plan is None:
         plan = tuple(
-            (c.parameter.code, c.keys, c.extract, _CONVERTERS[c.parameter.type])
+            (c.parameter.code, c.keys, c.extract, _converter(registry, c.parameter, c.expression))
             for c in registry.extractors(resource_type)
             if c.parameter.code not in NOT_EXTRACTED and c.parameter.type in _CONVERTERS
         )

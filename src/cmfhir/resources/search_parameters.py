@@ -38,6 +38,9 @@ __all__ = [
 
 CORE_FILE = "search-parameters.json"
 CUSTOM_DIR = "search-parameters"
+BINDINGS_FILE = "required-bindings.json"
+_CORE = "http://hl7.org/fhir/"
+_CORE_VALUE_SETS = "http://hl7.org/fhir/ValueSet/"
 # The resource types that are not DomainResources (no text, contained, extensions).
 _NOT_DOMAIN_RESOURCES = frozenset({"Binary", "Bundle", "Parameters"})
 _COMMON_BASES = ("Resource", "DomainResource")
@@ -165,7 +168,12 @@ def parse_search_parameters(content: Any, source: str) -> list[SearchParameter]:
 class SearchParameterRegistry:
     """The search parameters known to the server, by type, code and url."""
 
-    def __init__(self, parameters: Iterable[SearchParameter]) -> None:
+    def __init__(
+        self, parameters: Iterable[SearchParameter], code_systems: Mapping[str, str] | None = None
+    ) -> None:
+        # The code system of each `code` element with a required binding (`Patient.gender` →
+        # http://hl7.org/fhir/administrative-gender), so a bare code indexes with its system.
+        self.code_systems: Mapping[str, str] = dict(code_systems or {})
         self._all: dict[str, SearchParameter] = {}
         for parameter in parameters:
             self._all.pop(parameter.url, None)  # a redefinition moves to the end
@@ -251,7 +259,20 @@ def _load(profiles_dir: Path) -> SearchParameterRegistry:
     if custom.is_dir():
         for path in sorted(custom.glob("*.json")):
             parameters.extend(parse_search_parameters(_read_json(path), str(path)))
-    return SearchParameterRegistry(parameters)
+    bindings = profiles_dir / BINDINGS_FILE
+    systems = _code_systems(_read_json(bindings).get("bindings", {})) if bindings.exists() else {}
+    return SearchParameterRegistry(parameters, systems)
+
+
+def _code_systems(bindings: Mapping[str, Any]) -> dict[str, str]:
+    """The code system behind each required binding to a value set of the core spec: the
+    core names them alike (ValueSet/administrative-gender draws on administrative-gender)."""
+    systems = {}
+    for path, binding in bindings.items():
+        value_set = str(binding.get("valueSet", "")).split("|", 1)[0]
+        if value_set.startswith(_CORE_VALUE_SETS):
+            systems[path] = _CORE + value_set.removeprefix(_CORE_VALUE_SETS)
+    return systems
 
 
 def load_registry(profiles_dir: Path) -> SearchParameterRegistry:
