@@ -55,6 +55,13 @@ CORPUS: list[dict[str, Any]] = [
     {
         "resourceType": "Patient",
         "id": _rid("p1"),
+        "meta": {
+            "profile": ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"],
+            "security": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}
+            ],
+            "source": f"urn:test:source:{RUN}",
+        },
         "identifier": [
             {
                 "system": "urn:test:mrn",
@@ -175,7 +182,8 @@ CORPUS: list[dict[str, Any]] = [
 def corpus(client: httpx.Client) -> None:
     entries = []
     for resource in CORPUS:
-        tagged = {**resource, "meta": {"tag": [{"system": "urn:test:run", "code": RUN}]}}
+        meta = {**resource.get("meta", {}), "tag": [{"system": "urn:test:run", "code": RUN}]}
+        tagged = {**resource, "meta": meta}
         entries.append(
             {
                 "resource": tagged,
@@ -308,6 +316,16 @@ SEARCHES = [
         "o4",
         "composite-component",
     ),
+    # the common parameters of meta
+    row(
+        "Patient",
+        {"_profile": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"},
+        "p1",
+        "profile",
+    ),
+    row("Patient", {"_security": "R"}, "p1", "security"),
+    row("Patient", {"_source": f"urn:test:source:{RUN}"}, "p1", "source"),
+    row("Patient", {"_profile:missing": "true"}, "p2 p3", "profile-missing"),
     # _id and AND of parameters
     row("Patient", {"_id": f"{_rid('p1')},{_rid('p2')}"}, "p1 p2", "id-or"),
     row("Patient", {"_id:not": _rid("p1")}, "p2 p3", "id-not"),
