@@ -44,6 +44,7 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
                 max_bundle_entries=settings.max_bundle_entries,
                 max_included=settings.max_included,
                 max_include_depth=settings.max_include_depth,
+                max_body_bytes=settings.max_body_bytes,
             ),
         )
     finally:

@@ -8,23 +8,44 @@ from typing import Any
 import jsonpatch
 import jsonpointer
 
-from cmfhir.errors import BadRequest, Gone, NotFound, Unprocessable
+from cmfhir.errors import BadRequest, Gone, NotFound, PayloadTooLarge, Unprocessable
 from cmfhir.interactions.common import check_id, check_if_match, require_type
 from cmfhir.interactions.context import FhirContext, Result, utcnow
 from cmfhir.interactions.versions import to_version
-from cmfhir.resources.fhirjson import parse_json
+from cmfhir.resources.fhirjson import dump_json, parse_json
 from cmfhir.resources.validation import validate_resource
 from cmfhir.store import NewVersion, Repository
 
 __all__ = ["apply_patch", "patch", "patch_in"]
 
 
-def apply_patch(current: dict[str, Any], operations: Any) -> Any:
+def apply_patch(current: dict[str, Any], operations: Any, *, max_copied: int) -> Any:
+    """`current` with the operations applied (it is changed in place).
+
+    `copy` is the one operation that adds more than the patch itself holds: each can double
+    the document, so a few dozen of them would take all memory. What copies add is
+    counted, and past `max_copied` bytes of JSON the patch is refused."""
     if not isinstance(operations, list):
         raise BadRequest("A JSON Patch document must be a JSON array of operations")
+    document: Any = current
+    copied = 0
     try:
-        return jsonpatch.JsonPatch(operations).apply(current, in_place=False)
-    except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException) as error:
+        for operation in operations:
+            source_path = operation.get("from") if isinstance(operation, dict) else None
+            if isinstance(source_path, str) and operation.get("op") == "copy":
+                source = jsonpointer.resolve_pointer(document, source_path)
+                copied += len(dump_json(source))
+                if copied > max_copied:
+                    raise PayloadTooLarge(
+                        f"The JSON Patch copies more than {max_copied} bytes of JSON"
+                    )
+            document = jsonpatch.JsonPatch([operation]).apply(document, in_place=True)
+        return document
+    except (
+        jsonpatch.JsonPatchConflict,
+        jsonpatch.JsonPatchTestFailed,
+        jsonpointer.JsonPointerException,
+    ) as error:
         raise Unprocessable(f"The JSON Patch cannot be applied: {error}") from error
     except (jsonpatch.InvalidJsonPatch, TypeError, ValueError, KeyError) as error:
         raise BadRequest(f"Invalid JSON Patch: {error}") from error
@@ -47,7 +68,9 @@ async def patch_in(
     check_if_match(if_match, current.version, f"{resource_type}/{id}")
     stored = await repo.read(resource_type, id)
     assert stored is not None and stored.content is not None
-    patched = apply_patch(parse_json(stored.content), operations)
+    patched = apply_patch(
+        parse_json(stored.content), operations, max_copied=ctx.limits.max_body_bytes
+    )
     validate_resource(patched, expected_type=resource_type)
     if patched.get("id") != id:
         raise Unprocessable("A patch must not change the resource's id", expression=["id"])

@@ -228,7 +228,11 @@ class _Transaction:
                             raise NotFound(f"{e.resource_type}/{id} is not known")
                         stored = await self.repo.read(e.resource_type, id)
                         assert stored is not None and stored.content is not None
-                        body = apply_patch(parse_json(stored.content), _patch_operations(e))
+                        body = apply_patch(
+                            parse_json(stored.content),
+                            _patch_operations(e),
+                            max_copied=self.ctx.limits.max_body_bytes,
+                        )
                         validate_resource(body, expected_type=e.resource_type)
                     else:
                         body = e.resource
