@@ -89,4 +89,10 @@ def summarize_profile(files: list[Path], top: int = 20) -> dict[str, Any]:
             for name, n in counter.most_common(top)
         ]
 
-    return {"samples": total, "self": share(own), "inclusive": share(inclusive)}
+    project = Counter({name: n for name, n in inclusive.items() if "(cmfhir/" in name})
+    return {
+        "samples": total,
+        "self": share(own),
+        "inclusive": share(inclusive),
+        "inclusive_cmfhir": share(project),
+    }

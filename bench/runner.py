@@ -61,6 +61,11 @@ def _profile_context(
     return profiled(server.worker_pids(), out_dir, scenario)
 
 
+def _profile_dir(options: Options, stamp: str) -> Path:
+    """Raw py-spy stacks outlive the run's data directory."""
+    return (options.data_root / f"profile-{stamp}").resolve()
+
+
 def _generate(options: Options) -> tuple[list[bytes], list[int], list[str], float]:
     started = time.perf_counter()
     if options.synthea is not None:
@@ -166,6 +171,7 @@ def run(options: Options) -> dict[str, Any]:
             "server_workers": options.workers,
             "quick": options.quick,
             "load_tool": load_tool(),
+            "profiled": list(options.profile),
         },
         "git": report.git_commit(),
         "machine": report.machine(),
@@ -178,7 +184,7 @@ def run(options: Options) -> dict[str, Any]:
             staff = make_staff(options.members)
             if options.synthea is None:
                 post_bundle(server.base_url, staff_bundle(staff))
-            with _profile_context(options, "ingest", server, data_dir / "profile") as files:
+            with _profile_context(options, "ingest", server, _profile_dir(options, stamp)) as files:
                 if "ingest" in options.scenarios:
                     figures, ids = _ingest(options, server, payloads, counts, raw)
                     results["scenarios"]["ingest"] = figures
@@ -190,7 +196,9 @@ def run(options: Options) -> dict[str, Any]:
             del payloads, raw
             results["postgres"] = asyncio.run(_postgres_version(server.database_url))
             if "read" in options.scenarios:
-                with _profile_context(options, "read", server, data_dir / "profile") as files:
+                with _profile_context(
+                    options, "read", server, _profile_dir(options, stamp)
+                ) as files:
                     rows = run_read(server.base_url, ids, options.read_seconds, options.seed)
                 profiles["read"] = files or []
                 results["scenarios"]["read"] = rows
@@ -199,7 +207,9 @@ def run(options: Options) -> dict[str, Any]:
                 samples = asyncio.run(
                     build_samples(server.database_url, staff, ids, options.members, options.seed)
                 )
-                with _profile_context(options, "search", server, data_dir / "profile") as files:
+                with _profile_context(
+                    options, "search", server, _profile_dir(options, stamp)
+                ) as files:
                     rows = asyncio.run(
                         run_search(
                             server.base_url, server.database_url, samples, options.search_seconds
@@ -241,10 +251,10 @@ def _print_summary(results: dict[str, Any]) -> None:
     for name, figures in results.get("profile", {}).items():
         report.print_table(
             f"py-spy profile of the server workers during {name} ({figures['samples']} samples)",
-            ["self %", "function", "inclusive %", "function"],
+            ["self %", "function", "inclusive %", "cmfhir function"],
             [
                 [s["percent"], s["function"], i["percent"], i["function"]]
-                for s, i in zip(figures["self"], figures["inclusive"], strict=False)
+                for s, i in zip(figures["self"], figures["inclusive_cmfhir"], strict=False)
             ],
         )
     report.print_table(
