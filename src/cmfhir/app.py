@@ -31,7 +31,10 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
     """The database opened (and migrated) and the FHIR definitions loaded, for as long as
     the block runs: what the server and the `cmfhir` commands work with."""
     database = await open_database(
-        settings.database_url, settings.data_dir, pool_size=settings.pool_size
+        settings.database_url,
+        settings.data_dir,
+        pool_size=settings.pool_size,
+        statement_timeout_ms=settings.statement_timeout_ms,
     )
     try:
         yield FhirContext(

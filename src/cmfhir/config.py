@@ -39,5 +39,8 @@ class Settings(BaseSettings):
     max_count: int = Field(default=1000, description="Largest page size a client may ask for.")
     max_included: int = Field(default=1000, description="Most _include'd resources per page.")
     max_include_depth: int = Field(default=4, description="Most levels of _include:iterate.")
+    statement_timeout_ms: int = Field(
+        default=60_000, description="Longest a single SQL statement may run (milliseconds)."
+    )
     pool_size: int = Field(default=10, description="Database connections per process.")
     log_level: str = Field(default="info")

@@ -82,7 +82,7 @@ async def match(
         raise BadRequest(f"The conditional search '{query}' has no criteria")
     request.count = limit
     request.sort = []
-    page = await repo.search(request, with_total=False)
+    page = await repo.search(request, count_up_to=0)
     return [(id, content) for _, id, content in page.matches]
 
 

@@ -26,6 +26,8 @@ class Limits:
     # (the first, then `:iterate` ones), so `_include:iterate=*` stays bounded.
     max_included: int = 1000
     max_include_depth: int = 4
+    # Without `_total`, a first page states its total when there are at most this many.
+    default_total_bound: int = 1000
     # What a client may not send in one body it may not build with JSON Patch `copy` either.
     max_body_bytes: int = 64 * 1024 * 1024
 

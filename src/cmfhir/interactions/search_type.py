@@ -115,12 +115,15 @@ async def search_in(
     request.compartment = compartment
     if request.summary == "count":
         request.count = 0
-    with_total = (
-        request.count == 0
-        or request.total in ("accurate", "estimate")
-        or (request.total is None and request.cursor is None)
-    )
-    page = await repo.search(request, with_total=with_total)
+    # Counting every match is a second pass over them. Asked for, it is done in full; by
+    # default a first page counts up to a bound and gives the total when it is below it.
+    if request.count == 0 or request.total in ("accurate", "estimate"):
+        count_up_to: int | None = None
+    elif request.total is None and request.cursor is None:
+        count_up_to = ctx.limits.default_total_bound
+    else:
+        count_up_to = 0
+    page = await repo.search(request, count_up_to=count_up_to)
     included = await _included(ctx, repo, request, page)
     path = resource_type or ""
     if compartment is not None:

@@ -33,7 +33,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/fhir")
 
 
-def get_context(request: Request) -> FhirContext:
+async def get_context(request: Request) -> FhirContext:
     context: FhirContext = request.app.state.fhir
     return context
 

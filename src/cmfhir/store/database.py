@@ -82,7 +82,12 @@ class Database:
 
 
 async def open_database(
-    database_url: str | None, data_dir: Path, *, pool_size: int = 10, migrate: bool = True
+    database_url: str | None,
+    data_dir: Path,
+    *,
+    pool_size: int = 10,
+    statement_timeout_ms: int = 60_000,
+    migrate: bool = True,
 ) -> Database:
     if database_url is None:
         database_url = await asyncio.to_thread(embedded_url, data_dir)
@@ -91,10 +96,19 @@ async def open_database(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No ping before each use (a round trip per request): a connection the database
+        # dropped fails its request with 503 and the pool is refreshed.
+        pool_pre_ping=False,
         json_serializer=_json_serializer,
         # A database that is down must fail requests fast (503), not hang them.
-        connect_args={"server_settings": {"application_name": "cmfhir"}, "timeout": 5},
+        connect_args={
+            "server_settings": {
+                "application_name": "cmfhir",
+                # A statement that runs away is stopped, not left running for nobody.
+                "statement_timeout": str(statement_timeout_ms),
+            },
+            "timeout": 5,
+        },
     )
     db = Database(engine=engine, url=url)
     if migrate:

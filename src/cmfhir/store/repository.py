@@ -103,11 +103,14 @@ class Repository:
         )
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
-    async def search(self, request: SearchRequest, *, with_total: bool) -> SearchPage:
-        """One page of matches (`request.count` of them) and, if asked, the total count."""
+    async def search(self, request: SearchRequest, *, count_up_to: int | None) -> SearchPage:
+        """One page of matches (`request.count` of them) and the total: counted in full when
+        `count_up_to` is None, given only if at most `count_up_to` otherwise (0: not
+        counted). A first page that holds every match knows its total without counting."""
         total = None
-        if with_total:
-            total = (await self.conn.execute(count_query(request))).scalar_one()
+        if count_up_to is None or count_up_to > 0:
+            counted = (await self.conn.execute(count_query(request, count_up_to))).scalar_one()
+            total = counted if count_up_to is None or counted <= count_up_to else None
         if request.count == 0:
             return SearchPage([], None, total)
         query, width = page_query(request, request.count)
@@ -117,6 +120,8 @@ class Repository:
             rows = rows[: request.count]
             next_cursor = encode_cursor(list(rows[-1][:width]))
         matches = [(row[width], row[width + 1], row[width + 2]) for row in rows]
+        if total is None and next_cursor is None and request.cursor is None:
+            total = None if request.total == "none" else len(matches)
         return SearchPage(matches, next_cursor, total)
 
     async def lock(self, resource_type: str, id: str) -> Current | None:

@@ -397,18 +397,24 @@ def _decode_value(value: Any) -> Any:
     return value
 
 
+# A cursor holds a few sort values; anything much longer was not made by this server.
+MAX_CURSOR = 4096
+
+
 def encode_cursor(values: list[Any]) -> str:
     raw = json.dumps([_encode_value(v) for v in values], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str, width: int) -> list[Any]:
+    if len(cursor) > MAX_CURSOR:
+        raise BadRequest("Invalid paging cursor", expression=["_cursor"])
     try:
         raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if not isinstance(raw, list) or len(raw) != width:
             raise ValueError("cursor shape")
         return [_decode_value(v) for v in raw]
-    except (ValueError, TypeError, ArithmeticError) as error:
+    except (ValueError, TypeError, ArithmeticError, RecursionError) as error:
         raise BadRequest("Invalid paging cursor", expression=["_cursor"]) from error
 
 
@@ -430,5 +436,10 @@ def page_query(request: SearchRequest, limit: int) -> tuple[Select[Any], int]:
     return query.order_by(*order).limit(limit + 1), len(components)
 
 
-def count_query(request: SearchRequest) -> Select[Any]:
-    return select(func.count()).select_from(r).where(*_where(request))
+def count_query(request: SearchRequest, up_to: int | None = None) -> Select[Any]:
+    """The number of matches; with `up_to`, counting stops past it (the answer is then
+    up_to + 1), which bounds the cost on large result sets."""
+    if up_to is None:
+        return select(func.count()).select_from(r).where(*_where(request))
+    bounded = select(r.c.rid).where(*_where(request)).limit(up_to + 1).subquery()
+    return select(func.count()).select_from(bounded)

@@ -43,17 +43,19 @@ def _sqlstate(error: BaseException) -> str | None:
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
     async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Repository]:
         try:
-            async with self.engine.connect() as conn:
-                if read_only:
+            if read_only:
+                # Reads run each statement on its own (READ COMMITTED gives a statement its
+                # snapshot either way): no BEGIN and COMMIT round trips on the hot path.
+                async with self._reader.connect() as conn:
                     yield Repository(conn)
-                    await conn.rollback()
-                    return
-                async with conn.begin():
-                    yield Repository(conn)
+                return
+            async with self.engine.connect() as conn, conn.begin():
+                yield Repository(conn)
         except sa_exc.DBAPIError as error:
             state = _sqlstate(error)
             if state in _RETRYABLE:
@@ -66,6 +68,12 @@ class Store:
                 raise BadRequest(
                     "The request holds a value the database cannot store or compare "
                     "(such as a NUL character or a number out of range)"
+                ) from error
+            if state == "57014":  # statement_timeout
+                raise ServiceUnavailable(
+                    "The request took longer than the server allows and was stopped; "
+                    "narrow it or retry later",
+                    headers={"Retry-After": "5"},
                 ) from error
             if (
                 error.connection_invalidated
