@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -236,10 +236,13 @@ def number_range(value: Decimal | int | float | str) -> tuple[Decimal, Decimal]:
     number = _decimal(value)
     if number is None:
         raise ValueError(f"not a finite number: {value!r}")
-    exponent = number.as_tuple().exponent
-    assert isinstance(exponent, int)
-    half = Decimal(5).scaleb(exponent - 1)
-    return number - half, number + half
+    shape = number.as_tuple()
+    assert isinstance(shape.exponent, int)
+    half = Decimal(5).scaleb(shape.exponent - 1)
+    # Exact: the default context would round past 28 significant digits.
+    with localcontext() as exact:
+        exact.prec = len(shape.digits) + 2
+        return number - half, number + half
 
 
 def normalize_string(text: str) -> str:

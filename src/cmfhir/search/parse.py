@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from cmfhir.errors import BadRequest, Issue
-from cmfhir.resources.index_values import date_range, normalize_string
+from cmfhir.resources.index_values import date_range, normalize_string, number_range
 from cmfhir.resources.search_parameters import SearchParameter, SearchParameterRegistry
 from cmfhir.resources.types import is_resource_type
 from cmfhir.search.model import (
@@ -130,11 +130,8 @@ def _decimal_range(name: str, text: str) -> tuple[Decimal, Decimal, Decimal]:
         raise _bad(name, f"'{text}' is not a number") from error
     if not value.is_finite():
         raise _bad(name, f"'{text}' is not a finite number")
-    # Implicit precision: half a unit of the last significant digit either side.
-    exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int)
-    half = Decimal(5).scaleb(exponent - 1)
-    return value, value - half, value + half
+    low, high = number_range(value)  # the implicit precision, as values are indexed
+    return value, low, high
 
 
 def _number(name: str, raw: str) -> NumberValue:
@@ -239,7 +236,8 @@ def _positive_int(name: str, raw: str, *, allow_zero: bool) -> int:
         raise _bad(name, f"'{raw[:40]}' is not a non-negative integer")
     # Past nine digits it is larger than any limit: no need to convert it (Python refuses
     # integers of more than 4,300 digits).
-    number = int(raw) if len(raw) <= 9 else 10**9
+    digits = raw.lstrip("0") or "0"
+    number = int(digits) if len(digits) <= 9 else 10**9
     if number == 0 and not allow_zero:
         raise _bad(name, "must be greater than zero")
     return number
