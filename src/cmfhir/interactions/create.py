@@ -7,7 +7,7 @@ from typing import Any
 from cmfhir.errors import PreconditionFailed
 from cmfhir.interactions.common import advisory_key, match, require_type
 from cmfhir.interactions.context import FhirContext, Result, utcnow
-from cmfhir.interactions.versions import new_id, to_version
+from cmfhir.interactions.versions import new_id, to_version, written
 from cmfhir.resources.validation import validate_resource
 from cmfhir.store import NewVersion, Repository
 
@@ -58,12 +58,4 @@ async def create(
                 id, content = existing
                 return Result(200, content, resource_type=resource_type, id=id)
         record, _ = await create_in(ctx, repo, resource)
-    return Result(
-        201,
-        record.content,
-        resource_type=resource_type,
-        id=record.id,
-        version=1,
-        last_updated=record.last_updated,
-        location=f"{resource_type}/{record.id}/_history/1",
-    )
+    return written(record, created=True)

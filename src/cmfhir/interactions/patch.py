@@ -11,7 +11,7 @@ import jsonpointer
 from cmfhir.errors import BadRequest, Gone, NotFound, PayloadTooLarge, Unprocessable
 from cmfhir.interactions.common import check_id, check_if_match, require_type
 from cmfhir.interactions.context import FhirContext, Result, utcnow
-from cmfhir.interactions.versions import to_version
+from cmfhir.interactions.versions import to_version, written
 from cmfhir.resources.fhirjson import dump_json, parse_json
 from cmfhir.resources.validation import validate_resource
 from cmfhir.store import NewVersion, Repository
@@ -99,12 +99,4 @@ async def patch(
     check_id(id)
     async with ctx.store.transaction() as repo:
         record = await patch_in(ctx, repo, resource_type, id, operations, if_match=if_match)
-    return Result(
-        200,
-        record.content,
-        resource_type=resource_type,
-        id=id,
-        version=record.version,
-        last_updated=record.last_updated,
-        location=f"{resource_type}/{id}/_history/{record.version}",
-    )
+    return written(record, created=False)

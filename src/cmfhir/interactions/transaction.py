@@ -25,7 +25,7 @@ from cmfhir.interactions.patch import apply_patch, patch
 from cmfhir.interactions.read import read_in, vread_in
 from cmfhir.interactions.search_type import search_in
 from cmfhir.interactions.update import conditional_target, update, update_conditional
-from cmfhir.interactions.versions import deletion, new_id, to_version
+from cmfhir.interactions.versions import deletion, new_id, to_version, written
 from cmfhir.resources.fhirjson import RawJson, parse_json
 from cmfhir.resources.validation import validate_resource
 from cmfhir.store import NewVersion, Repository
@@ -255,17 +255,7 @@ class _Transaction:
                 raise at_entry(error, e.index) from error
         await self.repo.write([record for _, record, _ in records])
         for e, record, created in records:
-            results[e.index] = Result(
-                204 if record.method == "delete" else (201 if created else 200),
-                record.content,
-                resource_type=record.resource_type,
-                id=record.id,
-                version=record.version,
-                last_updated=record.last_updated,
-                location=None
-                if record.method == "delete"
-                else f"{record.resource_type}/{record.id}/_history/{record.version}",
-            )
+            results[e.index] = written(record, created)
         return results
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from cmfhir.errors import BadRequest, PreconditionFailed
 from cmfhir.interactions.common import advisory_key, check_id, check_if_match, match, require_type
 from cmfhir.interactions.context import FhirContext, Result, utcnow
-from cmfhir.interactions.versions import new_id, to_version
+from cmfhir.interactions.versions import new_id, to_version, written
 from cmfhir.resources.validation import validate_resource
 from cmfhir.store import NewVersion, Repository
 
@@ -46,18 +46,6 @@ async def update_in(
     return record, created
 
 
-def _result(record: NewVersion, created: bool) -> Result:
-    return Result(
-        201 if created else 200,
-        record.content,
-        resource_type=record.resource_type,
-        id=record.id,
-        version=record.version,
-        last_updated=record.last_updated,
-        location=f"{record.resource_type}/{record.id}/_history/{record.version}",
-    )
-
-
 async def update(
     ctx: FhirContext,
     resource_type: str,
@@ -79,7 +67,7 @@ async def update(
         )
     async with ctx.store.transaction() as repo:
         record, created = await update_in(ctx, repo, resource, id, if_match=if_match)
-    return _result(record, created)
+    return written(record, created)
 
 
 async def conditional_target(
@@ -113,4 +101,4 @@ async def update_conditional(
     async with ctx.store.transaction() as repo:
         target = await conditional_target(ctx, repo, resource_type, query, resource.get("id"))
         record, created = await update_in(ctx, repo, resource, target, if_match=if_match)
-    return _result(record, created)
+    return written(record, created)

@@ -7,12 +7,12 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from cmfhir.interactions.context import FhirContext, instant
+from cmfhir.interactions.context import FhirContext, Result, instant
 from cmfhir.resources.fhirjson import dump_json
 from cmfhir.resources.index_values import extract_index, patient_compartment
 from cmfhir.store import Method, NewVersion
 
-__all__ = ["deletion", "new_id", "stamp", "to_version"]
+__all__ = ["deletion", "new_id", "stamp", "to_version", "written"]
 
 
 def new_id() -> str:
@@ -68,4 +68,23 @@ def deletion(resource_type: str, id: str, version: int, now: datetime, rid: int)
         index=None,
         patient_id=None,
         rid=rid,
+    )
+
+
+def written(record: NewVersion, created: bool) -> Result:
+    """The answer to a write: 201 for a new resource, 200 for a new version, 204 for a
+    delete; with the version's ETag, Last-Modified and (not for a delete) Location."""
+    if record.method == "delete":
+        status, location = 204, None
+    else:
+        status = 201 if created else 200
+        location = f"{record.resource_type}/{record.id}/_history/{record.version}"
+    return Result(
+        status,
+        record.content,
+        resource_type=record.resource_type,
+        id=record.id,
+        version=record.version,
+        last_updated=record.last_updated,
+        location=location,
     )
