@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         default=(),
         help="py-spy the server workers during these scenarios (pip install py-spy)",
     )
+    parser.add_argument(
+        "--gzip",
+        action="store_true",
+        help="httpx clients accept gzip like a default client (default: identity, as wrk)",
+    )
     args = parser.parse_args(argv)
     members = args.members or (QUICK_MEMBERS if args.quick else STANDARD_MEMBERS)
     duration = args.duration or (1.0 if args.quick else 5.0)
@@ -60,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         synthea=args.synthea,
         profile=args.profile,
         quick=args.quick,
+        gzip=args.gzip,
     )
     run(options)
     return 0

@@ -14,13 +14,13 @@ import asyncpg
 import httpx
 import orjson
 
+from bench.headers import client_headers
 from bench.stats import summarize
 
 __all__ = ["KEPT_TYPES", "post_bundle", "raw_copy", "send_bundles", "serialize"]
 
 # Ids the read and search scenarios need, collected from the transaction responses.
 KEPT_TYPES = ("Patient", "Encounter")
-_HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 _COPY_BATCH = 20_000
 
 
@@ -38,7 +38,9 @@ def serialize(bundles: Iterable[dict[str, Any]]) -> tuple[list[bytes], list[int]
 
 def post_bundle(base_url: str, bundle: dict[str, Any]) -> dict[str, Any]:
     """POST one Bundle synchronously (staff set-up); raise on anything but 200."""
-    response = httpx.post(base_url, content=orjson.dumps(bundle), headers=_HEADERS, timeout=300)
+    response = httpx.post(
+        base_url, content=orjson.dumps(bundle), headers=client_headers(body=True), timeout=300
+    )
     if response.status_code != 200:
         raise RuntimeError(f"Bundle rejected ({response.status_code}): {response.text[:2000]}")
     result: dict[str, Any] = response.json()
@@ -46,9 +48,17 @@ def post_bundle(base_url: str, bundle: dict[str, Any]) -> dict[str, Any]:
 
 
 async def send_bundles(
-    base_url: str, bundles: list[bytes], counts: list[int], concurrency: int
+    base_url: str,
+    bundles: list[bytes],
+    counts: list[int],
+    concurrency: int,
+    *,
+    gzip: bool = False,
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """POST every transaction with `concurrency` clients; figures and the ids created."""
+    """POST every transaction with `concurrency` clients; figures and the ids created.
+
+    `gzip`: accept compressed answers as a default httpx client would (see bench/headers.py).
+    """
     ids: dict[str, list[str]] = defaultdict(list)
     latencies: list[float] = []
     failures: list[str] = []
@@ -73,7 +83,10 @@ async def send_bundles(
                     ids[kind].append(rest.partition("/")[0])
 
     async with httpx.AsyncClient(
-        base_url=base_url, headers=_HEADERS, limits=limits, timeout=timeout
+        base_url=base_url,
+        headers=client_headers(gzip=gzip, body=True),
+        limits=limits,
+        timeout=timeout,
     ) as client:
         started = time.perf_counter()
         await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
@@ -87,6 +100,7 @@ async def send_bundles(
         "seconds": round(elapsed, 2),
         "resources_per_second": round(resources / elapsed, 1),
         "concurrency": concurrency,
+        "accept_encoding": client_headers(gzip=gzip)["Accept-Encoding"],
         "bundle_p50_ms": bundle_latency["p50_ms"],
         "bundle_p99_ms": bundle_latency["p99_ms"],
     }

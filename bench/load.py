@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from bench.headers import client_headers
 from bench.stats import summarize
 
 __all__ = ["WRK_INSTALL_HINT", "load_tool", "run_load"]
@@ -99,7 +100,7 @@ async def _httpx_load(
             latencies.append(time.perf_counter() - started)
             errors += not ok
 
-    headers = {"Accept": "application/fhir+json"}
+    headers = client_headers()  # identity, like wrk
     async with httpx.AsyncClient(base_url=origin, limits=limits, headers=headers) as client:
         started = time.perf_counter()
         deadline = started + duration_s

@@ -51,6 +51,7 @@ class Options:
     synthea: Path | None
     profile: tuple[str, ...]
     quick: bool
+    gzip: bool = False
 
 
 def _profile_context(
@@ -90,7 +91,9 @@ async def _postgres_version(database_url: str) -> str:
 def _ingest(
     options: Options, server: Server, payloads: list[bytes], counts: list[int], raw: list[str]
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    http, ids = asyncio.run(send_bundles(server.base_url, payloads, counts, options.concurrency))
+    http, ids = asyncio.run(
+        send_bundles(server.base_url, payloads, counts, options.concurrency, gzip=options.gzip)
+    )
     if http["failed_bundles"]:
         print(f"warning: {http['failed_bundles']} bundles failed; first: {http['first_failure']}")
     raw_figures = asyncio.run(raw_copy(server.database_url, raw))
@@ -172,6 +175,7 @@ def run(options: Options) -> dict[str, Any]:
             "quick": options.quick,
             "load_tool": load_tool(),
             "profiled": list(options.profile),
+            "httpx_accept_encoding": "gzip, deflate" if options.gzip else "identity",
         },
         "git": report.git_commit(),
         "machine": report.machine(),
@@ -190,7 +194,13 @@ def run(options: Options) -> dict[str, Any]:
                     results["scenarios"]["ingest"] = figures
                 else:
                     _, ids = asyncio.run(
-                        send_bundles(server.base_url, payloads, counts, options.concurrency)
+                        send_bundles(
+                            server.base_url,
+                            payloads,
+                            counts,
+                            options.concurrency,
+                            gzip=options.gzip,
+                        )
                     )
                 profiles["ingest"] = files or []
             del payloads, raw

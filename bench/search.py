@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from bench.headers import client_headers
 from bench.load import run_load
 from bench.queries import QUERIES, Args, Query
 from bench.sql_load import run_sql_load
@@ -51,7 +52,9 @@ async def run_search(
     rows: list[dict[str, Any]] = []
     conn = await asyncpg.connect(database_url)
     try:
-        async with httpx.AsyncClient(base_url=f"{base_url}/", timeout=60) as client:
+        async with httpx.AsyncClient(
+            base_url=f"{base_url}/", headers=client_headers(), timeout=60
+        ) as client:
             for query in QUERIES:
                 values = samples.get(query.sample, [])
                 row: dict[str, Any] = {"query": query.name, "question": query.question}
