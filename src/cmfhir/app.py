@@ -16,7 +16,7 @@ from cmfhir import __version__
 from cmfhir.config import Settings
 from cmfhir.errors import BadRequest, FhirError
 from cmfhir.interactions import FhirContext, Limits
-from cmfhir.resources.index_values import load_patient_compartment
+from cmfhir.resources.compartment import load_patient_compartment
 from cmfhir.resources.search_parameters import load_registry
 from cmfhir.routes import ErrorGuard, error_response, http_error_response, router
 from cmfhir.store import Store, open_database

@@ -1,5 +1,5 @@
 """Index values extracted from resources: date ranges, numbers, normalized strings, token,
-reference and quantity shapes, and the patient compartment."""
+reference and quantity shapes."""
 
 from __future__ import annotations
 
@@ -27,11 +27,9 @@ from cmfhir.resources.index_values import (
     composite_parameters,
     date_range,
     extract_index,
-    load_patient_compartment,
     normalize_string,
     number_range,
     parse_reference,
-    patient_compartment,
 )
 from cmfhir.resources.search_parameters import SearchParameterRegistry, load_registry
 
@@ -598,73 +596,6 @@ def test_composite_parameters_are_listed_not_extracted(registry: SearchParameter
     )
     families = [getattr(index, f) for f in ResourceIndex.__slots__]
     assert not any(e.param in codes for entries in families for e in entries)
-
-
-# --- the patient compartment ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("resource", "expected"),
-    [
-        pytest.param({"resourceType": "Patient", "id": "p1"}, ["p1"], id="patient-itself"),
-        pytest.param(
-            {
-                "resourceType": "Patient",
-                "id": "p1",
-                "link": [{"other": {"reference": "Patient/p0"}, "type": "replaces"}],
-            },
-            ["p1", "p0"],
-            id="patient-link",
-        ),
-        pytest.param(
-            {"resourceType": "Observation", "subject": {"reference": "Patient/p1"}},
-            ["p1"],
-            id="subject",
-        ),
-        pytest.param(
-            {
-                "resourceType": "Observation",
-                "subject": {"reference": "Group/g1"},
-                "performer": [{"reference": "Patient/p2"}, {"reference": "Practitioner/d"}],
-            },
-            ["p2"],
-            id="performer-patient",
-        ),
-        pytest.param(
-            {
-                "resourceType": "Observation",
-                "subject": {"reference": "https://other.org/fhir/Patient/p9"},
-            },
-            [],
-            id="other-server",
-        ),
-        pytest.param(
-            {"resourceType": "Encounter", "subject": {"reference": "Patient/p1/_history/4"}},
-            ["p1"],
-            id="versioned",
-        ),
-        pytest.param(
-            {"resourceType": "Organization", "id": "o", "name": "Clinic"},
-            [],
-            id="not-in-compartment",
-        ),
-    ],
-)
-def test_patient_compartment(
-    registry: SearchParameterRegistry, resource: dict[str, Any], expected: list[str]
-) -> None:
-    compartment = load_patient_compartment(PROFILES)
-    assert patient_compartment(resource, compartment) == expected
-    index = extract_index(resource, registry)
-    assert patient_compartment(resource, compartment, index) == expected
-
-
-def test_patient_compartment_definition() -> None:
-    compartment = load_patient_compartment(PROFILES)
-    assert compartment.params_for("Observation") == ("subject", "performer")
-    assert compartment.params_for("Patient") == ("link",)
-    assert compartment.params_for("Organization") == ()
-    assert load_patient_compartment(PROFILES) is compartment
 
 
 # --- Synthea --------------------------------------------------------------------------------

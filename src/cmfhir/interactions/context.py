@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cmfhir.resources.index_values import PatientCompartment
+from cmfhir.resources.compartment import PatientCompartment
 from cmfhir.resources.search_parameters import SearchParameterRegistry
 from cmfhir.store import Store
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from cmfhir.interactions.common import require_type
 from cmfhir.interactions.context import FhirContext
+from cmfhir.resources.compartment import patient_compartment
 from cmfhir.resources.fhirjson import parse_json
-from cmfhir.resources.index_values import extract_index, patient_compartment
+from cmfhir.resources.index_values import extract_index
 
 __all__ = ["reindex"]
 

@@ -8,8 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from cmfhir.interactions.context import FhirContext, Result, instant
+from cmfhir.resources.compartment import patient_compartment
 from cmfhir.resources.fhirjson import dump_json
-from cmfhir.resources.index_values import extract_index, patient_compartment
+from cmfhir.resources.index_values import extract_index
 from cmfhir.store import Method, NewVersion
 
 __all__ = ["deletion", "new_id", "stamp", "to_version", "written"]
@@ -42,7 +43,8 @@ def to_version(
     rid: int | None,
 ) -> tuple[NewVersion, dict[str, Any]]:
     served = stamp(resource, id, version, now)
-    patients = patient_compartment(served, ctx.compartment)
+    index = extract_index(served, ctx.registry)
+    patients = patient_compartment(served, ctx.compartment, index)
     record = NewVersion(
         resource_type=served["resourceType"],
         id=id,
@@ -50,7 +52,7 @@ def to_version(
         last_updated=now,
         method=method,
         content=dump_json(served).decode(),
-        index=extract_index(served, ctx.registry),
+        index=index,
         patient_id=patients[0] if patients else None,
         rid=rid,
     )

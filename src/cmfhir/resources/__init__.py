@@ -1,6 +1,11 @@
 """FHIR R4B knowledge: resource types, JSON parsing and serialization, validation,
 search-parameter definitions, index values and the patient compartment."""
 
+from cmfhir.resources.compartment import (
+    PatientCompartment,
+    load_patient_compartment,
+    patient_compartment,
+)
 from cmfhir.resources.fhirjson import RawJson, dump_json, parse_json
 from cmfhir.resources.fhirpath import compile_path
 from cmfhir.resources.index_values import (
@@ -9,7 +14,6 @@ from cmfhir.resources.index_values import (
     DateEntry,
     IdentifierTypeEntry,
     NumberEntry,
-    PatientCompartment,
     QuantityEntry,
     ReferenceEntry,
     ReferenceIdentifierEntry,
@@ -17,14 +21,13 @@ from cmfhir.resources.index_values import (
     StringEntry,
     TokenEntry,
     UriEntry,
+    add_references,
     composite_parameters,
     date_range,
     extract_index,
-    load_patient_compartment,
     normalize_string,
     number_range,
     parse_reference,
-    patient_compartment,
 )
 from cmfhir.resources.search_parameters import (
     CompiledParameter,
@@ -59,6 +62,7 @@ __all__ = [
     "StringEntry",
     "TokenEntry",
     "UriEntry",
+    "add_references",
     "compile_path",
     "composite_parameters",
     "date_range",

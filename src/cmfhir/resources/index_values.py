@@ -20,23 +20,20 @@ Conventions the store and the query parser share:
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation, localcontext
-from functools import lru_cache, partial
-from pathlib import Path
+from functools import partial
 from typing import Any, NamedTuple
 
 from cmfhir.resources.fhirpath import parse_reference
 from cmfhir.resources.search_parameters import (
     SearchParameter,
     SearchParameterRegistry,
-    load_registry,
 )
 
 __all__ = [
@@ -45,7 +42,6 @@ __all__ = [
     "DateEntry",
     "IdentifierTypeEntry",
     "NumberEntry",
-    "PatientCompartment",
     "QuantityEntry",
     "ReferenceEntry",
     "ReferenceIdentifierEntry",
@@ -53,14 +49,13 @@ __all__ = [
     "StringEntry",
     "TokenEntry",
     "UriEntry",
+    "add_references",
     "composite_parameters",
     "date_range",
     "extract_index",
-    "load_patient_compartment",
     "normalize_string",
     "number_range",
     "parse_reference",
-    "patient_compartment",
 ]
 
 DATE_MIN = datetime.min.replace(tzinfo=UTC)
@@ -463,7 +458,8 @@ def _quantity(code: str, values: list[Any], out: ResourceIndex) -> None:
             out.quantity.append(QuantityEntry(code, system, unit_code, unit, number, low, high))
 
 
-def _reference(code: str, values: list[Any], out: ResourceIndex) -> None:
+def add_references(code: str, values: list[Any], out: ResourceIndex) -> None:
+    """Reference entries of `values` (Reference elements, canonicals, uris) under `code`."""
     for value in values:
         if type(value) is str:  # canonical or uri
             target_type, target_id, url, version = parse_reference(value)
@@ -472,11 +468,11 @@ def _reference(code: str, values: list[Any], out: ResourceIndex) -> None:
             if "resourceType" in value:
                 continue  # an inline resource (Bundle.entry.resource): nothing to point at
             if "url" in value:
-                _reference(code, [_extension_value(value)], out)
+                add_references(code, [_extension_value(value)], out)
                 continue
             text = value.get("reference")
             if type(text) is dict:  # CodeableReference
-                _reference(code, [text], out)
+                add_references(code, [text], out)
                 continue
             if type(text) is str and not text.startswith("#"):
                 target_type, target_id, url, version = parse_reference(text)
@@ -503,7 +499,7 @@ _CONVERTERS: dict[str, _Converter] = {
     "date": _date,
     "number": _number,
     "quantity": _quantity,
-    "reference": _reference,
+    "reference": add_references,
     "uri": _uri,
 }
 
@@ -579,65 +575,3 @@ def composite_parameters(
     """The composite parameters of a type; `extract_index` leaves them to the search engine
     (each component names a parameter definition and an expression relative to the resource)."""
     return tuple(p for p in registry.for_type(resource_type).values() if p.type == "composite")
-
-
-# --- the patient compartment (https://hl7.org/fhir/R4B/compartmentdefinition-patient.html) --
-
-
-@dataclass(frozen=True, slots=True)
-class PatientCompartment:
-    """For each resource type in the Patient compartment, the parameters that put it there."""
-
-    params: Mapping[str, tuple[str, ...]]
-    registry: SearchParameterRegistry
-
-    def params_for(self, resource_type: str) -> tuple[str, ...]:
-        return self.params.get(resource_type, ())
-
-
-@lru_cache(maxsize=16)
-def _load_compartment(profiles_dir: Path) -> PatientCompartment:
-    path = profiles_dir / "compartmentdefinition-patient.json"
-    content = json.loads(path.read_text(encoding="utf-8"))
-    params = {
-        entry["code"]: tuple(entry.get("param", ()))
-        for entry in content.get("resource", ())
-        if entry.get("param")
-    }
-    return PatientCompartment(params, load_registry(profiles_dir))
-
-
-def load_patient_compartment(profiles_dir: Path) -> PatientCompartment:
-    """The Patient CompartmentDefinition in `profiles/` (read once per directory)."""
-    return _load_compartment(Path(profiles_dir).resolve())
-
-
-def patient_compartment(
-    resource: dict[str, Any],
-    compartment: PatientCompartment,
-    index: ResourceIndex | None = None,
-) -> list[str]:
-    """Ids of the patients whose compartment holds this resource: a Patient is in its own
-    (its id comes first) and in those of the patients it links to; any other resource is in
-    the compartment of each local Patient (`Patient/id`, not an absolute URL of another
-    server) its compartment parameters point at. Pass the resource's `index` to reuse it."""
-    resource_type = resource.get("resourceType")
-    ids: list[str] = []
-    if resource_type == "Patient" and isinstance(resource.get("id"), str):
-        ids.append(resource["id"])
-    params = compartment.params_for(str(resource_type))
-    if params:
-        if index is None:
-            index = ResourceIndex()
-            for compiled in compartment.registry.extractors(str(resource_type)):
-                if compiled.parameter.code in params and compiled.parameter.type == "reference":
-                    _reference(compiled.parameter.code, compiled.extract(resource), index)
-        for entry in index.reference:
-            if (
-                entry.target_type == "Patient"
-                and entry.target_id is not None
-                and entry.param in params
-                and "://" not in entry.url
-            ):
-                ids.append(entry.target_id)
-    return list(dict.fromkeys(ids))
