@@ -22,13 +22,24 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
 import fhirpathpy
 from fhirpathpy.models import models as _fhirpath_models
+
+from cmfhir.resources.fhirpath_syntax import (
+    Binary,
+    Call,
+    Chain,
+    Index,
+    Literal,
+    Member,
+    Parser,
+    TypeOp,
+    Unsupported,
+)
 
 __all__ = [
     "Extractor",
@@ -119,192 +130,6 @@ def split_union(expression: str) -> list[str]:
     return [p for p in parts if p]
 
 
-# --- parsing the fast-path subset into a small tree ---------------------------------------
-
-
-class _Unsupported(Exception):
-    """The expression leaves the fast-path subset; fhirpathpy evaluates it."""
-
-
-_TOKEN = re.compile(
-    r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<num>\d+(?:\.\d+)?)|(?P<id>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<bt>`[^`]+`)|(?P<op>!=|[.()|\[\]=,]))"
-)
-
-
-def _tokenize(expression: str) -> list[tuple[str, str]]:
-    tokens: list[tuple[str, str]] = []
-    pos = 0
-    text = expression.rstrip()
-    while pos < len(text):
-        match = _TOKEN.match(text, pos)
-        if not match or match.end() == pos:
-            raise _Unsupported(text[pos:])
-        kind = match.lastgroup
-        assert kind is not None
-        value = match.group(kind)
-        if kind == "bt":
-            kind, value = "id", value[1:-1]
-        tokens.append((kind, value))
-        pos = match.end()
-    return tokens
-
-
-@dataclass(frozen=True, slots=True)
-class _Member:
-    name: str
-    choice: bool | None = None  # `name[x]`: set by _resolve_types
-
-
-@dataclass(frozen=True, slots=True)
-class _Index:
-    index: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    name: str
-    args: tuple[Any, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _Chain:
-    """Steps applied to the input collection; `root` is a leading type name (`Patient.`)."""
-
-    root: str | None
-    steps: tuple[Any, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _Literal:
-    value: Any
-
-
-@dataclass(frozen=True, slots=True)
-class _Binary:
-    op: str  # "|", "and", "=", "!="
-    left: Any
-    right: Any
-
-
-@dataclass(frozen=True, slots=True)
-class _TypeOp:
-    op: str  # "as", "is"
-    operand: Any
-    type_name: str
-
-
-class _Parser:
-    def __init__(self, expression: str) -> None:
-        self.tokens = _tokenize(expression)
-        self.pos = 0
-
-    def peek(self) -> tuple[str, str] | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
-
-    def take(self, value: str | None = None) -> tuple[str, str]:
-        token = self.peek()
-        if token is None or (value is not None and token[1] != value):
-            raise _Unsupported(f"expected {value!r}")
-        self.pos += 1
-        return token
-
-    def at(self, value: str) -> bool:
-        token = self.peek()
-        return token is not None and token[1] == value and token[0] in ("op", "id")
-
-    def parse(self) -> Any:
-        node = self.and_expr(top=True)
-        if self.peek() is not None:
-            raise _Unsupported("trailing input")
-        return node
-
-    def and_expr(self, top: bool) -> Any:
-        node = self.equality(top)
-        while self.at("and"):
-            self.take()
-            node = _Binary("and", node, self.equality(top))
-        return node
-
-    def equality(self, top: bool) -> Any:
-        node = self.union(top)
-        if self.at("=") or self.at("!="):
-            op = self.take()[1]
-            node = _Binary(op, node, self.union(top))
-        return node
-
-    def union(self, top: bool) -> Any:
-        node = self.type_expr(top)
-        while self.at("|"):
-            self.take()
-            node = _Binary("|", node, self.type_expr(top))
-        return node
-
-    def type_expr(self, top: bool) -> Any:
-        node = self.postfix(top)
-        if self.at("as") or self.at("is"):
-            op = self.take()[1]
-            node = _TypeOp(op, node, self.take()[1])
-        return node
-
-    def postfix(self, top: bool) -> Any:
-        token = self.take()
-        kind, value = token
-        if kind == "str":
-            return _Literal(re.sub(r"\\(.)", r"\1", value[1:-1]))
-        if kind == "num":
-            return _Literal(Decimal(value))
-        if kind == "id" and value in ("true", "false"):
-            return _Literal(value == "true")
-        if value == "(":
-            inner = self.and_expr(top)
-            self.take(")")
-            if not self.at(".") and not self.at("["):
-                return inner
-            if not isinstance(inner, _TypeOp | _Chain):
-                raise _Unsupported("steps after a parenthesized expression")
-            return self.steps(_Chain(None, (inner,)))
-        if kind != "id":
-            raise _Unsupported(value)
-        if top and value[0].isupper():
-            chain = _Chain(value, ())
-        elif self.at("("):
-            chain = _Chain(None, (self.call(value),))
-        else:
-            chain = _Chain(None, (_Member(value),))
-        return self.steps(chain)
-
-    def steps(self, chain: _Chain) -> _Chain:
-        steps = list(chain.steps)
-        while True:
-            if self.at("."):
-                self.take()
-                kind, name = self.take()
-                if kind != "id":
-                    raise _Unsupported(name)
-                steps.append(self.call(name) if self.at("(") else _Member(name))
-            elif self.at("["):
-                self.take()
-                kind, number = self.take()
-                if kind != "num" or not number.isdigit():
-                    raise _Unsupported(number)
-                self.take("]")
-                steps.append(_Index(int(number)))
-            else:
-                return _Chain(chain.root, tuple(steps))
-
-    def call(self, name: str) -> _Call:
-        self.take("(")
-        args: list[Any] = []
-        if not self.at(")"):
-            args.append(self.and_expr(top=False))
-            while self.at(","):
-                self.take()
-                args.append(self.and_expr(top=False))
-        self.take(")")
-        return _Call(name, tuple(args))
-
-
 # --- compiling the tree into closures over collections ------------------------------------
 
 
@@ -326,50 +151,50 @@ def _lookup(kind: str, name: str) -> tuple[bool, str | None] | None:
 
 
 def _type_name(node: Any) -> str:
-    if isinstance(node, _Chain) and node.root is None and len(node.steps) == 1:
+    if isinstance(node, Chain) and node.root is None and len(node.steps) == 1:
         step = node.steps[0]
-        if isinstance(step, _Member):
+        if isinstance(step, Member):
             return step.name
-    raise _Unsupported(f"type name {node!r}")
+    raise Unsupported(f"type name {node!r}")
 
 
 # Steps after which the items keep their type.
 _SAME_TYPE = frozenset({"where", "first"})
 
 
-def _resolve_types(chain: _Chain) -> _Chain:
+def _resolve_types(chain: Chain) -> Chain:
     """Mark which members are choice elements (from the model along the path, else by name)
     and turn `.as(T)`/`.ofType(T)` after one into a read of its typed key (`valueQuantity`)."""
     kind = chain.root if chain.root in _PARENTS or chain.root == "Resource" else None
     steps: list[Any] = []
     for step in chain.steps:
-        if isinstance(step, _Member):
+        if isinstance(step, Member):
             if step.name[0].isupper():  # a type name where an element belongs
-                raise _Unsupported(step.name)
+                raise Unsupported(step.name)
             found = _lookup(kind, step.name) if kind else None
             choice, kind = found if found else (step.name in _CHOICE_NAMES, None)
-            steps.append(_Member(step.name, choice))
-        elif isinstance(step, _Call) and step.name in ("as", "ofType") and len(step.args) == 1:
+            steps.append(Member(step.name, choice))
+        elif isinstance(step, Call) and step.name in ("as", "ofType") and len(step.args) == 1:
             type_name = _type_name(step.args[0])
             previous = steps[-1] if steps else None
-            if not isinstance(previous, _Member) or not previous.choice:
-                raise _Unsupported(f"as/ofType on {previous!r}")
+            if not isinstance(previous, Member) or not previous.choice:
+                raise Unsupported(f"as/ofType on {previous!r}")
             key = previous.name + type_name[0].upper() + type_name[1:]
-            steps[-1] = _Member(key, False)
+            steps[-1] = Member(key, False)
             kind = type_name
         else:
-            if not isinstance(step, _Index) and not (
-                isinstance(step, _Call) and step.name in _SAME_TYPE
+            if not isinstance(step, Index) and not (
+                isinstance(step, Call) and step.name in _SAME_TYPE
             ):
                 kind = None
             steps.append(step)
-    return _Chain(chain.root, tuple(steps))
+    return Chain(chain.root, tuple(steps))
 
 
-def _retype(chain: _Chain, type_name: str) -> _Chain:
+def _retype(chain: Chain, type_name: str) -> Chain:
     """`(chain as T)`."""
-    as_type = _Call("as", (_Chain(None, (_Member(type_name),)),))
-    return _resolve_types(_Chain(chain.root, (*chain.steps, as_type)))
+    as_type = Call("as", (Chain(None, (Member(type_name),)),))
+    return _resolve_types(Chain(chain.root, (*chain.steps, as_type)))
 
 
 def _choice_value(item: dict[str, Any], name: str) -> Any:
@@ -381,7 +206,7 @@ def _choice_value(item: dict[str, Any], name: str) -> Any:
     return None
 
 
-def _members(root: str | None, members: list[_Member]) -> _Fn:
+def _members(root: str | None, members: list[Member]) -> _Fn:
     """`Type.a.b.c`, the most common form, in one loop (no call per step); lists flatten."""
     steps = tuple((m.name, bool(m.choice)) for m in members)
 
@@ -429,14 +254,14 @@ def _truth(items: list[Any]) -> bool | None:
 
 
 def _compile(node: Any) -> _Fn:
-    if isinstance(node, _Literal):
+    if isinstance(node, Literal):
         constant = [node.value]
         return lambda items: constant
-    if isinstance(node, _Chain):
+    if isinstance(node, Chain):
         return _compile_chain(node)
-    if isinstance(node, _TypeOp):
+    if isinstance(node, TypeOp):
         return _compile_type_op(node)
-    if isinstance(node, _Binary):
+    if isinstance(node, Binary):
         left, right = _compile(node.left), _compile(node.right)
         if node.op == "|":
             return lambda items: left(items) + right(items)
@@ -453,36 +278,36 @@ def _compile(node: Any) -> _Fn:
                 return [True] if a and b else []
 
             return both
-    raise _Unsupported(repr(node))
+    raise Unsupported(repr(node))
 
 
-def _compile_type_op(node: _TypeOp) -> _Fn:
+def _compile_type_op(node: TypeOp) -> _Fn:
     operand = node.operand
-    if node.op == "as" and isinstance(operand, _Chain):
+    if node.op == "as" and isinstance(operand, Chain):
         return _compile_resolved(_retype(operand, node.type_name))
     if (
         node.op == "is"
-        and isinstance(operand, _Chain)
+        and isinstance(operand, Chain)
         and operand.root is None
-        and operand.steps == (_Call("resolve", ()),)
+        and operand.steps == (Call("resolve", ()),)
     ):
         wanted = node.type_name
         return lambda items: [reference_type(i) == wanted for i in items] if items else []
-    raise _Unsupported(repr(node))
+    raise Unsupported(repr(node))
 
 
 # Functions with a value for an empty input; other steps map empty to empty.
 _ON_EMPTY = frozenset({"exists", "empty", "not"})
 
 
-def _compile_chain(chain: _Chain) -> _Fn:
+def _compile_chain(chain: Chain) -> _Fn:
     return _compile_resolved(_resolve_types(chain))
 
 
-def _compile_resolved(chain: _Chain) -> _Fn:
+def _compile_resolved(chain: Chain) -> _Fn:
     steps = chain.steps
     root = chain.root
-    if all(isinstance(step, _Member) for step in steps):
+    if all(isinstance(step, Member) for step in steps):
         return _members(None if root in _ANY_RESOURCE else root, list(steps))
     fns = [_compile_step(step) for step in steps]
     if root is not None and root not in _ANY_RESOURCE:
@@ -493,7 +318,7 @@ def _compile_resolved(chain: _Chain) -> _Fn:
         fns.insert(0, of_root_type)
     if len(fns) == 1:
         return fns[0]
-    if any(isinstance(s, _Call) and s.name in _ON_EMPTY for s in steps):
+    if any(isinstance(s, Call) and s.name in _ON_EMPTY for s in steps):
 
         def run_all(items: list[Any]) -> list[Any]:
             for fn in fns:
@@ -513,24 +338,24 @@ def _compile_resolved(chain: _Chain) -> _Fn:
 
 
 def _compile_step(step: Any) -> _Fn:
-    if isinstance(step, _Member):
+    if isinstance(step, Member):
         return _members(None, [step])
-    if isinstance(step, _Index):
+    if isinstance(step, Index):
         position = step.index
         return lambda items: items[position : position + 1]
-    if isinstance(step, _TypeOp | _Binary | _Chain | _Literal):
+    if isinstance(step, TypeOp | Binary | Chain | Literal):
         return _compile(step)
-    if isinstance(step, _Call):
+    if isinstance(step, Call):
         return _compile_call(step)
-    raise _Unsupported(repr(step))
+    raise Unsupported(repr(step))
 
 
-def _compile_call(call: _Call) -> _Fn:
+def _compile_call(call: Call) -> _Fn:
     name, args = call.name, call.args
     if name == "where" and len(args) == 1:
         criterion = _compile(args[0])
         return lambda items: [i for i in items if criterion([i]) == [True]]
-    if name == "extension" and len(args) == 1 and isinstance(args[0], _Literal):
+    if name == "extension" and len(args) == 1 and isinstance(args[0], Literal):
         url = args[0].value
 
         def extension(items: list[Any]) -> list[Any]:
@@ -552,31 +377,31 @@ def _compile_call(call: _Call) -> _Fn:
             return lambda items: (
                 [not items[0]] if len(items) == 1 and type(items[0]) is bool else []
             )
-    raise _Unsupported(f"{name}()")
+    raise Unsupported(f"{name}()")
 
 
 def _first_keys(node: Any) -> frozenset[str] | None:
     """Keys of the input object one of which must be present for a non-empty result, or
     None when the expression can yield something without them (`exists()`, literals)."""
-    if isinstance(node, _TypeOp) and node.op == "as" and isinstance(node.operand, _Chain):
+    if isinstance(node, TypeOp) and node.op == "as" and isinstance(node.operand, Chain):
         return _first_keys(_retype(node.operand, node.type_name))
-    if isinstance(node, _Binary) and node.op == "|":
+    if isinstance(node, Binary) and node.op == "|":
         left, right = _first_keys(node.left), _first_keys(node.right)
         return None if left is None or right is None else left | right
-    if not isinstance(node, _Chain) or not node.steps:
+    if not isinstance(node, Chain) or not node.steps:
         return None
     chain = _resolve_types(node)
     if any(
-        isinstance(s, _Binary | _Literal) or (isinstance(s, _Call) and s.name in _ON_EMPTY)
+        isinstance(s, Binary | Literal) or (isinstance(s, Call) and s.name in _ON_EMPTY)
         for s in chain.steps
     ):
         return None
     first = chain.steps[0]
-    if isinstance(first, _Member) and not first.choice:
+    if isinstance(first, Member) and not first.choice:
         return frozenset({first.name})
-    if isinstance(first, _Call) and first.name == "extension":
+    if isinstance(first, Call) and first.name == "extension":
         return frozenset({"extension"})
-    if isinstance(first, _TypeOp):
+    if isinstance(first, TypeOp):
         return _first_keys(first)
     return None
 
@@ -586,8 +411,8 @@ def _first_keys(node: Any) -> frozenset[str] | None:
 
 def _fast(expression: str) -> _Fn | None:
     try:
-        return _compile(_Parser(expression).parse())
-    except _Unsupported:
+        return _compile(Parser(expression).parse())
+    except Unsupported:
         return None
 
 
@@ -596,9 +421,9 @@ def required_keys(expression: str) -> frozenset[str] | None:
     yield anything (`Patient.name | Patient.alias` → {name, alias}); None if unknown. The
     indexer skips an expression whose keys are all absent without evaluating it."""
     try:
-        tree = _Parser(expression).parse()
+        tree = Parser(expression).parse()
         _compile(tree)
-    except _Unsupported:
+    except Unsupported:
         return None
     return _first_keys(tree)
 
