@@ -107,21 +107,21 @@ class Repository:
         """One page of matches (`request.count` of them) and the total: counted in full when
         `count_up_to` is None, given only if at most `count_up_to` otherwise (0: not
         counted). A first page that holds every match knows its total without counting."""
+        matches: list[tuple[str, str, str]] = []
+        next_cursor = None
+        if request.count > 0:
+            query, width = page_query(request, request.count)
+            rows = (await self.conn.execute(query)).all()
+            if len(rows) > request.count:
+                rows = rows[: request.count]
+                next_cursor = encode_cursor(list(rows[-1][:width]))
+            matches = [(row[width], row[width + 1], row[width + 2]) for row in rows]
         total = None
-        if count_up_to is None or count_up_to > 0:
+        if request.count > 0 and next_cursor is None and request.cursor is None:
+            total = None if request.total == "none" else len(matches)
+        elif count_up_to is None or count_up_to > 0:
             counted = (await self.conn.execute(count_query(request, count_up_to))).scalar_one()
             total = counted if count_up_to is None or counted <= count_up_to else None
-        if request.count == 0:
-            return SearchPage([], None, total)
-        query, width = page_query(request, request.count)
-        rows = (await self.conn.execute(query)).all()
-        next_cursor = None
-        if len(rows) > request.count:
-            rows = rows[: request.count]
-            next_cursor = encode_cursor(list(rows[-1][:width]))
-        matches = [(row[width], row[width + 1], row[width + 2]) for row in rows]
-        if total is None and next_cursor is None and request.cursor is None:
-            total = None if request.total == "none" else len(matches)
         return SearchPage(matches, next_cursor, total)
 
     async def lock(self, resource_type: str, id: str) -> Current | None:
