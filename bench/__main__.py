@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.runner import SCENARIOS, Options, run
+from bench.runner import SCENARIOS, STANDARD_SCENARIOS, Options, run
+from bench.soak import SoakOptions
 
 QUICK_MEMBERS = 1_000
 STANDARD_MEMBERS = 10_000
@@ -25,7 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1,000 members, short phases")
     parser.add_argument("--members", type=int, help="members to generate (default 10,000)")
     parser.add_argument("--seed", type=int, default=1, help="caseload seed (default 1)")
-    parser.add_argument("--scenarios", type=_scenarios, default=SCENARIOS, help=",".join(SCENARIOS))
+    parser.add_argument(
+        "--scenarios",
+        type=_scenarios,
+        default=STANDARD_SCENARIOS,
+        help=f"of {','.join(SCENARIOS)} (default: all but soak)",
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="ingest clients (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="server workers (default 2)")
     parser.add_argument("--duration", type=float, help="seconds per read/search measurement")
@@ -48,8 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="httpx clients accept gzip like a default client (default: identity, as wrk)",
     )
+    parser.add_argument(
+        "--soak-minutes", type=float, default=30.0, help="soak duration (default 30)"
+    )
+    parser.add_argument(
+        "--soak-rate", type=float, default=50.0, help="soak requests/s, all clients (default 50)"
+    )
     args = parser.parse_args(argv)
-    members = args.members or (QUICK_MEMBERS if args.quick else STANDARD_MEMBERS)
+    soak_only = set(args.scenarios) == {"soak"}
+    members = args.members or (QUICK_MEMBERS if args.quick or soak_only else STANDARD_MEMBERS)
     duration = args.duration or (1.0 if args.quick else 5.0)
     options = Options(
         members=members,
@@ -66,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile,
         quick=args.quick,
         gzip=args.gzip,
+        soak=SoakOptions(minutes=args.soak_minutes, rate=args.soak_rate, seed=args.seed),
     )
     run(options)
     return 0

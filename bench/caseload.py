@@ -15,7 +15,16 @@ from typing import Any
 
 from bench import vocab as v
 
-__all__ = ["AS_OF", "Staff", "make_staff", "member_bundle", "member_bundles", "staff_bundle"]
+__all__ = [
+    "AS_OF",
+    "Staff",
+    "make_staff",
+    "member_bundle",
+    "member_bundles",
+    "staff_bundle",
+    "visit_bundle",
+    "vital_sign",
+]
 
 Resource = dict[str, Any]
 
@@ -547,3 +556,29 @@ def member_bundle(seed: int, index: int, staff: Staff) -> Resource:
 def member_bundles(seed: int, members: int, staff: Staff) -> Iterator[Resource]:
     for index in range(members):
         yield member_bundle(seed, index, staff)
+
+
+def _follow_up(seed: int, index: int, staff: Staff, patient_id: str) -> _Member:
+    """A builder for new data about an already loaded member (`index` seeds its randomness)."""
+    member = _Member(seed, index, staff)
+    member.patient = f"Patient/{patient_id}"
+    return member
+
+
+def visit_bundle(seed: int, index: int, staff: Staff, patient_id: str, day: date) -> Resource:
+    """A follow-up visit of a loaded member as one transaction: an ambulatory Encounter with
+    its vital signs and a care-manager contact (about 4 entries)."""
+    member = _follow_up(seed, index, staff, patient_id)
+    encounter = member.add_encounter("AMB", day)
+    member.add_vitals(day, encounter)
+    member.add_contact(day)
+    return {"resourceType": "Bundle", "type": "transaction", "entry": member.entries}
+
+
+def vital_sign(seed: int, index: int, staff: Staff, patient_id: str, day: date) -> Resource:
+    """One vital-sign Observation (weight, BMI or heart rate) of a loaded member."""
+    member = _follow_up(seed, index, staff, patient_id)
+    code, display, unit, ucum, low, high, decimals = member.rng.choice(v.VITALS)
+    obs = member.observation("vital-signs", _concept(v.LOINC, code, display), day, None)
+    obs["valueQuantity"] = _quantity(member.rng.uniform(low, high), decimals, unit, ucum)
+    return obs

@@ -1,5 +1,6 @@
-"""Run metadata (commit, machine, PostgreSQL), the targets of issue #4 checked against the
-figures, readable tables, and the results file (one JSON per run in `bench/results/`)."""
+"""Run metadata (commit, machine, PostgreSQL), the targets of issues #4 and #5 (soak) checked
+against the figures, readable tables, and the results file (one JSON per run in
+`bench/results/`)."""
 
 from __future__ import annotations
 
@@ -107,6 +108,9 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         add(f"search {row['query']} p99 <= 50 ms", f"{p99} ms", p99 <= 50)
         ratio = row["p99_ratio"]
         add(f"search {row['query']} p99 <= 3x SQL", f"{ratio}x", ratio is not None and ratio <= 3)
+    soak = results.get("scenarios", {}).get("soak")
+    for criterion in soak["criteria"] if soak else []:
+        add(f"soak: {criterion['criterion']}", criterion["measured"], criterion["met"])
     memory = results.get("memory", {}).get("server_rss_max_mib")
     if memory is not None:
         add("server memory < 1 GiB", f"{memory} MiB", memory < 1024)

@@ -7,8 +7,9 @@ import asyncio
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,19 +17,22 @@ from typing import Any
 import asyncpg
 
 from bench import report
-from bench.caseload import make_staff, member_bundles, staff_bundle
+from bench.caseload import Staff, make_staff, member_bundles, staff_bundle
 from bench.ingest import post_bundle, raw_copy, send_bundles, serialize
 from bench.load import WRK_INSTALL_HINT, load_tool
+from bench.other_load import OtherLoad
 from bench.profile import profiled, summarize_profile
 from bench.queries import build_samples
 from bench.read import run_read
 from bench.search import run_search
 from bench.server import MemorySampler, Server, free_port, start_server
+from bench.soak import SoakOptions, run_soak
 from bench.synthea import load_synthea, synthea_bundle
 
-__all__ = ["NOT_AVAILABLE", "SCENARIOS", "Options", "run"]
+__all__ = ["NOT_AVAILABLE", "SCENARIOS", "STANDARD_SCENARIOS", "Options", "run"]
 
-SCENARIOS = ("ingest", "read", "search", "gaps", "export")
+STANDARD_SCENARIOS = ("ingest", "read", "search", "gaps", "export")
+SCENARIOS = (*STANDARD_SCENARIOS, "soak")  # the soak runs only when asked for
 NOT_AVAILABLE = {
     "gaps": "not available: the gap engine does not exist yet",
     "export": "not available: bulk $export does not exist yet",
@@ -52,6 +56,7 @@ class Options:
     profile: tuple[str, ...]
     quick: bool
     gzip: bool = False
+    soak: SoakOptions = field(default_factory=SoakOptions)
 
 
 def _profile_context(
@@ -69,6 +74,7 @@ def _profile_dir(options: Options, stamp: str) -> Path:
 
 def _generate(options: Options) -> tuple[list[bytes], list[int], list[str], float]:
     started = time.perf_counter()
+    bundles: Iterator[dict[str, Any]]
     if options.synthea is not None:
         sources = load_synthea(options.synthea)
         bundles = (synthea_bundle(sources[n % len(sources)], n) for n in range(options.members))
@@ -148,6 +154,76 @@ def _print_search(rows: list[dict[str, Any]]) -> None:
     )  # fmt: skip
 
 
+def _print_soak(soak: dict[str, Any]) -> None:
+    report.print_json("soak", {k: v for k, v in soak.items() if k != "windows"})
+    report.print_table(
+        f"soak by kind, after warm-up ({soak['requests']:,} requests, {soak['per_second']}/s)",
+        ["kind", "requests", "p50 ms", "p99 ms", "errors"],
+        [[k, f["requests"], f["p50_ms"], f["p99_ms"], f["errors"]]
+         for k, f in soak["by_kind"].items()],
+    )  # fmt: skip
+    report.print_table(
+        "soak criteria (issue #5)",
+        ["criterion", "measured", "met"],
+        [[c["criterion"], c["measured"], "yes" if c["met"] else "NO"] for c in soak["criteria"]],
+    )
+
+
+def _after_load(
+    options: Options,
+    server: Server,
+    stamp: str,
+    staff: Staff,
+    ids: dict[str, list[str]],
+    results: dict[str, Any],
+    other: OtherLoad,
+) -> dict[str, list[Path]]:
+    """The scenarios that run against the loaded caseload; their py-spy files by name."""
+    profiles: dict[str, list[Path]] = {}
+    profile_dir = _profile_dir(options, stamp)
+    if "read" in options.scenarios:
+        with _profile_context(options, "read", server, profile_dir) as files:
+            rows = run_read(server.base_url, ids, options.read_seconds, options.seed)
+        profiles["read"] = files or []
+        results["scenarios"]["read"] = rows
+        _print_read(rows)
+    samples = (
+        asyncio.run(build_samples(server.database_url, staff, ids, options.members, options.seed))
+        if {"search", "soak"} & set(options.scenarios)
+        else {}
+    )
+    if "search" in options.scenarios:
+        with _profile_context(options, "search", server, profile_dir) as files:
+            rows = asyncio.run(
+                run_search(server.base_url, server.database_url, samples, options.search_seconds)
+            )
+        profiles["search"] = files or []
+        results["scenarios"]["search"] = rows
+        _print_search(rows)
+    if "soak" in options.scenarios:
+        with _profile_context(options, "soak", server, profile_dir) as files:
+            soak = asyncio.run(run_soak(server, ids, samples, staff, options.soak, other))
+        profiles["soak"] = files or []
+        results["scenarios"]["soak"] = soak
+        _print_soak(soak)
+    for name in ("gaps", "export"):
+        if name in options.scenarios:
+            results["scenarios"][name] = NOT_AVAILABLE[name]
+            report.print_json(name, NOT_AVAILABLE[name])
+    return profiles
+
+
+def _other_figures(other: OtherLoad, seconds: float) -> dict[str, float]:
+    """Other processes' CPU over the run, also as a share of the machine's capacity."""
+    cpu = other.cpu_seconds()
+    capacity = seconds * (os.cpu_count() or 1)
+    return {
+        "cpu_seconds": round(cpu, 1),
+        "run_seconds": round(seconds, 1),
+        "percent_of_machine": round(100 * cpu / capacity, 1) if capacity else 0.0,
+    }
+
+
 def run(options: Options) -> dict[str, Any]:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     data_dir = (options.data_root / f"run-{stamp}").resolve()
@@ -183,8 +259,9 @@ def run(options: Options) -> dict[str, Any]:
     }
     server = start_server(data_dir, free_port(), options.workers, options.database_url)
     profiles: dict[str, list[Path]] = {}
+    started = time.monotonic()
     try:
-        with MemorySampler(server) as memory:
+        with MemorySampler(server) as memory, OtherLoad(server.postgres_pids) as other:
             staff = make_staff(options.members)
             if options.synthea is None:
                 post_bundle(server.base_url, staff_bundle(staff))
@@ -205,36 +282,11 @@ def run(options: Options) -> dict[str, Any]:
                 profiles["ingest"] = files or []
             del payloads, raw
             results["postgres"] = asyncio.run(_postgres_version(server.database_url))
-            if "read" in options.scenarios:
-                with _profile_context(
-                    options, "read", server, _profile_dir(options, stamp)
-                ) as files:
-                    rows = run_read(server.base_url, ids, options.read_seconds, options.seed)
-                profiles["read"] = files or []
-                results["scenarios"]["read"] = rows
-                _print_read(rows)
-            if "search" in options.scenarios:
-                samples = asyncio.run(
-                    build_samples(server.database_url, staff, ids, options.members, options.seed)
-                )
-                with _profile_context(
-                    options, "search", server, _profile_dir(options, stamp)
-                ) as files:
-                    rows = asyncio.run(
-                        run_search(
-                            server.base_url, server.database_url, samples, options.search_seconds
-                        )
-                    )
-                profiles["search"] = files or []
-                results["scenarios"]["search"] = rows
-                _print_search(rows)
-            for name in ("gaps", "export"):
-                if name in options.scenarios:
-                    results["scenarios"][name] = NOT_AVAILABLE[name]
-                    report.print_json(name, NOT_AVAILABLE[name])
+            profiles |= _after_load(options, server, stamp, staff, ids, results, other)
             memory.sample()
     finally:
         server.stop()
+    results["machine"]["other_processes"] = _other_figures(other, time.monotonic() - started)
     results["memory"] = {
         "server_rss_max_mib": round(memory.max_server_rss / MIB),
         "postgres_pss_max_mib": round(memory.max_postgres_pss / MIB),
@@ -257,6 +309,13 @@ def _print_summary(results: dict[str, Any]) -> None:
     print(
         f"memory: server (uvicorn + workers) max RSS {memory['server_rss_max_mib']} MiB; "
         f"PostgreSQL max PSS {memory['postgres_pss_max_mib']} MiB"
+    )
+    machine, other = results["machine"], results["machine"]["other_processes"]
+    print(
+        f"machine: load average {machine['load_average_at_start'][0]} at start, "
+        f"{machine['load_average_at_end'][0]} at end (the run's own processes included); "
+        f"other processes used {other['cpu_seconds']} CPU-s in {other['run_seconds']} s "
+        f"({other['percent_of_machine']}% of the machine)"
     )
     for name, figures in results.get("profile", {}).items():
         report.print_table(
