@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         help="httpx clients accept gzip like a default client (default: identity, as wrk)",
     )
     parser.add_argument(
+        "--ingest-fresh-connections",
+        action="store_true",
+        help="ingest opens a connection per Bundle (spread over the workers at each accept)",
+    )
+    parser.add_argument(
         "--soak-minutes", type=float, default=30.0, help="soak duration (default 30)"
     )
     parser.add_argument(
@@ -79,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile,
         quick=args.quick,
         gzip=args.gzip,
+        fresh_connections=args.ingest_fresh_connections,
         soak=SoakOptions(minutes=args.soak_minutes, rate=args.soak_rate, seed=args.seed),
     )
     run(options)

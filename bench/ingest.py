@@ -54,17 +54,22 @@ async def send_bundles(
     concurrency: int,
     *,
     gzip: bool = False,
+    fresh_connections: bool = False,
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """POST every transaction with `concurrency` clients; figures and the ids created.
 
     `gzip`: accept compressed answers as a default httpx client would (see bench/headers.py).
+    `fresh_connections`: a new TCP connection per Bundle instead of `concurrency` keep-alive
+    ones, so that the kernel spreads them over the server's workers at every accept.
     """
     ids: dict[str, list[str]] = defaultdict(list)
     latencies: list[float] = []
     failures: list[str] = []
     resources = 0
     queue = iter(range(len(bundles)))
-    limits = httpx.Limits(max_connections=concurrency)
+    limits = httpx.Limits(
+        max_connections=concurrency, max_keepalive_connections=0 if fresh_connections else None
+    )
     timeout = httpx.Timeout(300.0)
 
     async def client_loop(client: httpx.AsyncClient) -> None:
@@ -101,6 +106,7 @@ async def send_bundles(
         "resources_per_second": round(resources / elapsed, 1),
         "concurrency": concurrency,
         "accept_encoding": client_headers(gzip=gzip)["Accept-Encoding"],
+        "connections": "new per Bundle" if fresh_connections else f"{concurrency} keep-alive",
         "bundle_p50_ms": bundle_latency["p50_ms"],
         "bundle_p99_ms": bundle_latency["p99_ms"],
     }

@@ -1,6 +1,7 @@
 """Optional sampling profile of the server workers during one scenario with py-spy
 (`pip install py-spy`; not a project dependency), summarized as the functions where the
-samples fall: self (the innermost frame) and inclusive (anywhere on the stack)."""
+samples fall: self (the innermost frame) and inclusive (anywhere on the stack), and the
+self samples grouped by layer (cmfhir, asyncpg, SQLAlchemy, validation, HTTP, ...)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,18 @@ from typing import Any
 __all__ = ["profiled", "py_spy", "summarize_profile"]
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+_MARKER = re.compile(r"^(thread \(0x[0-9A-Fa-f]+\)|process \d+:)")
+# Layers by the file of the innermost Python frame (C code such as asyncpg's Cython protocol
+# or uvloop counts towards the Python frame that called it). First match wins.
+_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("cmfhir", ("cmfhir/",)),
+    ("asyncpg (protocol, Cython)", ("asyncpg/",)),
+    ("SQLAlchemy (statements, compile, pool)", ("sqlalchemy/",)),
+    ("validation (fhir.resources, pydantic)", ("fhir/resources/", "fhir_core/", "pydantic")),
+    ("HTTP (uvicorn, starlette, fastapi)", ("uvicorn/", "starlette/", "fastapi/", "httptools")),
+    ("event loop (uvloop, in C)", ("asyncio/runners.py",)),
+    ("JSON (stdlib json)", ("json/",)),
+)
 
 
 def py_spy() -> str | None:
@@ -62,10 +75,19 @@ def _frame(frame: str) -> str:
     return f"{match['func']} ({file})"
 
 
+def _layer(frame: str) -> str:
+    for name, markers in _LAYERS:
+        if any(f"({marker}" in frame for marker in markers):
+            return name
+    return "other (stdlib, greenlet, typing, ...)"
+
+
 def summarize_profile(files: list[Path], top: int = 20) -> dict[str, Any]:
     """Share of samples per function over all recorded files."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    layers: Counter[str] = Counter()
+    per_process: Counter[str] = Counter()
     total = 0
     for path in files:
         if not path.exists():
@@ -75,11 +97,15 @@ def summarize_profile(files: list[Path], top: int = 20) -> dict[str, Any]:
             if not stack or not count_text.isdigit():
                 continue
             count = int(count_text)
-            frames = [_frame(f) for f in stack.split(";")[1:]]  # [0] is the thread
+            # With --threads/--subprocesses py-spy prefixes `thread (0x..)`/`process N:`; stacks
+            # run in a greenlet (SQLAlchemy's async bridge) start at the greenlet's own frame.
+            frames = [_frame(f) for f in stack.split(";") if not _MARKER.match(f)]
             if not frames:
                 continue
             total += count
+            per_process[path.stem] += count
             own[frames[-1]] += count
+            layers[_layer(frames[-1])] += count
             for name in set(frames):
                 inclusive[name] += count
 
@@ -95,4 +121,8 @@ def summarize_profile(files: list[Path], top: int = 20) -> dict[str, Any]:
         "self": share(own),
         "inclusive": share(inclusive),
         "inclusive_cmfhir": share(project),
+        "self_by_layer": share(layers),
+        # Samples per worker (`<scenario>-<pid>`): a lopsided split means the load's
+        # connections landed on one worker (uvicorn workers share one listening socket).
+        "samples_per_process": {name: per_process[name] for name in sorted(per_process)},
     }

@@ -4,8 +4,10 @@ connections (https://hl7.org/fhir/R4B/http.html#read), ids drawn from what inges
 from __future__ import annotations
 
 import random
+from contextlib import nullcontext
 from typing import Any
 
+from bench.cpu_split import CpuMeter
 from bench.load import run_load
 
 __all__ = ["CONNECTIONS", "run_read"]
@@ -15,8 +17,13 @@ _SAMPLE = 5000
 
 
 def run_read(
-    base_url: str, ids: dict[str, list[str]], duration_s: float, seed: int
+    base_url: str,
+    ids: dict[str, list[str]],
+    duration_s: float,
+    seed: int,
+    cpu: CpuMeter | None = None,
 ) -> list[dict[str, Any]]:
+    """One row per interaction and connection count; with `cpu`, each row's CPU split."""
     rng = random.Random(f"read:{seed}")
     rows = []
     for kind in ("Patient", "Encounter"):
@@ -25,6 +32,7 @@ def run_read(
             continue
         paths = [f"{kind}/{rid}" for rid in rng.sample(known, min(_SAMPLE, len(known)))]
         for connections in CONNECTIONS:
-            result = run_load(base_url, paths, connections, duration_s)
-            rows.append({"interaction": f"GET {kind}/{{id}}", **result})
+            with cpu() if cpu else nullcontext({}) as split:
+                result = run_load(base_url, paths, connections, duration_s)
+            rows.append({"interaction": f"GET {kind}/{{id}}", **result, "cpu": split})
     return rows

@@ -4,6 +4,7 @@ run the selected scenarios while sampling memory, then report and store the figu
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import time
@@ -18,6 +19,7 @@ import asyncpg
 
 from bench import report
 from bench.caseload import Staff, make_staff, member_bundles, staff_bundle
+from bench.cpu_split import cpu_split
 from bench.ingest import post_bundle, raw_copy, send_bundles, serialize
 from bench.load import WRK_INSTALL_HINT, load_tool
 from bench.other_load import OtherLoad
@@ -56,6 +58,7 @@ class Options:
     profile: tuple[str, ...]
     quick: bool
     gzip: bool = False
+    fresh_connections: bool = False
     soak: SoakOptions = field(default_factory=SoakOptions)
 
 
@@ -94,12 +97,10 @@ async def _postgres_version(database_url: str) -> str:
         await conn.close()
 
 
-def _ingest(
-    options: Options, server: Server, payloads: list[bytes], counts: list[int], raw: list[str]
-) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    http, ids = asyncio.run(
-        send_bundles(server.base_url, payloads, counts, options.concurrency, gzip=options.gzip)
-    )
+def _ingest_figures(
+    options: Options, server: Server, http: dict[str, Any], raw: list[str]
+) -> dict[str, Any]:
+    """The HTTP figures beside a raw COPY of the same JSON, run right after."""
     if http["failed_bundles"]:
         print(f"warning: {http['failed_bundles']} bundles failed; first: {http['first_failure']}")
     raw_figures = asyncio.run(raw_copy(server.database_url, raw))
@@ -118,7 +119,7 @@ def _ingest(
             ["HTTP as % of raw", "", "", f"{figures['percent_of_raw']}%", "", ""],
         ],
     )  # fmt: skip
-    return figures, ids
+    return figures
 
 
 def _print_read(rows: list[dict[str, Any]]) -> None:
@@ -181,9 +182,10 @@ def _after_load(
     """The scenarios that run against the loaded caseload; their py-spy files by name."""
     profiles: dict[str, list[Path]] = {}
     profile_dir = _profile_dir(options, stamp)
+    meter = functools.partial(cpu_split, server, other)
     if "read" in options.scenarios:
         with _profile_context(options, "read", server, profile_dir) as files:
-            rows = run_read(server.base_url, ids, options.read_seconds, options.seed)
+            rows = run_read(server.base_url, ids, options.read_seconds, options.seed, meter)
         profiles["read"] = files or []
         results["scenarios"]["read"] = rows
         _print_read(rows)
@@ -195,13 +197,18 @@ def _after_load(
     if "search" in options.scenarios:
         with _profile_context(options, "search", server, profile_dir) as files:
             rows = asyncio.run(
-                run_search(server.base_url, server.database_url, samples, options.search_seconds)
+                run_search(
+                    server.base_url, server.database_url, samples, options.search_seconds, meter
+                )
             )
         profiles["search"] = files or []
         results["scenarios"]["search"] = rows
         _print_search(rows)
     if "soak" in options.scenarios:
-        with _profile_context(options, "soak", server, profile_dir) as files:
+        with (
+            _profile_context(options, "soak", server, profile_dir) as files,
+            cpu_split(server, other) as results["cpu"]["soak"],
+        ):
             soak = asyncio.run(run_soak(server, ids, samples, staff, options.soak, other))
         profiles["soak"] = files or []
         results["scenarios"]["soak"] = soak
@@ -256,29 +263,31 @@ def run(options: Options) -> dict[str, Any]:
         "git": report.git_commit(),
         "machine": report.machine(),
         "scenarios": {},
+        "cpu": {},
     }
     server = start_server(data_dir, free_port(), options.workers, options.database_url)
     profiles: dict[str, list[Path]] = {}
     started = time.monotonic()
+    load_label = "ingest" if "ingest" in options.scenarios else "load (untimed)"
     try:
         with MemorySampler(server) as memory, OtherLoad(server.postgres_pids) as other:
             staff = make_staff(options.members)
             if options.synthea is None:
                 post_bundle(server.base_url, staff_bundle(staff))
             with _profile_context(options, "ingest", server, _profile_dir(options, stamp)) as files:
-                if "ingest" in options.scenarios:
-                    figures, ids = _ingest(options, server, payloads, counts, raw)
-                    results["scenarios"]["ingest"] = figures
-                else:
-                    _, ids = asyncio.run(
+                with cpu_split(server, other) as results["cpu"][load_label]:
+                    http, ids = asyncio.run(
                         send_bundles(
                             server.base_url,
                             payloads,
                             counts,
                             options.concurrency,
                             gzip=options.gzip,
+                            fresh_connections=options.fresh_connections,
                         )
                     )
+                if "ingest" in options.scenarios:
+                    results["scenarios"]["ingest"] = _ingest_figures(options, server, http, raw)
                 profiles["ingest"] = files or []
             del payloads, raw
             results["postgres"] = asyncio.run(_postgres_version(server.database_url))
@@ -304,6 +313,17 @@ def run(options: Options) -> dict[str, Any]:
     return results
 
 
+def _cpu_phases(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every measured phase's CPU split: the load, each read and search row, the soak."""
+    phases = list(results["cpu"].items())
+    scenarios = results["scenarios"]
+    for row in scenarios.get("read", []):
+        phases.append((f"read {row['interaction']} x{row['connections']}", row["cpu"]))
+    for row in scenarios.get("search", []):
+        phases.append((f"search {row['query']}", row.get("cpu", {})))
+    return [(name, split) for name, split in phases if split]
+
+
 def _print_summary(results: dict[str, Any]) -> None:
     memory = results["memory"]
     print(
@@ -316,6 +336,15 @@ def _print_summary(results: dict[str, Any]) -> None:
         f"{machine['load_average_at_end'][0]} at end (the run's own processes included); "
         f"other processes used {other['cpu_seconds']} CPU-s in {other['run_seconds']} s "
         f"({other['percent_of_machine']}% of the machine)"
+    )
+    groups = ("server", "postgres", "harness_and_load", "other")
+    report.print_table(
+        f"CPU by process group, % of the machine ({os.cpu_count()} cores)",
+        ["phase", "seconds", *groups],
+        [
+            [name, split["seconds"], *(split[g]["percent_of_machine"] for g in groups)]
+            for name, split in _cpu_phases(results)
+        ],
     )
     for name, figures in results.get("profile", {}).items():
         report.print_table(

@@ -4,11 +4,13 @@ same database; p50/p99 side by side. Each question is first checked for the same
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import asyncpg
 import httpx
 
+from bench.cpu_split import CpuMeter
 from bench.headers import client_headers
 from bench.load import run_load
 from bench.queries import QUERIES, Args, Query
@@ -48,7 +50,10 @@ async def run_search(
     database_url: str,
     samples: dict[str, list[Args]],
     duration_s: float,
+    cpu: CpuMeter | None = None,
 ) -> list[dict[str, Any]]:
+    """Each query checked, then loaded through the server (with `cpu`: its CPU split) and
+    as SQL."""
     rows: list[dict[str, Any]] = []
     conn = await asyncpg.connect(database_url)
     try:
@@ -66,7 +71,9 @@ async def run_search(
                 row |= check
                 if check["status"] == "ok":
                     paths = [query.path(x) for x in values]
-                    row["server"] = run_load(base_url, paths, CLIENTS, duration_s)
+                    with cpu() if cpu else nullcontext({}) as split:
+                        row["server"] = run_load(base_url, paths, CLIENTS, duration_s)
+                    row["cpu"] = split
                     args = [(*query.sql_args(x), _PAGE + 1) for x in values]
                     row["sql"] = await run_sql_load(
                         database_url, query.sql, args, CLIENTS, duration_s

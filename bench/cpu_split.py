@@ -1,0 +1,70 @@
+"""Who used the machine's CPU during a scenario: the server (`cmfhir serve` and its uvicorn
+workers), PostgreSQL (postmaster, backends, and backends already gone), the harness with its
+load generators (wrk, the httpx clients, asyncpg for the SQL side), and other processes.
+Each as CPU seconds and as a share of the machine (wall time times cores)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import psutil
+
+from bench.other_load import OtherLoad
+from bench.server import Server
+
+__all__ = ["CpuMeter", "cpu_split"]
+
+# A scenario's way to measure one of its phases: `with cpu() as split: ...`.
+CpuMeter = Callable[[], AbstractContextManager[dict[str, Any]]]
+
+
+def _cpu(pids: list[int], *, reaped: bool = False) -> float:
+    """User + system seconds of the live processes (and, with `reaped`, of the exited
+    children they waited for)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+        if reaped:
+            total += times.children_user + times.children_system
+    return total
+
+
+def _snapshot(server: Server, other: OtherLoad) -> dict[str, float]:
+    postgres = server.postgres_pids()
+    return {
+        "server": _cpu(server.pids()),
+        # The postmaster reaps its backends: their time moves to its children times.
+        "postgres": _cpu(postgres[:1], reaped=True) + _cpu(postgres[1:]),
+        # Reaped children of the harness: wrk runs and other finished subprocesses.
+        "harness_and_load": _cpu([os.getpid()], reaped=True),
+        "other": other.cpu_seconds(),
+    }
+
+
+@contextmanager
+def cpu_split(server: Server, other: OtherLoad) -> Iterator[dict[str, Any]]:
+    """Fills the yielded dict, when the block ends, with each group's CPU seconds and
+    share of the machine."""
+    figures: dict[str, Any] = {}
+    before, started = _snapshot(server, other), time.monotonic()
+    try:
+        yield figures
+    finally:
+        other.sample()
+        after, seconds = _snapshot(server, other), time.monotonic() - started
+        capacity = seconds * (os.cpu_count() or 1)
+        figures["seconds"] = round(seconds, 1)
+        for group, value in after.items():
+            used = max(0.0, value - before[group])
+            figures[group] = {
+                "cpu_seconds": round(used, 1),
+                "percent_of_machine": round(100 * used / capacity, 1) if capacity else 0.0,
+            }
