@@ -567,7 +567,7 @@ def _follow_up(seed: int, index: int, staff: Staff, patient_id: str) -> _Member:
 
 def visit_bundle(seed: int, index: int, staff: Staff, patient_id: str, day: date) -> Resource:
     """A follow-up visit of a loaded member as one transaction: an ambulatory Encounter with
-    its vital signs and a care-manager contact (about 4 entries)."""
+    its vital signs and a care-manager contact (3 or 4 entries)."""
     member = _follow_up(seed, index, staff, patient_id)
     encounter = member.add_encounter("AMB", day)
     member.add_vitals(day, encounter)
