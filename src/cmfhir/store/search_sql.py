@@ -9,12 +9,12 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Select,
-    Table,
     Text,
     and_,
     cast,
@@ -167,15 +167,26 @@ def _value_condition(table: Any, crit: Criterion, value: object) -> Any:
     raise BadRequest(f"Unsupported value for '{crit.code}'", expression=[crit.code])
 
 
+@cache
+def _aliased(kind: str, depth: int) -> Any:
+    """One alias of an index table (or of `resource`) per nesting depth, made once: building
+    an alias costs more than the rest of a query, and equal aliases keep SQLAlchemy's
+    statement cache warm. Sibling subqueries may share an alias; a subquery nested in
+    another gets the next depth's, so it never correlates to its parent's."""
+    table = resource if kind == "resource" else INDEX_TABLES[kind]
+    return table.alias(f"{kind}_{depth}")
+
+
 def _index_exists(
-    table: Table,
+    kind: str,
     resource_type: str | None,
     param: str,
     cond_for: Any,
     res: Any,
+    depth: int,
 ) -> ColumnElement[bool]:
     """EXISTS an index row of `res` for `param` (matching `cond_for(alias)`, if given)."""
-    t = table.alias()
+    t = _aliased(kind, depth)
     where = [t.c.rid == res.c.rid, t.c.param == param]
     if resource_type is not None:
         where.append(t.c.resource_type == resource_type)
@@ -201,12 +212,14 @@ def _column_condition(crit: Criterion, res: Any) -> Any:
     )
 
 
-def _chain_condition(crit: Criterion, resource_type: str | None, res: Any) -> ColumnElement[bool]:
+def _chain_condition(
+    crit: Criterion, resource_type: str | None, res: Any, depth: int
+) -> ColumnElement[bool]:
     """The reference `crit.code` of `res` points at a live target matching the link."""
     options = []
+    ref = _aliased("reference", depth)
+    target = _aliased("resource", depth + 1)
     for link in crit.chain:
-        ref = INDEX_TABLES["reference"].alias()
-        target = resource.alias()
         where = [
             ref.c.rid == res.c.rid,
             ref.c.param == crit.code,
@@ -214,7 +227,7 @@ def _chain_condition(crit: Criterion, resource_type: str | None, res: Any) -> Co
             target.c.resource_type == link.target_type,
             target.c.id == ref.c.target_id,
             target.c.deleted.is_(False),
-            criterion_condition(link.criterion, link.target_type, target),
+            criterion_condition(link.criterion, link.target_type, target, depth + 1),
         ]
         if resource_type is not None:
             where.append(ref.c.resource_type == resource_type)
@@ -222,12 +235,12 @@ def _chain_condition(crit: Criterion, resource_type: str | None, res: Any) -> Co
     return or_(*options)
 
 
-def _has_condition(crit: Criterion, res: Any) -> ColumnElement[bool]:
+def _has_condition(crit: Criterion, res: Any, depth: int) -> ColumnElement[bool]:
     """Some live `has.source_type` whose `has.param` references `res` matches the inner one."""
     assert crit.has is not None
     has = crit.has
-    ref = INDEX_TABLES["reference"].alias()
-    source = resource.alias()
+    ref = _aliased("reference", depth)
+    source = _aliased("resource", depth + 1)
     return exists(
         select(literal(1))
         .select_from(ref, source)
@@ -238,27 +251,28 @@ def _has_condition(crit: Criterion, res: Any) -> ColumnElement[bool]:
             ref.c.target_id == res.c.id,
             source.c.rid == ref.c.rid,
             source.c.deleted.is_(False),
-            criterion_condition(has.criterion, has.source_type, source),
+            criterion_condition(has.criterion, has.source_type, source, depth + 1),
         )
     )
 
 
 def criterion_condition(
-    crit: Criterion, resource_type: str | None, res: Any = None
+    crit: Criterion, resource_type: str | None, res: Any = None, depth: int = 0
 ) -> ColumnElement[bool]:
-    """The SQL condition for one criterion on the resource alias `res`."""
+    """The SQL condition for one criterion on the resource alias `res`, itself `depth`
+    subqueries deep."""
     res = r if res is None else res
     if crit.type in ("id", "lastUpdated", "type"):
         column: ColumnElement[bool] = _column_condition(crit, res)
         return column
     if crit.type == "chain":
-        return _chain_condition(crit, resource_type, res)
+        return _chain_condition(crit, resource_type, res, depth)
     if crit.type == "has":
-        return _has_condition(crit, res)
+        return _has_condition(crit, res, depth)
     if crit.type == "composite":
         return or_(
             *(
-                and_(*(criterion_condition(c, resource_type, res) for c in v.components))
+                and_(*(criterion_condition(c, resource_type, res, depth) for c in v.components))
                 for v in crit.values
                 if isinstance(v, CompositeValue)
             )
@@ -269,21 +283,20 @@ def criterion_condition(
         kind, param = "token", crit.code + ":identifier"
     elif crit.type == "token" and crit.modifier == "of-type":
         param = crit.code + ":of-type"
-    table = INDEX_TABLES[kind]
     if crit.missing is not None:
-        found = _index_exists(table, resource_type, param, None, res)
+        found = _index_exists(kind, resource_type, param, None, res, depth)
         return not_(found) if crit.missing else found
 
     def matches(t: Any) -> ColumnElement[bool]:
         return or_(*(_value_condition(t, crit, v) for v in crit.values))
 
     if crit.modifier == "not":
-        return not_(_index_exists(table, resource_type, param, matches, res))
-    return _index_exists(table, resource_type, param, matches, res)
+        return not_(_index_exists(kind, resource_type, param, matches, res, depth))
+    return _index_exists(kind, resource_type, param, matches, res, depth)
 
 
 def _compartment_condition(compartment: Compartment) -> ColumnElement[bool]:
-    ref = INDEX_TABLES["reference"].alias()
+    ref = _aliased("reference", 0)
     linked = exists(
         select(literal(1))
         .select_from(ref)
@@ -339,7 +352,7 @@ def _sort_components(request: SearchRequest) -> list[_Component]:
         elif key.type == "lastUpdated":
             components.append(_Component(r.c.last_updated, key.descending))
         else:
-            t = INDEX_TABLES[key.type].alias()
+            t = _aliased(key.type, 0)
             if key.type == "date":
                 column = t.c.high if key.descending else t.c.low
             else:
