@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Text, bindparam, cast, delete, func, insert, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cmfhir.resources.index_values import ResourceIndex
@@ -27,6 +28,11 @@ from cmfhir.store.search_sql import count_query, encode_cursor, page_query
 __all__ = ["HistoryPage", "Repository", "SearchPage"]
 
 _content_text = cast(resource.c.content, Text)
+_READ = str(
+    select(resource.c.version, resource.c.last_updated, resource.c.deleted, _content_text)
+    .where(resource.c.resource_type == bindparam("t"), resource.c.id == bindparam("i"))
+    .compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
+)
 _history_text = cast(resource_history.c.content, Text)
 
 
@@ -52,13 +58,12 @@ class Repository:
     # -- reads ------------------------------------------------------------------------------
 
     async def read(self, resource_type: str, id: str) -> StoredVersion | None:
-        row = (
-            await self.conn.execute(
-                select(
-                    resource.c.version, resource.c.last_updated, resource.c.deleted, _content_text
-                ).where(resource.c.resource_type == resource_type, resource.c.id == id)
-            )
-        ).first()
+        # The hottest query of all goes straight to asyncpg (its prepared-statement cache,
+        # on the same connection and transaction): building and executing it through
+        # SQLAlchemy cost 40% of a read.
+        raw = await self.conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        row = await driver.fetchrow(_READ, resource_type, id)
         if row is None:
             return None
         return StoredVersion(resource_type, id, row[0], row[1], row[2], row[3])
