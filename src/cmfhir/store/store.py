@@ -10,10 +10,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cmfhir.errors import BadRequest, Conflict, ServiceUnavailable
+from cmfhir.errors import BadRequest, Conflict, FhirError, ServiceUnavailable
 from cmfhir.store.repository import Repository
 
 __all__ = ["Store"]
@@ -40,6 +41,33 @@ def _sqlstate(error: BaseException) -> str | None:
     return None
 
 
+def _translate(state: str | None, unavailable: bool, cause: str) -> FhirError | None:
+    """The client's view of a database failure, or None for a bug (a 500)."""
+    if state in _RETRYABLE:
+        return Conflict(
+            "A concurrent change to the same resources won; retry the request.",
+            headers={"Retry-After": "1"},
+        )
+    if state is not None and state.startswith(_DATA_EXCEPTION):
+        log.warning("value refused by the database: SQLSTATE %s", state)
+        return BadRequest(
+            "The request holds a value the database cannot store or compare "
+            "(such as a NUL character or a number out of range)"
+        )
+    if state == "57014":  # statement_timeout
+        return ServiceUnavailable(
+            "The request took longer than the server allows and was stopped; "
+            "narrow it or retry later",
+            headers={"Retry-After": "5"},
+        )
+    if unavailable or (state is not None and state.startswith(_UNAVAILABLE)):
+        log.warning("database unavailable: %s", cause)
+        return ServiceUnavailable(
+            "The database is unavailable; retry shortly.", headers={"Retry-After": "5"}
+        )
+    return None
+
+
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -57,36 +85,27 @@ class Store:
             async with self.engine.connect() as conn, conn.begin():
                 yield Repository(conn)
         except sa_exc.DBAPIError as error:
-            state = _sqlstate(error)
-            if state in _RETRYABLE:
-                raise Conflict(
-                    "A concurrent change to the same resources won; retry the request.",
-                    headers={"Retry-After": "1"},
-                ) from error
-            if state is not None and state.startswith(_DATA_EXCEPTION):
-                log.warning("value refused by the database: SQLSTATE %s", state)
-                raise BadRequest(
-                    "The request holds a value the database cannot store or compare "
-                    "(such as a NUL character or a number out of range)"
-                ) from error
-            if state == "57014":  # statement_timeout
-                raise ServiceUnavailable(
-                    "The request took longer than the server allows and was stopped; "
-                    "narrow it or retry later",
-                    headers={"Retry-After": "5"},
-                ) from error
-            if (
+            orig = error.orig
+            unavailable = (
                 error.connection_invalidated
-                or (state is not None and state.startswith(_UNAVAILABLE))
                 or isinstance(error, sa_exc.InterfaceError | sa_exc.OperationalError)
-                or isinstance(error.orig, OSError)
-                or isinstance(getattr(error.orig, "__cause__", None), OSError)
-            ):
-                log.warning("database unavailable: %s", type(error.orig).__name__)
-                raise ServiceUnavailable(
-                    "The database is unavailable; retry shortly.", headers={"Retry-After": "5"}
-                ) from error
-            raise
+                or isinstance(orig, OSError)
+                or isinstance(getattr(orig, "__cause__", None), OSError)
+            )
+            translated = _translate(_sqlstate(error), unavailable, type(orig).__name__)
+            if translated is None:
+                raise
+            raise translated from error
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            # From the statements that go to asyncpg directly (Repository.read).
+            unavailable = isinstance(
+                error, asyncpg.InterfaceError | asyncpg.PostgresConnectionError
+            )
+            state = getattr(error, "sqlstate", None)
+            translated = _translate(state, unavailable, type(error).__name__)
+            if translated is None:
+                raise
+            raise translated from error
         except (OSError, ConnectionError) as error:
             log.warning("database unreachable: %s", type(error).__name__)
             raise ServiceUnavailable(
