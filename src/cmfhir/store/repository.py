@@ -28,6 +28,17 @@ from cmfhir.store.search_sql import count_query, encode_cursor, page_query
 __all__ = ["HistoryPage", "Repository", "SearchPage"]
 
 _content_text = cast(resource.c.content, Text)
+_HISTORY_COLUMNS = [
+    "rid",
+    "version",
+    "resource_type",
+    "id",
+    "last_updated",
+    "method",
+    "patient_id",
+    "content",
+]
+_COPY_COLUMNS = {kind: [c.name for c in table.c] for kind, table in INDEX_TABLES.items()}
 _READ = str(
     select(resource.c.version, resource.c.last_updated, resource.c.deleted, _content_text)
     .where(resource.c.resource_type == bindparam("t"), resource.c.id == bindparam("i"))
@@ -263,19 +274,20 @@ class Repository:
                 ],
             )
             await self._delete_index([v.rid for v in changed if v.rid is not None])
-        await self.conn.execute(
-            insert(resource_history).values(content=cast(bindparam("body", type_=Text), JSONB)),
+        await self._copy(
+            resource_history.name,
+            _HISTORY_COLUMNS,
             [
-                {
-                    "rid": v.rid,
-                    "version": v.version,
-                    "resource_type": v.resource_type,
-                    "id": v.id,
-                    "last_updated": v.last_updated,
-                    "method": v.method,
-                    "patient_id": v.patient_id,
-                    "body": v.content,
-                }
+                (
+                    v.rid,
+                    v.version,
+                    v.resource_type,
+                    v.id,
+                    v.last_updated,
+                    v.method,
+                    v.patient_id,
+                    v.content,
+                )
                 for v in versions
             ],
         )
@@ -284,19 +296,10 @@ class Repository:
             for v in versions
             if v.index is not None and v.rid is not None
         )
-        await self.conn.execute(
-            insert(event),
-            [
-                {
-                    "rid": v.rid,
-                    "resource_type": v.resource_type,
-                    "id": v.id,
-                    "version": v.version,
-                    "method": v.method,
-                    "patient_id": v.patient_id,
-                }
-                for v in versions
-            ],
+        await self._copy(
+            event.name,
+            ["rid", "resource_type", "id", "version", "method", "patient_id"],
+            [(v.rid, v.resource_type, v.id, v.version, v.method, v.patient_id) for v in versions],
         )
 
     async def batch(
@@ -346,14 +349,24 @@ class Repository:
                 await self.conn.execute(delete(table).where(table.c.rid.in_(rids)))
 
     async def _insert_index(self, items: Iterable[tuple[int, str, ResourceIndex]]) -> None:
-        """Index rows of many versions, one multi-row INSERT per index table."""
+        """Index rows of many versions, one COPY per index table."""
         per_table: dict[str, list[dict[str, Any]]] = {}
         for rid, resource_type, index in items:
             for kind, rows in index_rows(rid, resource_type, index).items():
                 per_table.setdefault(kind, []).extend(rows)
         for kind, rows in per_table.items():
             if rows:
-                await self.conn.execute(insert(INDEX_TABLES[kind]), rows)
+                columns = _COPY_COLUMNS[kind]
+                records = [tuple(row[c] for c in columns) for row in rows]
+                await self._copy(INDEX_TABLES[kind].name, columns, records)
+
+    async def _copy(self, table: str, columns: list[str], records: list[tuple[Any, ...]]) -> None:
+        """COPY rows into `table` on this connection, inside its open transaction: several
+        times cheaper than INSERT for the many rows a write makes (history, index, outbox)."""
+        if records:
+            raw = await self.conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            await driver.copy_records_to_table(table, records=records, columns=columns)
 
     async def now(self) -> datetime:
         value: datetime = (await self.conn.execute(select(func.clock_timestamp()))).scalar_one()
