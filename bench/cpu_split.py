@@ -37,6 +37,10 @@ def _cpu(pids: list[int], *, reaped: bool = False) -> float:
     return total
 
 
+def _per_worker(server: Server) -> dict[int, float]:
+    return {pid: _cpu([pid]) for pid in server.worker_pids()}
+
+
 def _snapshot(server: Server, other: OtherLoad) -> dict[str, float]:
     postgres = server.postgres_pids()
     return {
@@ -54,12 +58,14 @@ def cpu_split(server: Server, other: OtherLoad) -> Iterator[dict[str, Any]]:
     """Fills the yielded dict, when the block ends, with each group's CPU seconds and
     share of the machine."""
     figures: dict[str, Any] = {}
+    workers_before = _per_worker(server)
     before, started = _snapshot(server, other), time.monotonic()
     try:
         yield figures
     finally:
         other.sample()
         after, seconds = _snapshot(server, other), time.monotonic() - started
+        workers_after = _per_worker(server)
         capacity = seconds * (os.cpu_count() or 1)
         figures["seconds"] = round(seconds, 1)
         for group, value in after.items():
@@ -68,3 +74,13 @@ def cpu_split(server: Server, other: OtherLoad) -> Iterator[dict[str, Any]]:
                 "cpu_seconds": round(used, 1),
                 "percent_of_machine": round(100 * used / capacity, 1) if capacity else 0.0,
             }
+        # Each worker's share of one core: a lopsided split means the load's keep-alive
+        # connections landed on one worker.
+        figures["worker_percent_of_core"] = (
+            [
+                round(100 * (workers_after[pid] - workers_before.get(pid, 0.0)) / seconds, 1)
+                for pid in sorted(workers_after)
+            ]
+            if seconds
+            else []
+        )

@@ -340,9 +340,14 @@ def _print_summary(results: dict[str, Any]) -> None:
     groups = ("server", "postgres", "harness_and_load", "other")
     report.print_table(
         f"CPU by process group, % of the machine ({os.cpu_count()} cores)",
-        ["phase", "seconds", *groups],
+        ["phase", "seconds", *groups, "each worker, % of a core"],
         [
-            [name, split["seconds"], *(split[g]["percent_of_machine"] for g in groups)]
+            [
+                name,
+                split["seconds"],
+                *(split[g]["percent_of_machine"] for g in groups),
+                " / ".join(str(x) for x in split.get("worker_percent_of_core", [])),
+            ]
             for name, split in _cpu_phases(results)
         ],
     )
