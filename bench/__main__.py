@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--soak-rate", type=float, default=50.0, help="soak requests/s, all clients (default 50)"
     )
+    parser.add_argument(
+        "--no-soak-control",
+        action="store_true",
+        help="skip the soak's control phase against a freshly started server",
+    )
     args = parser.parse_args(argv)
     soak_only = set(args.scenarios) == {"soak"}
     members = args.members or (QUICK_MEMBERS if args.quick or soak_only else STANDARD_MEMBERS)
@@ -85,7 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick,
         gzip=args.gzip,
         fresh_connections=args.ingest_fresh_connections,
-        soak=SoakOptions(minutes=args.soak_minutes, rate=args.soak_rate, seed=args.seed),
+        soak=SoakOptions(
+            minutes=args.soak_minutes,
+            rate=args.soak_rate,
+            seed=args.seed,
+            workers=args.workers,
+            control=not args.no_soak_control,
+        ),
     )
     run(options)
     return 0

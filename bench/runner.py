@@ -163,6 +163,20 @@ def _print_soak(soak: dict[str, Any]) -> None:
         [[k, f["requests"], f["p50_ms"], f["p99_ms"], f["errors"]]
          for k, f in soak["by_kind"].items()],
     )  # fmt: skip
+    control = soak.get("control", {}).get("by_detail", {})
+    report.print_table(
+        "soak p99 ms by request: first 5 min after warm-up, last 5 min, fresh server (control)",
+        ["request", "first n", "first p99", "last n", "last p99", "control p99"],
+        [[d, f["first"]["requests"], f["first"]["p99_ms"], f["last"]["requests"],
+          f["last"]["p99_ms"], control.get(d, {}).get("p99_ms", "")]
+         for d, f in soak["drift_by_detail"].items()],
+    )  # fmt: skip
+    if "control" in soak:
+        c, latency = soak["control"], soak["latency"]
+        print(
+            f"soak p99: first {latency['first']['p99_ms']} ms, last {latency['last']['p99_ms']} "
+            f"ms, fresh server on the grown database {c['p99_ms']} ms ({c['requests']} requests)"
+        )
     report.print_table(
         "soak criteria (issue #5)",
         ["criterion", "measured", "met"],
@@ -205,11 +219,9 @@ def _after_load(
         results["scenarios"]["search"] = rows
         _print_search(rows)
     if "soak" in options.scenarios:
-        with (
-            _profile_context(options, "soak", server, profile_dir) as files,
-            cpu_split(server, other) as results["cpu"]["soak"],
-        ):
-            soak = asyncio.run(run_soak(server, ids, samples, staff, options.soak, other))
+        with _profile_context(options, "soak", server, profile_dir) as files:
+            soak = asyncio.run(run_soak(server, ids, samples, staff, options.soak, other, meter))
+        results["cpu"]["soak"] = soak["cpu"]
         profiles["soak"] = files or []
         results["scenarios"]["soak"] = soak
         _print_soak(soak)

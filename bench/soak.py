@@ -9,15 +9,17 @@ import asyncio
 import contextlib
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from bench.caseload import Staff
+from bench.cpu_split import CpuMeter
 from bench.other_load import OtherLoad
 from bench.queries import Args
-from bench.server import Server
+from bench.server import Server, free_port, start_server
 from bench.soak_probe import Probe
-from bench.soak_report import summarize_soak, window_figures
+from bench.soak_report import latency_figures, summarize_soak, window_figures
 from bench.soak_traffic import MIX, Traffic
 
 __all__ = ["SoakOptions", "run_soak"]
@@ -30,6 +32,45 @@ class SoakOptions:
     clients: int = 4
     window_s: float = 10.0
     seed: int = 1
+    workers: int = 2  # of the control server
+    control: bool = True  # afterwards, the same traffic against a freshly started server
+
+
+async def _control(
+    server: Server,
+    ids: dict[str, list[str]],
+    samples: dict[str, list[Args]],
+    staff: Staff,
+    options: SoakOptions,
+    seconds: float,
+) -> dict[str, Any]:
+    """The same traffic against a second, freshly started server on the grown database: if
+    its p99 matches the soak's last minutes, a drift came from the data; if it matches the
+    first minutes, from the soaked server processes. A warm-up of a fifth is left out."""
+    fresh = await asyncio.to_thread(
+        start_server,
+        server.data_dir / "control",
+        free_port(),
+        options.workers,
+        server.database_url,
+    )
+    try:
+        traffic = Traffic(
+            fresh.base_url, ids, samples, staff, rate=options.rate, seed=-options.seed
+        )
+        traffic.begin()
+        await traffic.run(options.clients, seconds * 1.25)
+    finally:
+        await asyncio.to_thread(fresh.stop)
+    settled = [r for r in traffic.records if r.done_s >= seconds * 0.25]
+    return {
+        "seconds": seconds,
+        **latency_figures(settled),
+        "by_detail": {
+            detail: latency_figures([r for r in settled if r.detail == detail])
+            for detail in sorted({r.detail for r in settled})
+        },
+    }
 
 
 async def _watch(
@@ -76,8 +117,10 @@ async def run_soak(
     staff: Staff,
     options: SoakOptions,
     other: OtherLoad | None = None,
+    cpu: CpuMeter | None = None,
 ) -> dict[str, Any]:
-    """Run the soak; `other` (if given) reports CPU used by processes outside the run."""
+    """Run the soak; `other` (if given) reports CPU used by processes outside the run, `cpu`
+    measures the CPU split of the soak itself (not of the control phase)."""
     duration_s = options.minutes * 60
     traffic = Traffic(server.base_url, ids, samples, staff, rate=options.rate, seed=options.seed)
     probe = await Probe.open(server, other)
@@ -89,16 +132,22 @@ async def run_soak(
             flush=True,
         )
         stop = asyncio.Event()
-        traffic.begin()
-        watcher = asyncio.create_task(_watch(traffic, probe, options.window_s, stop))
-        await traffic.run(options.clients, duration_s)
-        stop.set()
-        windows = await watcher
+        with cpu() if cpu else nullcontext({}) as split:
+            traffic.begin()
+            watcher = asyncio.create_task(_watch(traffic, probe, options.window_s, stop))
+            await traffic.run(options.clients, duration_s)
+            stop.set()
+            windows = await watcher
         await asyncio.sleep(options.window_s)  # idle: what the server keeps afterwards
         after = await probe.read()
     finally:
         await probe.close()
     summary = summarize_soak(windows, traffic.records, duration_s)
+    if options.control:
+        print(f"soak control: a fresh server for {summary['compare_s'] * 1.25:.0f} s", flush=True)
+        summary["control"] = await _control(
+            server, ids, samples, staff, options, summary["compare_s"]
+        )
     return {
         "options": {
             "minutes": options.minutes,
@@ -108,6 +157,7 @@ async def run_soak(
             "mix_percent": dict(MIX),
         },
         "before": before,
+        "cpu": split,
         "idle_after": after,
         "resources_written": traffic.resources_written,
         "failures": dict(traffic.failures),

@@ -11,7 +11,7 @@ from typing import Any
 from bench.soak_traffic import MIX, Record
 from bench.stats import percentile
 
-__all__ = ["phases", "summarize_soak", "window_figures"]
+__all__ = ["latency_figures", "phases", "summarize_soak", "window_figures"]
 
 WARMUP_S = 180.0
 COMPARE_S = 300.0
@@ -20,7 +20,7 @@ RSS_GROWTH_LIMIT_PERCENT = 10.0
 P99_DRIFT_LIMIT_PERCENT = 20.0
 
 
-def _latency(records: Sequence[Record]) -> dict[str, Any]:
+def latency_figures(records: Sequence[Record]) -> dict[str, Any]:
     ordered = sorted(r.latency_s for r in records)
     return {
         "requests": len(ordered),
@@ -32,7 +32,7 @@ def _latency(records: Sequence[Record]) -> dict[str, Any]:
 
 def window_figures(records: Sequence[Record], seconds: float) -> dict[str, Any]:
     """Requests, rate, p50/p99 (ms) and errors of the requests completed in one window."""
-    figures = _latency(records)
+    figures = latency_figures(records)
     figures["per_second"] = round(len(records) / seconds, 1) if seconds > 0 else 0.0
     return figures
 
@@ -41,6 +41,19 @@ def _mean_of(windows: list[dict[str, Any]], key: str, low: float, high: float) -
     """Mean of `key` over the windows ending in (low, high]."""
     values = [w[key] for w in windows if low < w["t_s"] <= high]
     return round(mean(values), 1) if values else 0.0
+
+
+def _drift_by_detail(first: list[Record], last: list[Record]) -> dict[str, dict[str, Any]]:
+    """p50/p99 of each request detail (search question, read type, write kind), first
+    comparison span vs last: which requests a drift comes from."""
+    details = sorted({r.detail for r in first} | {r.detail for r in last})
+    return {
+        detail: {
+            "first": latency_figures([r for r in first if r.detail == detail]),
+            "last": latency_figures([r for r in last if r.detail == detail]),
+        }
+        for detail in details
+    }
 
 
 def phases(duration_s: float) -> tuple[float, float]:
@@ -79,14 +92,18 @@ def summarize_soak(
         "rss_max_mib": max(w["server_rss_mib"] for w in windows),
         "growth_percent": round(100 * (rss_end / rss_start - 1), 1),
     }
-    first = _latency([r for r in records if warmup <= r.done_s < warmup + compare])
-    last = _latency([r for r in records if r.done_s >= end_s - compare])
+    first = latency_figures([r for r in records if warmup <= r.done_s < warmup + compare])
+    last = latency_figures([r for r in records if r.done_s >= end_s - compare])
     drift = round(100 * (last["p99_ms"] / first["p99_ms"] - 1), 1) if first["p99_ms"] else None
     latency = {"first": first, "last": last, "p99_change_percent": drift}
     first["other_cpu_percent"] = _mean_of(windows, "other_cpu_percent", warmup, warmup + compare)
     last["other_cpu_percent"] = _mean_of(windows, "other_cpu_percent", end_s - compare, end_s)
     settled = [r for r in records if r.done_s >= warmup]
-    by_kind = {kind: _latency([r for r in settled if r.kind == kind]) for kind, _ in MIX}
+    by_kind = {kind: latency_figures([r for r in settled if r.kind == kind]) for kind, _ in MIX}
+    drift_by_detail = _drift_by_detail(
+        [r for r in records if warmup <= r.done_s < warmup + compare],
+        [r for r in records if r.done_s >= end_s - compare],
+    )
     fds = _count_check(windows, "server_fds", warmup)
     connections = _count_check(windows, "pg_connections", warmup)
     criteria = [
@@ -108,7 +125,7 @@ def summarize_soak(
             "met": connections["leak_free"],
         },
         {
-            "criterion": f"p99 of the last {compare / 60:g} min within "
+            "criterion": f"p99 of the last {compare / 60:.2g} min within "
             f"{P99_DRIFT_LIMIT_PERCENT:g}% of the first after warm-up",
             "measured": f"{first['p99_ms']} -> {last['p99_ms']} ms ({drift:+}%)"
             if drift is not None
@@ -128,6 +145,7 @@ def summarize_soak(
         "pg_connections": connections,
         "latency": latency,
         "by_kind": by_kind,
+        "drift_by_detail": drift_by_detail,
         "criteria": criteria,
         "passed": all(c["met"] for c in criteria),
     }

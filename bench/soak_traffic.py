@@ -22,6 +22,8 @@ from bench.queries import QUERIES, Args, Query
 
 __all__ = ["MIX", "Record", "Traffic"]
 
+Sent = tuple[bool, str]  # success, and the detail recorded with it
+
 # Share of requests per kind (weights): a care-management day is mostly reads and searches.
 MIX: tuple[tuple[str, int], ...] = (
     ("read", 45),
@@ -39,6 +41,7 @@ class Record(NamedTuple):
     latency_s: float
     kind: str
     ok: bool
+    detail: str  # the search question, or the resource type read
 
 
 class Traffic:
@@ -79,7 +82,7 @@ class Traffic:
         self._serial = 0
         self._kinds = [kind for kind, _ in MIX]
         self._weights = [weight for _, weight in MIX]
-        self._send: dict[str, Callable[[httpx.AsyncClient], Coroutine[Any, Any, bool]]] = {
+        self._send: dict[str, Callable[[httpx.AsyncClient], Coroutine[Any, Any, Sent]]] = {
             "read": self._read,
             "search": self._search,
             "create": self._create,
@@ -112,11 +115,11 @@ class Traffic:
                 kind = self.rng.choices(self._kinds, self._weights)[0]
                 started = time.perf_counter()
                 try:
-                    ok = await self._send[kind](client)
+                    ok, detail = await self._send[kind](client)
                 except httpx.HTTPError as error:
-                    ok = self._failed(kind, f"{type(error).__name__}: {error}")
+                    ok, detail = self._failed(kind, f"{type(error).__name__}: {error}"), kind
                 done = time.perf_counter()
-                self.records.append(Record(done - self.started, done - started, kind, ok))
+                self.records.append(Record(done - self.started, done - started, kind, ok, detail))
 
     def _failed(self, kind: str, detail: str) -> bool:
         key = f"{kind}: {detail[:300]}"
@@ -137,7 +140,7 @@ class Traffic:
     def _day(self) -> date:
         return AS_OF + timedelta(days=self.rng.randint(1, 120))
 
-    async def _read(self, client: httpx.AsyncClient) -> bool:
+    async def _read(self, client: httpx.AsyncClient) -> Sent:
         draw = self.rng.random()
         if draw < 0.2 and self.created:
             path = f"Observation/{self.rng.choice(self.created)[0]}"
@@ -145,25 +148,26 @@ class Traffic:
             path = f"Encounter/{self.rng.choice(self.encounters)}"
         else:
             path = f"Patient/{self.rng.choice(self.patients)}"
-        return self._check("read", await client.get(path), 200)
+        ok = self._check("read", await client.get(path), 200)
+        return ok, f"read {path.partition('/')[0]}"
 
-    async def _search(self, client: httpx.AsyncClient) -> bool:
+    async def _search(self, client: httpx.AsyncClient) -> Sent:
         query, values = self.rng.choice(self.searches)
         path = query.path(self.rng.choice(values))
-        return self._check("search", await client.get(path), 200)
+        return self._check("search", await client.get(path), 200), f"search {query.name}"
 
-    async def _create(self, client: httpx.AsyncClient) -> bool:
+    async def _create(self, client: httpx.AsyncClient) -> Sent:
         index, patient = self._next()
         body = vital_sign(self.seed, index, self.staff, patient, self._day())
         response = await client.post("Observation", content=orjson.dumps(body))
         if not self._check("create", response, 201):
-            return False
+            return False, "create"
         created = orjson.loads(response.content)
         self.created.append((created["id"], body))
         self.resources_written += 1
-        return True
+        return True, "create"
 
-    async def _update(self, client: httpx.AsyncClient) -> bool:
+    async def _update(self, client: httpx.AsyncClient) -> Sent:
         if not self.created:
             return await self._create(client)
         rid, body = self.rng.choice(self.created)
@@ -171,13 +175,13 @@ class Traffic:
         quantity = amended["valueQuantity"]
         quantity["value"] = round(quantity["value"] * self.rng.uniform(0.97, 1.03), 1)
         response = await client.put(f"Observation/{rid}", content=orjson.dumps(amended))
-        return self._check("update", response, 200)
+        return self._check("update", response, 200), "update"
 
-    async def _transaction(self, client: httpx.AsyncClient) -> bool:
+    async def _transaction(self, client: httpx.AsyncClient) -> Sent:
         index, patient = self._next()
         bundle = visit_bundle(self.seed, index, self.staff, patient, self._day())
         response = await client.post("", content=orjson.dumps(bundle))
         if not self._check("transaction", response, 200):
-            return False
+            return False, "transaction"
         self.resources_written += len(bundle["entry"])
-        return True
+        return True, "transaction"
