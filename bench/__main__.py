@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.gc_pauses import GC_MODES
 from bench.runner import SCENARIOS, STANDARD_SCENARIOS, Options, run
 from bench.soak import SoakOptions
 
@@ -66,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         "--soak-rate", type=float, default=50.0, help="soak requests/s, all clients (default 50)"
     )
     parser.add_argument(
+        "--server-gc",
+        choices=GC_MODES,
+        help="log the server workers' garbage collections (freeze: and gc.freeze() them)",
+    )
+    parser.add_argument(
         "--no-soak-control",
         action="store_true",
         help="skip the soak's control phase against a freshly started server",
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick,
         gzip=args.gzip,
         fresh_connections=args.ingest_fresh_connections,
+        server_gc=args.server_gc,
         soak=SoakOptions(
             minutes=args.soak_minutes,
             rate=args.soak_rate,

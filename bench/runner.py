@@ -20,6 +20,7 @@ import asyncpg
 from bench import report
 from bench.caseload import Staff, make_staff, member_bundles, staff_bundle
 from bench.cpu_split import cpu_split
+from bench.gc_pauses import gc_env, summarize_gc
 from bench.ingest import post_bundle, raw_copy, send_bundles, serialize
 from bench.load import WRK_INSTALL_HINT, load_tool
 from bench.other_load import OtherLoad
@@ -59,6 +60,7 @@ class Options:
     quick: bool
     gzip: bool = False
     fresh_connections: bool = False
+    server_gc: str | None = None  # "log" or "freeze": see bench/gc_pauses.py
     soak: SoakOptions = field(default_factory=SoakOptions)
 
 
@@ -277,7 +279,9 @@ def run(options: Options) -> dict[str, Any]:
         "scenarios": {},
         "cpu": {},
     }
-    server = start_server(data_dir, free_port(), options.workers, options.database_url)
+    gc_dir = data_dir / "gc"
+    server_env = gc_env(gc_dir, options.server_gc) if options.server_gc else None
+    server = start_server(data_dir, free_port(), options.workers, options.database_url, server_env)
     profiles: dict[str, list[Path]] = {}
     started = time.monotonic()
     load_label = "ingest" if "ingest" in options.scenarios else "load (untimed)"
@@ -308,6 +312,9 @@ def run(options: Options) -> dict[str, Any]:
     finally:
         server.stop()
     results["machine"]["other_processes"] = _other_figures(other, time.monotonic() - started)
+    if options.server_gc:
+        results["run"]["server_gc"] = options.server_gc
+        results["gc_pauses"] = summarize_gc(gc_dir)
     results["memory"] = {
         "server_rss_max_mib": round(memory.max_server_rss / MIB),
         "postgres_pss_max_mib": round(memory.max_postgres_pss / MIB),
@@ -363,6 +370,13 @@ def _print_summary(results: dict[str, Any]) -> None:
             for name, split in _cpu_phases(results)
         ],
     )
+    for worker, gc in results.get("gc_pauses", {}).items():
+        print(
+            f"gc {worker}: {gc['gen2_collections']} full collections, median "
+            f"{gc['gen2_pause_median_ms']} ms, max {gc['gen2_pause_max_ms']} ms; "
+            f"{gc['gc_pause_total_s']} s in all collections logged"
+            + (f"; {gc['frozen_objects']:,} objects frozen" if gc["frozen_objects"] else "")
+        )
     for name, figures in results.get("profile", {}).items():
         report.print_table(
             f"py-spy profile of the server workers during {name} ({figures['samples']} samples)",

@@ -86,11 +86,18 @@ class Server:
             pgserver.get_server((self.data_dir / "pg").resolve()).cleanup()
 
 
-def start_server(data_dir: Path, port: int, workers: int, database_url: str | None) -> Server:
+def start_server(
+    data_dir: Path,
+    port: int,
+    workers: int,
+    database_url: str | None,
+    extra_env: dict[str, str] | None = None,
+) -> Server:
     """Start `cmfhir serve`, wait until it answers, and return it with its database URL."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"
     env = dict(os.environ, CMFHIR_DATA_DIR=str(data_dir), CMFHIR_LOG_LEVEL="warning")
+    env.update(extra_env or {})
     if database_url:
         env["CMFHIR_DATABASE_URL"] = database_url
     else:
