@@ -141,14 +141,14 @@ def test_usage_error_exits_2(tmp_path: Path) -> None:
 
 
 def test_sigterm_drains_in_flight_requests(database_url: str, tmp_path: Path) -> None:
-    """A transaction that is being processed when SIGTERM arrives completes and is
+    """A 6,000-entry transaction that is being processed when SIGTERM arrives completes and is
     acknowledged; only then does the process exit."""
     entries = [
         {
             "resource": {"resourceType": "Patient", "name": [{"family": f"Drain{n}"}]},
             "request": {"method": "POST", "url": "Patient"},
         }
-        for n in range(1500)
+        for n in range(6000)
     ]
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     with serve(database_url, tmp_path) as served:
@@ -165,11 +165,11 @@ def test_sigterm_drains_in_flight_requests(database_url: str, tmp_path: Path) ->
 
         sender = threading.Thread(target=send)
         sender.start()
-        time.sleep(0.3)  # the request is being read or processed now
+        time.sleep(0.2)  # the request is being read or processed now (it takes seconds)
         signalled_at = time.monotonic()
         code, _ = served.stop(signal.SIGTERM)
         sender.join(timeout=120)
     assert answered_at > signalled_at, "the request finished before SIGTERM: nothing was drained"
     assert result["response"].status_code == 200, served.output()
-    assert len(result["response"].json()["entry"]) == 1500
+    assert len(result["response"].json()["entry"]) == 6000
     assert code == 0, served.output()

@@ -42,5 +42,5 @@ class Settings(BaseSettings):
     statement_timeout_ms: int = Field(
         default=60_000, description="Longest a single SQL statement may run (milliseconds)."
     )
-    pool_size: int = Field(default=10, description="Database connections per process.")
+    pool_size: int = Field(default=20, description="Database connections per process.")
     log_level: str = Field(default="info")

@@ -95,7 +95,9 @@ async def open_database(
     engine = create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        # No overflow: past the pool, requests wait for a connection rather than open and
+        # close one each (a PostgreSQL backend forked per request).
+        max_overflow=0,
         # No ping before each use (a round trip per request): a connection the database
         # dropped fails its request with 503 and the pool is refreshed.
         pool_pre_ping=False,

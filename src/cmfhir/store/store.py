@@ -106,6 +106,11 @@ class Store:
             if translated is None:
                 raise
             raise translated from error
+        except sa_exc.TimeoutError as error:  # no pooled connection came free in time
+            log.warning("database connection pool exhausted")
+            raise ServiceUnavailable(
+                "The server is busy; retry shortly.", headers={"Retry-After": "2"}
+            ) from error
         except (OSError, ConnectionError) as error:
             log.warning("database unreachable: %s", type(error).__name__)
             raise ServiceUnavailable(
