@@ -64,7 +64,7 @@ def fhir_release(version: str) -> str:
 
 
 def version_label(version: str) -> str:
-    """"R4" or "R4B", for messages."""
+    """ "R4" or "R4B", for messages."""
     return _LABELS[_known(version)]
 
 

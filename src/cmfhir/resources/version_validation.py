@@ -12,6 +12,7 @@ recorded R4/R4B differences (docs/fhir-versions.md), so R4-valid content is neve
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +20,33 @@ from cmfhir.errors import InvalidResource, Issue
 from cmfhir.resources.fhir_versions import R4B, check_resource_types, fhir_versions
 from cmfhir.resources.validation import ResourceValidator, load_required_bindings
 
-__all__ = ["R4Adjustments", "r4_adjustments", "validate_for_version"]
+__all__ = ["SetAside", "r4_adjustments", "validate_for_version"]
 
 # Where an R4-only choice type (`valueMeta`) is validated: an element of that datatype.
 _HOSTS = {"Meta": ("Basic", {"code": {"text": "-"}}, "meta")}
 _STAND_IN = "(checked as R4)"
 
 
-R4Adjustments = tuple[Any, list[tuple[str, str, Any]]]
+@dataclass(frozen=True, slots=True)
+class SetAside:
+    """An element of an R4-only choice type, checked apart from the R4B models."""
+
+    location: str  # Patient.extension[0].valueMeta
+    datatype: str  # Meta
+    value: Any
+    # another type of the same choice in the same object (`valueString`), if any
+    conflict: str | None = None
 
 
-def r4_adjustments(resource: Any, names: frozenset[str] | None = None) -> R4Adjustments:
+def r4_adjustments(
+    resource: Any, names: frozenset[str] | None = None
+) -> tuple[Any, list[SetAside]]:
     """`resource` as the R4B models can check it, and what was set aside: each element of
-    an R4-only choice type (`valueMeta`) becomes a string of the same choice (`valueString`),
-    and is returned as (location, datatype, value) to be checked as its datatype. The input
-    is not changed; without such elements it is returned as is."""
+    an R4-only choice type (`valueMeta`) becomes a string of the same choice (`valueString`)
+    and is returned, to be checked as its datatype. The input is not changed; without such
+    elements it is returned as is."""
     names = fhir_versions().r4_only_choice_names if names is None else names
-    found: list[tuple[str, str, Any]] = []
+    found: list[SetAside] = []
 
     def visit(node: Any, path: str) -> Any:
         if isinstance(node, dict):
@@ -44,10 +55,19 @@ def r4_adjustments(resource: Any, names: frozenset[str] | None = None) -> R4Adju
                 if key in names:
                     datatype = _datatype(key)
                     stem = key[: -len(datatype)]
-                    found.append((f"{path}.{key}", datatype, value))
+                    others = [
+                        other
+                        for other in node
+                        if other != key
+                        and other.startswith(stem)
+                        and other[len(stem) : len(stem) + 1].isupper()
+                    ]
+                    conflict = others[0] if others else None
+                    found.append(SetAside(f"{path}.{key}", datatype, value, conflict))
                     changed = dict(node) if changed is None else changed
                     del changed[key]
-                    changed[stem + "String"] = _STAND_IN
+                    if conflict is None:
+                        changed[stem + "String"] = _STAND_IN
                     continue
                 new = visit(value, f"{path}.{key}")
                 if new is not value:
@@ -95,8 +115,19 @@ def validate_for_version(
         if not set_aside:
             raise
         issues.extend(error.issues)
-    for location, datatype, value in set_aside:
-        issues.extend(_datatype_issues(validator, location, datatype, value))
+    for item in set_aside:
+        if item.conflict is not None:
+            element = item.location.rsplit(".", 1)[0]
+            stem = item.location.rsplit(".", 1)[1][: -len(item.datatype)]
+            issues.append(
+                Issue(
+                    f"{element}.{stem}: {stem}[x] takes one type, found "
+                    f"{stem}{item.datatype} and {item.conflict}",
+                    code="structure",
+                    expression=(f"{element}.{stem}",),
+                )
+            )
+        issues.extend(_datatype_issues(validator, item.location, item.datatype, item.value))
     if issues:
         count = "1 problem" if len(issues) == 1 else f"{len(issues)} problems"
         raise InvalidResource(f"{view['resourceType']} failed validation ({count})", issues=issues)
