@@ -12,6 +12,7 @@ import fhirpathpy
 import pytest
 
 from cmfhir.errors import InvalidResource, Issue, NotFound
+from cmfhir.interactions.common import require_type
 from cmfhir.resources.fhir_versions import (
     R4,
     R4B,
@@ -358,3 +359,18 @@ def test_r4_adjustments_leave_the_input_alone() -> None:
     assert set_aside == [SetAside("Patient.extension[0].valueMeta", "Meta", {"versionId": "3"})]
     plain = {"resourceType": "Patient", "name": [{"family": "Okafor"}]}
     assert r4_adjustments(plain)[0] is plain
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "version", "found"),
+    [("Patient", R4, True), ("SubscriptionTopic", R4, False), ("SubscriptionTopic", R4B, True),
+     ("SubscriptionTopic", None, True), ("Evidence", R4, False), ("Nope", None, False)],
+)  # fmt: skip
+def test_require_type_in_the_request_version(
+    resource_type: str, version: str | None, found: bool
+) -> None:
+    if found:
+        require_type(resource_type, version)
+    else:
+        with pytest.raises(NotFound):
+            require_type(resource_type, version)
