@@ -350,15 +350,39 @@ def test_an_r4_only_choice_type_is_still_validated_as_its_datatype() -> None:
 
 def test_r4_adjustments_leave_the_input_alone() -> None:
     original = copy.deepcopy(EXTENSION_META)
-    view, set_aside = r4_adjustments(EXTENSION_META)
+    view = r4_adjustments(EXTENSION_META)
     assert original == EXTENSION_META
-    assert view["extension"][0] == {
+    assert view.resource["extension"][0] == {
         "url": "http://example.org/source-meta",
         "valueString": "(checked as R4)",
     }
-    assert set_aside == [SetAside("Patient.extension[0].valueMeta", "Meta", {"versionId": "3"})]
+    assert view.set_aside == [
+        SetAside("Patient.extension[0].valueMeta", "Meta", {"versionId": "3"})
+    ]
     plain = {"resourceType": "Patient", "name": [{"family": "Okafor"}]}
-    assert r4_adjustments(plain)[0] is plain
+    assert r4_adjustments(plain).resource is plain
+
+
+@pytest.mark.parametrize("name", ["valueCodeableReference", "valueRatioRange"])
+def test_an_r4b_only_choice_type_is_refused_in_r4(name: str) -> None:
+    value = (
+        {"concept": {"text": "x"}}
+        if name == "valueCodeableReference"
+        else {"lowNumerator": {"value": 1}, "denominator": {"value": 2}}
+    )
+    patient = {"resourceType": "Patient", "extension": [{"url": "http://x", name: value}]}
+    validate_for_version(patient, R4B)
+    [issue] = issues_of(patient, R4)
+    assert issue.expression == (f"Patient.extension[0].{name}",)
+    assert "is a FHIR R4B choice type" in issue.diagnostics
+
+
+def test_an_r4b_only_resource_is_refused_whole_in_r4() -> None:
+    topic = {"resourceType": "SubscriptionTopic", "url": "http://x", "status": "draft"}
+    validate_for_version(topic, R4B)
+    [issue] = issues_of(topic, R4)
+    assert issue.expression == ("resourceType",)
+    assert "fhirVersion=4.3" in issue.diagnostics
 
 
 @pytest.mark.parametrize(

@@ -98,6 +98,8 @@ class FhirVersions:
     redesigned_types: frozenset[str]
     # JSON names of choice elements whose type R4 allows and R4B does not (`valueMeta`)
     r4_only_choice_names: frozenset[str]
+    # and the other way round (`valueCodeableReference`, `ActivityDefinition.subjectCanonical`)
+    r4b_only_choice_names: frozenset[str]
 
     @classmethod
     def from_profiles(cls, profiles_dir: Path) -> FhirVersions:
@@ -107,7 +109,9 @@ class FhirVersions:
         constraints: dict[tuple[str, str], tuple[Constraint | None, Constraint | None]] = {}
         codes_only: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
         redesigned: set[str] = set()
-        choice_names: set[str] = set()
+        # (structure, JSON name) of choice types only one version has
+        choice_names: set[tuple[str, str]] = set()
+        r4b_choice_names: set[tuple[str, str]] = set()
         for group in ("resources", "datatypes"):
             for name, found in diff[group].items():
                 for item in found.get("constraints", []):
@@ -126,10 +130,9 @@ class FhirVersions:
                 for item in found.get("types", []):
                     stem = item["path"].rsplit(".", 1)[-1]
                     if stem.endswith("[x]"):
-                        choice_names.update(
-                            stem[:-3] + kind[0].upper() + kind[1:]
-                            for kind in set(item["r4"]) - set(item["r4b"])
-                        )
+                        old, new = set(item["r4"]), set(item["r4b"])
+                        choice_names.update((name, _choice(stem, kind)) for kind in old - new)
+                        r4b_choice_names.update((name, _choice(stem, kind)) for kind in new - old)
         return cls(
             r4_only_types=frozenset(diff["resourceTypesOnlyInR4"]),
             r4b_only_types=frozenset(diff["resourceTypesOnlyInR4B"]),
@@ -139,7 +142,13 @@ class FhirVersions:
             constraints=constraints,
             binding_codes_only=codes_only,
             redesigned_types=frozenset(redesigned),
-            r4_only_choice_names=frozenset(choice_names),
+            # a redesigned type is refused whole in R4; its choice names say nothing more
+            r4_only_choice_names=frozenset(
+                choice for name, choice in choice_names if name not in redesigned
+            ),
+            r4b_only_choice_names=frozenset(
+                choice for name, choice in r4b_choice_names if name not in redesigned
+            ),
         )
 
     def resource_types(self, version: str) -> frozenset[str]:
@@ -164,6 +173,11 @@ class FhirVersions:
         if version == R4B and resource_type in self.r4_only_types:
             return R4
         return None
+
+
+def _choice(stem: str, type_code: str) -> str:
+    """The JSON name of a choice element of one type: `value[x]`, `Meta` → `valueMeta`."""
+    return stem[:-3] + type_code[0].upper() + type_code[1:]
 
 
 def _constraint(item: dict[str, Any] | None) -> Constraint | None:
