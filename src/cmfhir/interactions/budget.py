@@ -32,7 +32,7 @@ class ResponseBudget:
 
     def _spent(self) -> PayloadTooLarge:
         return PayloadTooLarge(
-            f"The Bundle's GET entries have returned {self.entries} resources "
+            f"The Bundle's earlier GET entries returned {self.entries} resources "
             f"({self.bytes} bytes); one response holds at most {self.max_entries} resources "
             f"and {self.max_bytes} bytes. Send the remaining searches in another request, or "
             "ask for smaller pages (_count)"
@@ -64,10 +64,10 @@ class ResponseBudget:
             found = len(body.get("entry", ()))
         else:
             found = 1
+        if self.entries + found > self.max_entries or self.bytes + size > self.max_bytes:
+            raise self._spent()
         self.entries += found
         self.bytes += size
-        if self.entries > self.max_entries or self.bytes > self.max_bytes:
-            raise self._spent()
 
 
 _current: ContextVar[ResponseBudget | None] = ContextVar("response_budget", default=None)
