@@ -10,8 +10,6 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
-
 from cmfhir.errors import BadRequest, Issue
 from cmfhir.resources._elements import (
     COMPLEX,
@@ -21,6 +19,7 @@ from cmfhir.resources._elements import (
     ElementTables,
     Table,
 )
+from cmfhir.resources.types import is_resource_type
 
 __all__ = ["MAX_STRING_BYTES", "check_string_sizes"]
 
@@ -73,11 +72,7 @@ def _too_long_paths(document: Any, limit: int) -> list[Path]:
 
 def _table_of(node: Any) -> Table | None:
     resource_type = node.get("resourceType") if isinstance(node, dict) else None
-    if not isinstance(resource_type, str):
-        return None
-    try:
-        get_fhir_model_class(resource_type)
-    except KeyError:
+    if not isinstance(resource_type, str) or not is_resource_type(resource_type):
         return None
     return _tables().for_type(resource_type)
 
