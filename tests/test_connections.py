@@ -117,6 +117,19 @@ def test_a_connection_between_requests_gets_the_same_timeout(
         assert _wait_closed([sock], 5) < 5
 
 
+def test_a_body_that_stops_arriving_is_given_up_on(served_with: dict[str, Served]) -> None:
+    served = served_with["short"]
+    with _connect(served.base) as sock:
+        sock.sendall(
+            b"PUT /fhir/Patient/stalled HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/fhir+json\r\nContent-Length: 1000\r\n\r\n"
+            b'{"resourceType":"Patient",'
+        )
+        assert _wait_closed([sock], 5) < 5
+    _answers(served.base)
+    assert httpx.get(f"{served.base}/Patient/stalled", timeout=10).status_code == 404
+
+
 def test_silent_connections_past_the_cap_do_not_lock_clients_out(
     served_with: dict[str, Served],
 ) -> None:

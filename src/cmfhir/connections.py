@@ -4,8 +4,9 @@ uvicorn's `timeout_keep_alive` only starts once a response has been sent, so a c
 that never completes a request head would stay open for ever, each holding a file
 descriptor: enough of them and no client can connect. This protocol (uvicorn's httptools
 one) gives every request head `header_timeout` seconds from its connection, or from the end
-of the previous response, and keeps at most `max_connections` open, closing the connection
-that has waited longest for a request head to make room for a new one.
+of the previous response, closes a connection whose body stops arriving for as long, and
+keeps at most `max_connections` open, closing the connection that has waited longest for a
+request head to make room for a new one.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
         self._waiting_since = 0.0  # when it started waiting for a request head
+        self._body_timer: asyncio.TimerHandle | None = None
 
     def _waiting(self) -> bool:
         return self._head_timer is not None
@@ -60,6 +62,24 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if not self.transport.is_closing():
+            self.transport.close()
+
+    def _body_pause_starts(self) -> None:
+        """A body that stops arriving for as long as a head may take is given up on: the
+        application sees the client leave (and answers no one)."""
+        self._body_pause_ends()
+        self._body_timer = self.loop.call_later(_limits().header_timeout, self._body_stalled)
+
+    def _body_pause_ends(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_stalled(self) -> None:
+        self._body_timer = None
+        if self.flow.read_paused:  # the server stopped reading, not the client sending
+            self._body_pause_starts()
+        elif not self.transport.is_closing():
             self.transport.close()
 
     def _make_room(self) -> None:
@@ -81,6 +101,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._body_pause_ends()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -89,7 +110,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._body_pause_starts()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_pause_starts()
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._body_pause_ends()
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

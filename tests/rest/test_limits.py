@@ -126,6 +126,12 @@ def test_long_string_in_a_transaction_names_the_entry(client: httpx.Client) -> N
     assert _stored(client, marker) == 0
 
 
+def test_long_string_under_an_unknown_resource_type_is_a_400(client: httpx.Client) -> None:
+    body = {"resourceType": "NoSuchType", "text": "u" * (MB + 1)}
+    outcome = _refusal(client.post("Patient", json=body))
+    assert outcome["issue"][0]["expression"] == ["NoSuchType.text"]
+
+
 def test_patch_cannot_add_a_long_string(client: httpx.Client) -> None:
     marker = uuid.uuid4().hex
     created = client.post("Patient", json=_patient(marker))
