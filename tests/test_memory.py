@@ -59,6 +59,7 @@ def served(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def test_60_mb_bundle_past_the_entry_limit(served: Served) -> None:
+    print(f"\nafter start-up: peak RSS {peak_rss(served) / 2**20:.0f} MiB")
     body = _bundle("transaction", [_observation(i).encode() for i in range(80_000)])
     assert len(body) > 60 * MB
     response = httpx.post(served.base, content=body, headers=FHIR, timeout=300)
