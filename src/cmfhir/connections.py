@@ -38,7 +38,8 @@ def _limits() -> ProtocolLimits:
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a request-head timeout and a connection cap."""
+    """uvicorn's httptools protocol with request-head and stalled-body timeouts and a cap
+    on open connections."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
