@@ -43,4 +43,13 @@ class Settings(BaseSettings):
         default=60_000, description="Longest a single SQL statement may run (milliseconds)."
     )
     pool_size: int = Field(default=20, description="Database connections per process.")
+    enforce_referential_integrity_on_write: bool = Field(
+        default=True,
+        description="Refuse a write whose reference (Type/id, or absolute under base_url) "
+        "names a resource this server does not hold, or holds deleted (400).",
+    )
+    enforce_referential_integrity_on_delete: bool = Field(
+        default=True,
+        description="Refuse to delete a resource that current resources still refer to (409).",
+    )
     log_level: str = Field(default="info")

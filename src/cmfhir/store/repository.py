@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Text, bindparam, cast, delete, func, insert, select, text, tuple_, update
@@ -16,11 +16,16 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cmfhir.errors import BadRequest, Conflict, Issue
+from cmfhir.resources.fhirjson import dump_json, parse_json
 from cmfhir.resources.index_values import ResourceIndex
 from cmfhir.search.model import SearchRequest
 from cmfhir.store import check
+from cmfhir.store.history import history_query, watermark
 from cmfhir.store.includes import Include, Included, fetch_included
 from cmfhir.store.indexing import index_rows
+from cmfhir.store.integrity import ReferencePolicy, dangling_references, referrers
+from cmfhir.store.outbox import Event, EventPosition, read_events
 from cmfhir.store.records import Current, NewVersion, StoredVersion
 from cmfhir.store.schema import INDEX_TABLES, event, resource, resource_history
 from cmfhir.store.search_sql import count_query, encode_cursor, page_query
@@ -45,6 +50,18 @@ _READ = str(
     .compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
 )
 _history_text = cast(resource_history.c.content, Text)
+# The transaction's id first (assigning one if it has none), then the clock: the OFFSET
+# keeps the subquery from being merged, so the clock is read after the id exists.
+_STAMP = "SELECT clock_timestamp() FROM (SELECT pg_current_xact_id() AS xid OFFSET 0) AS assigned"
+_EVENT_COLUMNS = [
+    "rid",
+    "resource_type",
+    "id",
+    "version",
+    "method",
+    "patient_id",
+    "previous_patient_id",
+]
 
 
 @dataclass(slots=True)
@@ -63,8 +80,9 @@ class HistoryPage:
 class Repository:
     """The data-access functions, bound to one open connection (and its transaction)."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, references: ReferencePolicy | None = None) -> None:
         self.conn = conn
+        self.references = references or ReferencePolicy()
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -195,32 +213,30 @@ class Repository:
             text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key}
         )
 
+    async def history_watermark(self) -> datetime:
+        """The instant before which history is complete (store/history.py)."""
+        return await watermark(self.conn)
+
     async def history(
         self,
         *,
         resource_type: str | None,
         id: str | None,
         since: datetime | None,
-        at: datetime | None,
+        at: tuple[datetime, datetime] | None,
+        until: datetime,
         count: int,
         cursor: tuple[datetime, int, int] | None,
     ) -> HistoryPage:
-        h = resource_history.c
-        query = select(
-            h.resource_type, h.id, h.version, h.last_updated, h.method, _history_text, h.rid
-        )
-        if resource_type is not None:
-            query = query.where(h.resource_type == resource_type)
-        if id is not None:
-            query = query.where(h.id == id)
-        if since is not None:
-            query = query.where(h.last_updated >= since)
-        if at is not None:
-            query = query.where(h.last_updated <= at)
-        if cursor is not None:
-            query = query.where(tuple_(h.last_updated, h.rid, h.version) < tuple_(*cursor))
-        query = query.order_by(h.last_updated.desc(), h.rid.desc(), h.version.desc()).limit(
-            count + 1
+        """Versions stamped before `until` (the watermark), newest first."""
+        query = history_query(
+            resource_type=resource_type,
+            id=id,
+            since=since,
+            at=at,
+            until=until,
+            cursor=cursor,
+            limit=count + 1,
         )
         rows = (await self.conn.execute(query)).all()
         versions = [
@@ -233,14 +249,36 @@ class Repository:
             next_cursor = (last[3], last[6], last[2])
         return HistoryPage(versions, next_cursor)
 
+    async def read_events(
+        self, after: EventPosition, limit: int
+    ) -> tuple[list[Event], EventPosition]:
+        """The outbox in gap-free order (store/outbox.py)."""
+        return await read_events(self.conn, after, limit)
+
     # -- writes -----------------------------------------------------------------------------
 
     async def write(self, versions: Sequence[NewVersion]) -> None:
-        """Store new versions: current rows, history, index rows and outbox events."""
+        """Store new versions: current rows, history, index rows and outbox events; then
+        enforce referential integrity (an error rolls the whole transaction back).
+
+        Each version is stamped here with the database clock, read after this transaction
+        has its id (the history watermark relies on it): `last_updated` and the content's
+        `meta.lastUpdated` are replaced in the records, so callers answer with them."""
         if not versions:
             return
+        await self._stamp(versions)
         fresh = [v for v in versions if v.rid is None]
         changed = [v for v in versions if v.rid is not None]
+        previous = await self._previous_members([v.rid for v in changed if v.rid is not None])
+        moved_from: list[str | None] = []
+        for v in versions:
+            before = previous.get(v.rid) if v.rid is not None else None
+            if v.method == "delete":
+                # A deletion stays in the compartment it leaves (history, outbox, Citus).
+                v.patient_id = before
+                moved_from.append(None)
+            else:
+                moved_from.append(before if before != v.patient_id else None)
         if fresh:
             rows = await self.conn.execute(
                 insert(resource)
@@ -298,9 +336,54 @@ class Repository:
         )
         await self._copy(
             event.name,
-            ["rid", "resource_type", "id", "version", "method", "patient_id"],
-            [(v.rid, v.resource_type, v.id, v.version, v.method, v.patient_id) for v in versions],
+            _EVENT_COLUMNS,
+            [
+                (v.rid, v.resource_type, v.id, v.version, v.method, v.patient_id, before)
+                for v, before in zip(versions, moved_from, strict=True)
+            ],
         )
+        await self._enforce_references(versions)
+
+    async def _stamp(self, versions: Sequence[NewVersion]) -> None:
+        raw = await self.conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        clock: datetime = await driver.fetchval(_STAMP)
+        now = clock.astimezone(UTC)
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        for v in versions:
+            _restamp(v, now)
+
+    async def _previous_members(self, rids: list[int]) -> dict[int, str | None]:
+        """The compartment of each resource's current (previous, once written) version;
+        none for one that is deleted."""
+        if not rids:
+            return {}
+        rows = await self.conn.execute(
+            select(resource.c.rid, resource.c.patient_id, resource.c.deleted).where(
+                resource.c.rid.in_(rids)
+            )
+        )
+        return {r[0]: (None if r[2] else r[1]) for r in rows}
+
+    async def _enforce_references(self, versions: Sequence[NewVersion]) -> None:
+        policy = self.references
+        if policy.on_write:
+            written = {v.rid: v for v in versions if v.index is not None and v.rid is not None}
+            dangling = await dangling_references(self.conn, list(written), policy.bases)
+            if dangling:
+                issues = [_dangling_issue(written[d.rid], d.param, d.url) for d in dangling]
+                raise BadRequest(issues[0].diagnostics, issues=issues)
+        if policy.on_delete:
+            gone = [(v.resource_type, v.id) for v in versions if v.method == "delete"]
+            found = await referrers(self.conn, gone, policy.bases)
+            if found:
+                targets = sorted({f.target for f in found})
+                names = ", ".join(f"{f.resource_type}/{f.id} ({f.param})" for f in found)
+                raise Conflict(
+                    f"{', '.join(targets)} cannot be deleted: other resources still refer "
+                    f"to it: {names}",
+                    code="processing",
+                )
 
     async def batch(
         self, resource_type: str | None, after_rid: int, limit: int, *, lock: bool = False
@@ -385,6 +468,63 @@ class Repository:
         return await fetch_included(
             self.conn, matches, include, revinclude, max_depth=max_depth, max_total=max_total
         )
+
+
+def _restamp(v: NewVersion, now: datetime) -> None:
+    """Give `v` the stamp `now`, in `last_updated` and in its content's meta.lastUpdated."""
+    if v.content is not None:
+        # The content was made by interactions.versions.stamp: meta comes right after
+        # resourceType and id, with lastUpdated as `instant(v.last_updated)`, so the first
+        # `"lastUpdated":"` is meta's (a quote inside a string value would be escaped).
+        old = f'"lastUpdated":"{_instant(v.last_updated)}"'
+        new = f'"lastUpdated":"{_instant(now)}"'
+        head, found, tail = v.content.partition(old)
+        if found and '"lastUpdated":"' not in head:
+            v.content = head + new + tail
+        else:
+            served = parse_json(v.content)
+            served.setdefault("meta", {})["lastUpdated"] = _instant(now)
+            v.content = dump_json(served).decode()
+    v.last_updated = now
+
+
+def _instant(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _element_path(content: str | None, resource_type: str, url: str) -> str:
+    """Where in the resource the reference `url` is written (`Observation.performer[1]`),
+    or the resource type alone if it cannot be found (an index value may be shortened)."""
+    if content is None:
+        return resource_type
+
+    def walk(value: Any, path: str) -> str | None:
+        if isinstance(value, dict):
+            if value.get("reference") == url:
+                return path
+            for key, child in value.items():
+                if key != "contained" and isinstance(child, dict | list):
+                    found = walk(child, f"{path}.{key}")
+                    if found:
+                        return found
+        elif isinstance(value, list):
+            for n, child in enumerate(value):
+                found = walk(child, f"{path}[{n}]")
+                if found:
+                    return found
+        return None
+
+    return walk(parse_json(content), resource_type) or resource_type
+
+
+def _dangling_issue(v: NewVersion, param: str, url: str) -> Issue:
+    where = _element_path(v.content, v.resource_type, url)
+    return Issue(
+        f"{v.resource_type}/{v.id}: the reference '{url}' at {where} (search parameter "
+        f"'{param}') names no resource on this server (it does not exist or was deleted)",
+        code="not-found",
+        expression=(where,),
+    )
 
 
 def _current_params(v: NewVersion) -> dict[str, Any]:

@@ -1,0 +1,132 @@
+"""Referential integrity of references to resources on this server, checked as HAPI FHIR
+does by default: a write may not point at a resource that does not exist (or is deleted),
+and a delete may not leave current resources pointing at what it removed.
+
+Only references a search parameter indexes are checked (the `idx_reference` rows of the
+versions just written), each batch with one set-based query; contained (`#id`), `urn:`
+and other servers' references are not. A reference is local when it is relative
+(`Patient/1`, `Patient/1/_history/2`) or absolute under one of the configured bases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+__all__ = ["Dangling", "ReferencePolicy", "Referrer", "dangling_references", "referrers"]
+
+# How many offending references an OperationOutcome names.
+SAMPLE = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ReferencePolicy:
+    """What `Repository.write` enforces. `bases` are this server's public base URLs
+    (`https://fhir.example.org/fhir`): absolute references under them are local too."""
+
+    on_write: bool = True
+    on_delete: bool = True
+    bases: tuple[str, ...] = ()
+
+
+class Dangling(NamedTuple):
+    """A reference in a version just written to a resource that is not there."""
+
+    rid: int
+    param: str
+    url: str
+
+
+class Referrer(NamedTuple):
+    """A current resource that still points at one that is being deleted."""
+
+    resource_type: str
+    id: str
+    param: str
+    target: str
+
+
+# `ref` is an idx_reference row; :bases the configured base URLs (no trailing slash).
+_LOCAL = """
+    ref.target_id IS NOT NULL
+    AND (
+        ref.url = ref.target_type || '/' || ref.target_id
+        OR starts_with(ref.url, ref.target_type || '/' || ref.target_id || '/_history/')
+        OR EXISTS (
+            SELECT 1 FROM unnest(CAST(:bases AS text[])) AS b(base)
+            WHERE ref.url = b.base || '/' || ref.target_type || '/' || ref.target_id
+               OR starts_with(
+                    ref.url, b.base || '/' || ref.target_type || '/' || ref.target_id
+                             || '/_history/')
+        )
+    )"""
+
+# The targets that are there are locked FOR SHARE until the transaction ends: a concurrent
+# delete (which locks its row FOR UPDATE first) then waits for this write to commit and
+# sees its reference, or this write waits for the delete and sees the resource gone.
+_DANGLING = f"""
+    WITH refs AS MATERIALIZED (
+        SELECT ref.rid, ref.param, ref.url, ref.target_type, ref.target_id
+        FROM idx_reference ref
+        WHERE ref.rid = ANY(CAST(:rids AS bigint[])) AND {_LOCAL}
+    ),
+    present AS MATERIALIZED (
+        SELECT r.resource_type, r.id FROM resource r
+        WHERE (r.resource_type, r.id) IN (SELECT target_type, target_id FROM refs)
+          AND NOT r.deleted
+        ORDER BY r.rid
+        FOR SHARE OF r
+    )
+    SELECT refs.rid, refs.param, refs.url FROM refs
+    WHERE NOT EXISTS (
+        SELECT 1 FROM present p
+        WHERE p.resource_type = refs.target_type AND p.id = refs.target_id
+    )
+    ORDER BY refs.rid, refs.param, refs.url
+    LIMIT {SAMPLE}"""
+
+# Run after the batch is written: resources deleted in the same batch have no index rows
+# left, so deleting several resources that point at each other works.
+_REFERRERS = f"""
+    SELECT src.resource_type, src.id, ref.param, ref.target_type || '/' || ref.target_id
+    FROM idx_reference ref
+    JOIN resource src ON src.rid = ref.rid
+    WHERE (ref.target_type, ref.target_id) IN (
+            SELECT * FROM unnest(CAST(:types AS text[]), CAST(:ids AS text[])))
+      AND NOT src.deleted
+      AND {_LOCAL}
+    ORDER BY src.rid, ref.param
+    LIMIT {SAMPLE}"""
+
+
+async def dangling_references(
+    conn: AsyncConnection, rids: Sequence[int], bases: Sequence[str]
+) -> list[Dangling]:
+    """Local references of the versions `rids` (just written) whose target is missing."""
+    if not rids:
+        return []
+    rows = await conn.execute(
+        text(_DANGLING), {"rids": list(rids), "bases": [b.rstrip("/") for b in bases]}
+    )
+    return [Dangling(r[0], r[1], r[2]) for r in rows]
+
+
+async def referrers(
+    conn: AsyncConnection, targets: Sequence[tuple[str, str]], bases: Sequence[str]
+) -> list[Referrer]:
+    """Current resources whose local references point at one of `targets` (type, id)."""
+    if not targets:
+        return []
+    rows = await conn.execute(
+        text(_REFERRERS),
+        {
+            "types": [t for t, _ in targets],
+            "ids": [i for _, i in targets],
+            "bases": [b.rstrip("/") for b in bases],
+        },
+    )
+    return [Referrer(r[0], r[1], r[2], r[3]) for r in rows]
