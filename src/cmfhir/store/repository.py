@@ -50,9 +50,13 @@ _READ = str(
     .compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
 )
 _history_text = cast(resource_history.c.content, Text)
-# The transaction's id first (assigning one if it has none), then the clock: the OFFSET
-# keeps the subquery from being merged, so the clock is read after the id exists.
-_STAMP = "SELECT clock_timestamp() FROM (SELECT pg_current_xact_id() AS xid OFFSET 0) AS assigned"
+# The transaction's id first (assigning one if it has none), then the clock: the row of
+# the materialized CTE is made before the outer projection reads the clock. (The id must
+# be used outside: pg_current_xact_id() is stable, and an unused output would be dropped.)
+_STAMP = text(
+    "WITH assigned AS MATERIALIZED (SELECT pg_current_xact_id() AS xid) "
+    "SELECT xid, clock_timestamp() FROM assigned"
+)
 _EVENT_COLUMNS = [
     "rid",
     "resource_type",
@@ -345,9 +349,9 @@ class Repository:
         await self._enforce_references(versions)
 
     async def _stamp(self, versions: Sequence[NewVersion]) -> None:
-        raw = await self.conn.get_raw_connection()
-        driver: Any = raw.driver_connection
-        clock: datetime = await driver.fetchval(_STAMP)
+        # Through SQLAlchemy, not the driver: it begins the transaction if nothing has yet,
+        # and the stamp must be read inside it.
+        clock: datetime = (await self.conn.execute(_STAMP)).one()[1]
         now = clock.astimezone(UTC)
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         for v in versions:
