@@ -284,3 +284,32 @@ def test_both_checks_can_be_turned_off(settings: Settings, start_server: type) -
         patient = _create(http, {"resourceType": "Patient"})
         _create(http, _observation(f"Patient/{patient}"))
         assert http.delete(f"Patient/{patient}").status_code in (200, 204)
+
+
+def test_reference_to_a_resource_put_later_in_the_same_transaction(client: httpx.Client) -> None:
+    patient = f"later-{uuid.uuid4().hex[:12]}"
+    bundle = _transaction(
+        {
+            "resource": {**_observation(f"Patient/{patient}"), "id": f"obs-{patient}"},
+            "request": {"method": "PUT", "url": f"Observation/obs-{patient}"},
+        },
+        {
+            "resource": {"resourceType": "Patient", "id": patient},
+            "request": {"method": "PUT", "url": f"Patient/{patient}"},
+        },
+    )
+    response = client.post("", json=bundle, headers=FHIR)
+    assert response.status_code == 200, response.text
+
+
+def test_reference_to_what_the_same_transaction_deletes_is_refused(client: httpx.Client) -> None:
+    tag = uuid.uuid4().hex
+    patient = _create(client, {"resourceType": "Patient"})
+    bundle = _transaction(
+        _delete(f"Patient/{patient}"), _post(_tagged(tag, _observation(f"Patient/{patient}")))
+    )
+    response = client.post("", json=bundle, headers=FHIR)
+    assert response.status_code == 400
+    assert f"Patient/{patient}" in response.text
+    assert client.get(f"Patient/{patient}").status_code == 200
+    assert _count(client, "Observation", tag) == 0

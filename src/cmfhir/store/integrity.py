@@ -3,7 +3,8 @@ does by default: a write may not point at a resource that does not exist (or is 
 and a delete may not leave current resources pointing at what it removed.
 
 Only references a search parameter indexes are checked (the `idx_reference` rows of the
-versions just written), each batch with one set-based query; contained (`#id`), `urn:`
+versions written), once per transaction, just before it commits, with one set-based query
+for the writes and one for the deletes; contained (`#id`), `urn:`
 and other servers' references are not. A reference is local when it is relative
 (`Patient/1`, `Patient/1/_history/2`) or absolute under one of the configured bases.
 """
@@ -89,14 +90,18 @@ _DANGLING = f"""
     ORDER BY refs.rid, refs.param, refs.url
     LIMIT {SAMPLE}"""
 
-# Run after the batch is written: resources deleted in the same batch have no index rows
-# left, so deleting several resources that point at each other works.
+# Run once the transaction's writes are done: resources it deleted have no index rows
+# left, so deleting several resources that point at each other works; a target it created
+# again after deleting it is there, and is not asked about.
 _REFERRERS = f"""
     SELECT src.resource_type, src.id, ref.param, ref.target_type || '/' || ref.target_id
     FROM idx_reference ref
     JOIN resource src ON src.rid = ref.rid
+    JOIN resource target
+      ON target.resource_type = ref.target_type AND target.id = ref.target_id
     WHERE (ref.target_type, ref.target_id) IN (
             SELECT * FROM unnest(CAST(:types AS text[]), CAST(:ids AS text[])))
+      AND target.deleted
       AND NOT src.deleted
       AND {_LOCAL}
     ORDER BY src.rid, ref.param

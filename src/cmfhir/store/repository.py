@@ -87,6 +87,10 @@ class Repository:
     def __init__(self, conn: AsyncConnection, references: ReferencePolicy | None = None) -> None:
         self.conn = conn
         self.references = references or ReferencePolicy()
+        # What the referential-integrity checks look at when the transaction ends: the
+        # versions written (by rid, the latest) and the resources deleted.
+        self._written: dict[int, NewVersion] = {}
+        self._deleted: list[tuple[str, str]] = []
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -262,8 +266,8 @@ class Repository:
     # -- writes -----------------------------------------------------------------------------
 
     async def write(self, versions: Sequence[NewVersion]) -> None:
-        """Store new versions: current rows, history, index rows and outbox events; then
-        enforce referential integrity (an error rolls the whole transaction back).
+        """Store new versions: current rows, history, index rows and outbox events.
+        Referential integrity is checked when the transaction ends (`finish`).
 
         Each version is stamped here with the database clock, read after this transaction
         has its id (the history watermark relies on it): `last_updated` and the content's
@@ -346,7 +350,36 @@ class Repository:
                 for v, before in zip(versions, moved_from, strict=True)
             ],
         )
-        await self._enforce_references(versions)
+        for v in versions:
+            if v.rid is not None and v.index is not None:
+                self._written[v.rid] = v
+            elif v.method == "delete":
+                self._deleted.append((v.resource_type, v.id))
+
+    async def finish(self) -> None:
+        """Checks made once every write of the transaction is done, just before it commits
+        (`Store.transaction` calls it): referential integrity. Checked at the end, a
+        transaction may write its entries in any order and in several calls — a reference
+        to a resource created later in it, or a delete whose referrer a later entry
+        repoints or deletes, is fine. An error rolls the whole transaction back."""
+        written, self._written = self._written, {}
+        deleted, self._deleted = self._deleted, []
+        policy = self.references
+        if policy.on_write and written:
+            dangling = await dangling_references(self.conn, list(written), policy.bases)
+            if dangling:
+                issues = [_dangling_issue(written[d.rid], d.param, d.url) for d in dangling]
+                raise BadRequest(issues[0].diagnostics, issues=issues)
+        if policy.on_delete and deleted:
+            found = await referrers(self.conn, deleted, policy.bases)
+            if found:
+                targets = sorted({f.target for f in found})
+                names = ", ".join(f"{f.resource_type}/{f.id} ({f.param})" for f in found)
+                raise Conflict(
+                    f"{', '.join(targets)} cannot be deleted: other resources still refer "
+                    f"to it: {names}",
+                    code="processing",
+                )
 
     async def _stamp(self, versions: Sequence[NewVersion]) -> None:
         # Through SQLAlchemy, not the driver: it begins the transaction if nothing has yet,
@@ -368,26 +401,6 @@ class Repository:
             )
         )
         return {r[0]: (None if r[2] else r[1]) for r in rows}
-
-    async def _enforce_references(self, versions: Sequence[NewVersion]) -> None:
-        policy = self.references
-        if policy.on_write:
-            written = {v.rid: v for v in versions if v.index is not None and v.rid is not None}
-            dangling = await dangling_references(self.conn, list(written), policy.bases)
-            if dangling:
-                issues = [_dangling_issue(written[d.rid], d.param, d.url) for d in dangling]
-                raise BadRequest(issues[0].diagnostics, issues=issues)
-        if policy.on_delete:
-            gone = [(v.resource_type, v.id) for v in versions if v.method == "delete"]
-            found = await referrers(self.conn, gone, policy.bases)
-            if found:
-                targets = sorted({f.target for f in found})
-                names = ", ".join(f"{f.resource_type}/{f.id} ({f.param})" for f in found)
-                raise Conflict(
-                    f"{', '.join(targets)} cannot be deleted: other resources still refer "
-                    f"to it: {names}",
-                    code="processing",
-                )
 
     async def batch(
         self, resource_type: str | None, after_rid: int, limit: int, *, lock: bool = False

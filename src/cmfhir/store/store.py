@@ -98,7 +98,10 @@ class Store:
                 return
             engine = self._snapshot if snapshot else self.engine
             async with engine.connect() as conn, conn.begin():
-                yield Repository(conn, self.references)
+                repo = Repository(conn, self.references)
+                yield repo
+                # Only when the block ended without an error; then the commit.
+                await repo.finish()
         except sa_exc.DBAPIError as error:
             orig = error.orig
             unavailable = (
