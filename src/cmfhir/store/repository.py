@@ -351,10 +351,16 @@ class Repository:
             ],
         )
         for v in versions:
-            if v.rid is not None and v.index is not None:
-                self._written[v.rid] = v
-            elif v.method == "delete":
+            if v.method == "delete":
                 self._deleted.append((v.resource_type, v.id))
+            elif v.rid is not None and v.index is not None:
+                # Only a version with a reference to some Type/id can have a dangling one
+                # (and an earlier version of the same resource in this transaction is
+                # replaced: its index rows are gone).
+                if any(e.target_id is not None for e in v.index.reference):
+                    self._written[v.rid] = v
+                else:
+                    self._written.pop(v.rid, None)
 
     async def finish(self) -> None:
         """Checks made once every write of the transaction is done, just before it commits
