@@ -12,15 +12,17 @@ next `_since` gets the versions from there on, none twice and none missed.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, Text, and_, cast, exists, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cmfhir.resources.fhirjson import dump_json, parse_json
+from cmfhir.store.records import NewVersion
 from cmfhir.store.schema import resource_history
 
-__all__ = ["history_query", "watermark"]
+__all__ = ["history_query", "restamp", "watermark"]
 
 # statement_timestamp() is taken before the scan of pg_stat_activity, so a transaction
 # that gets its id after the scan passed it stamps later than the watermark. Transactions
@@ -102,3 +104,25 @@ def history_query(
     if cursor is not None:
         query = query.where(tuple_(h.last_updated, h.rid, h.version) < tuple_(*cursor))
     return query.order_by(h.last_updated.desc(), h.rid.desc(), h.version.desc()).limit(limit)
+
+
+def restamp(v: NewVersion, now: datetime) -> None:
+    """Give `v` the stamp `now`, in `last_updated` and in its content's meta.lastUpdated."""
+    if v.content is not None:
+        # The content was made by interactions.versions.stamp: meta comes right after
+        # resourceType and id, with lastUpdated as `instant(v.last_updated)`, so the first
+        # `"lastUpdated":"` is meta's (a quote inside a string value would be escaped).
+        old = f'"lastUpdated":"{_instant(v.last_updated)}"'
+        new = f'"lastUpdated":"{_instant(now)}"'
+        head, found, tail = v.content.partition(old)
+        if found and '"lastUpdated":"' not in head:
+            v.content = head + new + tail
+        else:
+            served = parse_json(v.content)
+            served.setdefault("meta", {})["lastUpdated"] = _instant(now)
+            v.content = dump_json(served).decode()
+    v.last_updated = now
+
+
+def _instant(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

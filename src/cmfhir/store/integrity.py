@@ -13,12 +13,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["Dangling", "ReferencePolicy", "Referrer", "dangling_references", "referrers"]
+from cmfhir.errors import Issue
+from cmfhir.resources.fhirjson import parse_json
+from cmfhir.store.records import NewVersion
+
+__all__ = [
+    "Dangling",
+    "ReferencePolicy",
+    "Referrer",
+    "dangling_issue",
+    "dangling_references",
+    "referrers",
+]
 
 # How many offending references an OperationOutcome names.
 SAMPLE = 10
@@ -135,3 +146,38 @@ async def referrers(
         },
     )
     return [Referrer(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def _element_path(content: str | None, resource_type: str, url: str) -> str:
+    """Where in the resource the reference `url` is written (`Observation.performer[1]`),
+    or the resource type alone if it cannot be found (an index value may be shortened)."""
+    if content is None:
+        return resource_type
+
+    def walk(value: Any, path: str) -> str | None:
+        if isinstance(value, dict):
+            if value.get("reference") == url:
+                return path
+            for key, child in value.items():
+                if key != "contained" and isinstance(child, dict | list):
+                    found = walk(child, f"{path}.{key}")
+                    if found:
+                        return found
+        elif isinstance(value, list):
+            for n, child in enumerate(value):
+                found = walk(child, f"{path}[{n}]")
+                if found:
+                    return found
+        return None
+
+    return walk(parse_json(content), resource_type) or resource_type
+
+
+def dangling_issue(v: NewVersion, param: str, url: str) -> Issue:
+    where = _element_path(v.content, v.resource_type, url)
+    return Issue(
+        f"{v.resource_type}/{v.id}: the reference '{url}' at {where} (search parameter "
+        f"'{param}') names no resource on this server (it does not exist or was deleted)",
+        code="not-found",
+        expression=(where,),
+    )

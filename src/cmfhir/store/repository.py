@@ -16,15 +16,19 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cmfhir.errors import BadRequest, Conflict, Issue
-from cmfhir.resources.fhirjson import dump_json, parse_json
+from cmfhir.errors import BadRequest, Conflict
 from cmfhir.resources.index_values import ResourceIndex
 from cmfhir.search.model import SearchRequest
 from cmfhir.store import check
-from cmfhir.store.history import history_query, watermark
+from cmfhir.store.history import history_query, restamp, watermark
 from cmfhir.store.includes import Include, Included, fetch_included
 from cmfhir.store.indexing import index_rows
-from cmfhir.store.integrity import ReferencePolicy, dangling_references, referrers
+from cmfhir.store.integrity import (
+    ReferencePolicy,
+    dangling_issue,
+    dangling_references,
+    referrers,
+)
 from cmfhir.store.outbox import Event, EventPosition, read_events
 from cmfhir.store.records import Current, NewVersion, StoredVersion
 from cmfhir.store.schema import INDEX_TABLES, event, resource, resource_history
@@ -374,7 +378,7 @@ class Repository:
         if policy.on_write and written:
             dangling = await dangling_references(self.conn, list(written), policy.bases)
             if dangling:
-                issues = [_dangling_issue(written[d.rid], d.param, d.url) for d in dangling]
+                issues = [dangling_issue(written[d.rid], d.param, d.url) for d in dangling]
                 raise BadRequest(issues[0].diagnostics, issues=issues)
         if policy.on_delete and deleted:
             found = await referrers(self.conn, deleted, policy.bases)
@@ -394,7 +398,7 @@ class Repository:
         now = clock.astimezone(UTC)
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         for v in versions:
-            _restamp(v, now)
+            restamp(v, now)
 
     async def _previous_members(self, rids: list[int]) -> dict[int, str | None]:
         """The compartment of each resource's current (previous, once written) version;
@@ -491,63 +495,6 @@ class Repository:
         return await fetch_included(
             self.conn, matches, include, revinclude, max_depth=max_depth, max_total=max_total
         )
-
-
-def _restamp(v: NewVersion, now: datetime) -> None:
-    """Give `v` the stamp `now`, in `last_updated` and in its content's meta.lastUpdated."""
-    if v.content is not None:
-        # The content was made by interactions.versions.stamp: meta comes right after
-        # resourceType and id, with lastUpdated as `instant(v.last_updated)`, so the first
-        # `"lastUpdated":"` is meta's (a quote inside a string value would be escaped).
-        old = f'"lastUpdated":"{_instant(v.last_updated)}"'
-        new = f'"lastUpdated":"{_instant(now)}"'
-        head, found, tail = v.content.partition(old)
-        if found and '"lastUpdated":"' not in head:
-            v.content = head + new + tail
-        else:
-            served = parse_json(v.content)
-            served.setdefault("meta", {})["lastUpdated"] = _instant(now)
-            v.content = dump_json(served).decode()
-    v.last_updated = now
-
-
-def _instant(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _element_path(content: str | None, resource_type: str, url: str) -> str:
-    """Where in the resource the reference `url` is written (`Observation.performer[1]`),
-    or the resource type alone if it cannot be found (an index value may be shortened)."""
-    if content is None:
-        return resource_type
-
-    def walk(value: Any, path: str) -> str | None:
-        if isinstance(value, dict):
-            if value.get("reference") == url:
-                return path
-            for key, child in value.items():
-                if key != "contained" and isinstance(child, dict | list):
-                    found = walk(child, f"{path}.{key}")
-                    if found:
-                        return found
-        elif isinstance(value, list):
-            for n, child in enumerate(value):
-                found = walk(child, f"{path}[{n}]")
-                if found:
-                    return found
-        return None
-
-    return walk(parse_json(content), resource_type) or resource_type
-
-
-def _dangling_issue(v: NewVersion, param: str, url: str) -> Issue:
-    where = _element_path(v.content, v.resource_type, url)
-    return Issue(
-        f"{v.resource_type}/{v.id}: the reference '{url}' at {where} (search parameter "
-        f"'{param}') names no resource on this server (it does not exist or was deleted)",
-        code="not-found",
-        expression=(where,),
-    )
 
 
 def _current_params(v: NewVersion) -> dict[str, Any]:
