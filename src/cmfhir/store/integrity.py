@@ -2,11 +2,12 @@
 does by default: a write may not point at a resource that does not exist (or is deleted),
 and a delete may not leave current resources pointing at what it removed.
 
-Only references a search parameter indexes are checked (the `idx_reference` rows of the
-versions written), once per transaction, just before it commits, with one set-based query
-for the writes and one for the deletes; contained (`#id`), `urn:`
-and other servers' references are not. A reference is local when it is relative
-(`Patient/1`, `Patient/1/_history/2`) or absolute under one of the configured bases.
+Only references a search parameter indexes are checked (the reference entries of the
+versions written, which are their `idx_reference` rows), once per transaction, just before
+it commits, with one set-based query for the writes (against `resource`) and one for the
+deletes (against `idx_reference`); contained (`#id`), `urn:` and other servers' references
+are not. A reference is local when it is relative (`Patient/1`, `Patient/1/_history/2`) or
+absolute under one of the configured bases.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class ReferencePolicy:
 class Dangling(NamedTuple):
     """A reference in a version just written to a resource that is not there."""
 
-    rid: int
+    version: NewVersion
     param: str
     url: str
 
@@ -80,26 +81,16 @@ _LOCAL = """
 # The targets that are there are locked FOR SHARE until the transaction ends: a concurrent
 # delete (which locks its row FOR UPDATE first) then waits for this write to commit and
 # sees its reference, or this write waits for the delete and sees the resource gone.
-_DANGLING = f"""
-    WITH refs AS MATERIALIZED (
-        SELECT ref.rid, ref.param, ref.url, ref.target_type, ref.target_id
-        FROM idx_reference ref
-        WHERE ref.rid = ANY(CAST(:rids AS bigint[])) AND {_LOCAL}
-    ),
-    present AS MATERIALIZED (
-        SELECT r.resource_type, r.id FROM resource r
-        WHERE (r.resource_type, r.id) IN (SELECT target_type, target_id FROM refs)
-          AND NOT r.deleted
-        ORDER BY r.rid
-        FOR SHARE OF r
-    )
-    SELECT refs.rid, refs.param, refs.url FROM refs
-    WHERE NOT EXISTS (
-        SELECT 1 FROM present p
-        WHERE p.resource_type = refs.target_type AND p.id = refs.target_id
-    )
-    ORDER BY refs.rid, refs.param, refs.url
-    LIMIT {SAMPLE}"""
+_PRESENT = text(
+    """
+    SELECT r.resource_type, r.id FROM resource r
+    WHERE (r.resource_type, r.id) IN (
+            SELECT * FROM unnest(CAST(:types AS text[]), CAST(:ids AS text[])))
+      AND NOT r.deleted
+    ORDER BY r.rid
+    FOR SHARE OF r
+    """
+)
 
 # Run once the transaction's writes are done: resources it deleted have no index rows
 # left, so deleting several resources that point at each other works; a target it created
@@ -119,16 +110,40 @@ _REFERRERS = f"""
     LIMIT {SAMPLE}"""
 
 
+def _is_local(url: str, target: str, bases: Sequence[str]) -> bool:
+    """Whether `url` names `target` (`Type/id`) on this server; the same test as _LOCAL."""
+    for prefix in ("", *(b.rstrip("/") + "/" for b in bases)):
+        if url == prefix + target or url.startswith(prefix + target + "/_history/"):
+            return True
+    return False
+
+
 async def dangling_references(
-    conn: AsyncConnection, rids: Sequence[int], bases: Sequence[str]
+    conn: AsyncConnection, versions: Sequence[NewVersion], bases: Sequence[str]
 ) -> list[Dangling]:
-    """Local references of the versions `rids` (just written) whose target is missing."""
-    if not rids:
+    """Local references of `versions` (written in this transaction) whose target is not
+    there, up to SAMPLE of them; the targets that are there stay locked FOR SHARE."""
+    wanted: list[tuple[NewVersion, str, str, tuple[str, str]]] = []
+    for v in versions:
+        urls: set[str] = set()  # one element can feed several parameters (subject, patient)
+        for e in v.index.reference if v.index is not None else ():
+            if (
+                e.target_type is not None
+                and e.target_id is not None
+                and e.url not in urls
+                and _is_local(e.url, f"{e.target_type}/{e.target_id}", bases)
+            ):
+                urls.add(e.url)
+                wanted.append((v, e.param, e.url, (e.target_type, e.target_id)))
+    if not wanted:
         return []
+    targets = sorted({target for *_, target in wanted})
     rows = await conn.execute(
-        text(_DANGLING), {"rids": list(rids), "bases": [b.rstrip("/") for b in bases]}
+        _PRESENT, {"types": [t for t, _ in targets], "ids": [i for _, i in targets]}
     )
-    return [Dangling(r[0], r[1], r[2]) for r in rows]
+    present = {(r[0], r[1]) for r in rows}
+    missing = [Dangling(v, param, url) for v, param, url, target in wanted if target not in present]
+    return missing[:SAMPLE]
 
 
 async def referrers(
@@ -173,7 +188,8 @@ def _element_path(content: str | None, resource_type: str, url: str) -> str:
     return walk(parse_json(content), resource_type) or resource_type
 
 
-def dangling_issue(v: NewVersion, param: str, url: str) -> Issue:
+def dangling_issue(found: Dangling) -> Issue:
+    v, param, url = found
     where = _element_path(v.content, v.resource_type, url)
     return Issue(
         f"{v.resource_type}/{v.id}: the reference '{url}' at {where} (search parameter "

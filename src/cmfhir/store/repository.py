@@ -376,9 +376,9 @@ class Repository:
         deleted, self._deleted = self._deleted, []
         policy = self.references
         if policy.on_write and written:
-            dangling = await dangling_references(self.conn, list(written), policy.bases)
+            dangling = await dangling_references(self.conn, list(written.values()), policy.bases)
             if dangling:
-                issues = [dangling_issue(written[d.rid], d.param, d.url) for d in dangling]
+                issues = [dangling_issue(d) for d in dangling]
                 raise BadRequest(issues[0].diagnostics, issues=issues)
         if policy.on_delete and deleted:
             found = await referrers(self.conn, deleted, policy.bases)
