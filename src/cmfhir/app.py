@@ -21,7 +21,7 @@ from cmfhir.resources.compartment import load_patient_compartment
 from cmfhir.resources.search_parameters import load_registry
 from cmfhir.resources.types import RESOURCE_TYPES
 from cmfhir.routes import ErrorGuard, error_response, http_error_response, router
-from cmfhir.store import Store, open_database
+from cmfhir.store import ReferencePolicy, Store, open_database
 
 __all__ = ["create_app", "open_context"]
 
@@ -40,7 +40,14 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
     )
     try:
         yield FhirContext(
-            store=Store(database.engine),
+            store=Store(
+                database.engine,
+                ReferencePolicy(
+                    on_write=settings.enforce_referential_integrity_on_write,
+                    on_delete=settings.enforce_referential_integrity_on_delete,
+                    bases=(settings.base_url,) if settings.base_url else (),
+                ),
+            ),
             registry=load_registry(settings.profiles_dir),
             compartment=load_patient_compartment(settings.profiles_dir),
             limits=Limits(

@@ -57,4 +57,13 @@ class Settings(BaseSettings):
     max_response_bytes: int = Field(
         default=128 * 1024 * 1024, description="Most bytes of resources in one response."
     )
+    enforce_referential_integrity_on_write: bool = Field(
+        default=True,
+        description="Refuse a write whose reference (Type/id, or absolute under base_url) "
+        "names a resource this server does not hold, or holds deleted (400).",
+    )
+    enforce_referential_integrity_on_delete: bool = Field(
+        default=True,
+        description="Refuse to delete a resource that current resources still refer to (409).",
+    )
     log_level: str = Field(default="info")

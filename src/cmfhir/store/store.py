@@ -15,6 +15,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cmfhir.errors import BadRequest, Conflict, FhirError, ServiceUnavailable
+from cmfhir.store.integrity import ReferencePolicy
 from cmfhir.store.repository import Repository
 
 __all__ = ["Store"]
@@ -69,21 +70,38 @@ def _translate(state: str | None, unavailable: bool, cause: str) -> FhirError | 
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, references: ReferencePolicy | None = None) -> None:
         self.engine = engine
+        self.references = references or ReferencePolicy()
         self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._snapshot = engine.execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True
+        )
 
     @asynccontextmanager
-    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Repository]:
+    async def snapshot(self) -> AsyncIterator[Repository]:
+        """One read-only REPEATABLE READ transaction: every statement in the block sees the
+        same committed state, whatever is written meanwhile (`cmfhir check`)."""
+        async with self.transaction(snapshot=True) as repo:
+            yield repo
+
+    @asynccontextmanager
+    async def transaction(
+        self, *, read_only: bool = False, snapshot: bool = False
+    ) -> AsyncIterator[Repository]:
         try:
             if read_only:
                 # Reads run each statement on its own (READ COMMITTED gives a statement its
                 # snapshot either way): no BEGIN and COMMIT round trips on the hot path.
                 async with self._reader.connect() as conn:
-                    yield Repository(conn)
+                    yield Repository(conn, self.references)
                 return
-            async with self.engine.connect() as conn, conn.begin():
-                yield Repository(conn)
+            engine = self._snapshot if snapshot else self.engine
+            async with engine.connect() as conn, conn.begin():
+                repo = Repository(conn, self.references)
+                yield repo
+                # Only when the block ended without an error; then the commit.
+                await repo.finish()
         except sa_exc.DBAPIError as error:
             orig = error.orig
             unavailable = (
