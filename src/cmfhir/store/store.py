@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cmfhir.errors import BadRequest, Conflict, FhirError, ServiceUnavailable
 from cmfhir.store.repository import Repository
@@ -68,6 +69,18 @@ def _translate(state: str | None, unavailable: bool, cause: str) -> FhirError | 
     return None
 
 
+async def _forget_if_closed(conn: AsyncConnection, error: BaseException) -> None:
+    """A statement sent straight to asyncpg (Repository.read) found its connection closed:
+    the database restarted. Do what SQLAlchemy does when its own statements find this:
+    discard the connection and every pooled one opened before it, so that the next
+    requests connect afresh instead of each failing on a dead connection, for ever when
+    only reads come (they never go through SQLAlchemy's own check)."""
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    if driver is not None and driver.is_closed():
+        conn.sync_engine.pool._invalidate(raw, error)
+
+
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -80,10 +93,18 @@ class Store:
                 # Reads run each statement on its own (READ COMMITTED gives a statement its
                 # snapshot either way): no BEGIN and COMMIT round trips on the hot path.
                 async with self._reader.connect() as conn:
-                    yield Repository(conn)
+                    try:
+                        yield Repository(conn)
+                    except (asyncpg.InterfaceError, OSError) as error:
+                        await _forget_if_closed(conn, error)
+                        raise
                 return
             async with self.engine.connect() as conn, conn.begin():
-                yield Repository(conn)
+                try:
+                    yield Repository(conn)
+                except (asyncpg.InterfaceError, OSError) as error:
+                    await _forget_if_closed(conn, error)
+                    raise
         except sa_exc.DBAPIError as error:
             orig = error.orig
             unavailable = (
