@@ -7,13 +7,21 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
-from serving import serve
+from serving import private_dir, serve
 
 FHIR = {"Content-Type": "application/fhir+json"}
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    with private_dir() as path:
+        yield path
 
 
 def _postmaster(workdir: Path) -> int:
@@ -51,16 +59,16 @@ def _create(base: str, family: str) -> str:
     return str(created.json()["id"])
 
 
-def test_after_kill_9_the_next_server_adopts_postgres_and_stops_it(tmp_path: Path) -> None:
-    with serve(None, tmp_path) as first:
-        postmaster = _postmaster(tmp_path)
+def test_after_kill_9_the_next_server_adopts_postgres_and_stops_it(workdir: Path) -> None:
+    with serve(None, workdir) as first:
+        postmaster = _postmaster(workdir)
         pid = _create(first.base, "Before")
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(10)
     try:
         assert _running(postmaster), "kill -9 of the server stopped PostgreSQL by itself?"
-        with serve(None, tmp_path) as second:
-            assert _postmaster(tmp_path) == postmaster, "the running PostgreSQL was not adopted"
+        with serve(None, workdir) as second:
+            assert _postmaster(workdir) == postmaster, "the running PostgreSQL was not adopted"
             read = httpx.get(f"{second.base}/Patient/{pid}", timeout=30)
             assert read.status_code == 200, read.text
             _create(second.base, "After")
@@ -73,12 +81,12 @@ def test_after_kill_9_the_next_server_adopts_postgres_and_stops_it(tmp_path: Pat
         _stop_postgres(postmaster)
 
 
-def test_postgres_killed_while_serving_is_started_again(tmp_path: Path) -> None:
+def test_postgres_killed_while_serving_is_started_again(workdir: Path) -> None:
     postmasters = []
     try:
-        with serve(None, tmp_path) as served, httpx.Client(base_url=served.base) as http:
+        with serve(None, workdir) as served, httpx.Client(base_url=served.base) as http:
             pid = _create(served.base, "Survivor")
-            postmasters.append(_postmaster(tmp_path))
+            postmasters.append(_postmaster(workdir))
             os.kill(postmasters[0], signal.SIGKILL)
 
             deadline = time.monotonic() + 60
@@ -93,7 +101,7 @@ def test_postgres_killed_while_serving_is_started_again(tmp_path: Path) -> None:
             assert statuses[-1] == 200, served.output()
             assert response.json()["name"] == [{"family": "Survivor"}]
             _create(served.base, "Afterwards")
-            postmasters.append(_postmaster(tmp_path))
+            postmasters.append(_postmaster(workdir))
             assert postmasters[1] != postmasters[0]
             ready = httpx.get(served.base.removesuffix("/fhir") + "/readyz", timeout=30)
             assert ready.status_code == 200, ready.text

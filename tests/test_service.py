@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from cmfhir.config import Settings
 from cmfhir.store.database import async_url
-from serving import run_cmfhir
+from serving import private_dir, run_cmfhir
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # platformdirs' runtime-dir warning at import
@@ -56,9 +56,13 @@ def test_healthz_and_readyz_answer_outside_fhir(base: str) -> None:
 
 
 def test_readyz_is_503_while_the_database_is_stopped(
-    settings: Settings, start_server: type, tmp_path: Path
+    settings: Settings, start_server: type
 ) -> None:
-    pgdata = tmp_path / "pg"
+    with private_dir() as scratch:
+        _readyz_while_stopped(settings, start_server, scratch / "pg")
+
+
+def _readyz_while_stopped(settings: Settings, start_server: type, pgdata: Path) -> None:
     database = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     own = settings.model_copy(update={"database_url": database.get_uri()})
     try:
