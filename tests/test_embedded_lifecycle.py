@@ -67,7 +67,8 @@ def test_after_kill_9_the_next_server_adopts_postgres_and_stops_it(workdir: Path
         first.process.wait(10)
     try:
         assert _running(postmaster), "kill -9 of the server stopped PostgreSQL by itself?"
-        with serve(None, workdir) as second:
+        # The adopting server runs two workers: the supervisor holds PostgreSQL for them.
+        with serve(None, workdir, "--workers", "2") as second:
             assert _postmaster(workdir) == postmaster, "the running PostgreSQL was not adopted"
             read = httpx.get(f"{second.base}/Patient/{pid}", timeout=30)
             assert read.status_code == 200, read.text
