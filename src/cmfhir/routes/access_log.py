@@ -1,7 +1,8 @@
 """The access log: one line per request (time, request id, method, path, status, duration,
 response size, client, user), written by the outermost middleware. The request id is the
-client's `X-Request-Id` when it is a plain token, else one made here; it is set on the
-response and on every log line written while the request runs.
+client's `X-Request-Id` when it is a plain token, else one made here (or the one an outer
+middleware put in `scope["state"]["request_id"]`); it is set on the response, in
+`request.state.request_id`, and on every log line written while the request runs.
 
 Query strings and client-chosen ids carry names and birth dates, so the path is logged with
 query values removed (`/fhir/Patient?name=&birthdate=`) and every segment or parameter name
@@ -120,8 +121,10 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        # An id an outer middleware already chose is kept (one id per request everywhere).
+        request_id = state.get("request_id") or _incoming_request_id(scope) or uuid.uuid4().hex
+        state["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
         status: int | None = None
         size = 0
