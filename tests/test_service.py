@@ -245,3 +245,52 @@ def test_serve_help_names_its_defaults(tmp_path: Path) -> None:
     assert "(default: 127.0.0.1)" in options["--host"]
     assert "(default: 8080)" in options["--port"]
     assert "(default: 1)" in options["--workers"]
+
+
+# -- connections cut by the database ------------------------------------------------------------
+
+
+async def _terminate_backends(url: str) -> int:
+    engine = create_async_engine(async_url(url))
+    try:
+        async with engine.connect() as conn:
+            killed = await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = 'cmfhir' "
+                    "AND pid <> pg_backend_pid()"
+                )
+            )
+            return len(killed.all())
+    finally:
+        await engine.dispose()
+
+
+def test_reads_recover_when_the_database_cuts_every_connection(
+    settings: Settings, start_server: type, scratch_database: str
+) -> None:
+    """Idle pooled connections told by the server to go (57P01) while reads keep coming:
+    503 at worst, never 500, and reads alone bring the pool back."""
+    own = settings.model_copy(update={"database_url": scratch_database})
+    with start_server(own) as server:
+        pid = httpx.post(
+            f"{server.base}/Patient", json={"resourceType": "Patient"}, headers=FHIR
+        ).json()["id"]
+
+        async def reads(http: httpx.AsyncClient) -> list[int]:
+            answers = await asyncio.gather(*(http.get(f"Patient/{pid}") for _ in range(8)))
+            return [answer.status_code for answer in answers]
+
+        async def rounds() -> list[int]:
+            statuses: list[int] = []
+            async with httpx.AsyncClient(base_url=server.base, timeout=30) as http:
+                statuses += await reads(http)  # fill the pool
+                for _ in range(10):
+                    await _terminate_backends(scratch_database)
+                    statuses += await reads(http)
+            return statuses
+
+        statuses = asyncio.run(rounds())
+        assert set(statuses) <= {200, 503}, statuses
+        with httpx.Client(base_url=server.base, timeout=30) as http:
+            assert _poll(http, f"Patient/{pid}", 200, 10).status_code == 200

@@ -69,15 +69,32 @@ def _translate(state: str | None, unavailable: bool, cause: str) -> FhirError | 
     return None
 
 
-async def _forget_if_closed(conn: AsyncConnection, error: BaseException) -> None:
-    """A statement sent straight to asyncpg (Repository.read) found its connection closed:
-    the database restarted. Do what SQLAlchemy does when its own statements find this:
-    discard the connection and every pooled one opened before it, so that the next
-    requests connect afresh instead of each failing on a dead connection, for ever when
-    only reads come (they never go through SQLAlchemy's own check)."""
+# What a statement sent straight to asyncpg (Repository.read) raises when its connection is
+# gone or going: closed, lost, server shutting down (57P0x), or its protocol left broken by
+# a message the server sent as it went (InternalClientError).
+_CONNECTION_LOST = (
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+)
+_DRIVER_FAILURES = (
+    *_CONNECTION_LOST,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    OSError,
+)
+
+
+async def _discard_if_broken(conn: AsyncConnection, error: BaseException) -> None:
+    """After such a failure, do what SQLAlchemy does when its own statements find a dead
+    connection: discard it and every pooled one opened before it, so that the next requests
+    connect afresh instead of each failing on a dead connection (for ever, when only reads
+    come: they never go through SQLAlchemy's own check)."""
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
-    if driver is not None and driver.is_closed():
+    closed = driver is None or driver.is_closed()
+    if closed or not isinstance(error, asyncpg.InterfaceError | OSError):
         conn.sync_engine.pool._invalidate(raw, error)
 
 
@@ -95,15 +112,15 @@ class Store:
                 async with self._reader.connect() as conn:
                     try:
                         yield Repository(conn)
-                    except (asyncpg.InterfaceError, OSError) as error:
-                        await _forget_if_closed(conn, error)
+                    except _DRIVER_FAILURES as error:
+                        await _discard_if_broken(conn, error)
                         raise
                 return
             async with self.engine.connect() as conn, conn.begin():
                 try:
                     yield Repository(conn)
-                except (asyncpg.InterfaceError, OSError) as error:
-                    await _forget_if_closed(conn, error)
+                except _DRIVER_FAILURES as error:
+                    await _discard_if_broken(conn, error)
                     raise
         except sa_exc.DBAPIError as error:
             orig = error.orig
@@ -117,11 +134,9 @@ class Store:
             if translated is None:
                 raise
             raise translated from error
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except (asyncpg.PostgresError, *_CONNECTION_LOST) as error:
             # From the statements that go to asyncpg directly (Repository.read).
-            unavailable = isinstance(
-                error, asyncpg.InterfaceError | asyncpg.PostgresConnectionError
-            )
+            unavailable = isinstance(error, _CONNECTION_LOST)
             state = getattr(error, "sqlstate", None)
             translated = _translate(state, unavailable, type(error).__name__)
             if translated is None:
