@@ -4,7 +4,6 @@ quote member data: only the exception's type and where it was raised are logged)
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -14,6 +13,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
+
+import orjson
 
 __all__ = [
     "REQUEST_ID",
@@ -80,7 +81,7 @@ class JsonFormatter(logging.Formatter):
             entry.update(access)
         if record.exc_info and record.exc_info[0] is not None:
             entry["exception"] = _exception_summary(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return orjson.dumps(entry, default=str).decode()
 
 
 class RateLimitFilter(logging.Filter):
