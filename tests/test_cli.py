@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving import STOP_TIMEOUT, run_cmfhir, serve
+from serving import STOP_TIMEOUT, private_dir, run_cmfhir, serve
 
 FHIR = {"Content-Type": "application/fhir+json"}
 
@@ -104,9 +104,14 @@ def _gone(pid: int, within: float = 10) -> bool:
     return True
 
 
-def test_sigterm_stops_the_embedded_postgresql(tmp_path: Path) -> None:
+def test_sigterm_stops_the_embedded_postgresql() -> None:
     # Without CMFHIR_DATABASE_URL, as `./dev serve` runs: the process starts its own
     # PostgreSQL and must not leave it running once stopped.
+    with private_dir() as tmp_path:
+        _sigterm_stops_the_embedded_postgresql(tmp_path)
+
+
+def _sigterm_stops_the_embedded_postgresql(tmp_path: Path) -> None:
     postmaster = None
     try:
         with serve(None, tmp_path) as served:
