@@ -12,6 +12,7 @@ from cmfhir.resources.types import is_resource_type
 from cmfhir.search.model import Criterion, SearchRequest
 from cmfhir.search.parse import parse_search
 from cmfhir.store import Repository
+from cmfhir.store.many import lock_criteria
 
 __all__ = [
     "Conditions",
@@ -110,10 +111,11 @@ async def match(
 
     With `lock`, first take the lock named by the criteria's meaning until the transaction
     ends, so that racing conditional writes with the same criteria take turns: the second
-    one searches after the first one committed, and finds what it wrote.
+    one searches after the first one committed, and finds what it wrote. Without it, the
+    caller holds a lock that covers it (`store.many.lock_all_criteria`) or needs none.
     """
     if lock:
-        await repo.advisory_lock(conditions.key)
+        await lock_criteria(repo, conditions.resource_type, conditions.key)
     request = conditions.request
     request.count = limit
     request.sort = []

@@ -14,13 +14,15 @@ from cmfhir.store import NewVersion, Repository
 __all__ = ["create", "create_in", "find_existing"]
 
 
-async def find_existing(repo: Repository, conditions: Conditions) -> tuple[str, str] | None:
+async def find_existing(
+    repo: Repository, conditions: Conditions, *, lock: bool = True
+) -> tuple[str, str] | None:
     """The one resource `If-None-Exist` matches, or None; several matches is an error.
 
     A lock named by what the criteria mean makes racing conditional creates take turns
     however each spells them, so exactly one of them creates.
     """
-    found = await match(repo, conditions)
+    found = await match(repo, conditions, lock=lock)
     if len(found) > 1:
         raise PreconditionFailed(
             f"If-None-Exist '{conditions.query}' matches more than one {conditions.resource_type}"

@@ -16,6 +16,7 @@ the whole Bundle back.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from cmfhir.errors import (
@@ -54,7 +55,7 @@ from cmfhir.interactions.versions import deletion, new_id, to_version, written
 from cmfhir.resources.fhirjson import parse_json
 from cmfhir.resources.validation import validate_resource
 from cmfhir.store import NewVersion, Repository
-from cmfhir.store.many import lock_or_claim_many, read_contents
+from cmfhir.store.many import MAX_CLAIMS, lock_all_criteria, lock_or_claim_many, read_contents
 
 __all__ = ["process_bundle", "run_transaction"]
 
@@ -87,6 +88,20 @@ class _Transaction:
         self.pending: list[Entry] = []  # resolved writes not yet stored
         self.records: dict[int, NewVersion] = {}
         self.results: dict[int, Result] = {}
+        self.whole_types: set[str] = set()  # types whose conditional writes are all locked
+
+    async def lock_conditional_types(self, entries: list[Entry]) -> None:
+        """A lock per criteria holds a slot of PostgreSQL's lock table: for a type with more
+        conditional entries than `MAX_CLAIMS`, lock all conditional writes of it instead."""
+        per_type = Counter(
+            e.resource_type
+            for e in entries
+            if e.interaction in ("update-conditional", "delete-conditional")
+            or (e.interaction == "create" and e.if_none_exist)
+        )
+        self.whole_types = {t for t, n in per_type.items() if n > MAX_CLAIMS}
+        if self.whole_types:
+            await lock_all_criteria(self.repo, sorted(self.whole_types))
 
     # -- resolving: which resource each entry changes ----------------------------------------
 
@@ -120,8 +135,10 @@ class _Transaction:
             self.matched[entry.index] = self.matched[earlier]
             self._map(entry, self.matched[earlier][0])
             return
-        await self.flush()
-        found = await find_existing(self.repo, conditions)
+        await self.flush_before(conditions)
+        found = await find_existing(
+            self.repo, conditions, lock=conditions.resource_type not in self.whole_types
+        )
         self.conditions[conditions.key] = entry.index
         if found is not None:
             self.matched[entry.index] = found
@@ -137,14 +154,21 @@ class _Transaction:
                 f"{entry.resource_type} that '{conditions.query}' matches; a transaction may "
                 "change a resource only once"
             )
-        await self.flush()
-        target, _ = await conditional_target(self.repo, conditions, entry.resource.get("id"))
+        await self.flush_before(conditions)
+        target, _ = await conditional_target(
+            self.repo,
+            conditions,
+            entry.resource.get("id"),
+            lock=conditions.resource_type not in self.whole_types,
+        )
         self.conditions.setdefault(conditions.key, entry.index)
         self._claim(entry, target)
 
     async def _conditional_delete(self, entry: Entry, conditions: Conditions) -> None:
-        await self.flush()
-        found = await match(self.repo, conditions)
+        await self.flush_before(conditions)
+        found = await match(
+            self.repo, conditions, lock=conditions.resource_type not in self.whole_types
+        )
         if len(found) > 1:
             raise PreconditionFailed(
                 f"'{conditions.query}' matches more than one {entry.resource_type}"
@@ -211,6 +235,13 @@ class _Transaction:
                     self.resolved[reference] = f"{resource_type}/{found[0][0]}"
 
     # -- writing ----------------------------------------------------------------------------
+
+    async def flush_before(self, conditions: Conditions) -> None:
+        """Store what a search with these criteria could see: nothing when no pending write
+        is of the type searched and the criteria look at no other type."""
+        joins = any(c.chain or c.has for c in conditions.request.criteria)
+        if joins or any(e.resource_type == conditions.resource_type for e in self.pending):
+            await self.flush()
 
     async def flush(self, *, everything: bool = False) -> None:
         """Store the pending writes whose references are final (all of them at the end)."""
@@ -347,6 +378,7 @@ async def run_transaction(
     ordered = processing_order(entries)
     async with ctx.store.transaction() as repo:
         tx = _Transaction(ctx, repo, entries)
+        await tx.lock_conditional_types(entries)
         for e in ordered:
             if e.interaction in READS:
                 continue

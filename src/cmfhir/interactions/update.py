@@ -78,12 +78,12 @@ async def update(
 
 
 async def conditional_target(
-    repo: Repository, conditions: Conditions, body_id: str | None
+    repo: Repository, conditions: Conditions, body_id: str | None, *, lock: bool = True
 ) -> tuple[str, bool]:
     """The id a conditional update writes to, and whether it matched: the single match, or
     a new (or the body's) id. Racing conditional updates with the same criteria take turns
     on a lock named by what the criteria mean, so they do not make two resources."""
-    found = await match(repo, conditions)
+    found = await match(repo, conditions, lock=lock)
     resource_type = conditions.resource_type
     if len(found) > 1:
         raise PreconditionFailed(f"'{conditions.query}' matches more than one {resource_type}")

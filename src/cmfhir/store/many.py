@@ -1,4 +1,5 @@
-"""Locking and reading many resources by (type, id), as a large transaction Bundle does.
+"""Locking and reading many resources by (type, id), as a large transaction Bundle does, and
+the locks that make conditional writes with the same criteria take turns.
 
 The keys travel as two array parameters joined with `unnest`, so each statement has the same
 small text however many keys it carries: a row-value `IN` list of 12,000 pairs exceeded
@@ -14,7 +15,13 @@ from sqlalchemy import text
 from cmfhir.store.records import Current
 from cmfhir.store.repository import Repository
 
-__all__ = ["MAX_CLAIMS", "lock_or_claim_many", "read_contents"]
+__all__ = [
+    "MAX_CLAIMS",
+    "lock_all_criteria",
+    "lock_criteria",
+    "lock_or_claim_many",
+    "read_contents",
+]
 
 Key = tuple[str, str]
 
@@ -78,3 +85,33 @@ async def read_contents(repo: Repository, keys: Sequence[Key]) -> dict[Key, str]
         return {}
     rows = await repo.conn.execute(_READ, _arrays(sorted(set(keys))))
     return {(r[0], r[1]): r[2] for r in rows}
+
+
+def _type_name(resource_type: str) -> str:
+    return f"conditional writes of {resource_type}"
+
+
+async def lock_criteria(repo: Repository, resource_type: str, key: str) -> None:
+    """Until the transaction ends: the lock named by `key` (what a conditional write's
+    criteria mean), and a shared lock on all conditional writes of `resource_type`, which a
+    transaction with more of them than `MAX_CLAIMS` takes whole (`lock_all_criteria`)."""
+    await repo.conn.execute(
+        text(
+            "SELECT pg_advisory_xact_lock_shared(hashtextextended(:all, 0)), "
+            "pg_advisory_xact_lock(hashtextextended(:key, 0))"
+        ),
+        {"all": _type_name(resource_type), "key": key},
+    )
+
+
+async def lock_all_criteria(repo: Repository, resource_types: Sequence[str]) -> None:
+    """Until the transaction ends, no other conditional write of these types runs: one lock
+    per type for a transaction with thousands of conditional entries, where one per
+    criteria would run out PostgreSQL's lock table."""
+    await repo.conn.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT hashtextextended(k, 0) AS h "
+            "FROM unnest(CAST(:names AS text[])) AS k ORDER BY 1) AS names"
+        ),
+        {"names": [_type_name(t) for t in resource_types]},
+    )
