@@ -194,3 +194,32 @@ async def test_racing_conditional_updates_in_four_spellings_make_one_resource(ba
         assert len({r.json()["id"] for r in responses}) == 1
         found = (await client.get("Patient", params={"identifier": f"urn:test:spell|{mrn}"})).json()
         assert found["total"] == 1
+
+
+async def test_racing_transactions_creating_many_same_ids_never_duplicate(base: str) -> None:
+    """Past 64 new names a transaction claims none (PostgreSQL's lock table is shared): the
+    unique key alone keeps racing creators apart, and the loser is told to retry."""
+    ids = [f"many-{uuid.uuid4().hex[:10]}" for _ in range(100)]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {"resourceType": "Patient", "id": i, "active": True},
+                "request": {"method": "PUT", "url": f"Patient/{i}"},
+            }
+            for i in ids
+        ],
+    }
+    headers = {**FHIR, "Prefer": "return=minimal"}
+    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+        responses = await asyncio.gather(
+            *(client.post("", json=bundle, headers=headers) for _ in range(6))
+        )
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) <= {200, 409}, statuses
+        wins = statuses.count(200)
+        assert wins >= 1
+        for i in (ids[0], ids[-1]):
+            current = (await client.get(f"Patient/{i}")).json()
+            assert current["meta"]["versionId"] == str(wins)
