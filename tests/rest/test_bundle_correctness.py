@@ -326,3 +326,29 @@ def test_patch_entry_can_refer_to_a_created_entry(client: httpx.Client) -> None:
     org = _id(response.json()["entry"][1])
     patched = client.get(f"Patient/{pid}").json()
     assert patched["managingOrganization"]["reference"] == f"Organization/{org}"
+
+
+def test_conditional_create_that_matches_then_conditional_update_of_it(
+    client: httpx.Client,
+) -> None:
+    """The create writes nothing (it matched), so the update is the only change."""
+    mrn = uuid.uuid4().hex
+    pid = client.post("Patient", json=_patient(mrn), headers=FHIR).json()["id"]
+    bundle = _bundle(
+        {
+            "resource": _patient(mrn, "Ignored"),
+            "request": {
+                "method": "POST",
+                "url": "Patient",
+                "ifNoneExist": f"identifier={SYSTEM}%7C{mrn}",
+            },
+        },
+        _conditional_put(mrn, f"identifier={SYSTEM}|{mrn}", "Updated"),
+    )
+    response = client.post("", json=bundle, headers=FHIR)
+    assert response.status_code == 200, response.text
+    entries = response.json()["entry"]
+    assert [e["response"]["status"] for e in entries] == ["200 OK", "200 OK"]
+    current = client.get(f"Patient/{pid}").json()
+    assert current["name"] == [{"family": "Updated"}] and current["meta"]["versionId"] == "2"
+    assert _count(client, mrn) == 1
