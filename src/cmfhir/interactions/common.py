@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl
 
 from cmfhir.errors import BadRequest, NotFound, PreconditionFailed
-from cmfhir.interactions.context import FhirContext
+from cmfhir.resources.search_parameters import SearchParameterRegistry
 from cmfhir.resources.types import is_resource_type
 from cmfhir.search.model import Criterion, SearchRequest
 from cmfhir.search.parse import parse_search
@@ -90,13 +90,15 @@ def _canonical(criterion: Criterion) -> str:
     return repr(replace(criterion, values=values))
 
 
-def parse_conditions(ctx: FhirContext, resource_type: str, query: str) -> Conditions:
+def parse_conditions(
+    registry: SearchParameterRegistry, resource_type: str, query: str
+) -> Conditions:
     """Unknown parameters are errors here: ignoring one would widen the match and touch
     resources the client never meant."""
     params = parse_qsl(query, keep_blank_values=True)
     if not params:
         raise BadRequest(f"The conditional search for {resource_type} has no criteria")
-    request = parse_search(ctx.registry, resource_type, params, strict=True)
+    request = parse_search(registry, resource_type, params, strict=True)
     if not request.criteria:
         raise BadRequest(f"The conditional search '{query}' has no criteria")
     # Criteria are ANDed: their order and repeats do not change the meaning either.

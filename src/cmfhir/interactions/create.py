@@ -50,7 +50,9 @@ async def create(
 ) -> Result:
     require_type(resource_type)
     validate_resource(resource, expected_type=resource_type)
-    conditions = parse_conditions(ctx, resource_type, if_none_exist) if if_none_exist else None
+    conditions = (
+        parse_conditions(ctx.registry, resource_type, if_none_exist) if if_none_exist else None
+    )
     async with ctx.store.transaction() as repo:
         if conditions is not None:
             existing = await find_existing(repo, conditions)

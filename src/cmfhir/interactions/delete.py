@@ -51,7 +51,7 @@ async def delete(
 async def delete_conditional(ctx: FhirContext, resource_type: str, query: str) -> Result:
     """Deletes the single match; no match is a no-op; several matches is 412."""
     require_type(resource_type)
-    conditions = parse_conditions(ctx, resource_type, query)
+    conditions = parse_conditions(ctx.registry, resource_type, query)
     async with ctx.store.transaction() as repo:
         found = await match(repo, conditions)
         if len(found) > 1:

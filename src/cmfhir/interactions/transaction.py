@@ -186,13 +186,15 @@ class _Transaction:
             self._claim(entry, entry.id or "")
         elif kind == "create":
             if entry.if_none_exist:
-                conditions = parse_conditions(self.ctx, entry.resource_type, entry.if_none_exist)
+                conditions = parse_conditions(
+                    self.ctx.registry, entry.resource_type, entry.if_none_exist
+                )
                 await self._conditional_create(entry, conditions)
             else:
                 self._claim(entry, new_id())
         elif kind in ("update-conditional", "delete-conditional"):
             require_type(entry.resource_type)
-            conditions = parse_conditions(self.ctx, entry.resource_type, entry.query or "")
+            conditions = parse_conditions(self.ctx.registry, entry.resource_type, entry.query or "")
             if kind == "update-conditional":
                 await self._conditional_update(entry, conditions)
             else:
@@ -222,7 +224,7 @@ class _Transaction:
                     try:
                         resource_type, _, query = reference.partition("?")
                         require_type(resource_type)
-                        conditions = parse_conditions(self.ctx, resource_type, query)
+                        conditions = parse_conditions(self.ctx.registry, resource_type, query)
                         found = await match(self.repo, conditions, lock=False)
                     except FhirError as error:
                         raise at_entry(error, entry.index) from error

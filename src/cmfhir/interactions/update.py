@@ -107,7 +107,7 @@ async def update_conditional(
 ) -> Result:
     require_type(resource_type)
     validate_resource(resource, expected_type=resource_type)
-    conditions = parse_conditions(ctx, resource_type, query)
+    conditions = parse_conditions(ctx.registry, resource_type, query)
     async with ctx.store.transaction() as repo:
         target, _ = await conditional_target(repo, conditions, resource.get("id"))
         record, created = await update_in(ctx, repo, resource, target, if_match=if_match)
