@@ -6,6 +6,7 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from cmfhir.errors import BadRequest, NotFound
+from cmfhir.interactions.budget import within_budget
 from cmfhir.interactions.capabilities import capabilities
 from cmfhir.interactions.common import check_id, require_type
 from cmfhir.interactions.context import FhirContext, Result
@@ -24,10 +25,20 @@ HISTORY = frozenset({"history-system", "history-type", "history-instance"})
 async def history_entry(ctx: FhirContext, entry: Entry, base: str) -> Result:
     """A batch's history read (it opens its own read-only connection)."""
     params = parse_qsl(entry.query or "", keep_blank_values=True)
-    return await history(ctx, entry.resource_type or None, entry.id, params, base=base)
+    return await within_budget(
+        ctx,
+        lambda narrowed: history(
+            narrowed, entry.resource_type or None, entry.id, params, base=base
+        ),
+    )
 
 
 async def read_entry(ctx: FhirContext, repo: Repository, entry: Entry, base: str) -> Result:
+    # What all GET entries of one Bundle may return is capped (interactions.budget).
+    return await within_budget(ctx, lambda narrowed: _read(narrowed, repo, entry, base))
+
+
+async def _read(ctx: FhirContext, repo: Repository, entry: Entry, base: str) -> Result:
     params = parse_qsl(entry.query or "", keep_blank_values=True)
     kind = entry.interaction
     if kind == "read":

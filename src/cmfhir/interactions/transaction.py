@@ -28,6 +28,7 @@ from cmfhir.errors import (
     Unprocessable,
 )
 from cmfhir.interactions.batch import run_batch
+from cmfhir.interactions.budget import response_budget
 from cmfhir.interactions.bundle_reads import read_entry
 from cmfhir.interactions.common import (
     Conditions,
@@ -410,6 +411,7 @@ async def process_bundle(
 ) -> Result:
     """POST of a transaction or batch Bundle to the base."""
     kind, entries = parse_entries(bundle, base, ctx.limits.max_bundle_entries)
-    if kind == "transaction":
-        return Result(200, await run_transaction(ctx, entries, base, representation))
-    return Result(200, await run_batch(ctx, entries, base, representation))
+    with response_budget(ctx.limits):
+        if kind == "transaction":
+            return Result(200, await run_transaction(ctx, entries, base, representation))
+        return Result(200, await run_batch(ctx, entries, base, representation))
