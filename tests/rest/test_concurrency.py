@@ -128,3 +128,98 @@ async def test_concurrent_transactions_on_the_same_resources_serialize(base: str
         # Both resources were always written together: their names agree.
         names = {(await client.get(f"Patient/{i}")).json()["name"][0]["text"] for i in ids}
         assert len(names) == 1
+
+
+def _spellings(system: str, value: str) -> list[tuple[str, dict[str, str]]]:
+    """Four spellings of `identifier=system|value&active=true`: (query string, headers)."""
+    return [
+        ("", {"If-None-Exist": f"identifier={system}|{value}&active=true"}),
+        ("", {"If-None-Exist": f"active=true&identifier={system}%7C{value}"}),
+        (f"?active=true&identifier={system}%7C{value}", {}),
+        (
+            "",
+            {
+                "If-None-Exist": f"identifier={system}|{value}&active=true"
+                f"&identifier={system}|{value}"
+            },
+        ),
+    ]
+
+
+async def test_racing_conditional_creates_in_four_spellings_make_one_resource(base: str) -> None:
+    """The lock is on what the criteria mean, not on how they are written."""
+    mrn = uuid.uuid4().hex
+    body = {
+        "resourceType": "Patient",
+        "active": True,
+        "identifier": [{"system": "urn:test:spell", "value": mrn}],
+    }
+    spellings = _spellings("urn:test:spell", mrn)
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        responses = await asyncio.gather(
+            *(
+                client.post(f"Patient{query}", json=body, headers={**FHIR, **headers})
+                for i in range(40)
+                for query, headers in [spellings[i % 4]]
+            )
+        )
+        statuses = [r.status_code for r in responses]
+        assert statuses.count(201) == 1, statuses
+        assert statuses.count(200) == 39, statuses
+        assert len({r.json()["id"] for r in responses}) == 1
+        found = (await client.get("Patient", params={"identifier": f"urn:test:spell|{mrn}"})).json()
+        assert found["total"] == 1
+
+
+async def test_racing_conditional_updates_in_four_spellings_make_one_resource(base: str) -> None:
+    mrn = uuid.uuid4().hex
+    body = {
+        "resourceType": "Patient",
+        "active": True,
+        "identifier": [{"system": "urn:test:spell", "value": mrn}],
+    }
+    queries = [
+        f"identifier=urn:test:spell|{mrn}&active=true",
+        f"active=true&identifier=urn:test:spell%7C{mrn}",
+        f"identifier=urn:test:spell%7C{mrn}&active=true&active=true",
+        f"active=true&identifier=urn:test:spell|{mrn}&identifier=urn:test:spell|{mrn}",
+    ]
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        responses = await asyncio.gather(
+            *(client.put(f"Patient?{queries[i % 4]}", json=body, headers=FHIR) for i in range(40))
+        )
+        statuses = [r.status_code for r in responses]
+        assert statuses.count(201) == 1, statuses
+        assert statuses.count(200) == 39, statuses
+        assert len({r.json()["id"] for r in responses}) == 1
+        found = (await client.get("Patient", params={"identifier": f"urn:test:spell|{mrn}"})).json()
+        assert found["total"] == 1
+
+
+async def test_racing_transactions_creating_many_same_ids_never_duplicate(base: str) -> None:
+    """Past 64 new names a transaction claims none (PostgreSQL's lock table is shared): the
+    unique key alone keeps racing creators apart, and the loser is told to retry."""
+    ids = [f"many-{uuid.uuid4().hex[:10]}" for _ in range(100)]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {"resourceType": "Patient", "id": i, "active": True},
+                "request": {"method": "PUT", "url": f"Patient/{i}"},
+            }
+            for i in ids
+        ],
+    }
+    headers = {**FHIR, "Prefer": "return=minimal"}
+    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+        responses = await asyncio.gather(
+            *(client.post("", json=bundle, headers=headers) for _ in range(6))
+        )
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) <= {200, 409}, statuses
+        wins = statuses.count(200)
+        assert wins >= 1
+        for i in (ids[0], ids[-1]):
+            current = (await client.get(f"Patient/{i}")).json()
+            assert current["meta"]["versionId"] == str(wins)

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl
 
 from cmfhir.errors import BadRequest, NotFound, PreconditionFailed
-from cmfhir.interactions.context import FhirContext
 from cmfhir.resources.fhir_versions import check_type_in_version
+from cmfhir.resources.search_parameters import SearchParameterRegistry
 from cmfhir.resources.types import is_resource_type
+from cmfhir.search.model import Criterion, SearchRequest
 from cmfhir.search.parse import parse_search
 from cmfhir.store import Repository
+from cmfhir.store.many import lock_criteria
 
 __all__ = [
-    "advisory_key",
+    "Conditions",
     "check_id",
     "check_if_match",
     "match",
+    "parse_conditions",
     "parse_etag",
     "parse_version",
     "require_type",
@@ -71,25 +75,56 @@ def check_if_match(if_match: str | None, current_version: int, resource: str) ->
         )
 
 
-async def match(
-    ctx: FhirContext, repo: Repository, resource_type: str, query: str, *, limit: int = 2
-) -> list[tuple[str, str]]:
-    """The resources a conditional interaction's search selects: up to `limit` (id, content).
+@dataclass(frozen=True, slots=True)
+class Conditions:
+    """The criteria of a conditional interaction (If-None-Exist, `PUT Type?criteria`,
+    `DELETE Type?criteria`), parsed. `key` is what they mean, written one way: every spelling
+    of the same search (`|` or `%7C`, parameters in any order or repeated, the criteria in
+    the query string or in If-None-Exist) has the same key, so it names the lock that makes
+    conditional writes with the same criteria take turns."""
 
-    Unknown parameters are errors here: ignoring one would widen the match and touch
-    resources the client never meant.
-    """
+    resource_type: str
+    query: str
+    request: SearchRequest
+    key: str
+
+
+def _canonical(criterion: Criterion) -> str:
+    # Values of one parameter are ORed: their order and repeats do not change the meaning.
+    values = tuple(sorted({repr(v): v for v in criterion.values}.values(), key=repr))
+    return repr(replace(criterion, values=values))
+
+
+def parse_conditions(
+    registry: SearchParameterRegistry, resource_type: str, query: str
+) -> Conditions:
+    """Unknown parameters are errors here: ignoring one would widen the match and touch
+    resources the client never meant."""
     params = parse_qsl(query, keep_blank_values=True)
     if not params:
         raise BadRequest(f"The conditional search for {resource_type} has no criteria")
-    request = parse_search(ctx.registry, resource_type, params, strict=True)
+    request = parse_search(registry, resource_type, params, strict=True)
     if not request.criteria:
         raise BadRequest(f"The conditional search '{query}' has no criteria")
+    # Criteria are ANDed: their order and repeats do not change the meaning either.
+    meaning = sorted({_canonical(c) for c in request.criteria})
+    return Conditions(resource_type, query, request, resource_type + "?" + "&".join(meaning))
+
+
+async def match(
+    repo: Repository, conditions: Conditions, *, limit: int = 2, lock: bool = True
+) -> list[tuple[str, str]]:
+    """The resources a conditional interaction's search selects: up to `limit` (id, content).
+
+    With `lock`, first take the lock named by the criteria's meaning until the transaction
+    ends, so that racing conditional writes with the same criteria take turns: the second
+    one searches after the first one committed, and finds what it wrote. Without it, the
+    caller holds a lock that covers it (`store.many.lock_all_criteria`) or needs none.
+    """
+    if lock:
+        await lock_criteria(repo, conditions.resource_type, conditions.key)
+    request = conditions.request
     request.count = limit
     request.sort = []
     page = await repo.search(request, count_up_to=0)
     return [(id, content) for _, id, content in page.matches]
-
-
-def advisory_key(resource_type: str, query: str) -> str:
-    return resource_type + "?" + "&".join(sorted(query.split("&")))

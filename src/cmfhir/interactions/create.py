@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cmfhir.errors import PreconditionFailed
-from cmfhir.interactions.common import advisory_key, match, require_type
+from cmfhir.interactions.common import Conditions, match, parse_conditions, require_type
 from cmfhir.interactions.context import FhirContext, Result, utcnow
 from cmfhir.interactions.versions import new_id, to_version, written
 from cmfhir.resources.validation import validate_resource
@@ -15,18 +15,17 @@ __all__ = ["create", "create_in", "find_existing"]
 
 
 async def find_existing(
-    ctx: FhirContext, repo: Repository, resource_type: str, if_none_exist: str
+    repo: Repository, conditions: Conditions, *, lock: bool = True
 ) -> tuple[str, str] | None:
     """The one resource `If-None-Exist` matches, or None; several matches is an error.
 
-    An advisory lock on the criteria makes racing conditional creates take turns, so
-    exactly one of them creates.
+    A lock named by what the criteria mean makes racing conditional creates take turns
+    however each spells them, so exactly one of them creates.
     """
-    await repo.advisory_lock(advisory_key(resource_type, if_none_exist))
-    found = await match(ctx, repo, resource_type, if_none_exist)
+    found = await match(repo, conditions, lock=lock)
     if len(found) > 1:
         raise PreconditionFailed(
-            f"If-None-Exist '{if_none_exist}' matches more than one {resource_type}"
+            f"If-None-Exist '{conditions.query}' matches more than one {conditions.resource_type}"
         )
     return found[0] if found else None
 
@@ -51,9 +50,12 @@ async def create(
 ) -> Result:
     require_type(resource_type)
     validate_resource(resource, expected_type=resource_type)
+    conditions = (
+        parse_conditions(ctx.registry, resource_type, if_none_exist) if if_none_exist else None
+    )
     async with ctx.store.transaction() as repo:
-        if if_none_exist:
-            existing = await find_existing(ctx, repo, resource_type, if_none_exist)
+        if conditions is not None:
+            existing = await find_existing(repo, conditions)
             if existing is not None:
                 id, content = existing
                 return Result(200, content, resource_type=resource_type, id=id)

@@ -4,7 +4,13 @@ A delete is a version: history keeps it, and a read then answers 410 Gone."""
 from __future__ import annotations
 
 from cmfhir.errors import Issue, NotFound, PreconditionFailed, operation_outcome
-from cmfhir.interactions.common import advisory_key, check_id, check_if_match, match, require_type
+from cmfhir.interactions.common import (
+    check_id,
+    check_if_match,
+    match,
+    parse_conditions,
+    require_type,
+)
 from cmfhir.interactions.context import FhirContext, Result, utcnow
 from cmfhir.interactions.versions import deletion
 from cmfhir.store import Repository
@@ -45,9 +51,9 @@ async def delete(
 async def delete_conditional(ctx: FhirContext, resource_type: str, query: str) -> Result:
     """Deletes the single match; no match is a no-op; several matches is 412."""
     require_type(resource_type)
+    conditions = parse_conditions(ctx.registry, resource_type, query)
     async with ctx.store.transaction() as repo:
-        await repo.advisory_lock(advisory_key(resource_type, query))
-        found = await match(ctx, repo, resource_type, query)
+        found = await match(repo, conditions)
         if len(found) > 1:
             raise PreconditionFailed(f"'{query}' matches more than one {resource_type}")
         if not found:

@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from cmfhir.errors import BadRequest, PreconditionFailed
-from cmfhir.interactions.common import advisory_key, check_id, check_if_match, match, require_type
+from cmfhir.interactions.common import (
+    Conditions,
+    check_id,
+    check_if_match,
+    match,
+    parse_conditions,
+    require_type,
+)
 from cmfhir.interactions.context import FhirContext, Result, utcnow
 from cmfhir.interactions.versions import new_id, to_version, written
 from cmfhir.resources.validation import validate_resource
@@ -71,21 +78,23 @@ async def update(
 
 
 async def conditional_target(
-    ctx: FhirContext, repo: Repository, resource_type: str, query: str, body_id: str | None
-) -> str:
-    """The id a conditional update writes to: the single match, or a new (or the body's) id."""
-    await repo.advisory_lock(advisory_key(resource_type, query))
-    found = await match(ctx, repo, resource_type, query)
+    repo: Repository, conditions: Conditions, body_id: str | None, *, lock: bool = True
+) -> tuple[str, bool]:
+    """The id a conditional update writes to, and whether it matched: the single match, or
+    a new (or the body's) id. Racing conditional updates with the same criteria take turns
+    on a lock named by what the criteria mean, so they do not make two resources."""
+    found = await match(repo, conditions, lock=lock)
+    resource_type = conditions.resource_type
     if len(found) > 1:
-        raise PreconditionFailed(f"'{query}' matches more than one {resource_type}")
+        raise PreconditionFailed(f"'{conditions.query}' matches more than one {resource_type}")
     if found:
         target = found[0][0]
         if body_id is not None and body_id != target:
             raise BadRequest(
                 f"The resource's id '{body_id}' differs from the matched {resource_type}/{target}"
             )
-        return target
-    return body_id or new_id()
+        return target, True
+    return body_id or new_id(), False
 
 
 async def update_conditional(
@@ -98,7 +107,8 @@ async def update_conditional(
 ) -> Result:
     require_type(resource_type)
     validate_resource(resource, expected_type=resource_type)
+    conditions = parse_conditions(ctx.registry, resource_type, query)
     async with ctx.store.transaction() as repo:
-        target = await conditional_target(ctx, repo, resource_type, query, resource.get("id"))
+        target, _ = await conditional_target(repo, conditions, resource.get("id"))
         record, created = await update_in(ctx, repo, resource, target, if_match=if_match)
     return written(record, created)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Text, bindparam, cast, delete, func, insert, select, text, tuple_, update
+from sqlalchemy import Text, bindparam, cast, func, insert, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -456,7 +456,12 @@ class Repository:
     async def _delete_index(self, rids: list[int]) -> None:
         if rids:
             for table in INDEX_TABLES.values():
-                await self.conn.execute(delete(table).where(table.c.rid.in_(rids)))
+                # One array parameter: an IN list of 20,000 values cost more to build in
+                # SQLAlchemy than to run.
+                await self.conn.execute(
+                    text(f"DELETE FROM {table.name} WHERE rid = ANY(CAST(:rids AS bigint[]))"),
+                    {"rids": rids},
+                )
 
     async def _insert_index(self, items: Iterable[tuple[int, str, ResourceIndex]]) -> None:
         """Index rows of many versions, one COPY per index table."""
