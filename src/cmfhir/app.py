@@ -18,9 +18,10 @@ from cmfhir.config import Settings
 from cmfhir.errors import BadRequest, FhirError
 from cmfhir.interactions import FhirContext, Limits
 from cmfhir.resources.compartment import load_patient_compartment
+from cmfhir.resources.operations import load_operations
 from cmfhir.resources.search_parameters import load_registry
 from cmfhir.resources.types import RESOURCE_TYPES
-from cmfhir.routes import ErrorGuard, error_response, http_error_response, router
+from cmfhir.routes import ErrorGuard, Wire, error_response, http_error_response, router
 from cmfhir.store import Store, open_database
 
 __all__ = ["create_app", "open_context"]
@@ -43,6 +44,7 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
             store=Store(database.engine),
             registry=load_registry(settings.profiles_dir),
             compartment=load_patient_compartment(settings.profiles_dir),
+            operations=load_operations(settings.profiles_dir),
             limits=Limits(
                 default_count=settings.default_count,
                 max_count=settings.max_count,
@@ -103,4 +105,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Large answers (the CapabilityStatement, search pages) compressed for clients that ask.
     app.add_middleware(GZipMiddleware, minimum_size=8192, compresslevel=5)
     app.add_middleware(ErrorGuard)
+    # Outermost: request id, nosniff and the negotiated Content-Type on every response.
+    app.add_middleware(Wire)
     return app

@@ -68,14 +68,21 @@ async def history(
             at = parse_instant(name, value)
         elif name == "_count":
             count = _count(value, ctx.limits.max_count)
+    total: int | None = None
     async with ctx.store.transaction(read_only=True) as repo:
-        if id is not None and resource_type is not None and not await repo.read(resource_type, id):
-            raise NotFound(f"{resource_type}/{id} is not known")
+        if id is not None and resource_type is not None:
+            found = await repo.read(resource_type, id)
+            if found is None:
+                raise NotFound(f"{resource_type}/{id} is not known")
+            # Versions run 1..n, so an instance's whole history is its current version.
+            total = found.version if since is None and at is None else None
         page = await repo.history(
             resource_type=resource_type, id=id, since=since, at=at, count=count, cursor=cursor
         )
+    if total is None and cursor is None and page.next_cursor is None:
+        total = len(page.versions)  # the first page holds them all
     path = "/".join(p for p in (resource_type, id, "_history") if p)
     links = {"self": link(base, path, echo)}
     if page.next_cursor is not None:
         links["next"] = link(base, path, [*echo, ("_cursor", _encode(page.next_cursor))])
-    return Result(200, history_bundle(base, page.versions, links))
+    return Result(200, history_bundle(base, page.versions, links, total=total))

@@ -1,0 +1,111 @@
+"""What every response carries, and the negotiation every FHIR request goes through, as one
+ASGI middleware (outermost, so error responses get it too):
+
+- `X-Request-Id` (the client's when sane, else a new one) and
+  `X-Content-Type-Options: nosniff` on every response;
+- under `/fhir`, the format and FHIR version negotiated (`routes.negotiation`): 406 with an
+  OperationOutcome for XML, Turtle or an unsupported `fhirVersion`; otherwise the version is
+  put in `scope["state"]["fhir_version"]` for the routes, and every `application/fhir+json`
+  response says it: `Content-Type: application/fhir+json; fhirVersion=4.0`.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cmfhir.errors import FhirError
+from cmfhir.resources.fhir_version import DEFAULT_FHIR_VERSION
+from cmfhir.resources.fhirjson import dump_json
+from cmfhir.routes.negotiation import negotiate
+from cmfhir.routes.request_id import request_id, request_id_from
+
+__all__ = ["Wire"]
+
+_FHIR_JSON = b"application/fhir+json"
+_CONTENT_TYPES = {
+    version: b"application/fhir+json; fhirVersion=" + version.encode() + b"; charset=utf-8"
+    for version in ("4.0", "4.3")
+}
+
+
+def _format_param(query: bytes) -> str | None:
+    if b"_format" not in query:
+        return None
+    for name, value in parse_qsl(query.decode("utf-8", "replace"), keep_blank_values=True):
+        if name == "_format":
+            return value
+    return None
+
+
+def _response_headers(
+    headers: list[tuple[bytes, bytes]], rid: str, version: str
+) -> list[tuple[bytes, bytes]]:
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in headers:
+        if name.lower() == b"content-type" and value.startswith(_FHIR_JSON):
+            value = _CONTENT_TYPES.get(version, value)
+        out.append((name, value))
+    out.append((b"x-content-type-options", b"nosniff"))
+    out.append((b"x-request-id", rid.encode()))
+    return out
+
+
+class Wire:
+    def __init__(self, app: ASGIApp, prefix: str = "/fhir") -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        accept = content_type = sent_id = None
+        for name, value in scope["headers"]:
+            if name == b"accept":
+                accept = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"x-request-id":
+                sent_id = value
+        rid = request_id_from(sent_id)
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        version = DEFAULT_FHIR_VERSION
+
+        async def finishing_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = _response_headers(
+                    [(bytes(n), bytes(v)) for n, v in message.get("headers", [])], rid, version
+                )
+            await send(message)
+
+        token = request_id.set(rid)
+        try:
+            path: str = scope["path"]
+            if path == self.prefix or path.startswith(self.prefix + "/"):
+                try:
+                    negotiated = negotiate(
+                        accept, _format_param(scope.get("query_string", b"")), content_type
+                    )
+                except FhirError as error:
+                    await _send_error(error, finishing_send)
+                    return
+                version = negotiated.fhir_version
+                state["fhir_version"] = version
+                state["plain_json"] = negotiated.plain_json
+            await self.app(scope, receive, finishing_send)
+        finally:
+            request_id.reset(token)
+
+
+async def _send_error(error: FhirError, send: Send) -> None:
+    body = dump_json(error.outcome())
+    headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    headers += [
+        (b"content-type", b"application/fhir+json; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
