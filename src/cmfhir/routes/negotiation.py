@@ -10,6 +10,7 @@ from the body's `Content-Type`, else the default."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cmfhir.errors import NotAcceptable, UnsupportedMediaType
 from cmfhir.resources.fhir_version import DEFAULT_FHIR_VERSION, FHIR_VERSIONS, fhir_version_code
@@ -142,8 +143,26 @@ def _from_content_type(header: str | None) -> str | None:
     return code
 
 
+# Clients send the same few headers over and over; remembering short ones makes
+# negotiation a dictionary look-up (errors are not remembered, and are rare).
+_CACHED_LENGTH = 200
+
+
 def negotiate(accept: str | None, format_: str | None, content_type: str | None) -> Negotiated:
     """The version and flavour of JSON to answer in, or NotAcceptable (406)."""
+    if sum(len(h) for h in (accept, format_, content_type) if h) <= _CACHED_LENGTH:
+        return _negotiate_cached(accept, format_, content_type)
+    return _negotiate(accept, format_, content_type)
+
+
+@lru_cache(maxsize=256)
+def _negotiate_cached(
+    accept: str | None, format_: str | None, content_type: str | None
+) -> Negotiated:
+    return _negotiate(accept, format_, content_type)
+
+
+def _negotiate(accept: str | None, format_: str | None, content_type: str | None) -> Negotiated:
     if format_ is not None:
         version, plain = _from_format(format_)
     elif accept:

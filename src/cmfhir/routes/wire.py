@@ -11,6 +11,7 @@ ASGI middleware (outermost, so error responses get it too):
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,14 +40,13 @@ def _format_param(query: bytes) -> str | None:
     return None
 
 
-def _response_headers(
-    headers: list[tuple[bytes, bytes]], rid: str, version: str
-) -> list[tuple[bytes, bytes]]:
-    out: list[tuple[bytes, bytes]] = []
-    for name, value in headers:
-        if name.lower() == b"content-type" and value.startswith(_FHIR_JSON):
-            value = _CONTENT_TYPES.get(version, value)
-        out.append((name, value))
+def _response_headers(headers: Any, rid: str, version: str) -> list[tuple[bytes, bytes]]:
+    out: list[tuple[bytes, bytes]] = [
+        (name, _CONTENT_TYPES.get(version, value))
+        if name == b"content-type" and value.startswith(_FHIR_JSON)
+        else (name, value)
+        for name, value in headers
+    ]
     out.append((b"x-content-type-options", b"nosniff"))
     out.append((b"x-request-id", rid.encode()))
     return out
@@ -76,9 +76,7 @@ class Wire:
 
         async def finishing_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = _response_headers(
-                    [(bytes(n), bytes(v)) for n, v in message.get("headers", [])], rid, version
-                )
+                message["headers"] = _response_headers(message.get("headers", ()), rid, version)
             await send(message)
 
         token = request_id.set(rid)
