@@ -113,19 +113,22 @@ async def _operation(
     return render(result, request)
 
 
-@router.api_route("/${operation}", methods=["GET", "POST"])
+@router.get("/${operation}")
+@router.post("/${operation}")
 async def operation_system(operation: str, request: Request, ctx: Ctx) -> Response:
     return await _operation(request, ctx, operation, None, None)
 
 
-@router.api_route("/{resource_type}/${operation}", methods=["GET", "POST"])
+@router.get("/{resource_type}/${operation}")
+@router.post("/{resource_type}/${operation}")
 async def operation_type(
     resource_type: str, operation: str, request: Request, ctx: Ctx
 ) -> Response:
     return await _operation(request, ctx, operation, resource_type, None)
 
 
-@router.api_route("/{resource_type}/{id}/${operation}", methods=["GET", "POST"])
+@router.get("/{resource_type}/{id}/${operation}")
+@router.post("/{resource_type}/{id}/${operation}")
 async def operation_instance(
     resource_type: str, id: str, operation: str, request: Request, ctx: Ctx
 ) -> Response:
