@@ -375,3 +375,14 @@ def test_instance_history_states_its_total(client: httpx.Client) -> None:
     assert len(history["entry"]) == 2
     since = client.get(f"{url}/_history", params={"_since": "2000-01-01T00:00:00Z"}).json()
     assert since["total"] == 4
+
+
+def test_type_history_states_its_total_when_one_page_holds_it(client: httpx.Client) -> None:
+    code = {"coding": [{"system": "urn:test", "code": uuid.uuid4().hex}]}
+    first = client.post("Basic", json={"resourceType": "Basic", "code": code}, headers=FHIR)
+    since = first.json()["meta"]["lastUpdated"]
+    client.post("Basic", json={"resourceType": "Basic", "code": code}, headers=FHIR)
+    whole = client.get("Basic/_history", params={"_since": since}).json()
+    assert whole["total"] == len(whole["entry"]) >= 2
+    paged = client.get("Basic/_history", params={"_since": since, "_count": 1}).json()
+    assert "total" not in paged

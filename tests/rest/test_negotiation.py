@@ -232,3 +232,15 @@ def test_headers_outside_fhir_too(base: str) -> None:
     response = httpx.get(base.removesuffix("/fhir") + "/nowhere")
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["X-Request-Id"]
+
+
+@pytest.mark.parametrize("query", ["_format=json", "_pretty=true", "_format=json&_pretty=false"])
+def test_format_parameters_never_make_a_create_conditional(
+    client: httpx.Client, query: str
+) -> None:
+    body = {"resourceType": "Patient", "gender": "unknown"}
+    first = client.post(f"Patient?{query}", json=body, headers=FHIR)
+    assert first.status_code == 201, first.text
+    second = client.post(f"Patient?{query}", json=body, headers=FHIR)
+    assert second.status_code == 201, second.text
+    assert first.json()["id"] != second.json()["id"]

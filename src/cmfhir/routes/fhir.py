@@ -28,7 +28,7 @@ from cmfhir.interactions import (
     vread,
 )
 from cmfhir.interactions.context import FhirContext
-from cmfhir.interactions.operations import invoke
+from cmfhir.interactions.operations import RESULT_PARAMETERS, invoke
 from cmfhir.interactions.read import Conditions
 from cmfhir.resources.fhirjson import parse_json
 from cmfhir.routes.http import (
@@ -59,6 +59,17 @@ Ctx = Annotated[FhirContext, Depends(get_context)]
 
 def _query(request: Request) -> list[tuple[str, str]]:
     return list(request.query_params.multi_items())
+
+
+def _criteria(request: Request) -> str:
+    """The query string without the parameters about the response's format (`_format`,
+    `_pretty`), which never make a create conditional."""
+    kept = [
+        item
+        for item in request.url.query.split("&")
+        if item and item.split("=", 1)[0] not in RESULT_PARAMETERS
+    ]
+    return "&".join(kept)
 
 
 def _strict(request: Request) -> bool:
@@ -198,7 +209,7 @@ async def create_type(resource_type: str, request: Request, ctx: Ctx) -> Respons
     body = await read_json(request)
     # Criteria in the query string of a create (as some clients send them) mean the same as
     # If-None-Exist: never create a silent duplicate of what the client asked to match.
-    condition = request.headers.get("if-none-exist") or request.url.query or None
+    condition = request.headers.get("if-none-exist") or _criteria(request) or None
     result = await create(ctx, resource_type, body, if_none_exist=condition)
     return render(result, request, write=True)
 
