@@ -103,6 +103,16 @@ def test_get_of_an_operation_that_changes_data_is_405(
     assert_outcome(response, 405, "POST")
 
 
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+@pytest.mark.parametrize("path", ["$versions", "Patient/$validate", "Patient/{id}/$meta"])
+def test_other_methods_on_an_operation_are_405(
+    client: httpx.Client, patient: dict[str, Any], method: str, path: str
+) -> None:
+    response = client.request(method, path.format(id=patient["id"]), json=patient)
+    assert_outcome(response, 405, "GET or POST")
+    assert client.get(f"Patient/{patient['id']}").json()["meta"]["versionId"] == "1"
+
+
 def test_unknown_parameter_is_400(client: httpx.Client) -> None:
     assert_outcome(client.get("$versions", params={"foo": "1"}), 400, "foo")
 

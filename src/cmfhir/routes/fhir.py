@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from cmfhir.errors import UnsupportedMediaType
+from cmfhir.errors import MethodNotAllowed, UnsupportedMediaType
 from cmfhir.interactions import (
     capabilities,
     create,
@@ -111,6 +111,12 @@ async def _operation_body(request: Request) -> Any:
 async def _operation(
     request: Request, ctx: FhirContext, code: str, resource_type: str | None, id: str | None
 ) -> Response:
+    if request.method not in ("GET", "POST"):
+        # Routed here so that `PUT Patient/$x` is never taken for an update of id `$x`.
+        raise MethodNotAllowed(
+            f"Operations are invoked with GET or POST, not {request.method}",
+            headers={"Allow": "GET, POST"},
+        )
     result = await invoke(
         ctx,
         code,
@@ -126,12 +132,18 @@ async def _operation(
 
 @router.get("/${operation}")
 @router.post("/${operation}")
+@router.put("/${operation}")
+@router.patch("/${operation}")
+@router.delete("/${operation}")
 async def operation_system(operation: str, request: Request, ctx: Ctx) -> Response:
     return await _operation(request, ctx, operation, None, None)
 
 
 @router.get("/{resource_type}/${operation}")
 @router.post("/{resource_type}/${operation}")
+@router.put("/{resource_type}/${operation}")
+@router.patch("/{resource_type}/${operation}")
+@router.delete("/{resource_type}/${operation}")
 async def operation_type(
     resource_type: str, operation: str, request: Request, ctx: Ctx
 ) -> Response:
@@ -140,6 +152,9 @@ async def operation_type(
 
 @router.get("/{resource_type}/{id}/${operation}")
 @router.post("/{resource_type}/{id}/${operation}")
+@router.put("/{resource_type}/{id}/${operation}")
+@router.patch("/{resource_type}/{id}/${operation}")
+@router.delete("/{resource_type}/{id}/${operation}")
 async def operation_instance(
     resource_type: str, id: str, operation: str, request: Request, ctx: Ctx
 ) -> Response:
