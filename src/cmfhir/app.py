@@ -22,7 +22,11 @@ from cmfhir.resources.operations import load_operations
 from cmfhir.resources.search_parameters import load_registry
 from cmfhir.resources.types import RESOURCE_TYPES
 from cmfhir.routes import ErrorGuard, Wire, error_response, http_error_response, router
-from cmfhir.store import Store, open_database
+from cmfhir.routes.access_log import AccessLog
+from cmfhir.routes.cors import CORSMiddleware, cors_options, parse_origins
+from cmfhir.routes.health import health_router
+from cmfhir.store import ReferencePolicy, Store, open_database
+from cmfhir.store.readiness import Readiness
 
 __all__ = ["create_app", "open_context"]
 
@@ -41,7 +45,14 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
     )
     try:
         yield FhirContext(
-            store=Store(database.engine),
+            store=Store(
+                database.engine,
+                ReferencePolicy(
+                    on_write=settings.enforce_referential_integrity_on_write,
+                    on_delete=settings.enforce_referential_integrity_on_delete,
+                    bases=(settings.base_url,) if settings.base_url else (),
+                ),
+            ),
             registry=load_registry(settings.profiles_dir),
             compartment=load_patient_compartment(settings.profiles_dir),
             operations=load_operations(settings.profiles_dir),
@@ -52,6 +63,8 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
                 max_included=settings.max_included,
                 max_include_depth=settings.max_include_depth,
                 max_body_bytes=settings.max_body_bytes,
+                max_response_entries=settings.max_response_entries,
+                max_response_bytes=settings.max_response_bytes,
             ),
         )
     finally:
@@ -76,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_context(settings) as context:
             app.state.fhir = context
+            app.state.readiness = Readiness(context.store.engine)
             _settle_heap(context)
             yield
 
@@ -86,9 +100,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # FastAPI's document describes paths, not the FHIR interactions: off unless asked for.
+        openapi_url="/openapi.json" if settings.openapi else None,
     )
     app.state.settings = settings
     app.include_router(router)
+    app.include_router(health_router)
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:
@@ -105,6 +122,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Large answers (the CapabilityStatement, search pages) compressed for clients that ask.
     app.add_middleware(GZipMiddleware, minimum_size=8192, compresslevel=5)
     app.add_middleware(ErrorGuard)
-    # Outermost: request id, nosniff and the negotiated Content-Type on every response.
+    # Request id, nosniff and the negotiated Content-Type on every response (inside CORS,
+    # so that a 406 carries the CORS headers a browser needs to read it).
     app.add_middleware(Wire)
+    # Outside ErrorGuard, so that a 500 carries the CORS headers a browser needs to read it.
+    origins = parse_origins(settings.cors_origins)
+    if origins:
+        app.add_middleware(CORSMiddleware, **cors_options(origins))
+    # Outermost: every request is timed and logged, preflights and 500s included.
+    app.add_middleware(AccessLog)
     return app

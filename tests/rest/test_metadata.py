@@ -46,7 +46,23 @@ def test_patient_search_params_come_from_the_registry(statement: dict[str, objec
     patient = next(r for r in rest["resource"] if r["type"] == "Patient")
     names = {p["name"] for p in patient["searchParam"]}
     assert {"identifier", "name", "family", "birthdate", "gender", "general-practitioner"} <= names
-    assert len(rest["resource"]) > 140
+    assert len(rest["resource"]) > 100
+
+
+@pytest.mark.parametrize(
+    ("accept", "listed", "absent"),
+    [
+        (None, {"Patient", "Media", "DeviceUseStatement"}, {"SubscriptionTopic", "Citation"}),
+        ("application/fhir+json; fhirVersion=4.3", {"Patient", "SubscriptionTopic"}, set()),
+    ],
+)
+def test_metadata_lists_the_types_of_the_negotiated_version(
+    client: httpx.Client, accept: str | None, listed: set[str], absent: set[str]
+) -> None:
+    statement = client.get("metadata", headers={"Accept": accept} if accept else {}).json()
+    types = {r["type"] for r in statement["rest"][0]["resource"]}
+    assert listed <= types
+    assert not absent & types
 
 
 @pytest.mark.parametrize(

@@ -214,13 +214,13 @@ def test_a_406_has_the_headers_too(client: httpx.Client) -> None:
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
-@pytest.mark.parametrize("sent", ["abc-123", "2f1c.9e:trace_7", "A" * 128])
+@pytest.mark.parametrize("sent", ["abc-123", "2f1c.9e:trace_7", "A" * 64])
 def test_a_sane_request_id_is_echoed(client: httpx.Client, sent: str) -> None:
     response = client.get("metadata", headers={"X-Request-Id": sent})
     assert response.headers["X-Request-Id"] == sent
 
 
-@pytest.mark.parametrize("sent", ["has space", "A" * 129, "semi;colon", "new\\nline", ""])
+@pytest.mark.parametrize("sent", ["has space", "A" * 65, "semi;colon", "new\\nline", ""])
 def test_an_insane_request_id_is_replaced(client: httpx.Client, sent: str) -> None:
     response = client.get("metadata", headers={"X-Request-Id": sent})
     got = response.headers["X-Request-Id"]

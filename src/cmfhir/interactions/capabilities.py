@@ -9,7 +9,7 @@ from typing import Any
 
 from cmfhir import __version__
 from cmfhir.interactions.context import FhirContext, Result
-from cmfhir.resources.fhir_version import FHIR_VERSIONS
+from cmfhir.resources.fhir_versions import RELEASES, restrict_capability_statement
 from cmfhir.resources.operations import OperationDefinition, OperationRegistry
 from cmfhir.resources.search_parameters import SearchParameterRegistry
 from cmfhir.resources.types import RESOURCE_TYPES
@@ -90,7 +90,7 @@ def _statement(
         }
         for resource_type in sorted(RESOURCE_TYPES)
     ]
-    return {
+    statement = {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": "2026-11-23",
@@ -98,7 +98,7 @@ def _statement(
         "kind": "instance",
         "software": {"name": "cmfhir", "version": __version__},
         "implementation": {"description": "cmfhir FHIR server"},
-        "fhirVersion": FHIR_VERSIONS[fhir_version],
+        "fhirVersion": RELEASES[fhir_version],
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json"],
         "rest": [
@@ -119,6 +119,8 @@ def _statement(
             }
         ],
     }
+    # Only the types that exist in the request's version (R4 has no SubscriptionTopic...).
+    return restrict_capability_statement(statement, fhir_version)
 
 
 def capability_statement(ctx: FhirContext, base: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cmfhir.resources.compartment import PatientCompartment
-from cmfhir.resources.fhir_version import DEFAULT_FHIR_VERSION
+from cmfhir.resources.fhir_versions import DEFAULT_VERSION
 from cmfhir.resources.operations import OperationRegistry
 from cmfhir.resources.search_parameters import SearchParameterRegistry
 from cmfhir.store import Store
@@ -35,6 +35,9 @@ class Limits:
     default_total_bound: int = 1000
     # What a client may not send in one body it may not build with JSON Patch `copy` either.
     max_body_bytes: int = 64 * 1024 * 1024
+    # What the GET entries of one batch or transaction may return (interactions.budget).
+    max_response_entries: int = 10_000
+    max_response_bytes: int = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +47,8 @@ class FhirContext:
     compartment: PatientCompartment
     limits: Limits = field(default_factory=Limits)
     operations: OperationRegistry = field(default_factory=OperationRegistry)
-    # The FHIR version of the request being served: a key of `FHIR_VERSIONS`.
-    fhir_version: str = DEFAULT_FHIR_VERSION
+    # The FHIR version of the request being served: "4.0" or "4.3" (resources.fhir_versions).
+    fhir_version: str = DEFAULT_VERSION
 
     def for_request(self, fhir_version: str) -> FhirContext:
         """This context for one request speaking `fhir_version`."""

@@ -3,13 +3,11 @@
 from cmfhir.routes.fhir import router
 from cmfhir.routes.guard import ErrorGuard
 from cmfhir.routes.http import error_response, http_error_response
-from cmfhir.routes.request_id import current_request_id
 from cmfhir.routes.wire import Wire
 
 __all__ = [
     "ErrorGuard",
     "Wire",
-    "current_request_id",
     "error_response",
     "http_error_response",
     "router",

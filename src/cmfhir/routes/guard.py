@@ -10,7 +10,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cmfhir.errors import Issue, operation_outcome
 from cmfhir.resources.fhirjson import dump_json
-from cmfhir.routes.request_id import current_request_id
 
 __all__ = ["ErrorGuard"]
 
@@ -38,12 +37,7 @@ class ErrorGuard:
         except Exception as error:
             frames = traceback.extract_tb(error.__traceback__)
             where = " <- ".join(f"{f.name}:{f.lineno}" for f in reversed(frames[-6:]))
-            log.error(
-                "unhandled %s at %s (request %s)",
-                type(error).__name__,
-                where,
-                current_request_id(),
-            )
+            log.error("unhandled %s at %s", type(error).__name__, where)
             if started:
                 raise
             body = dump_json(operation_outcome([Issue("Internal server error", code="exception")]))

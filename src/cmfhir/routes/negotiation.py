@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from cmfhir.errors import NotAcceptable, UnsupportedMediaType
-from cmfhir.resources.fhir_version import DEFAULT_FHIR_VERSION, FHIR_VERSIONS, fhir_version_code
+from cmfhir.resources.fhir_versions import DEFAULT_VERSION, VERSIONS, parse_version
 
 __all__ = ["Negotiated", "negotiate"]
 
@@ -36,6 +36,10 @@ REFUSED = frozenset(
     }
 )
 PLAIN_JSON = frozenset({"application/json", "text/json"})
+
+
+def _version_code(text: str) -> str | None:
+    return parse_version(text.strip().strip('"'))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +79,12 @@ def _ranges(header: str) -> list[_Range]:
 
 
 def _version(value: str, where: str) -> str:
-    code = fhir_version_code(value)
+    code = _version_code(value)
     if code is None:
-        served = ", ".join(FHIR_VERSIONS)
+        served = ", ".join(VERSIONS)
         raise NotAcceptable(
             f"fhirVersion '{value}' in {where} is not served; this server speaks {served} "
-            f"(default {DEFAULT_FHIR_VERSION})",
+            f"(default {DEFAULT_VERSION})",
             expression=[where],
         )
     return code
@@ -118,7 +122,7 @@ def _from_accept(header: str) -> tuple[str | None, bool]:
         version = candidate.params.get("fhirversion")
         if version is None:
             return None, candidate.kind in PLAIN_JSON
-        code = fhir_version_code(version)
+        code = _version_code(version)
         if code is not None:
             return code, candidate.kind in PLAIN_JSON
         unsupported = unsupported or version
@@ -133,11 +137,11 @@ def _from_content_type(header: str | None) -> str | None:
     version = chosen.params.get("fhirversion") if chosen is not None else None
     if version is None:
         return None
-    code = fhir_version_code(version)
+    code = _version_code(version)
     if code is None:
         raise UnsupportedMediaType(
             f"fhirVersion '{version}' in Content-Type is not served; this server speaks "
-            f"{', '.join(FHIR_VERSIONS)}",
+            f"{', '.join(VERSIONS)}",
             expression=["Content-Type"],
         )
     return code
@@ -170,5 +174,5 @@ def _negotiate(accept: str | None, format_: str | None, content_type: str | None
     else:
         version, plain = None, False
     if version is None:
-        version = _from_content_type(content_type) or DEFAULT_FHIR_VERSION
+        version = _from_content_type(content_type) or DEFAULT_VERSION
     return Negotiated(version, plain)

@@ -1,8 +1,9 @@
 """What every response carries, and the negotiation every FHIR request goes through, as one
-ASGI middleware (outermost, so error responses get it too):
+ASGI middleware outside the error guard (so error responses get it too):
 
-- `X-Request-Id` (the client's when sane, else a new one) and
-  `X-Content-Type-Options: nosniff` on every response;
+- `X-Request-Id` and `X-Content-Type-Options: nosniff` on every response: the id the access
+  log (outside) chose and put in `scope["state"]["request_id"]`, else the client's when it is
+  a plain token, else a new one;
 - under `/fhir`, the format and FHIR version negotiated (`routes.negotiation`): 406 with an
   OperationOutcome for XML, Turtle or an unsupported `fhirVersion`; otherwise the version is
   put in `scope["state"]["fhir_version"]` for the routes, and every `application/fhir+json`
@@ -11,24 +12,40 @@ ASGI middleware (outermost, so error responses get it too):
 
 from __future__ import annotations
 
+import itertools
+import os
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cmfhir.errors import FhirError
-from cmfhir.resources.fhir_version import DEFAULT_FHIR_VERSION
+from cmfhir.logs import REQUEST_ID
+from cmfhir.resources.fhir_versions import DEFAULT_VERSION, VERSIONS
 from cmfhir.resources.fhirjson import dump_json
 from cmfhir.routes.negotiation import negotiate
-from cmfhir.routes.request_id import request_id, request_id_from
 
 __all__ = ["Wire"]
 
 _FHIR_JSON = b"application/fhir+json"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# A new id is this process's random prefix and a counter: unique across processes and
+# restarts without a random draw (a system call) per request.
+_PREFIX = os.urandom(10).hex()
+_COUNTER = itertools.count(1)
 _CONTENT_TYPES = {
     version: b"application/fhir+json; fhirVersion=" + version.encode() + b"; charset=utf-8"
-    for version in ("4.0", "4.3")
+    for version in VERSIONS
 }
+
+
+def request_id_from(header: bytes | None) -> str:
+    if header is not None:
+        text = header.decode("latin-1")
+        if _SANE_REQUEST_ID.fullmatch(text):
+            return text
+    return f"{_PREFIX}{next(_COUNTER):012x}"
 
 
 def _format_param(query: bytes) -> str | None:
@@ -69,17 +86,17 @@ class Wire:
                 content_type = value.decode("latin-1")
             elif name == b"x-request-id":
                 sent_id = value
-        rid = request_id_from(sent_id)
         state = scope.setdefault("state", {})
+        rid: str = state.get("request_id") or request_id_from(sent_id)
         state["request_id"] = rid
-        version = DEFAULT_FHIR_VERSION
+        version = DEFAULT_VERSION
 
         async def finishing_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = _response_headers(message.get("headers", ()), rid, version)
             await send(message)
 
-        token = request_id.set(rid)
+        token = REQUEST_ID.set(rid)
         try:
             path: str = scope["path"]
             if path == self.prefix or path.startswith(self.prefix + "/"):
@@ -95,7 +112,7 @@ class Wire:
                 state["plain_json"] = negotiated.plain_json
             await self.app(scope, receive, finishing_send)
         finally:
-            request_id.reset(token)
+            REQUEST_ID.reset(token)
 
 
 async def _send_error(error: FhirError, send: Send) -> None:

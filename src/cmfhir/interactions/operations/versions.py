@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.interactions.operations.call import OperationCall
-from cmfhir.resources.fhir_version import DEFAULT_FHIR_VERSION, FHIR_VERSIONS
+from cmfhir.resources.fhir_versions import DEFAULT_VERSION, VERSIONS
 
 __all__ = ["run"]
 
 
 async def run(ctx: FhirContext, call: OperationCall) -> Result:
-    versions = list(FHIR_VERSIONS)
+    versions = list(VERSIONS)
     if call.plain_json:
-        body = {"versions": versions, "default": DEFAULT_FHIR_VERSION}
+        body = {"versions": versions, "default": DEFAULT_VERSION}
         return Result(200, body, media_type="application/json")
     parameters = [{"name": "version", "valueCode": v} for v in versions]
-    parameters.append({"name": "default", "valueCode": DEFAULT_FHIR_VERSION})
+    parameters.append({"name": "default", "valueCode": DEFAULT_VERSION})
     return Result(200, {"resourceType": "Parameters", "parameter": parameters})
