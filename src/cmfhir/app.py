@@ -18,9 +18,10 @@ from cmfhir.config import Settings
 from cmfhir.errors import BadRequest, FhirError
 from cmfhir.interactions import FhirContext, Limits
 from cmfhir.resources.compartment import load_patient_compartment
+from cmfhir.resources.operations import load_operations
 from cmfhir.resources.search_parameters import load_registry
 from cmfhir.resources.types import RESOURCE_TYPES
-from cmfhir.routes import ErrorGuard, error_response, http_error_response, router
+from cmfhir.routes import ErrorGuard, Wire, error_response, http_error_response, router
 from cmfhir.routes.access_log import AccessLog
 from cmfhir.routes.cors import CORSMiddleware, cors_options, parse_origins
 from cmfhir.routes.health import health_router
@@ -54,6 +55,7 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
             ),
             registry=load_registry(settings.profiles_dir),
             compartment=load_patient_compartment(settings.profiles_dir),
+            operations=load_operations(settings.profiles_dir),
             limits=Limits(
                 default_count=settings.default_count,
                 max_count=settings.max_count,
@@ -120,6 +122,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Large answers (the CapabilityStatement, search pages) compressed for clients that ask.
     app.add_middleware(GZipMiddleware, minimum_size=8192, compresslevel=5)
     app.add_middleware(ErrorGuard)
+    # Request id, nosniff and the negotiated Content-Type on every response (inside CORS,
+    # so that a 406 carries the CORS headers a browser needs to read it).
+    app.add_middleware(Wire)
     # Outside ErrorGuard, so that a 500 carries the CORS headers a browser needs to read it.
     origins = parse_origins(settings.cors_origins)
     if origins:

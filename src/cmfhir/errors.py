@@ -6,6 +6,7 @@ FhirError
  │    └── InvalidResource   400  invalid      a resource that fails validation
  ├── NotFound               404  not-found    unknown type, id or version
  ├── MethodNotAllowed       405  not-supported
+ ├── NotAcceptable          406  not-supported  a format or FHIR version not served
  ├── Conflict               409  conflict     a concurrent change won; retry
  ├── Gone                   410  deleted      the resource was deleted
  ├── PreconditionFailed     412  conflict     If-Match mismatch, ambiguous conditional match
@@ -29,6 +30,7 @@ __all__ = [
     "InvalidResource",
     "Issue",
     "MethodNotAllowed",
+    "NotAcceptable",
     "NotFound",
     "PayloadTooLarge",
     "PreconditionFailed",
@@ -104,6 +106,11 @@ class NotFound(FhirError):
 
 class MethodNotAllowed(FhirError):
     status = 405
+    code = "not-supported"
+
+
+class NotAcceptable(FhirError):
+    status = 406
     code = "not-supported"
 
 

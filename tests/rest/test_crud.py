@@ -245,3 +245,145 @@ def goal() -> dict[str, Any]:
         "description": {"text": "Walk to the mailbox and back every day"},
         "subject": {"reference": "Patient/example"},
     }
+
+
+# --- resourceType first, conditional read, If-Match: *, history total ------------------------
+
+
+def resource_key_orders(raw: bytes) -> list[list[str]]:
+    """The key order of the top-level object, or of each entry's resource in a Bundle."""
+    orders: list[list[str]] = []
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [k for k, _ in pairs]
+        if "resourceType" in names:
+            orders.append(names)
+        return dict(pairs)
+
+    json.loads(raw, object_pairs_hook=hook)
+    return orders
+
+
+def test_served_json_starts_with_resource_type_id_meta(client: httpx.Client) -> None:
+    created = client.post("Patient", json=patient(), headers=FHIR).json()
+    id = created["id"]
+    client.put(f"Patient/{id}", json={**created, "gender": "male"}, headers=FHIR)
+    for path in (f"Patient/{id}", f"Patient/{id}/_history/1", f"Patient/{id}/_history/2"):
+        raw = client.get(path).content
+        assert raw.startswith(b'{"resourceType": "Patient", "id": '), raw[:60]
+        assert resource_key_orders(raw)[0][:3] == ["resourceType", "id", "meta"]
+    for path in (f"Patient?_id={id}", f"Patient/{id}/_history", "Patient/_history?_count=3"):
+        raw = client.get(path).content
+        orders = resource_key_orders(raw)
+        assert len(orders) >= 2, raw[:200]  # the Bundle and at least one entry
+        for order in orders:
+            assert order[0] == "resourceType", (path, order)
+
+
+def test_resource_type_first_with_a_contained_resource_of_the_same_type(
+    client: httpx.Client,
+) -> None:
+    body = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "w"},
+        "contained": [{"resourceType": "Observation", "id": "c1", "status": "final",
+                       "code": {"text": "inner"}}],
+        "hasMember": [{"reference": "#c1"}],
+    }  # fmt: skip
+    created = client.post("Observation", json=body, headers=FHIR)
+    assert created.status_code == 201, created.text
+    raw = client.get(f"Observation/{created.json()['id']}").content
+    assert raw.replace(b" ", b"").startswith(b'{"resourceType":"Observation","id":')
+    got = json.loads(raw)
+    assert got["contained"][0]["id"] == "c1"
+    assert got["code"] == {"text": "w"}
+
+
+def test_summary_and_elements_on_read_and_vread_start_with_resource_type(
+    client: httpx.Client,
+) -> None:
+    created = client.post("Patient", json=patient(), headers=FHIR).json()
+    for path in (f"Patient/{created['id']}", f"Patient/{created['id']}/_history/1"):
+        for params in ({"_summary": "true"}, {"_elements": "gender"}):
+            response = client.get(path, params=params)
+            assert response.status_code == 200
+            assert resource_key_orders(response.content)[0][0] == "resourceType"
+        elements = client.get(path, params={"_elements": "gender"}).json()
+        assert "gender" in elements and "name" not in elements
+        summary = client.get(path, params={"_summary": "true"}).json()
+        assert summary["meta"]["tag"][0]["code"] == "SUBSETTED"
+
+
+def test_if_none_match_answers_304(client: httpx.Client) -> None:
+    created = client.post("Patient", json=patient(), headers=FHIR)
+    url = f"Patient/{created.json()['id']}"
+    same = client.get(url, headers={"If-None-Match": 'W/"1"'})
+    assert same.status_code == 304
+    assert same.content == b""
+    assert same.headers["ETag"] == 'W/"1"'
+    assert client.get(url, headers={"If-None-Match": 'W/"2", W/"1"'}).status_code == 304
+    assert client.get(url, headers={"If-None-Match": "*"}).status_code == 304
+    assert client.get(url, headers={"If-None-Match": 'W/"2"'}).status_code == 200
+    client.put(url, json={**created.json(), "gender": "male"}, headers=FHIR)
+    changed = client.get(url, headers={"If-None-Match": 'W/"1"'})
+    assert changed.status_code == 200
+    assert changed.json()["gender"] == "male"
+
+
+def test_if_modified_since_answers_304(client: httpx.Client) -> None:
+    created = client.post("Patient", json=patient(), headers=FHIR)
+    url = f"Patient/{created.json()['id']}"
+    last_modified = created.headers["Last-Modified"]
+    assert client.get(url, headers={"If-Modified-Since": last_modified}).status_code == 304
+    later = "Fri, 01 Jan 2100 00:00:00 GMT"
+    assert client.get(url, headers={"If-Modified-Since": later}).status_code == 304
+    earlier = "Sat, 01 Jan 2000 00:00:00 GMT"
+    assert client.get(url, headers={"If-Modified-Since": earlier}).status_code == 200
+    assert client.get(url, headers={"If-Modified-Since": "not a date"}).status_code == 200
+    # If-None-Match decides when both are sent.
+    both = {"If-None-Match": 'W/"9"', "If-Modified-Since": later}
+    assert client.get(url, headers=both).status_code == 200
+
+
+def test_if_match_star(client: httpx.Client) -> None:
+    created = client.post("Patient", json=patient(), headers=FHIR).json()
+    url = f"Patient/{created['id']}"
+    updated = client.put(url, json={**created, "gender": "male"}, headers={**FHIR, "If-Match": "*"})
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["meta"]["versionId"] == "2"
+
+    new_id = f"star-{uuid.uuid4().hex[:12]}"
+    body = patient(id=new_id)
+    refused = client.put(f"Patient/{new_id}", json=body, headers={**FHIR, "If-Match": "*"})
+    assert refused.status_code == 412, refused.text
+    assert client.get(f"Patient/{new_id}").status_code == 404
+
+    assert client.delete(url).status_code in (200, 204)
+    gone = client.put(url, json={**created, "gender": "other"}, headers={**FHIR, "If-Match": "*"})
+    assert gone.status_code == 412, gone.text
+    assert client.get(url).status_code == 410
+
+
+def test_instance_history_states_its_total(client: httpx.Client) -> None:
+    created = client.post("Patient", json=patient(), headers=FHIR).json()
+    url = f"Patient/{created['id']}"
+    for gender in ("male", "other"):
+        client.put(url, json={**created, "gender": gender}, headers=FHIR)
+    client.delete(url)
+    history = client.get(f"{url}/_history", params={"_count": 2}).json()
+    assert history["total"] == 4
+    assert len(history["entry"]) == 2
+    since = client.get(f"{url}/_history", params={"_since": "2000-01-01T00:00:00Z"}).json()
+    assert since["total"] == 4
+
+
+def test_type_history_states_its_total_when_one_page_holds_it(client: httpx.Client) -> None:
+    code = {"coding": [{"system": "urn:test", "code": uuid.uuid4().hex}]}
+    first = client.post("Basic", json={"resourceType": "Basic", "code": code}, headers=FHIR)
+    since = first.json()["meta"]["lastUpdated"]
+    client.post("Basic", json={"resourceType": "Basic", "code": code}, headers=FHIR)
+    whole = client.get("Basic/_history", params={"_since": since}).json()
+    assert whole["total"] == len(whole["entry"]) >= 2
+    paged = client.get("Basic/_history", params={"_since": since, "_count": 1}).json()
+    assert "total" not in paged

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from cmfhir.errors import Issue, operation_outcome
 from cmfhir.interactions.context import instant
 from cmfhir.resources.fhirjson import RawJson
+from cmfhir.resources.key_order import resource_type_first
 from cmfhir.store import StoredVersion
 
 __all__ = ["history_bundle", "link", "search_bundle"]
@@ -21,9 +22,12 @@ def link(base: str, path: str, params: list[tuple[str, str]]) -> str:
     return f"{url}?{urlencode(params)}" if params else url
 
 
-def _resource(content: str | dict[str, Any]) -> Any:
-    # Stored text is embedded as it is; only a subset (_summary, _elements) was parsed.
-    return RawJson(content.encode()) if isinstance(content, str) else content
+def _resource(resource_type: str, content: str | dict[str, Any]) -> Any:
+    # Stored text is embedded as it is (resourceType first); only a subset (_summary,
+    # _elements) was parsed.
+    if isinstance(content, str):
+        return RawJson(resource_type_first(content, resource_type).encode())
+    return {"resourceType": resource_type, **content}
 
 
 def search_bundle(
@@ -41,7 +45,7 @@ def search_bundle(
     entries: list[dict[str, Any]] = [
         {
             "fullUrl": f"{base}/{resource_type}/{id}",
-            "resource": _resource(content),
+            "resource": _resource(resource_type, content),
             "search": {"mode": mode},
         }
         for mode, resources in (("match", matches), ("include", included))
@@ -59,14 +63,14 @@ def search_bundle(
 
 
 def history_bundle(
-    base: str, versions: list[StoredVersion], links: dict[str, str]
+    base: str, versions: list[StoredVersion], links: dict[str, str], *, total: int | None = None
 ) -> dict[str, Any]:
     entries: list[dict[str, Any]] = []
     for v in versions:
         url = f"{v.resource_type}/{v.id}"
         entry: dict[str, Any] = {"fullUrl": f"{base}/{url}"}
         if v.content is not None:
-            entry["resource"] = RawJson(v.content.encode())
+            entry["resource"] = RawJson(resource_type_first(v.content, v.resource_type).encode())
         method = {"create": "POST", "update": "PUT", "delete": "DELETE"}.get(v.method, "PUT")
         entry["request"] = {"method": method, "url": v.resource_type if method == "POST" else url}
         entry["response"] = {
@@ -75,11 +79,10 @@ def history_bundle(
             "lastModified": instant(v.last_updated),
         }
         entries.append(entry)
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "type": "history",
-        "link": [{"relation": rel, "url": url} for rel, url in links.items()],
-    }
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history"}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
     if entries:
         bundle["entry"] = entries
     return bundle

@@ -1,13 +1,16 @@
-"""capabilities (https://hl7.org/fhir/R4B/http.html#capabilities): the CapabilityStatement,
-generated from the same registries that drive validation, indexing and search."""
+"""capabilities (https://hl7.org/fhir/R4/http.html#capabilities): the CapabilityStatement,
+generated from the same registries that drive validation, indexing, search and operations,
+declaring the FHIR version the request negotiated (4.0.1 by default, 4.3.0 when asked)."""
 
 from __future__ import annotations
 
 from functools import cache
 from typing import Any
 
-from cmfhir import FHIR_VERSION, __version__
+from cmfhir import __version__
 from cmfhir.interactions.context import FhirContext, Result
+from cmfhir.resources.fhir_versions import RELEASES, restrict_capability_statement
+from cmfhir.resources.operations import OperationDefinition, OperationRegistry
 from cmfhir.resources.search_parameters import SearchParameterRegistry
 from cmfhir.resources.types import RESOURCE_TYPES
 
@@ -57,8 +60,19 @@ def _search_params(registry: SearchParameterRegistry, resource_type: str) -> lis
     return params
 
 
+def _operations(definitions: list[OperationDefinition]) -> list[dict[str, Any]]:
+    return [{"name": d.code, "definition": d.url} for d in definitions]
+
+
+def _resource_operations(operations: OperationRegistry, resource_type: str) -> dict[str, Any]:
+    listed = _operations(operations.for_type(resource_type))
+    return {"operation": listed} if listed else {}
+
+
 @cache
-def _statement(registry: SearchParameterRegistry) -> dict[str, Any]:
+def _statement(
+    registry: SearchParameterRegistry, operations: OperationRegistry, fhir_version: str
+) -> dict[str, Any]:
     resources = [
         {
             "type": resource_type,
@@ -67,15 +81,16 @@ def _statement(registry: SearchParameterRegistry) -> dict[str, Any]:
             "readHistory": True,
             "updateCreate": True,
             "conditionalCreate": True,
-            "conditionalRead": "not-supported",
+            "conditionalRead": "full-support",
             "conditionalUpdate": True,
             "conditionalDelete": "single",
             "referencePolicy": ["literal", "logical"],
             "searchParam": _search_params(registry, resource_type),
+            **_resource_operations(operations, resource_type),
         }
         for resource_type in sorted(RESOURCE_TYPES)
     ]
-    return {
+    statement = {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": "2026-11-23",
@@ -83,7 +98,7 @@ def _statement(registry: SearchParameterRegistry) -> dict[str, Any]:
         "kind": "instance",
         "software": {"name": "cmfhir", "version": __version__},
         "implementation": {"description": "cmfhir FHIR server"},
-        "fhirVersion": FHIR_VERSION,
+        "fhirVersion": RELEASES[fhir_version],
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json"],
         "rest": [
@@ -100,13 +115,16 @@ def _statement(registry: SearchParameterRegistry) -> dict[str, Any]:
                     {"name": name, "type": kind, "documentation": doc}
                     for name, kind, doc in RESULT_PARAMS
                 ],
+                "operation": _operations(operations.system_level()),
             }
         ],
     }
+    # Only the types that exist in the request's version (R4 has no SubscriptionTopic...).
+    return restrict_capability_statement(statement, fhir_version)
 
 
 def capability_statement(ctx: FhirContext, base: str) -> dict[str, Any]:
-    statement = dict(_statement(ctx.registry))
+    statement = dict(_statement(ctx.registry, ctx.operations, ctx.fhir_version))
     statement["implementation"] = {"description": "cmfhir FHIR server", "url": base}
     return statement
 

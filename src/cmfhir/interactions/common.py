@@ -67,7 +67,15 @@ def parse_etag(value: str) -> int | None:
     return parse_version(found.group(1))
 
 
-def check_if_match(if_match: str | None, current_version: int, resource: str) -> None:
+def check_if_match(
+    if_match: str | None, current_version: int, resource: str, *, exists: bool = True
+) -> None:
+    """If-Match against the current version; `*` matches any current version, so it fails
+    only when there is none (`exists` False: never created, or deleted) (RFC 9110 13.1.1)."""
+    if if_match is not None and if_match.strip() == "*":
+        if not exists:
+            raise PreconditionFailed(f"{resource} has no current version, so If-Match: * fails")
+        return
     if if_match is not None and parse_etag(if_match) != current_version:
         raise PreconditionFailed(
             f"{resource} is at version {current_version}, not the version If-Match names "

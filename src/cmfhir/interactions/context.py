@@ -1,16 +1,21 @@
-"""What every interaction receives: the store, the FHIR definitions, and the limits.
+"""What every interaction receives: the store, the FHIR definitions, the limits, and the FHIR
+version the request speaks.
 
 Interactions know nothing about HTTP: a request goes in as plain values, a `Result` comes out,
-and `routes/` turns it into a response.
+and `routes/` turns it into a response. `routes/` makes one `FhirContext` per request with
+`for_request()`, so `ctx.fhir_version` is the version that request negotiated ("4.0" or "4.3").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from cmfhir.resources.compartment import PatientCompartment
+from cmfhir.resources.fhir_versions import DEFAULT_VERSION
+from cmfhir.resources.operations import OperationRegistry
 from cmfhir.resources.search_parameters import SearchParameterRegistry
 from cmfhir.store import Store
 
@@ -41,6 +46,15 @@ class FhirContext:
     registry: SearchParameterRegistry
     compartment: PatientCompartment
     limits: Limits = field(default_factory=Limits)
+    operations: OperationRegistry = field(default_factory=OperationRegistry)
+    # The FHIR version of the request being served: "4.0" or "4.3" (resources.fhir_versions).
+    fhir_version: str = DEFAULT_VERSION
+
+    def for_request(self, fhir_version: str) -> FhirContext:
+        """This context for one request speaking `fhir_version`."""
+        if fhir_version == self.fhir_version:
+            return self
+        return replace(self, fhir_version=fhir_version)
 
 
 @dataclass(slots=True)
@@ -48,6 +62,9 @@ class Result:
     """An interaction's answer. `body` is JSON text as stored, or a JSON-able value.
 
     `location` is relative to the base (`Patient/1/_history/2`); routes make it absolute.
+    An operation may instead `stream` its body (chunks of bytes, produced while they are
+    sent) with its own `media_type` (`application/fhir+ndjson`); a body is served as
+    `application/fhir+json` unless `media_type` says otherwise.
     """
 
     status: int
@@ -58,6 +75,8 @@ class Result:
     last_updated: datetime | None = None
     location: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    stream: AsyncIterator[bytes] | None = None
+    media_type: str | None = None
 
     @property
     def etag(self) -> str | None:

@@ -92,9 +92,14 @@ async def history(
             at = _at(name, value)
         elif name == "_count":
             count = _count(value, ctx.limits.max_count)
+    total: int | None = None
     async with ctx.store.transaction(read_only=True) as repo:
-        if id is not None and resource_type is not None and not await repo.read(resource_type, id):
-            raise NotFound(f"{resource_type}/{id} is not known")
+        if id is not None and resource_type is not None:
+            found = await repo.read(resource_type, id)
+            if found is None:
+                raise NotFound(f"{resource_type}/{id} is not known")
+            # Versions run 1..n, so an instance's whole history is its current version.
+            total = found.version if since is None and at is None else None
         # Later pages keep the first page's watermark, so the pages add up to one answer.
         until = cursor[1] if cursor is not None else await repo.history_watermark()
         page = await repo.history(
@@ -106,11 +111,13 @@ async def history(
             count=count,
             cursor=None if cursor is None else cursor[0],
         )
+    if total is None and cursor is None and page.next_cursor is None:
+        total = len(page.versions)  # the first page holds them all
     path = "/".join(p for p in (resource_type, id, "_history") if p)
     links = {"self": link(base, path, echo)}
     if page.next_cursor is not None:
         links["next"] = link(base, path, [*echo, ("_cursor", _encode((page.next_cursor, until)))])
-    bundle = history_bundle(base, page.versions, links)
+    bundle = history_bundle(base, page.versions, links, total=total)
     # The watermark is where a follower goes on from (never before the `_since` it sent:
     # the watermark may fall back while a transaction that started earlier writes).
     complete_to = until if since is None else max(until, since)

@@ -38,7 +38,9 @@ async def update_in(
             raise PreconditionFailed(f"{resource_type}/{id} does not exist, so If-Match fails")
         version, rid, created = 1, None, True
     else:
-        check_if_match(if_match, current.version, f"{resource_type}/{id}")
+        check_if_match(
+            if_match, current.version, f"{resource_type}/{id}", exists=not current.deleted
+        )
         version, rid, created = current.version + 1, current.rid, current.deleted
     record, _ = to_version(
         ctx,

@@ -332,9 +332,12 @@ def _big_ints_as_text(value: Any) -> Any:
     return value
 
 
-def dump_json(value: Any) -> bytes:
-    """Compact JSON bytes; a `Decimal` is written with its exact digits (`1.50` stays
-    `1.50`), so `dump_json(parse_json(body))` keeps every number's value and precision."""
+def dump_json(value: Any, *, pretty: bool = False) -> bytes:
+    """Compact JSON bytes (indented with `pretty`); a `Decimal` is written with its exact
+    digits (`1.50` stays `1.50`), so `dump_json(parse_json(body))` keeps every number's
+    value and precision."""
+    if pretty:
+        return orjson.dumps(_big_ints_as_text(value), default=_default, option=orjson.OPT_INDENT_2)
     try:
         return orjson.dumps(value, default=_default)
     except orjson.JSONEncodeError as exc:

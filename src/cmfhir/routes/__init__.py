@@ -3,5 +3,12 @@
 from cmfhir.routes.fhir import router
 from cmfhir.routes.guard import ErrorGuard
 from cmfhir.routes.http import error_response, http_error_response
+from cmfhir.routes.wire import Wire
 
-__all__ = ["ErrorGuard", "error_response", "http_error_response", "router"]
+__all__ = [
+    "ErrorGuard",
+    "Wire",
+    "error_response",
+    "http_error_response",
+    "router",
+]

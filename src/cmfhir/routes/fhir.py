@@ -1,15 +1,17 @@
-"""The FHIR RESTful API under `/fhir` (https://hl7.org/fhir/R4B/http.html): each endpoint
-parses the request, calls one interaction, and renders its result."""
+"""The FHIR RESTful API under `/fhir` (https://hl7.org/fhir/R4/http.html): each endpoint
+parses the request, calls one interaction, and renders its result. Operations (`$code` at
+system, type and instance level, https://hl7.org/fhir/R4/operations.html) are routed first,
+so `Patient/$validate` is never taken for a read of id `$validate`."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from cmfhir.errors import UnsupportedMediaType
+from cmfhir.errors import MethodNotAllowed, UnsupportedMediaType
 from cmfhir.interactions import (
     capabilities,
     create,
@@ -26,7 +28,18 @@ from cmfhir.interactions import (
     vread,
 )
 from cmfhir.interactions.context import FhirContext
-from cmfhir.routes.http import base_url, media_type, prefer, read_body, read_json, render
+from cmfhir.interactions.operations import RESULT_PARAMETERS, invoke
+from cmfhir.interactions.read import Conditions
+from cmfhir.resources.fhirjson import parse_json
+from cmfhir.routes.http import (
+    JSON_TYPES,
+    base_url,
+    media_type,
+    prefer,
+    read_body,
+    read_json,
+    render,
+)
 
 __all__ = ["router"]
 
@@ -34,8 +47,11 @@ router = APIRouter(prefix="/fhir")
 
 
 async def get_context(request: Request) -> FhirContext:
+    """The server's context for this request, in the FHIR version it negotiated
+    (`routes.wire` put it in the request's state)."""
     context: FhirContext = request.app.state.fhir
-    return context
+    version = request.scope.get("state", {}).get("fhir_version")
+    return context if version is None else context.for_request(version)
 
 
 Ctx = Annotated[FhirContext, Depends(get_context)]
@@ -43,6 +59,17 @@ Ctx = Annotated[FhirContext, Depends(get_context)]
 
 def _query(request: Request) -> list[tuple[str, str]]:
     return list(request.query_params.multi_items())
+
+
+def _criteria(request: Request) -> str:
+    """The query string without the parameters about the response's format (`_format`,
+    `_pretty`), which never make a create conditional."""
+    kept = [
+        item
+        for item in request.url.query.split("&")
+        if item and item.split("=", 1)[0] not in RESULT_PARAMETERS
+    ]
+    return "&".join(kept)
 
 
 def _strict(request: Request) -> bool:
@@ -55,6 +82,83 @@ async def _form_params(request: Request) -> list[tuple[str, str]]:
         raise UnsupportedMediaType("_search takes application/x-www-form-urlencoded parameters")
     body = (await read_body(request)).decode("utf-8", errors="replace")
     return _query(request) + parse_qsl(body, keep_blank_values=True)
+
+
+def _conditions(request: Request) -> Conditions | None:
+    headers = request.headers
+    if_none_match = headers.get("if-none-match")
+    if_modified_since = headers.get("if-modified-since")
+    if if_none_match is None and if_modified_since is None:
+        return None
+    return Conditions(if_none_match, if_modified_since)
+
+
+async def _operation_body(request: Request) -> Any:
+    """A POSTed operation's body, parsed (None when there is none)."""
+    if request.method != "POST":
+        return None
+    kind = media_type(request)
+    raw = await read_body(request)
+    if not raw.strip():
+        return None
+    if kind is not None and kind not in JSON_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type '{kind}' is not supported here; use application/fhir+json"
+        )
+    return parse_json(raw)
+
+
+async def _operation(
+    request: Request, ctx: FhirContext, code: str, resource_type: str | None, id: str | None
+) -> Response:
+    if request.method not in ("GET", "POST"):
+        # Routed here so that `PUT Patient/$x` is never taken for an update of id `$x`.
+        raise MethodNotAllowed(
+            f"Operations are invoked with GET or POST, not {request.method}",
+            headers={"Allow": "GET, POST"},
+        )
+    result = await invoke(
+        ctx,
+        code,
+        resource_type=resource_type,
+        id=id,
+        method=request.method,
+        query=_query(request),
+        body=await _operation_body(request),
+        plain_json=bool(request.scope.get("state", {}).get("plain_json")),
+    )
+    return render(result, request)
+
+
+@router.get("/${operation}")
+@router.post("/${operation}")
+@router.put("/${operation}")
+@router.patch("/${operation}")
+@router.delete("/${operation}")
+async def operation_system(operation: str, request: Request, ctx: Ctx) -> Response:
+    return await _operation(request, ctx, operation, None, None)
+
+
+@router.get("/{resource_type}/${operation}")
+@router.post("/{resource_type}/${operation}")
+@router.put("/{resource_type}/${operation}")
+@router.patch("/{resource_type}/${operation}")
+@router.delete("/{resource_type}/${operation}")
+async def operation_type(
+    resource_type: str, operation: str, request: Request, ctx: Ctx
+) -> Response:
+    return await _operation(request, ctx, operation, resource_type, None)
+
+
+@router.get("/{resource_type}/{id}/${operation}")
+@router.post("/{resource_type}/{id}/${operation}")
+@router.put("/{resource_type}/{id}/${operation}")
+@router.patch("/{resource_type}/{id}/${operation}")
+@router.delete("/{resource_type}/{id}/${operation}")
+async def operation_instance(
+    resource_type: str, id: str, operation: str, request: Request, ctx: Ctx
+) -> Response:
+    return await _operation(request, ctx, operation, resource_type, id)
 
 
 @router.get("/metadata")
@@ -120,7 +224,7 @@ async def create_type(resource_type: str, request: Request, ctx: Ctx) -> Respons
     body = await read_json(request)
     # Criteria in the query string of a create (as some clients send them) mean the same as
     # If-None-Exist: never create a silent duplicate of what the client asked to match.
-    condition = request.headers.get("if-none-exist") or request.url.query or None
+    condition = request.headers.get("if-none-exist") or _criteria(request) or None
     result = await create(ctx, resource_type, body, if_none_exist=condition)
     return render(result, request, write=True)
 
@@ -145,7 +249,8 @@ async def delete_type_conditional(resource_type: str, request: Request, ctx: Ctx
 
 @router.get("/{resource_type}/{id}")
 async def read_instance(resource_type: str, id: str, request: Request, ctx: Ctx) -> Response:
-    return render(await read(ctx, resource_type, id, _query(request)), request)
+    result = await read(ctx, resource_type, id, _query(request), _conditions(request))
+    return render(result, request)
 
 
 @router.put("/{resource_type}/{id}")
@@ -190,4 +295,5 @@ async def search_patient_compartment(
 async def vread_instance(
     resource_type: str, id: str, version_id: str, request: Request, ctx: Ctx
 ) -> Response:
-    return render(await vread(ctx, resource_type, id, version_id, _query(request)), request)
+    result = await vread(ctx, resource_type, id, version_id, _query(request), _conditions(request))
+    return render(result, request)

@@ -8,7 +8,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -137,10 +137,17 @@ def render(result: Result, request: Request, *, write: bool = False) -> Response
         body = operation_outcome(
             [Issue(f"{result.status} OK", code="informational", severity="information")]
         )
+    media = result.media_type or FHIR_JSON
+    if result.stream is not None:
+        return StreamingResponse(
+            result.stream, status_code=result.status, headers=headers, media_type=media
+        )
     if body is None:
         return Response(status_code=result.status, headers=headers)
     content = body.encode() if isinstance(body, str) else dump_json(body)
-    return Response(content, status_code=result.status, headers=headers, media_type=FHIR_JSON)
+    if request.query_params.get("_pretty") == "true":
+        content = dump_json(parse_json(content), pretty=True)
+    return Response(content, status_code=result.status, headers=headers, media_type=media)
 
 
 def error_response(error: FhirError) -> Response:

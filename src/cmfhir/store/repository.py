@@ -445,6 +445,24 @@ class Repository:
             [{"b_rid": rid, "b_patient_id": patient} for rid, _, _, patient in entries],
         )
 
+    async def replace_content(self, rid: int, version: int, content: str) -> None:
+        """Replace the content of version `version` in place, in the current row and its
+        history row: `$meta-add`/`$meta-delete` change meta without making a new version.
+        The caller holds the row's lock and rebuilds its index rows (`replace_index`)."""
+        body = cast(bindparam("body", type_=Text), JSONB)
+        await self.conn.execute(
+            update(resource)
+            .where(resource.c.rid == rid, resource.c.version == version)
+            .values(content=body),
+            {"body": content},
+        )
+        await self.conn.execute(
+            update(resource_history)
+            .where(resource_history.c.rid == rid, resource_history.c.version == version)
+            .values(content=body),
+            {"body": content},
+        )
+
     async def structural_problems(self) -> dict[str, list[str]]:
         return await check.structural_problems(self.conn)
 
