@@ -4,12 +4,14 @@ CapabilityStatement as an R4 client must see it."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from cmfhir.config import Settings
 from cmfhir.errors import InvalidResource
 from cmfhir.resources.fhir_versions import (
     R4,
@@ -24,8 +26,18 @@ EXAMPLES = sorted((ROOT / "tests" / "data" / "r4-examples").glob("*.json"))
 R4_JSON = "application/fhir+json; fhirVersion=4.0"
 
 
+@pytest.fixture(scope="module")
+def r4_client(settings: Settings, start_server: type) -> Iterator[httpx.Client]:
+    """HL7's examples refer to resources that are not on this server (Patient/example…):
+    what is tested here is their content under R4, so references are not checked."""
+    unchecked = settings.model_copy(update={"enforce_referential_integrity_on_write": False})
+    with start_server(unchecked) as server, httpx.Client(base_url=server.base, timeout=60) as http:
+        yield http
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[path.stem for path in EXAMPLES])
-def test_an_r4_example_is_created(client: httpx.Client, path: Path) -> None:
+def test_an_r4_example_is_created(r4_client: httpx.Client, path: Path) -> None:
+    client = r4_client
     resource: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     resource.pop("id", None)
     kind = resource["resourceType"]
@@ -60,3 +72,31 @@ def test_the_r4b_capability_statement_is_not_r4_and_its_r4_restriction_is(
     assert restricted["fhirVersion"] == "4.0.1"
     listed = {entry["type"] for entry in restricted["rest"][0]["resource"]}
     assert listed == served_types(R4)
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        pytest.param(None, 404, id="default-r4"),
+        pytest.param("application/fhir+json; fhirVersion=4.0", 404, id="r4"),
+        pytest.param("application/fhir+json; fhirVersion=4.3", 200, id="r4b"),
+    ],
+)
+def test_a_type_of_r4b_only_is_served_only_in_r4b(
+    client: httpx.Client, accept: str | None, expected: int
+) -> None:
+    headers = {"Accept": accept} if accept else {}
+    searched = client.get("SubscriptionTopic", headers=headers)
+    assert searched.status_code == expected, searched.text
+    if expected == 404:
+        assert "SubscriptionTopic" in searched.json()["issue"][0]["diagnostics"]
+    created = client.post(
+        "SubscriptionTopic",
+        json={
+            "resourceType": "SubscriptionTopic",
+            "url": "https://example.org/t",
+            "status": "draft",
+        },
+        headers={"Content-Type": accept or "application/fhir+json", **headers},
+    )
+    assert created.status_code == (201 if expected == 200 else 404), created.text

@@ -50,7 +50,7 @@ async def _read(ctx: FhirContext, repo: Repository, entry: Entry, base: str) -> 
     if kind in ("search-system", "search-type"):
         return await search_in(ctx, repo, entry.resource_type or None, params, base=base)
     if kind == "search-compartment":
-        require_type(entry.resource_type)
+        require_type(entry.resource_type, ctx.fhir_version)
         check_id(entry.id or "")
         params_for = ctx.compartment.params_for(entry.resource_type)
         if not params_for and entry.resource_type != "Patient":

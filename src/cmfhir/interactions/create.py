@@ -48,7 +48,7 @@ async def create(
     *,
     if_none_exist: str | None = None,
 ) -> Result:
-    require_type(resource_type)
+    require_type(resource_type, ctx.fhir_version)
     validate_resource(resource, expected_type=resource_type)
     conditions = (
         parse_conditions(ctx.registry, resource_type, if_none_exist) if if_none_exist else None

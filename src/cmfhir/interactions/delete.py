@@ -42,7 +42,7 @@ def _outcome(message: str, version: int | None) -> Result:
 async def delete(
     ctx: FhirContext, resource_type: str, id: str, *, if_match: str | None = None
 ) -> Result:
-    require_type(resource_type)
+    require_type(resource_type, ctx.fhir_version)
     check_id(id)
     async with ctx.store.transaction() as repo:
         return await delete_in(repo, resource_type, id, if_match=if_match)
@@ -50,7 +50,7 @@ async def delete(
 
 async def delete_conditional(ctx: FhirContext, resource_type: str, query: str) -> Result:
     """Deletes the single match; no match is a no-op; several matches is 412."""
-    require_type(resource_type)
+    require_type(resource_type, ctx.fhir_version)
     conditions = parse_conditions(ctx.registry, resource_type, query)
     async with ctx.store.transaction() as repo:
         found = await match(repo, conditions)

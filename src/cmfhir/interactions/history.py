@@ -73,7 +73,7 @@ async def history(
     base: str,
 ) -> Result:
     if resource_type is not None:
-        require_type(resource_type)
+        require_type(resource_type, ctx.fhir_version)
     if id is not None:
         check_id(id)
     since: datetime | None = None

@@ -120,7 +120,7 @@ async def patch(
     *,
     if_match: str | None = None,
 ) -> Result:
-    require_type(resource_type)
+    require_type(resource_type, ctx.fhir_version)
     check_id(id)
     async with ctx.store.transaction() as repo:
         record = await patch_in(ctx, repo, resource_type, id, operations, if_match=if_match)

@@ -156,6 +156,7 @@ async def read(
     params: Sequence[tuple[str, str]] = (),
     conditions: Conditions | None = None,
 ) -> Result:
+    require_type(resource_type, ctx.fhir_version)
     async with ctx.store.transaction(read_only=True) as repo:
         return await read_in(repo, resource_type, id, params, conditions)
 
@@ -187,5 +188,6 @@ async def vread(
     params: Sequence[tuple[str, str]] = (),
     conditions: Conditions | None = None,
 ) -> Result:
+    require_type(resource_type, ctx.fhir_version)
     async with ctx.store.transaction(read_only=True) as repo:
         return await vread_in(repo, resource_type, id, version_id, params, conditions)

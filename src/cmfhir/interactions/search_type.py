@@ -102,7 +102,7 @@ async def search_in(
     compartment: Compartment | None = None,
 ) -> Result:
     if resource_type is not None:
-        require_type(resource_type)
+        require_type(resource_type, ctx.fhir_version)
     request = parse_search(
         ctx.registry,
         resource_type,
@@ -167,7 +167,7 @@ async def search_compartment(
     strict: bool = False,
 ) -> Result:
     """`GET Patient/{id}/{type}`: a search inside the member's compartment."""
-    require_type(resource_type)
+    require_type(resource_type, ctx.fhir_version)
     check_id(owner_id)
     params_for = ctx.compartment.params_for(resource_type)
     if not params_for and resource_type != "Patient":

@@ -61,8 +61,8 @@ from cmfhir.store.many import MAX_CLAIMS, lock_all_criteria, lock_or_claim_many,
 __all__ = ["process_bundle", "run_transaction"]
 
 
-def _check_resource(entry: Entry) -> None:
-    require_type(entry.resource_type)
+def _check_resource(ctx: FhirContext, entry: Entry) -> None:
+    require_type(entry.resource_type, ctx.fhir_version)
     validate_resource(entry.resource, expected_type=entry.resource_type)
     if entry.interaction == "update" and entry.id is not None:
         check_id(entry.id)
@@ -182,7 +182,7 @@ class _Transaction:
     async def resolve(self, entry: Entry) -> None:
         kind = entry.interaction
         if kind in ("update", "patch", "delete"):
-            require_type(entry.resource_type)
+            require_type(entry.resource_type, self.ctx.fhir_version)
             check_id(entry.id or "")
             self._claim(entry, entry.id or "")
         elif kind == "create":
@@ -194,7 +194,7 @@ class _Transaction:
             else:
                 self._claim(entry, new_id())
         elif kind in ("update-conditional", "delete-conditional"):
-            require_type(entry.resource_type)
+            require_type(entry.resource_type, self.ctx.fhir_version)
             conditions = parse_conditions(self.ctx.registry, entry.resource_type, entry.query or "")
             if kind == "update-conditional":
                 await self._conditional_update(entry, conditions)
@@ -224,7 +224,7 @@ class _Transaction:
                         continue
                     try:
                         resource_type, _, query = reference.partition("?")
-                        require_type(resource_type)
+                        require_type(resource_type, self.ctx.fhir_version)
                         conditions = parse_conditions(self.ctx.registry, resource_type, query)
                         found = await match(self.repo, conditions, lock=False)
                     except FhirError as error:
@@ -374,7 +374,7 @@ async def run_transaction(
             if e.error is not None:
                 raise e.error
             if e.interaction in ("create", "update", "update-conditional"):
-                _check_resource(e)
+                _check_resource(ctx, e)
         except FhirError as error:
             raise at_entry(error, e.index) from error
     _check_placeholders(entries)

@@ -63,7 +63,7 @@ async def update(
     *,
     if_match: str | None = None,
 ) -> Result:
-    require_type(resource_type)
+    require_type(resource_type, ctx.fhir_version)
     check_id(id)
     validate_resource(resource, expected_type=resource_type)
     body_id = resource.get("id")
@@ -107,7 +107,7 @@ async def update_conditional(
     *,
     if_match: str | None = None,
 ) -> Result:
-    require_type(resource_type)
+    require_type(resource_type, ctx.fhir_version)
     validate_resource(resource, expected_type=resource_type)
     conditions = parse_conditions(ctx.registry, resource_type, query)
     async with ctx.store.transaction() as repo:

@@ -121,7 +121,7 @@ async def invoke(
     if definition is None or implementation is None:
         raise NotFound(f"Unknown operation '${code}'", expression=[f"${code}"])
     if resource_type is not None:
-        require_type(resource_type)
+        require_type(resource_type, ctx.fhir_version)
     if id is not None:
         check_id(id)
     level = _level(resource_type, id)
