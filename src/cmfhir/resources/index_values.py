@@ -564,6 +564,7 @@ class _Simple(NamedTuple):
 
 class _Component(NamedTuple):
     param: str  # component_param(code, j)
+    keys: frozenset[str] | None  # one of which the repetition needs for a value
     extract: Extractor
     on_resource: bool  # `%resource.x`: evaluated on the resource, not on the repetition
     convert: _Converter
@@ -626,6 +627,7 @@ def _composite_plan(
         components.append(
             _Component(
                 component_param(parameter.code, position),
+                required_keys(path),
                 compile_path(path),
                 on_resource,
                 _CONVERTERS[definition.type],
@@ -681,10 +683,14 @@ def extract_index(resource: dict[str, Any], registry: SearchParameterRegistry) -
             values = extract(resource)
             if values:
                 convert(current.code, values, out)
+        roots: dict[Extractor, list[Any]] = {}  # several composites share their repetitions
         for composite in plan.composite:
             current = composite.parameter
             if composite.keys is None or not composite.keys.isdisjoint(resource):
-                _extract_composite(resource, composite, out)
+                items = roots.get(composite.extract)
+                if items is None:
+                    items = roots[composite.extract] = composite.extract(resource)
+                _extract_composite(resource, items, composite, out)
     except FhirPathError as error:
         assert current is not None
         raise IndexingFailed(current, f"this {resource_type}", error.cause) from error
@@ -714,23 +720,35 @@ def _size(index: ResourceIndex) -> int:
     return sum(map(len, _families(index)))
 
 
-def _extract_composite(resource: dict[str, Any], plan: _Composite, out: ResourceIndex) -> None:
-    """One CompositeGroup per repetition in which every component has a value (a
-    repetition missing one can never match)."""
-    for item in plan.extract(resource):
+def _extract_composite(
+    resource: dict[str, Any], items: list[Any], plan: _Composite, out: ResourceIndex
+) -> None:
+    """One CompositeGroup per repetition (of `items`) in which every component has a value:
+    a repetition missing one can never match."""
+    for item in items:
         if type(item) is not dict:
             continue
-        group = ResourceIndex()
-        for param, extract, on_resource, convert in plan.components:
-            before = _size(group)
-            values = extract(resource if on_resource else item)
-            if values:
-                convert(param, values, group)
-            if _size(group) == before:
+        if any(
+            c.keys is not None and c.keys.isdisjoint(resource if c.on_resource else item)
+            for c in plan.components
+        ):
+            continue
+        found = []
+        for component in plan.components:
+            values = component.extract(resource if component.on_resource else item)
+            if not values:
                 break
+            found.append(values)
         else:
-            _dedupe_families(group)
-            out.composite.append(CompositeGroup(len(out.composite), group))
+            group = ResourceIndex()
+            for component, values in zip(plan.components, found, strict=True):
+                before = _size(group)
+                component.convert(component.param, values, group)
+                if _size(group) == before:
+                    break
+            else:
+                _dedupe_families(group)
+                out.composite.append(CompositeGroup(len(out.composite), group))
 
 
 def _dedupe_families(index: ResourceIndex) -> None:
