@@ -275,17 +275,23 @@ def date_range(text: str) -> tuple[datetime, datetime]:
     return _utc(low), (high if high is DATE_MAX else _utc(high))
 
 
-def number_range(value: Decimal | int | float | str) -> tuple[Decimal, Decimal]:
-    """[low, high) of a number at its implicit precision: half a unit of its last digit."""
+def number_range(
+    value: Decimal | int | float | str, *, exponent_form: bool = False
+) -> tuple[Decimal, Decimal]:
+    """[low, high) of a number at its implicit precision: half a unit of its last digit.
+
+    `exponent_form` is for a searched value written with an exponent, whose range the spec
+    takes one digit finer (https://hl7.org/fhir/R4B/search.html#number: `1e2` is
+    [95, 105), `1.1e2` [109.5, 110.5)). Stored numbers never have one (see fhirjson)."""
     number = _decimal(value)
     if number is None:
         raise ValueError(f"not a finite number: {value!r}")
     shape = number.as_tuple()
     assert isinstance(shape.exponent, int)
-    half = Decimal(5).scaleb(shape.exponent - 1)
+    half = Decimal(5).scaleb(shape.exponent - (2 if exponent_form else 1))
     # Exact: the default context would round past 28 significant digits.
     with localcontext() as exact:
-        exact.prec = len(shape.digits) + 2
+        exact.prec = len(shape.digits) + 3
         return number - half, number + half
 
 

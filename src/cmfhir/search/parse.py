@@ -147,7 +147,9 @@ def _decimal_range(name: str, text: str) -> tuple[Decimal, Decimal, Decimal]:
         raise _bad(name, f"'{text}' is not a number") from error
     if not value.is_finite():
         raise _bad(name, f"'{text}' is not a finite number")
-    low, high = number_range(value)  # the implicit precision, as values are indexed
+    # The implicit precision, as values are indexed (one digit finer for `1e2`, as the spec's
+    # table has it).
+    low, high = number_range(value, exponent_form="e" in text or "E" in text)
     return value, low, high
 
 
