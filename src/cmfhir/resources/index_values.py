@@ -722,10 +722,6 @@ def _families(index: ResourceIndex) -> tuple[list[Any], ...]:
     )
 
 
-def _size(index: ResourceIndex) -> int:
-    return sum(map(len, _families(index)))
-
-
 def _extract_composite(
     resource: dict[str, Any], items: list[Any], plan: _Composite, out: ResourceIndex
 ) -> None:
@@ -734,27 +730,31 @@ def _extract_composite(
     for item in items:
         if type(item) is not dict:
             continue
-        if any(
-            c.keys is not None and c.keys.isdisjoint(resource if c.on_resource else item)
-            for c in plan.components
-        ):
-            continue
-        found = []
-        for component in plan.components:
-            values = component.extract(resource if component.on_resource else item)
-            if not values:
+        for component in plan.components:  # first the cheap test of every component
+            keys = component.keys
+            if keys is not None and keys.isdisjoint(resource if component.on_resource else item):
                 break
-            found.append(values)
         else:
-            group = ResourceIndex()
-            for component, values in zip(plan.components, found, strict=True):
-                before = _size(group)
-                component.convert(component.param, values, group)
-                if _size(group) == before:
+            found = []
+            for component in plan.components:
+                values = component.extract(resource if component.on_resource else item)
+                if not values:
                     break
+                found.append(values)
             else:
-                _dedupe_families(group)
-                out.composite.append(CompositeGroup(len(out.composite), group))
+                _add_group(plan, found, out)
+
+
+def _add_group(plan: _Composite, found: list[list[Any]], out: ResourceIndex) -> None:
+    """The group of one repetition's component values, unless one of them does not fit its
+    type (a date that does not parse)."""
+    group = ResourceIndex()
+    for component, values in zip(plan.components, found, strict=True):
+        component.convert(component.param, values, group)
+    _dedupe_families(group)
+    params = {entry.param for entries in _families(group) for entry in entries}
+    if len(params) == len(plan.components):
+        out.composite.append(CompositeGroup(len(out.composite), group))
 
 
 def _dedupe_families(index: ResourceIndex) -> None:

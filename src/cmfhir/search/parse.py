@@ -60,8 +60,11 @@ RESULT_PARAMS = frozenset(
         "_revinclude",
         "_contained",
         "_containedType",
+        "_totalMethod",
     }
 )
+# Aidbox's name for _total, which clients such as fhirpy's `count()` send.
+TOTAL_METHODS = {"count": "accurate", "estimate": "estimate", "none": "none"}
 CONTAINED_VALUES = {"false", "true", "both"}
 CONTAINED_TYPE_VALUES = {"container", "contained"}
 MODIFIERS = {
@@ -332,6 +335,10 @@ def _parameter(
         if raw not in TOTAL_VALUES:
             raise _bad(name, f"'{raw}' is not one of {', '.join(sorted(TOTAL_VALUES))}")
         request.total = raw
+    elif name == "_totalMethod":
+        if raw not in TOTAL_METHODS:
+            raise _bad(name, f"'{raw}' is not one of {', '.join(sorted(TOTAL_METHODS))}")
+        request.total = request.total or TOTAL_METHODS[raw]
     elif name == "_elements":
         request.elements.extend(e.strip() for e in raw.split(",") if e.strip())
     elif name == "_sort":
