@@ -3,6 +3,7 @@ search-parameter expressions that fail on a resource (refused, never left out si
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import uuid
@@ -11,11 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from cmfhir.config import Settings, default_profiles_dir
 from cmfhir.resources.fhirjson import parse_json
 from cmfhir.resources.index_values import extract_index
 from cmfhir.resources.search_parameters import load_registry
+from cmfhir.store.database import async_url
+from cmfhir.store.schema import INDEX_TABLES
 from serving import run_cmfhir
 
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -155,3 +159,46 @@ def test_reindex_and_check_name_a_resource_the_expression_fails_on(
     assert checked.returncode == 1, checked.stdout + checked.stderr
     assert "search parameter expressions fail on the resource" in checked.stdout
     assert "first-given" in checked.stdout
+
+
+def test_reindex_rebuilds_composite_rows(
+    scratch_database: str, settings: Settings, start_server: type, tmp_path: Path
+) -> None:
+    """Resources stored before composite rows existed (migration 0003_search) are found by
+    a composite search once `cmfhir reindex` has run."""
+    blood_pressure = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "85354-9"}]},
+        "component": [
+            {
+                "code": {"coding": [{"system": LOINC, "code": code}]},
+                "valueQuantity": {"value": value, "unit": "mm[Hg]"},
+            }
+            for code, value in (("8480-6", 85), ("8462-4", 60))
+        ],
+    }
+    query = {"component-code-value-quantity": f"{LOINC}|8480-6$lt90"}
+    scratch = settings.model_copy(update={"database_url": scratch_database})
+    with start_server(scratch) as server, httpx.Client(base_url=server.base) as client:
+        created = client.post("Observation", json=blood_pressure, headers=FHIR)
+        assert created.status_code == 201
+        assert client.get("Observation", params=query).json()["total"] == 1
+        asyncio.run(_drop_composite_rows(scratch_database))
+        assert client.get("Observation", params=query).json()["total"] == 0
+
+        done = run_cmfhir(scratch_database, tmp_path, "reindex", "--type", "Observation")
+        assert done.returncode == 0, done.stderr
+        found = client.get("Observation", params=query).json()
+        assert [e["resource"]["id"] for e in found["entry"]] == [created.json()["id"]]
+    assert run_cmfhir(scratch_database, tmp_path, "check").returncode == 0
+
+
+async def _drop_composite_rows(database_url: str) -> None:
+    engine = create_async_engine(async_url(database_url))
+    try:
+        async with engine.begin() as conn:
+            for table in INDEX_TABLES.values():
+                await conn.execute(table.delete().where(table.c.grp.is_not(None)))
+    finally:
+        await engine.dispose()
