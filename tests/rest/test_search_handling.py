@@ -125,3 +125,13 @@ def test_criteria_with_result_parameters_still_make_a_create_conditional(
     )
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["id"] == first.json()["id"]
+
+
+def test_composite_parameters_are_listed_in_the_capability_statement(
+    client: httpx.Client,
+) -> None:
+    statement = client.get("metadata").json()
+    observation = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Observation")
+    listed = {p["name"]: p["type"] for p in observation["searchParam"]}
+    assert listed["component-code-value-quantity"] == "composite"
+    assert listed["combo-code-value-concept"] == "composite"
