@@ -437,12 +437,10 @@ def _unknown(
     name: str,
     resource_type: str | None,
     detail: str = "",
-    *,
-    code: str | None = None,
 ) -> _Unknown:
-    """The error for an unknown `name` (its parameter part `code`), with the closest known
-    parameter of the type as a suggestion: `nmae` → did you mean `name`?"""
-    code = code if code is not None else name.split(":", 1)[0]
+    """The error for an unknown `name`, with the known parameter closest to its code as a
+    suggestion: `nmae` → did you mean `name`?"""
+    code = name.split(":", 1)[0]
     where = resource_type or "system-level search"
     message = f"Unknown search parameter '{name}' for {where}{detail}"
     candidates = [*registry.for_type(resource_type or "Resource"), *_COMMON_NAMES]
