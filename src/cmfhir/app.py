@@ -50,6 +50,8 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
                 max_included=settings.max_included,
                 max_include_depth=settings.max_include_depth,
                 max_body_bytes=settings.max_body_bytes,
+                max_response_entries=settings.max_response_entries,
+                max_response_bytes=settings.max_response_bytes,
             ),
         )
     finally:

@@ -37,6 +37,29 @@ async def _migrate(url: str, settings: Settings) -> None:
     await database.dispose()
 
 
+def _raise_open_files_limit(settings: Settings) -> None:
+    """Every connection holds a file descriptor: take the most the system allows, and say
+    so when that is still fewer than the connection cap needs."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    needed = settings.max_connections + settings.pool_size + 64
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        logging.getLogger("cmfhir").warning(
+            "open files limit %d is below the %d that CMFHIR_MAX_CONNECTIONS=%d needs; "
+            "raise it (ulimit -n) or lower CMFHIR_MAX_CONNECTIONS",
+            soft,
+            needed,
+            settings.max_connections,
+        )
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -44,6 +67,7 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
+    _raise_open_files_limit(settings)
     url = _database_url(settings)
     asyncio.run(_migrate(url, settings))
     # Workers inherit the URL, so the embedded server is started once, here, and outlives them.
@@ -62,6 +86,10 @@ def serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=30,
+        # Request-head timeout and connection cap (cmfhir.connections), read from the
+        # environment in each worker.
+        http="cmfhir.connections:GuardedHttpProtocol",
+        timeout_keep_alive=settings.keep_alive_timeout_s,
     )
     return 0
 

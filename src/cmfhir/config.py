@@ -43,4 +43,18 @@ class Settings(BaseSettings):
         default=60_000, description="Longest a single SQL statement may run (milliseconds)."
     )
     pool_size: int = Field(default=20, description="Database connections per process.")
+    # Connections and per-request budgets (docs/configuration.md, Limits).
+    header_timeout_s: float = Field(
+        default=30, description="Seconds a connection has to send a complete request head."
+    )
+    keep_alive_timeout_s: int = Field(
+        default=5, description="Seconds an idle connection is kept open between requests."
+    )
+    max_connections: int = Field(default=1000, description="Open connections per process.")
+    max_response_entries: int = Field(
+        default=10_000, description="Most resources the GET entries of one Bundle may return."
+    )
+    max_response_bytes: int = Field(
+        default=128 * 1024 * 1024, description="Most bytes of resources in one response."
+    )
     log_level: str = Field(default="info")

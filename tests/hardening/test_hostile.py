@@ -571,9 +571,59 @@ def test_transaction_of_100000_entries_gets_413_quickly(client: httpx.Client) ->
     elapsed = time.monotonic() - started
     grown = process.memory_info().rss - before
     outcome = assert_outcome(response, 413)
-    assert "100000 entries" in outcome["issue"][0]["diagnostics"]
+    # Counted as the body is parsed: the parse stops past the limit.
+    assert "more than 20000 entries" in outcome["issue"][0]["diagnostics"]
     assert elapsed < 10
     assert grown < 512 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        pytest.param(
+            "",
+            b'{"resourceType":"Bundle","type":"batch","entry":['
+            + b",".join([b"{}"] * 2_100_000)
+            + b"]}",
+            id="bundle-of-empty-entries",
+        ),
+        pytest.param(
+            "Patient",
+            b'{"resourceType":"Patient","name":[' + b",".join([b"[]"] * 2_100_000) + b"]}",
+            id="patient-of-empty-arrays",
+        ),
+    ],
+)
+def test_millions_of_tiny_containers_get_413_before_parsing(
+    client: httpx.Client, path: str, body: bytes
+) -> None:
+    """6 MB of `{}` would take over 150 MB parsed; they are counted first."""
+    process = psutil.Process()  # the test server runs in this process
+    before = process.memory_info().rss
+    started = time.monotonic()
+    response = client.post(path, content=body, headers=FHIR)
+    outcome = assert_outcome(response, 413)
+    assert outcome["issue"][0]["code"] == "too-costly"
+    assert time.monotonic() - started < 5
+    assert process.memory_info().rss - before < 100 * 1024 * 1024
+
+
+def test_brackets_in_strings_are_not_counted_as_containers(client: httpx.Client) -> None:
+    name = {"text": "[" * 900_000, "family": "{" * 900_000, "given": ["[" * 900_000]}
+    created = client.post("Patient", json={"resourceType": "Patient", "name": [name]})
+    assert created.status_code == 201, created.text[:300]
+
+
+def test_7_mib_family_name_is_refused(client: httpx.Client) -> None:
+    """The 60 MiB one of the report, within the tests' 8 MiB body limit."""
+    family = "a" * (7 * 1024 * 1024)
+    before = count(client, "Patient")
+    response = client.post(
+        "Patient", json={"resourceType": "Patient", "name": [{"family": family}]}
+    )
+    outcome = assert_outcome(response, 400)
+    assert outcome["issue"][0]["expression"] == ["Patient.name[0].family"]
+    assert count(client, "Patient") == before
 
 
 BAD_BUNDLES = [

@@ -9,8 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from cmfhir.errors import BadRequest
+from cmfhir.errors import BadRequest, PayloadTooLarge
 from cmfhir.resources import RawJson, dump_json, parse_json
+from cmfhir.resources.fhirjson import MAX_CONTAINERS
 
 SYNTHEA = sorted((Path(__file__).parents[1] / "data" / "synthea").glob("*.json"))
 
@@ -147,3 +148,33 @@ def test_dump_json_refuses_non_finite_decimals(value: Decimal) -> None:
 def test_dump_json_refuses_unknown_types() -> None:
     with pytest.raises(TypeError, match="not JSON serializable"):
         dump_json({"value": {1, 2}})
+
+
+# --- what a body may cost ------------------------------------------------------------------
+
+
+def _entries(count: int) -> bytes:
+    entry = b'{"request":{"method":"GET","url":"Patient/x"}}'
+    head = b'{"resourceType":"Bundle","type":"batch","entry":['
+    return head + b",".join([entry] * count) + b"]}"
+
+
+def test_bundle_entries_are_counted_while_parsing() -> None:
+    assert len(parse_json(_entries(10), max_entries=10)["entry"]) == 10
+    with pytest.raises(PayloadTooLarge, match="more than 10 entries"):
+        parse_json(_entries(11), max_entries=10)
+
+
+def test_objects_named_request_without_a_method_are_not_entries() -> None:
+    """ClaimResponse.request is a Reference, not a Bundle entry's request."""
+    claims = b",".join([b'{"resourceType":"ClaimResponse","request":{"reference":"Claim/1"}}'] * 5)
+    parsed = parse_json(b'{"contained":[' + claims + b"]}", max_entries=1)
+    assert len(parsed["contained"]) == 5
+
+
+def test_millions_of_containers_are_refused_before_parsing() -> None:
+    with pytest.raises(PayloadTooLarge, match="objects and arrays"):
+        parse_json(b"[" + b",".join([b"{}"] * (MAX_CONTAINERS + 1)) + b"]")
+    # Brackets inside strings are not containers.
+    text = "[" * (MAX_CONTAINERS + 1)
+    assert parse_json(json.dumps({"a": text}).encode()) == {"a": text}

@@ -7,6 +7,7 @@ from urllib.parse import parse_qsl
 
 from cmfhir.errors import BadRequest, NotFound, PreconditionFailed
 from cmfhir.interactions.context import FhirContext
+from cmfhir.resources.fhir_versions import check_type_in_version
 from cmfhir.resources.types import is_resource_type
 from cmfhir.search.parse import parse_search
 from cmfhir.store import Repository
@@ -28,9 +29,13 @@ _ETAG_RE = re.compile(r'^(?:W/)?"?([0-9]+)"?$')
 _MAX_VERSION = 2**31 - 1
 
 
-def require_type(resource_type: str) -> None:
+def require_type(resource_type: str, version: str | None = None) -> None:
+    """404 for a type cmfhir does not serve; with the request's FHIR `version` ("4.0",
+    "4.3"), also for a type of the other version only."""
     if not is_resource_type(resource_type):
         raise NotFound(f"Unknown resource type '{resource_type}'", expression=[resource_type])
+    if version is not None:
+        check_type_in_version(resource_type, version)
 
 
 def check_id(id: str) -> None:

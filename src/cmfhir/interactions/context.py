@@ -30,6 +30,9 @@ class Limits:
     default_total_bound: int = 1000
     # What a client may not send in one body it may not build with JSON Patch `copy` either.
     max_body_bytes: int = 64 * 1024 * 1024
+    # What the GET entries of one batch or transaction may return (interactions.budget).
+    max_response_entries: int = 10_000
+    max_response_bytes: int = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,21 @@ from cmfhir.interactions.common import check_id, check_if_match, require_type
 from cmfhir.interactions.context import FhirContext, Result, utcnow
 from cmfhir.interactions.versions import to_version, written
 from cmfhir.resources.fhirjson import dump_json, parse_json
+from cmfhir.resources.sizes import MAX_STRING_BYTES, check_string_sizes
 from cmfhir.resources.validation import validate_resource
 from cmfhir.store import NewVersion, Repository
 
 __all__ = ["apply_patch", "patch", "patch_in"]
+
+
+def _where(index: int, operation: Any) -> str:
+    """The operation as the client wrote it: its position, op and path (never a value)."""
+    if not isinstance(operation, dict):
+        return f"operation {index}"
+    op, path = operation.get("op"), operation.get("path")
+    named = f" ({op})" if isinstance(op, str) and len(op) <= 16 else ""
+    at = f" at '{path}'" if isinstance(path, str) and len(path) <= 256 else ""
+    return f"operation {index}{named}{at}"
 
 
 def apply_patch(current: dict[str, Any], operations: Any, *, max_copied: int) -> Any:
@@ -24,13 +35,18 @@ def apply_patch(current: dict[str, Any], operations: Any, *, max_copied: int) ->
 
     `copy` is the one operation that adds more than the patch itself holds: each can double
     the document, so a few dozen of them would take all memory. What copies add is
-    counted, and past `max_copied` bytes of JSON the patch is refused."""
+    counted, and past `max_copied` bytes of JSON the patch is refused.
+
+    Errors name the operation and its path but never quote the stored resource: whoever may
+    patch a resource is not necessarily allowed to read it, and the library's messages
+    print the values a `test` compared and the objects a path did not resolve in."""
     if not isinstance(operations, list):
         raise BadRequest("A JSON Patch document must be a JSON array of operations")
     document: Any = current
     copied = 0
-    try:
-        for operation in operations:
+    for index, operation in enumerate(operations):
+        where = _where(index, operation)
+        try:
             source_path = operation.get("from") if isinstance(operation, dict) else None
             if isinstance(source_path, str) and operation.get("op") == "copy":
                 source = jsonpointer.resolve_pointer(document, source_path)
@@ -40,15 +56,24 @@ def apply_patch(current: dict[str, Any], operations: Any, *, max_copied: int) ->
                         f"The JSON Patch copies more than {max_copied} bytes of JSON"
                     )
             document = jsonpatch.JsonPatch([operation]).apply(document, in_place=True)
-        return document
-    except (
-        jsonpatch.JsonPatchConflict,
-        jsonpatch.JsonPatchTestFailed,
-        jsonpointer.JsonPointerException,
-    ) as error:
-        raise Unprocessable(f"The JSON Patch cannot be applied: {error}") from error
-    except (jsonpatch.InvalidJsonPatch, TypeError, ValueError, KeyError) as error:
-        raise BadRequest(f"Invalid JSON Patch: {error}") from error
+        except jsonpatch.JsonPatchTestFailed:
+            raise Unprocessable(
+                f"The JSON Patch test failed: {where}: the value there is not the tested value"
+            ) from None
+        except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException):
+            raise Unprocessable(
+                f"The JSON Patch cannot be applied: {where}: the path does not exist in the "
+                "resource or cannot take the value"
+            ) from None
+        except jsonpatch.InvalidJsonPatch as error:
+            # These messages describe the operation itself, which the client wrote.
+            raise BadRequest(f"Invalid JSON Patch: {where}: {error}") from None
+        except (TypeError, ValueError, KeyError):
+            raise BadRequest(f"Invalid JSON Patch: {where} is malformed") from None
+    # A patch can add a long string, or move base64 data into a string element.
+    if isinstance(document, dict) and len(dump_json(document)) > MAX_STRING_BYTES:
+        check_string_sizes(document)
+    return document
 
 
 async def patch_in(

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from cmfhir.errors import BadRequest, FhirError, NotFound, PreconditionFailed, operation_outcome
+from cmfhir.interactions.budget import response_budget, within_budget
 from cmfhir.interactions.common import check_id, check_if_match, match, require_type
 from cmfhir.interactions.context import FhirContext, Result, instant, utcnow
 from cmfhir.interactions.create import create, find_existing
@@ -68,6 +69,11 @@ def _patch_operations(entry: Entry) -> Any:
 
 
 async def _read_entry(ctx: FhirContext, repo: Repository, entry: Entry, base: str) -> Result:
+    # What all GET entries of one Bundle may return is capped (interactions.budget).
+    return await within_budget(ctx, lambda narrowed: _read(narrowed, repo, entry, base))
+
+
+async def _read(ctx: FhirContext, repo: Repository, entry: Entry, base: str) -> Result:
     params = parse_qsl(entry.query or "", keep_blank_values=True)
     if entry.id is None:
         return await search_in(ctx, repo, entry.resource_type or None, params, base=base)
@@ -345,6 +351,7 @@ async def process_bundle(
     ctx: FhirContext, bundle: Any, *, base: str, representation: bool = True
 ) -> Result:
     kind, entries = parse_entries(bundle, base, ctx.limits.max_bundle_entries)
-    if kind == "transaction":
-        return Result(200, await _transaction(ctx, entries, base, representation))
-    return Result(200, await _batch(ctx, entries, base, representation))
+    with response_budget(ctx.limits):
+        if kind == "transaction":
+            return Result(200, await _transaction(ctx, entries, base, representation))
+        return Result(200, await _batch(ctx, entries, base, representation))

@@ -15,15 +15,23 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 from decimal import Decimal
 from itertools import accumulate
 from typing import Any, NoReturn
 
 import orjson
 
-from cmfhir.errors import BadRequest
+from cmfhir.errors import BadRequest, PayloadTooLarge
 
-__all__ = ["MAX_EXPONENT_ZEROS", "MAX_NUMBER_DIGITS", "RawJson", "dump_json", "parse_json"]
+__all__ = [
+    "MAX_CONTAINERS",
+    "MAX_EXPONENT_ZEROS",
+    "MAX_NUMBER_DIGITS",
+    "RawJson",
+    "dump_json",
+    "parse_json",
+]
 
 # Already-serialized JSON (a stored resource's text) that dump_json embeds as it is, so a
 # search Bundle does not parse and re-serialize every match: `RawJson(content_bytes)`.
@@ -47,6 +55,16 @@ _NON_FINITE = re.compile(r"-?(?:NaN|Infinity)")
 # this is Python's own limit for integer text (sys.int_info.default_max_str_digits), which
 # the stored JSON must parse back within; `numeric` itself takes 131072 and 16383.
 MAX_NUMBER_DIGITS = 4300
+
+
+# Objects and arrays one body may hold. Parsed, each takes 60-250 bytes before its content
+# (8 MiB of `{}` became 205 MiB): this bounds what a body made of tiny containers costs,
+# and is about twice what 64 MiB of real FHIR JSON holds (one per ~50 bytes).
+MAX_CONTAINERS = 2_000_000
+
+
+class _TooManyEntries(Exception):
+    pass
 
 
 class _NumberOutOfRange(Exception):
@@ -111,6 +129,46 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _counting_entries(limit: int) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """An object hook that stops the parse once more than `limit` Bundle entries (objects
+    whose `request` holds a `method`) have been read, so an oversized Bundle is refused
+    before the rest of it is built."""
+    count = 0
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal count
+        obj = _object(pairs)
+        request = obj.get("request")
+        if type(request) is dict and "method" in request:
+            count += 1
+            if count > limit:
+                raise _TooManyEntries
+        return obj
+
+    return hook
+
+
+def _strip_strings(raw: bytes) -> bytes:
+    """Only the brackets of a JSON text, string contents removed (no decoding)."""
+    if b"\\" in raw:
+        raw = _BACKSLASH_ESCAPE.sub(b"", raw)
+    skeleton = raw.translate(None, _NOT_STRUCTURAL)
+    # Strings holding no brackets leave `""`; only strings holding brackets need the regex.
+    brackets = skeleton.replace(b'""', b"")
+    if b'"' in brackets:
+        brackets = _QUOTED.sub(b"", skeleton)
+    return brackets
+
+
+def _containers(raw: bytes) -> int:
+    """How many objects and arrays a JSON text holds; brackets in strings do not count."""
+    rough = raw.count(b"{") + raw.count(b"[")
+    if rough <= MAX_CONTAINERS:
+        return rough
+    brackets = _strip_strings(raw)
+    return brackets.count(b"{") + brackets.count(b"[")
+
+
 def _reject_constant(name: str) -> NoReturn:
     raise ValueError(name)
 
@@ -124,13 +182,7 @@ def _position(text: str, offset: int) -> str:
 def _depth(raw: bytes) -> int:
     """Deepest bracket nesting of a JSON text, counted without the Python recursion a
     decoder would need (the C decoder itself stops only at the interpreter's limit)."""
-    if b"\\" in raw:
-        raw = _BACKSLASH_ESCAPE.sub(b"", raw)
-    skeleton = raw.translate(None, _NOT_STRUCTURAL)
-    # Strings holding no brackets leave `""`; only strings holding brackets need the regex.
-    brackets = skeleton.replace(b'""', b"")
-    if b'"' in brackets:
-        brackets = _QUOTED.sub(b"", skeleton)
+    brackets = _strip_strings(raw)
     return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
 
 
@@ -198,10 +250,11 @@ def _duplicate_key_path(text: str) -> str:
     return "an object"  # pragma: no cover - the first pass found one
 
 
-def parse_json(body: bytes | str, *, max_depth: int = 100) -> Any:
+def parse_json(body: bytes | str, *, max_depth: int = 100, max_entries: int | None = None) -> Any:
     """Parse a FHIR JSON body. Numbers with a fraction or exponent become `Decimal` (so
     `1.50` keeps its precision); integers stay `int`. Raises `BadRequest` saying what is
-    wrong and where."""
+    wrong and where, and `PayloadTooLarge` past `MAX_CONTAINERS` objects and arrays or, if
+    given, `max_entries` Bundle entries."""
     if isinstance(body, str):
         try:
             raw = body.encode("utf-8")
@@ -222,6 +275,10 @@ def parse_json(body: bytes | str, *, max_depth: int = 100) -> Any:
     if text.startswith("\ufeff"):
         text = text[1:]
 
+    if len(raw) > MAX_CONTAINERS and _containers(raw) > MAX_CONTAINERS:
+        raise PayloadTooLarge(
+            f"The JSON holds more than {MAX_CONTAINERS} objects and arrays; send less at once"
+        )
     # Nesting can be no deeper than the number of opening brackets: usually nothing to scan.
     if raw.count(b"{") + raw.count(b"[") > max_depth and _depth(raw) > max_depth:
         raise BadRequest(f"Invalid JSON: nested deeper than {max_depth} levels")
@@ -231,7 +288,7 @@ def parse_json(body: bytes | str, *, max_depth: int = 100) -> Any:
     try:
         return json.loads(
             text,
-            object_pairs_hook=_object,
+            object_pairs_hook=_object if max_entries is None else _counting_entries(max_entries),
             parse_float=_decimal,
             parse_constant=_reject_constant,
         )
@@ -242,6 +299,10 @@ def parse_json(body: bytes | str, *, max_depth: int = 100) -> Any:
     except _DuplicateKey as exc:
         raise BadRequest(
             f"Invalid JSON: duplicate key {exc.key!r} in {_duplicate_key_path(text)}"
+        ) from None
+    except _TooManyEntries:
+        raise PayloadTooLarge(
+            f"The Bundle has more than {max_entries} entries; the limit is {max_entries}"
         ) from None
     except _NumberOutOfRange as exc:
         shown = exc.text if len(exc.text) <= 20 else exc.text[:20] + "..."

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from cmfhir.errors import (
     BadRequest,
@@ -21,6 +22,7 @@ from cmfhir.errors import (
 )
 from cmfhir.interactions.context import Result
 from cmfhir.resources.fhirjson import dump_json, parse_json
+from cmfhir.resources.sizes import MAX_STRING_BYTES, check_string_sizes
 
 __all__ = [
     "FHIR_JSON",
@@ -35,6 +37,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class ClientGone(BadRequest):
+    """The client went away mid-request: answered (to no one) like any bad request."""
+
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir", "text/json"}
@@ -74,11 +81,16 @@ async def read_body(request: Request) -> bytes:
         raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to answer; nothing was done. Not a server error, so not logged
+        # as one (the ErrorGuard would).
+        raise ClientGone("The client closed the connection before sending the whole body") from None
     return b"".join(chunks)
 
 
@@ -92,7 +104,14 @@ async def read_json(request: Request, *, patch: bool = False) -> Any:
     body = await read_body(request)
     if not body.strip():
         raise BadRequest("The request has no body")
-    return parse_json(body)
+    # Entries are counted as the body is parsed, so a Bundle past the limit is refused
+    # before all of it is built (interactions.entries counts them again, exactly).
+    document = parse_json(body, max_entries=request.app.state.settings.max_bundle_entries)
+    # A JSON string is never shorter than its value, so only a larger body can hold one
+    # too long. A JSON Patch is checked once applied (interactions.patch).
+    if len(body) > MAX_STRING_BYTES and not patch:
+        check_string_sizes(document)
+    return document
 
 
 def _headers(result: Result, base: str) -> dict[str, str]:
