@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +21,18 @@ import pytest
 
 START_TIMEOUT = 60
 STOP_TIMEOUT = 30
+
+
+@contextmanager
+def private_dir() -> Iterator[Path]:
+    """A scratch directory outside pytest's: run as root, pgserver runs PostgreSQL as its own
+    user, and every pytest session on the machine closes /tmp/pytest-of-root to other users
+    (a concurrent run would lock that PostgreSQL out of its data directory)."""
+    path = Path(tempfile.mkdtemp(prefix="cmfhir-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -59,15 +73,18 @@ class Served:
 
 
 @contextmanager
-def serve(database_url: str | None, workdir: Path, *extra: str) -> Iterator[Served]:
-    """`cmfhir serve` on a free port, yielded once GET /fhir/metadata answers 200."""
+def serve(
+    database_url: str | None, workdir: Path, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[Served]:
+    """`cmfhir serve` on a free port (with `env`'s CMFHIR_* overrides), yielded once
+    GET /fhir/metadata answers 200."""
     port = free_port()
     log = workdir / "serve.log"
     command = [sys.executable, "-m", "cmfhir", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as out:
         process = subprocess.Popen(
             [*command, *extra],
-            env=cmfhir_env(database_url, workdir),
+            env={**cmfhir_env(database_url, workdir), **(env or {})},
             cwd=workdir,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -21,7 +21,11 @@ from cmfhir.resources.compartment import load_patient_compartment
 from cmfhir.resources.search_parameters import load_registry
 from cmfhir.resources.types import RESOURCE_TYPES
 from cmfhir.routes import ErrorGuard, error_response, http_error_response, router
-from cmfhir.store import Store, open_database
+from cmfhir.routes.access_log import AccessLog
+from cmfhir.routes.cors import CORSMiddleware, cors_options, parse_origins
+from cmfhir.routes.health import health_router
+from cmfhir.store import ReferencePolicy, Store, open_database
+from cmfhir.store.readiness import Readiness
 
 __all__ = ["create_app", "open_context"]
 
@@ -40,7 +44,14 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
     )
     try:
         yield FhirContext(
-            store=Store(database.engine),
+            store=Store(
+                database.engine,
+                ReferencePolicy(
+                    on_write=settings.enforce_referential_integrity_on_write,
+                    on_delete=settings.enforce_referential_integrity_on_delete,
+                    bases=(settings.base_url,) if settings.base_url else (),
+                ),
+            ),
             registry=load_registry(settings.profiles_dir),
             compartment=load_patient_compartment(settings.profiles_dir),
             limits=Limits(
@@ -76,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_context(settings) as context:
             app.state.fhir = context
+            app.state.readiness = Readiness(context.store.engine)
             _settle_heap(context)
             yield
 
@@ -86,9 +98,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # FastAPI's document describes paths, not the FHIR interactions: off unless asked for.
+        openapi_url="/openapi.json" if settings.openapi else None,
     )
     app.state.settings = settings
     app.include_router(router)
+    app.include_router(health_router)
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:
@@ -105,4 +120,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Large answers (the CapabilityStatement, search pages) compressed for clients that ask.
     app.add_middleware(GZipMiddleware, minimum_size=8192, compresslevel=5)
     app.add_middleware(ErrorGuard)
+    # Outside ErrorGuard, so that a 500 carries the CORS headers a browser needs to read it.
+    origins = parse_origins(settings.cors_origins)
+    if origins:
+        app.add_middleware(CORSMiddleware, **cors_options(origins))
+    # Outermost: every request is timed and logged, preflights and 500s included.
+    app.add_middleware(AccessLog)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import logging.config
 import os
 import signal
 import sys
@@ -60,37 +60,62 @@ def _raise_open_files_limit(settings: Settings) -> None:
         )
 
 
+def _exit_while_starting(signum: int, frame: object) -> None:
+    """A stop asked for before uvicorn serves: unwind, so the embedded PostgreSQL stops."""
+    raise SystemExit(0)
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from cmfhir.logs import logging_config
+
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    log_config = logging_config(
+        settings.log_level,
+        settings.log_format,
+        repeat_limit=settings.log_repeat_limit,
+        repeat_interval=settings.log_repeat_interval_s,
     )
+    logging.config.dictConfig(log_config)
     _raise_open_files_limit(settings)
-    url = _database_url(settings)
-    asyncio.run(_migrate(url, settings))
-    # Workers inherit the URL, so the embedded server is started once, here, and outlives them.
-    os.environ["CMFHIR_DATABASE_URL"] = url
-    # uvicorn re-raises the signal that stopped it once it has drained; with this handler in
-    # place that re-raise returns here, so the process exits 0 and atexit stops the embedded
-    # PostgreSQL cleanly.
     for stop in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop, lambda signum, frame: None)
-    uvicorn.run(
-        "cmfhir.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=30,
-        # Request-head timeout and connection cap (cmfhir.connections), read from the
-        # environment in each worker.
-        http="cmfhir.connections:GuardedHttpProtocol",
-        timeout_keep_alive=settings.keep_alive_timeout_s,
-    )
+        signal.signal(stop, _exit_while_starting)
+    embedded = None
+    url = settings.database_url
+    try:
+        if url is None:
+            from cmfhir.store.database import EmbeddedPostgres
+
+            # Started once, here: workers inherit the URL, and this process stops it at exit.
+            embedded = EmbeddedPostgres(settings.data_dir)
+            url = embedded.start()
+            embedded.watch()
+        asyncio.run(_migrate(url, settings))
+        os.environ["CMFHIR_DATABASE_URL"] = url
+        # uvicorn re-raises the signal that stopped it once it has drained; with this handler
+        # in place that re-raise returns here, so the process exits 0 after stopping the
+        # embedded PostgreSQL.
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop, lambda signum, frame: None)
+        uvicorn.run(
+            "cmfhir.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=log_config,
+            log_level=settings.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=30,
+            # Request-head timeout and connection cap (cmfhir.connections), read from the
+            # environment in each worker.
+            http="cmfhir.connections:GuardedHttpProtocol",
+            timeout_keep_alive=settings.keep_alive_timeout_s,
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
     return 0
 
 
@@ -140,22 +165,43 @@ def check(args: argparse.Namespace) -> int:
     return 1
 
 
+_SETTINGS = (
+    "Settings come from CMFHIR_* environment variables (docs/configuration.md); without "
+    "CMFHIR_DATABASE_URL the embedded PostgreSQL in CMFHIR_DATA_DIR (default .data) is used."
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cmfhir", description="cmfhir FHIR server")
     commands = parser.add_subparsers(dest="command", required=True)
-    p_serve = commands.add_parser("serve", help="serve the FHIR API")
-    p_serve.add_argument("--host", default="127.0.0.1")
-    p_serve.add_argument("--port", type=int, default=8080)
-    p_serve.add_argument("--workers", type=int, default=1)
-    p_serve.set_defaults(func=serve)
-    p_migrate = commands.add_parser("migrate", help="apply schema migrations and exit")
-    p_migrate.set_defaults(func=migrate)
-    p_reindex = commands.add_parser(
-        "reindex", help="rebuild the search index after search parameters changed"
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=summary, epilog=_SETTINGS)
+
+    p_serve = command("serve", "serve the FHIR API (and /healthz, /readyz)")
+    p_serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
     )
-    p_reindex.add_argument("--type", help="only resources of this type")
+    p_serve.add_argument(
+        "--port", type=int, default=8080, help="TCP port to listen on (default: %(default)s)"
+    )
+    p_serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port; about one per core (default: %(default)s)",
+    )
+    p_serve.set_defaults(func=serve)
+    p_migrate = command("migrate", "apply schema migrations and exit")
+    p_migrate.set_defaults(func=migrate)
+    p_reindex = command("reindex", "rebuild the search index after search parameters changed")
+    p_reindex.add_argument(
+        "--type",
+        metavar="TYPE",
+        help="only resources of this type, e.g. Patient (default: every type)",
+    )
     p_reindex.set_defaults(func=reindex)
-    p_check = commands.add_parser("check", help="verify stored versions, history and indexes")
+    p_check = command("check", "verify stored versions, history and indexes")
     p_check.set_defaults(func=check)
     args = parser.parse_args(argv)
     result: int = args.func(args)

@@ -57,4 +57,32 @@ class Settings(BaseSettings):
     max_response_bytes: int = Field(
         default=128 * 1024 * 1024, description="Most bytes of resources in one response."
     )
+    enforce_referential_integrity_on_write: bool = Field(
+        default=True,
+        description="Refuse a write whose reference (Type/id, or absolute under base_url) "
+        "names a resource this server does not hold, or holds deleted (400).",
+    )
+    enforce_referential_integrity_on_delete: bool = Field(
+        default=True,
+        description="Refuse to delete a resource that current resources still refer to (409).",
+    )
     log_level: str = Field(default="info")
+    # Running as a service (docs/deployment.md).
+    log_format: str = Field(
+        default="text", description="'text' for readable lines, 'json' for JSON lines."
+    )
+    log_repeat_limit: int = Field(
+        default=5, description="The same warning is logged this often per interval at most."
+    )
+    log_repeat_interval_s: float = Field(
+        default=10.0, description="The interval (seconds) of log_repeat_limit."
+    )
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated origins browser apps may call from ('*': any). "
+        "Empty: no cross-origin access.",
+    )
+    openapi: bool = Field(
+        default=False,
+        description="Serve FastAPI's /openapi.json. Off: it describes paths, not FHIR.",
+    )

@@ -224,6 +224,7 @@ def test_conditional_delete(client: httpx.Client) -> None:
 
 
 def test_history_type_and_system_newest_first_and_paged(client: httpx.Client) -> None:
+    client.put("Patient/example", json=patient(id="example"), headers=FHIR)
     ids = [client.post("Goal", json=goal(), headers=FHIR).json()["id"] for _ in range(5)]
     page = client.get("Goal/_history", params={"_count": 2}).json()
     assert page["type"] == "history"

@@ -93,14 +93,26 @@ CORPUS: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture(scope="module")
-def corpus(client: httpx.Client) -> None:
-    for key, body in CORPUS.items():
-        resource_type = body["resourceType"]
-        response = client.put(
-            f"{resource_type}/{rid(key)}", json={**body, "id": rid(key)}, headers=FHIR
-        )
-        assert response.status_code == 201, response.text
-    assert client.delete(f"Practitioner/{rid('pr3')}").status_code in (200, 204)
+def corpus(client: httpx.Client, settings: Settings, start_server: type) -> None:
+    # One transaction: the chain and the cycle of organizations point at each other, and
+    # references may only name resources that exist (or are created alongside).
+    entries = [
+        {
+            "resource": {**body, "id": rid(key)},
+            "request": {"method": "PUT", "url": f"{body['resourceType']}/{rid(key)}"},
+        }
+        for key, body in CORPUS.items()
+    ]
+    response = client.post(
+        "", json={"resourceType": "Bundle", "type": "transaction", "entry": entries}, headers=FHIR
+    )
+    assert response.status_code == 200, response.text
+    # e3 still points at pr3: only a server that does not guard deletes lets it go, which
+    # is how a reference to a deleted resource comes about.
+    unguarded = settings.model_copy(update={"enforce_referential_integrity_on_delete": False})
+    with start_server(unguarded) as server:
+        deleted = httpx.delete(f"{server.base}/Practitioner/{rid('pr3')}")
+    assert deleted.status_code in (200, 204), deleted.text
 
 
 def _entries(bundle: dict[str, Any], mode: str) -> list[str]:

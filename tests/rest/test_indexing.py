@@ -164,7 +164,7 @@ def test_reindex_and_check_name_a_resource_the_expression_fails_on(
 def test_reindex_rebuilds_composite_rows(
     scratch_database: str, settings: Settings, start_server: type, tmp_path: Path
 ) -> None:
-    """Resources stored before composite rows existed (migration 0003_search) are found by
+    """Resources stored before composite rows existed (migration 0004_search) are found by
     a composite search once `cmfhir reindex` has run."""
     blood_pressure = {
         "resourceType": "Observation",

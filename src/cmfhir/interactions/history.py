@@ -1,5 +1,11 @@
 """history at instance, type and system level (https://hl7.org/fhir/R4B/http.html#history):
-newest first, paged with a keyset cursor, `_since`, `_at` and `_count`."""
+newest first, paged with a keyset cursor, `_since`, `_at` and `_count`.
+
+Every answer is the history up to a watermark (store/history.py), which the Bundle states
+as `meta.lastUpdated`: a client following the server sends it as its next `_since` and
+sees each version exactly once (docs/history.md). `_at` gives, per resource, the version
+current at that instant (each version current during the period, for a coarser date).
+"""
 
 from __future__ import annotations
 
@@ -10,25 +16,41 @@ from datetime import datetime
 from cmfhir.errors import BadRequest, NotFound
 from cmfhir.interactions.bundles import history_bundle, link
 from cmfhir.interactions.common import check_id, require_type
-from cmfhir.interactions.context import FhirContext, Result
+from cmfhir.interactions.context import FhirContext, Result, instant
+from cmfhir.resources.index_values import date_range
 from cmfhir.search.parse import parse_instant
 
 __all__ = ["history"]
 
 
-def _encode(cursor: tuple[datetime, int, int]) -> str:
-    raw = json.dumps([cursor[0].isoformat(), cursor[1], cursor[2]]).encode()
+Cursor = tuple[tuple[datetime, int, int], datetime]  # (stamp, rid, version), watermark
+
+
+def _encode(cursor: Cursor) -> str:
+    (lu, rid, version), until = cursor
+    raw = json.dumps([lu.isoformat(), rid, version, until.isoformat()]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode(text: str) -> tuple[datetime, int, int]:
+def _decode(text: str) -> Cursor:
     # A forged cursor fails in any of these ways: not base64 or JSON, another shape, `1e999`
-    # (int(inf) overflows), or nested past the JSON decoder's recursion limit.
+    # (int(inf) overflows), a time without a zone, or nested past the JSON decoder's
+    # recursion limit.
     try:
-        lu, rid, version = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        return datetime.fromisoformat(lu), int(rid), int(version)
+        lu, rid, version, until = json.loads(
+            base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        )
+        moments = datetime.fromisoformat(lu), datetime.fromisoformat(until)
+        if any(m.tzinfo is None for m in moments):
+            raise ValueError("cursor time without a zone")
+        return (moments[0], int(rid), int(version)), moments[1]
     except (ValueError, TypeError, OverflowError, RecursionError) as error:
         raise BadRequest("Invalid paging cursor", expression=["_cursor"]) from error
+
+
+def _at(name: str, value: str) -> tuple[datetime, datetime]:
+    parse_instant(name, value)  # the same checks and message as `_since`
+    return date_range(value)
 
 
 def _count(value: str, max_count: int) -> int:
@@ -54,7 +76,9 @@ async def history(
         require_type(resource_type)
     if id is not None:
         check_id(id)
-    since = at = cursor = None
+    since: datetime | None = None
+    at: tuple[datetime, datetime] | None = None
+    cursor: Cursor | None = None
     count = ctx.limits.default_count
     echo: list[tuple[str, str]] = []
     for name, value in params:
@@ -65,17 +89,33 @@ async def history(
         if name == "_since":
             since = parse_instant(name, value)
         elif name == "_at":
-            at = parse_instant(name, value)
+            at = _at(name, value)
         elif name == "_count":
             count = _count(value, ctx.limits.max_count)
     async with ctx.store.transaction(read_only=True) as repo:
         if id is not None and resource_type is not None and not await repo.read(resource_type, id):
             raise NotFound(f"{resource_type}/{id} is not known")
+        # Later pages keep the first page's watermark, so the pages add up to one answer.
+        until = cursor[1] if cursor is not None else await repo.history_watermark()
         page = await repo.history(
-            resource_type=resource_type, id=id, since=since, at=at, count=count, cursor=cursor
+            resource_type=resource_type,
+            id=id,
+            since=since,
+            at=at,
+            until=until,
+            count=count,
+            cursor=None if cursor is None else cursor[0],
         )
     path = "/".join(p for p in (resource_type, id, "_history") if p)
     links = {"self": link(base, path, echo)}
     if page.next_cursor is not None:
-        links["next"] = link(base, path, [*echo, ("_cursor", _encode(page.next_cursor))])
-    return Result(200, history_bundle(base, page.versions, links))
+        links["next"] = link(base, path, [*echo, ("_cursor", _encode((page.next_cursor, until)))])
+    bundle = history_bundle(base, page.versions, links)
+    # The watermark is where a follower goes on from (never before the `_since` it sent:
+    # the watermark may fall back while a transaction that started earlier writes).
+    complete_to = until if since is None else max(until, since)
+    return Result(
+        200,
+        {"resourceType": bundle.pop("resourceType"), "meta": {"lastUpdated": instant(complete_to)}}
+        | bundle,
+    )

@@ -1,16 +1,22 @@
 """Storage on PostgreSQL: the only package that imports SQLAlchemy or asyncpg."""
 
 from cmfhir.store.database import Database, open_database
+from cmfhir.store.integrity import ReferencePolicy
+from cmfhir.store.outbox import START, Event, EventPosition
 from cmfhir.store.records import Current, Method, NewVersion, StoredVersion
 from cmfhir.store.repository import HistoryPage, Repository, SearchPage
 from cmfhir.store.store import Store
 
 __all__ = [
+    "START",
     "Current",
     "Database",
+    "Event",
+    "EventPosition",
     "HistoryPage",
     "Method",
     "NewVersion",
+    "ReferencePolicy",
     "Repository",
     "SearchPage",
     "Store",

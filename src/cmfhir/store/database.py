@@ -4,7 +4,10 @@ from the pgserver wheel, kept in the data directory; schema migrations applied a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cmfhir.resources.fhirjson import dump_json
 
-__all__ = ["Database", "async_url", "embedded_url", "open_database"]
+__all__ = ["Database", "EmbeddedPostgres", "async_url", "embedded_url", "open_database"]
 
 log = logging.getLogger(__name__)
 
@@ -25,19 +28,164 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 _MIGRATION_LOCK = 0x636D66686972
 
 
-def embedded_url(data_dir: Path) -> str:
-    """Start (or join) the embedded PostgreSQL in `data_dir/pg` and return its URL."""
+def _pgserver() -> Any:
     with warnings.catch_warnings():
         # pgserver asks platformdirs for a runtime dir at import; a missing XDG_RUNTIME_DIR
         # (containers, CI) only means it falls back to /tmp, which is fine.
         warnings.simplefilter("ignore")
         import pgserver
+    # pgserver logs the whole PostgreSQL log when a start fails, and that log can hold
+    # values from statements: cmfhir logs its own one-line account instead.
+    quiet = logging.getLogger("pgserver")
+    quiet.propagate = False
+    if not quiet.handlers:
+        quiet.addHandler(logging.NullHandler())
+    return pgserver
 
-    pgdata = (data_dir / "pg").resolve()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
-    uri: str = server.get_uri()
-    return uri
+
+def _state(pid: int) -> str:
+    """'running', 'zombie' (exited, not yet reaped by its parent) or 'gone'."""
+    import psutil
+
+    try:
+        zombie = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return "gone"
+    if zombie:
+        # PostgreSQL is pg_ctl's orphan: where this process is PID 1 (a container without an
+        # init) it is this process's child, and only this process can reap it.
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return "gone"
+        return "zombie"
+    return "running"
+
+
+def _alive(pid: int) -> bool:
+    return _state(pid) == "running"
+
+
+# Never written to PostgreSQL's own log (data_dir/pg/log): the text of failing statements
+# and the DETAIL of errors, which quote the values (names, birth dates) that caused them.
+# Start, stop, checkpoints and fatal errors are still logged.
+_LOG_HYGIENE = (
+    "ALTER SYSTEM SET log_min_messages = 'log';"
+    "ALTER SYSTEM SET log_min_error_statement = 'panic';"
+    "ALTER SYSTEM SET log_error_verbosity = 'terse';"
+    "SELECT pg_reload_conf();"
+)
+
+
+class EmbeddedPostgres:
+    """The embedded PostgreSQL in `data_dir/pg`, from the pgserver wheel.
+
+    pgserver keeps a list of the processes holding a server (`pg/.handle_pids.json`) and
+    stops PostgreSQL when the last of them exits. A process killed with SIGKILL stays on
+    that list, so PostgreSQL would never be stopped again: `start()` first drops the
+    processes that no longer run, then starts PostgreSQL or adopts the one running. `stop()`
+    releases this process's hold (stopping PostgreSQL if it was the last), and `watch()`
+    starts it again whenever it dies while held.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = (data_dir / "pg").resolve()
+        self._server: Any = None
+        self._stopping = threading.Event()
+        self._watchdog: threading.Thread | None = None
+
+    def start(self) -> str:
+        """Start (or adopt) PostgreSQL and return its URL."""
+        pgserver = _pgserver()
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self.pgdata.mkdir(exist_ok=True)
+        with pgserver.PostgresServer._lock:
+            self._forget_dead_holders()
+        self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        self._server.psql(_LOG_HYGIENE)
+        uri: str = self._server.get_uri()
+        return uri
+
+    def _forget_dead_holders(self) -> None:
+        from pgserver.utils import DiskList
+
+        holders = DiskList(self.pgdata / ".handle_pids.json")
+        pids = holders.get()
+        living = [pid for pid in pids if _alive(pid)]
+        if living != pids:
+            log.info("embedded PostgreSQL: %d stopped holder(s) forgotten", len(pids) - len(living))
+            holders.put(living)
+
+    def postmaster_state(self) -> str:
+        """'running', 'zombie' or 'gone' (see `_state`)."""
+        from pgserver.utils import PostmasterInfo
+
+        try:
+            info = PostmasterInfo.read_from_pgdata(self.pgdata)
+        except (AssertionError, ValueError, OSError):
+            return "running"  # postmaster.pid is being written: starting, not gone
+        if info is None or info.pid is None:
+            return "gone"
+        return _state(info.pid)
+
+    def watch(self, interval: float = 1.0) -> None:
+        """Check every `interval` seconds that PostgreSQL runs, and start it if not; the
+        connection pools reconnect by themselves (a request meanwhile gets 503)."""
+        self._watchdog = threading.Thread(
+            target=self._watch, args=(interval,), name="cmfhir-pg-watchdog", daemon=True
+        )
+        self._watchdog.start()
+
+    def _watch(self, interval: float) -> None:
+        while not self._stopping.wait(interval):
+            if self.postmaster_state() == "running":
+                continue
+            try:
+                self._restart()
+            except Exception as error:  # retried at the next tick
+                log.warning(
+                    "embedded PostgreSQL did not start (%s); retrying, see %s",
+                    type(error).__name__,
+                    self.pgdata / "log",
+                )
+
+    def _restart(self) -> None:
+        with type(self._server)._lock:
+            state = self.postmaster_state()
+            if self._stopping.is_set() or state == "running":
+                return
+            if state == "zombie":
+                # PostgreSQL refuses to start while the old postmaster's pid is taken.
+                log.warning("embedded PostgreSQL exited; waiting for its process to be reaped")
+                return
+            if not (self.pgdata / "PG_VERSION").exists():
+                # Never initdb a fresh, empty database in place of a deleted one.
+                log.error("embedded PostgreSQL's data directory %s is gone", self.pgdata)
+                return
+            log.warning("embedded PostgreSQL is not running; starting it again")
+            # Run as root, pgserver runs PostgreSQL as its own user and opens the path to the
+            # data directory to it when it starts; something may have closed it since.
+            self._server.ensure_pgdata_inited()
+            self._server.ensure_postgres_running()
+        if self.postmaster_state() == "running":
+            log.warning("embedded PostgreSQL started again")
+
+    def stop(self) -> None:
+        """Release this process's hold; PostgreSQL stops if no other live process holds it."""
+        self._stopping.set()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=30)
+        if self._server is not None:
+            try:
+                self._server.cleanup()
+            except Exception as error:  # it died as we stopped it: nothing left to stop
+                log.warning("embedded PostgreSQL: stopping it failed (%s)", type(error).__name__)
+            self._server = None
+
+
+def embedded_url(data_dir: Path) -> str:
+    """Start (or join) the embedded PostgreSQL in `data_dir/pg` and return its URL; this
+    process holds it until it exits."""
+    return EmbeddedPostgres(data_dir).start()
 
 
 def async_url(url: str) -> str:

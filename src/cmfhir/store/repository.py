@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Text, bindparam, cast, delete, func, insert, select, text, tuple_, update
@@ -16,11 +16,20 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cmfhir.errors import BadRequest, Conflict
 from cmfhir.resources.index_values import ResourceIndex
 from cmfhir.search.model import SearchRequest
 from cmfhir.store import check
+from cmfhir.store.history import history_query, restamp, watermark
 from cmfhir.store.includes import Include, Included, fetch_included
 from cmfhir.store.indexing import index_rows
+from cmfhir.store.integrity import (
+    ReferencePolicy,
+    dangling_issue,
+    dangling_references,
+    referrers,
+)
+from cmfhir.store.outbox import Event, EventPosition, read_events
 from cmfhir.store.records import Current, NewVersion, StoredVersion
 from cmfhir.store.schema import INDEX_TABLES, event, resource, resource_history
 from cmfhir.store.search_sql import count_query, encode_cursor, page_query
@@ -45,6 +54,22 @@ _READ = str(
     .compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
 )
 _history_text = cast(resource_history.c.content, Text)
+# The transaction's id first (assigning one if it has none), then the clock: the row of
+# the materialized CTE is made before the outer projection reads the clock. (The id must
+# be used outside: pg_current_xact_id() is stable, and an unused output would be dropped.)
+_STAMP = text(
+    "WITH assigned AS MATERIALIZED (SELECT pg_current_xact_id() AS xid) "
+    "SELECT xid, clock_timestamp() FROM assigned"
+)
+_EVENT_COLUMNS = [
+    "rid",
+    "resource_type",
+    "id",
+    "version",
+    "method",
+    "patient_id",
+    "previous_patient_id",
+]
 
 
 @dataclass(slots=True)
@@ -63,8 +88,13 @@ class HistoryPage:
 class Repository:
     """The data-access functions, bound to one open connection (and its transaction)."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, references: ReferencePolicy | None = None) -> None:
         self.conn = conn
+        self.references = references or ReferencePolicy()
+        # What the referential-integrity checks look at when the transaction ends: the
+        # versions written (by rid, the latest) and the resources deleted.
+        self._written: dict[int, NewVersion] = {}
+        self._deleted: list[tuple[str, str]] = []
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -195,32 +225,30 @@ class Repository:
             text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key}
         )
 
+    async def history_watermark(self) -> datetime:
+        """The instant before which history is complete (store/history.py)."""
+        return await watermark(self.conn)
+
     async def history(
         self,
         *,
         resource_type: str | None,
         id: str | None,
         since: datetime | None,
-        at: datetime | None,
+        at: tuple[datetime, datetime] | None,
+        until: datetime,
         count: int,
         cursor: tuple[datetime, int, int] | None,
     ) -> HistoryPage:
-        h = resource_history.c
-        query = select(
-            h.resource_type, h.id, h.version, h.last_updated, h.method, _history_text, h.rid
-        )
-        if resource_type is not None:
-            query = query.where(h.resource_type == resource_type)
-        if id is not None:
-            query = query.where(h.id == id)
-        if since is not None:
-            query = query.where(h.last_updated >= since)
-        if at is not None:
-            query = query.where(h.last_updated <= at)
-        if cursor is not None:
-            query = query.where(tuple_(h.last_updated, h.rid, h.version) < tuple_(*cursor))
-        query = query.order_by(h.last_updated.desc(), h.rid.desc(), h.version.desc()).limit(
-            count + 1
+        """Versions stamped before `until` (the watermark), newest first."""
+        query = history_query(
+            resource_type=resource_type,
+            id=id,
+            since=since,
+            at=at,
+            until=until,
+            cursor=cursor,
+            limit=count + 1,
         )
         rows = (await self.conn.execute(query)).all()
         versions = [
@@ -233,14 +261,36 @@ class Repository:
             next_cursor = (last[3], last[6], last[2])
         return HistoryPage(versions, next_cursor)
 
+    async def read_events(
+        self, after: EventPosition, limit: int
+    ) -> tuple[list[Event], EventPosition]:
+        """The outbox in gap-free order (store/outbox.py)."""
+        return await read_events(self.conn, after, limit)
+
     # -- writes -----------------------------------------------------------------------------
 
     async def write(self, versions: Sequence[NewVersion]) -> None:
-        """Store new versions: current rows, history, index rows and outbox events."""
+        """Store new versions: current rows, history, index rows and outbox events.
+        Referential integrity is checked when the transaction ends (`finish`).
+
+        Each version is stamped here with the database clock, read after this transaction
+        has its id (the history watermark relies on it): `last_updated` and the content's
+        `meta.lastUpdated` are replaced in the records, so callers answer with them."""
         if not versions:
             return
+        await self._stamp(versions)
         fresh = [v for v in versions if v.rid is None]
         changed = [v for v in versions if v.rid is not None]
+        previous = await self._previous_members([v.rid for v in changed if v.rid is not None])
+        moved_from: list[str | None] = []
+        for v in versions:
+            before = previous.get(v.rid) if v.rid is not None else None
+            if v.method == "delete":
+                # A deletion stays in the compartment it leaves (history, outbox, Citus).
+                v.patient_id = before
+                moved_from.append(None)
+            else:
+                moved_from.append(before if before != v.patient_id else None)
         if fresh:
             rows = await self.conn.execute(
                 insert(resource)
@@ -298,9 +348,69 @@ class Repository:
         )
         await self._copy(
             event.name,
-            ["rid", "resource_type", "id", "version", "method", "patient_id"],
-            [(v.rid, v.resource_type, v.id, v.version, v.method, v.patient_id) for v in versions],
+            _EVENT_COLUMNS,
+            [
+                (v.rid, v.resource_type, v.id, v.version, v.method, v.patient_id, before)
+                for v, before in zip(versions, moved_from, strict=True)
+            ],
         )
+        for v in versions:
+            if v.method == "delete":
+                self._deleted.append((v.resource_type, v.id))
+            elif v.rid is not None and v.index is not None:
+                # Only a version with a reference to some Type/id can have a dangling one
+                # (and an earlier version of the same resource in this transaction is
+                # replaced: its index rows are gone).
+                if any(e.target_id is not None for e in v.index.reference):
+                    self._written[v.rid] = v
+                else:
+                    self._written.pop(v.rid, None)
+
+    async def finish(self) -> None:
+        """Checks made once every write of the transaction is done, just before it commits
+        (`Store.transaction` calls it): referential integrity. Checked at the end, a
+        transaction may write its entries in any order and in several calls — a reference
+        to a resource created later in it, or a delete whose referrer a later entry
+        repoints or deletes, is fine. An error rolls the whole transaction back."""
+        written, self._written = self._written, {}
+        deleted, self._deleted = self._deleted, []
+        policy = self.references
+        if policy.on_write and written:
+            dangling = await dangling_references(self.conn, list(written.values()), policy.bases)
+            if dangling:
+                issues = [dangling_issue(d) for d in dangling]
+                raise BadRequest(issues[0].diagnostics, issues=issues)
+        if policy.on_delete and deleted:
+            found = await referrers(self.conn, deleted, policy.bases)
+            if found:
+                targets = sorted({f.target for f in found})
+                names = ", ".join(f"{f.resource_type}/{f.id} ({f.param})" for f in found)
+                raise Conflict(
+                    f"{', '.join(targets)} cannot be deleted: other resources still refer "
+                    f"to it: {names}",
+                    code="processing",
+                )
+
+    async def _stamp(self, versions: Sequence[NewVersion]) -> None:
+        # Through SQLAlchemy, not the driver: it begins the transaction if nothing has yet,
+        # and the stamp must be read inside it.
+        clock: datetime = (await self.conn.execute(_STAMP)).one()[1]
+        now = clock.astimezone(UTC)
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        for v in versions:
+            restamp(v, now)
+
+    async def _previous_members(self, rids: list[int]) -> dict[int, str | None]:
+        """The compartment of each resource's current (previous, once written) version;
+        none for one that is deleted."""
+        if not rids:
+            return {}
+        rows = await self.conn.execute(
+            select(resource.c.rid, resource.c.patient_id, resource.c.deleted).where(
+                resource.c.rid.in_(rids)
+            )
+        )
+        return {r[0]: (None if r[2] else r[1]) for r in rows}
 
     async def batch(
         self, resource_type: str | None, after_rid: int, limit: int, *, lock: bool = False

@@ -160,6 +160,9 @@ Index(
 # Reverse lookups (_revinclude, _has, compartment) go from the target to the source.
 Index("ix_idx_reference_target", idx_reference.c.target_type, idx_reference.c.target_id)
 
+# The outbox. Consumers read it in the order of `(xid, seq)`, and only below the oldest
+# transaction id still running (store/outbox.py): a long transaction's events can then
+# never land behind a position a consumer has already passed.
 event = Table(
     "event",
     metadata,
@@ -169,8 +172,21 @@ event = Table(
     Column("id", Text, nullable=False),
     Column("version", Integer, nullable=False),
     Column("method", Text, nullable=False),
+    # The member this change concerns: the new version's Patient compartment, or for a
+    # delete the compartment the resource left.
     Column("patient_id", Text),
     Column("created_at", TS, nullable=False, server_default=text("now()")),
+    # The writing transaction's id (xid8, epoch included, as a number).
+    Column(
+        "xid",
+        BigInteger,
+        nullable=False,
+        server_default=text("(pg_current_xact_id())::text::bigint"),
+    ),
+    # The member of the previous version when the change moved the resource to another
+    # one (or out of any); null when it stayed where it was.
+    Column("previous_patient_id", Text),
+    Index(None, "xid", "seq"),
 )
 
 INDEX_TABLES = {

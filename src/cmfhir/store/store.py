@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cmfhir.errors import BadRequest, Conflict, FhirError, ServiceUnavailable
+from cmfhir.store.integrity import ReferencePolicy
 from cmfhir.store.repository import Repository
 
 __all__ = ["Store"]
@@ -68,22 +70,76 @@ def _translate(state: str | None, unavailable: bool, cause: str) -> FhirError | 
     return None
 
 
+# What a statement sent straight to asyncpg (Repository.read) raises when its connection is
+# gone or going: closed, lost, server shutting down (57P0x), or its protocol left broken by
+# a message the server sent as it went (InternalClientError).
+_CONNECTION_LOST = (
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+)
+_DRIVER_FAILURES = (
+    *_CONNECTION_LOST,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    OSError,
+)
+
+
+async def _discard_if_broken(conn: AsyncConnection, error: BaseException) -> None:
+    """After such a failure, do what SQLAlchemy does when its own statements find a dead
+    connection: discard it and every pooled one opened before it, so that the next requests
+    connect afresh instead of each failing on a dead connection (for ever, when only reads
+    come: they never go through SQLAlchemy's own check)."""
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    closed = driver is None or driver.is_closed()
+    if closed or not isinstance(error, asyncpg.InterfaceError | OSError):
+        conn.sync_engine.pool._invalidate(raw, error)
+
+
 class Store:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, references: ReferencePolicy | None = None) -> None:
         self.engine = engine
+        self.references = references or ReferencePolicy()
         self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._snapshot = engine.execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True
+        )
 
     @asynccontextmanager
-    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Repository]:
+    async def snapshot(self) -> AsyncIterator[Repository]:
+        """One read-only REPEATABLE READ transaction: every statement in the block sees the
+        same committed state, whatever is written meanwhile (`cmfhir check`)."""
+        async with self.transaction(snapshot=True) as repo:
+            yield repo
+
+    @asynccontextmanager
+    async def transaction(
+        self, *, read_only: bool = False, snapshot: bool = False
+    ) -> AsyncIterator[Repository]:
         try:
             if read_only:
                 # Reads run each statement on its own (READ COMMITTED gives a statement its
                 # snapshot either way): no BEGIN and COMMIT round trips on the hot path.
                 async with self._reader.connect() as conn:
-                    yield Repository(conn)
+                    try:
+                        yield Repository(conn, self.references)
+                    except _DRIVER_FAILURES as error:
+                        await _discard_if_broken(conn, error)
+                        raise
                 return
-            async with self.engine.connect() as conn, conn.begin():
-                yield Repository(conn)
+            engine = self._snapshot if snapshot else self.engine
+            async with engine.connect() as conn, conn.begin():
+                repo = Repository(conn, self.references)
+                try:
+                    yield repo
+                    # Only when the block ended without an error; then the commit.
+                    await repo.finish()
+                except _DRIVER_FAILURES as error:
+                    await _discard_if_broken(conn, error)
+                    raise
         except sa_exc.DBAPIError as error:
             orig = error.orig
             unavailable = (
@@ -96,11 +152,9 @@ class Store:
             if translated is None:
                 raise
             raise translated from error
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except (asyncpg.PostgresError, *_CONNECTION_LOST) as error:
             # From the statements that go to asyncpg directly (Repository.read).
-            unavailable = isinstance(
-                error, asyncpg.InterfaceError | asyncpg.PostgresConnectionError
-            )
+            unavailable = isinstance(error, _CONNECTION_LOST)
             state = getattr(error, "sqlstate", None)
             translated = _translate(state, unavailable, type(error).__name__)
             if translated is None:

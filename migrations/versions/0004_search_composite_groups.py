@@ -6,8 +6,8 @@ repetition (one Observation.component). Existing resources get their composite r
 `cmfhir reindex` (until then a composite search does not find them; `cmfhir check` lists
 them as index rows that differ from their content).
 
-Revision ID: 0003_search
-Revises: 0002
+Revision ID: 0004_search
+Revises: 0003
 Create Date: 2026-11-30 12:00:00
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_search"
-down_revision: str | None = "0002"
+revision: str = "0004_search"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
