@@ -106,10 +106,12 @@ def test_bad_body_is_refused_and_stores_nothing(client: httpx.Client, body: byte
 @pytest.mark.parametrize(
     ("number", "value"),
     [
-        pytest.param("1e400", Decimal("1e400"), id="1e400"),
+        # An exponent is stored in fixed point, as PostgreSQL keeps it; 1e400 (401 digits
+        # written out) is refused: tests/rest/test_indexing.py.
+        pytest.param("1e64", Decimal("1e64"), id="1e64"),
         pytest.param("-0", 0, id="minus-zero"),
         pytest.param("-0.0", Decimal("0.0"), id="minus-zero-decimal"),
-        pytest.param("1e-400", Decimal("1e-400"), id="1e-400"),
+        pytest.param("1e-64", Decimal("1e-64"), id="1e-64"),
         pytest.param("1E+3", Decimal("1000"), id="exponent"),
         pytest.param("1.50", Decimal("1.50"), id="precision"),
         pytest.param("1" + "0" * 4299, Decimal("1e4299"), id="4300-digits"),
@@ -191,7 +193,7 @@ def test_patch_with_a_json_content_type_is_refused(client: httpx.Client, sentine
 QUERIES = [
     pytest.param("Patient?name=%zz", (200,), id="bad-percent"),
     pytest.param("Patient?name=%ff", (200,), id="percent-ff"),
-    pytest.param("Patient?%ff=1", (200,), id="percent-ff-name"),
+    pytest.param("Patient?%ff=1", (400,), id="percent-ff-name"),  # an unknown parameter
     pytest.param("Patient?_id=%ff%fe", (200,), id="percent-ff-id"),
     pytest.param("Patient?name=%00", (400,), id="nul-string"),
     pytest.param("Patient?_id=%00", (400,), id="nul-id"),
@@ -301,7 +303,8 @@ def test_history_cursor_forged(client: httpx.Client, cursor: bytes) -> None:
 def test_1000_unknown_parameters(client: httpx.Client) -> None:
     query = "&".join(f"p{i}=x" for i in range(1000))
     started = time.monotonic()
-    response = client.get(f"Patient?{query}")
+    assert_outcome(client.get(f"Patient?{query}"), 400)
+    response = client.get(f"Patient?{query}", headers={"Prefer": "handling=lenient"})
     assert response.status_code == 200, response.text[:500]
     assert time.monotonic() - started < 5
 

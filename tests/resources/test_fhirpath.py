@@ -16,6 +16,7 @@ import pytest
 from fhirpathpy.models import models
 
 from cmfhir.resources.fhirpath import (
+    FhirPathError,
     compile_path,
     reference_type,
     required_keys,
@@ -222,8 +223,6 @@ def test_required_keys(expression: str, keys: set[str] | None) -> None:
     [
         pytest.param("Patient.name.count()", [2], id="count"),
         pytest.param("Patient.name.select(family)", ["Doe", "Roe"], id="select"),
-        pytest.param("Patient.name.given.substring(0, 2)", [], id="error-yields-nothing"),
-        pytest.param("Patient.name as HumanName", [], id="as-on-non-choice"),
     ],
 )
 def test_fallback(expression: str, expected: list[Any]) -> None:
@@ -233,16 +232,35 @@ def test_fallback(expression: str, expected: list[Any]) -> None:
     assert resource == PATIENT  # fhirpathpy must not leave its annotations behind
 
 
-def test_fallback_error_is_logged_without_resource_content(
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize(
+    "expression",
+    [
+        pytest.param("Patient.name.given.single()", id="single-of-several"),
+        pytest.param("Patient.name.given.substring(0, 2)", id="singleton-expected"),
+        pytest.param("Patient.name as HumanName", id="as-on-several"),
+    ],
+)
+def test_fallback_error_raises_without_resource_content(
+    expression: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    extract = compile_path("Patient.name.given.single()")
+    """A failing expression is an error, never an empty result (which would leave the
+    resource out of the index); neither the error nor the log quotes the resource."""
+    extract = compile_path(expression)
     with caplog.at_level(logging.DEBUG, logger="cmfhir.resources.fhirpath"):
-        assert extract(PATIENT) == []
-        assert extract(PATIENT) == []
-    assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.DEBUG]
-    assert "Patient.name.given.single()" in caplog.records[0].getMessage()
+        for _ in range(2):
+            with pytest.raises(FhirPathError) as failed:
+                extract(PATIENT)
+            assert failed.value.expression == expression
+            assert "Jane" not in str(failed.value)
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]  # once per expression
+    assert expression in caplog.records[0].getMessage()
     assert all("Jane" not in r.getMessage() for r in caplog.records)
+
+
+def test_expression_that_does_not_compile_raises_on_use() -> None:
+    extract = compile_path("Patient.name.where(")
+    with pytest.raises(FhirPathError):
+        extract(PATIENT)
 
 
 def test_malformed_content_yields_nothing() -> None:

@@ -16,6 +16,7 @@ from cmfhir.resources.index_values import (
     DATE_MIN,
     DateEntry,
     IdentifierTypeEntry,
+    IndexingFailed,
     NumberEntry,
     QuantityEntry,
     ReferenceEntry,
@@ -24,6 +25,7 @@ from cmfhir.resources.index_values import (
     StringEntry,
     TokenEntry,
     UriEntry,
+    component_param,
     composite_parameters,
     date_range,
     extract_index,
@@ -31,7 +33,11 @@ from cmfhir.resources.index_values import (
     number_range,
     parse_reference,
 )
-from cmfhir.resources.search_parameters import SearchParameterRegistry, load_registry
+from cmfhir.resources.search_parameters import (
+    SearchParameter,
+    SearchParameterRegistry,
+    load_registry,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ROOT / "profiles"
@@ -585,17 +591,110 @@ def test_entries_are_unique_per_parameter(registry: SearchParameterRegistry) -> 
     assert combo == [TokenEntry("combo-code", "s", "c")]
 
 
-def test_composite_parameters_are_listed_not_extracted(registry: SearchParameterRegistry) -> None:
+LOINC = "http://loinc.org"
+
+
+def _component(code: str, value: float) -> dict[str, Any]:
+    return {
+        "code": {"coding": [{"system": LOINC, "code": code}]},
+        "valueQuantity": {"value": value, "unit": "mm[Hg]"},
+    }
+
+
+def _groups(index: ResourceIndex, code: str) -> list[set[tuple[str, Any]]]:
+    """Each composite group of `code` as {(component param, value)} (token code, quantity
+    value, concept code)."""
+    found = []
+    for group in index.composite:
+        values = group.values
+        entries: set[tuple[str, Any]] = {(e.param, e.code) for e in values.token}
+        entries |= {(e.param, e.value) for e in values.quantity}
+        if all(param.startswith(code + "$") for param, _ in entries):
+            found.append(entries)
+    return found
+
+
+def test_composite_values_are_grouped_per_repetition(registry: SearchParameterRegistry) -> None:
     codes = {p.code for p in composite_parameters(registry, "Observation")}
     assert {"code-value-quantity", "component-code-value-quantity", "combo-code-value-concept"} <= (
         codes
     )
-    index = extract_index(
-        {"resourceType": "Observation", "code": {"text": "x"}, "valueQuantity": {"value": 1}},
-        registry,
+    blood_pressure = {
+        "resourceType": "Observation",
+        "code": {"coding": [{"system": LOINC, "code": "85354-9"}]},
+        "component": [_component("8480-6", 130), _component("8462-4", 85)],
+    }
+    index = extract_index(blood_pressure, registry)
+    code, value = (
+        component_param("component-code-value-quantity", 0),
+        component_param("component-code-value-quantity", 1),
     )
-    families = [getattr(index, f) for f in ResourceIndex.__slots__]
-    assert not any(e.param in codes for entries in families for e in entries)
+    assert _groups(index, "component-code-value-quantity") == [
+        {(code, "8480-6"), (value, Decimal(130))},
+        {(code, "8462-4"), (value, Decimal(85))},
+    ]
+    # combo: the Observation itself has no value, so only its components make groups
+    assert len(_groups(index, "combo-code-value-quantity")) == 2
+    # Composite values never appear among the plain parameters' entries.
+    plain = [getattr(index, f) for f in ResourceIndex.__slots__ if f != "composite"]
+    assert not any(e.param.split("$")[0] in codes for entries in plain for e in entries)
+    assert [g.group for g in index.composite] == list(range(len(index.composite)))
+
+
+def test_composite_on_the_resource_itself(registry: SearchParameterRegistry) -> None:
+    observation = {
+        "resourceType": "Observation",
+        "code": {"coding": [{"system": LOINC, "code": "2339-0"}]},
+        "valueQuantity": {"value": 99, "unit": "mg/dL"},
+    }
+    index = extract_index(observation, registry)
+    assert _groups(index, "code-value-quantity") == [
+        {("code-value-quantity$0", "2339-0"), ("code-value-quantity$1", Decimal(99))}
+    ]
+    # A repetition without a value for every component makes no group.
+    assert _groups(index, "code-value-concept") == []
+
+
+def test_composite_component_on_the_resource(registry: SearchParameterRegistry) -> None:
+    """`%resource.referenceSeq.chromosome` is read from the resource, not the variant."""
+    sequence = {
+        "resourceType": "MolecularSequence",
+        "coordinateSystem": 0,
+        "referenceSeq": {"chromosome": {"coding": [{"code": "7"}]}},
+        "variant": [{"start": 10, "end": 20}, {"start": 30, "end": 40}],
+    }
+    index = extract_index(sequence, registry)
+    groups = [
+        {(e.param, e.code) for e in g.values.token} | {(e.param, e.value) for e in g.values.number}
+        for g in index.composite
+    ]
+    assert {
+        ("chromosome-variant-coordinate$0", "7"),
+        ("chromosome-variant-coordinate$1", Decimal(30)),
+        ("chromosome-variant-coordinate$2", Decimal(40)),
+    } in groups
+
+
+def test_failing_expression_refuses_the_resource() -> None:
+    """A parameter whose expression fails on a resource is an error naming it, not a
+    resource silently left out of that parameter's index."""
+    custom = SearchParameter(
+        url="urn:test:SearchParameter/first-given",
+        code="first-given",
+        base=("Patient",),
+        type="string",
+        expression="Patient.name.given.single()",
+    )
+    registry = SearchParameterRegistry([custom])
+    one = {"resourceType": "Patient", "name": [{"given": ["Ada"]}]}
+    assert extract_index(one, registry).string == [StringEntry("first-given", "ada", "Ada")]
+    two = {"resourceType": "Patient", "name": [{"given": ["Ada", "Augusta"]}]}
+    with pytest.raises(IndexingFailed) as failed:
+        extract_index(two, registry)
+    assert failed.value.parameter is custom
+    assert failed.value.status == 422
+    assert "first-given" in failed.value.diagnostics
+    assert "Ada" not in failed.value.diagnostics
 
 
 # --- Synthea --------------------------------------------------------------------------------

@@ -158,11 +158,14 @@ def test_malformed_search_is_400_naming_the_parameter(
     assert name in response.text
 
 
-def test_unknown_search_parameter_warns_or_fails_when_strict(client: httpx.Client) -> None:
-    lenient = client.get("Patient", params={"shoe-size": "11"})
+def test_unknown_search_parameter_fails_or_warns_when_lenient(client: httpx.Client) -> None:
+    lenient = client.get(
+        "Patient", params={"shoe-size": "11"}, headers={"Prefer": "handling=lenient"}
+    )
     assert lenient.status_code == 200
     outcome = [e for e in lenient.json().get("entry", []) if e["search"]["mode"] == "outcome"]
     assert outcome and "shoe-size" in outcome[0]["resource"]["issue"][0]["diagnostics"]
+    assert client.get("Patient", params={"shoe-size": "11"}).status_code == 400  # the default
     strict = client.get(
         "Patient", params={"shoe-size": "11"}, headers={"Prefer": "handling=strict"}
     )

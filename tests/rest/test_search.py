@@ -26,6 +26,17 @@ def _qty(value: float, unit: str) -> dict[str, Any]:
     return {"value": value, "unit": unit, "system": UCUM, "code": unit}
 
 
+SNOMED = "http://snomed.info/sct"
+SITTING, STANDING = "33586001", "10904000"
+
+
+def _position(code: str) -> dict[str, Any]:
+    return {
+        "code": {"coding": [{"system": LOINC, "code": "8361-8"}]},
+        "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": code}]},
+    }
+
+
 def _obs(
     key: str, patient: str, code: str, display: str, when: str, **extra: Any
 ) -> dict[str, Any]:
@@ -157,6 +168,26 @@ CORPUS: list[dict[str, Any]] = [
                 "code": {"coding": [{"system": LOINC, "code": "8462-4"}]},
                 "valueQuantity": _qty(85, "mm[Hg]"),
             },
+            _position(STANDING),
+        ],
+    ),
+    # 85/60: the systolic of o5 is below 90, o4's only value below 90 is its diastolic.
+    _obs(
+        "o5",
+        "p2",
+        "85354-9",
+        "Blood pressure panel",
+        "2022-06-01",
+        component=[
+            {
+                "code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+                "valueQuantity": _qty(85, "mm[Hg]"),
+            },
+            {
+                "code": {"coding": [{"system": LOINC, "code": "8462-4"}]},
+                "valueQuantity": _qty(60, "mm[Hg]"),
+            },
+            _position(SITTING),
         ],
     ),
     {
@@ -289,7 +320,7 @@ SEARCHES = [
     row("Observation", {"value-quantity": "lt100||kg"}, "o3", "quantity-lt-unit"),
     row("Observation", {"value-quantity": "150.5"}, "o2", "quantity-decimal"),
     row("Observation", {"value-quantity": "150"}, "", "quantity-precision-excludes"),
-    row("Observation", {"value-quantity:missing": "true"}, "o4", "quantity-missing"),
+    row("Observation", {"value-quantity:missing": "true"}, "o4 o5", "quantity-missing"),
     # reference
     row("Encounter", {"subject": f"Patient/{_rid('p1')}"}, "e1 e2", "reference-type-id"),
     row("Encounter", {"subject": _rid("p1")}, "e1 e2", "reference-bare-id"),
@@ -308,13 +339,56 @@ SEARCHES = [
     row("Questionnaire", {"url": f"{Q}/phq9"}, "q1", "uri-exact"),
     row("Questionnaire", {"url:below": Q}, "q1 q2", "uri-below"),
     row("Questionnaire", {"url:above": f"{Q}/phq9/v2"}, "q1", "uri-above"),
-    # composite
+    # composite: the components match within one repetition (one Observation.component)
     row("Observation", {"code-value-quantity": f"{LOINC}|8480-6$gt140"}, "o2", "composite"),
+    row("Observation", {"code-value-quantity": f"{LOINC}|8480-6$lt100"}, "", "composite-no"),
     row(
         "Observation",
         {"component-code-value-quantity": f"{LOINC}|8462-4$lt90"},
-        "o4",
+        "o4 o5",
         "composite-component",
+    ),
+    row(
+        "Observation",
+        {"component-code-value-quantity": f"{LOINC}|8480-6$lt90"},
+        "o5",
+        "composite-component-same-repetition",
+    ),
+    row(
+        "Observation",
+        {"component-code-value-quantity": f"{LOINC}|8480-6$gt100|{UCUM}|mm[Hg]"},
+        "o4",
+        "composite-component-quantity-unit",
+    ),
+    row(
+        "Observation",
+        {"component-code-value-quantity": "8480-6$lt90,8462-4$gt80"},
+        "o4 o5",
+        "composite-or",
+    ),
+    row(
+        "Observation",
+        {"component-code-value-concept": f"{LOINC}|8361-8${SNOMED}|{SITTING}"},
+        "o5",
+        "composite-concept",
+    ),
+    row(
+        "Observation",
+        {"component-code-value-concept": f"{LOINC}|8480-6${SNOMED}|{SITTING}"},
+        "",
+        "composite-concept-other-repetition",
+    ),
+    row(
+        "Observation",
+        {"combo-code-value-quantity": f"{LOINC}|8480-6$gt125"},
+        "o2 o4",
+        "composite-combo",
+    ),
+    row(
+        "Observation",
+        {"combo-code-value-quantity": f"{LOINC}|8480-6$lt90"},
+        "o5",
+        "composite-combo-same-repetition",
     ),
     # the common parameters of meta
     row(
@@ -337,7 +411,7 @@ SEARCHES = [
     row(
         "Observation",
         {"subject:Patient.general-practitioner:Practitioner.family": "brown"},
-        "o3",
+        "o3 o5",
         "chain-two-levels-typed",
     ),
     row("Observation", {"encounter.class": "EMER"}, "o1", "chain-token"),
@@ -361,6 +435,17 @@ def test_search(
     assert set(_search(client, path, query)) == expected
 
 
+def test_composite_criteria_are_anded(client: httpx.Client, corpus: None) -> None:
+    """Each repetition of a composite parameter may match a different component."""
+    params = [
+        ("component-code-value-quantity", f"{LOINC}|8480-6$gt120"),
+        ("component-code-value-quantity", f"{LOINC}|8462-4$gt80"),
+        ("_tag", TAG),
+    ]
+    bundle = client.get("Observation", params=params).json()
+    assert [e["resource"]["id"] for e in bundle.get("entry", [])] == [_rid("o4")]
+
+
 def test_system_search_by_type(client: httpx.Client, corpus: None) -> None:
     assert set(_search(client, "", {"_type": "Questionnaire,RiskAssessment"})) == {
         "q1", "q2", "r1", "r2",
@@ -373,8 +458,10 @@ SORTS = [
     pytest.param("Patient", "family", ["p1", "p3", "p2"], id="string-asc"),
     pytest.param("Patient", "-family", ["p2", "p3", "p1"], id="string-desc"),
     pytest.param("Patient", "gender,-birthdate", ["p1", "p2", "p3"], id="two-keys"),
-    pytest.param("Observation", "-date", ["o2", "o1", "o3", "o4"], id="observation-date-desc"),
-    pytest.param("Observation", "value-quantity", ["o3", "o1", "o2", "o4"], id="quantity"),
+    pytest.param(
+        "Observation", "-date", ["o2", "o1", "o3", "o4", "o5"], id="observation-date-desc"
+    ),
+    pytest.param("Observation", "value-quantity", ["o3", "o1", "o2", "o4", "o5"], id="quantity"),
     pytest.param("RiskAssessment", "-probability", ["r2", "r1"], id="number-desc"),
     pytest.param("Patient", "_id", ["p1", "p2", "p3"], id="id"),
 ]

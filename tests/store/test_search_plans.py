@@ -58,6 +58,13 @@ def _member_bundle(start: int) -> dict[str, Any]:
                         "subject": {"reference": f"Patient/{pid}"},
                         "effectiveDateTime": f"202{k}-0{1 + n % 9}-1{n % 10}T10:00:00Z",
                         "valueQuantity": {"value": n + k, "unit": "kg"},
+                        "component": [
+                            {
+                                "code": {"coding": [{"system": "http://loinc.org", "code": c}]},
+                                "valueQuantity": {"value": n % 150 + j, "unit": "mm[Hg]"},
+                            }
+                            for j, c in enumerate(("8480-6", "8462-4"))
+                        ],
                     },
                     "request": {"method": "POST", "url": "Observation"},
                 }
@@ -100,6 +107,19 @@ SHAPES = [
     pytest.param("Observation", [("subject:Patient.name", "family5")], id="chain"),
     pytest.param("Patient", [("_has:Observation:subject:code", "2-2")], id="has"),
     pytest.param("Patient", [("_id", f"plan-{RUN}-9")], id="id"),
+    pytest.param(
+        "Observation",
+        [("component-code-value-quantity", "http://loinc.org|8480-6$lt90")],
+        id="composite-component",
+    ),
+    pytest.param(
+        "Observation", [("code-value-quantity", "http://loinc.org|1-3$gt300")], id="composite"
+    ),
+    pytest.param(
+        "Patient",
+        [("_has:Observation:subject:combo-code-value-quantity", "8462-4$ge140")],
+        id="composite-in-has",
+    ),
     pytest.param(
         "Patient", [("_lastUpdated", "gt2020-01-01"), ("gender", "male")], id="last-updated"
     ),

@@ -10,6 +10,7 @@ from typing import Any
 from cmfhir import __version__
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.resources.fhir_versions import RELEASES, restrict_capability_statement
+from cmfhir.resources.index_values import composite_components
 from cmfhir.resources.operations import OperationDefinition, OperationRegistry
 from cmfhir.resources.search_parameters import SearchParameterRegistry
 from cmfhir.resources.types import RESOURCE_TYPES
@@ -51,7 +52,9 @@ def _search_params(registry: SearchParameterRegistry, resource_type: str) -> lis
     for code, param in sorted(registry.for_type(resource_type).items()):
         if code in ("_id", "_lastUpdated") or param.expression is None:
             continue
-        if param.type in ("composite", "special"):
+        if param.type == "special" or (
+            param.type == "composite" and composite_components(registry, param) is None
+        ):
             continue
         entry: dict[str, Any] = {"name": code, "type": param.type, "definition": param.url}
         if param.description:

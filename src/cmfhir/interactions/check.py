@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from cmfhir.interactions.context import FhirContext
 from cmfhir.resources.fhirjson import parse_json
-from cmfhir.resources.index_values import extract_index
+from cmfhir.resources.index_values import IndexingFailed, extract_index
 
 __all__ = ["check"]
 
@@ -19,17 +19,22 @@ __all__ = ["check"]
 async def check(ctx: FhirContext, *, batch: int = 500) -> dict[str, list[str]]:
     """Every inconsistency found, by kind, with a sample of where; empty when all is well."""
     stale: list[str] = []
+    failing: list[str] = []
     async with ctx.store.snapshot() as repo:
         problems = await repo.structural_problems()
         after = 0
         while rows := await repo.batch(None, after, batch):
-            expected = [
-                (rid, type_, extract_index(parse_json(content), ctx.registry))
-                for rid, type_, content in rows
-            ]
+            expected = []
+            for rid, type_, content in rows:
+                try:
+                    expected.append((rid, type_, extract_index(parse_json(content), ctx.registry)))
+                except IndexingFailed as error:  # a search parameter's expression fails on it
+                    failing.append(f"{type_} rid {rid} ({error.parameter.code})")
             differing = set(await repo.index_differences(expected))
             stale += [f"{type_} rid {rid}" for rid, type_, _ in rows if rid in differing]
             after = rows[-1][0]
     if stale:
         problems["index rows differ from the resource's content"] = stale[:20]
+    if failing:
+        problems["search parameter expressions fail on the resource"] = failing[:20]
     return problems

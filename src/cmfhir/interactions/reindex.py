@@ -8,7 +8,7 @@ from cmfhir.interactions.common import require_type
 from cmfhir.interactions.context import FhirContext
 from cmfhir.resources.compartment import patient_compartment
 from cmfhir.resources.fhirjson import parse_json
-from cmfhir.resources.index_values import extract_index
+from cmfhir.resources.index_values import IndexingFailed, extract_index
 
 __all__ = ["reindex"]
 
@@ -26,7 +26,12 @@ async def reindex(ctx: FhirContext, resource_type: str | None = None, *, batch: 
             entries = []
             for rid, type_, content in rows:
                 resource = parse_json(content)
-                index = extract_index(resource, ctx.registry)
+                try:
+                    index = extract_index(resource, ctx.registry)
+                except IndexingFailed as error:
+                    raise IndexingFailed(
+                        error.parameter, f"{type_}/{resource.get('id')}", error.cause
+                    ) from error
                 patients = patient_compartment(resource, ctx.compartment, index)
                 entries.append((rid, type_, index, patients[0] if patients else None))
             await repo.replace_index(entries)

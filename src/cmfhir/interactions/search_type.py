@@ -98,9 +98,11 @@ async def search_in(
     params: list[tuple[str, str]],
     *,
     base: str,
-    strict: bool = False,
+    handling: str | None = None,
     compartment: Compartment | None = None,
 ) -> Result:
+    """`handling` is the `Prefer: handling=` of the request: unknown parameters are refused
+    unless it is `lenient` (https://hl7.org/fhir/R4B/search.html#errors)."""
     if resource_type is not None:
         require_type(resource_type, ctx.fhir_version)
     request = parse_search(
@@ -109,7 +111,7 @@ async def search_in(
         params,
         default_count=ctx.limits.default_count,
         max_count=ctx.limits.max_count,
-        strict=strict,
+        strict=handling != "lenient",
     )
     _check_result_params(request)
     request.compartment = compartment
@@ -151,10 +153,10 @@ async def search(
     params: list[tuple[str, str]],
     *,
     base: str,
-    strict: bool = False,
+    handling: str | None = None,
 ) -> Result:
     async with ctx.store.transaction(read_only=True) as repo:
-        return await search_in(ctx, repo, resource_type, params, base=base, strict=strict)
+        return await search_in(ctx, repo, resource_type, params, base=base, handling=handling)
 
 
 async def search_compartment(
@@ -164,7 +166,7 @@ async def search_compartment(
     params: list[tuple[str, str]],
     *,
     base: str,
-    strict: bool = False,
+    handling: str | None = None,
 ) -> Result:
     """`GET Patient/{id}/{type}`: a search inside the member's compartment."""
     require_type(resource_type, ctx.fhir_version)
@@ -175,5 +177,5 @@ async def search_compartment(
     compartment = Compartment("Patient", owner_id, params_for)
     async with ctx.store.transaction(read_only=True) as repo:
         return await search_in(
-            ctx, repo, resource_type, params, base=base, strict=strict, compartment=compartment
+            ctx, repo, resource_type, params, base=base, handling=handling, compartment=compartment
         )

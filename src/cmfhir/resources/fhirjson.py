@@ -24,7 +24,14 @@ import orjson
 
 from cmfhir.errors import BadRequest, PayloadTooLarge
 
-__all__ = ["MAX_CONTAINERS", "MAX_NUMBER_DIGITS", "RawJson", "dump_json", "parse_json"]
+__all__ = [
+    "MAX_CONTAINERS",
+    "MAX_EXPONENT_ZEROS",
+    "MAX_NUMBER_DIGITS",
+    "RawJson",
+    "dump_json",
+    "parse_json",
+]
 
 # Already-serialized JSON (a stored resource's text) that dump_json embeds as it is, so a
 # search Bundle does not parse and re-serialize every match: `RawJson(content_bytes)`.
@@ -61,9 +68,19 @@ class _TooManyEntries(Exception):
 
 
 class _NumberOutOfRange(Exception):
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, exponent: bool = False) -> None:
         super().__init__(text)
         self.text = text
+        self.exponent = exponent
+
+
+# JSONB keeps a number as `numeric`, always written out in fixed point (`1E+2` is stored
+# and served as `100`, `1e400` as 401 digits). So that what is validated, indexed, stored
+# and served is one value, a number written with an exponent becomes that fixed-point value
+# here (`1.50E+1` → 15.0, `1E+2` → 100, `1.5E-7` → 0.00000015); one whose fixed-point form
+# would need more than this many zeros (`1e400`, `1e-400`) is refused rather than
+# expanded (see _NumberOutOfRange).
+MAX_EXPONENT_ZEROS = 64
 
 
 def _decimal(text: str) -> Decimal:
@@ -75,7 +92,24 @@ def _decimal(text: str) -> Decimal:
             isinstance(exponent, int) and exponent < -MAX_NUMBER_DIGITS
         ):
             raise _NumberOutOfRange(text)
+        if "e" in text or "E" in text:
+            return _fixed_point(text, value)
+    if value.is_zero() and value.is_signed():
+        return value.copy_abs()  # numeric has no negative zero: -0.0 is stored as 0.0
     return value
+
+
+def _fixed_point(text: str, value: Decimal) -> Decimal:
+    """A number written with an exponent, as `numeric` keeps it (see MAX_EXPONENT_ZEROS)."""
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if not value.is_zero() and (
+        exponent > MAX_EXPONENT_ZEROS or value.adjusted() < -MAX_EXPONENT_ZEROS
+    ):
+        raise _NumberOutOfRange(text, exponent=True)
+    if exponent > 0:
+        value = Decimal(int(value))  # 1E+2 → 100: numeric keeps no positive exponent
+    return value.copy_abs() if value.is_zero() else value
 
 
 class _DuplicateKey(Exception):
@@ -272,6 +306,12 @@ def parse_json(body: bytes | str, *, max_depth: int = 100, max_entries: int | No
         ) from None
     except _NumberOutOfRange as exc:
         shown = exc.text if len(exc.text) <= 20 else exc.text[:20] + "..."
+        if exc.exponent:
+            raise BadRequest(
+                f"Invalid JSON: the number {shown} is stored in fixed-point form, where its "
+                f"exponent would take more than {MAX_EXPONENT_ZEROS} zeros; write it "
+                "without an exponent if that many digits are meant"
+            ) from None
         raise BadRequest(
             f"Invalid JSON: the number {shown} is out of range (at most "
             f"{MAX_NUMBER_DIGITS} digits before and after the decimal point)"

@@ -5,8 +5,9 @@ The fast path covers member navigation over JSON (lists flattened, choice elemen
 `effective` found as `effectiveDateTime`...), unions, `as`/`ofType` on choice elements,
 `where(...)` with `resolve() is Type`, equality and `exists()` criteria, `extension(url)`,
 indexers, `exists()`, `empty()`, `first()`, `not()`, `and`, `=` and `!=`. Anything else
-compiles through fhirpathpy (R4 model); an error inside it is logged without the resource
-(no PHI) and yields no values, so one odd resource never stops indexing.
+compiles through fhirpathpy (R4 model). An expression that fails on a resource (or does not
+compile) raises `FhirPathError` naming the expression and the kind of error, never the
+resource (no PHI): the indexer refuses the write rather than leave the resource out.
 
 Deliberate differences from strict FHIRPath, chosen for indexing:
 - `x as T` on a collection of several items filters them (as `ofType(T)` does) instead of
@@ -43,6 +44,7 @@ from cmfhir.resources.fhirpath_syntax import (
 
 __all__ = [
     "Extractor",
+    "FhirPathError",
     "compile_path",
     "parse_reference",
     "reference_type",
@@ -54,6 +56,17 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Extractor = Callable[[dict[str, Any]], list[Any]]
+
+
+class FhirPathError(ValueError):
+    """An expression failed on an input; `cause` says how (an error type, never content)."""
+
+    def __init__(self, expression: str, cause: str) -> None:
+        super().__init__(f"FHIRPath {expression!r} failed: {cause}")
+        self.expression = expression
+        self.cause = cause
+
+
 _Fn = Callable[[list[Any]], list[Any]]
 
 _R4_MODEL: dict[str, Any] = _fhirpath_models["r4"]
@@ -361,8 +374,9 @@ def _compile_call(call: Call) -> _Fn:
         def extension(items: list[Any]) -> list[Any]:
             out: list[Any] = []
             for item in items:
-                if type(item) is dict:
-                    out.extend(e for e in item.get("extension", ()) if e.get("url") == url)
+                found = item.get("extension") if type(item) is dict else None
+                if type(found) is list:
+                    out.extend(e for e in found if type(e) is dict and e.get("url") == url)
             return out
 
         return extension
@@ -440,28 +454,40 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+_warned: set[str] = set()
+
+
+def _failed(expression: str, cause: str) -> FhirPathError:
+    """The error for a failed evaluation, logged (expression and cause only, no content)
+    the first time each expression fails, so operators see it beside the client's 422."""
+    if expression not in _warned:
+        _warned.add(expression)
+        logger.warning("FHIRPath %r failed on a resource (%s)", expression, cause)
+    return FhirPathError(expression, cause)
+
+
 def _fallback(expression: str) -> Extractor:
     try:
         compiled = fhirpathpy.compile(expression, model=_R4_MODEL)
-    except Exception:
-        logger.warning("FHIRPath expression does not compile, it yields nothing: %s", expression)
-        return lambda resource: []
-    failed = False
+    except Exception as error:
+        cause = f"the expression does not compile ({type(error).__name__})"
+        logger.warning("FHIRPath expression does not compile: %s", expression)
+
+        def never(resource: dict[str, Any]) -> list[Any]:
+            raise FhirPathError(expression, cause)
+
+        return never
 
     def evaluate(resource: dict[str, Any]) -> list[Any]:
-        nonlocal failed
         try:
             values = compiled(resource, {})
-            # Some fhirpathpy functions report errors as a value rather than raise.
-            if any(type(v) is dict and v.get("$status") == "error" for v in values):
-                raise ValueError("fhirpathpy returned an error value")
-            return [_plain(v) for v in values]
         except Exception as error:
-            # The resource may hold PHI: log the expression and the error type only.
-            level = logging.DEBUG if failed else logging.WARNING
-            failed = True
-            logger.log(level, "FHIRPath %r failed (%s)", expression, type(error).__name__)
-            return []
+            # The message may quote the resource (PHI): only the error type is kept.
+            raise _failed(expression, type(error).__name__) from None
+        # Some fhirpathpy functions report errors as a value rather than raise.
+        if any(type(v) is dict and v.get("$status") == "error" for v in values):
+            raise _failed(expression, "fhirpathpy returned an error value")
+        return [_plain(v) for v in values]
 
     return evaluate
 
@@ -472,6 +498,7 @@ def compile_path(expression: str) -> Extractor:
 
     A leading type name (`Patient.name`) selects resources of that type; `Resource.` and
     `DomainResource.` select any resource; a lowercase start is relative to the input.
+    The extractor raises FhirPathError when the expression fails on its input.
     """
     fast = _fast(expression)
     if fast is None:
@@ -481,8 +508,7 @@ def compile_path(expression: str) -> Extractor:
     def extract(resource: dict[str, Any]) -> list[Any]:
         try:
             return fn([resource])
-        except Exception as error:  # malformed content (a string where an object belongs)
-            logger.debug("FHIRPath %r failed (%s)", expression, type(error).__name__)
-            return []
+        except Exception as error:  # content of a shape no validation refused
+            raise _failed(expression, type(error).__name__) from None
 
     return extract

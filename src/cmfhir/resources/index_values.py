@@ -10,9 +10,14 @@ Conventions the store and the query parser share:
 - a Quantity's comparator (`<5`) is not indexed: the value is.
 - strings are indexed normalized (`normalize_string`: case folded, accents and repeated
   whitespace removed) beside the exact text.
-- `_id` and `_lastUpdated` are not extracted (the store keeps them as columns); composite
-  parameters are not extracted either (`composite_parameters` lists them for the search
-  engine); special ones (`near`) and those without an expression (`_text`, `_content`) neither.
+- `_id` and `_lastUpdated` are not extracted (the store keeps them as columns); special
+  parameters (`near`) and those without an expression (`_text`, `_content`) neither.
+- a composite parameter is extracted per repetition of the element its expression selects
+  (each `Observation.component`): one `CompositeGroup` per repetition, holding the values
+  of every component under `component_param(code, j)`, so a search matches the components
+  within one repetition, never across two.
+- an expression that fails on a resource, or values its type cannot take, raise
+  `IndexingFailed` naming the parameter: a resource is never left out of an index silently.
 - references inside the resource (`#id`) are skipped; `urn:uuid:` references keep only their
   url (a transaction replaces them before indexing); an identifier-only reference goes to
   `reference_identifiers` so that `:identifier` can find it.
@@ -30,7 +35,14 @@ from decimal import Decimal, InvalidOperation, localcontext
 from functools import partial
 from typing import Any, NamedTuple
 
-from cmfhir.resources.fhirpath import parse_reference
+from cmfhir.errors import Unprocessable
+from cmfhir.resources.fhirpath import (
+    Extractor,
+    FhirPathError,
+    compile_path,
+    parse_reference,
+    required_keys,
+)
 from cmfhir.resources.search_parameters import (
     SearchParameter,
     SearchParameterRegistry,
@@ -39,8 +51,10 @@ from cmfhir.resources.search_parameters import (
 __all__ = [
     "DATE_MAX",
     "DATE_MIN",
+    "CompositeGroup",
     "DateEntry",
     "IdentifierTypeEntry",
+    "IndexingFailed",
     "NumberEntry",
     "QuantityEntry",
     "ReferenceEntry",
@@ -50,6 +64,8 @@ __all__ = [
     "TokenEntry",
     "UriEntry",
     "add_references",
+    "component_param",
+    "composite_components",
     "composite_parameters",
     "date_range",
     "extract_index",
@@ -157,6 +173,39 @@ class ResourceIndex:
     uri: list[UriEntry] = field(default_factory=list)
     reference_identifiers: list[ReferenceIdentifierEntry] = field(default_factory=list)
     identifier_types: list[IdentifierTypeEntry] = field(default_factory=list)
+    composite: list[CompositeGroup] = field(default_factory=list)
+
+
+class CompositeGroup(NamedTuple):
+    """The component values of a composite parameter in one repetition of its element (one
+    `Observation.component`): `group` numbers the repetitions of a resource, `values` holds
+    the values of component j under `component_param(code, j)`."""
+
+    group: int
+    values: ResourceIndex
+
+
+def component_param(code: str, position: int) -> str:
+    """The name the values of a composite's component are indexed under:
+    `component-code-value-quantity$1` for the second (`$` never occurs in a code)."""
+    return f"{code}${position}"
+
+
+class IndexingFailed(Unprocessable):
+    """A search parameter could not be evaluated on a resource: the write is refused rather
+    than leaving the resource out of that parameter's index. `subject` says which resource
+    (`this Patient` on a write, `Patient/1` when reindexing); never its content."""
+
+    def __init__(self, parameter: SearchParameter, subject: str, cause: str) -> None:
+        super().__init__(
+            f"Search parameter '{parameter.code}' ({parameter.url}) fails on {subject} "
+            f"({cause}), so it cannot be indexed; correct the resource or the "
+            "SearchParameter definition",
+            expression=[parameter.code],
+        )
+        self.parameter = parameter
+        self.subject = subject
+        self.cause = cause
 
 
 # --- pure value functions (shared with the query parser) ----------------------------------
@@ -226,17 +275,23 @@ def date_range(text: str) -> tuple[datetime, datetime]:
     return _utc(low), (high if high is DATE_MAX else _utc(high))
 
 
-def number_range(value: Decimal | int | float | str) -> tuple[Decimal, Decimal]:
-    """[low, high) of a number at its implicit precision: half a unit of its last digit."""
+def number_range(
+    value: Decimal | int | float | str, *, exponent_form: bool = False
+) -> tuple[Decimal, Decimal]:
+    """[low, high) of a number at its implicit precision: half a unit of its last digit.
+
+    `exponent_form` is for a searched value written with an exponent, whose range the spec
+    takes one digit finer (https://hl7.org/fhir/R4B/search.html#number: `1e2` is
+    [95, 105), `1.1e2` [109.5, 110.5)). Stored numbers never have one (see fhirjson)."""
     number = _decimal(value)
     if number is None:
         raise ValueError(f"not a finite number: {value!r}")
     shape = number.as_tuple()
     assert isinstance(shape.exponent, int)
-    half = Decimal(5).scaleb(shape.exponent - 1)
+    half = Decimal(5).scaleb(shape.exponent - (2 if exponent_form else 1))
     # Exact: the default context would round past 28 significant digits.
     with localcontext() as exact:
-        exact.prec = len(shape.digits) + 2
+        exact.prec = len(shape.digits) + 3
         return number - half, number + half
 
 
@@ -505,12 +560,38 @@ _CONVERTERS: dict[str, _Converter] = {
 
 # --- extraction ---------------------------------------------------------------------------
 
-_Plan = tuple[
-    tuple[str, frozenset[str] | None, Callable[[dict[str, Any]], list[Any]], _Converter], ...
-]
+
+class _Simple(NamedTuple):
+    parameter: SearchParameter
+    keys: frozenset[str] | None
+    extract: Extractor
+    convert: _Converter
+
+
+class _Component(NamedTuple):
+    param: str  # component_param(code, j)
+    keys: frozenset[str] | None  # one of which the repetition needs for a value
+    extract: Extractor
+    on_resource: bool  # `%resource.x`: evaluated on the resource, not on the repetition
+    convert: _Converter
+
+
+class _Composite(NamedTuple):
+    parameter: SearchParameter
+    keys: frozenset[str] | None
+    extract: Extractor  # the repetitions
+    components: tuple[_Component, ...]
+
+
+class _Plan(NamedTuple):
+    simple: tuple[_Simple, ...]
+    composite: tuple[_Composite, ...]
+
+
 _plans: weakref.WeakKeyDictionary[SearchParameterRegistry, dict[str, _Plan]] = (
     weakref.WeakKeyDictionary()
 )
+_RESOURCE_VARIABLE = "%resource."
 
 
 def _converter(
@@ -522,56 +603,169 @@ def _converter(
     return _CONVERTERS[parameter.type]
 
 
+def composite_components(
+    registry: SearchParameterRegistry, parameter: SearchParameter
+) -> tuple[SearchParameter, ...] | None:
+    """The definitions of a composite parameter's components, in order; None when one is
+    unknown or of a type that cannot be indexed (the parameter cannot be searched then)."""
+    found: list[SearchParameter] = []
+    for url, expression in parameter.component:
+        definition = registry.by_url(url)
+        if definition is None or definition.type not in _CONVERTERS or not expression:
+            return None
+        found.append(definition)
+    return tuple(found) or None
+
+
+def _composite_plan(
+    registry: SearchParameterRegistry, resource_type: str, parameter: SearchParameter
+) -> _Composite | None:
+    expression = parameter.expression_for(resource_type)
+    definitions = composite_components(registry, parameter)
+    if expression is None or definitions is None:
+        return None
+    components = []
+    for position, ((_, relative), definition) in enumerate(
+        zip(parameter.component, definitions, strict=True)
+    ):
+        on_resource = relative.startswith(_RESOURCE_VARIABLE)
+        path = resource_type + relative[len(_RESOURCE_VARIABLE) - 1 :] if on_resource else relative
+        components.append(
+            _Component(
+                component_param(parameter.code, position),
+                required_keys(path),
+                compile_path(path),
+                on_resource,
+                _CONVERTERS[definition.type],
+            )
+        )
+    return _Composite(
+        parameter, required_keys(expression), compile_path(expression), tuple(components)
+    )
+
+
 def _plan(registry: SearchParameterRegistry, resource_type: str) -> _Plan:
     per_type = _plans.get(registry)
     if per_type is None:
         per_type = _plans[registry] = {}
     plan = per_type.get(resource_type)
     if plan is None:
-        plan = tuple(
-            (c.parameter.code, c.keys, c.extract, _converter(registry, c.parameter, c.expression))
+        simple = tuple(
+            _Simple(c.parameter, c.keys, c.extract, _converter(registry, c.parameter, c.expression))
             for c in registry.extractors(resource_type)
             if c.parameter.code not in NOT_EXTRACTED and c.parameter.type in _CONVERTERS
         )
-        per_type[resource_type] = plan
+        composite = tuple(
+            found
+            for found in (
+                _composite_plan(registry, resource_type, p)
+                for p in composite_parameters(registry, resource_type)
+            )
+            if found is not None
+        )
+        plan = per_type[resource_type] = _Plan(simple, composite)
     return plan
+
+
+# What a converter raises on values its type cannot take (a bug, or content no validation
+# refused): reported as IndexingFailed, never as a silent gap in the index.
+_CONVERSION_ERRORS = (ArithmeticError, AttributeError, KeyError, TypeError, ValueError)
 
 
 def extract_index(resource: dict[str, Any], registry: SearchParameterRegistry) -> ResourceIndex:
     """The index entries of a resource for every search parameter of its type.
 
     Each parameter's entries are free of duplicates; a value that does not fit its
-    parameter's type (a date that does not parse, a Quantity without value) is left out."""
+    parameter's type (a date that does not parse, a Quantity without value) is left out.
+    Raises IndexingFailed when a parameter's expression fails on the resource."""
     out = ResourceIndex()
-    for code, keys, extract, convert in _plan(registry, resource["resourceType"]):
-        if keys is not None and keys.isdisjoint(resource):
-            continue
-        values = extract(resource)
-        if values:
-            convert(code, values, out)
-    for entries in (
-        out.token,
-        out.string,
-        out.date,
-        out.number,
-        out.quantity,
-        out.reference,
-        out.uri,
-        out.reference_identifiers,
-        out.identifier_types,
-    ):
-        if len(entries) > 1:
-            _dedupe(entries)
+    resource_type = resource["resourceType"]
+    plan = _plan(registry, resource_type)
+    current: SearchParameter | None = None
+    try:
+        for current, keys, extract, convert in plan.simple:
+            if keys is not None and keys.isdisjoint(resource):
+                continue
+            values = extract(resource)
+            if values:
+                convert(current.code, values, out)
+        roots: dict[Extractor, list[Any]] = {}  # several composites share their repetitions
+        for composite in plan.composite:
+            current = composite.parameter
+            if composite.keys is None or not composite.keys.isdisjoint(resource):
+                items = roots.get(composite.extract)
+                if items is None:
+                    items = roots[composite.extract] = composite.extract(resource)
+                _extract_composite(resource, items, composite, out)
+    except FhirPathError as error:
+        assert current is not None
+        raise IndexingFailed(current, f"this {resource_type}", error.cause) from error
+    except _CONVERSION_ERRORS as error:
+        assert current is not None
+        cause = f"{type(error).__name__} while indexing its values"
+        raise IndexingFailed(current, f"this {resource_type}", cause) from error
+    _dedupe_families(out)
     return out
 
 
-def _dedupe(entries: list[Any]) -> None:
-    entries[:] = dict.fromkeys(entries)
+def _families(index: ResourceIndex) -> tuple[list[Any], ...]:
+    return (
+        index.token,
+        index.string,
+        index.date,
+        index.number,
+        index.quantity,
+        index.reference,
+        index.uri,
+        index.reference_identifiers,
+        index.identifier_types,
+    )
+
+
+def _extract_composite(
+    resource: dict[str, Any], items: list[Any], plan: _Composite, out: ResourceIndex
+) -> None:
+    """One CompositeGroup per repetition (of `items`) in which every component has a value:
+    a repetition missing one can never match."""
+    for item in items:
+        if type(item) is not dict:
+            continue
+        for component in plan.components:  # first the cheap test of every component
+            keys = component.keys
+            if keys is not None and keys.isdisjoint(resource if component.on_resource else item):
+                break
+        else:
+            found = []
+            for component in plan.components:
+                values = component.extract(resource if component.on_resource else item)
+                if not values:
+                    break
+                found.append(values)
+            else:
+                _add_group(plan, found, out)
+
+
+def _add_group(plan: _Composite, found: list[list[Any]], out: ResourceIndex) -> None:
+    """The group of one repetition's component values, unless one of them does not fit its
+    type (a date that does not parse)."""
+    group = ResourceIndex()
+    for component, values in zip(plan.components, found, strict=True):
+        component.convert(component.param, values, group)
+    _dedupe_families(group)
+    params = {entry.param for entries in _families(group) for entry in entries}
+    if len(params) == len(plan.components):
+        out.composite.append(CompositeGroup(len(out.composite), group))
+
+
+def _dedupe_families(index: ResourceIndex) -> None:
+    for entries in _families(index):
+        if len(entries) > 1:
+            entries[:] = dict.fromkeys(entries)
 
 
 def composite_parameters(
     registry: SearchParameterRegistry, resource_type: str
 ) -> tuple[SearchParameter, ...]:
-    """The composite parameters of a type; `extract_index` leaves them to the search engine
-    (each component names a parameter definition and an expression relative to the resource)."""
+    """The composite parameters of a type (each component names a parameter definition and
+    an expression relative to the repetition its own expression selects)."""
     return tuple(p for p in registry.for_type(resource_type).values() if p.type == "composite")

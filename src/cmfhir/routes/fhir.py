@@ -28,7 +28,7 @@ from cmfhir.interactions import (
     vread,
 )
 from cmfhir.interactions.context import FhirContext
-from cmfhir.interactions.operations import RESULT_PARAMETERS, invoke
+from cmfhir.interactions.operations import invoke
 from cmfhir.interactions.read import Conditions
 from cmfhir.resources.fhirjson import parse_json
 from cmfhir.routes.http import (
@@ -40,6 +40,7 @@ from cmfhir.routes.http import (
     read_json,
     render,
 )
+from cmfhir.search import selection_query
 
 __all__ = ["router"]
 
@@ -61,19 +62,8 @@ def _query(request: Request) -> list[tuple[str, str]]:
     return list(request.query_params.multi_items())
 
 
-def _criteria(request: Request) -> str:
-    """The query string without the parameters about the response's format (`_format`,
-    `_pretty`), which never make a create conditional."""
-    kept = [
-        item
-        for item in request.url.query.split("&")
-        if item and item.split("=", 1)[0] not in RESULT_PARAMETERS
-    ]
-    return "&".join(kept)
-
-
-def _strict(request: Request) -> bool:
-    return prefer(request).get("handling") == "strict"
+def _handling(request: Request) -> str | None:
+    return prefer(request).get("handling")
 
 
 async def _form_params(request: Request) -> list[tuple[str, str]]:
@@ -179,7 +169,7 @@ async def bundle(request: Request, ctx: Ctx) -> Response:
 @router.get("/")
 async def search_system(request: Request, ctx: Ctx) -> Response:
     result = await search(
-        ctx, None, _query(request), base=base_url(request), strict=_strict(request)
+        ctx, None, _query(request), base=base_url(request), handling=_handling(request)
     )
     return render(result, request)
 
@@ -187,7 +177,7 @@ async def search_system(request: Request, ctx: Ctx) -> Response:
 @router.post("/_search")
 async def search_system_post(request: Request, ctx: Ctx) -> Response:
     params = await _form_params(request)
-    result = await search(ctx, None, params, base=base_url(request), strict=_strict(request))
+    result = await search(ctx, None, params, base=base_url(request), handling=_handling(request))
     return render(result, request)
 
 
@@ -199,7 +189,7 @@ async def history_system(request: Request, ctx: Ctx) -> Response:
 @router.get("/{resource_type}")
 async def search_type(resource_type: str, request: Request, ctx: Ctx) -> Response:
     result = await search(
-        ctx, resource_type, _query(request), base=base_url(request), strict=_strict(request)
+        ctx, resource_type, _query(request), base=base_url(request), handling=_handling(request)
     )
     return render(result, request)
 
@@ -208,7 +198,7 @@ async def search_type(resource_type: str, request: Request, ctx: Ctx) -> Respons
 async def search_type_post(resource_type: str, request: Request, ctx: Ctx) -> Response:
     params = await _form_params(request)
     result = await search(
-        ctx, resource_type, params, base=base_url(request), strict=_strict(request)
+        ctx, resource_type, params, base=base_url(request), handling=_handling(request)
     )
     return render(result, request)
 
@@ -224,7 +214,7 @@ async def create_type(resource_type: str, request: Request, ctx: Ctx) -> Respons
     body = await read_json(request)
     # Criteria in the query string of a create (as some clients send them) mean the same as
     # If-None-Exist: never create a silent duplicate of what the client asked to match.
-    condition = request.headers.get("if-none-exist") or _criteria(request) or None
+    condition = request.headers.get("if-none-exist") or selection_query(request.url.query)
     result = await create(ctx, resource_type, body, if_none_exist=condition)
     return render(result, request, write=True)
 
@@ -286,7 +276,7 @@ async def search_patient_compartment(
     id: str, resource_type: str, request: Request, ctx: Ctx
 ) -> Response:
     result = await search_compartment(
-        ctx, id, resource_type, _query(request), base=base_url(request), strict=_strict(request)
+        ctx, id, resource_type, _query(request), base=base_url(request), handling=_handling(request)
     )
     return render(result, request)
 

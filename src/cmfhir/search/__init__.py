@@ -1,7 +1,7 @@
 """The search language, pure: a query string parsed into a typed `SearchRequest`."""
 
 from cmfhir.search.model import Criterion, SearchRequest, SortKey
-from cmfhir.search.parse import parse_instant, parse_search, split_escaped
+from cmfhir.search.parse import parse_instant, parse_search, selection_query, split_escaped
 
 __all__ = [
     "Criterion",
@@ -9,5 +9,6 @@ __all__ = [
     "SortKey",
     "parse_instant",
     "parse_search",
+    "selection_query",
     "split_escaped",
 ]

@@ -83,7 +83,9 @@ class UriValue:
 
 @dataclass(frozen=True, slots=True)
 class CompositeValue:
-    """One value of a composite parameter: every component must match the same resource."""
+    """One value of a composite parameter: every component must match within the same
+    repetition of the element the parameter selects (one `Observation.component`). Each
+    component's criterion is named as its index rows are (`code$j`)."""
 
     components: tuple[Criterion, ...]
 

@@ -4,13 +4,21 @@ result parameters. Pure: no database; errors name the parameter."""
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from urllib.parse import parse_qsl
 
 from cmfhir.errors import BadRequest, Issue
-from cmfhir.resources.index_values import date_range, normalize_string, number_range
+from cmfhir.resources.index_values import (
+    component_param,
+    composite_components,
+    date_range,
+    normalize_string,
+    number_range,
+)
 from cmfhir.resources.search_parameters import SearchParameter, SearchParameterRegistry
 from cmfhir.resources.types import is_resource_type
 from cmfhir.search.model import (
@@ -31,22 +39,34 @@ from cmfhir.search.model import (
     Value,
 )
 
-__all__ = ["parse_search", "split_escaped"]
+__all__ = ["RESULT_PARAMS", "parse_search", "selection_query", "split_escaped"]
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 SUMMARY_VALUES = {"true", "false", "count", "data", "text"}
 TOTAL_VALUES = {"none", "estimate", "accurate"}
-# Parameters that shape the result rather than select resources.
-RESULT_PARAMS = {
-    "_count",
-    "_summary",
-    "_total",
-    "_sort",
-    "_elements",
-    "_cursor",
-    "_format",
-    "_pretty",
-}
+# Parameters that shape the result rather than select resources
+# (https://hl7.org/fhir/R4B/search.html#Summary): they never make a create conditional.
+RESULT_PARAMS = frozenset(
+    {
+        "_count",
+        "_summary",
+        "_total",
+        "_sort",
+        "_elements",
+        "_cursor",
+        "_format",
+        "_pretty",
+        "_include",
+        "_revinclude",
+        "_contained",
+        "_containedType",
+        "_totalMethod",
+    }
+)
+# Aidbox's name for _total, which clients such as fhirpy's `count()` send.
+TOTAL_METHODS = {"count": "accurate", "estimate": "estimate", "none": "none"}
+CONTAINED_VALUES = {"false", "true", "both"}
+CONTAINED_TYPE_VALUES = {"container", "contained"}
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
     "token": {"missing", "not", "text", "of-type"},
@@ -130,7 +150,9 @@ def _decimal_range(name: str, text: str) -> tuple[Decimal, Decimal, Decimal]:
         raise _bad(name, f"'{text}' is not a number") from error
     if not value.is_finite():
         raise _bad(name, f"'{text}' is not a finite number")
-    low, high = number_range(value)  # the implicit precision, as values are indexed
+    # The implicit precision, as values are indexed (one digit finer for `1e2`, as the spec's
+    # table has it).
+    low, high = number_range(value, exponent_form="e" in text or "E" in text)
     return value, low, high
 
 
@@ -250,9 +272,14 @@ def parse_search(
     *,
     default_count: int = 20,
     max_count: int = 1000,
-    strict: bool = False,
+    strict: bool = True,
 ) -> SearchRequest:
-    """Parse `name=value` pairs (already percent-decoded) for a type or system search."""
+    """Parse `name=value` pairs (already percent-decoded) for a type or system search.
+
+    An unknown or unsupported parameter is refused (400, naming the closest known one)
+    when `strict`, as `Prefer: handling=strict` (the default) asks; otherwise
+    (`handling=lenient`) it is ignored, reported in `warnings` and left out of `echo`
+    (https://hl7.org/fhir/R4B/search.html#errors)."""
     request = SearchRequest(resource_type=resource_type, count=default_count)
     joined = 0
     known = registry.for_type(resource_type or "Resource")
@@ -260,49 +287,91 @@ def parse_search(
         if name == "_cursor":
             request.cursor = raw
             continue
-        request.echo.append((name, raw))
-        if name == "_count":
-            request.count = min(_positive_int(name, raw, allow_zero=True), max_count)
-        elif name == "_summary":
-            if raw not in SUMMARY_VALUES:
-                raise _bad(name, f"'{raw}' is not one of {', '.join(sorted(SUMMARY_VALUES))}")
-            request.summary = raw
-        elif name == "_total":
-            if raw not in TOTAL_VALUES:
-                raise _bad(name, f"'{raw}' is not one of {', '.join(sorted(TOTAL_VALUES))}")
-            request.total = raw
-        elif name == "_elements":
-            request.elements.extend(e.strip() for e in raw.split(",") if e.strip())
-        elif name == "_sort":
-            request.sort = [_sort_key(known, key) for key in raw.split(",")]
-        elif name.split(":")[0] in ("_include", "_revinclude"):
-            include = _include(registry, name, raw)
-            (request.revinclude if include.reverse else request.include).append(include)
-        elif name in ("_format", "_pretty"):
-            continue
-        else:
-            criterion = _criterion(registry, resource_type, name, raw, strict=strict)
-            if criterion is None:
-                request.warnings.append(
-                    Issue(
-                        f"Unknown search parameter '{name}' for "
-                        f"{resource_type or 'system-level search'} was ignored",
-                        code="not-supported",
-                        severity="warning",
-                        expression=(name,),
-                    )
+        try:
+            criterion = _parameter(registry, request, known, name, raw, max_count=max_count)
+        except _Unknown as unknown:
+            if strict:
+                raise BadRequest(unknown.message, code="not-supported", expression=[name]) from None
+            request.warnings.append(
+                Issue(
+                    f"{unknown.message}; it was ignored",
+                    code="not-supported",
+                    severity="warning",
+                    expression=(name,),
                 )
-            else:
-                request.criteria.append(criterion)
-                joined += _weight(criterion)
-                if joined > MAX_CRITERIA:
-                    raise BadRequest(
-                        f"The search has more than {MAX_CRITERIA} criteria (counting each link "
-                        "of a chain or _has); narrow it or split it",
-                        code="too-costly",
-                        expression=[name],
-                    )
+            )
+            continue
+        request.echo.append((name, raw))
+        if criterion is not None:
+            request.criteria.append(criterion)
+            joined += _weight(criterion)
+            if joined > MAX_CRITERIA:
+                raise BadRequest(
+                    f"The search has more than {MAX_CRITERIA} criteria (counting each link "
+                    "of a chain or _has); narrow it or split it",
+                    code="too-costly",
+                    expression=[name],
+                )
     return request
+
+
+def _parameter(
+    registry: SearchParameterRegistry,
+    request: SearchRequest,
+    known: Mapping[str, SearchParameter],
+    name: str,
+    raw: str,
+    *,
+    max_count: int,
+) -> Criterion | None:
+    """Apply one result parameter to `request`, or parse a criterion (returned)."""
+    if name == "_count":
+        request.count = min(_positive_int(name, raw, allow_zero=True), max_count)
+    elif name == "_summary":
+        if raw not in SUMMARY_VALUES:
+            raise _bad(name, f"'{raw}' is not one of {', '.join(sorted(SUMMARY_VALUES))}")
+        request.summary = raw
+    elif name == "_total":
+        if raw not in TOTAL_VALUES:
+            raise _bad(name, f"'{raw}' is not one of {', '.join(sorted(TOTAL_VALUES))}")
+        request.total = raw
+    elif name == "_totalMethod":
+        if raw not in TOTAL_METHODS:
+            raise _bad(name, f"'{raw}' is not one of {', '.join(sorted(TOTAL_METHODS))}")
+        request.total = request.total or TOTAL_METHODS[raw]
+    elif name == "_elements":
+        request.elements.extend(e.strip() for e in raw.split(",") if e.strip())
+    elif name == "_sort":
+        request.sort = [_sort_key(known, key) for key in raw.split(",")]
+    elif name.split(":")[0] in ("_include", "_revinclude"):
+        include = _include(registry, name, raw)
+        (request.revinclude if include.reverse else request.include).append(include)
+    elif name in ("_format", "_pretty"):
+        pass
+    elif name == "_contained":
+        _check_default(name, raw, CONTAINED_VALUES, "false")
+    elif name == "_containedType":
+        _check_default(name, raw, CONTAINED_TYPE_VALUES, "container")
+    else:
+        return _criterion(registry, request.resource_type, name, raw)
+    return None
+
+
+def _check_default(name: str, raw: str, values: set[str], default: str) -> None:
+    """A result parameter of which only the default behaviour is supported."""
+    if raw not in values:
+        raise _bad(name, f"'{raw}' is not one of {', '.join(sorted(values))}")
+    if raw != default:
+        raise _Unknown(f"{name}={raw} is not supported (contained resources are not searched)")
+
+
+def selection_query(query: str) -> str | None:
+    """The query of a create when it selects something, else None: result parameters
+    (`_format`, `_pretty`, `_count`...) alone never make a create conditional."""
+    names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]
+    if all(name.split(":")[0] in RESULT_PARAMS for name in names):
+        return None
+    return query
 
 
 def _weight(criterion: Criterion) -> int:
@@ -351,17 +420,36 @@ def _sort_key(known: Mapping[str, SearchParameter], key: str) -> SortKey:
     return SortKey(code, descending, param.type)
 
 
+class _Unknown(Exception):
+    """A parameter this server does not know or support, with the message for the client."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# Names every search takes besides the parameters of its type.
+_COMMON_NAMES = ("_id", "_lastUpdated", "_has", *sorted(RESULT_PARAMS - {"_cursor"}))
+
+
 def _unknown(
-    name: str, resource_type: str | None, strict: bool, detail: str = ""
-) -> Criterion | None:
-    if strict:
-        raise BadRequest(
-            f"Unknown search parameter '{name}' for {resource_type or 'system-level search'}"
-            + detail,
-            code="not-supported",
-            expression=[name],
-        )
-    return None
+    registry: SearchParameterRegistry,
+    name: str,
+    resource_type: str | None,
+    detail: str = "",
+) -> _Unknown:
+    """The error for an unknown `name`, with the known parameter closest to its code as a
+    suggestion: `nmae` → did you mean `name`?"""
+    code = name.split(":", 1)[0]
+    where = resource_type or "system-level search"
+    message = f"Unknown search parameter '{name}' for {where}{detail}"
+    candidates = [*registry.for_type(resource_type or "Resource"), *_COMMON_NAMES]
+    if resource_type is None:
+        candidates.append("_type")
+    close = difflib.get_close_matches(code, candidates, n=1, cutoff=0.6)
+    if close and close[0] != code:
+        message += f"; did you mean '{close[0]}'?"
+    return _Unknown(message)
 
 
 def _criterion(
@@ -370,17 +458,17 @@ def _criterion(
     name: str,
     raw: str,
     *,
-    strict: bool,
     depth: int = 0,
-) -> Criterion | None:
-    """One `name=value` as a criterion on `resource_type`; None for an unknown parameter."""
+) -> Criterion:
+    """One `name=value` as a criterion on `resource_type`; raises _Unknown for a parameter
+    the type does not have (or that cannot be searched)."""
     if depth > MAX_CHAIN_DEPTH:
         raise _bad(name, f"chains and _has nest at most {MAX_CHAIN_DEPTH} levels deep")
     if name.startswith("_has:"):
-        return _has(registry, resource_type, name, raw, strict=strict, depth=depth)
+        return _has(registry, resource_type, name, raw, depth=depth)
     head, dot, rest = name.partition(".")
     if dot:
-        return _chain(registry, resource_type, head, rest, raw, strict=strict, depth=depth)
+        return _chain(registry, resource_type, head, rest, raw, depth=depth)
     code, _, modifier_text = name.partition(":")
     modifier = modifier_text or None
     param: SearchParameter | None = None
@@ -392,10 +480,13 @@ def _criterion(
         kind = "type"
     else:
         param = registry.for_type(resource_type or "Resource").get(code)
-        if param is None or param.type == "special":
-            return _unknown(name, resource_type, strict)
-        if param.type != "composite" and param.expression is None:
-            return _unknown(name, resource_type, strict, " (it has no expression to index)")
+        if param is None:
+            raise _unknown(registry, name, resource_type)
+        if param.type == "special" or (param.type != "composite" and param.expression is None):
+            raise _Unknown(
+                f"Search parameter '{code}' of {resource_type or 'system-level search'} "
+                "is not supported (it has no expression to index)"
+            )
         kind = param.type
     if modifier is not None:
         allowed = MODIFIERS.get(kind, {"missing"})
@@ -419,43 +510,36 @@ def _criterion(
         return Criterion(code, kind, None, types)
     if kind == "composite":
         assert param is not None
-        return Criterion(
-            code, kind, modifier, _composite(registry, resource_type, name, raw, param)
-        )
+        return Criterion(code, kind, modifier, _composite(registry, name, raw, param))
     return Criterion(code, kind, modifier, _values(name, kind, modifier, raw, param))
 
 
 def _composite(
     registry: SearchParameterRegistry,
-    resource_type: str | None,
     name: str,
     raw: str,
     param: SearchParameter,
 ) -> tuple[Value, ...]:
-    """`code-value-quantity=http://loinc.org|8480-6$gt100`: one value per component."""
-    parts_of = [registry.by_url(url) for url, _ in param.component]
-    if not parts_of or any(p is None for p in parts_of):
+    """`code-value-quantity=http://loinc.org|8480-6$gt100`: one value per component, all
+    to be found in the same repetition (indexed under `component_param(code, j)`)."""
+    parts_of = composite_components(registry, param)
+    if parts_of is None:
         return _unsupported(name, "its components are not all known")
     values: list[Value] = []
     for piece in _split_or(raw):
         pieces = split_escaped(piece, "$")
         if len(pieces) != len(parts_of):
             raise _bad(name, f"'{piece}' needs {len(parts_of)} values separated by '$'")
-        components: list[Criterion] = []
-        for component, text in zip(parts_of, pieces, strict=True):
-            assert component is not None
-            own = registry.for_type(resource_type or "Resource").get(component.code)
-            if own is None or own.type != component.type:
-                return _unsupported(name, f"component '{component.code}' is not indexed here")
-            components.append(
-                Criterion(
-                    component.code,
-                    component.type,
-                    None,
-                    _values(name, component.type, None, text, component),
-                )
+        components = tuple(
+            Criterion(
+                component_param(param.code, position),
+                component.type,
+                None,
+                _values(name, component.type, None, text, component),
             )
-        values.append(CompositeValue(tuple(components)))
+            for position, (component, text) in enumerate(zip(parts_of, pieces, strict=True))
+        )
+        values.append(CompositeValue(components))
     return tuple(values)
 
 
@@ -474,29 +558,29 @@ def _chain(
     rest: str,
     raw: str,
     *,
-    strict: bool,
     depth: int,
-) -> Criterion | None:
+) -> Criterion:
     """`subject:Patient.name=x`: the reference's target must match the rest of the name."""
     code, _, type_modifier = head.partition(":")
     param = registry.for_type(resource_type or "Resource").get(code)
     if param is None or param.type != "reference":
-        return _unknown(head, resource_type, strict, " (only reference parameters chain)")
+        raise _unknown(registry, head, resource_type, " (only reference parameters chain)")
     if type_modifier and not is_resource_type(type_modifier):
         raise _bad(head, f"'{type_modifier}' is not a resource type")
     targets = (type_modifier,) if type_modifier else param.target
     links: list[Chain] = []
+    unknown: _Unknown | None = None
     for target in targets:
-        inner = _criterion(registry, target, rest, raw, strict=False, depth=depth + 1)
-        if inner is not None:
-            links.append(Chain(target, inner))
+        try:
+            links.append(Chain(target, _criterion(registry, target, rest, raw, depth=depth + 1)))
+        except _Unknown as error:
+            unknown = error
     if not links:
-        if type_modifier or len(targets) == 1:
-            return _unknown(f"{head}.{rest}", resource_type, strict)
-        raise _bad(
-            head,
-            f"'{rest}' is not a search parameter of any target of '{code}'; "
-            f"name the target type ({code}:Type.{rest})",
+        if (type_modifier or len(targets) == 1) and unknown is not None:
+            raise _Unknown(f"{unknown.message} (in the chain '{head}.{rest}')")
+        raise _Unknown(
+            f"'{rest}' is not a search parameter of any target of '{head}' "
+            f"({', '.join(targets)}); name the target type ({code}:Type.{rest})"
         )
     return Criterion(code, "chain", type_modifier or None, (), chain=tuple(links))
 
@@ -507,9 +591,8 @@ def _has(
     name: str,
     raw: str,
     *,
-    strict: bool,
     depth: int,
-) -> Criterion | None:
+) -> Criterion:
     """`_has:Observation:patient:code=x`: some Observation whose `patient` points here."""
     parts = name.split(":", 3)
     if len(parts) != 4 or not parts[3]:
@@ -522,9 +605,10 @@ def _has(
         raise _bad(name, f"'{ref_code}' is not a reference search parameter of {source}")
     if resource_type is not None and ref.target and resource_type not in ref.target:
         raise _bad(name, f"{source}.{ref_code} never points at {resource_type}")
-    inner = _criterion(registry, source, inner_name, raw, strict=strict, depth=depth + 1)
-    if inner is None:
-        return _unknown(name, resource_type, strict)
+    try:
+        inner = _criterion(registry, source, inner_name, raw, depth=depth + 1)
+    except _Unknown as error:
+        raise _Unknown(f"{error.message} (in '{name}')") from None
     return Criterion("_has", "has", None, (), has=Has(source, ref_code, inner))
 
 

@@ -1,6 +1,10 @@
 """Index rows of one resource version: the extracted values (resources/index_values.py) as
 rows of the index table of their family. Written in the same transaction as the version.
 
+A composite parameter's components are rows like any other, under `code$j`, with `grp` the
+number of the repetition they come from (null on every other row): a composite search
+joins the rows of its components on (rid, grp).
+
 A btree index entry holds at most 2704 bytes, so each text value is cut to its first
 `MAX_INDEXED_BYTES` of UTF-8 (two of them share an entry in the token index); a search
 compares a longer value by that much of it."""
@@ -31,7 +35,15 @@ def index_rows(
     rid: int, resource_type: str, index: ResourceIndex
 ) -> dict[str, list[dict[str, Any]]]:
     """Rows per table family (`token`, `string`, ... as in schema.INDEX_TABLES)."""
-    common = {"rid": rid, "resource_type": resource_type}
+    rows = _rows({"rid": rid, "resource_type": resource_type, "grp": None}, index)
+    for group in index.composite:
+        more = _rows({"rid": rid, "resource_type": resource_type, "grp": group.group}, group.values)
+        for kind, found in more.items():
+            rows[kind].extend(found)
+    return rows
+
+
+def _rows(common: dict[str, Any], index: ResourceIndex) -> dict[str, list[dict[str, Any]]]:
     token = [
         {**common, "param": e.param, "system": _fit(e.system), "code": _fit(e.code), "text": e.text}
         for e in index.token

@@ -92,6 +92,8 @@ def _index_table(
         Column("resource_type", Text, nullable=False),
         Column("param", Text, nullable=False),
         *columns,
+        # The repetition a composite parameter's component row comes from (store/indexing.py).
+        Column("grp", Integer),
         Index(None, "rid"),
         *(Index(None, "resource_type", "param", *cols) for cols in indexes),
     )

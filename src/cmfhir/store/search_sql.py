@@ -195,6 +195,33 @@ def _index_exists(
     return exists(select(literal(1)).select_from(t).where(*where))
 
 
+@cache
+def _component_alias(kind: str, depth: int, position: int) -> Any:
+    """The index table of a composite's component `position` (two components may share a
+    table: token and token)."""
+    return INDEX_TABLES[kind].alias(f"{kind}_{depth}_c{position}")
+
+
+def _composite_exists(
+    value: CompositeValue, resource_type: str | None, res: Any, depth: int
+) -> ColumnElement[bool]:
+    """EXISTS rows of every component, from the same repetition (`grp`) of `res`."""
+    where: list[ColumnElement[bool]] = []
+    tables = []
+    for position, component in enumerate(value.components):
+        t = _component_alias(component.type, depth, position)
+        tables.append(t)
+        if position == 0:
+            where.append(t.c.rid == res.c.rid)
+        else:
+            where.extend((t.c.rid == tables[0].c.rid, t.c.grp == tables[0].c.grp))
+        where.append(t.c.param == component.code)
+        if resource_type is not None:
+            where.append(t.c.resource_type == resource_type)
+        where.append(or_(*(_value_condition(t, component, v) for v in component.values)))
+    return exists(select(literal(1)).select_from(*tables).where(*where))
+
+
 def _column_condition(crit: Criterion, res: Any) -> Any:
     if crit.missing is not None:  # ids, types and timestamps are never missing
         return false() if crit.missing else true()
@@ -272,7 +299,7 @@ def criterion_condition(
     if crit.type == "composite":
         return or_(
             *(
-                and_(*(criterion_condition(c, resource_type, res, depth) for c in v.components))
+                _composite_exists(v, resource_type, res, depth)
                 for v in crit.values
                 if isinstance(v, CompositeValue)
             )
