@@ -13,8 +13,18 @@ Two passes, both reporting every problem with a FHIRPath-style location
    them), string formats (id, code, uri, oid, uuid, base64Binary), choice elements, and
    required bindings (`profiles/required-bindings.json`) wherever the bound element occurs,
    in datatypes, backbone elements, contained resources and Bundle entries.
-2. `fhir.resources.R4B` (pydantic) for required elements, dates and times, numeric ranges.
+   The walk also checks what the HL7 validator checks beyond structure: whitespace-only
+   strings, extensions (a url, absolute outside a complex extension; a value or
+   sub-extensions, never both: ext-1), narrative XHTML (txt-1, txt-2: `narrative.py`),
+   contained resources and local references (dom-2, dom-3, dom-4, ref-1: `contained.py`)
+   and the resource types each Reference element allows (`profiles/reference-targets.json`).
+2. The FHIRPath invariants of the core definitions on each element present
+   (`invariants.py`, `profiles/invariants.json`), when the walk found nothing.
+3. `fhir.resources.R4B` (pydantic) for required elements, dates and times, numeric ranges.
    Its errors at or under a location the walk already reported are dropped.
+
+`Parameters` and `OperationOutcome` are operation bodies and results, never stored: a
+write of one is refused (`validate(..., stored=False)` checks one as an operation body).
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,7 +40,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from cmfhir.errors import InvalidResource, Issue
+from cmfhir.errors import InvalidResource, Issue, Unprocessable
 from cmfhir.resources._elements import (
     BOOLEAN,
     DECIMAL,
@@ -42,13 +53,28 @@ from cmfhir.resources._elements import (
     ElementTables,
     Table,
 )
+from cmfhir.resources.contained import LocalReferences
+from cmfhir.resources.fhirpath import parse_reference
+from cmfhir.resources.invariants import Invariant, InvariantSet, load_invariants
+from cmfhir.resources.narrative import NarrativeRules, load_narrative_rules
 from cmfhir.resources.types import is_resource_type
 
 __all__ = [
+    "NOT_STORED",
     "ResourceValidator",
+    "load_reference_targets",
     "load_required_bindings",
     "validate_resource",
 ]
+
+# Resource types that are operation bodies and results, not stored resources.
+NOT_STORED = frozenset({"Parameters", "OperationOutcome"})
+# Resources that are not DomainResources: no text, contained, extension (dom-* do not apply).
+_NOT_DOMAIN = frozenset({"Bundle", "Binary", "Parameters"})
+_FHIR_WHITESPACE = " \t\r\n"
+_URI_TYPES = frozenset({"uri", "url", "canonical"})
+# `Patient?identifier=x`: a conditional reference in a transaction names its type too.
+_CONDITIONAL_REFERENCE = re.compile(r"([A-Z][A-Za-z]+)\?")
 
 # Deeper than any real resource; keeps the recursive walk far from Python's limit even for
 # data that did not come through parse_json's depth check.
@@ -78,23 +104,70 @@ def load_required_bindings(path: Path) -> dict[str, Binding]:
     return bindings
 
 
+def load_reference_targets(path: Path) -> dict[str, frozenset[str]]:
+    """Read `reference-targets.json` (see scripts/derive_invariants.py): element path ->
+    the resource types its references may point to."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    return {element: frozenset(types) for element, types in document["targets"].items()}
+
+
 def _issue(expression: str, message: str, code: str) -> Issue:
     return Issue(f"{expression}: {message}", code=code, expression=(expression,))
 
 
-class ResourceValidator:
-    """Validates resources against R4B and the required bindings; keeps per-type element
-    tables, so build one per process (`app.py` passes it down)."""
+@dataclass(slots=True)
+class _Run:
+    """The state of one validation: issues found, invariants to evaluate after the walk, and
+    the resources (%resource, %rootResource) around the element being walked."""
 
-    def __init__(self, bindings: dict[str, Binding]) -> None:
+    issues: list[Issue] = field(default_factory=list)
+    pending: list[tuple[tuple[Invariant, ...], Any, str, Any, Any]] = field(default_factory=list)
+    resource: Any = None
+    root: Any = None
+    local: LocalReferences = field(default_factory=LocalReferences)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """What applies to the elements of one table, looked up once per table."""
+
+    invariants: tuple[Invariant, ...]  # on the table's own element (a resource, a datatype)
+    element_invariants: dict[str, tuple[Invariant, ...]]  # on a child holding a datatype
+    targets: dict[str, frozenset[str]]  # JSON key -> allowed resource types
+
+
+class ResourceValidator:
+    """Validates resources against R4B, the required bindings, the core invariants and the
+    reference target types; keeps per-type element tables, so build one per process."""
+
+    def __init__(
+        self,
+        bindings: dict[str, Binding],
+        invariants: InvariantSet | None = None,
+        targets: dict[str, frozenset[str]] | None = None,
+        narrative: NarrativeRules | None = None,
+    ) -> None:
         self._tables = ElementTables(bindings)
+        self._invariants = invariants or InvariantSet({})
+        self._targets = targets or {}
+        self._narrative = narrative
+        self._rules: dict[str, _Rules] = {}
+        self.check_invariants = True
 
     @classmethod
     def from_profiles(cls, profiles_dir: Path) -> ResourceValidator:
-        return cls(load_required_bindings(profiles_dir / "required-bindings.json"))
+        return cls(
+            load_required_bindings(profiles_dir / "required-bindings.json"),
+            load_invariants(profiles_dir / "invariants.json"),
+            load_reference_targets(profiles_dir / "reference-targets.json"),
+            load_narrative_rules(profiles_dir / "narrative-xhtml.json"),
+        )
 
-    def validate(self, resource: Any, *, expected_type: str | None = None) -> None:
-        """Raise `InvalidResource` listing every problem of `resource` (parsed JSON)."""
+    def validate(
+        self, resource: Any, *, expected_type: str | None = None, stored: bool = True
+    ) -> None:
+        """Raise `InvalidResource` listing every problem of `resource` (parsed JSON); with
+        `stored` (a create or update), `Unprocessable` for a type that is never stored."""
         if not isinstance(resource, dict):
             raise InvalidResource("A resource must be a JSON object", issues=[])
         resource_type = resource.get("resourceType")
@@ -111,8 +184,25 @@ class ResourceValidator:
                 expression=["resourceType"],
             )
 
-        issues: list[Issue] = []
-        self._walk(resource, self._tables.for_type(resource_type), resource_type, issues, 0)
+        if stored and resource_type in NOT_STORED:
+            raise Unprocessable(
+                f"{resource_type} is not stored as a resource; it is the body or result of "
+                "operations",
+                expression=["resourceType"],
+                code="not-supported",
+            )
+
+        run = _Run(resource=resource, root=resource)
+        self._walk(resource, self._tables.for_type(resource_type), resource_type, run, 0)
+        self._local_references(run, resource, resource_type)
+        issues = run.issues
+        if not issues and self.check_invariants:
+            for invariants, node, location, current, root in run.pending:
+                for invariant in invariants:
+                    if not invariant.holds(node, current, root):
+                        issues.append(
+                            _issue(location, f"{invariant.key}: {invariant.human}", "invariant")
+                        )
         issues += _model_issues(resource, resource_type, issues)
         if issues:
             count = "1 problem" if len(issues) == 1 else f"{len(issues)} problems"
@@ -121,10 +211,41 @@ class ResourceValidator:
 
     # --- the JSON walk -------------------------------------------------------------------
 
-    def _walk(
-        self, obj: dict[str, Any], table: Table, path: str, issues: list[Issue], depth: int
-    ) -> None:
+    def _rules_of(self, table: Table) -> _Rules:
+        rules = self._rules.get(table.path)
+        if rules is None:
+            own = self._invariants.for_path(table.path)
+            if table.is_resource and table.path not in _NOT_DOMAIN:
+                own += self._invariants.for_path("DomainResource")
+            element_invariants: dict[str, tuple[Invariant, ...]] = {}
+            targets: dict[str, frozenset[str]] = {}
+            for key, element in table.elements.items():
+                path = f"{table.path}.{element.choice or element.name}"
+                found = self._invariants.for_path(path)
+                # A backbone element's own table carries them; a datatype's does not.
+                backbone = (
+                    element.model is not None and self._tables.table(element.model).path == path
+                )
+                if found and not backbone:
+                    element_invariants[key] = found
+                allowed = self._targets.get(path)
+                if allowed and element.type_name in ("Reference", "CodeableReference"):
+                    targets[key] = allowed
+            rules = self._rules[table.path] = _Rules(own, element_invariants, targets)
+        return rules
+
+    def _walk(self, obj: dict[str, Any], table: Table, path: str, run: _Run, depth: int) -> None:
+        issues = run.issues
         elements = table.elements
+        rules = self._rules_of(table)
+        if rules.invariants:
+            run.pending.append((rules.invariants, obj, path, run.resource, run.root))
+        if table.path == "Extension":
+            self._extension(obj, path, issues)
+        elif table.path == "Reference":
+            reference = obj.get("reference")
+            if type(reference) is str and reference.startswith("#"):
+                run.local.reference(reference, f"{path}.reference")
         chosen: dict[str, str] = {}
         for key, value in obj.items():
             element = elements.get(key)
@@ -151,23 +272,87 @@ class ResourceValidator:
                 elif not value:
                     issues.append(_issue(location, "empty arrays are not allowed", "structure"))
                 elif element.kind == PRIMITIVE or element.kind == PRIMITIVE_EXTENSION:
-                    self._primitive_array(obj, key, element, value, location, issues, depth)
+                    self._primitive_array(obj, key, element, value, location, run, depth)
                 else:
                     for index, item in enumerate(value):
-                        self._value(element, item, f"{location}[{index}]", issues, depth)
+                        self._value(element, item, f"{location}[{index}]", run, depth)
             elif type(value) is list:
                 issues.append(_issue(location, "must be a single value, not an array", "structure"))
             else:
-                self._value(element, value, location, issues, depth)
+                self._value(element, value, location, run, depth)
+            if key in rules.element_invariants and value is not None:
+                items = value if type(value) is list else (value,)
+                for index, item in enumerate(items):
+                    at = f"{location}[{index}]" if type(value) is list else location
+                    if item is not None:
+                        run.pending.append(
+                            (rules.element_invariants[key], item, at, run.resource, run.root)
+                        )
+            if key in rules.targets and value is not None:
+                self._targets_of(element, value, location, rules.targets[key], run)
+
         for choice in table.required_choices:
             if choice not in chosen:
                 issues.append(_issue(f"{path}.{choice}", f"{choice}[x] is required", "required"))
 
-    def _value(
-        self, element: Element, value: Any, location: str, issues: list[Issue], depth: int
+    def _extension(self, obj: dict[str, Any], location: str, issues: list[Issue]) -> None:
+        """Extension rules outside FHIRPath: ext-1 and the url. A sub-extension of a complex
+        extension is named by a plain name; any other by an absolute URL."""
+        url = obj.get("url")
+        if url is None:
+            issues.append(_issue(f"{location}.url", "an extension needs a url", "required"))
+        has_value = any(key.startswith("value") for key in obj)
+        if has_value == ("extension" in obj):
+            issues.append(
+                _issue(
+                    location,
+                    "ext-1: Must have either extensions or value[x], not both"
+                    if has_value
+                    else "ext-1: an extension needs a value[x] or sub-extensions",
+                    "invariant",
+                )
+            )
+        if type(url) is str and url and ":" not in url and not self._in_complex(location):
+            issues.append(_issue(f"{location}.url", f"{url!r} is not an absolute URL", "value"))
+
+    @staticmethod
+    def _in_complex(location: str) -> bool:
+        # `...extension[0].extension[1]`: a part of a complex extension.
+        parent, _, _ = location.rpartition(".")
+        return parent.endswith("]") and parent.rpartition(".")[2].startswith("extension[")
+
+    def _targets_of(
+        self, element: Element, value: Any, location: str, allowed: frozenset[str], run: _Run
     ) -> None:
+        items = value if type(value) is list else (value,)
+        for index, item in enumerate(items):
+            if type(item) is not dict:
+                continue
+            at = f"{location}[{index}]" if type(value) is list else location
+            if element.type_name == "CodeableReference":
+                item = item.get("reference")
+                at = f"{at}.reference"
+                if type(item) is not dict:
+                    continue
+            for kind, where in _reference_types(item, run.root):
+                if kind not in allowed:
+                    run.issues.append(
+                        _issue(
+                            f"{at}.{where}",
+                            f"a reference to {kind} is not allowed here (allowed: "
+                            f"{', '.join(sorted(allowed))})",
+                            "invalid",
+                        )
+                    )
+
+    def _local_references(self, run: _Run, resource: dict[str, Any], location: str) -> None:
+        for where, message in run.local.problems(resource, location):
+            run.issues.append(_issue(where, message, "invariant"))
+
+    def _value(self, element: Element, value: Any, location: str, run: _Run, depth: int) -> None:
+        issues = run.issues
         if element.kind == PRIMITIVE:
-            self._primitive(element, value, location, issues)
+            self._primitive(element, value, location, run)
             return
         if type(value) is not dict:
             issues.append(_issue(location, "must be a JSON object", "structure"))
@@ -176,13 +361,14 @@ class ResourceValidator:
         elif depth >= _MAX_DEPTH:
             issues.append(_issue(location, "nested too deeply", "structure"))
         elif element.kind == RESOURCE:
-            self._resource(value, location, issues, depth + 1)
+            self._resource(value, location, run, depth + 1, contained=element.name == "contained")
         elif element.model is not None:
-            self._walk(value, self._tables.table(element.model), location, issues, depth + 1)
+            self._walk(value, self._tables.table(element.model), location, run, depth + 1)
 
     def _resource(
-        self, value: dict[str, Any], location: str, issues: list[Issue], depth: int
+        self, value: dict[str, Any], location: str, run: _Run, depth: int, *, contained: bool
     ) -> None:
+        issues = run.issues
         resource_type = value.get("resourceType")
         if not isinstance(resource_type, str):
             issues.append(_issue(location, "a resource needs a resourceType", "structure"))
@@ -191,7 +377,19 @@ class ResourceValidator:
                 _issue(location, f"{resource_type!r} is not a FHIR R4B resource type", "invalid")
             )
         else:
-            self._walk(value, self._tables.for_type(resource_type), location, issues, depth)
+            saved = run.resource, run.root, run.local
+            run.resource = value
+            if contained:
+                inside = run.local.inside
+                run.local.inside = _contained_index(location)
+                self._walk(value, self._tables.for_type(resource_type), location, run, depth)
+                run.local.inside = inside
+            else:
+                # A resource in a Bundle entry or a parameter is a root of its own.
+                run.root, run.local = value, LocalReferences()
+                self._walk(value, self._tables.for_type(resource_type), location, run, depth)
+                self._local_references(run, value, location)
+            run.resource, run.root, run.local = saved
 
     def _primitive_array(
         self,
@@ -200,9 +398,10 @@ class ResourceValidator:
         element: Element,
         value: list[Any],
         location: str,
-        issues: list[Issue],
+        run: _Run,
         depth: int,
     ) -> None:
+        issues = run.issues
         # `given` and `_given` line up by index; null fills a slot the other array fills.
         # https://hl7.org/fhir/R4B/json.html#primitive
         is_extension = element.kind == PRIMITIVE_EXTENSION
@@ -221,13 +420,14 @@ class ResourceValidator:
                         )
                     )
             else:
-                self._value(element, item, item_location, issues, depth)
+                self._value(element, item, item_location, run, depth)
         if twin is not None and not is_extension and len(twin) != len(value):
             issues.append(
                 _issue(location, f"{key} and {twin_key} must have the same length", "structure")
             )
 
-    def _primitive(self, element: Element, value: Any, location: str, issues: list[Issue]) -> None:
+    def _primitive(self, element: Element, value: Any, location: str, run: _Run) -> None:
+        issues = run.issues
         kind = element.json_kind
         if kind == BOOLEAN:
             valid = value is True or value is False
@@ -243,8 +443,13 @@ class ResourceValidator:
         else:
             if "\x00" in value:
                 issues.append(_issue(location, "the NUL character is not allowed", "value"))
+            elif not value.strip(_FHIR_WHITESPACE):
+                issues.append(_issue(location, "whitespace-only strings are not allowed", "value"))
             elif element.check is not None and not element.check(value):
                 issues.append(_issue(location, f"must be {element.format_name}", "value"))
+            elif element.type_name == "xhtml" and self._narrative is not None:
+                for problem in self._narrative.problems(value):
+                    issues.append(_issue(location, problem, "invariant"))
             elif element.binding is not None and value not in element.binding.codes:
                 binding = element.binding
                 issues.append(
@@ -255,6 +460,8 @@ class ResourceValidator:
                         "code-invalid",
                     )
                 )
+            elif element.type_name in _URI_TYPES and value.startswith("#"):
+                run.local.uri(value)
             return
         if not valid:
             expected = _JSON_KIND_NAMES.get(kind, "string")
@@ -266,6 +473,40 @@ class ResourceValidator:
                     "value",
                 )
             )
+
+
+def _contained_index(location: str) -> int:
+    # `Patient.contained[2]` -> 2
+    return int(location.rpartition("[")[2].rstrip("]"))
+
+
+def _reference_types(reference: dict[str, Any], root: Any) -> list[tuple[str, str]]:
+    """(resource type, element) each part of a Reference says it points to: the text
+    (`Type/id`, an absolute URL ending so, `Type?criteria`, `#id` of a contained resource)
+    and `type`."""
+    found: list[tuple[str, str]] = []
+    text = reference.get("reference")
+    if type(text) is str:
+        kind: str | None = None
+        if text.startswith("#"):
+            for item in root.get("contained", ()) if type(root) is dict else ():
+                if type(item) is dict and item.get("id") == text[1:]:
+                    kind = item.get("resourceType")
+        else:
+            kind = parse_reference(text)[0]
+            relative = "://" not in text and not text.startswith("urn:")
+            if kind is None and (matched := _CONDITIONAL_REFERENCE.match(text)) is not None:
+                kind = matched.group(1)
+            elif kind is not None and not relative and not is_resource_type(kind):
+                kind = None  # an absolute URL that only looks like `.../Word/id`
+        if type(kind) is str:
+            found.append((kind, "reference"))
+    declared = reference.get("type")
+    if type(declared) is str:
+        name = declared.rsplit("/", 1)[-1]
+        if declared == name or declared.startswith("http://hl7.org/fhir/StructureDefinition/"):
+            found.append((name, "type"))
+    return found
 
 
 def _json_type(value: Any) -> str:
@@ -362,8 +603,11 @@ def _default_validator() -> ResourceValidator:
     return ResourceValidator.from_profiles(_default_profiles_dir())
 
 
-def validate_resource(resource: Any, *, expected_type: str | None = None) -> None:
+def validate_resource(
+    resource: Any, *, expected_type: str | None = None, stored: bool = True
+) -> None:
     """Raise `InvalidResource` listing every problem of `resource` (parsed FHIR JSON), with
-    the bindings in the checkout's `profiles/`. Servers with settings use
+    the definitions in the checkout's `profiles/`; `stored=False` for an operation body,
+    which may be a Parameters. Servers with settings use
     `ResourceValidator.from_profiles(settings.profiles_dir)` instead."""
-    _default_validator().validate(resource, expected_type=expected_type)
+    _default_validator().validate(resource, expected_type=expected_type, stored=stored)

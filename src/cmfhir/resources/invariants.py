@@ -1,0 +1,234 @@
+"""FHIRPath invariants of the R4B core definitions (https://hl7.org/fhir/R4B/conformance-rules.html#constraints):
+the `constraint`s of severity `error` in `profiles/invariants.json`, evaluated with fhirpathpy
+on each element they are defined on.
+
+Each expression is compiled once, on first use. An invariant is evaluated only when the
+element it belongs to is present, and, for most, only when one of the names its expression
+starts a path with is a key of that element: otherwise its result is the one it has on an
+element without those keys, computed once. The few invariants that nearly every resource
+reaches (per-1, qty-3, obs-6, obs-7) have a Python equivalent (`EQUIVALENTS`, checked
+against fhirpathpy by the tests) that answers the common cases and hands the rest to
+fhirpathpy. An expression that fhirpathpy cannot evaluate on some input (an engine gap)
+counts as satisfied and is logged without the data: a valid resource must never be refused
+because of the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fhirpathpy
+from fhirpathpy.engine.nodes import ResourceNode
+from fhirpathpy.models import models as _fhirpath_models
+
+__all__ = ["EQUIVALENTS", "Invariant", "InvariantSet", "load_invariants"]
+
+logger = logging.getLogger(__name__)
+
+_R4_MODEL: dict[str, Any] = _fhirpath_models["r4"]
+_CHOICE_SUFFIXES: frozenset[str] = frozenset(
+    t[0].upper() + t[1:] for types in _R4_MODEL["choiceTypePaths"].values() for t in types
+)
+# An expression that reads more than the element's own keys: the whole resource, or the
+# element itself (`$this`, a function called on it: `hasValue()`, `children()`...).
+_READS_MORE = re.compile(r"%resource|%rootResource|%context|\$this|(?<![.\w])\s*\w+\(")
+# String literals (skipped), then names; group 3 is set when a `.` comes before the name.
+_IDENTIFIER = re.compile(r"'(?:[^'\\]|\\.)*'|(\.\s*)?(?:`([^`]+)`|([A-Za-z_][A-Za-z0-9_]*))")
+_KEYWORDS = frozenset({"and", "or", "xor", "implies", "is", "as", "in", "contains", "div", "mod"})
+
+
+def _has_value(inputs: list[Any]) -> list[bool]:
+    # FHIRPath hasValue(): a single primitive with a value (not only extensions).
+    return [len(inputs) == 1 and inputs[0] is not None and not isinstance(inputs[0], dict | list)]
+
+
+def _no_trace(*_: Any) -> None:
+    """trace() prints by default; invariants run on every write."""
+
+
+_OPTIONS = {"userInvocationTable": {"hasValue": {"fn": _has_value}}, "traceFn": _no_trace}
+
+Evaluate = Callable[[Any, dict[str, Any]], list[Any]]
+# node, %resource -> whether the invariant holds, or None to ask fhirpathpy.
+Equivalent = Callable[[dict[str, Any], Any], bool | None]
+
+
+def _has(node: dict[str, Any], name: str) -> bool:
+    return name in node or "_" + name in node
+
+
+def _zone(value: str) -> str | None:
+    """The time-zone suffix of a dateTime (`Z`, `+05:00`), "" for a date, None if neither."""
+    if len(value) <= 10:
+        return ""
+    if value.endswith("Z"):
+        return "Z"
+    if len(value) > 19 and value[-6] in "+-" and value[-3] == ":":
+        return value[-6:]
+    return None
+
+
+def _per_1(node: dict[str, Any], resource: Any) -> bool | None:
+    # start.hasValue().not() or end.hasValue().not() or (start <= end)
+    start, end = node.get("start"), node.get("end")
+    if type(start) is not str or type(end) is not str:
+        return True
+    # The same precision in the same zone compares as text; anything else asks fhirpathpy.
+    zone = _zone(start)
+    if len(start) == len(end) and zone is not None and zone == _zone(end):
+        return start <= end
+    return None
+
+
+def _qty_3(node: dict[str, Any], resource: Any) -> bool | None:
+    # code.empty() or system.exists()
+    return not _has(node, "code") or _has(node, "system")
+
+
+def _obs_6(node: dict[str, Any], resource: Any) -> bool | None:
+    # dataAbsentReason.empty() or value.empty()
+    return not _has(node, "dataAbsentReason") or not any(
+        k.startswith(("value", "_value")) for k in node
+    )
+
+
+def _obs_7(node: dict[str, Any], resource: Any) -> bool | None:
+    # value.empty() or component.code.where(coding.intersect(%resource.code.coding)
+    #   .exists()).empty()
+    if not any(k.startswith(("value", "_value")) for k in node):
+        return True
+    components = node.get("component")
+    if components is None:
+        return True
+    code = resource.get("code") if type(resource) is dict else None
+    codings = code.get("coding") if type(code) is dict else None
+    if type(components) is not list or (codings is not None and type(codings) is not list):
+        return None
+    for component in components:
+        own = component.get("code") if type(component) is dict else None
+        mine = own.get("coding") if type(own) is dict else None
+        if mine and codings and any(coding in codings for coding in mine):
+            return False
+    return True
+
+
+EQUIVALENTS: dict[str, Equivalent] = {
+    "per-1": _per_1,
+    "qty-3": _qty_3,
+    "obs-6": _obs_6,
+    "obs-7": _obs_7,
+}
+
+
+@dataclass(slots=True)
+class Invariant:
+    """One constraint, compiled on first use."""
+
+    key: str
+    human: str
+    expression: str
+    path: str  # the element it is defined on: the base type for fhirpathpy
+    # The keys of the element whose presence can change the result; None: always evaluate.
+    names: frozenset[str] | None = None
+    equivalent: Equivalent | None = None
+    _compiled: Evaluate | None = field(default=None, repr=False)
+    _absent: bool | None = field(default=None, repr=False)  # the result when no name is there
+    _failed: bool = field(default=False, repr=False)
+
+    def holds(self, node: Any, resource: Any, root: Any) -> bool:
+        """Whether the invariant holds on `node` (the element's JSON); `resource` and `root`
+        are %resource and %rootResource."""
+        if self.equivalent is not None and type(node) is dict:
+            answer = self.equivalent(node, resource)
+            if answer is not None:
+                return answer
+        names = self.names
+        if names is not None and type(node) is dict and names.isdisjoint(node):
+            if self._absent is None:
+                self._absent = self._evaluate({}, {}, {})
+            return self._absent
+        return self._evaluate(node, resource, root)
+
+    def evaluate_fhirpath(self, node: Any, resource: Any, root: Any) -> bool:
+        """The answer of fhirpathpy alone (the tests compare the shortcuts with it)."""
+        return self._evaluate(node, resource, root)
+
+    def _evaluate(self, node: Any, resource: Any, root: Any) -> bool:
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self._compiled = fhirpathpy.compile(
+                self.expression, model=_R4_MODEL, options=_OPTIONS
+            )
+        try:
+            result = compiled(
+                ResourceNode.create_node(node, self.path),  # type: ignore[no-untyped-call]
+                {"resource": resource, "rootResource": root},
+            )
+        except Exception as error:
+            # The data may hold PHI: log the constraint and the error type only.
+            level = logging.DEBUG if self._failed else logging.WARNING
+            self._failed = True
+            logger.log(level, "invariant %s not evaluated (%s)", self.key, type(error).__name__)
+            return True
+        return result != [False]
+
+
+def _names(expression: str) -> frozenset[str] | None:
+    """Every JSON key a name that starts a path in the expression may be spelled as
+    (`value` is also `valueQuantity`..., `_value`...), or None when the result depends on
+    more than those keys. Names inside `where(...)` count too: more than needed, never less."""
+    if _READS_MORE.search(expression.replace("%ucum", "''")):
+        return None
+    names: set[str] = set()
+    for match in _IDENTIFIER.finditer(expression):
+        name = match.group(2) or match.group(3)
+        if not name or match.group(1) or name in _KEYWORDS:
+            continue  # a string literal, or a name after `.`
+        names.add(name)
+        names.add("_" + name)
+        for suffix in _CHOICE_SUFFIXES:
+            names.add(name + suffix)
+            names.add("_" + name + suffix)
+    return frozenset(names)
+
+
+class InvariantSet:
+    """The invariants of each element path (`Patient.contact`, `Period`)."""
+
+    def __init__(self, by_path: dict[str, tuple[Invariant, ...]]) -> None:
+        self._by_path = by_path
+
+    def for_path(self, path: str) -> tuple[Invariant, ...]:
+        return self._by_path.get(path, ())
+
+    @property
+    def paths(self) -> frozenset[str]:
+        return frozenset(self._by_path)
+
+    def __len__(self) -> int:
+        return sum(len(found) for found in self._by_path.values())
+
+
+def load_invariants(path: Path) -> InvariantSet:
+    """Read `invariants.json` (see scripts/derive_invariants.py)."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    by_path: dict[str, tuple[Invariant, ...]] = {}
+    for element_path, entries in document["constraints"].items():
+        by_path[element_path] = tuple(
+            Invariant(
+                key=entry["key"],
+                human=entry["human"],
+                expression=entry["expression"],
+                path=element_path,
+                names=_names(entry["expression"]),
+                equivalent=EQUIVALENTS.get(entry["key"]),
+            )
+            for entry in entries
+        )
+    return InvariantSet(by_path)
