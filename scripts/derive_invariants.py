@@ -72,7 +72,8 @@ def _structure_definitions(package: Path) -> list[dict[str, Any]]:
     found = []
     for file in sorted(package.glob("StructureDefinition-*.json")):
         sd = json.loads(file.read_text(encoding="utf-8"))
-        if sd.get("derivation") != "specialization":
+        # Specializations, and the roots Element and Resource that have no base.
+        if sd.get("derivation", "specialization") != "specialization":
             continue
         if sd.get("kind") not in ("resource", "complex-type") or sd.get("abstract") is None:
             continue

@@ -6,7 +6,8 @@ Each expression is compiled once, on first use. An invariant is evaluated only w
 element it belongs to is present, and, for most, only when one of the names its expression
 starts a path with is a key of that element: otherwise its result is the one it has on an
 element without those keys, computed once. The few invariants that nearly every resource
-reaches (per-1, qty-3, obs-6, obs-7) have a Python equivalent (`EQUIVALENTS`, checked
+reaches (per-1, qty-3, obs-6, obs-7) and rng-2 (fhirpathpy cannot compare Quantities)
+have a Python equivalent (`EQUIVALENTS`, checked
 against fhirpathpy by the tests) that answers the common cases and hands the rest to
 fhirpathpy. An expression that fhirpathpy cannot evaluate on some input (an engine gap)
 counts as satisfied and is logged without the data: a valid resource must never be refused
@@ -118,7 +119,29 @@ def _obs_7(node: dict[str, Any], resource: Any) -> bool | None:
     return True
 
 
+def _rng_2(node: dict[str, Any], resource: Any) -> bool | None:
+    # low.empty() or high.empty() or (low <= high). fhirpathpy 2.2 cannot compare
+    # Quantities (a TypeError), so this is the only evaluation rng-2 gets: quantities in
+    # the same unit compare by value; in different units (a UCUM conversion) it holds.
+    low, high = node.get("low"), node.get("high")
+    if type(low) is not dict or type(high) is not dict:
+        return True
+    low_value, high_value = low.get("value"), high.get("value")
+    if low_value is None or high_value is None or type(low_value) is bool:
+        return True
+    same_unit = (low.get("system"), low.get("code"), low.get("unit")) == (
+        high.get("system"),
+        high.get("code"),
+        high.get("unit"),
+    )
+    try:
+        return not same_unit or low_value <= high_value
+    except TypeError:
+        return True
+
+
 EQUIVALENTS: dict[str, Equivalent] = {
+    "rng-2": _rng_2,
     "per-1": _per_1,
     "qty-3": _qty_3,
     "obs-6": _obs_6,

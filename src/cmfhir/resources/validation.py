@@ -121,6 +121,8 @@ class _Run:
     the resources (%resource, %rootResource) around the element being walked."""
 
     issues: list[Issue] = field(default_factory=list)
+    # Invariants broken, reported only when the structure is right (as FHIRPath ones are).
+    broken: list[Issue] = field(default_factory=list)
     pending: list[tuple[tuple[Invariant, ...], Any, str, Any, Any]] = field(default_factory=list)
     resource: Any = None
     root: Any = None
@@ -194,8 +196,10 @@ class ResourceValidator:
 
         run = _Run(resource=resource, root=resource)
         self._walk(resource, self._tables.for_type(resource_type), resource_type, run, 0)
-        self._local_references(run, resource, resource_type)
         issues = run.issues
+        if not issues:
+            issues += run.broken
+            self._local_references(run, resource, resource_type)
         if not issues and self.check_invariants:
             for invariants, node, location, current, root in run.pending:
                 for invariant in invariants:
@@ -241,7 +245,7 @@ class ResourceValidator:
         if rules.invariants:
             run.pending.append((rules.invariants, obj, path, run.resource, run.root))
         if table.path == "Extension":
-            self._extension(obj, path, issues)
+            self._extension(obj, path, run)
         elif table.path == "Reference":
             reference = obj.get("reference")
             if type(reference) is str and reference.startswith("#"):
@@ -295,15 +299,15 @@ class ResourceValidator:
             if choice not in chosen:
                 issues.append(_issue(f"{path}.{choice}", f"{choice}[x] is required", "required"))
 
-    def _extension(self, obj: dict[str, Any], location: str, issues: list[Issue]) -> None:
+    def _extension(self, obj: dict[str, Any], location: str, run: _Run) -> None:
         """Extension rules outside FHIRPath: ext-1 and the url. A sub-extension of a complex
         extension is named by a plain name; any other by an absolute URL."""
         url = obj.get("url")
         if url is None:
-            issues.append(_issue(f"{location}.url", "an extension needs a url", "required"))
+            run.issues.append(_issue(f"{location}.url", "an extension needs a url", "required"))
         has_value = any(key.startswith("value") for key in obj)
         if has_value == ("extension" in obj):
-            issues.append(
+            run.broken.append(
                 _issue(
                     location,
                     "ext-1: Must have either extensions or value[x], not both"
@@ -313,7 +317,7 @@ class ResourceValidator:
                 )
             )
         if type(url) is str and url and ":" not in url and not self._in_complex(location):
-            issues.append(_issue(f"{location}.url", f"{url!r} is not an absolute URL", "value"))
+            run.issues.append(_issue(f"{location}.url", f"{url!r} is not an absolute URL", "value"))
 
     @staticmethod
     def _in_complex(location: str) -> bool:
@@ -387,8 +391,10 @@ class ResourceValidator:
             else:
                 # A resource in a Bundle entry or a parameter is a root of its own.
                 run.root, run.local = value, LocalReferences()
+                before = len(issues)
                 self._walk(value, self._tables.for_type(resource_type), location, run, depth)
-                self._local_references(run, value, location)
+                if len(issues) == before:
+                    self._local_references(run, value, location)
             run.resource, run.root, run.local = saved
 
     def _primitive_array(
