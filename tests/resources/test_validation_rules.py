@@ -176,6 +176,11 @@ REFUSED = [
         id="ext-1-on-primitive",
     ),
     pytest.param(
+        patient(name=[{"id": "n1"}]),
+        {"Patient.name[0]": "ele-1: All FHIR elements must have a @value or children"},
+        id="ele-1-only-an-id",
+    ),
+    pytest.param(
         patient(name=[{"family": " \t\n"}]),
         {"Patient.name[0].family": "whitespace-only strings are not allowed"},
         id="whitespace-only-string",

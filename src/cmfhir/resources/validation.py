@@ -71,6 +71,7 @@ __all__ = [
 NOT_STORED = frozenset({"Parameters", "OperationOutcome"})
 # Resources that are not DomainResources: no text, contained, extension (dom-* do not apply).
 _NOT_DOMAIN = frozenset({"Bundle", "Binary", "Parameters"})
+_HAS_VALUE_ELSEWHERE = frozenset({"FHIRPrimitiveExtension"})
 _FHIR_WHITESPACE = " \t\r\n"
 _URI_TYPES = frozenset({"uri", "url", "canonical"})
 # `Patient?identifier=x`: a conditional reference in a transaction names its type too.
@@ -244,6 +245,11 @@ class ResourceValidator:
         rules = self._rules_of(table)
         if rules.invariants:
             run.pending.append((rules.invariants, obj, path, run.resource, run.root))
+        # ele-1 (an element with an id only); `_birthDate: {"id": ..}` sits beside its value.
+        if len(obj) == 1 and "id" in obj and table.path not in _HAS_VALUE_ELSEWHERE:
+            run.broken.append(
+                _issue(path, "ele-1: All FHIR elements must have a @value or children", "invariant")
+            )
         if table.path == "Extension":
             self._extension(obj, path, run)
         elif table.path == "Reference":
