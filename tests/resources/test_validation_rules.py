@@ -299,6 +299,17 @@ ACCEPTED = [
         id="complex-extension-with-plain-names",
     ),
     pytest.param(patient(name=[{"family": " Smith "}]), id="string-with-surrounding-spaces"),
+    pytest.param(
+        patient(
+            modifierExtension=[
+                {
+                    "url": "http://example.org/m",
+                    "extension": [{"url": "part", "valueBoolean": True}],
+                }
+            ]
+        ),
+        id="complex-modifier-extension",
+    ),
 ]
 
 

@@ -311,7 +311,7 @@ class ResourceValidator:
         url = obj.get("url")
         if url is None:
             run.issues.append(_issue(f"{location}.url", "an extension needs a url", "required"))
-        has_value = any(key.startswith("value") for key in obj)
+        has_value = any(key.startswith(("value", "_value")) for key in obj)
         if has_value == ("extension" in obj):
             run.broken.append(
                 _issue(
@@ -329,7 +329,9 @@ class ResourceValidator:
     def _in_complex(location: str) -> bool:
         # `...extension[0].extension[1]`: a part of a complex extension.
         parent, _, _ = location.rpartition(".")
-        return parent.endswith("]") and parent.rpartition(".")[2].startswith("extension[")
+        return parent.endswith("]") and parent.rpartition(".")[2].startswith(
+            ("extension[", "modifierExtension[")
+        )
 
     def _targets_of(
         self, element: Element, value: Any, location: str, allowed: frozenset[str], run: _Run
