@@ -52,6 +52,7 @@ from cmfhir.resources._elements import (
     Element,
     ElementTables,
     Table,
+    is_root_type,
 )
 from cmfhir.resources.contained import LocalReferences
 from cmfhir.resources.fhirpath import parse_reference
@@ -228,9 +229,7 @@ class ResourceValidator:
                 path = f"{table.path}.{element.choice or element.name}"
                 found = self._invariants.for_path(path)
                 # A backbone element's own table carries them; a datatype's does not.
-                backbone = (
-                    element.model is not None and self._tables.table(element.model).path == path
-                )
+                backbone = element.model is not None and not is_root_type(element.model)
                 if found and not backbone:
                     element_invariants[key] = found
                 allowed = self._targets.get(path)
