@@ -75,7 +75,7 @@ def _structure_definitions(package: Path) -> list[dict[str, Any]]:
         # Specializations, and the roots Element and Resource that have no base.
         if sd.get("derivation", "specialization") != "specialization":
             continue
-        if sd.get("kind") not in ("resource", "complex-type") or sd.get("abstract") is None:
+        if sd.get("kind") not in ("resource", "complex-type"):
             continue
         found.append(sd)
     return found
