@@ -152,10 +152,12 @@ def test_r4b_only_types_inside_an_r4_resource_are_refused() -> None:
         "subject": {"reference": "Patient/1"},
         "contained": [{"resourceType": "NutritionProduct", "id": "n", "status": "active"}],
     }
-    assert where(issues_of(contained, R4)) == ["CarePlan.contained[0]"]
-    validate_for_version(
-        {**contained, "activity": [{"reference": {"reference": "#n"}}]}, R4B
-    )  # R4B has the type
+    referenced = {  # dom-3: a contained resource is referenced from its container
+        **contained,
+        "extension": [{"url": "http://example.org/x", "valueReference": {"reference": "#n"}}],
+    }
+    assert where(issues_of(referenced, R4)) == ["CarePlan.contained[0]"]
+    validate_for_version(referenced, R4B)  # R4B has the type
 
 
 def where(issues: list[Issue]) -> list[str]:
@@ -284,7 +286,25 @@ def test_the_examples_cover_every_care_management_type() -> None:
     assert {path.name.split("-")[0] for path in EXAMPLES} == set(CARE_MANAGEMENT_TYPES)
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[path.stem for path in EXAMPLES])
+# R4 examples that break a core rule the validation layer checks (the HL7 validator too).
+INVALID_R4_EXAMPLES = {
+    "Questionnaire-zika-virus-exposure-assessment": "txt-2: its narrative is an empty <pre>",
+}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(
+            path,
+            marks=[pytest.mark.xfail(reason=INVALID_R4_EXAMPLES[path.stem], strict=True)]
+            if path.stem in INVALID_R4_EXAMPLES
+            else [],
+        )
+        for path in EXAMPLES
+    ],
+    ids=[path.stem for path in EXAMPLES],
+)
 def test_hl7_r4_examples_are_valid_r4(path: Path) -> None:
     validate_for_version(load(path), R4)
 

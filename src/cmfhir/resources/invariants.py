@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ import fhirpathpy
 from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models as _fhirpath_models
 
-__all__ = ["EQUIVALENTS", "Invariant", "InvariantSet", "load_invariants"]
+__all__ = ["EQUIVALENTS", "KEEP_R4B", "Invariant", "InvariantSet", "load_invariants"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,14 @@ def _no_trace(*_: Any) -> None:
 
 
 _OPTIONS = {"userInvocationTable": {"hasValue": {"fn": _has_value}}, "traceFn": _no_trace}
+
+# Another version's expressions known to be wrong, for which R4B's stay, and why.
+KEEP_R4B = {
+    "que-7": "R4 writes `answer is Boolean` (System.Boolean), which no FHIR boolean answer "
+    "is, so every `exists` enableWhen would fail; R4B corrected it to `boolean`",
+}
+# What scripts/derive_invariants.py skips, for constraints of another version.
+_UNSUPPORTED = ("conformsTo(", "memberOf(", "resolve(", "htmlChecks(")
 
 Evaluate = Callable[[Any, dict[str, Any]], list[Any]]
 # node, %resource -> whether the invariant holds, or None to ask fhirpathpy.
@@ -236,6 +244,42 @@ class InvariantSet:
 
     def __len__(self) -> int:
         return sum(len(found) for found in self._by_path.values())
+
+    def with_differences(
+        self, differences: Mapping[tuple[str, str], Any], version_label: str
+    ) -> InvariantSet:
+        """These invariants as another FHIR version defines them: `differences` maps
+        (path, key) to that version's constraint (with `severity` and `expression`), or
+        None where it has no such key (fhir_versions.constraint_differences). Keys this set
+        does not evaluate as FHIRPath (native, skipped) stay as they are."""
+        by_path = {path: list(found) for path, found in self._by_path.items()}
+        known = {(i.path, i.key) for found in self._by_path.values() for i in found}
+        for (path, key), constraint in differences.items():
+            if key in KEEP_R4B:
+                continue
+            if (path, key) in known:
+                by_path[path] = [i for i in by_path[path] if i.key != key]
+            elif constraint is None or path == "Element" or key.startswith(("dom-", "ele-")):
+                continue  # not evaluated here in either version (native or skipped)
+            if constraint is None or constraint.severity != "error":
+                continue
+            if any(name in constraint.expression for name in _UNSUPPORTED):
+                continue
+            previous = next((i for i in self._by_path.get(path, ()) if i.key == key), None)
+            human = previous.human if previous is not None else f"the {version_label} invariant"
+            by_path.setdefault(path, []).append(
+                Invariant(
+                    key=key,
+                    human=human,
+                    expression=constraint.expression,
+                    path=path,
+                    names=_names(constraint.expression),
+                    equivalent=EQUIVALENTS.get(key)
+                    if previous is not None and previous.expression == constraint.expression
+                    else None,
+                )
+            )
+        return InvariantSet({path: tuple(found) for path, found in by_path.items() if found})
 
 
 def load_invariants(path: Path) -> InvariantSet:

@@ -10,9 +10,10 @@ R4B-only content is:
   are checked as the datatype they are, outside the R4B models (`r4_adjustments`); those R4B
   added (`valueCodeableReference`, `valueRatioRange`) are refused.
 
-Reference targets are checked in neither version (R4B's wider `Observation.subject` and
-`Group.member.entity` included); invariants are the validation layer's, with
-`fhir_versions.constraint_differences` giving each version's expressions.
+Reference targets are R4B's in both versions (R4B's wider `Observation.subject` and
+`Group.member.entity` included; in R4 any R4-only resource type is allowed too: R4's own
+lists are not derived); invariants are the validation layer's, R4's being R4B's with
+`fhir_versions.constraint_differences` applied.
 """
 
 from __future__ import annotations
@@ -26,12 +27,19 @@ from cmfhir.errors import InvalidResource, Issue
 from cmfhir.resources.fhir_versions import (
     R4,
     R4B,
+    constraint_differences,
     fhir_release,
     fhir_versions,
     served_types,
     version_label,
 )
-from cmfhir.resources.validation import ResourceValidator, load_required_bindings
+from cmfhir.resources.invariants import load_invariants
+from cmfhir.resources.narrative import load_narrative_rules
+from cmfhir.resources.validation import (
+    ResourceValidator,
+    load_reference_targets,
+    load_required_bindings,
+)
 
 __all__ = ["R4View", "SetAside", "r4_adjustments", "validate_for_version"]
 
@@ -231,4 +239,15 @@ def _validator(version: str, profiles_dir: Path | None) -> ResourceValidator:
     if version == R4B:
         return ResourceValidator.from_profiles(folder)
     fhir_versions(profiles_dir)  # the differences load (and fail) before the first write
-    return ResourceValidator(load_required_bindings(folder / "r4" / "required-bindings.json"))
+    # R4's invariants: R4B's with the recorded differences; narrative rules are the same.
+    # Reference targets: R4B's lists (R4B widened some, e.g. Observation.subject), where
+    # any R4-only resource type is also allowed.
+    invariants = load_invariants(folder / "invariants.json")
+    r4_only = fhir_versions(profiles_dir).r4_only_types
+    targets = load_reference_targets(folder / "reference-targets.json")
+    return ResourceValidator(
+        load_required_bindings(folder / "r4" / "required-bindings.json"),
+        invariants.with_differences(constraint_differences(R4), "FHIR R4"),
+        {path: allowed | r4_only for path, allowed in targets.items()},
+        load_narrative_rules(folder / "narrative-xhtml.json"),
+    )
