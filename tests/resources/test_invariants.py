@@ -13,6 +13,7 @@ import pytest
 
 from cmfhir.errors import InvalidResource, Issue
 from cmfhir.resources import parse_json, validate_resource
+from cmfhir.resources.fhir_versions import R4, constraint_differences
 from cmfhir.resources.invariants import EQUIVALENTS, load_invariants
 
 ROOT = Path(__file__).parents[2]
@@ -395,3 +396,14 @@ def test_every_shared_synthea_resource_is_valid() -> None:
             except InvalidResource as error:
                 refused.append((path.name, [i.diagnostics for i in error.issues]))
     assert refused == []
+
+
+def test_r4_invariants_are_r4bs_with_the_recorded_differences() -> None:
+    r4 = INVARIANTS.with_differences(constraint_differences(R4), "FHIR R4")
+    item = {i.key: i for i in r4.for_path("Questionnaire.item")}
+    assert "que-1" in item and "que-1a" not in item and "que-1c" not in item
+    assert item["que-12"].expression == "enableWhen.count() > 2 implies enableBehavior.exists()"
+    (que_7,) = r4.for_path("Questionnaire.item.enableWhen")
+    assert que_7.expression == "operator = 'exists' implies (answer is boolean)"  # R4B's
+    assert que_7.holds({"question": "q", "operator": "exists", "answerBoolean": True}, {}, {})
+    assert not que_7.holds({"question": "q", "operator": "exists", "answerString": "x"}, {}, {})
