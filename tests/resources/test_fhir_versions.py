@@ -286,25 +286,7 @@ def test_the_examples_cover_every_care_management_type() -> None:
     assert {path.name.split("-")[0] for path in EXAMPLES} == set(CARE_MANAGEMENT_TYPES)
 
 
-# R4 examples that break a core rule the validation layer checks (the HL7 validator too).
-INVALID_R4_EXAMPLES = {
-    "Questionnaire-zika-virus-exposure-assessment": "txt-2: its narrative is an empty <pre>",
-}
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(
-            path,
-            marks=[pytest.mark.xfail(reason=INVALID_R4_EXAMPLES[path.stem], strict=True)]
-            if path.stem in INVALID_R4_EXAMPLES
-            else [],
-        )
-        for path in EXAMPLES
-    ],
-    ids=[path.stem for path in EXAMPLES],
-)
+@pytest.mark.parametrize("path", EXAMPLES, ids=[path.stem for path in EXAMPLES])
 def test_hl7_r4_examples_are_valid_r4(path: Path) -> None:
     validate_for_version(load(path), R4)
 

@@ -31,6 +31,7 @@ ACCEPTED = [
     ),
     pytest.param(div('<a href="https://example.org/x">x</a> <a name="top">t</a>'), id="links"),
     pytest.param(div('<img src="#photo" alt="photo"/>'), id="image-only"),
+    pytest.param(div("<pre>\n  </pre>"), id="preformatted-whitespace"),
     pytest.param(
         div('<img src="data:image/png;base64,iVBORw0KGgo=" alt="x"/>'), id="image-data-url"
     ),

@@ -1,6 +1,7 @@
 """Narrative XHTML checks (txt-1, txt-2 of https://hl7.org/fhir/R4B/narrative.html): the div
 is well-formed XML, an XHTML `div`, holds only the elements and attributes txt-1 names
-(`profiles/narrative-xhtml.json`), no active content, and some non-whitespace text or an image.
+(`profiles/narrative-xhtml.json`), no active content, and some content: non-whitespace text,
+an image, or a `<pre>` (whose whitespace is content).
 
 The care-team console renders narrative, so "no active content" is read strictly: besides
 the names txt-1 leaves out (`script`, `form`, `iframe`, `object`, `on*` handlers...), URL
@@ -102,6 +103,8 @@ class _Checker:
             self.found.append(f"txt-1: <{local}> is outside the XHTML namespace")
         elif local not in self.rules.elements:
             self.found.append(f"txt-1: <{local}> is not allowed in narrative ({self.rules.txt_1})")
+        elif local == "pre":
+            self.has_content = True  # its whitespace is what it shows (R4 examples have it)
         for key, value in attributes.items():
             self._attribute(local, key, value)
 
