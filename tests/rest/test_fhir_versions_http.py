@@ -100,3 +100,37 @@ def test_a_type_of_r4b_only_is_served_only_in_r4b(
         headers={"Content-Type": accept or "application/fhir+json", **headers},
     )
     assert created.status_code == (201 if expected == 200 else 404), created.text
+
+
+R4_ONLY_CODE = {
+    "resourceType": "Questionnaire",
+    "status": "draft",
+    "subjectType": ["Patient", "MedicinalProduct"],
+}
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        pytest.param(None, 201, id="default-r4"),
+        pytest.param("application/fhir+json; fhirVersion=4.3", 400, id="r4b"),
+    ],
+)
+def test_writes_are_validated_in_the_version_of_the_request(
+    client: httpx.Client, accept: str | None, expected: int
+) -> None:
+    """`MedicinalProduct` is a resource type, so a subjectType code, in R4 only."""
+    headers = {"Accept": accept, "Content-Type": accept} if accept else {}
+    created = client.post("Questionnaire", json=R4_ONLY_CODE, headers=headers)
+    assert created.status_code == expected, created.text
+    validated = client.post("Questionnaire/$validate", json=R4_ONLY_CODE, headers=headers)
+    assert validated.status_code == 200, validated.text
+    severities = {issue["severity"] for issue in validated.json()["issue"]}
+    assert ("error" in severities) == (expected == 400)
+
+
+def test_validate_answers_for_a_type_that_is_never_stored(client: httpx.Client) -> None:
+    body = {"resourceType": "OperationOutcome", "issue": []}
+    validated = client.post("OperationOutcome/$validate", json=body)
+    assert validated.status_code == 200, validated.text
+    assert any(issue["severity"] == "error" for issue in validated.json()["issue"])

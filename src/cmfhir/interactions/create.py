@@ -8,7 +8,7 @@ from cmfhir.errors import PreconditionFailed
 from cmfhir.interactions.common import Conditions, match, parse_conditions, require_type
 from cmfhir.interactions.context import FhirContext, Result, utcnow
 from cmfhir.interactions.versions import new_id, to_version, written
-from cmfhir.resources.validation import validate_resource
+from cmfhir.resources.version_validation import validate_for_version
 from cmfhir.store import NewVersion, Repository
 
 __all__ = ["create", "create_in", "find_existing"]
@@ -49,7 +49,7 @@ async def create(
     if_none_exist: str | None = None,
 ) -> Result:
     require_type(resource_type, ctx.fhir_version)
-    validate_resource(resource, expected_type=resource_type)
+    validate_for_version(resource, ctx.fhir_version, expected_type=resource_type)
     conditions = (
         parse_conditions(ctx.registry, resource_type, if_none_exist) if if_none_exist else None
     )

@@ -14,7 +14,7 @@ from cmfhir.interactions.context import FhirContext, Result, utcnow
 from cmfhir.interactions.versions import to_version, written
 from cmfhir.resources.fhirjson import dump_json, parse_json
 from cmfhir.resources.sizes import MAX_STRING_BYTES, check_string_sizes
-from cmfhir.resources.validation import validate_resource
+from cmfhir.resources.version_validation import validate_for_version
 from cmfhir.store import NewVersion, Repository
 
 __all__ = ["apply_patch", "patch", "patch_in"]
@@ -96,7 +96,7 @@ async def patch_in(
     patched = apply_patch(
         parse_json(stored.content), operations, max_copied=ctx.limits.max_body_bytes
     )
-    validate_resource(patched, expected_type=resource_type)
+    validate_for_version(patched, ctx.fhir_version, expected_type=resource_type)
     if patched.get("id") != id:
         raise Unprocessable("A patch must not change the resource's id", expression=["id"])
     record, _ = to_version(

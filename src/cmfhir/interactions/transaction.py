@@ -54,7 +54,7 @@ from cmfhir.interactions.references import is_conditional, is_placeholder, refer
 from cmfhir.interactions.update import conditional_target
 from cmfhir.interactions.versions import deletion, new_id, to_version, written
 from cmfhir.resources.fhirjson import parse_json
-from cmfhir.resources.validation import validate_resource
+from cmfhir.resources.version_validation import validate_for_version
 from cmfhir.store import NewVersion, Repository
 from cmfhir.store.many import MAX_CLAIMS, lock_all_criteria, lock_or_claim_many, read_contents
 
@@ -63,7 +63,7 @@ __all__ = ["process_bundle", "run_transaction"]
 
 def _check_resource(ctx: FhirContext, entry: Entry) -> None:
     require_type(entry.resource_type, ctx.fhir_version)
-    validate_resource(entry.resource, expected_type=entry.resource_type)
+    validate_for_version(entry.resource, ctx.fhir_version, expected_type=entry.resource_type)
     if entry.interaction == "update" and entry.id is not None:
         check_id(entry.id)
         body_id = entry.resource.get("id")
@@ -315,7 +315,7 @@ class _Transaction:
                 patch_operations(e),
                 max_copied=self.ctx.limits.max_body_bytes,
             )
-            validate_resource(body, expected_type=e.resource_type)
+            validate_for_version(body, self.ctx.fhir_version, expected_type=e.resource_type)
             if body.get("id") != id:
                 raise Unprocessable("A patch must not change the resource's id", expression=["id"])
             rewrite(body, self.resolved)

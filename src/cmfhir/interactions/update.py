@@ -16,7 +16,7 @@ from cmfhir.interactions.common import (
 )
 from cmfhir.interactions.context import FhirContext, Result, utcnow
 from cmfhir.interactions.versions import new_id, to_version, written
-from cmfhir.resources.validation import validate_resource
+from cmfhir.resources.version_validation import validate_for_version
 from cmfhir.store import NewVersion, Repository
 
 __all__ = ["conditional_target", "update", "update_conditional", "update_in"]
@@ -65,7 +65,7 @@ async def update(
 ) -> Result:
     require_type(resource_type, ctx.fhir_version)
     check_id(id)
-    validate_resource(resource, expected_type=resource_type)
+    validate_for_version(resource, ctx.fhir_version, expected_type=resource_type)
     body_id = resource.get("id")
     if body_id is None:
         raise BadRequest("The resource has no id; an update must carry the id of the URL")
@@ -108,7 +108,7 @@ async def update_conditional(
     if_match: str | None = None,
 ) -> Result:
     require_type(resource_type, ctx.fhir_version)
-    validate_resource(resource, expected_type=resource_type)
+    validate_for_version(resource, ctx.fhir_version, expected_type=resource_type)
     conditions = parse_conditions(ctx.registry, resource_type, query)
     async with ctx.store.transaction() as repo:
         target, _ = await conditional_target(repo, conditions, resource.get("id"))

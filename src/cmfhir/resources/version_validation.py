@@ -147,24 +147,26 @@ def validate_for_version(
     *,
     expected_type: str | None = None,
     profiles_dir: Path | None = None,
+    stored: bool = True,
 ) -> None:
     """Raise `InvalidResource` listing every problem of `resource` (parsed JSON) as FHIR
-    `version` ("4.0" or "4.3") defines it."""
+    `version` ("4.0" or "4.3") defines it; `stored=False` for an operation body, which may
+    be a Parameters."""
     fhir_release(version)  # a known version, or ValueError
     validator = _validator(version, profiles_dir)
     if version == R4B or not isinstance(resource, dict):
-        validator.validate(resource, expected_type=expected_type)
+        validator.validate(resource, expected_type=expected_type, stored=stored)
         return
     view = r4_adjustments(resource)
     if not view.set_aside and not view.foreign_types and not view.r4b_only:
-        validator.validate(resource, expected_type=expected_type)
+        validator.validate(resource, expected_type=expected_type, stored=stored)
         return
     issues = _version_issues(view, version)
     if view.foreign_types and view.foreign_types[0][0] == resource.get("resourceType"):
         # The resource itself is of another version: nothing more to say about it.
         raise InvalidResource(issues[0].diagnostics, issues=issues)
     try:
-        validator.validate(view.resource, expected_type=expected_type)
+        validator.validate(view.resource, expected_type=expected_type, stored=stored)
     except InvalidResource as error:
         issues[:0] = error.issues
     for item in view.set_aside:

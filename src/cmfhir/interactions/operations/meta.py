@@ -16,7 +16,7 @@ from cmfhir.interactions.operations.call import OperationCall
 from cmfhir.resources.compartment import patient_compartment
 from cmfhir.resources.fhirjson import dump_json, parse_json
 from cmfhir.resources.index_values import extract_index
-from cmfhir.resources.validation import validate_resource
+from cmfhir.resources.version_validation import validate_for_version
 from cmfhir.store import Repository
 
 __all__ = ["meta", "meta_add", "meta_delete"]
@@ -122,7 +122,7 @@ async def _change(ctx: FhirContext, call: OperationCall, *, add: bool) -> Result
         changed: dict[str, Any] = {
             key: (after if key == "meta" else value) for key, value in resource.items()
         }
-        validate_resource(changed, expected_type=call.resource_type)
+        validate_for_version(changed, ctx.fhir_version, expected_type=call.resource_type)
         index = extract_index(changed, ctx.registry)
         patients = patient_compartment(changed, ctx.compartment, index)
         await repo.replace_content(rid, version, dump_json(changed).decode())

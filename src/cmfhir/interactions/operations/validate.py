@@ -11,7 +11,7 @@ from typing import Any
 from cmfhir.errors import BadRequest, FhirError, Gone, Issue, NotFound, operation_outcome
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.interactions.operations.call import OperationCall
-from cmfhir.resources.validation import validate_resource
+from cmfhir.resources.version_validation import validate_for_version
 
 __all__ = ["run"]
 
@@ -29,13 +29,15 @@ def _check_profile(call: OperationCall, resource_type: str) -> None:
         )
 
 
-def _issues(call: OperationCall, resource: Any, mode: str | None) -> list[Issue]:
+def _issues(ctx: FhirContext, call: OperationCall, resource: Any, mode: str | None) -> list[Issue]:
     assert call.resource_type is not None
     issues: list[Issue] = []
     try:
-        validate_resource(resource, expected_type=call.resource_type)
+        validate_for_version(resource, ctx.fhir_version, expected_type=call.resource_type)
     except FhirError as error:
-        if error.status != 400:
+        # Any refusal of the content (400 invalid, 422 a type that is never stored) is the
+        # answer $validate gives; only a failure of the server itself propagates.
+        if not 400 <= error.status < 500:
             raise
         issues.extend(error.issues)
     body_id = resource.get("id") if isinstance(resource, dict) else None
@@ -85,7 +87,7 @@ async def run(ctx: FhirContext, call: OperationCall) -> Result:
                 "unless mode is delete",
                 expression=["resource"],
             )
-        issues = _issues(call, resource, mode)
+        issues = _issues(ctx, call, resource, mode)
     if not issues:
         issues = [Issue("No issues detected", code="informational", severity="information")]
     return Result(200, operation_outcome(issues))
