@@ -1,6 +1,6 @@
-"""cmfhir: a FHIR-native care-management data system (FHIR R4B over PostgreSQL)."""
+"""cmfhir: a FHIR-native care-management data system (FHIR R4 by default, R4B on request,
+over PostgreSQL)."""
 
 __version__ = "0.1.0"
-FHIR_VERSION = "4.3.0"
 
-__all__ = ["FHIR_VERSION", "__version__"]
+__all__ = ["__version__"]

@@ -400,3 +400,22 @@ def test_require_type_in_the_request_version(
     else:
         with pytest.raises(NotFound):
             require_type(resource_type, version)
+
+
+def test_reference_targets_are_each_versions_own() -> None:
+    """R4B widened Observation.subject (Organization among others); R4 allows only
+    Patient, Group, Device and Location. Elements with no recorded difference stay."""
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "weight"},
+        "subject": {"reference": "Organization/1"},
+    }
+    validate_for_version(observation, R4B)
+    [issue] = issues_of(observation, R4)
+    assert issue.expression == ("Observation.subject.reference",)
+    assert "(allowed: Device, Group, Location, Patient)" in issue.diagnostics
+    patient = {"resourceType": "Patient", "managingOrganization": {"reference": "Patient/1"}}
+    for version in (R4, R4B):
+        [issue] = issues_of(patient, version)
+        assert "(allowed: Organization)" in issue.diagnostics

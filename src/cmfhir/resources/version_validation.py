@@ -10,15 +10,15 @@ R4B-only content is:
   are checked as the datatype they are, outside the R4B models (`r4_adjustments`); those R4B
   added (`valueCodeableReference`, `valueRatioRange`) are refused.
 
-Reference targets are R4B's in both versions (R4B's wider `Observation.subject` and
-`Group.member.entity` included; in R4 any R4-only resource type is allowed too: R4's own
-lists are not derived); invariants are the validation layer's, R4's being R4B's with
-`fhir_versions.constraint_differences` applied.
+Reference targets and invariants are the validation layer's, R4's being R4B's with the
+recorded differences applied (R4's narrower `Observation.subject` and `Group.member.entity`;
+`fhir_versions.constraint_differences`).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,14 +242,25 @@ def _validator(version: str, profiles_dir: Path | None) -> ResourceValidator:
         return ResourceValidator.from_profiles(folder)
     fhir_versions(profiles_dir)  # the differences load (and fail) before the first write
     # R4's invariants: R4B's with the recorded differences; narrative rules are the same.
-    # Reference targets: R4B's lists (R4B widened some, e.g. Observation.subject), where
-    # any R4-only resource type is also allowed.
     invariants = load_invariants(folder / "invariants.json")
-    r4_only = fhir_versions(profiles_dir).r4_only_types
     targets = load_reference_targets(folder / "reference-targets.json")
     return ResourceValidator(
         load_required_bindings(folder / "r4" / "required-bindings.json"),
         invariants.with_differences(constraint_differences(R4), "FHIR R4"),
-        {path: allowed | r4_only for path, allowed in targets.items()},
+        _r4_targets(targets, folder / "r4" / "differences.json"),
         load_narrative_rules(folder / "narrative-xhtml.json"),
     )
+
+
+def _r4_targets(targets: dict[str, frozenset[str]], differences: Path) -> dict[str, frozenset[str]]:
+    """R4's reference targets: R4B's, with the recorded differences of each element undone
+    (R4B widened some, e.g. Observation.subject; R4 allowed types R4B dropped)."""
+    recorded = json.loads(differences.read_text(encoding="utf-8"))
+    r4 = dict(targets)
+    for section in ("resources", "datatypes"):
+        for difference in recorded[section].values():
+            for changed in difference.get("targets", ()):
+                path = changed["path"].removesuffix("[x]")
+                allowed = r4.get(path, frozenset()) - set(changed["onlyInR4B"])
+                r4[path] = allowed | set(changed["onlyInR4"])
+    return r4
