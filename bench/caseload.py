@@ -86,10 +86,10 @@ def _name(rng: random.Random, gender: str) -> Resource:
     return {"use": "official", "family": rng.choice(v.FAMILY), "given": given}
 
 
-def _address(rng: random.Random) -> Resource:
+def _address(rng: random.Random, use: str = "home") -> Resource:
     city, county, zip_code = rng.choice(v.NC_PLACES)
     return {
-        "use": "home",
+        "use": use,
         "line": [f"{rng.randint(10, 9999)} {rng.choice(v.STREETS)}"],
         "city": city,
         "district": county,
@@ -115,12 +115,13 @@ def staff_bundle(staff: Staff) -> Resource:
             "active": True,
             "name": "Piedmont Care Management Agency",
             "type": [_concept(f"{v.LOCAL}/CodeSystem/org-type", "cma", "Care management agency")],
-            "address": [_address(rng)],
+            # org-2: an organization's address is never a home.
+            "address": [_address(rng, "work")],
         }
     )
     for ids, kind in ((staff.clinics, "Clinic"), (staff.hospitals, "Hospital")):
         for n, oid in enumerate(ids):
-            address = _address(rng)
+            address = _address(rng, "work")
             put(
                 {
                     "resourceType": "Organization",
