@@ -130,7 +130,11 @@ def test_writes_are_validated_in_the_version_of_the_request(
 
 
 def test_validate_answers_for_a_type_that_is_never_stored(client: httpx.Client) -> None:
-    body = {"resourceType": "OperationOutcome", "issue": []}
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "information", "code": "informational"}],
+    }
     validated = client.post("OperationOutcome/$validate", json=body)
     assert validated.status_code == 200, validated.text
-    assert any(issue["severity"] == "error" for issue in validated.json()["issue"])
+    errors = [issue for issue in validated.json()["issue"] if issue["severity"] == "error"]
+    assert [issue["code"] for issue in errors] == ["not-supported"], validated.text

@@ -219,12 +219,6 @@ class Repository:
             found.update(await self.lock_many(missing))
         return found
 
-    async def advisory_lock(self, key: str) -> None:
-        """Hold a lock named by `key` until the transaction ends (conditional creates)."""
-        await self.conn.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key}
-        )
-
     async def history_watermark(self) -> datetime:
         """The instant before which history is complete (store/history.py)."""
         return await watermark(self.conn)
