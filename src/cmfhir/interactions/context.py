@@ -8,11 +8,12 @@ and `routes/` turns it into a response. `routes/` makes one `FhirContext` per re
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from cmfhir.auth.principal import OPEN, Principal
 from cmfhir.resources.compartment import PatientCompartment
 from cmfhir.resources.fhir_versions import DEFAULT_VERSION
 from cmfhir.resources.operations import OperationRegistry
@@ -49,6 +50,14 @@ class FhirContext:
     operations: OperationRegistry = field(default_factory=OperationRegistry)
     # The FHIR version of the request being served: "4.0" or "4.3" (resources.fhir_versions).
     fhir_version: str = DEFAULT_VERSION
+    # Who the request or worker acts as; every store read narrows to what it may see.
+    principal: Principal = OPEN
+    # Operations implemented by the feature packages (gaps/, exchange/, reports/ ...), by
+    # OperationDefinition code; app.py fills it, interactions.operations.invoke looks here
+    # before its own implementations. Each is `async (ctx, OperationCall) -> Result`.
+    implementations: Mapping[str, Callable[[Any, Any], Awaitable[Result]]] = field(
+        default_factory=dict
+    )
 
     def for_request(self, fhir_version: str) -> FhirContext:
         """This context for one request speaking `fhir_version`."""

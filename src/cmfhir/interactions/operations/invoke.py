@@ -117,7 +117,7 @@ async def invoke(
     """Run `$code` on `[resource_type[/id]]`: `query` are the URL's parameters, `body` the
     parsed POST body (None when there was none)."""
     definition = ctx.operations.get(code)
-    implementation = IMPLEMENTATIONS.get(code)
+    implementation = ctx.implementations.get(code) or IMPLEMENTATIONS.get(code)
     if definition is None or implementation is None:
         raise NotFound(f"Unknown operation '${code}'", expression=[f"${code}"])
     if resource_type is not None:

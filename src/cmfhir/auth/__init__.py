@@ -1,0 +1,1 @@
+"""Who is asking: principals, SMART scopes and tokens (pure where possible)."""

@@ -1,0 +1,1 @@
+"""The `cmfhir` subcommands of each feature (cli.py registers them)."""

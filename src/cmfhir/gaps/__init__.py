@@ -1,0 +1,1 @@
+"""The care-gap engine: rules over a member snapshot, reconciled into DetectedIssues."""

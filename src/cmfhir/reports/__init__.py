@@ -1,0 +1,1 @@
+"""Care-management performance reports, computed in SQL over the indexed data."""

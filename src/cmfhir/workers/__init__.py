@@ -1,0 +1,1 @@
+"""Background workers: outbox consumers and jobs claimed from PostgreSQL."""
