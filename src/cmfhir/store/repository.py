@@ -7,7 +7,6 @@ interaction's block ends, so a FHIR transaction Bundle is one database transacti
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +19,7 @@ from cmfhir.errors import BadRequest, Conflict
 from cmfhir.resources.index_values import ResourceIndex
 from cmfhir.search.model import SearchRequest
 from cmfhir.store import check
+from cmfhir.store.driver import driver_connection
 from cmfhir.store.history import history_query, restamp, watermark
 from cmfhir.store.includes import Include, Included, fetch_included
 from cmfhir.store.indexing import index_rows
@@ -32,7 +32,7 @@ from cmfhir.store.integrity import (
 from cmfhir.store.outbox import Event, EventPosition, read_events
 from cmfhir.store.records import Current, NewVersion, StoredVersion
 from cmfhir.store.schema import INDEX_TABLES, event, resource, resource_history
-from cmfhir.store.search_sql import count_query, encode_cursor, page_query
+from cmfhir.store.search_sql import SearchPage, run_search
 
 __all__ = ["HistoryPage", "Repository", "SearchPage"]
 
@@ -70,13 +70,6 @@ _EVENT_COLUMNS = [
     "patient_id",
     "previous_patient_id",
 ]
-
-
-@dataclass(slots=True)
-class SearchPage:
-    matches: list[tuple[str, str, str]]  # resource_type, id, content text
-    next_cursor: str | None
-    total: int | None
 
 
 class HistoryPage:
@@ -150,25 +143,10 @@ class Repository:
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     async def search(self, request: SearchRequest, *, count_up_to: int | None) -> SearchPage:
-        """One page of matches (`request.count` of them) and the total: counted in full when
-        `count_up_to` is None, given only if at most `count_up_to` otherwise (0: not
-        counted). A first page that holds every match knows its total without counting."""
-        matches: list[tuple[str, str, str]] = []
-        next_cursor = None
-        if request.count > 0:
-            query, width = page_query(request, request.count)
-            rows = (await self.conn.execute(query)).all()
-            if len(rows) > request.count:
-                rows = rows[: request.count]
-                next_cursor = encode_cursor(list(rows[-1][:width]))
-            matches = [(row[width], row[width + 1], row[width + 2]) for row in rows]
-        total = None
-        if request.count > 0 and next_cursor is None and request.cursor is None:
-            total = None if request.total == "none" else len(matches)
-        elif count_up_to is None or count_up_to > 0:
-            counted = (await self.conn.execute(count_query(request, count_up_to))).scalar_one()
-            total = counted if count_up_to is None or counted <= count_up_to else None
-        return SearchPage(matches, next_cursor, total)
+        """One page of matches and the total (store/search_sql.py `run_search`)."""
+        return await run_search(
+            await driver_connection(self.conn), request, count_up_to=count_up_to
+        )
 
     async def lock(self, resource_type: str, id: str) -> Current | None:
         """The current row, locked until the transaction ends (serializes writers)."""

@@ -104,7 +104,8 @@ idx_token = _index_table(
     Column("system", Text),
     Column("code", Text),
     Column("text", Text),
-    indexes=(("code", "system"), ("system",)),
+    # rid last: the rows of one value come out in rid order (pages by rid, search_sql.py).
+    indexes=(("code", "system", "rid"), ("system",)),
 )
 idx_string = _index_table(
     "idx_string",
@@ -140,7 +141,7 @@ idx_reference = _index_table(
     Column("target_type", Text),
     Column("target_id", Text),
     Column("url", Text, nullable=False),
-    indexes=(("target_id", "target_type"), ("url",)),
+    indexes=(("target_id", "target_type", "rid"), ("url",)),
 )
 idx_uri = _index_table(
     "idx_uri",
