@@ -104,8 +104,7 @@ idx_token = _index_table(
     Column("system", Text),
     Column("code", Text),
     Column("text", Text),
-    # rid last: the rows of one value come out in rid order (pages by rid, search_sql.py).
-    indexes=(("code", "system", "rid"), ("system",)),
+    indexes=(("system",),),
 )
 idx_string = _index_table(
     "idx_string",
@@ -156,6 +155,18 @@ Index(
     idx_string.c.param,
     idx_string.c.value,
     postgresql_ops={"value": "text_pattern_ops"},
+)
+
+# The rows of one code come out in rid order, with the system at hand for an index-only
+# scan (search_sql.py picks a page's rids from them). `system` is not a key column: a probe
+# by code and rid (`code = 'noshow' AND rid = r.rid`) must not scan every system's rows.
+Index(
+    "ix_idx_token_resource_type_param_code_rid",
+    idx_token.c.resource_type,
+    idx_token.c.param,
+    idx_token.c.code,
+    idx_token.c.rid,
+    postgresql_include=["system"],
 )
 
 # Reverse lookups (_revinclude, _has, compartment) go from the target to the source.
