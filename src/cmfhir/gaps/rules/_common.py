@@ -64,9 +64,11 @@ def has_coding(concept: Any, specs: Sequence[Coding]) -> bool:
 
 
 def concept_text(concept: Any, fallback: str) -> str:
-    """How a CodeableConcept reads to a person: its text, a coding's display, or a code."""
-    if isinstance(concept, Mapping) and isinstance(concept.get("text"), str):
-        return str(concept["text"])
+    """How a CodeableConcept (or the first of a list) reads to a person: its text, a
+    coding's display, or a code."""
+    for item in concept if isinstance(concept, list) else [concept]:
+        if isinstance(item, Mapping) and isinstance(item.get("text"), str):
+            return str(item["text"])
     found = codings(concept)
     for coding in found:
         if isinstance(coding.get("display"), str):

@@ -120,7 +120,10 @@ def _referrals(
             for need, domain in rule.needs.domains.items()
             if any(matches_any(domain.codes, dict(c)) for c in found)
         }
-        refs = [r.get("reference") for r in resource.get("reasonReference") or ()]
+        reasons = resource.get("reasonReference") or ()
+        # ServiceRequest.reasonReference is a list, Task.reasonReference one Reference.
+        reasons = [reasons] if isinstance(reasons, Mapping) else reasons
+        refs = [r.get("reference") for r in reasons if isinstance(r, Mapping)]
         refs.append((resource.get("focus") or {}).get("reference"))
         for need, targets in linked.items():
             if any(ref in targets for ref in refs):
