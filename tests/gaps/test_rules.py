@@ -158,7 +158,7 @@ def test_config_error_unknown_tier_and_program() -> None:
         parse_config(data)
     data = json.loads((ROOT / "profiles" / "care-gaps.json").read_text())
     data["rules"]["sdoh-referral"]["program"] = "pcm"
-    with pytest.raises(CareGapConfigError, match="'pcm' is not in enrollment.programs"):
+    with pytest.raises(CareGapConfigError, match=r"'pcm' is not in enrollment\.programs"):
         parse_config(data)
     data = json.loads((ROOT / "profiles" / "care-gaps.json").read_text())
     data["timeZone"] = "Mars/Olympus"
