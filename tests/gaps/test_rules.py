@@ -139,6 +139,13 @@ def test_no_thresholds_or_code_lists_in_the_rules() -> None:
                 )
 
 
+def test_as_of_must_be_aware(config: CareGapConfig) -> None:
+    case = json.loads((GOLDEN / "transition-follow-up" / "open-no-contact.json").read_text())
+    with pytest.raises(ValueError, match="timezone-aware"):
+        naive = datetime.fromisoformat("2026-10-12T12:00:00")
+        evaluate_all(snapshot_of(case["bundle"]), naive, config)
+
+
 def test_config_error_names_the_field() -> None:
     data = json.loads((ROOT / "profiles" / "care-gaps.json").read_text())
     data["rules"]["transition-follow-up"]["contact"]["window"] = {"days": -1}

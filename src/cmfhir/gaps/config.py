@@ -330,6 +330,7 @@ class SdohReferral(_Rule):
     help_link_ids: tuple[str, ...]
     declined_answers: tuple[Coding, ...]
     condition_statuses: tuple[str, ...]
+    ignored_condition_verifications: tuple[str, ...]
     ignored_referral_statuses: tuple[str, ...]
     needs: SdohNeeds
     referral: DayRequirement

@@ -112,6 +112,9 @@ def local_date(value: Any, zone: ZoneInfo) -> date | None:
 
 
 def today(as_of: datetime, zone: ZoneInfo) -> date:
+    """The local day of `as_of`, which must be timezone-aware (FHIR instants are)."""
+    if as_of.tzinfo is None or as_of.utcoffset() is None:
+        raise ValueError("as_of must be a timezone-aware datetime")
     return as_of.astimezone(zone).date()
 
 

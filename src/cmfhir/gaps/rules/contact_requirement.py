@@ -50,7 +50,7 @@ def evaluate(snapshot: MemberSnapshot, as_of: datetime, config: CareGapConfig) -
 
     gaps: list[Gap] = []
     for (metric, calendar), threshold in sorted(thresholds.items()):
-        first = enrollment.start or on
+        first = enrollment.start or period_of(on, calendar)[0]
         start, _ = period_of(first, calendar)
         if start < first and not rule.measure_partial_first_period:
             start = next_period(start, calendar)

@@ -90,7 +90,7 @@ def _screen_findings(
         if status and not any(c.get("code") in rule.condition_statuses for c in status):
             continue
         verification = codings(condition.get("verificationStatus"))
-        if any(c.get("code") in rule.ignored_referral_statuses for c in verification):
+        if any(c.get("code") in rule.ignored_condition_verifications for c in verification):
             continue
         onset = condition.get("onsetPeriod") or {}
         day = local_date(
