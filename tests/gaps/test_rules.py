@@ -181,6 +181,11 @@ def test_config_error_a_code_in_two_classes() -> None:
         parse_config(data)
 
 
+def test_config_from_the_profiles_folder(config: CareGapConfig) -> None:
+    assert load_config(ROOT / "profiles") is config
+    assert load_config(str(ROOT / "profiles" / "care-gaps.json")) is config
+
+
 def test_config_file_errors(tmp_path: Path) -> None:
     with pytest.raises(CareGapConfigError, match="cannot read"):
         load_config(tmp_path / "missing.json")

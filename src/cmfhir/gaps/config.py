@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 ANY_TIER = "any"
+CONFIG_FILE = "care-gaps.json"
 
 
 class CareGapConfigError(ValueError):
@@ -408,7 +409,7 @@ class CareGapConfig(_Model):
 
 def default_config_path() -> Path:
     """`profiles/care-gaps.json` beside `src/` (as cmfhir.config.default_profiles_dir)."""
-    return Path(__file__).resolve().parents[3] / "profiles" / "care-gaps.json"
+    return Path(__file__).resolve().parents[3] / "profiles" / CONFIG_FILE
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -442,6 +443,10 @@ def _load(path: Path) -> CareGapConfig:
     return parse_config(data, str(path))
 
 
-def load_config(path: Path | None = None) -> CareGapConfig:
-    """The configuration at `path` (profiles/care-gaps.json by default), read once."""
-    return _load((path or default_config_path()).resolve())
+def load_config(path: Path | str | None = None) -> CareGapConfig:
+    """The configuration at `path` (a file, or a `profiles/` folder holding care-gaps.json;
+    the checkout's profiles/care-gaps.json by default), read once."""
+    where = Path(path) if path is not None else default_config_path()
+    if where.is_dir():
+        where = where / CONFIG_FILE
+    return _load(where.resolve())
