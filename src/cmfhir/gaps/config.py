@@ -367,6 +367,9 @@ class CareGapConfig(_Model):
     description: str
     time_zone: str
     gap_identifier_system: str
+    # The coding the engine puts on the mitigations it writes itself; any other mitigation
+    # is a person's acknowledgement.
+    engine_mitigation_system: str
     enrollment: Enrollment
     qualifying_contact: QualifyingContact
     rules: Rules

@@ -309,7 +309,7 @@ def facility(snapshot: MemberSnapshot, encounter: Resource) -> str | None:
 def acknowledgement(
     snapshot: MemberSnapshot, config: CareGapConfig, rule: str, key: str
 ) -> tuple[str, str, date | None] | None:
-    """A mitigation a care manager recorded on this gap's DetectedIssue:
+    """A mitigation a person (not the engine) recorded on this gap's DetectedIssue:
     (its reference, what was done, when)."""
     value = f"{snapshot.patient_id}/{rule}/{key}" if key else f"{snapshot.patient_id}/{rule}"
     for issue in snapshot.of("DetectedIssue"):
@@ -320,6 +320,11 @@ def acknowledgement(
         ):
             continue
         for mitigation in issue.get("mitigation") or ():
+            if any(
+                c.get("system") == config.engine_mitigation_system
+                for c in codings(mitigation.get("action"))
+            ):
+                continue
             action = concept_text(mitigation.get("action"), "acknowledged")
             when = local_date(mitigation.get("date"), config.zone)
             return reference(issue), action, when
