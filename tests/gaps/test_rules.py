@@ -228,3 +228,51 @@ def test_every_requirement_is_sourced(config: CareGapConfig) -> None:
     assert not rules.assessment_overdue.after_enrollment.verified
     assert not rules.care_plan_overdue.after_assessment.verified
     assert not any(r.verified for r in rules.contact_requirement.requirements)
+
+
+SYNTHEA = sorted((ROOT / "tests" / "data" / "synthea").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", SYNTHEA, ids=lambda p: p.stem[:20])
+def test_every_rule_reads_a_synthea_record(path: Path, config: CareGapConfig) -> None:
+    """Real-world shapes (Synthea R4 bundles, with an enrollment added) break no rule, and
+    each gap is well formed and one per identifier."""
+    bundle = json.loads(path.read_text())
+    patient = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    ends = [
+        e["resource"]["period"]["end"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Encounter" and "end" in e["resource"].get("period", {})
+    ]
+    as_of = max(datetime.fromisoformat(end) for end in ends)
+    enrollment = {
+        "resourceType": "EpisodeOfCare",
+        "id": "tcm",
+        "status": "active",
+        "type": [
+            {"coding": [{"system": "https://cmfhir.org/fhir/CodeSystem/program", "code": "tcm"}]}
+        ],
+        "patient": {"reference": f"Patient/{patient['id']}"},
+        "period": {"start": "2000-01-01"},
+        "extension": [
+            {
+                "url": "https://cmfhir.org/fhir/StructureDefinition/acuity-tier",
+                "valueCode": "moderate",
+            }
+        ],
+    }
+    bundle["entry"].append({"resource": enrollment})
+    gaps = evaluate_all(snapshot_of(bundle), as_of, config)
+    assert {g.rule for g in gaps} >= {
+        "assessment-overdue",
+        "contact-requirement",
+        "no-care-manager",
+    }
+    identifiers = [g.identifier(patient["id"]) for g in gaps]
+    assert len(identifiers) == len(set(identifiers))
+    for gap in gaps:
+        assert gap.status in ("open-gap", "prospective-gap", "closed-gap")
+        assert gap.detail and gap.evidence
+        assert (gap.mitigation is not None) == (gap.status == "closed-gap")
