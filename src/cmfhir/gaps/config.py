@@ -9,7 +9,8 @@ checks it once; a bad file raises `CareGapConfigError` naming the file and each 
 from __future__ import annotations
 
 import json
-from functools import cache
+from collections.abc import Mapping
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -73,7 +74,7 @@ class Coding(_Model):
     prefix: bool = False
 
     def matches(self, coding: Any) -> bool:
-        if not isinstance(coding, dict) or coding.get("system") != self.system:
+        if not isinstance(coding, Mapping) or coding.get("system") != self.system:
             return False
         code = coding.get("code")
         if not isinstance(code, str):
@@ -81,8 +82,40 @@ class Coding(_Model):
         return code.startswith(self.code) if self.prefix else code == self.code
 
 
+class _Matcher:
+    """One code list as a set lookup (plus the prefixes), built once per list."""
+
+    __slots__ = ("exact", "prefixes", "specs")
+
+    def __init__(self, specs: tuple[Coding, ...]) -> None:
+        self.specs = specs
+        self.exact = {(s.system, s.code) for s in specs if not s.prefix}
+        self.prefixes = [(s.system, s.code) for s in specs if s.prefix]
+
+    def __call__(self, coding: Any) -> bool:
+        if not isinstance(coding, Mapping):
+            return False
+        system, code = coding.get("system"), coding.get("code")
+        if not isinstance(code, str):
+            return False
+        if (system, code) in self.exact:
+            return True
+        return any(system == s and code.startswith(p) for s, p in self.prefixes)
+
+
+# Keyed by the identity of the configuration's (immutable) code lists.
+_MATCHERS: dict[int, _Matcher] = {}
+_MATCHERS_MAX = 4096
+
+
 def matches_any(codings: tuple[Coding, ...], coding: Any) -> bool:
-    return any(spec.matches(coding) for spec in codings)
+    """Whether `coding` (a FHIR Coding) is one of `codings`."""
+    matcher = _MATCHERS.get(id(codings))
+    if matcher is None or matcher.specs is not codings:
+        if len(_MATCHERS) >= _MATCHERS_MAX:
+            _MATCHERS.clear()
+        matcher = _MATCHERS[id(codings)] = _Matcher(codings)
+    return matcher(coding)
 
 
 class CodeList(_Model):
@@ -402,7 +435,7 @@ class CareGapConfig(_Model):
                         )
         return self
 
-    @property
+    @cached_property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.time_zone)
 

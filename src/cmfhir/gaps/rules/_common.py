@@ -59,8 +59,8 @@ def codings(concept: Any) -> list[Mapping[str, Any]]:
     return [c for c in concept.get("coding") or () if isinstance(c, Mapping)]
 
 
-def has_coding(concept: Any, specs: Sequence[Coding]) -> bool:
-    return any(matches_any(tuple(specs), dict(c)) for c in codings(concept))
+def has_coding(concept: Any, specs: tuple[Coding, ...]) -> bool:
+    return any(matches_any(specs, c) for c in codings(concept))
 
 
 def concept_text(concept: Any, fallback: str) -> str:
@@ -218,7 +218,7 @@ def qualifying_contacts(snapshot: MemberSnapshot, config: CareGapConfig) -> list
                 for concept in communication.get("medium") or ()
                 for coding in codings(concept)
                 for spec in rules.media
-                if spec.matches(dict(coding))
+                if spec.matches(coding)
             ),
             None,
         )
@@ -263,10 +263,10 @@ def medication_concept(snapshot: MemberSnapshot, resource: Resource) -> Any:
 # -- encounters ------------------------------------------------------------------------------
 
 
-def encounter_class_in(encounter: Resource, specs: Sequence[Coding]) -> bool:
+def encounter_class_in(encounter: Resource, specs: tuple[Coding, ...]) -> bool:
     value = encounter.get("class")
     classes = value if isinstance(value, list) else [value]
-    return any(isinstance(c, Mapping) and matches_any(tuple(specs), dict(c)) for c in classes)
+    return any(isinstance(c, Mapping) and matches_any(specs, c) for c in classes)
 
 
 def _participants(snapshot: MemberSnapshot, encounter: Resource) -> Iterator[Resource]:

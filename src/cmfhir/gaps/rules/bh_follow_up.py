@@ -64,7 +64,7 @@ def evaluate(snapshot: MemberSnapshot, as_of: datetime, config: CareGapConfig) -
                 spec.display or spec.code
                 for coding in specialties(snapshot, encounter)
                 for spec in mental_health
-                if spec.matches(dict(coding))
+                if spec.matches(coding)
             ),
             None,
         )
@@ -86,7 +86,7 @@ def evaluate(snapshot: MemberSnapshot, as_of: datetime, config: CareGapConfig) -
         if ended is None or ended > as_of:
             continue
         diagnosis, condition = _principal_diagnosis(snapshot, encounter)
-        if not any(matches_any(rule.mental_illness_diagnoses.codes, dict(c)) for c in diagnosis):
+        if not any(matches_any(rule.mental_illness_diagnoses.codes, c) for c in diagnosis):
             continue
         day = ended.astimezone(zone).date()
         if (on - day).days > rule.lookback.days:

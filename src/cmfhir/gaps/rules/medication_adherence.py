@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from cmfhir.gaps.config import CareGapConfig, Exclusion, MedicationAdherence
+from cmfhir.gaps.config import CareGapConfig, Exclusion, MedicationAdherence, matches_any
 from cmfhir.gaps.model import Gap, MemberSnapshot
 from cmfhir.gaps.rules._common import (
     Resource,
@@ -123,7 +123,7 @@ def _exclusion_evidence(
                 if _overlaps(resource, start, end, zone):
                     return reference(resource)
     for found, ref in dispensed:
-        if any(spec.matches(dict(c)) for c in found for spec in exclusion.dispensed):
+        if any(matches_any(exclusion.dispensed, c) for c in found):
             return ref
     return None
 

@@ -45,7 +45,7 @@ def evaluate(snapshot: MemberSnapshot, as_of: datetime, config: CareGapConfig) -
         found: dict[str, str] = {}
         for coding in specialties(snapshot, encounter, rule.specialty_system):
             code = coding.get("code")
-            if isinstance(code, str) and not any(spec.matches(dict(coding)) for spec in primary):
+            if isinstance(code, str) and not any(spec.matches(coding) for spec in primary):
                 display = coding.get("display")
                 found.setdefault(code, display if isinstance(display, str) else code)
         visits.append((day, reference(encounter), encounter, found))

@@ -55,7 +55,7 @@ def _answered(item: Mapping[str, Any], boolean: bool, codes: Any) -> bool:
         if answer.get("valueBoolean") is boolean:
             return True
         coding = answer.get("valueCoding")
-        if isinstance(coding, Mapping) and matches_any(codes, dict(coding)):
+        if isinstance(coding, Mapping) and matches_any(codes, coding):
             return True
     return False
 
@@ -101,7 +101,7 @@ def _screen_findings(
             continue
         found = codings(condition.get("code")) + codings(condition.get("category") or [])
         for need, domain in rule.needs.domains.items():
-            if any(matches_any(domain.codes, dict(c)) for c in found):
+            if any(matches_any(domain.codes, c) for c in found):
                 findings.setdefault(need, []).append(Finding(day, reference(condition), False))
     return findings
 
@@ -118,7 +118,7 @@ def _referrals(
         out = {
             need
             for need, domain in rule.needs.domains.items()
-            if any(matches_any(domain.codes, dict(c)) for c in found)
+            if any(matches_any(domain.codes, c) for c in found)
         }
         reasons = resource.get("reasonReference") or ()
         # ServiceRequest.reasonReference is a list, Task.reasonReference one Reference.
