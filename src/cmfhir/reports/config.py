@@ -82,9 +82,47 @@ class ReportConfig(_Model):
         return {k: v for k, v in self.contacts_per_month.items() if isinstance(v, int)}
 
 
+def _codes(media: list[dict[str, Any]]) -> tuple[str, ...]:
+    return tuple(m["code"] for m in media)
+
+
+def _from_care_gaps(gaps: dict[str, Any]) -> dict[str, Any]:
+    """The thresholds the reports share with the gap rules (profiles/care-gaps.json)."""
+    contact = gaps["qualifyingContact"]
+    rules = gaps["rules"]
+    required = {
+        ("unknown" if r["acuityTier"] == "any" else r["acuityTier"]): r["threshold"]
+        for r in rules["contact-requirement"]["requirements"]
+        if r["metric"] == "qualifying-contacts" and r["window"] == {"calendar": "month"}
+    }
+    assessment = rules["assessment-overdue"]
+    care_plan = rules["care-plan-overdue"]
+    return {
+        "timezone": {"value": gaps["timeZone"], "verified": True},
+        "contact": {
+            "medium_system": contact["media"][0]["system"],
+            "qualifying": _codes(contact["media"]),
+            "in_person": _codes(contact["inPersonMedia"]),
+            "source": contact.get("source", ""),
+        },
+        "contacts_per_month": required,
+        "assessment": {
+            "questionnaire": assessment["questionnaires"][0],
+            "current_days": assessment["every"]["window"]["days"],
+            "source": assessment["every"]["source"],
+        },
+        "care_plan": {
+            "current_days": care_plan["every"]["window"]["days"],
+            "source": care_plan["every"]["source"],
+        },
+    }
+
+
 def load_report_config(profiles_dir: Path) -> ReportConfig:
     path = profiles_dir / "reports.json"
     try:
-        return ReportConfig.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, ValidationError) as error:
+        own = json.loads(path.read_text(encoding="utf-8"))
+        gaps = json.loads((profiles_dir / "care-gaps.json").read_text(encoding="utf-8"))
+        return ReportConfig.model_validate({**own, **_from_care_gaps(gaps)})
+    except (OSError, ValueError, KeyError, IndexError, ValidationError) as error:
         raise ValueError(f"{path} is not a usable report configuration: {error}") from error
