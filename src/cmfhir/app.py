@@ -27,6 +27,7 @@ from cmfhir.routes.cors import CORSMiddleware, cors_options, parse_origins
 from cmfhir.routes.health import health_router
 from cmfhir.store import ReferencePolicy, Store, open_database
 from cmfhir.store.readiness import Readiness
+from cmfhir.workers import standard_workers, start_workers
 
 __all__ = ["create_app", "open_context"]
 
@@ -91,7 +92,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.fhir = context
             app.state.readiness = Readiness(context.store.engine)
             _settle_heap(context)
-            yield
+            running = (
+                start_workers(standard_workers(context, settings)) if settings.workers else None
+            )
+            try:
+                yield
+            finally:
+                if running is not None:
+                    await running.close()
 
     app = FastAPI(
         title="cmfhir",
