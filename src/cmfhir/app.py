@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cmfhir import __version__
 from cmfhir.config import Settings
 from cmfhir.errors import BadRequest, FhirError
+from cmfhir.gaps import care_gaps
 from cmfhir.interactions import FhirContext, Limits
 from cmfhir.resources.compartment import load_patient_compartment
 from cmfhir.resources.operations import load_operations
@@ -57,6 +58,7 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
             registry=load_registry(settings.profiles_dir),
             compartment=load_patient_compartment(settings.profiles_dir),
             operations=load_operations(settings.profiles_dir),
+            implementations={"care-gaps": care_gaps.runner(settings.profiles_dir)},
             limits=Limits(
                 default_count=settings.default_count,
                 max_count=settings.max_count,

@@ -370,3 +370,112 @@ def test_sweep_refuses_a_bad_date(gap_settings: Settings, tmp_path: Path) -> Non
     done = run_cmfhir(gap_settings.database_url, tmp_path, "gaps", "sweep", "--as-of", "soon")
     assert done.returncode == 2
     assert "'soon' is not a date or instant" in done.stderr
+
+
+def _care_gaps(http: httpx.Client, **params: Any) -> httpx.Response:
+    query = [("periodStart", "2026-01-01"), ("periodEnd", "2030-12-31")]
+    for name, value in params.items():
+        for one in value if isinstance(value, list) else [value]:
+            query.append((name, one))
+    return http.get("Measure/$care-gaps", params=query)
+
+
+def test_care_gaps_returns_one_document_per_member(http: httpx.Client) -> None:
+    patient, practitioner = _member(http)
+    encounter = _post(http, _discharge(patient, days_ago=12))
+    _wait_for(http, patient, lambda found: bool(_by_rule(found, "transition-follow-up")))
+    response = _care_gaps(http, subject=patient, status=["open-gap", "prospective-gap"])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["resourceType"] == "Parameters"
+    [returned] = body["parameter"]
+    assert returned["name"] == "return"
+    bundle = returned["resource"]
+    assert bundle["type"] == "document"
+    types = [e["resource"]["resourceType"] for e in bundle["entry"]]
+    assert types == ["Composition", "Patient", "DetectedIssue", "Encounter"]
+    composition = bundle["entry"][0]["resource"]
+    assert composition["type"]["coding"][0]["code"] == "96315-7"
+    assert composition["subject"] == {"reference": patient}
+    [section] = composition["section"]
+    assert section["focus"]["reference"] == "Measure/transition-follow-up"
+    issue = bundle["entry"][2]["resource"]
+    assert section["entry"] == [{"reference": f"DetectedIssue/{issue['id']}"}]
+    assert bundle["entry"][3]["resource"]["id"] == encounter.split("/")[1]
+    # The same member through their care manager; a status not asked for finds nothing.
+    by_manager = _care_gaps(http, practitioner=practitioner, status="open-gap")
+    assert [
+        p["resource"]["entry"][1]["resource"]["id"] for p in by_manager.json()["parameter"]
+    ] == [patient.split("/")[1]]
+    closed = _care_gaps(http, subject=patient, status="closed-gap")
+    assert closed.json()["parameter"] == []
+    other_measure = _care_gaps(
+        http, subject=patient, status="open-gap", measureId="no-care-manager"
+    )
+    assert other_measure.json()["parameter"] == []
+
+
+def test_care_gaps_by_group_and_post(http: httpx.Client) -> None:
+    patient, _ = _member(http, manager=None)
+    _wait_for(http, patient, lambda found: bool(_by_rule(found, "no-care-manager")))
+    group = _post(
+        http,
+        {
+            "resourceType": "Group",
+            "type": "person",
+            "actual": True,
+            "member": [{"entity": {"reference": patient}}],
+        },
+    )
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "periodStart", "valueDate": "2026-01-01"},
+            {"name": "periodEnd", "valueDate": "2030-12-31"},
+            {"name": "subject", "valueString": group},
+            {"name": "status", "valueString": "open-gap"},
+            {
+                "name": "measureUrl",
+                "valueCanonical": "https://cmfhir.org/fhir/Measure/no-care-manager",
+            },
+        ],
+    }
+    response = http.post("Measure/$care-gaps", json=body)
+    assert response.status_code == 200, response.text
+    [returned] = response.json()["parameter"]
+    [section] = returned["resource"]["entry"][0]["resource"]["section"]
+    assert section["code"]["coding"][0]["code"] == "no-care-manager"
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        pytest.param({"subject": "Patient/x"}, "status", id="no-status"),
+        pytest.param({"subject": "Patient/x", "status": "lost-gap"}, "status", id="bad-status"),
+        pytest.param({"subject": "Encounter/x", "status": "open-gap"}, "subject", id="bad-subject"),
+        pytest.param({"status": "open-gap"}, "subject", id="no-population"),
+        pytest.param(
+            {"subject": "Patient/x", "status": "open-gap", "measureId": "nope"},
+            "measureId",
+            id="unknown-measure",
+        ),
+    ],
+)
+def test_care_gaps_refuses_bad_input(
+    http: httpx.Client, params: dict[str, str], named: str
+) -> None:
+    response = _care_gaps(http, **params)
+    assert response.status_code == 400, response.text
+    [issue] = response.json()["issue"]
+    assert issue["expression"] == [named]
+
+
+def test_measures_validate(http: httpx.Client) -> None:
+    from cmfhir.config import default_profiles_dir
+    from cmfhir.gaps.care_gaps import load_measures
+    from cmfhir.resources.version_validation import validate_for_version
+
+    measures = load_measures(default_profiles_dir())
+    assert len(measures) == 11
+    for measure in measures:
+        validate_for_version(measure, "4.0", expected_type="Measure")
