@@ -100,7 +100,8 @@ async def postpone(repo: Repository, patient_id: str, delay: timedelta) -> None:
     await repo.conn.execute(
         text(
             "UPDATE gap_member SET attempts = attempts + 1, "
-            "due_at = now() + :d * least(power(2, attempts), 64) WHERE patient_id = :p"
+            "due_at = now() + CAST(:d AS interval) * least(power(2, attempts), 64) "
+            "WHERE patient_id = :p"
         ),
         {"p": patient_id, "d": delay},
     )
