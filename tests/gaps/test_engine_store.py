@@ -20,6 +20,7 @@ from cmfhir.gaps.model import Gap, MemberSnapshot
 from cmfhir.gaps.ruleset import RuleSet
 from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.create import create_in
+from cmfhir.store import gap_queue
 from cmfhir.workers import OutboxConsumer
 
 
@@ -121,3 +122,12 @@ async def test_a_failing_member_is_put_aside(ctx: FhirContext) -> None:
             )
         ).one()
     assert tuple(row) == (bad, 1, True)
+
+
+async def test_a_member_whose_patient_is_gone_is_left_alone(ctx: FhirContext) -> None:
+    async with ctx.store.transaction() as repo:
+        await gap_queue.enqueue(repo, ["no-such-patient"], None)
+    assert await GapEngine(ctx, PROBE).drain() == 1
+    assert await _gaps(ctx) == []
+    async with ctx.store.transaction(read_only=True) as repo:
+        assert await gap_queue.queued(repo) == (0, 0)

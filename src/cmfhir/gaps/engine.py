@@ -45,7 +45,10 @@ def evaluate_member(
     snapshot: MemberSnapshot, as_of: datetime, ruleset: RuleSet
 ) -> list[dict[str, Any]]:
     """The DetectedIssues to write for one member: every rule run on the snapshot, the gaps
-    reconciled with those stored. A rule that fails leaves its stored gaps as they are."""
+    reconciled with those stored. A rule that fails leaves its stored gaps as they are. A
+    member whose Patient is gone (deleted) is left alone."""
+    if not snapshot.of("Patient"):
+        return []
     computed: list[Gap] = []
     evaluated: set[str] = set()
     for rule in ruleset.rules:
