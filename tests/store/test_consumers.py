@@ -21,7 +21,7 @@ from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.create import create_in
 from cmfhir.store import Event, Repository
 from cmfhir.store import consumers as positions
-from cmfhir.workers import OutboxConsumer, Pruner
+from cmfhir.workers import OutboxConsumer, Pruner, Scheduled
 
 
 @pytest.fixture
@@ -160,3 +160,23 @@ async def test_check_still_finds_a_missing_event_after_pruning(ctx: FhirContext)
         await positions.prune(repo, future, 1000)
     problems = await check(ctx)
     assert problems == {"version without its outbox event": [f"Patient/{lost}/_history/1"]}
+
+
+async def test_a_scheduled_job_runs_once_per_interval_by_the_clock(ctx: FhirContext) -> None:
+    now = datetime(2026, 11, 30, 2, tzinfo=UTC)
+    runs: list[datetime] = []
+
+    async def job(repo: Repository, at: datetime) -> None:
+        runs.append(at)
+
+    def make() -> Scheduled:
+        return Scheduled(ctx.store, "test-sweep", timedelta(days=1), job, clock=lambda: now)
+
+    first, second = make(), make()  # two processes
+    assert await first.tick()
+    assert not await second.tick()
+    now += timedelta(hours=23)
+    assert not await second.tick()
+    now += timedelta(hours=1)
+    assert await asyncio.gather(first.tick(), second.tick()) in ([True, False], [False, True])
+    assert runs == [datetime(2026, 11, 30, 2, tzinfo=UTC), datetime(2026, 12, 1, 2, tzinfo=UTC)]
