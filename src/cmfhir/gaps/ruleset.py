@@ -40,14 +40,14 @@ def load_ruleset(profiles_dir: Path, module: str = "cmfhir.gaps.rules") -> RuleS
     try:
         rules: Sequence[Rule] = importlib.import_module(module).RULES
     except (ImportError, AttributeError):
-        log.warning("no care-gap rules found (%s.RULES); the engine finds no gaps", module)
+        log.info("no care-gap rules found (%s.RULES); the engine finds no gaps", module)
         return RuleSet()
     config: Any = None
     loaders: Any = None
     try:
         loaders = importlib.import_module("cmfhir.gaps.config")
     except ImportError:
-        log.warning("no care-gap configuration loader (cmfhir.gaps.config)")
+        log.info("no care-gap configuration loader (cmfhir.gaps.config)")
     for name in ("load_config", "load"):
         loader = getattr(loaders, name, None)
         if callable(loader):
