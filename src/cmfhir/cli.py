@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument(
         "--no-workers",
         action="store_true",
-        help="do not run the background workers (gap engine...) here: `cmfhir worker` runs them",
+        help="run no background workers (gap engine, outbox pruning) in this process; "
+        "`cmfhir worker` runs them apart (default: they run here)",
     )
     p_serve.set_defaults(func=serve)
     p_migrate = command("migrate", "apply schema migrations and exit")

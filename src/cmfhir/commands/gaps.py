@@ -58,7 +58,7 @@ def add_commands(commands: Any, with_context: WithContext) -> None:
         type=_as_of,
         default=None,
         metavar="INSTANT",
-        help="evaluate as of this date or instant instead of now (gaps that open by the "
-        "passing of time)",
+        help="evaluate as of this date or instant, for gaps that open by the passing of time "
+        "(default: now)",
     )
     p_sweep.set_defaults(func=lambda args: _sweep(args, with_context))
