@@ -20,7 +20,7 @@ import asyncpg
 from bench import printout, report
 from bench.caseload import Staff, make_staff, member_bundles, staff_bundle
 from bench.cpu_split import cpu_split
-from bench.gaps import GAP_RULES, run_gaps
+from bench.gaps import GAP_RULES, LagProbe, run_gaps
 from bench.gc_pauses import gc_env, summarize_gc
 from bench.ingest import post_bundle, raw_copy, send_bundles, serialize
 from bench.load import WRK_INSTALL_HINT, load_tool
@@ -132,6 +132,7 @@ def _after_load(
     ids: dict[str, list[str]],
     results: dict[str, Any],
     other: OtherLoad,
+    probe: LagProbe | None = None,
 ) -> dict[str, list[Path]]:
     """The scenarios that run against the loaded caseload; their py-spy files by name."""
     profiles: dict[str, list[Path]] = {}
@@ -166,7 +167,7 @@ def _after_load(
         results["scenarios"]["soak"] = soak
         printout.print_soak(soak)
     if "gaps" in options.scenarios:
-        figures = run_gaps(server.database_url, str(server.data_dir))
+        figures = run_gaps(server.database_url, str(server.data_dir), probe)
         results["scenarios"]["gaps"] = figures
         report.print_json("gaps", figures)
     for name in ("export",):
@@ -234,8 +235,12 @@ def run(options: Options) -> dict[str, Any]:
             staff = make_staff(options.members)
             if options.synthea is None:
                 post_bundle(server.base_url, staff_bundle(staff))
+            probe = LagProbe(server.base_url) if "gaps" in options.scenarios else None
             with _profile_context(options, "ingest", server, _profile_dir(options, stamp)) as files:
-                with cpu_split(server, other) as results["cpu"][load_label]:
+                with (
+                    cpu_split(server, other) as results["cpu"][load_label],
+                    probe or nullcontext(),
+                ):
                     http, ids = asyncio.run(
                         send_bundles(
                             server.base_url,
@@ -251,7 +256,7 @@ def run(options: Options) -> dict[str, Any]:
                 profiles["ingest"] = files or []
             del payloads, raw
             results["postgres"] = asyncio.run(_postgres_version(server.database_url))
-            profiles |= _after_load(options, server, stamp, staff, ids, results, other)
+            profiles |= _after_load(options, server, stamp, staff, ids, results, other, probe)
             memory.sample()
     finally:
         server.stop()
