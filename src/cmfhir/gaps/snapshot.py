@@ -7,12 +7,14 @@ member is seen in one committed state."""
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from cmfhir.gaps.model import MemberSnapshot
-from cmfhir.resources.fhirjson import parse_json
 from cmfhir.store import Repository, gap_queue
 
 __all__ = ["care_manager", "read_snapshots"]
@@ -21,48 +23,43 @@ SHARED_TYPES = frozenset({"Practitioner", "PractitionerRole", "Organization", "L
 CARE_TEAM_ROLES = "https://cmfhir.org/fhir/CodeSystem/care-team-role"
 
 
-def _references(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        reference = value.get("reference")
-        if isinstance(reference, str):
-            yield reference
-        for key, child in value.items():
-            if key != "contained" and isinstance(child, dict | list):
-                yield from _references(child)
-    elif isinstance(value, list):
-        for child in value:
-            yield from _references(child)
+# References to shared resources, found in the stored JSON text without parsing it (the
+# store's JSONB text puts one space after the colon; ids are FHIR ids).
+_SHARED_REFERENCE = re.compile(
+    r'"reference":\s*"(Practitioner|PractitionerRole|Organization|Location)/([A-Za-z0-9.\-]{1,64})"'
+)
 
 
-def _shared(resources: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
-    found: set[tuple[str, str]] = set()
-    for resource in resources:
-        for reference in _references(resource):
-            resource_type, _, id = reference.partition("/")
-            if resource_type in SHARED_TYPES and id and "/" not in id:
-                found.add((resource_type, id))
-    return found
+def _shared(content: str) -> set[tuple[str, str]]:
+    return {(m.group(1), m.group(2)) for m in _SHARED_REFERENCE.finditer(content)}
 
 
 async def read_snapshots(repo: Repository, patient_ids: Sequence[str]) -> dict[str, MemberSnapshot]:
-    """The snapshot of each member (one with no resources for a member with none)."""
+    """The snapshot of each member (one with no resources for a member with none).
+
+    Resources are parsed with orjson: rules see decimals as floats."""
     own: dict[str, list[dict[str, Any]]] = {p: [] for p in patient_ids}
+    texts: dict[str, list[str]] = {p: [] for p in patient_ids}
     for patient_id, _, content in await gap_queue.compartments(repo, patient_ids):
-        own[patient_id].append(parse_json(content))
+        own[patient_id].append(orjson.loads(content))
+        texts[patient_id].append(content)
+    cites = {p: _shared("\n".join(found)) for p, found in texts.items()}
     shared: dict[tuple[str, str], dict[str, Any]] = {}
-    wanted = set().union(*(_shared(r) for r in own.values())) if own else set()
+    further: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    wanted = set().union(*cites.values()) if cites else set()
     for _ in range(2):
         missing = sorted(wanted - shared.keys())
         if not missing:
             break
-        found = {key: parse_json(text) for key, text in (await repo.read_many(missing)).items()}
-        shared.update(found)
-        wanted |= _shared(list(found.values()))
+        for key, content in (await repo.read_many(missing)).items():
+            shared[key] = orjson.loads(content)
+            further[key] = _shared(content)
+        wanted |= set().union(*(further[k] for k in missing if k in further))
     snapshots = {}
     for patient_id, resources in own.items():
-        mine = _shared(resources)
+        mine = set(cites[patient_id])
         for _ in range(2):
-            mine |= _shared([shared[k] for k in mine if k in shared])
+            mine |= set().union(*(further.get(k, set()) for k in mine))
         by_type: dict[str, list[dict[str, Any]]] = {}
         for resource in [*resources, *(shared[k] for k in sorted(mine) if k in shared)]:
             by_type.setdefault(resource["resourceType"], []).append(resource)
