@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cmfhir import __version__
 from cmfhir.config import Settings
 from cmfhir.errors import BadRequest, FhirError
+from cmfhir.gaps import care_gaps
 from cmfhir.interactions import FhirContext, Limits
 from cmfhir.reports.config import load_report_config
 from cmfhir.reports.evaluate_measure import evaluate_measure
@@ -30,6 +31,7 @@ from cmfhir.routes.health import health_router
 from cmfhir.routes.reports import reports_router
 from cmfhir.store import ReferencePolicy, Store, open_database
 from cmfhir.store.readiness import Readiness
+from cmfhir.workers import standard_workers, start_workers
 
 __all__ = ["create_app", "open_context"]
 
@@ -61,6 +63,7 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
             operations=load_operations(settings.profiles_dir),
             implementations={
                 "evaluate-measure": evaluate_measure(load_report_config(settings.profiles_dir)),
+                "care-gaps": care_gaps.runner(settings.profiles_dir),
             },
             limits=Limits(
                 default_count=settings.default_count,
@@ -97,7 +100,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.fhir = context
             app.state.readiness = Readiness(context.store.engine)
             _settle_heap(context)
-            yield
+            running = (
+                start_workers(standard_workers(context, settings)) if settings.workers else None
+            )
+            try:
+                yield
+            finally:
+                if running is not None:
+                    await running.close()
 
     app = FastAPI(
         title="cmfhir",
