@@ -139,9 +139,8 @@ def _stored_gaps(client: httpx.Client, members: list[str]) -> dict[tuple[str, st
             issue = entry["resource"]
             rule = next(c["code"] for c in issue["code"]["coding"] if c["system"] == GAP)
             status = issue["modifierExtension"][0]["valueCodeableConcept"]["coding"][0]["code"]
-            closed = max(
-                (m["date"] for m in issue.get("mitigation", []) if "date" in m), default=None
-            )
+            dates = [m["date"] for m in issue.get("mitigation", []) if "date" in m]
+            closed = max((datetime.fromisoformat(d) for d in dates), default=None)
             identified = datetime.fromisoformat(issue["identifiedDateTime"])
             if identified >= datetime(2026, 12, 1, tzinfo=NC):
                 continue
