@@ -21,7 +21,8 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cmfhir.store.outbox import START, EventPosition
+from cmfhir.store.outbox import START, Event, EventPosition
+from cmfhir.store.outbox import read_ahead as outbox_read_ahead
 from cmfhir.store.repository import Repository
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "positions",
     "prune",
     "pruned_before",
+    "read_ahead",
     "record_run",
     "register",
 ]
@@ -105,6 +107,11 @@ async def held_back(repo: Repository, after: EventPosition) -> bool:
         {"x": after.xid, "s": after.seq},
     )
     return bool(found.scalar_one())
+
+
+async def read_ahead(repo: Repository, after: EventPosition, limit: int) -> list[Event]:
+    """Committed events after `after`, past the gap-free horizon too (store/outbox.py)."""
+    return await outbox_read_ahead(repo.conn, after, limit)
 
 
 async def positions(repo: Repository) -> dict[str, EventPosition]:
