@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -109,9 +110,12 @@ async def held_back(repo: Repository, after: EventPosition) -> bool:
     return bool(found.scalar_one())
 
 
-async def read_ahead(repo: Repository, after: EventPosition, limit: int) -> list[Event]:
-    """Committed events after `after`, past the gap-free horizon too (store/outbox.py)."""
-    return await outbox_read_ahead(repo.conn, after, limit)
+async def read_ahead(
+    repo: Repository, after: EventPosition, limit: int, skip: Sequence[int] = ()
+) -> list[Event]:
+    """Committed events after `after`, past the gap-free horizon too, except those of the
+    transactions `skip` (store/outbox.py)."""
+    return await outbox_read_ahead(repo.conn, after, limit, skip)
 
 
 async def positions(repo: Repository) -> dict[str, EventPosition]:

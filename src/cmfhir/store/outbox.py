@@ -12,6 +12,7 @@ early and commits late lands behind consumers that already moved on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -70,18 +71,22 @@ _READ_AHEAD = text(
     SELECT xid, seq, rid, resource_type, id, version, method, patient_id,
            previous_patient_id, created_at, origin
     FROM event
-    WHERE (xid, seq) > (:xid, :seq)
+    WHERE (xid, seq) > (:xid, :seq) AND xid <> ALL(CAST(:skip AS bigint[]))
     ORDER BY xid, seq
     LIMIT :limit
     """
 )
 
 
-async def read_ahead(conn: AsyncConnection, after: EventPosition, limit: int) -> list[Event]:
+async def read_ahead(
+    conn: AsyncConnection, after: EventPosition, limit: int, skip: Sequence[int] = ()
+) -> list[Event]:
     """Committed events after `after`, including those past the gap-free horizon (an older
-    transaction still running may yet add events before them): for acting early, never for
-    advancing a position."""
-    rows = await conn.execute(_READ_AHEAD, {"xid": after.xid, "seq": after.seq, "limit": limit})
+    transaction still running may yet add events before them), except those of the
+    transactions `skip`: for acting early, never for advancing a position."""
+    rows = await conn.execute(
+        _READ_AHEAD, {"xid": after.xid, "seq": after.seq, "limit": limit, "skip": list(skip)}
+    )
     return _events(rows)
 
 

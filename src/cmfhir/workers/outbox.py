@@ -59,6 +59,8 @@ class OutboxConsumer:
         self._registered = False
         # Events past the position this process has handled early (read_ahead).
         self._ahead: set[EventPosition] = set()
+        # Transactions whose events were all handled early: not read ahead again.
+        self._ahead_xids: set[int] = set()
 
     async def step(self) -> tuple[int, bool]:
         """Handle one batch: (events handled, whether more may be readable soon)."""
@@ -74,12 +76,15 @@ class OutboxConsumer:
             full = len(events) == self._batch
             fresh = [e for e in events if e.position not in self._ahead]
             early: list[Event] = []
+            done_xids: set[int] = set()
             if self.handler.read_ahead and not full:
-                # From past what was already handled early (an event that commits later
-                # behind it is left to the gap-free read).
-                start = max([after, *self._ahead])
-                ahead = await positions.read_ahead(repo, start, self._batch)
+                ahead = await positions.read_ahead(
+                    repo, after, self._batch, sorted(self._ahead_xids)
+                )
                 early = [e for e in ahead if e.position not in self._ahead]
+                done_xids = {e.position.xid for e in ahead}
+                if len(ahead) == self._batch:  # its last transaction may go on past the limit
+                    done_xids.discard(ahead[-1].position.xid)
             if fresh or early:
                 await self.handler.handle(repo, [*fresh, *early])
             if events:
@@ -88,6 +93,9 @@ class OutboxConsumer:
                 return 0, await positions.held_back(repo, position)
         # Committed: remember what was handled early, forget what the position passed.
         self._ahead = {p for p in self._ahead if p > after} | {e.position for e in early}
+        if early:
+            self._ahead_xids |= done_xids
+        self._ahead_xids = {x for x in self._ahead_xids if x >= after.xid}
         if not events:
             return len(early), True  # still held back: look again soon
         return len(events), full
