@@ -46,6 +46,8 @@ async def _write(ctx: FhirContext, count: int = 1, *, origin: str | None = None)
 
 
 class Collect:
+    read_ahead = False
+
     def __init__(self, name: str, *, from_start: bool = True, pause: float = 0.0) -> None:
         self.name = name
         self.from_start = from_start
@@ -180,3 +182,34 @@ async def test_a_scheduled_job_runs_once_per_interval_by_the_clock(ctx: FhirCont
     now += timedelta(hours=1)
     assert await asyncio.gather(first.tick(), second.tick()) in ([True, False], [False, True])
     assert runs == [datetime(2026, 11, 30, 2, tzinfo=UTC), datetime(2026, 12, 1, 2, tzinfo=UTC)]
+
+
+class Ahead(Collect):
+    read_ahead = True
+
+
+async def test_reading_ahead_handles_committed_events_behind_a_long_transaction_once(
+    ctx: FhirContext,
+) -> None:
+    handler = Ahead(f"a-{uuid.uuid4().hex[:8]}")
+    consumer = OutboxConsumer(ctx.store, handler)
+    await consumer.drain()
+    release = asyncio.Event()
+
+    async def long_writer() -> str:
+        async with ctx.store.transaction() as repo:
+            record, _ = await create_in(ctx, repo, _patient("long"))
+            await release.wait()
+        return record.id
+
+    slow = asyncio.create_task(long_writer())
+    await asyncio.sleep(0.3)
+    [quick] = await _write(ctx)
+    await consumer.step()
+    assert quick in [e.id for e in handler.seen]  # handled while the older one runs
+    release.set()
+    slow_id = await slow
+    await consumer.drain()
+    ids = [e.id for e in handler.seen]
+    assert sorted(ids) == sorted({quick, slow_id} | set(ids))  # none twice
+    assert ids.count(quick) == 1 and ids.count(slow_id) == 1

@@ -75,6 +75,9 @@ class GapFeed:
 
     name = ORIGIN
     from_start = True
+    # Queueing a member twice is harmless: act on committed events at once, not only once
+    # every older transaction has ended (a long ingest would hold the gaps back).
+    read_ahead = True
 
     async def handle(self, repo: Repository, events: Sequence[Event]) -> None:
         members: set[str] = set()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +22,8 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cmfhir.store.outbox import START, EventPosition
+from cmfhir.store.outbox import START, Event, EventPosition
+from cmfhir.store.outbox import read_ahead as outbox_read_ahead
 from cmfhir.store.repository import Repository
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "positions",
     "prune",
     "pruned_before",
+    "read_ahead",
     "record_run",
     "register",
 ]
@@ -105,6 +108,14 @@ async def held_back(repo: Repository, after: EventPosition) -> bool:
         {"x": after.xid, "s": after.seq},
     )
     return bool(found.scalar_one())
+
+
+async def read_ahead(
+    repo: Repository, after: EventPosition, limit: int, skip: Sequence[int] = ()
+) -> list[Event]:
+    """Committed events after `after`, past the gap-free horizon too, except those of the
+    transactions `skip` (store/outbox.py)."""
+    return await outbox_read_ahead(repo.conn, after, limit, skip)
 
 
 async def positions(repo: Repository) -> dict[str, EventPosition]:

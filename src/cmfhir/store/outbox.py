@@ -12,13 +12,15 @@ early and commits late lands behind consumers that already moved on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["START", "Event", "EventPosition", "read_events"]
+__all__ = ["START", "Event", "EventPosition", "read_ahead", "read_events"]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -60,6 +62,50 @@ _READ = text(
     LIMIT :limit
     """
 )
+
+
+# Committed events past the gap-free horizon too (a plain READ COMMITTED read sees only
+# committed rows): what a consumer may act on early, if acting twice is harmless.
+_READ_AHEAD = text(
+    """
+    SELECT xid, seq, rid, resource_type, id, version, method, patient_id,
+           previous_patient_id, created_at, origin
+    FROM event
+    WHERE (xid, seq) > (:xid, :seq) AND xid <> ALL(CAST(:skip AS bigint[]))
+    ORDER BY xid, seq
+    LIMIT :limit
+    """
+)
+
+
+async def read_ahead(
+    conn: AsyncConnection, after: EventPosition, limit: int, skip: Sequence[int] = ()
+) -> list[Event]:
+    """Committed events after `after`, including those past the gap-free horizon (an older
+    transaction still running may yet add events before them), except those of the
+    transactions `skip`: for acting early, never for advancing a position."""
+    rows = await conn.execute(
+        _READ_AHEAD, {"xid": after.xid, "seq": after.seq, "limit": limit, "skip": list(skip)}
+    )
+    return _events(rows)
+
+
+def _events(rows: Any) -> list[Event]:
+    return [
+        Event(
+            position=EventPosition(r[0], r[1]),
+            rid=r[2],
+            resource_type=r[3],
+            id=r[4],
+            version=r[5],
+            method=r[6],
+            patient_id=r[7],
+            previous_patient_id=r[8],
+            created_at=r[9],
+            origin=r[10],
+        )
+        for r in rows
+    ]
 
 
 async def read_events(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from cmfhir.errors import FhirError
-from cmfhir.store import Event, Repository, Store
+from cmfhir.store import Event, EventPosition, Repository, Store
 from cmfhir.store import consumers as positions
 from cmfhir.workers.runtime import pause
 
@@ -27,6 +27,10 @@ class EventHandler(Protocol):
 
     name: str  # the consumer's name (its row in `consumer`)
     from_start: bool  # a new consumer starts at the outbox's start (else at its end)
+    # Also handle committed events past the gap-free horizon as soon as they are seen (they
+    # are handled again when the position reaches them, unless this process saw them
+    # first): for idempotent handlers that want low latency beside long transactions.
+    read_ahead: bool
 
     async def handle(self, repo: Repository, events: Sequence[Event]) -> None: ...
 
@@ -53,6 +57,10 @@ class OutboxConsumer:
         self._poll = poll
         self._retry = retry
         self._registered = False
+        # Events past the position this process has handled early (read_ahead).
+        self._ahead: set[EventPosition] = set()
+        # Transactions whose events were all handled early: not read ahead again.
+        self._ahead_xids: set[int] = set()
 
     async def step(self) -> tuple[int, bool]:
         """Handle one batch: (events handled, whether more may be readable soon)."""
@@ -65,11 +73,32 @@ class OutboxConsumer:
             if position is None:
                 return 0, False
             events, after = await repo.read_events(position, self._batch)
-            if not events:
+            full = len(events) == self._batch
+            fresh = [e for e in events if e.position not in self._ahead]
+            early: list[Event] = []
+            done_xids: set[int] = set()
+            if self.handler.read_ahead and not full:
+                ahead = await positions.read_ahead(
+                    repo, after, self._batch, sorted(self._ahead_xids)
+                )
+                early = [e for e in ahead if e.position not in self._ahead]
+                done_xids = {e.position.xid for e in ahead}
+                if len(ahead) == self._batch:  # its last transaction may go on past the limit
+                    done_xids.discard(ahead[-1].position.xid)
+            if fresh or early:
+                await self.handler.handle(repo, [*fresh, *early])
+            if events:
+                await positions.advance(repo, name, after)
+            elif not early:
                 return 0, await positions.held_back(repo, position)
-            await self.handler.handle(repo, events)
-            await positions.advance(repo, name, after)
-        return len(events), len(events) == self._batch
+        # Committed: remember what was handled early, forget what the position passed.
+        self._ahead = {p for p in self._ahead if p > after} | {e.position for e in early}
+        if early:
+            self._ahead_xids |= done_xids
+        self._ahead_xids = {x for x in self._ahead_xids if x >= after.xid}
+        if not events:
+            return len(early), True  # still held back: look again soon
+        return len(events), full
 
     async def drain(self) -> int:
         """Handle every event readable now (tests, `cmfhir gaps sweep`)."""
