@@ -17,6 +17,7 @@ from cmfhir import __version__
 from cmfhir.config import Settings
 from cmfhir.errors import BadRequest, FhirError
 from cmfhir.interactions import FhirContext, Limits
+from cmfhir.interactions.content import CONTENT_DIR, load_content
 from cmfhir.resources.compartment import load_patient_compartment
 from cmfhir.resources.operations import load_operations
 from cmfhir.resources.search_parameters import load_registry
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_context(settings) as context:
             app.state.fhir = context
+            await load_content(context, settings.profiles_dir / CONTENT_DIR)
             app.state.readiness = Readiness(context.store.engine)
             _settle_heap(context)
             yield
