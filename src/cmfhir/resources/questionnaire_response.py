@@ -198,7 +198,7 @@ def _level_issues(
                 Issue(
                     f"Required item {_label(definition)} of {url} is missing",
                     code="required",
-                    expression=(level.path,),
+                    expression=(f"{level.path}.item.where(linkId='{definition.get('linkId')}')",),
                 )
             )
     return issues
