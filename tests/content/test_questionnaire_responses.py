@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from tests.content import responses as R
 from tests.content.conftest import FHIR, created
 
