@@ -291,3 +291,15 @@ def test_transaction_entry_is_checked(client: httpx.Client, patient: str) -> Non
     assert any("reach-me" in i["diagnostics"] for i in issues)
     assert any("Bundle.entry[1]" in str(i.get("expression")) for i in issues), issues
     assert count(client, patient) == 0
+
+
+def test_validate_checks_against_the_questionnaire(client: httpx.Client, patient: str) -> None:
+    body = R.engagement(patient)
+    ok = client.post("QuestionnaireResponse/$validate", json=body, headers=FHIR)
+    assert ok.status_code == 200 and ok.json()["issue"][0]["severity"] == "information"
+    del body["item"][2]
+    outcome = client.post("QuestionnaireResponse/$validate", json=body, headers=FHIR).json()
+    assert [i["expression"] for i in outcome["issue"]] == [
+        ["QuestionnaireResponse.item.where(linkId='reach-me')"]
+    ]
+    assert count(client, patient) == 0
