@@ -303,3 +303,15 @@ def test_validate_checks_against_the_questionnaire(client: httpx.Client, patient
         ["QuestionnaireResponse.item.where(linkId='reach-me')"]
     ]
     assert count(client, patient) == 0
+
+
+def test_canonical_is_matched_whole(client: httpx.Client, patient: str) -> None:
+    """A comma in the canonical is part of the url, not a list of two to search."""
+    body = R.engagement(patient)
+    body["questionnaire"] = f"{R.BASE}/Questionnaire/engagement-sheet,https://example.org/q"
+    del body["item"][2]  # would be refused by the engagement sheet
+    created(client.post("QuestionnaireResponse", json=body, headers=FHIR))
+    body["questionnaire"] = f"{R.BASE}/Questionnaire/engagement-sheet|0.1.0"
+    refused(client.post("QuestionnaireResponse", json=body, headers=FHIR))
+    body["questionnaire"] = f"{R.BASE}/Questionnaire/engagement-sheet|9.9"
+    created(client.post("QuestionnaireResponse", json=body, headers=FHIR))

@@ -22,6 +22,13 @@ from cmfhir.store import Repository
 __all__ = ["expand_value_set", "find_canonical", "value_set_codes"]
 
 
+def _escaped(value: str) -> str:
+    """A search value standing for itself (https://hl7.org/fhir/R4/search.html#escaping)."""
+    for special in ("\\", ",", "$", "|"):
+        value = value.replace(special, "\\" + special)
+    return value
+
+
 def _split(canonical: str) -> tuple[str, str | None]:
     url, _, version = canonical.partition("|")
     return url, version or None
@@ -35,9 +42,9 @@ async def find_canonical(
     url, version = _split(canonical)
     if not url:
         return None
-    params = [("url", url), ("_sort", "-_lastUpdated")]
+    params = [("url", _escaped(url)), ("_sort", "-_lastUpdated")]
     if version is not None:
-        params.append(("version", version))
+        params.append(("version", _escaped(version)))
     request = parse_search(ctx.registry, resource_type, params)
     request.count = 1
     page = await repo.search(request, count_up_to=0)
