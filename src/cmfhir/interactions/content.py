@@ -6,7 +6,8 @@ Idempotent, by id: a resource missing from the store (never written, or deleted)
 created, one whose content differs from its file gets a new version, any other is left
 alone. Writes go through the update interaction (validated, indexed, versioned, in the
 outbox), all in one transaction that first takes a lock of its own, so servers starting together
-load once and the others find nothing to do. Files are FHIR R4 unless the type
+load once and the others find nothing to do. Only what is written is validated, so a restart
+with nothing changed costs one read. Files are FHIR R4 unless the type
 exists only in R4B (SubscriptionTopic).
 """
 
@@ -67,9 +68,15 @@ def _version_of(resource_type: str) -> str:
         return R4B
 
 
-def read_content(folder: Path) -> list[tuple[Path, dict[str, Any], str]]:
-    """The content files of `folder`, parsed and validated, definitions first: (path,
-    resource, FHIR version). Raises ContentError naming the file at fault."""
+def _validate(f: _File) -> None:
+    try:
+        validate_for_version(f.resource, f.version, expected_type=f.key[0])
+    except FhirError as error:
+        where = "; ".join(f"{i.diagnostics} ({', '.join(i.expression)})" for i in error.issues[:5])
+        raise ContentError(f"{f.path.name}: {where}") from error
+
+
+def _files(folder: Path) -> list[_File]:
     files: list[_File] = []
     for path in sorted(Path(folder).glob("*.json")):
         try:
@@ -83,21 +90,22 @@ def read_content(folder: Path) -> list[tuple[Path, dict[str, Any], str]]:
             raise ContentError(
                 f"{path.name}: the file of {kind}/{id} must be named {kind}-{id}.json"
             )
-        version = _version_of(kind)
-        try:
-            validate_for_version(resource, version, expected_type=kind)
-        except FhirError as error:
-            where = "; ".join(
-                f"{i.diagnostics} ({', '.join(i.expression)})" for i in error.issues[:5]
-            )
-            raise ContentError(f"{path.name}: {where}") from error
-        files.append(_File(path, resource, version))
+        files.append(_File(path, resource, _version_of(kind)))
     files.sort(
         key=lambda f: (
             _FIRST.index(f.key[0]) if f.key[0] in _FIRST else len(_FIRST),
             f.path.name,
         )
     )
+    return files
+
+
+def read_content(folder: Path) -> list[tuple[Path, dict[str, Any], str]]:
+    """The content files of `folder`, parsed and validated, definitions first: (path,
+    resource, FHIR version). Raises ContentError naming the file at fault."""
+    files = _files(folder)
+    for f in files:
+        _validate(f)
     return [(f.path, f.resource, f.version) for f in files]
 
 
@@ -114,7 +122,7 @@ def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
 
 async def load_content(ctx: FhirContext, folder: Path) -> ContentReport:
     """Write the content of `folder` that the store lacks or holds otherwise."""
-    files = [_File(*entry) for entry in read_content(folder)]
+    files = _files(folder)
     report = ContentReport()
     if not files:
         return report
@@ -129,6 +137,9 @@ async def load_content(ctx: FhirContext, folder: Path) -> ContentReport:
             if current is not None and _comparable(parse_json(current)) == _comparable(f.resource):
                 report.unchanged.append(f.label)
                 continue
+            # Only what is written is validated: what the store holds already was, and
+            # validating every file at each start would cost seconds.
+            _validate(f)
             try:
                 await update_in(
                     replace(trusted, fhir_version=f.version), repo, f.resource, f.key[1]
