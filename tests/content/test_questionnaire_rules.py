@@ -128,3 +128,18 @@ def test_value_set_order_and_repeats() -> None:
     assert "more than once" in found["QuestionnaireResponse.item[1]"]
     twice = {"linkId": "age", "answer": [{"valueInteger": 1}, {"valueInteger": 2}]}
     assert "does not repeat" in issues(twice)["QuestionnaireResponse.item[0]"]
+
+
+def test_long_chain_of_conditions() -> None:
+    """Each item enabled by the one after it, so checking the first follows the whole chain:
+    one past the recursion limit is no 500."""
+    length = 3000
+    items: list[dict[str, Any]] = []
+    for n in range(length - 1):
+        when = {"question": f"q{n + 1}", "operator": "exists", "answerBoolean": True}
+        items.append({"linkId": f"q{n}", "text": "q", "type": "boolean", "enableWhen": [when]})
+    items.append({"linkId": f"q{length - 1}", "text": "q", "type": "boolean"})
+    form = {"resourceType": "Questionnaire", "status": "active", "item": items}
+    answers = [{"linkId": f"q{n}", "answer": [{"valueBoolean": True}]} for n in range(length)]
+    response = {"resourceType": "QuestionnaireResponse", "status": "completed", "item": answers}
+    assert response_issues(form, response) == []

@@ -14,7 +14,18 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["Level", "Node", "ResponseTree", "answer_value", "items_by_link_id", "same_value"]
+__all__ = [
+    "MAX_CHAIN",
+    "Level",
+    "Node",
+    "ResponseTree",
+    "answer_value",
+    "items_by_link_id",
+    "same_value",
+]
+
+# Items enabled by items enabled by items...: how far a chain is followed (the stack).
+MAX_CHAIN = 64
 
 
 def answer_value(answer: Any) -> tuple[str, Any] | None:
@@ -239,6 +250,8 @@ class ResponseTree:
             return known
         if key in self._evaluating or node.definition is None:
             return True
+        if len(self._evaluating) > MAX_CHAIN:
+            return True  # a chain of conditions this long is not followed to its end
         self._evaluating.add(key)
         try:
             result = (node.parent is None or self.enabled(node.parent)) and self.conditions_hold(
