@@ -27,6 +27,7 @@ from bench.other_load import OtherLoad
 from bench.profile import profiled, summarize_profile
 from bench.queries import build_samples
 from bench.read import run_read
+from bench.reports import run_reports
 from bench.search import run_search
 from bench.server import MemorySampler, Server, free_port, start_server
 from bench.soak import SoakOptions, run_soak
@@ -34,7 +35,7 @@ from bench.synthea import load_synthea, synthea_bundle
 
 __all__ = ["NOT_AVAILABLE", "SCENARIOS", "STANDARD_SCENARIOS", "Options", "run"]
 
-STANDARD_SCENARIOS = ("ingest", "read", "search", "gaps", "export")
+STANDARD_SCENARIOS = ("ingest", "read", "search", "gaps", "export", "reports")
 SCENARIOS = (*STANDARD_SCENARIOS, "soak")  # the soak runs only when asked for
 NOT_AVAILABLE = {
     "gaps": "not available: the gap engine does not exist yet",
@@ -165,6 +166,14 @@ def _after_load(
         profiles["soak"] = files or []
         results["scenarios"]["soak"] = soak
         printout.print_soak(soak)
+    if "reports" in options.scenarios:
+        rows = run_reports(server.base_url.removesuffix("/fhir"), staff.agency)
+        results["scenarios"]["reports"] = rows
+        report.print_table(
+            "reports (each under 2 s for the whole organization)",
+            list(rows[0]),
+            [list(r.values()) for r in rows],
+        )
     for name in ("gaps", "export"):
         if name in options.scenarios:
             results["scenarios"][name] = NOT_AVAILABLE[name]

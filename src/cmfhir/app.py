@@ -18,6 +18,8 @@ from cmfhir.config import Settings
 from cmfhir.errors import BadRequest, FhirError
 from cmfhir.interactions import FhirContext, Limits
 from cmfhir.interactions.content import CONTENT_DIR, load_content
+from cmfhir.reports.config import load_report_config
+from cmfhir.reports.evaluate_measure import evaluate_measure
 from cmfhir.resources.compartment import load_patient_compartment
 from cmfhir.resources.operations import load_operations
 from cmfhir.resources.search_parameters import load_registry
@@ -26,6 +28,7 @@ from cmfhir.routes import ErrorGuard, Wire, error_response, http_error_response,
 from cmfhir.routes.access_log import AccessLog
 from cmfhir.routes.cors import CORSMiddleware, cors_options, parse_origins
 from cmfhir.routes.health import health_router
+from cmfhir.routes.reports import reports_router
 from cmfhir.store import ReferencePolicy, Store, open_database
 from cmfhir.store.readiness import Readiness
 
@@ -57,6 +60,9 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
             registry=load_registry(settings.profiles_dir),
             compartment=load_patient_compartment(settings.profiles_dir),
             operations=load_operations(settings.profiles_dir),
+            implementations={
+                "evaluate-measure": evaluate_measure(load_report_config(settings.profiles_dir)),
+            },
             limits=Limits(
                 default_count=settings.default_count,
                 max_count=settings.max_count,
@@ -106,8 +112,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if settings.openapi else None,
     )
     app.state.settings = settings
+    app.state.report_config = load_report_config(settings.profiles_dir)
     app.include_router(router)
     app.include_router(health_router)
+    app.include_router(reports_router)
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:

@@ -11,7 +11,6 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from cmfhir.commands import content
 from cmfhir.config import Settings
 
 if TYPE_CHECKING:
@@ -204,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     p_reindex.set_defaults(func=reindex)
     p_check = command("check", "verify stored versions, history and indexes")
     p_check.set_defaults(func=check)
-    content.add_commands(commands, _with_context)
+    from cmfhir.commands import content as content_commands
+    from cmfhir.commands import reports as report_commands
+
+    report_commands.add_commands(commands)
+    content_commands.add_commands(commands)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

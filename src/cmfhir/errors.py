@@ -26,6 +26,7 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "FhirError",
+    "Forbidden",
     "Gone",
     "InvalidResource",
     "Issue",
@@ -97,6 +98,11 @@ class BadRequest(FhirError):
 
 class InvalidResource(BadRequest):
     """A resource failed validation; `issues` lists every problem with its location."""
+
+
+class Forbidden(FhirError):
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(FhirError):

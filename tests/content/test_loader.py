@@ -24,10 +24,10 @@ def versions(http: httpx.Client, location: str) -> int:
     return int(history["total"])
 
 
-def content_versions(http: httpx.Client) -> dict[str, int]:
+def content_versions(http: httpx.Client, profiles: Path) -> dict[str, int]:
     """The number of versions of every content resource."""
     out: dict[str, int] = {}
-    for path in sorted((default_profiles_dir() / "content").glob("*.json")):
+    for path in sorted((profiles / "content").glob("*.json")):
         resource = json.loads(path.read_text(encoding="utf-8"))
         location = f"{resource['resourceType']}/{resource['id']}"
         out[location] = versions(http, location)
@@ -36,9 +36,25 @@ def content_versions(http: httpx.Client) -> dict[str, int]:
 
 @pytest.fixture
 def profiles(tmp_path: Path) -> Path:
+    """A copy of profiles/ whose content files all validate."""
     copy = tmp_path / "profiles"
     shutil.copytree(default_profiles_dir(), copy)
+    for path in (copy / "content").glob("*.json"):
+        try:
+            read_content_file(path)
+        except ContentError:
+            path.unlink()
     return copy
+
+
+def read_content_file(path: Path) -> None:
+    single = path.parent.parent / "single"
+    single.mkdir(exist_ok=True)
+    try:
+        shutil.copy(path, single / path.name)
+        read_content(single)
+    finally:
+        shutil.rmtree(single)
 
 
 def edit(profiles: Path, name: str, change: dict[str, Any]) -> None:
@@ -52,18 +68,23 @@ def test_loader_idempotent_across_restarts(
     scratch_database: str, start_server: type, profiles: Path
 ) -> None:
     settings = Settings(database_url=scratch_database, profiles_dir=profiles)
+    broken = {"resourceType": "ValueSet", "id": "broken", "status": "invented"}
+    (profiles / "content" / "ValueSet-broken.json").write_text(json.dumps(broken))
     with start_server(settings) as server, httpx.Client(base_url=server.base) as http:
-        first = content_versions(http)
+        # a file that does not validate is left out; the server starts with the others
+        assert http.get("ValueSet/broken").status_code == 404
+        (profiles / "content" / "ValueSet-broken.json").unlink()
+        first = content_versions(http, profiles)
         assert set(first.values()) == {1}
         assert http.delete("ValueSet/yes-no").status_code in (200, 204)
     with start_server(settings) as server, httpx.Client(base_url=server.base) as http:
-        again = content_versions(http)
+        again = content_versions(http, profiles)
         # unchanged files wrote nothing; the deleted one is back
         assert again == first | {"ValueSet/yes-no": 3}
         assert http.get("ValueSet/yes-no").status_code == 200
     edit(profiles, "Questionnaire-comprehensive-assessment.json", {"version": "0.2.0"})
     with start_server(settings) as server, httpx.Client(base_url=server.base) as http:
-        changed = content_versions(http)
+        changed = content_versions(http, profiles)
         assert changed == again | {ASSESSMENT: 2}
         found = http.get(
             "Questionnaire",

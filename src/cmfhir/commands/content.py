@@ -4,31 +4,32 @@ it at every start), and say what it created, updated or found unchanged."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cmfhir.config import Settings
-
-if TYPE_CHECKING:
-    from cmfhir.interactions import FhirContext
-
-__all__ = ["WithContext", "add_commands"]
-
-# cli.py's runner: `work` run with the server's context (database migrated, definitions
-# loaded). Passed in, as commands/ sits below app.py, which opens the context.
-WithContext = Callable[[Callable[["FhirContext"], Awaitable[Any]]], Any]
+__all__ = ["add_commands"]
 
 
-def _load(args: argparse.Namespace, with_context: WithContext) -> int:
+def _load(args: argparse.Namespace) -> int:
     # Imported here: `cmfhir --help` need not load the FHIR models.
+    from cmfhir.app import open_context
+    from cmfhir.config import Settings
     from cmfhir.errors import FhirError
-    from cmfhir.interactions.content import CONTENT_DIR, ContentError, ContentReport, load_content
+    from cmfhir.interactions.content import CONTENT_DIR, ContentError, load_content
+    from cmfhir.store.database import embedded_url
 
-    folder: Path = args.folder or Settings().profiles_dir / CONTENT_DIR
+    settings = Settings()
+    url = settings.database_url or embedded_url(settings.data_dir)
+    folder: Path = args.folder or settings.profiles_dir / CONTENT_DIR
+
+    async def run() -> Any:
+        async with open_context(settings.model_copy(update={"database_url": url})) as ctx:
+            return await load_content(ctx, folder)
+
     try:
-        report: ContentReport = with_context(lambda ctx: load_content(ctx, folder))
+        report = asyncio.run(run())
     except (ContentError, FhirError) as error:
         print(f"cmfhir content load: {error}", file=sys.stderr)
         return 2
@@ -36,14 +37,17 @@ def _load(args: argparse.Namespace, with_context: WithContext) -> int:
         print(f"created {label}")
     for label in report.updated:
         print(f"updated {label}")
+    for refusal in report.refused:
+        print(f"cmfhir content load: not loaded: {refusal}", file=sys.stderr)
     print(
         f"{len(report.created)} created, {len(report.updated)} updated, "
         f"{len(report.unchanged)} unchanged"
+        + (f", {len(report.refused)} refused" if report.refused else "")
     )
-    return 0
+    return 2 if report.refused else 0
 
 
-def add_commands(commands: Any, with_context: WithContext) -> None:
+def add_commands(commands: Any) -> None:
     """`cmfhir content ...`, added to the subcommands of cli.py."""
     content = commands.add_parser(
         "content",
@@ -65,4 +69,4 @@ def add_commands(commands: Any, with_context: WithContext) -> None:
         default=None,
         help="another folder of <Type>-<id>.json files (default: profiles/content)",
     )
-    p_load.set_defaults(func=lambda args: _load(args, with_context))
+    p_load.set_defaults(func=_load)

@@ -7,12 +7,15 @@ created, one whose content differs from its file gets a new version, any other i
 alone. Writes go through the update interaction (validated, indexed, versioned, in the
 outbox), all in one transaction that first takes a lock of its own, so servers starting together
 load once and the others find nothing to do. Only what is written is validated, so a restart
-with nothing changed costs one read. Files are FHIR R4 unless the type
+with nothing changed costs one read. A file that does not validate is not written (the others
+are) and is reported: logged at start, and `cmfhir content load` exits 2 naming it. A file
+named unlike its resource, or not JSON, stops the load. Files are FHIR R4 unless the type
 exists only in R4B (SubscriptionTopic).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,8 @@ from cmfhir.resources.fhirjson import parse_json
 from cmfhir.resources.version_validation import validate_for_version
 
 __all__ = ["CONTENT_DIR", "ContentError", "ContentReport", "load_content", "read_content"]
+
+log = logging.getLogger("cmfhir.content")
 
 CONTENT_DIR = "content"
 # Definitions first, so what refers to them by canonical finds them written.
@@ -43,6 +48,8 @@ class ContentReport:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    # Files that do not validate, with why: not written, the others are.
+    refused: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +146,12 @@ async def load_content(ctx: FhirContext, folder: Path) -> ContentReport:
                 continue
             # Only what is written is validated: what the store holds already was, and
             # validating every file at each start would cost seconds.
-            _validate(f)
+            try:
+                _validate(f)
+            except ContentError as error:
+                log.warning("content file not loaded: %s", error)
+                report.refused.append(str(error))
+                continue
             try:
                 await update_in(
                     replace(trusted, fhir_version=f.version), repo, f.resource, f.key[1]
