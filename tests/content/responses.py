@@ -159,6 +159,7 @@ def satisfaction(patient: str, communication: str) -> dict[str, Any]:
         patient,
         [
             question("contact", reference={"reference": communication}),
+            question("overall", integer=5),
             question("helpful", string="Very helpful"),
             question("listened", string="Yes"),
             question("next-steps", boolean=True),

@@ -109,15 +109,16 @@ def test_bad_satisfaction_one_issue_per_bad_item(
 ) -> None:
     body = R.satisfaction(patient, communication)
     body["item"][0]["answer"] = R.answer(string=communication)  # a reference item
-    body["item"][1]["answer"] = R.answer(string="Meh")
-    del body["item"][2]  # required
+    body["item"][2]["answer"] = R.answer(string="Meh")
+    del body["item"][1]  # overall: required
     issues = located(refused(client.post("QuestionnaireResponse", json=body, headers=FHIR)))
     assert set(issues) == {
         "QuestionnaireResponse.item[0]",
         "QuestionnaireResponse.item[1]",
-        "QuestionnaireResponse.item.where(linkId='listened')",
+        "QuestionnaireResponse.item.where(linkId='overall')",
     }
     assert "valueReference" in issues["QuestionnaireResponse.item[0]"]
+    assert "answerOption" in issues["QuestionnaireResponse.item[1]"]
 
 
 def test_response_found_by_its_contact(
