@@ -18,6 +18,7 @@ from cmfhir.config import Settings
 from cmfhir.errors import BadRequest, FhirError
 from cmfhir.gaps import care_gaps
 from cmfhir.interactions import FhirContext, Limits
+from cmfhir.interactions.content import CONTENT_DIR, load_content
 from cmfhir.reports.config import load_report_config
 from cmfhir.reports.evaluate_measure import evaluate_measure
 from cmfhir.resources.compartment import load_patient_compartment
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_context(settings) as context:
             app.state.fhir = context
+            await load_content(context, settings.profiles_dir / CONTENT_DIR)
             app.state.readiness = Readiness(context.store.engine)
             _settle_heap(context)
             running = (

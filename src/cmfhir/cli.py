@@ -211,12 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     p_reindex.set_defaults(func=reindex)
     p_check = command("check", "verify stored versions, history and indexes")
     p_check.set_defaults(func=check)
+    from cmfhir.commands import content as content_commands
     from cmfhir.commands import gaps, workers
     from cmfhir.commands import reports as report_commands
 
     workers.add_commands(commands, _with_context)
     gaps.add_commands(commands, _with_context)
     report_commands.add_commands(commands)
+    content_commands.add_commands(commands)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

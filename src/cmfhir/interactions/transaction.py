@@ -50,6 +50,7 @@ from cmfhir.interactions.entries import (
     response_entry,
 )
 from cmfhir.interactions.patch import apply_patch
+from cmfhir.interactions.questionnaire_responses import ResponseChecker
 from cmfhir.interactions.references import is_conditional, is_placeholder, references, rewrite
 from cmfhir.interactions.update import conditional_target
 from cmfhir.interactions.versions import deletion, new_id, to_version, written
@@ -90,6 +91,7 @@ class _Transaction:
         self.records: dict[int, NewVersion] = {}
         self.results: dict[int, Result] = {}
         self.whole_types: set[str] = set()  # types whose conditional writes are all locked
+        self.responses = ResponseChecker(ctx, repo)  # QuestionnaireResponses against theirs
 
     async def lock_conditional_types(self, entries: list[Entry]) -> None:
         """A lock per criteria holds a slot of PostgreSQL's lock table: for a type with more
@@ -280,6 +282,10 @@ class _Transaction:
                 records.append((e, *made))
         await self.repo.write([record for _, record, _ in records])
         for e, record, created in records:
+            try:
+                await self.responses.check(record)
+            except FhirError as error:
+                raise at_entry(error, e.index) from error
             self.records[e.index] = record
             self.results[e.index] = written(record, created)
 

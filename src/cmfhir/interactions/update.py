@@ -15,6 +15,7 @@ from cmfhir.interactions.common import (
     require_type,
 )
 from cmfhir.interactions.context import FhirContext, Result, utcnow
+from cmfhir.interactions.questionnaire_responses import ResponseChecker
 from cmfhir.interactions.versions import new_id, to_version, written
 from cmfhir.resources.version_validation import validate_for_version
 from cmfhir.store import NewVersion, Repository
@@ -52,6 +53,7 @@ async def update_in(
         rid=rid,
     )
     await repo.write([record])
+    await ResponseChecker(ctx, repo).check(record)
     return record, created
 
 
