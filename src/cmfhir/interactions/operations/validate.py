@@ -57,7 +57,7 @@ async def _deletable(ctx: FhirContext, call: OperationCall) -> list[Issue]:
     if call.id is None:
         raise BadRequest("$validate with mode=delete names a resource: [type]/[id]/$validate")
     label = f"{call.resource_type}/{call.id}"
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(principal=ctx.principal, read_only=True) as repo:
         assert call.resource_type is not None
         found = await repo.read(call.resource_type, call.id)
     if found is None:
