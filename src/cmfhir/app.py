@@ -14,9 +14,11 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cmfhir import __version__
-from cmfhir.config import Settings
+from cmfhir.auth.keys import SigningKeys
+from cmfhir.config import Settings, check_auth_binding
 from cmfhir.errors import BadRequest, FhirError
 from cmfhir.interactions import FhirContext, Limits
+from cmfhir.interactions.oauth import AuthorizationServer, ResourceServer
 from cmfhir.resources.compartment import load_patient_compartment
 from cmfhir.resources.operations import load_operations
 from cmfhir.resources.search_parameters import load_registry
@@ -25,7 +27,8 @@ from cmfhir.routes import ErrorGuard, Wire, error_response, http_error_response,
 from cmfhir.routes.access_log import AccessLog
 from cmfhir.routes.cors import CORSMiddleware, cors_options, parse_origins
 from cmfhir.routes.health import health_router
-from cmfhir.store import ReferencePolicy, Store, open_database
+from cmfhir.routes.smart import smart_router
+from cmfhir.store import OAuthStore, ReferencePolicy, Store, open_database
 from cmfhir.store.readiness import Readiness
 
 __all__ = ["create_app", "open_context"]
@@ -82,6 +85,36 @@ def _settle_heap(context: FhirContext) -> None:
     gc.freeze()
 
 
+async def _start_auth(app: FastAPI, settings: Settings, context: FhirContext) -> None:
+    """The resource server (and, without an external issuer, the built-in authorization
+    server with its signing keys, made on first start) for CMFHIR_AUTH=smart."""
+    store = OAuthStore(context.store.engine)
+    keys = None
+    if settings.auth == "smart" and settings.auth_issuer is None:
+        keys = SigningKeys(settings.data_dir / "auth-keys")
+        keys.ensure()
+        app.state.authorization = AuthorizationServer(
+            store,
+            keys,
+            access_lifetime=settings.access_token_lifetime_s,
+            refresh_lifetime=settings.refresh_token_lifetime_s,
+            login_attempts=settings.login_attempts,
+            login_window=settings.login_window_s,
+        )
+        users, clients = await store.counts()
+        if not users or not clients:
+            log.warning(
+                "authorization is on and no %s registered yet. Create them with: "
+                "cmfhir user add --username U --password P --fhir-user Practitioner/ID ; "
+                'cmfhir client register --client-id ID --public --redirect-uri URI --scope "..."'
+                " (./dev cmfhir ... in a checkout; docs/security.md)",
+                "user is" if not users else "client is",
+            )
+    app.state.resource_server = ResourceServer(
+        store, keys, settings.auth_issuer, settings.auth_jwks_url
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -90,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with open_context(settings) as context:
             app.state.fhir = context
             app.state.readiness = Readiness(context.store.engine)
+            await _start_auth(app, settings, context)
             _settle_heap(context)
             yield
 
@@ -104,6 +138,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if settings.openapi else None,
     )
     app.state.settings = settings
+    warning = check_auth_binding(settings, "127.0.0.1")
+    if warning:
+        log.warning(warning)
+    # Before the FHIR routes: `/fhir/.well-known/...` is not a read of a type ".well-known".
+    app.include_router(smart_router)
     app.include_router(router)
     app.include_router(health_router)
 
