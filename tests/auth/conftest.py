@@ -23,6 +23,8 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
 from cmfhir import cli
+from cmfhir.auth.keys import SigningKeys
+from cmfhir.auth.tokens import issue_access_token
 from cmfhir.config import Settings
 
 REDIRECT = "https://app.example/callback"
@@ -113,6 +115,24 @@ class Smart:
         answer = self.backend_token(self.system_client, SYSTEM_SCOPE)
         assert answer.status_code == 200, answer.text
         return self.bearer(answer.json()["access_token"])
+
+    def as_token(
+        self, scope: str, *, fhir_user: str | None = None, patient: str | None = None
+    ) -> Bearer:
+        """A token as the built-in server issues it after a login (signed with its keys):
+        the flows themselves are driven in test_flows.py."""
+        issued = issue_access_token(
+            SigningKeys(self.data_dir / "auth-keys"),
+            issuer=f"{self.origin}/auth",
+            audience=self.base,
+            client_id="test-app",
+            scope=scope,
+            lifetime=600,
+            subject="tester",
+            fhir_user=fhir_user,
+            patient=patient,
+        )
+        return self.bearer(issued.token)
 
     def bearer(self, token: str) -> Bearer:
         return Bearer(self.base, token)

@@ -203,7 +203,7 @@ def members_query(practitioner: str) -> Select[Any]:
 
 def _label(res: Any, system: str, code: str) -> ColumnElement[bool]:
     value = json.dumps({"meta": {"security": [{"system": system, "code": code}]}})
-    return res.c.content.op("@>")(cast(literal(value, Text), JSONB))  # type: ignore[no-any-return]
+    return res.c.content.bool_op("@>")(cast(literal(value, Text), JSONB))  # type: ignore[no-any-return]
 
 
 def _recipient(actor: Any, practitioner: str) -> ColumnElement[bool]:
