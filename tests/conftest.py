@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # (Settings(auth="smart"), or CMFHIR_AUTH=smart for the servers it starts). Set here, before
 # any Settings() is made, so the servers the tests start as processes inherit it too.
 os.environ.setdefault("CMFHIR_AUTH", "off")
+# Nor does it want the AuditEvents of its own requests among the resources it counts; the
+# audit trail is tested in tests/auth/.
+os.environ.setdefault("CMFHIR_AUDIT", "false")
 
 
 def _plain(url: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from cmfhir.auth.keys import SigningKeys
 from cmfhir.config import Settings, check_auth_binding
 from cmfhir.errors import BadRequest, FhirError
 from cmfhir.interactions import FhirContext, Limits
+from cmfhir.interactions.audit import AuditTrail
 from cmfhir.interactions.oauth import AuthorizationServer, ResourceServer
 from cmfhir.resources.compartment import load_patient_compartment
 from cmfhir.resources.operations import load_operations
@@ -25,6 +27,7 @@ from cmfhir.resources.search_parameters import load_registry
 from cmfhir.resources.types import RESOURCE_TYPES
 from cmfhir.routes import ErrorGuard, Wire, error_response, http_error_response, router
 from cmfhir.routes.access_log import AccessLog
+from cmfhir.routes.audit import AuditMiddleware
 from cmfhir.routes.cors import CORSMiddleware, cors_options, parse_origins
 from cmfhir.routes.health import health_router
 from cmfhir.routes.smart import smart_router
@@ -115,6 +118,27 @@ async def _start_auth(app: FastAPI, settings: Settings, context: FhirContext) ->
     )
 
 
+@asynccontextmanager
+async def _audit_trail(
+    app: FastAPI, settings: Settings, context: FhirContext
+) -> AsyncIterator[None]:
+    """The audit trail's writer, for as long as the server runs; what is still buffered
+    is written when it stops."""
+    if not settings.audit:
+        yield
+        return
+    trail = AuditTrail(context, interval=settings.audit_interval_s)
+    app.state.audit = trail
+    stop = asyncio.Event()
+    task = asyncio.create_task(trail.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+        await trail.flush()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -125,7 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.readiness = Readiness(context.store.engine)
             await _start_auth(app, settings, context)
             _settle_heap(context)
-            yield
+            async with _audit_trail(app, settings, context):
+                yield
 
     app = FastAPI(
         title="cmfhir",
@@ -159,6 +184,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_response(BadRequest("The request is malformed"))
 
     # Large answers (the CapabilityStatement, search pages) compressed for clients that ask.
+    # Innermost: the audit reads the members an answer holds before it is compressed.
+    app.add_middleware(AuditMiddleware)
     app.add_middleware(GZipMiddleware, minimum_size=8192, compresslevel=5)
     app.add_middleware(ErrorGuard)
     # Request id, nosniff and the negotiated Content-Type on every response (inside CORS,

@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     audit: bool = Field(
         default=True, description="Record an AuditEvent for each access to a member's data."
     )
+    audit_interval_s: float = Field(
+        default=1.0,
+        description="Seconds between writes of the buffered AuditEvents: what a crash of the "
+        "process can lose (docs/security.md).",
+    )
     profiles_dir: Path = Field(default_factory=default_profiles_dir)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, description="Largest request body.")
     max_bundle_entries: int = Field(default=20_000, description="Most entries in one Bundle.")

@@ -199,7 +199,12 @@ def smart(
 ) -> Iterator[Smart]:
     data_dir = tmp_path_factory.mktemp("auth-data")
     settings = Settings(
-        database_url=database_url, data_dir=data_dir, auth="smart", login_attempts=5
+        database_url=database_url,
+        data_dir=data_dir,
+        auth="smart",
+        login_attempts=5,
+        audit=True,
+        audit_interval_s=0.2,
     )
     with start_server(settings) as running:
         state = Smart(running.base, database_url, data_dir)

@@ -5,6 +5,7 @@ Consent."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -301,3 +302,55 @@ def test_care_team_membership_granted_then_revoked(smart: Smart, world: World) -
     team["participant"] = team["participant"][:1]
     assert system.put(f"/CareTeam/{world.team}", json=team).status_code == 200
     assert nurse.get(f"/Patient/{world.member}").status_code == 200
+
+
+def _audit_events(reader: Bearer, member: str, wanted: int) -> list[dict[str, Any]]:
+    """The member's AuditEvents, once at least `wanted` are written (the trail is written
+    from its buffer every 0.2 s in these tests)."""
+    deadline = time.monotonic() + 15
+    while True:
+        answer = reader.get(f"/AuditEvent?patient={member}&_count=1000")
+        assert answer.status_code == 200, answer.text
+        events = [e["resource"] for e in answer.json().get("entry", [])]
+        if len(events) >= wanted or time.monotonic() > deadline:
+            return events
+        time.sleep(0.3)
+
+
+def test_audit_trail_readable_by_the_member(smart: Smart, world: World) -> None:
+    system = smart.system()
+    member = _create(system, {"resourceType": "Patient", "name": [{"family": "Audited"}]})
+    other = _create(system, {"resourceType": "Patient", "name": [{"family": "Unaudited"}]})
+    _create(
+        system,
+        {
+            "resourceType": "CareTeam",
+            "status": "active",
+            "subject": {"reference": f"Patient/{member}"},
+            "participant": [{"member": {"reference": f"Practitioner/{world.nurse}"}}],
+        },
+    )
+    observation = _create(system, _observation("audited", member, "laboratory"))
+    nurse = smart.as_token("user/*.rs", fhir_user=f"Practitioner/{world.nurse}")
+    assert nurse.get(f"/Observation/{observation}").status_code == 200
+    assert _ids(nurse.get(f"/Observation?subject=Patient/{member}")) == {
+        f"Observation/{observation}"
+    }
+    narrow = smart.as_token("user/Observation.rs", fhir_user=f"Practitioner/{world.nurse}")
+    assert narrow.get(f"/Patient/{member}").status_code == 403
+    me = smart.as_token("patient/*.rs", fhir_user=f"Patient/{member}", patient=member)
+    events = _audit_events(me, member, 6)
+    by_nurse = [
+        e for e in events if e["agent"][0]["who"].get("reference") == f"Practitioner/{world.nurse}"
+    ]
+    actions = {(e["subtype"][0]["code"], e["outcome"]) for e in by_nurse}
+    # The read, the search and the refused read, each with who and its outcome.
+    assert {("read", "0"), ("search-type", "0"), ("read", "4")} <= actions
+    read = next(e for e in by_nurse if e["subtype"][0]["code"] == "read" and e["outcome"] == "0")
+    assert {"reference": f"Observation/{observation}"} in [x["what"] for x in read["entity"]]
+    assert read["agent"][0]["network"]["address"] == "127.0.0.1"
+    assert read["agent"][1]["who"]["identifier"]["value"] == "test-app"
+    # The system client's creates are in the trail too; and another member's are not shown.
+    assert any(e["action"] == "C" for e in events)
+    assert _audit_events(me, other, 0) == []
+    assert _ids(me.get(f"/AuditEvent?patient={other}")) == set()
