@@ -5,6 +5,7 @@ Consent."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -354,3 +355,38 @@ def test_audit_trail_readable_by_the_member(smart: Smart, world: World) -> None:
     assert any(e["action"] == "C" for e in events)
     assert _audit_events(me, other, 0) == []
     assert _ids(me.get(f"/AuditEvent?patient={other}")) == set()
+
+
+def test_x_provenance_is_recorded_with_the_write(smart: Smart, world: World) -> None:
+    system = smart.system()
+    provenance = {
+        "resourceType": "Provenance",
+        "recorded": "2026-11-30T12:00:00Z",
+        "agent": [{"who": {"reference": f"Practitioner/{world.nurse}"}}],
+        "activity": {"text": "entered from the paper chart"},
+    }
+    bad = system.post(
+        "/Observation",
+        json=_observation("provenance", world.member, "laboratory"),
+        headers={"X-Provenance": '{"resourceType": "Provenance", "agent": "nobody"}'},
+    )
+    assert bad.status_code == 400
+    assert _ids(system.get("/Observation?code=urn:test|provenance")) == set()
+    written = system.post(
+        "/Observation",
+        json=_observation("provenance", world.member, "laboratory"),
+        headers={"X-Provenance": json.dumps(provenance)},
+    )
+    assert written.status_code == 201, written.text
+    target = written.headers["location"].split("/fhir/", 1)[1]
+    deadline = time.monotonic() + 15
+    while True:
+        found = system.get(f"/Provenance?target={target.split('/_history')[0]}")
+        entries = found.json().get("entry", [])
+        if entries or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert len(entries) == 1
+    stored = entries[0]["resource"]
+    assert stored["target"] == [{"reference": target}]
+    assert stored["activity"] == {"text": "entered from the paper chart"}

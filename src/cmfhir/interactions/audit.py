@@ -133,7 +133,7 @@ class AuditTrail:
     interval: float = 1.0
     max_buffer: int = 100_000
     name: str = "audit"
-    _buffer: list[AuditRecord] = field(default_factory=list)
+    _buffer: list[AuditRecord | dict[str, Any]] = field(default_factory=list)
     _dropped: int = 0
 
     def record(self, record: AuditRecord) -> None:
@@ -145,6 +145,12 @@ class AuditTrail:
                 log.error("audit buffer full: %d audit events dropped", self._dropped)
             return
         self._buffer.append(record)
+
+    def provenance(self, resource: dict[str, Any]) -> None:
+        """A Provenance (X-Provenance) to store with the trail's next write."""
+        if "recorded" not in resource:
+            resource = {**resource, "recorded": instant(utcnow())}
+        self._buffer.append(resource)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -165,11 +171,17 @@ class AuditTrail:
             return 0
         return len(records)
 
-    async def _write(self, records: Iterable[AuditRecord]) -> None:
+    async def _write(self, records: Iterable[AuditRecord | dict[str, Any]]) -> None:
         ctx = replace(self.context, principal=TRUSTED)
         now = utcnow()
         versions: list[NewVersion] = []
         for record in records:
+            if isinstance(record, dict):
+                version, _ = to_version(
+                    ctx, record, id=new_id(), version=1, now=now, method="create", rid=None
+                )
+                versions.append(version)
+                continue
             for member in record.members or (None,):
                 version, _ = to_version(
                     ctx,
