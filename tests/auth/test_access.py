@@ -390,3 +390,16 @@ def test_x_provenance_is_recorded_with_the_write(smart: Smart, world: World) -> 
     stored = entries[0]["resource"]
     assert stored["target"] == [{"reference": target}]
     assert stored["activity"] == {"text": "entered from the paper chart"}
+
+
+def test_history_of_a_deleted_resource_shows_its_deletion(smart: Smart, world: World) -> None:
+    system = smart.system()
+    gone = _create(system, _observation("deleted", world.member, "laboratory"))
+    assert system.delete(f"/Observation/{gone}").status_code in (200, 204)
+    nurse = smart.as_token("user/*.rs", fhir_user=f"Practitioner/{world.nurse}")
+    history = nurse.get(f"/Observation/{gone}/_history")
+    assert history.status_code == 200, history.text
+    methods = [e["request"]["method"] for e in history.json()["entry"]]
+    assert methods == ["DELETE", "POST"]
+    stranger = smart.as_token("user/*.rs", fhir_user=f"Practitioner/{world.stranger}")
+    assert stranger.get(f"/Observation/{gone}/_history").status_code == 404

@@ -39,6 +39,7 @@ from sqlalchemy import (
     cast,
     exists,
     false,
+    func,
     literal,
     not_,
     or_,
@@ -203,7 +204,9 @@ def members_query(practitioner: str) -> Select[Any]:
 
 def _label(res: Any, system: str, code: str) -> ColumnElement[bool]:
     value = json.dumps({"meta": {"security": [{"system": system, "code": code}]}})
-    return res.c.content.bool_op("@>")(cast(literal(value, Text), JSONB))  # type: ignore[no-any-return]
+    labelled = res.c.content.bool_op("@>")(cast(literal(value, Text), JSONB))
+    # A deleted version has no content (null): it carries no label.
+    return func.coalesce(labelled, false())
 
 
 def _recipient(actor: Any, practitioner: str) -> ColumnElement[bool]:
