@@ -10,21 +10,22 @@ import re
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from cmfhir.auth.keys import SigningKeys
-from cmfhir.auth.passwords import hash_password
-from cmfhir.auth.principal import SENSITIVE_SCOPE
-from cmfhir.auth.scopes import parse_scope
 from cmfhir.config import Settings
-from cmfhir.store import OAuthStore, open_database
-from cmfhir.store.oauth import Client, User
+
+if TYPE_CHECKING:
+    from cmfhir.store import OAuthStore
+
+# The database, crypto and password libraries are imported by the commands that use them:
+# `cmfhir serve` starts without them.
 
 __all__ = ["add_commands"]
 
 T = TypeVar("T")
 _FHIR_USER = re.compile(r"^(Patient|Practitioner|RelatedPerson|Person)/[A-Za-z0-9\-.]{1,64}$")
 _IDENTITY_SCOPES = {
+    "system/cmfhir-sensitive.read",  # auth.principal.SENSITIVE_SCOPE
     "openid",
     "fhirUser",
     "profile",
@@ -32,11 +33,12 @@ _IDENTITY_SCOPES = {
     "launch/patient",
     "offline_access",
     "online_access",
-    SENSITIVE_SCOPE,
 }
 
 
 def _with_store(work: Callable[[OAuthStore], Awaitable[T]]) -> T:
+    from cmfhir.store import OAuthStore, open_database
+
     settings = Settings()
 
     async def run() -> T:
@@ -55,6 +57,9 @@ def _fail(message: str) -> int:
 
 
 def register_client(args: argparse.Namespace) -> int:
+    from cmfhir.auth.scopes import parse_scope
+    from cmfhir.store.oauth import Client
+
     unknown = [
         s for s in args.scope.split() if s not in _IDENTITY_SCOPES and parse_scope(s) is None
     ]
@@ -81,6 +86,9 @@ def register_client(args: argparse.Namespace) -> int:
 
 
 def add_user(args: argparse.Namespace) -> int:
+    from cmfhir.auth.passwords import hash_password
+    from cmfhir.store.oauth import User
+
     if not _FHIR_USER.match(args.fhir_user):
         return _fail("--fhir-user must be Patient/ID or Practitioner/ID")
     if len(args.password) < 8:
@@ -92,6 +100,8 @@ def add_user(args: argparse.Namespace) -> int:
 
 
 def rotate_keys(args: argparse.Namespace) -> int:
+    from cmfhir.auth.keys import SigningKeys
+
     settings = Settings()
     keys = SigningKeys(settings.data_dir / "auth-keys")
     keep = max(settings.access_token_lifetime_s, 300) + 60
