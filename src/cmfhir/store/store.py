@@ -15,7 +15,7 @@ import asyncpg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cmfhir.auth.principal import TRUSTED, Principal
+from cmfhir.auth.principal import Principal
 from cmfhir.errors import BadRequest, Conflict, FhirError, ServiceUnavailable
 from cmfhir.store.integrity import ReferencePolicy
 from cmfhir.store.repository import Repository
@@ -110,10 +110,11 @@ class Store:
         )
 
     @asynccontextmanager
-    async def snapshot(self) -> AsyncIterator[Repository]:
+    async def snapshot(self, principal: Principal | None = None) -> AsyncIterator[Repository]:
         """One read-only REPEATABLE READ transaction: every statement in the block sees the
-        same committed state, whatever is written meanwhile (`cmfhir check`)."""
-        async with self.transaction(snapshot=True, principal=TRUSTED) as repo:
+        same committed state, whatever is written meanwhile (`cmfhir check`). Like every
+        transaction it reads only what `principal` may see (None: nothing)."""
+        async with self.transaction(snapshot=True, principal=principal) as repo:
             yield repo
 
     @asynccontextmanager
