@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -14,11 +15,14 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cmfhir import __version__
-from cmfhir.config import Settings
+from cmfhir.auth.keys import SigningKeys
+from cmfhir.config import Settings, check_auth_binding
 from cmfhir.errors import BadRequest, FhirError
 from cmfhir.gaps import care_gaps
 from cmfhir.interactions import FhirContext, Limits
+from cmfhir.interactions.audit import AuditTrail
 from cmfhir.interactions.content import CONTENT_DIR, load_content
+from cmfhir.interactions.oauth import AuthorizationServer, ResourceServer
 from cmfhir.reports.config import load_report_config
 from cmfhir.reports.evaluate_measure import evaluate_measure
 from cmfhir.resources.compartment import load_patient_compartment
@@ -27,10 +31,12 @@ from cmfhir.resources.search_parameters import load_registry
 from cmfhir.resources.types import RESOURCE_TYPES
 from cmfhir.routes import ErrorGuard, Wire, error_response, http_error_response, router
 from cmfhir.routes.access_log import AccessLog
+from cmfhir.routes.audit import AuditMiddleware
 from cmfhir.routes.cors import CORSMiddleware, cors_options, parse_origins
 from cmfhir.routes.health import health_router
 from cmfhir.routes.reports import reports_router
-from cmfhir.store import ReferencePolicy, Store, open_database
+from cmfhir.routes.smart import smart_router
+from cmfhir.store import OAuthStore, ReferencePolicy, Store, open_database
 from cmfhir.store.readiness import Readiness
 from cmfhir.workers import standard_workers, start_workers
 
@@ -92,6 +98,57 @@ def _settle_heap(context: FhirContext) -> None:
     gc.freeze()
 
 
+async def _start_auth(app: FastAPI, settings: Settings, context: FhirContext) -> None:
+    """The resource server (and, without an external issuer, the built-in authorization
+    server with its signing keys, made on first start) for CMFHIR_AUTH=smart."""
+    store = OAuthStore(context.store.engine)
+    keys = None
+    if settings.auth == "smart" and settings.auth_issuer is None:
+        keys = SigningKeys(settings.data_dir / "auth-keys")
+        keys.ensure()
+        app.state.authorization = AuthorizationServer(
+            store,
+            keys,
+            access_lifetime=settings.access_token_lifetime_s,
+            refresh_lifetime=settings.refresh_token_lifetime_s,
+            login_attempts=settings.login_attempts,
+            login_window=settings.login_window_s,
+        )
+        users, clients = await store.counts()
+        if not users or not clients:
+            log.warning(
+                "authorization is on and no %s registered yet. Create them with: "
+                "cmfhir user add --username U --password P --fhir-user Practitioner/ID ; "
+                'cmfhir client register --client-id ID --public --redirect-uri URI --scope "..."'
+                " (./dev cmfhir ... in a checkout; docs/security.md)",
+                "user is" if not users else "client is",
+            )
+    app.state.resource_server = ResourceServer(
+        store, keys, settings.auth_issuer, settings.auth_jwks_url
+    )
+
+
+@asynccontextmanager
+async def _audit_trail(
+    app: FastAPI, settings: Settings, context: FhirContext
+) -> AsyncIterator[None]:
+    """The audit trail's writer, for as long as the server runs; what is still buffered
+    is written when it stops."""
+    if not settings.audit:
+        yield
+        return
+    trail = AuditTrail(context, interval=settings.audit_interval_s)
+    app.state.audit = trail
+    stop = asyncio.Event()
+    task = asyncio.create_task(trail.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+        await trail.flush()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -101,12 +158,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.fhir = context
             await load_content(context, settings.profiles_dir / CONTENT_DIR)
             app.state.readiness = Readiness(context.store.engine)
+            await _start_auth(app, settings, context)
             _settle_heap(context)
             running = (
                 start_workers(standard_workers(context, settings)) if settings.workers else None
             )
             try:
-                yield
+                async with _audit_trail(app, settings, context):
+                    yield
             finally:
                 if running is not None:
                     await running.close()
@@ -123,6 +182,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.report_config = load_report_config(settings.profiles_dir)
+    warning = check_auth_binding(settings, "127.0.0.1")
+    if warning:
+        log.warning(warning)
+    # Before the FHIR routes: `/fhir/.well-known/...` is not a read of a type ".well-known".
+    app.include_router(smart_router)
     app.include_router(router)
     app.include_router(health_router)
     app.include_router(reports_router)
@@ -140,6 +204,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_response(BadRequest("The request is malformed"))
 
     # Large answers (the CapabilityStatement, search pages) compressed for clients that ask.
+    # Innermost: the audit reads the members an answer holds before it is compressed.
+    app.add_middleware(AuditMiddleware)
     app.add_middleware(GZipMiddleware, minimum_size=8192, compresslevel=5)
     app.add_middleware(ErrorGuard)
     # Request id, nosniff and the negotiated Content-Type on every response (inside CORS,

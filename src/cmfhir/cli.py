@@ -11,7 +11,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from cmfhir.config import Settings
+from cmfhir.commands import auth as auth_commands
+from cmfhir.config import Settings, check_auth_binding
 
 if TYPE_CHECKING:
     from cmfhir.interactions import FhirContext
@@ -70,7 +71,12 @@ def serve(args: argparse.Namespace) -> int:
 
     from cmfhir.logs import logging_config
 
-    settings = Settings()
+    try:
+        settings = Settings()
+        auth_warning = check_auth_binding(settings, args.host)
+    except ValueError as error:
+        print(f"cmfhir serve: {error}", file=sys.stderr)
+        return 2
     log_config = logging_config(
         settings.log_level,
         settings.log_format,
@@ -79,6 +85,8 @@ def serve(args: argparse.Namespace) -> int:
     )
     logging.config.dictConfig(log_config)
     _raise_open_files_limit(settings)
+    if auth_warning:
+        logging.getLogger("cmfhir").warning(auth_warning)
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, _exit_while_starting)
     embedded = None
@@ -219,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     gaps.add_commands(commands, _with_context)
     report_commands.add_commands(commands)
     content_commands.add_commands(commands)
+    auth_commands.add_commands(commands)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

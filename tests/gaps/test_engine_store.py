@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from cmfhir.app import open_context
+from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
 from cmfhir.gaps.engine import GapEngine, GapFeed
 from cmfhir.gaps.model import Gap, MemberSnapshot
@@ -42,7 +43,7 @@ async def ctx(scratch_database: str) -> AsyncIterator[FhirContext]:
 
 
 async def _members(ctx: FhirContext, count: int) -> list[str]:
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=TRUSTED) as repo:
         ids = [
             (await create_in(ctx, repo, {"resourceType": "Patient"}))[0].id for _ in range(count)
         ]
@@ -51,7 +52,7 @@ async def _members(ctx: FhirContext, count: int) -> list[str]:
 
 
 async def _gaps(ctx: FhirContext) -> list[tuple[str, int]]:
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(read_only=True, principal=TRUSTED) as repo:
         rows = await repo.conn.execute(
             text(
                 "SELECT content->'patient'->>'reference', count(*) FROM resource "
@@ -92,11 +93,11 @@ async def test_two_engines_on_one_queue_write_each_gap_once(ctx: FhirContext) ->
     assert all(counts)
     assert await _gaps(ctx) == sorted((f"Patient/{m}", 1) for m in members)
     # Everything queued again (a replay): nothing changes.
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=TRUSTED) as repo:
         await repo.conn.execute(text("UPDATE consumer SET xid = 0, seq = 0"))
     await OutboxConsumer(ctx.store, GapFeed()).drain()
     await asyncio.gather(first.drain(), second.drain())
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(read_only=True, principal=TRUSTED) as repo:
         versions = await repo.conn.execute(
             text("SELECT max(version) FROM resource WHERE resource_type = 'DetectedIssue'")
         )
@@ -115,7 +116,7 @@ async def test_a_failing_member_is_put_aside(ctx: FhirContext) -> None:
     engine = GapEngine(ctx, RuleSet([SimpleNamespace(CODE="probe", evaluate=picky)]))  # type: ignore[list-item]
     await engine.drain()
     assert await _gaps(ctx) == sorted((f"Patient/{m}", 1) for m in members if m != bad)
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(read_only=True, principal=TRUSTED) as repo:
         row = (
             await repo.conn.execute(
                 text("SELECT patient_id, attempts, due_at > now() FROM gap_member")
@@ -125,9 +126,9 @@ async def test_a_failing_member_is_put_aside(ctx: FhirContext) -> None:
 
 
 async def test_a_member_whose_patient_is_gone_is_left_alone(ctx: FhirContext) -> None:
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=TRUSTED) as repo:
         await gap_queue.enqueue(repo, ["no-such-patient"], None)
     assert await GapEngine(ctx, PROBE).drain() == 1
     assert await _gaps(ctx) == []
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(read_only=True, principal=TRUSTED) as repo:
         assert await gap_queue.queued(repo) == (0, 0)

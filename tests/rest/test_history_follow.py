@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from cmfhir.app import open_context
+from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
 from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.create import create_in
@@ -69,7 +70,7 @@ async def _held_create(ctx: FhirContext, tag: str, hold: float, commit: bool = T
         pass
 
     try:
-        async with ctx.store.transaction() as repo:
+        async with ctx.store.transaction(principal=TRUSTED) as repo:
             record, _ = await create_in(ctx, repo, _patient(tag))
             await asyncio.sleep(hold)
             if not commit:

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from cmfhir.app import open_context
+from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
 from cmfhir.interactions.check import check
 from cmfhir.interactions.context import FhirContext
@@ -35,7 +36,7 @@ def _patient(tag: str) -> dict[str, Any]:
 
 
 async def _write(ctx: FhirContext, count: int = 1, *, origin: str | None = None) -> list[str]:
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=TRUSTED) as repo:
         if origin is not None:
             await positions.mark_origin(repo, origin)
         ids = []
@@ -80,7 +81,7 @@ async def test_a_commit_wakes_the_listener_and_a_rollback_does_not(ctx: FhirCont
             pass
 
         with pytest.raises(Abandon):
-            async with ctx.store.transaction() as repo:
+            async with ctx.store.transaction(principal=TRUSTED) as repo:
                 await create_in(ctx, repo, _patient("rollback"))
                 raise Abandon
         await asyncio.sleep(0.5)
@@ -141,7 +142,7 @@ async def test_pruning_keeps_what_a_consumer_has_not_passed(ctx: FhirContext) ->
     future = datetime.now(UTC) + timedelta(days=1)
     pruner = Pruner(ctx.store, timedelta(days=0), clock=lambda: future)
     assert await pruner.prune() >= 4
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(read_only=True, principal=TRUSTED) as repo:
         kept = {r[0] for r in await repo.conn.execute(text("SELECT id FROM event"))}
     assert not kept & set(old)
     assert set(later) <= kept
@@ -155,10 +156,10 @@ async def test_check_still_finds_a_missing_event_after_pruning(ctx: FhirContext)
     await _write(ctx, 2)
     await Pruner(ctx.store, timedelta(days=1)).prune()  # nothing old enough: a no-op
     [lost] = await _write(ctx, 1)
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=TRUSTED) as repo:
         await repo.conn.execute(text("DELETE FROM event WHERE id = :i"), {"i": lost})
     future = datetime.now(UTC) - timedelta(seconds=30)
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=TRUSTED) as repo:
         await positions.prune(repo, future, 1000)
     problems = await check(ctx)
     assert problems == {"version without its outbox event": [f"Patient/{lost}/_history/1"]}
@@ -197,7 +198,7 @@ async def test_reading_ahead_handles_committed_events_behind_a_long_transaction_
     release = asyncio.Event()
 
     async def long_writer() -> str:
-        async with ctx.store.transaction() as repo:
+        async with ctx.store.transaction(principal=TRUSTED) as repo:
             record, _ = await create_in(ctx, repo, _patient("long"))
             await release.wait()
         return record.id

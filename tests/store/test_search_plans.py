@@ -17,6 +17,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from cmfhir.auth.principal import OPEN
 from cmfhir.config import Settings
 from cmfhir.resources.search_parameters import load_registry
 from cmfhir.search.parse import parse_search
@@ -166,8 +167,10 @@ def test_search_uses_indexes(
 ) -> None:
     registry = load_registry(settings.profiles_dir)
     request = parse_search(registry, resource_type, params, strict=True)
-    page, _ = page_query(request, 20)
-    plans = asyncio.run(_explain(settings.database_url or "", [page, count_query(request)]))
+    page, _ = page_query(request, 20, OPEN)
+    plans = asyncio.run(
+        _explain(settings.database_url or "", [page, count_query(request, None, OPEN)])
+    )
     for plan in plans:
         seq = [rel for node, rel in _scans(plan) if node == "Seq Scan"]
         assert seq == [], json.dumps(plan)[:3000]

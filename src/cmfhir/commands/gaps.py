@@ -29,6 +29,9 @@ def _as_of(value: str) -> datetime:
 
 
 def _sweep(args: argparse.Namespace, with_context: WithContext) -> int:
+    from dataclasses import replace
+
+    from cmfhir.auth.principal import TRUSTED
     from cmfhir.gaps.engine import GapEngine
     from cmfhir.gaps.ruleset import load_ruleset
     from cmfhir.store import gap_queue
@@ -36,9 +39,11 @@ def _sweep(args: argparse.Namespace, with_context: WithContext) -> int:
     settings = Settings()
 
     async def work(ctx: FhirContext) -> tuple[int, int]:
-        async with ctx.store.transaction() as repo:
+        async with ctx.store.transaction(principal=TRUSTED) as repo:
             queued = await gap_queue.enqueue_all(repo, args.as_of)
-        engine = GapEngine(ctx, load_ruleset(settings.profiles_dir, settings.gap_rules))
+        engine = GapEngine(
+            replace(ctx, principal=TRUSTED), load_ruleset(settings.profiles_dir, settings.gap_rules)
+        )
         return queued, await engine.drain()
 
     queued, evaluated = with_context(work)

@@ -258,7 +258,7 @@ async def care_gaps(ctx: FhirContext, call: OperationCall, profiles_dir: Path) -
     ]
     if practitioner is not None:
         params.append(("care-manager", f"Practitioner/{practitioner[1]}"))
-    async with ctx.store.snapshot() as repo:
+    async with ctx.store.snapshot(ctx.principal) as repo:
         members = await _members(ctx, repo, subject, organization)
         issues: list[dict[str, Any]] = []
         if members is None:

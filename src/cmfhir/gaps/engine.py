@@ -152,7 +152,7 @@ class GapEngine:
                 type(error).__name__,
             )
             if claimed:
-                async with self.ctx.store.transaction() as repo:
+                async with self.ctx.store.transaction(principal=self.ctx.principal) as repo:
                     await gap_queue.postpone(repo, claimed[0], self.retry_after)
             self._isolating = max(self._isolating - 1, 0)
             return 0
@@ -161,7 +161,7 @@ class GapEngine:
         return count
 
     async def _evaluate(self, size: int, claimed: list[str]) -> int:
-        async with self.ctx.store.transaction() as repo:
+        async with self.ctx.store.transaction(principal=self.ctx.principal) as repo:
             await gap_queue.begin_repeatable_read(repo)
             members = await gap_queue.claim(repo, size)
             if not members:
@@ -214,7 +214,9 @@ class GapEngine:
             total += count
             if count:
                 continue
-            async with self.ctx.store.transaction(read_only=True) as repo:
+            async with self.ctx.store.transaction(
+                read_only=True, principal=self.ctx.principal
+            ) as repo:
                 _, due = await gap_queue.queued(repo)
             if not due:
                 return total

@@ -134,7 +134,7 @@ async def load_content(ctx: FhirContext, folder: Path) -> ContentReport:
     if not files:
         return report
     trusted = replace(ctx, principal=TRUSTED)
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=TRUSTED) as repo:
         # Racing loaders (servers starting together) take turns on this name (no resource
         # has it); the later ones find the content written and change nothing.
         await repo.lock_or_claim([_LOADING])

@@ -55,7 +55,7 @@ async def create(
     conditions = (
         parse_conditions(ctx.registry, resource_type, if_none_exist) if if_none_exist else None
     )
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=ctx.principal) as repo:
         if conditions is not None:
             existing = await find_existing(repo, conditions)
             if existing is not None:

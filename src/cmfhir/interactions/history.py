@@ -93,7 +93,7 @@ async def history(
         elif name == "_count":
             count = _count(value, ctx.limits.max_count)
     total: int | None = None
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(principal=ctx.principal, read_only=True) as repo:
         if id is not None and resource_type is not None:
             found = await repo.read(resource_type, id)
             if found is None:

@@ -124,6 +124,6 @@ async def patch(
 ) -> Result:
     require_type(resource_type, ctx.fhir_version)
     check_id(id)
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=ctx.principal) as repo:
         record = await patch_in(ctx, repo, resource_type, id, operations, if_match=if_match)
     return written(record, created=False)

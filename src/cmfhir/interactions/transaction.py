@@ -385,7 +385,7 @@ async def run_transaction(
             raise at_entry(error, e.index) from error
     _check_placeholders(entries)
     ordered = processing_order(entries)
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=ctx.principal) as repo:
         tx = _Transaction(ctx, repo, entries)
         await tx.lock_conditional_types(entries)
         for e in ordered:

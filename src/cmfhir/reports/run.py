@@ -315,7 +315,7 @@ async def run_report(
         raise BadRequest(f"There is no report '{name}' (there are: {known})", expression=[name])
     scope.check()
     _allowed(principal, scope)
-    async with store.snapshot() as repo:
+    async with store.snapshot(principal) as repo:
         found = await fetch_report(repo, name, _parameters(config, scope, period))
     rows = [{k: _plain(v) for k, v in row.items()} for row in found.pop("rows")]
     parts = {k: [{c: _plain(v) for c, v in r.items()} for r in rs] for k, rs in found.items()}

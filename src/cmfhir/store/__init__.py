@@ -2,6 +2,7 @@
 
 from cmfhir.store.database import Database, open_database
 from cmfhir.store.integrity import ReferencePolicy
+from cmfhir.store.oauth import OAuthStore
 from cmfhir.store.outbox import START, Event, EventPosition
 from cmfhir.store.records import Current, Method, NewVersion, StoredVersion
 from cmfhir.store.repository import HistoryPage, Repository, SearchPage
@@ -16,6 +17,7 @@ __all__ = [
     "HistoryPage",
     "Method",
     "NewVersion",
+    "OAuthStore",
     "ReferencePolicy",
     "Repository",
     "SearchPage",

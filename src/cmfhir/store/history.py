@@ -18,7 +18,9 @@ from typing import Any
 from sqlalchemy import Select, Text, and_, cast, exists, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cmfhir.auth.principal import Principal
 from cmfhir.resources.fhirjson import dump_json, parse_json
+from cmfhir.store.access import visible
 from cmfhir.store.records import NewVersion
 from cmfhir.store.schema import resource_history
 
@@ -64,6 +66,7 @@ def history_query(
     until: datetime,
     cursor: tuple[datetime, int, int] | None,
     limit: int,
+    principal: Principal | None,
 ) -> Select[Any]:
     """Versions stamped before `until`, newest first, after `cursor` (stamp, rid, version).
 
@@ -80,7 +83,7 @@ def history_query(
         h.method,
         cast(resource_history.c.content, Text),
         h.rid,
-    ).where(h.last_updated < until)
+    ).where(h.last_updated < until, visible(principal, resource_history, "r" if id else "s"))
     if resource_type is not None:
         query = query.where(h.resource_type == resource_type)
     if id is not None:

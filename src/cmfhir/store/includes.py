@@ -31,7 +31,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cmfhir.auth.principal import Principal
 from cmfhir.search.model import Include
+from cmfhir.store.access import visible
 from cmfhir.store.schema import idx_reference, resource
 
 __all__ = ["Include", "Included", "fetch_included"]
@@ -79,7 +81,9 @@ def _matches(x: Any, includes: Sequence[Include]) -> ColumnElement[bool]:
     return and_(or_(*conditions), x.c.url.not_like("%:%"))
 
 
-def _level_query(forward: Sequence[Include], reverse: Sequence[Include]) -> Select[Any]:
+def _level_query(
+    forward: Sequence[Include], reverse: Sequence[Include], principal: Principal | None
+) -> Select[Any]:
     frontier = _keys("frontier")
     seen = _keys("seen")
     x = idx_reference.alias("x")
@@ -125,6 +129,7 @@ def _level_query(forward: Sequence[Include], reverse: Sequence[Include]) -> Sele
         .where(
             resource.c.rid.in_(select(rids.c[0])),
             resource.c.deleted.is_(False),
+            visible(principal, resource, "r"),
             tuple_(resource.c.resource_type, resource.c.id).not_in(
                 select(seen.c.resource_type, seen.c.id)
             ),
@@ -146,6 +151,7 @@ async def fetch_included(
     *,
     max_depth: int,
     max_total: int,
+    principal: Principal | None,
 ) -> Included:
     """The resources `include` and `revinclude` bring for `matches`, none of them a match
     and none twice, at most `max_total` of them, followed at most `max_depth` levels deep."""
@@ -160,7 +166,7 @@ async def fetch_included(
         room = max_total - len(out.resources)
         rows = (
             await conn.execute(
-                _level_query(forward, reverse),
+                _level_query(forward, reverse, principal),
                 {**_arrays("frontier", frontier), **_arrays("seen", list(seen)), "room": room + 1},
             )
         ).all()

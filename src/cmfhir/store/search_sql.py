@@ -28,6 +28,7 @@ from sqlalchemy import (
     true,
 )
 
+from cmfhir.auth.principal import Principal
 from cmfhir.errors import BadRequest
 from cmfhir.search.model import (
     Compartment,
@@ -42,6 +43,7 @@ from cmfhir.search.model import (
     TokenValue,
     UriValue,
 )
+from cmfhir.store.access import visible
 from cmfhir.store.schema import INDEX_TABLES, resource
 
 __all__ = ["count_query", "criterion_condition", "decode_cursor", "encode_cursor", "page_query"]
@@ -240,7 +242,7 @@ def _column_condition(crit: Criterion, res: Any) -> Any:
 
 
 def _chain_condition(
-    crit: Criterion, resource_type: str | None, res: Any, depth: int
+    crit: Criterion, resource_type: str | None, res: Any, depth: int, principal: Principal | None
 ) -> ColumnElement[bool]:
     """The reference `crit.code` of `res` points at a live target matching the link."""
     options = []
@@ -254,7 +256,8 @@ def _chain_condition(
             target.c.resource_type == link.target_type,
             target.c.id == ref.c.target_id,
             target.c.deleted.is_(False),
-            criterion_condition(link.criterion, link.target_type, target, depth + 1),
+            visible(principal, target, "s"),
+            criterion_condition(link.criterion, link.target_type, target, depth + 1, principal),
         ]
         if resource_type is not None:
             where.append(ref.c.resource_type == resource_type)
@@ -262,7 +265,9 @@ def _chain_condition(
     return or_(*options)
 
 
-def _has_condition(crit: Criterion, res: Any, depth: int) -> ColumnElement[bool]:
+def _has_condition(
+    crit: Criterion, res: Any, depth: int, principal: Principal | None
+) -> ColumnElement[bool]:
     """Some live `has.source_type` whose `has.param` references `res` matches the inner one."""
     assert crit.has is not None
     has = crit.has
@@ -278,24 +283,29 @@ def _has_condition(crit: Criterion, res: Any, depth: int) -> ColumnElement[bool]
             ref.c.target_id == res.c.id,
             source.c.rid == ref.c.rid,
             source.c.deleted.is_(False),
-            criterion_condition(has.criterion, has.source_type, source, depth + 1),
+            visible(principal, source, "s"),
+            criterion_condition(has.criterion, has.source_type, source, depth + 1, principal),
         )
     )
 
 
 def criterion_condition(
-    crit: Criterion, resource_type: str | None, res: Any = None, depth: int = 0
+    crit: Criterion,
+    resource_type: str | None,
+    res: Any = None,
+    depth: int = 0,
+    principal: Principal | None = None,
 ) -> ColumnElement[bool]:
     """The SQL condition for one criterion on the resource alias `res`, itself `depth`
-    subqueries deep."""
+    subqueries deep; chains and `_has` see only what `principal` may (store/access.py)."""
     res = r if res is None else res
     if crit.type in ("id", "lastUpdated", "type"):
         column: ColumnElement[bool] = _column_condition(crit, res)
         return column
     if crit.type == "chain":
-        return _chain_condition(crit, resource_type, res, depth)
+        return _chain_condition(crit, resource_type, res, depth, principal)
     if crit.type == "has":
-        return _has_condition(crit, res, depth)
+        return _has_condition(crit, res, depth, principal)
     if crit.type == "composite":
         return or_(
             *(
@@ -339,13 +349,15 @@ def _compartment_condition(compartment: Compartment) -> ColumnElement[bool]:
     return or_(itself, linked) if compartment.params else itself
 
 
-def _where(request: SearchRequest) -> list[ColumnElement[bool]]:
-    where: list[ColumnElement[bool]] = [r.c.deleted.is_(False)]
+def _where(request: SearchRequest, principal: Principal | None) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = [r.c.deleted.is_(False), visible(principal, r, "s")]
     if request.resource_type is not None:
         where.append(r.c.resource_type == request.resource_type)
     if request.compartment is not None:
         where.append(_compartment_condition(request.compartment))
-    where.extend(criterion_condition(c, request.resource_type) for c in request.criteria)
+    where.extend(
+        criterion_condition(c, request.resource_type, principal=principal) for c in request.criteria
+    )
     return where
 
 
@@ -458,7 +470,9 @@ def decode_cursor(cursor: str, width: int) -> list[Any]:
         raise BadRequest("Invalid paging cursor", expression=["_cursor"]) from error
 
 
-def page_query(request: SearchRequest, limit: int) -> tuple[Select[Any], int]:
+def page_query(
+    request: SearchRequest, limit: int, principal: Principal | None
+) -> tuple[Select[Any], int]:
     """SELECT one page (plus one row, to know if there is a next page).
 
     Returns the query and the number of leading sort values in each row before
@@ -467,7 +481,7 @@ def page_query(request: SearchRequest, limit: int) -> tuple[Select[Any], int]:
     components = _sort_components(request)
     query = select(
         *(c.expr for c in components), r.c.resource_type, r.c.id, cast(r.c.content, Text)
-    ).where(*_where(request))
+    ).where(*_where(request, principal))
     if request.cursor is not None:
         query = query.where(_after(components, decode_cursor(request.cursor, len(components))))
     order = []
@@ -476,10 +490,12 @@ def page_query(request: SearchRequest, limit: int) -> tuple[Select[Any], int]:
     return query.order_by(*order).limit(limit + 1), len(components)
 
 
-def count_query(request: SearchRequest, up_to: int | None = None) -> Select[Any]:
+def count_query(
+    request: SearchRequest, up_to: int | None, principal: Principal | None
+) -> Select[Any]:
     """The number of matches; with `up_to`, counting stops past it (the answer is then
     up_to + 1), which bounds the cost on large result sets."""
     if up_to is None:
-        return select(func.count()).select_from(r).where(*_where(request))
-    bounded = select(r.c.rid).where(*_where(request)).limit(up_to + 1).subquery()
+        return select(func.count()).select_from(r).where(*_where(request, principal))
+    bounded = select(r.c.rid).where(*_where(request, principal)).limit(up_to + 1).subquery()
     return select(func.count()).select_from(bounded)

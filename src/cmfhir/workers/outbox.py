@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
+from cmfhir.auth.principal import TRUSTED
 from cmfhir.errors import FhirError
 from cmfhir.store import Event, EventPosition, Repository, Store
 from cmfhir.store import consumers as positions
@@ -65,7 +66,7 @@ class OutboxConsumer:
     async def step(self) -> tuple[int, bool]:
         """Handle one batch: (events handled, whether more may be readable soon)."""
         name = self.handler.name
-        async with self.store.transaction() as repo:
+        async with self.store.transaction(principal=TRUSTED) as repo:
             if not self._registered:
                 await positions.register(repo, name, from_start=self.handler.from_start)
                 self._registered = True

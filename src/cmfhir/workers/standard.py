@@ -4,8 +4,10 @@ outbox pruner. Subscriptions and exports add theirs here."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
+from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
 from cmfhir.gaps.engine import GapEngine, GapEvaluator, GapFeed, sweep_job
 from cmfhir.gaps.ruleset import RuleSet, load_ruleset
@@ -25,6 +27,8 @@ def standard_workers(
     ruleset: RuleSet | None = None,
     clock: Clock = system_clock,
 ) -> list[Worker]:
+    # The workers are the server itself: they see and write everything.
+    ctx = replace(ctx, principal=TRUSTED)
     store = ctx.store
     listener = consumers.Listener(store.engine)
     if ruleset is None:

@@ -79,7 +79,7 @@ async def run(ctx: FhirContext, call: OperationCall) -> Result:
             "ValueSet/[id]/$expand expands that ValueSet: leave out url and valueSet",
             expression=["url"],
         )
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(read_only=True, principal=ctx.principal) as repo:
         value_set, codes = await _value_set(ctx, repo, call)
         if codes is None:
             codes = await expand_value_set(ctx, repo, value_set)

@@ -48,7 +48,7 @@ async def _response(repo: Repository, ctx: FhirContext, call: OperationCall) -> 
 
 
 async def run(ctx: FhirContext, call: OperationCall) -> Result:
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(read_only=True, principal=ctx.principal) as repo:
         response = await _response(repo, ctx, call)
         canonical = response.get("questionnaire")
         questionnaire = (
