@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -25,8 +26,10 @@ from cmfhir.routes import ErrorGuard, Wire, error_response, http_error_response,
 from cmfhir.routes.access_log import AccessLog
 from cmfhir.routes.cors import CORSMiddleware, cors_options, parse_origins
 from cmfhir.routes.health import health_router
+from cmfhir.routes.subscriptions_ws import ws_router
 from cmfhir.store import ReferencePolicy, Store, open_database
 from cmfhir.store.readiness import Readiness
+from cmfhir.subscriptions import SubscriptionDelivery, open_subscriptions
 
 __all__ = ["create_app", "open_context"]
 
@@ -44,7 +47,7 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
         statement_timeout_ms=settings.statement_timeout_ms,
     )
     try:
-        yield FhirContext(
+        context = FhirContext(
             store=Store(
                 database.engine,
                 ReferencePolicy(
@@ -67,8 +70,32 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
                 max_response_bytes=settings.max_response_bytes,
             ),
         )
+        yield await open_subscriptions(
+            context,
+            profiles_dir=settings.profiles_dir,
+            key=settings.subscription_key,
+            endpoints=settings.subscription_endpoints,
+            allow_loopback=settings.subscription_allow_loopback,
+            retry_hours=settings.subscription_retry_hours,
+            base=settings.base_url,
+        )
     finally:
         await database.dispose()
+
+
+@asynccontextmanager
+async def _subscription_delivery(settings: Settings, context: FhirContext) -> AsyncIterator[None]:
+    """The subscription delivery worker, in this process while it serves."""
+    if not settings.subscription_delivery:
+        yield
+        return
+    stop = asyncio.Event()
+    task = asyncio.create_task(SubscriptionDelivery(context, context.subscriptions).run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
 
 
 def _settle_heap(context: FhirContext) -> None:
@@ -91,7 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.fhir = context
             app.state.readiness = Readiness(context.store.engine)
             _settle_heap(context)
-            yield
+            async with _subscription_delivery(settings, context):
+                yield
 
     app = FastAPI(
         title="cmfhir",
@@ -106,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(router)
     app.include_router(health_router)
+    app.include_router(ws_router)
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:

@@ -86,3 +86,25 @@ class Settings(BaseSettings):
         default=False,
         description="Serve FastAPI's /openapi.json. Off: it describes paths, not FHIR.",
     )
+    # Subscriptions (docs/subscriptions.md).
+    subscription_delivery: bool = Field(
+        default=True,
+        description="Run the subscription delivery worker in this process (serve).",
+    )
+    subscription_key: str | None = Field(
+        default=None,
+        description="Fernet key (urlsafe base64 of 32 bytes) sealing Subscription channel "
+        "headers and websocket tokens. Unset: a key kept in the database.",
+    )
+    subscription_endpoints: str = Field(
+        default="",
+        description="Comma-separated host patterns (*.example.org) rest-hook endpoints may "
+        "name. Empty: any public https host.",
+    )
+    subscription_allow_loopback: bool = Field(
+        default=False,
+        description="Development: accept http(s) rest-hook endpoints on loopback addresses.",
+    )
+    subscription_retry_hours: float = Field(
+        default=24.0, description="Hours a failing endpoint is retried before 'error'."
+    )

@@ -1,0 +1,391 @@
+"""Data access for subscription delivery (tables in store/subscription_tables.py), bound to one
+open connection like `Repository`: the caller's transaction decides what commits together.
+
+A notification's number is taken from its Subscription's row in the same transaction that
+moves the matcher past the event, so a crash leaves either both or neither: the numbers of
+each Subscription stay contiguous through restarts.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cmfhir.store.outbox import START, EventPosition
+from cmfhir.store.subscription_tables import (
+    subscription_attempt,
+    subscription_key,
+    subscription_notification,
+    subscription_position,
+    subscription_state,
+)
+
+__all__ = ["Attempt", "DeliveryState", "Notification", "SubscriptionRows"]
+
+_STATE_COLUMNS = (
+    subscription_state.c.subscription_id,
+    subscription_state.c.topic,
+    subscription_state.c.channel,
+    subscription_state.c.status,
+    subscription_state.c.heartbeat_s,
+    subscription_state.c.events_since_start,
+    subscription_state.c.delivered_through,
+    subscription_state.c.next_attempt_at,
+    subscription_state.c.failing_since,
+    subscription_state.c.failures,
+    subscription_state.c.last_error,
+    subscription_state.c.last_sent_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryState:
+    subscription_id: str
+    topic: str
+    channel: str
+    status: str
+    heartbeat_s: int | None
+    events_since_start: int
+    delivered_through: int
+    next_attempt_at: datetime | None
+    failing_since: datetime | None
+    failures: int
+    last_error: str | None
+    last_sent_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    event_number: int
+    focus_type: str
+    focus_id: str
+    focus_version: int
+    method: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    attempted_at: datetime
+    kind: str
+    first_event: int | None
+    last_event: int | None
+    outcome: str
+    http_status: int | None
+    error: str | None
+
+
+def _state(row: Any) -> DeliveryState:
+    return DeliveryState(*row)
+
+
+class SubscriptionRows:
+    """The subscription tables, read and written on one connection."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    # -- the sealing key ----------------------------------------------------------------------
+
+    async def sealing_key(self) -> bytes:
+        """The key stored in the database, made on first use (racing makers agree on one)."""
+        made = base64.urlsafe_b64encode(os.urandom(32)).decode()
+        await self.conn.execute(
+            pg_insert(subscription_key).values(id=1, key=made).on_conflict_do_nothing()
+        )
+        stored = (
+            await self.conn.execute(
+                select(subscription_key.c.key).where(subscription_key.c.id == 1)
+            )
+        ).scalar_one()
+        return str(stored).encode()
+
+    # -- the matcher's position ---------------------------------------------------------------
+
+    async def claim_position(self, consumer: str) -> EventPosition | None:
+        """The consumer's position, locked until the transaction ends; None when another
+        matcher holds it (it is matching now)."""
+        await self.conn.execute(
+            pg_insert(subscription_position)
+            .values(consumer=consumer, xid=START.xid, seq=START.seq)
+            .on_conflict_do_nothing()
+        )
+        row = (
+            await self.conn.execute(
+                select(subscription_position.c.xid, subscription_position.c.seq)
+                .where(subscription_position.c.consumer == consumer)
+                .with_for_update(skip_locked=True)
+            )
+        ).first()
+        return None if row is None else EventPosition(row[0], row[1])
+
+    async def save_position(self, consumer: str, position: EventPosition) -> None:
+        await self.conn.execute(
+            update(subscription_position)
+            .where(subscription_position.c.consumer == consumer)
+            .values(xid=position.xid, seq=position.seq)
+        )
+
+    # -- delivery state -----------------------------------------------------------------------
+
+    async def states(self) -> list[DeliveryState]:
+        rows = await self.conn.execute(select(*_STATE_COLUMNS))
+        return [_state(r) for r in rows]
+
+    async def state(self, subscription_id: str, *, lock: bool = False) -> DeliveryState | None:
+        query = select(*_STATE_COLUMNS).where(
+            subscription_state.c.subscription_id == subscription_id
+        )
+        if lock:
+            query = query.with_for_update()
+        row = (await self.conn.execute(query)).first()
+        return None if row is None else _state(row)
+
+    async def sync(
+        self,
+        subscription_id: str,
+        *,
+        topic: str,
+        channel: str,
+        status: str,
+        heartbeat_s: int | None,
+        now: datetime,
+    ) -> None:
+        """The state row made or brought in line with the Subscription as stored. A status
+        of `requested` makes the sender's next step due now (a handshake)."""
+        due = now if status == "requested" else None
+        statement = pg_insert(subscription_state).values(
+            subscription_id=subscription_id,
+            topic=topic,
+            channel=channel,
+            status=status,
+            heartbeat_s=heartbeat_s,
+            next_attempt_at=due,
+        )
+        excluded = statement.excluded
+        changed = subscription_state.c.status != excluded.status
+        await self.conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[subscription_state.c.subscription_id],
+                set_={
+                    "topic": excluded.topic,
+                    "channel": excluded.channel,
+                    "heartbeat_s": excluded.heartbeat_s,
+                    "status": excluded.status,
+                    # A new request starts the retries afresh.
+                    "next_attempt_at": func.coalesce(
+                        excluded.next_attempt_at, subscription_state.c.next_attempt_at
+                    ),
+                    "failures": text(
+                        "CASE WHEN excluded.status = 'requested' THEN 0 "
+                        "ELSE subscription_state.failures END"
+                    ),
+                    "failing_since": text(
+                        "CASE WHEN excluded.status = 'requested' THEN NULL "
+                        "ELSE subscription_state.failing_since END"
+                    ),
+                },
+                where=changed | (excluded.status == "requested"),
+            )
+        )
+        # Unchanged status: only the settings that are not delivery state follow the resource.
+        await self.conn.execute(
+            update(subscription_state)
+            .where(subscription_state.c.subscription_id == subscription_id)
+            .values(topic=topic, channel=channel, heartbeat_s=heartbeat_s)
+        )
+
+    async def set_status(self, subscription_id: str, status: str) -> None:
+        await self.conn.execute(
+            update(subscription_state)
+            .where(subscription_state.c.subscription_id == subscription_id)
+            .values(status=status)
+        )
+
+    async def add_notification(
+        self,
+        subscription_id: str,
+        *,
+        focus_type: str,
+        focus_id: str,
+        focus_version: int,
+        method: str,
+        occurred_at: datetime,
+        now: datetime,
+    ) -> int:
+        """The next event number of the Subscription, given to a new notification. The
+        sender's next step becomes due now, unless it is waiting out a failure."""
+        number = (
+            await self.conn.execute(
+                update(subscription_state)
+                .where(subscription_state.c.subscription_id == subscription_id)
+                .values(
+                    events_since_start=subscription_state.c.events_since_start + 1,
+                    next_attempt_at=text(
+                        "CASE WHEN failures > 0 THEN next_attempt_at "
+                        "ELSE LEAST(COALESCE(next_attempt_at, :now), :now) END"
+                    ).bindparams(now=now),
+                )
+                .returning(subscription_state.c.events_since_start)
+            )
+        ).scalar_one()
+        await self.conn.execute(
+            insert(subscription_notification).values(
+                subscription_id=subscription_id,
+                event_number=number,
+                focus_type=focus_type,
+                focus_id=focus_id,
+                focus_version=focus_version,
+                method=method,
+                occurred_at=occurred_at,
+            )
+        )
+        return int(number)
+
+    async def claim_due(
+        self, now: datetime, channel: str, lease_until: datetime
+    ) -> DeliveryState | None:
+        """One Subscription whose next step is due, leased to the caller until `lease_until`:
+        no other sender takes it meanwhile, so its notifications go out one batch at a time
+        and in order. The lease is committed with the claim; a sender that dies loses it
+        when it runs out, and the batch is sent again (at least once)."""
+        row = (
+            await self.conn.execute(
+                select(*_STATE_COLUMNS)
+                .where(
+                    subscription_state.c.next_attempt_at <= now,
+                    subscription_state.c.channel == channel,
+                    subscription_state.c.status.in_(("requested", "active")),
+                    or_(
+                        subscription_state.c.leased_until.is_(None),
+                        subscription_state.c.leased_until <= now,
+                    ),
+                )
+                .order_by(subscription_state.c.next_attempt_at)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+        ).first()
+        if row is None:
+            return None
+        await self.conn.execute(
+            update(subscription_state)
+            .where(subscription_state.c.subscription_id == row[0])
+            .values(leased_until=lease_until)
+        )
+        return _state(row)
+
+    async def after_attempt(
+        self,
+        subscription_id: str,
+        *,
+        status: str,
+        delivered_through: int,
+        next_attempt_at: datetime | None,
+        failing_since: datetime | None,
+        failures: int,
+        last_error: str | None,
+        last_sent_at: datetime | None,
+    ) -> None:
+        await self.conn.execute(
+            update(subscription_state)
+            .where(subscription_state.c.subscription_id == subscription_id)
+            .values(
+                status=status,
+                delivered_through=func.greatest(
+                    subscription_state.c.delivered_through, delivered_through
+                ),
+                next_attempt_at=next_attempt_at,
+                leased_until=None,
+                failing_since=failing_since,
+                failures=failures,
+                last_error=last_error,
+                last_sent_at=last_sent_at,
+            )
+        )
+
+    # -- notifications and attempts -----------------------------------------------------------
+
+    async def notifications(
+        self, subscription_id: str, first: int, last: int | None, limit: int
+    ) -> list[Notification]:
+        """The Subscription's notifications numbered `first`..`last` (inclusive), in order."""
+        conditions = [
+            subscription_notification.c.subscription_id == subscription_id,
+            subscription_notification.c.event_number >= first,
+        ]
+        if last is not None:
+            conditions.append(subscription_notification.c.event_number <= last)
+        rows = await self.conn.execute(
+            select(
+                subscription_notification.c.event_number,
+                subscription_notification.c.focus_type,
+                subscription_notification.c.focus_id,
+                subscription_notification.c.focus_version,
+                subscription_notification.c.method,
+                subscription_notification.c.occurred_at,
+            )
+            .where(and_(*conditions))
+            .order_by(subscription_notification.c.event_number)
+            .limit(limit)
+        )
+        return [Notification(*r) for r in rows]
+
+    async def record_attempt(
+        self,
+        subscription_id: str,
+        *,
+        attempted_at: datetime,
+        kind: str,
+        first_event: int | None,
+        last_event: int | None,
+        outcome: str,
+        http_status: int | None,
+        error: str | None,
+    ) -> None:
+        await self.conn.execute(
+            insert(subscription_attempt).values(
+                subscription_id=subscription_id,
+                attempted_at=attempted_at,
+                kind=kind,
+                first_event=first_event,
+                last_event=last_event,
+                outcome=outcome,
+                http_status=http_status,
+                error=error,
+            )
+        )
+
+    async def attempts(self, subscription_id: str) -> list[Attempt]:
+        rows = await self.conn.execute(
+            select(
+                subscription_attempt.c.attempted_at,
+                subscription_attempt.c.kind,
+                subscription_attempt.c.first_event,
+                subscription_attempt.c.last_event,
+                subscription_attempt.c.outcome,
+                subscription_attempt.c.http_status,
+                subscription_attempt.c.error,
+            )
+            .where(subscription_attempt.c.subscription_id == subscription_id)
+            .order_by(subscription_attempt.c.id)
+        )
+        return [Attempt(*r) for r in rows]
+
+    async def mark_sent(self, subscription_id: str, through: int, now: datetime) -> None:
+        """What a websocket connection sent: delivered through `through`."""
+        await self.conn.execute(
+            update(subscription_state)
+            .where(subscription_state.c.subscription_id == subscription_id)
+            .values(
+                delivered_through=func.greatest(subscription_state.c.delivered_through, through),
+                last_sent_at=now,
+            )
+        )

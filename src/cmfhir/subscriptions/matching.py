@@ -1,0 +1,134 @@
+"""Does a change concern a Subscription? Its topic's trigger (interaction, `fhirPathCriteria`
+over `%previous` and `%current`, `queryCriteria.current`) decides whether the change is an
+event of the topic; the Subscription's filters, and what its creator may see, are then
+checked by a search through the store as that principal (`Type?_id=X&filter=value...`), so
+filters mean exactly what the same search means and access narrows as every read does."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+from urllib.parse import parse_qsl
+
+import fhirpathpy
+from fhirpathpy.models import models as fhirpath_models
+
+from cmfhir.auth.principal import Principal
+from cmfhir.errors import FhirError
+from cmfhir.interactions.context import FhirContext
+from cmfhir.interactions.search_type import search
+from cmfhir.subscriptions.model import SubscriptionConfig
+from cmfhir.subscriptions.topics import Topic, Trigger
+
+__all__ = ["EventCheck", "visible"]
+
+log = logging.getLogger(__name__)
+
+_MODEL = fhirpath_models["r4"]
+
+
+async def visible(
+    ctx: FhirContext,
+    principal: Principal,
+    resource_type: str,
+    id: str,
+    params: Sequence[tuple[str, str]] = (),
+) -> bool:
+    """Whether `principal` finds the resource with a search narrowed by `params`."""
+    if principal.unrestricted and not params:
+        return True
+    try:
+        result = await search(
+            replace(ctx, principal=principal),
+            resource_type,
+            [("_id", id), *params, ("_summary", "count")],
+            base="",
+        )
+    except FhirError as error:
+        # A filter the search refuses (a value of the wrong form) matches nothing.
+        log.warning("subscription filter search refused: %s", type(error).__name__)
+        return False
+    body = result.body
+    return isinstance(body, dict) and bool(body.get("total"))
+
+
+class EventCheck:
+    """The checks of one outbox event, each computed once for all Subscriptions."""
+
+    def __init__(
+        self,
+        ctx: FhirContext,
+        resource_type: str,
+        id: str,
+        method: str,
+        current: dict[str, Any] | None,
+        previous: dict[str, Any] | None,
+    ) -> None:
+        self.ctx = ctx
+        self.resource_type = resource_type
+        self.id = id
+        self.method = method
+        self.current = current
+        self.previous = previous
+        self._triggers: dict[str, bool] = {}
+        self._searches: dict[tuple[Principal, tuple[tuple[str, str], ...]], bool] = {}
+
+    async def topic_fires(self, topic: Topic) -> bool:
+        if topic.url not in self._triggers:
+            fired = False
+            for trigger in topic.triggers_for(self.resource_type, self.method):
+                if await self._fires(trigger):
+                    fired = True
+                    break
+            self._triggers[topic.url] = fired
+        return self._triggers[topic.url]
+
+    async def _fires(self, trigger: Trigger) -> bool:
+        if trigger.fhirpath:
+            environment: dict[str, Any] = {
+                "previous": self.previous or [],
+                "current": self.current or [],
+            }
+            try:
+                value = fhirpathpy.evaluate(
+                    self.current or {}, trigger.fhirpath, environment, _MODEL
+                )
+            except Exception as error:
+                log.warning("topic fhirPathCriteria failed: %s", type(error).__name__)
+                return False
+            if value != [True]:
+                return False
+        if trigger.query_current:
+            pairs = tuple(parse_qsl(trigger.query_current.partition("?")[2]))
+            if not await self._search(Principal("trusted"), pairs):
+                return False
+        return True
+
+    async def concerns(
+        self, topic: Topic, config: SubscriptionConfig, principal: Principal
+    ) -> bool:
+        """Whether the event, already one of `topic`'s, passes the Subscription's filters
+        and is visible to its creator."""
+        pairs: list[tuple[str, str]] = []
+        for resource_type, filters in config.filters:
+            if resource_type != self.resource_type:
+                continue
+            for name, value in filters:
+                mapped = topic.filters.get(name)
+                if mapped is None:
+                    return False
+                pairs.append((mapped[1], value))
+        if self.current is None:
+            # A deletion: nothing left to search; filters cannot be checked.
+            return not pairs and principal.unrestricted
+        return await self._search(principal, tuple(sorted(pairs)))
+
+    async def _search(self, principal: Principal, pairs: tuple[tuple[str, str], ...]) -> bool:
+        key = (principal, pairs)
+        if key not in self._searches:
+            self._searches[key] = await visible(
+                self.ctx, principal, self.resource_type, self.id, pairs
+            )
+        return self._searches[key]
