@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from tests.conftest import RunningServer
+from tests.subscriptions.receiver import Receiver
 
 from cmfhir.app import open_context
 from cmfhir.config import Settings
 from cmfhir.store import SubscriptionRows
 from cmfhir.store.subscriptions import Attempt
 from cmfhir.subscriptions import SubscriptionDelivery
-from tests.conftest import RunningServer
-from tests.subscriptions.receiver import Receiver
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 TOPICS = "https://cmfhir.org/fhir/SubscriptionTopic/"

@@ -8,13 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-
 from tests.subscriptions.conftest import Delivery, subscription
 from tests.subscriptions.receiver import Receiver
 
 
-def _patient(http: httpx.Client) -> str:
-    response = http.post("/Patient", json={"resourceType": "Patient", "name": [{"family": "Doe"}]})
+async def _patient(http: httpx.AsyncClient) -> str:
+    response = await http.post(
+        "/Patient", json={"resourceType": "Patient", "name": [{"family": "Doe"}]}
+    )
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
 
@@ -28,13 +29,13 @@ def _encounter(
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": class_},
         "subject": {"reference": f"Patient/{patient}"},
     }
-    response = http.post("/Encounter", json=body)
+    response = await http.post("/Encounter", json=body)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
 
 
-def _subscribe(http: httpx.Client, body: dict[str, Any]) -> str:
-    response = http.post("/Subscription", json=body)
+async def _subscribe(http: httpx.AsyncClient, body: dict[str, Any]) -> str:
+    response = await http.post("/Subscription", json=body)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
 
@@ -42,8 +43,8 @@ def _subscribe(http: httpx.Client, body: dict[str, Any]) -> str:
 async def test_handshake_then_a_notification_after_a_matching_write(
     delivery: Delivery, receiver: Receiver
 ) -> None:
-    with httpx.Client(base_url=delivery.base) as http:
-        patient, other = _patient(http), _patient(http)
+    async with httpx.AsyncClient(base_url=delivery.base) as http:
+        patient, other = await _patient(http), await _patient(http)
         sid = _subscribe(
             http,
             subscription(
@@ -55,11 +56,11 @@ async def test_handshake_then_a_notification_after_a_matching_write(
         )
         await delivery.step()
         assert [s["type"] for s in receiver.statuses()] == ["handshake"]
-        assert http.get(f"/Subscription/{sid}").json()["status"] == "active"
+        assert (await http.get(f"/Subscription/{sid}")).json()["status"] == "active"
 
-        _encounter(http, other)  # filtered out: another member
-        encounter = _encounter(http, patient)
-        _encounter(http, patient, status="planned")  # not an admission
+        await _encounter(http, other)  # filtered out: another member
+        encounter = await _encounter(http, patient)
+        await _encounter(http, patient, status="planned")  # not an admission
         await delivery.step()
 
     statuses = receiver.statuses()
@@ -75,19 +76,19 @@ async def test_handshake_then_a_notification_after_a_matching_write(
 async def test_backlog_in_order_after_the_subscriber_was_down_an_hour(
     delivery: Delivery, receiver: Receiver
 ) -> None:
-    with httpx.Client(base_url=delivery.base) as http:
-        patient = _patient(http)
-        sid = _subscribe(http, subscription("encounter-admission-discharge", receiver.url))
+    async with httpx.AsyncClient(base_url=delivery.base) as http:
+        patient = await _patient(http)
+        sid = await _subscribe(http, subscription("encounter-admission-discharge", receiver.url))
         await delivery.step()
         receiver.stop()
-        encounters = [_encounter(http, patient) for _ in range(5)]
+        encounters = [await _encounter(http, patient) for _ in range(5)]
         await delivery.step()
         delivery.clock.advance(hours=1)
         await delivery.step()  # still down: another failure, retried later
         receiver.start()
         delivery.clock.advance(hours=1)
         await delivery.step()
-        assert http.get(f"/Subscription/{sid}").json()["status"] == "active"
+        assert (await http.get(f"/Subscription/{sid}")).json()["status"] == "active"
     # Every attempt is recorded: the handshake, two failures, then the backlog.
     attempts = await delivery.attempts(sid)
     assert [(a.kind, a.outcome) for a in attempts] == [
@@ -106,29 +107,29 @@ async def test_backlog_in_order_after_the_subscriber_was_down_an_hour(
 async def test_error_after_a_day_of_failures_then_reactivation(
     delivery: Delivery, receiver: Receiver
 ) -> None:
-    with httpx.Client(base_url=delivery.base) as http:
-        patient = _patient(http)
-        sid = _subscribe(http, subscription("encounter-admission-discharge", receiver.url))
+    async with httpx.AsyncClient(base_url=delivery.base) as http:
+        patient = await _patient(http)
+        sid = await _subscribe(http, subscription("encounter-admission-discharge", receiver.url))
         await delivery.step()
         receiver.stop()
-        _encounter(http, patient)
+        await _encounter(http, patient)
         await delivery.step()
         delivery.clock.advance(hours=23)
         await delivery.step()
-        assert http.get(f"/Subscription/{sid}").json()["status"] == "active"
+        assert (await http.get(f"/Subscription/{sid}")).json()["status"] == "active"
         delivery.clock.advance(hours=2)
         await delivery.step()
-        stored = http.get(f"/Subscription/{sid}").json()
+        stored = (await http.get(f"/Subscription/{sid}")).json()
         assert stored["status"] == "error"
 
         # Re-activation: the owner asks again; handshake, then the backlog.
         receiver.start()
-        _encounter(http, patient)
+        await _encounter(http, patient)
         stored["status"] = "requested"
-        assert http.put(f"/Subscription/{sid}", json=stored).status_code == 200
+        assert (await http.put(f"/Subscription/{sid}", json=stored)).status_code == 200
         await delivery.step()
-        assert http.get(f"/Subscription/{sid}").json()["status"] == "active"
-        status = http.get(f"/Subscription/{sid}/$status").json()
+        assert (await http.get(f"/Subscription/{sid}")).json()["status"] == "active"
+        status = (await http.get(f"/Subscription/{sid}/$status")).json()
     kinds = [s["type"] for s in receiver.statuses()]
     assert kinds[0] == "handshake" and kinds[-2:] == ["handshake", "event-notification"]
     assert receiver.event_numbers() == [1, 2]
