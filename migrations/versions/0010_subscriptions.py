@@ -1,7 +1,7 @@
-"""subscriptions: delivery state, numbered notifications, attempts, matcher position, key
+"""subscriptions: delivery state, numbered notifications, attempts, sealing key
 
 Revision ID: 0010_subscriptions
-Revises: 0004_search
+Revises: 0008_consumers
 Create Date: 2026-11-30 15:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010_subscriptions"
-down_revision: str | None = "0004_search"
+down_revision: str | None = "0008_consumers"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -76,13 +76,6 @@ def upgrade() -> None:
         ["subscription_id", "id"],
     )
     op.create_table(
-        "subscription_position",
-        sa.Column("consumer", sa.Text(), nullable=False),
-        sa.Column("xid", sa.BigInteger(), nullable=False),
-        sa.Column("seq", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("consumer", name=op.f("pk_subscription_position")),
-    )
-    op.create_table(
         "subscription_key",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("key", sa.Text(), nullable=False),
@@ -92,7 +85,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("subscription_key")
-    op.drop_table("subscription_position")
     op.drop_index(
         op.f("ix_subscription_attempt_subscription_id_id"), table_name="subscription_attempt"
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -29,7 +28,8 @@ from cmfhir.routes.health import health_router
 from cmfhir.routes.subscriptions_ws import ws_router
 from cmfhir.store import ReferencePolicy, Store, open_database
 from cmfhir.store.readiness import Readiness
-from cmfhir.subscriptions import SubscriptionDelivery, open_subscriptions
+from cmfhir.subscriptions import open_subscriptions
+from cmfhir.workers import standard_workers, start_workers
 
 __all__ = ["create_app", "open_context"]
 
@@ -83,21 +83,6 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
         await database.dispose()
 
 
-@asynccontextmanager
-async def _subscription_delivery(settings: Settings, context: FhirContext) -> AsyncIterator[None]:
-    """The subscription delivery worker, in this process while it serves."""
-    if not settings.subscription_delivery:
-        yield
-        return
-    stop = asyncio.Event()
-    task = asyncio.create_task(SubscriptionDelivery(context, context.subscriptions).run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await task
-
-
 def _settle_heap(context: FhirContext) -> None:
     """Build the lazily compiled index extractors now, then move everything made at start-up
     out of the garbage collector's sight: a full collection otherwise re-scans those
@@ -118,8 +103,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.fhir = context
             app.state.readiness = Readiness(context.store.engine)
             _settle_heap(context)
-            async with _subscription_delivery(settings, context):
+            running = (
+                start_workers(standard_workers(context, settings)) if settings.workers else None
+            )
+            try:
                 yield
+            finally:
+                if running is not None:
+                    await running.close()
 
     app = FastAPI(
         title="cmfhir",

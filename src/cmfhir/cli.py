@@ -93,6 +93,8 @@ def serve(args: argparse.Namespace) -> int:
             embedded.watch()
         asyncio.run(_migrate(url, settings))
         os.environ["CMFHIR_DATABASE_URL"] = url
+        if args.no_workers:
+            os.environ["CMFHIR_WORKERS"] = "false"
         # uvicorn re-raises the signal that stopped it once it has drained; with this handler
         # in place that re-raise returns here, so the process exits 0 after stopping the
         # embedded PostgreSQL.
@@ -191,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="server processes sharing the port; about one per core (default: %(default)s)",
     )
+    p_serve.add_argument(
+        "--no-workers",
+        action="store_true",
+        help="do not run the background workers (gap engine...) here: `cmfhir worker` runs them",
+    )
     p_serve.set_defaults(func=serve)
     p_migrate = command("migrate", "apply schema migrations and exit")
     p_migrate.set_defaults(func=migrate)
@@ -203,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     p_reindex.set_defaults(func=reindex)
     p_check = command("check", "verify stored versions, history and indexes")
     p_check.set_defaults(func=check)
+    from cmfhir.commands import gaps, workers
+
+    workers.add_commands(commands, _with_context)
+    gaps.add_commands(commands, _with_context)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

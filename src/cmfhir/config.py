@@ -86,11 +86,28 @@ class Settings(BaseSettings):
         default=False,
         description="Serve FastAPI's /openapi.json. Off: it describes paths, not FHIR.",
     )
-    # Subscriptions (docs/subscriptions.md).
-    subscription_delivery: bool = Field(
+    # Background workers (docs/architecture.md, "Workers").
+    workers: bool = Field(
         default=True,
-        description="Run the subscription delivery worker in this process (serve).",
+        description="Run the background workers (gap engine, outbox pruning) inside "
+        "`cmfhir serve`; off (`serve --no-workers`) when `cmfhir worker` runs them apart.",
     )
+    gap_evaluators: int = Field(
+        default=2,
+        description="Gap-engine evaluators per process (each holds a connection while it works).",
+    )
+    gap_rules: str = Field(
+        default="cmfhir.gaps.rules",
+        description="The module whose RULES the gap engine runs (tests name their own).",
+    )
+    gap_sweep_interval_h: float = Field(
+        default=24.0, description="Hours between sweeps of every member's care gaps."
+    )
+    event_retention_days: float = Field(
+        default=7.0,
+        description="Days an outbox event is kept after every consumer has passed it.",
+    )
+    # Subscriptions (docs/subscriptions.md).
     subscription_key: str | None = Field(
         default=None,
         description="Fernet key (urlsafe base64 of 32 bytes) sealing Subscription channel "

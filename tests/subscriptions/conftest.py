@@ -16,7 +16,8 @@ from cmfhir.app import open_context
 from cmfhir.config import Settings
 from cmfhir.store import SubscriptionRows
 from cmfhir.store.subscriptions import Attempt
-from cmfhir.subscriptions import SubscriptionDelivery
+from cmfhir.subscriptions import SubscriptionMatcher, SubscriptionSender
+from cmfhir.workers import OutboxConsumer
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 TOPICS = "https://cmfhir.org/fhir/SubscriptionTopic/"
@@ -87,26 +88,27 @@ def subscription(
 class Delivery:
     base: str
     settings: Settings
-    worker: SubscriptionDelivery
+    matcher: OutboxConsumer
+    sender: SubscriptionSender
     clock: FakeClock
 
     async def attempts(self, subscription_id: str) -> list[Attempt]:
-        async with self.worker.ctx.store.transaction(read_only=True) as repo:
+        async with self.sender.ctx.store.transaction(read_only=True) as repo:
             return await SubscriptionRows(repo.conn).attempts(subscription_id)
 
     async def step(self, rounds: int = 3) -> None:
         """Match and send until nothing more is due (a few rounds)."""
         for _ in range(rounds):
-            while await self.worker.match_once():
+            await self.matcher.drain()
+            while await self.sender.send_once():
                 pass
-            await self.worker.send_once()
 
 
 @pytest.fixture
 def delivery_settings(scratch_database: str) -> Settings:
     return Settings(
         database_url=scratch_database,
-        subscription_delivery=False,
+        workers=False,
         subscription_allow_loopback=True,
     )
 
@@ -121,11 +123,14 @@ def delivery_base(delivery_settings: Settings) -> Iterator[str]:
 async def delivery(delivery_settings: Settings, delivery_base: str) -> AsyncIterator[Delivery]:
     clock = FakeClock()
     async with open_context(delivery_settings) as ctx:
-        worker = SubscriptionDelivery(ctx, ctx.subscriptions, clock=clock)
+        matcher = OutboxConsumer(
+            ctx.store, SubscriptionMatcher(ctx, ctx.subscriptions, clock=clock)
+        )
+        sender = SubscriptionSender(ctx, ctx.subscriptions, clock=clock)
         try:
-            yield Delivery(delivery_base, delivery_settings, worker, clock)
+            yield Delivery(delivery_base, delivery_settings, matcher, sender, clock)
         finally:
-            await worker.aclose()
+            await sender.aclose()
 
 
 @pytest.fixture

@@ -5,47 +5,18 @@ out), the backlog in order after the subscriber was down for an hour, and `error
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 from tests.subscriptions.conftest import Delivery, subscription
+from tests.subscriptions.fhir import encounter, patient_, subscribe
 from tests.subscriptions.receiver import Receiver
-
-
-async def _patient(http: httpx.AsyncClient) -> str:
-    response = await http.post(
-        "/Patient", json={"resourceType": "Patient", "name": [{"family": "Doe"}]}
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-def _encounter(
-    http: httpx.Client, patient: str, status: str = "in-progress", class_: str = "IMP"
-) -> str:
-    body = {
-        "resourceType": "Encounter",
-        "status": status,
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": class_},
-        "subject": {"reference": f"Patient/{patient}"},
-    }
-    response = await http.post("/Encounter", json=body)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-async def _subscribe(http: httpx.AsyncClient, body: dict[str, Any]) -> str:
-    response = await http.post("/Subscription", json=body)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
 
 
 async def test_handshake_then_a_notification_after_a_matching_write(
     delivery: Delivery, receiver: Receiver
 ) -> None:
     async with httpx.AsyncClient(base_url=delivery.base) as http:
-        patient, other = await _patient(http), await _patient(http)
-        sid = _subscribe(
+        patient, other = await patient_(http), await patient_(http)
+        sid = await subscribe(
             http,
             subscription(
                 "encounter-admission-discharge",
@@ -58,16 +29,16 @@ async def test_handshake_then_a_notification_after_a_matching_write(
         assert [s["type"] for s in receiver.statuses()] == ["handshake"]
         assert (await http.get(f"/Subscription/{sid}")).json()["status"] == "active"
 
-        await _encounter(http, other)  # filtered out: another member
-        encounter = await _encounter(http, patient)
-        await _encounter(http, patient, status="planned")  # not an admission
+        await encounter(http, other)  # filtered out: another member
+        admitted = await encounter(http, patient)
+        await encounter(http, patient, status="planned")  # not an admission
         await delivery.step()
 
     statuses = receiver.statuses()
     assert [s["type"] for s in statuses] == ["handshake", "event-notification"]
     assert statuses[1]["events"] == [1]
     assert statuses[1]["events-since-subscription-start"] == "1"
-    assert statuses[1]["foci"] == [f"Encounter/{encounter}"]
+    assert statuses[1]["foci"] == [f"Encounter/{admitted}"]
     assert statuses[1]["subscription"] == {"reference": f"Subscription/{sid}"}
     # The sealed header is sent to the endpoint and to nobody else.
     assert receiver.headers[1]["Authorization"] == "Bearer s3cret"
@@ -77,11 +48,11 @@ async def test_backlog_in_order_after_the_subscriber_was_down_an_hour(
     delivery: Delivery, receiver: Receiver
 ) -> None:
     async with httpx.AsyncClient(base_url=delivery.base) as http:
-        patient = await _patient(http)
-        sid = await _subscribe(http, subscription("encounter-admission-discharge", receiver.url))
+        patient = await patient_(http)
+        sid = await subscribe(http, subscription("encounter-admission-discharge", receiver.url))
         await delivery.step()
         receiver.stop()
-        encounters = [await _encounter(http, patient) for _ in range(5)]
+        encounters = [await encounter(http, patient) for _ in range(5)]
         await delivery.step()
         delivery.clock.advance(hours=1)
         await delivery.step()  # still down: another failure, retried later
@@ -108,11 +79,11 @@ async def test_error_after_a_day_of_failures_then_reactivation(
     delivery: Delivery, receiver: Receiver
 ) -> None:
     async with httpx.AsyncClient(base_url=delivery.base) as http:
-        patient = await _patient(http)
-        sid = await _subscribe(http, subscription("encounter-admission-discharge", receiver.url))
+        patient = await patient_(http)
+        sid = await subscribe(http, subscription("encounter-admission-discharge", receiver.url))
         await delivery.step()
         receiver.stop()
-        await _encounter(http, patient)
+        await encounter(http, patient)
         await delivery.step()
         delivery.clock.advance(hours=23)
         await delivery.step()
@@ -124,7 +95,7 @@ async def test_error_after_a_day_of_failures_then_reactivation(
 
         # Re-activation: the owner asks again; handshake, then the backlog.
         receiver.start()
-        await _encounter(http, patient)
+        await encounter(http, patient)
         stored["status"] = "requested"
         assert (await http.put(f"/Subscription/{sid}", json=stored)).status_code == 200
         await delivery.step()

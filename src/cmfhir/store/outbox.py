@@ -45,12 +45,14 @@ class Event:
     patient_id: str | None
     previous_patient_id: str | None
     created_at: datetime
+    # The worker that wrote it (store/consumers.py `mark_origin`); None for clients.
+    origin: str | None = None
 
 
 _READ = text(
     """
     SELECT xid, seq, rid, resource_type, id, version, method, patient_id,
-           previous_patient_id, created_at
+           previous_patient_id, created_at, origin
     FROM event
     WHERE (xid, seq) > (:xid, :seq)
       AND xid < (pg_snapshot_xmin(pg_current_snapshot()))::text::bigint
@@ -77,6 +79,7 @@ async def read_events(
             patient_id=r[7],
             previous_patient_id=r[8],
             created_at=r[9],
+            origin=r[10],
         )
         for r in rows
     ]

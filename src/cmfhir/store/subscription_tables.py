@@ -1,6 +1,6 @@
 """The tables of topic-based subscription delivery (subscriptions/, docs/subscriptions.md):
-each Subscription's delivery state, its numbered notifications, every delivery attempt, the
-matcher's position in the outbox, and the key that seals channel headers."""
+each Subscription's delivery state, its numbered notifications, every delivery attempt, and
+the key that seals channel headers (the matcher's position is a consumer's: store/consumers.py)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ __all__ = [
     "subscription_attempt",
     "subscription_key",
     "subscription_notification",
-    "subscription_position",
     "subscription_state",
 ]
 
@@ -81,15 +80,6 @@ subscription_attempt = Table(
     Column("http_status", Integer),
     Column("error", Text),
     Index(None, "subscription_id", "id"),
-)
-
-# Where the matcher stands in the outbox (store/outbox.py order).
-subscription_position = Table(
-    "subscription_position",
-    metadata,
-    Column("consumer", Text, primary_key=True),
-    Column("xid", BigInteger, nullable=False),
-    Column("seq", BigInteger, nullable=False),
 )
 
 # The key sealing channel headers when no CMFHIR_SUBSCRIPTION_KEY is set (one row).

@@ -18,12 +18,10 @@ from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cmfhir.store.outbox import START, EventPosition
 from cmfhir.store.subscription_tables import (
     subscription_attempt,
     subscription_key,
     subscription_notification,
-    subscription_position,
     subscription_state,
 )
 
@@ -106,32 +104,6 @@ class SubscriptionRows:
             )
         ).scalar_one()
         return str(stored).encode()
-
-    # -- the matcher's position ---------------------------------------------------------------
-
-    async def claim_position(self, consumer: str) -> EventPosition | None:
-        """The consumer's position, locked until the transaction ends; None when another
-        matcher holds it (it is matching now)."""
-        await self.conn.execute(
-            pg_insert(subscription_position)
-            .values(consumer=consumer, xid=START.xid, seq=START.seq)
-            .on_conflict_do_nothing()
-        )
-        row = (
-            await self.conn.execute(
-                select(subscription_position.c.xid, subscription_position.c.seq)
-                .where(subscription_position.c.consumer == consumer)
-                .with_for_update(skip_locked=True)
-            )
-        ).first()
-        return None if row is None else EventPosition(row[0], row[1])
-
-    async def save_position(self, consumer: str, position: EventPosition) -> None:
-        await self.conn.execute(
-            update(subscription_position)
-            .where(subscription_position.c.consumer == consumer)
-            .values(xid=position.xid, seq=position.seq)
-        )
 
     # -- delivery state -----------------------------------------------------------------------
 

@@ -1,16 +1,13 @@
-"""The delivery worker: follows the outbox, numbers each Subscription's notifications, and
-sends them to rest-hook endpoints (R5 Backport IG 1.1.0, "Notifications", "Handshake",
-"Heartbeat", "Errors").
+"""The sender: a worker that sends each Subscription's notifications to its rest-hook
+endpoint (R5 Backport IG 1.1.0, "Notifications", "Handshake", "Heartbeat", "Errors").
 
-Two loops. The matcher reads the outbox (store/outbox.py order) from its position; for each
-change it asks each Subscription's topic and filters (subscriptions/matching.py), and gives
-a matching Subscription its next event number, in the transaction that moves its position:
-numbers are contiguous and survive a crash. The sender leases one due Subscription at a
-time, sends the handshake, its next batch (in number order, at most max-count) or a
-heartbeat, and records the attempt. A failed send is retried with exponential backoff
-(capped at 10 minutes) for `retry_window` (24 h), after which the Subscription goes to
-`error`; setting it back to `requested` re-activates it and the backlog follows the
-handshake. Time comes from an injectable clock.
+It leases one due Subscription at a time (store/subscriptions.py `claim_due`), sends the
+handshake, its next batch (in number order, at most max-count) or a heartbeat, and records
+the attempt. A failed send is retried with exponential backoff (5 s doubling, at most 10
+minutes) for `retry_window` (24 h), after which the Subscription goes to `error`; setting it
+back to `requested` re-activates it and the backlog follows the handshake. A sender that
+dies mid-send loses its lease when it runs out, and the batch is sent again: at least once,
+in order. Time comes from an injectable clock.
 """
 
 from __future__ import annotations
@@ -18,9 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -30,27 +26,20 @@ from cmfhir.errors import FhirError
 from cmfhir.interactions import update
 from cmfhir.interactions.context import FhirContext
 from cmfhir.resources.fhirjson import dump_json, parse_json
-from cmfhir.store import Event, EventPosition, Repository, SubscriptionRows
+from cmfhir.store import SubscriptionRows
 from cmfhir.store.subscriptions import DeliveryState
-from cmfhir.subscriptions.events import foci, version_content
+from cmfhir.subscriptions.events import foci
 from cmfhir.subscriptions.feature import Loaded, SubscriptionFeature
-from cmfhir.subscriptions.matching import EventCheck
+from cmfhir.subscriptions.matcher import Clock, system_clock
 from cmfhir.subscriptions.notifications import Focus, notification_bundle, status_parameters
 
-__all__ = ["CONSUMER", "Clock", "SubscriptionDelivery", "backoff", "system_clock"]
+__all__ = ["SubscriptionSender", "backoff"]
 
 log = logging.getLogger(__name__)
 
-CONSUMER = "subscriptions"
-Clock = Callable[[], datetime]
 DEFAULT_TIMEOUT_S = 10
 DEFAULT_MAX_COUNT = 100
 MAX_BACKOFF = timedelta(minutes=10)
-LIVE = ("requested", "active", "error")
-
-
-def system_clock() -> datetime:
-    return datetime.now(UTC)
 
 
 def backoff(failures: int) -> timedelta:
@@ -59,17 +48,17 @@ def backoff(failures: int) -> timedelta:
     return min(timedelta(seconds=5 * 2 ** min(failures - 1, 16)), MAX_BACKOFF)
 
 
-class SubscriptionDelivery:
-    name = "subscriptions"
+class SubscriptionSender:
+    name = "subscriptions:sender"
 
     def __init__(
         self,
         ctx: FhirContext,
         feature: SubscriptionFeature,
+        wake: asyncio.Event | None = None,
         *,
         clock: Clock = system_clock,
-        poll_s: float = 0.1,
-        batch: int = 500,
+        poll_s: float = 0.5,
         concurrency: int = 8,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -77,18 +66,24 @@ class SubscriptionDelivery:
         self.feature = feature
         self.clock = clock
         self.poll_s = poll_s
-        self.batch = batch
         self.concurrency = concurrency
+        self._wake = wake or asyncio.Event()
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
-        self._subscriptions: dict[str, Loaded] = {}
-        self._seen: EventPosition | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
-            await asyncio.gather(
-                self._loop(stop, self.match_once), self._loop(stop, self.send_once)
-            )
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    done = await self.send_once()
+                except FhirError as error:  # the database away, or a race
+                    log.warning("%s: %s; retrying", self.name, type(error).__name__)
+                    done = 0
+                if done:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_either(self._wake, stop), self.poll_s)
         finally:
             await self.aclose()
 
@@ -96,106 +91,6 @@ class SubscriptionDelivery:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
-
-    async def _loop(self, stop: asyncio.Event, step: Callable[[], Any]) -> None:
-        while not stop.is_set():
-            try:
-                done = await step()
-            except Exception:
-                log.exception("subscription delivery step failed; retrying")
-                done = 0
-            if not done:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.poll_s)
-
-    # -- matching ---------------------------------------------------------------------------
-
-    async def match_once(self) -> int:
-        """Match the next batch of outbox events; how many were read."""
-        now = self.clock()
-        async with self.ctx.store.transaction() as repo:
-            rows = SubscriptionRows(repo.conn)
-            position = await rows.claim_position(CONSUMER)
-            if position is None:
-                return 0
-            if position != self._seen:
-                await self._reload(repo, rows)
-            events, after = await repo.read_events(position, self.batch)
-            for event in events:
-                await self._match(repo, rows, event, now)
-            if events:
-                await rows.save_position(CONSUMER, after)
-        self._seen = after
-        return len(events)
-
-    async def _reload(self, repo: Repository, rows: SubscriptionRows) -> None:
-        """Another matcher moved the position (or this one just started): the Subscriptions
-        known so far, as stored now."""
-        self._subscriptions = {}
-        for state in await rows.states():
-            if state.status in LIVE:
-                loaded = await self.feature.load(repo, state.subscription_id)
-                if loaded is not None:
-                    self._subscriptions[state.subscription_id] = loaded
-
-    async def _match(
-        self, repo: Repository, rows: SubscriptionRows, event: Event, now: datetime
-    ) -> None:
-        if event.resource_type == "Subscription":
-            await self._follow(repo, rows, event.id, now)
-            return
-        candidates = []
-        for loaded in self._subscriptions.values():
-            topic = self.feature.topics.get(loaded.config.topic)
-            if (
-                topic is not None
-                and loaded.config.status in LIVE
-                and event.resource_type in topic.resource_types
-            ):
-                candidates.append((topic, loaded))
-        if not candidates:
-            return
-        current = previous = None
-        if event.method != "delete":
-            current = await version_content(repo, event.resource_type, event.id, event.version)
-        if event.version > 1:
-            previous = await version_content(repo, event.resource_type, event.id, event.version - 1)
-        check = EventCheck(self.ctx, event.resource_type, event.id, event.method, current, previous)
-        for topic, loaded in candidates:
-            if loaded.principal is None or not await check.topic_fires(topic):
-                continue
-            if not await check.concerns(topic, loaded.config, loaded.principal):
-                continue
-            await rows.add_notification(
-                loaded.config.id,
-                focus_type=event.resource_type,
-                focus_id=event.id,
-                focus_version=event.version,
-                method=event.method,
-                occurred_at=event.created_at,
-                now=now,
-            )
-
-    async def _follow(
-        self, repo: Repository, rows: SubscriptionRows, subscription_id: str, now: datetime
-    ) -> None:
-        loaded = await self.feature.load(repo, subscription_id)
-        if loaded is None:
-            self._subscriptions.pop(subscription_id, None)
-            await rows.set_status(subscription_id, "off")
-            return
-        self._subscriptions[subscription_id] = loaded
-        config = loaded.config
-        await rows.sync(
-            subscription_id,
-            topic=config.topic,
-            channel=config.channel,
-            status=config.status,
-            heartbeat_s=config.heartbeat_s,
-            now=now,
-        )
-
-    # -- sending ----------------------------------------------------------------------------
 
     async def send_once(self) -> int:
         """Serve the Subscriptions whose next step is due (a few at a time); how many."""
@@ -415,3 +310,13 @@ class SubscriptionDelivery:
         except FhirError as failure:
             # Changed meanwhile by its owner: their change decides what happens next.
             log.info("subscription status not updated: %s", type(failure).__name__)
+
+
+async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
+    tasks = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,147 @@
+"""The matcher: an outbox consumer (store/consumers.py, workers/outbox.py) that numbers each
+Subscription's notifications (R5 Backport IG 1.1.0, "Notifications").
+
+For each change it asks each live Subscription's topic and filters
+(subscriptions/matching.py) and gives a matching Subscription its next event number, in the
+transaction that advances the consumer's position: numbers are contiguous and survive a
+crash, and a change is numbered once however often a batch is retried. A Subscription's own
+writes bring its delivery state in line (a `requested` status makes a handshake due).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from cmfhir.auth.principal import TRUSTED
+from cmfhir.interactions.context import FhirContext
+from cmfhir.store import Event, EventPosition, Repository, SubscriptionRows
+from cmfhir.store import consumers as positions
+from cmfhir.subscriptions.events import version_content
+from cmfhir.subscriptions.feature import Loaded, SubscriptionFeature
+from cmfhir.subscriptions.matching import EventCheck
+
+__all__ = [
+    "CONSUMER",
+    "LIVE",
+    "SUBSCRIPTION_CHANNEL",
+    "Clock",
+    "SubscriptionMatcher",
+    "system_clock",
+]
+
+CONSUMER = "subscriptions"
+# NOTIFYed when notifications were numbered: the senders wake.
+SUBSCRIPTION_CHANNEL = "cmfhir_subscription"
+LIVE = ("requested", "active", "error")
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class SubscriptionMatcher:
+    """The `EventHandler` of the `subscriptions` consumer."""
+
+    name = CONSUMER
+    # From the oldest event kept, so that Subscriptions written while no worker ran are seen.
+    from_start = True
+
+    def __init__(
+        self, ctx: FhirContext, feature: SubscriptionFeature, *, clock: Clock = system_clock
+    ) -> None:
+        self.ctx = replace(ctx, principal=TRUSTED)
+        self.feature = feature
+        self.clock = clock
+        self._subscriptions: dict[str, Loaded] = {}
+        self._after: EventPosition | None = None
+
+    async def handle(self, repo: Repository, events: Sequence[Event]) -> None:
+        now = self.clock()
+        rows = SubscriptionRows(repo.conn)
+        position = (await positions.positions(repo)).get(CONSUMER)
+        if position is None or position != self._after:
+            # Another process moved the position (or this one just started): what this one
+            # knows of the Subscriptions may be stale.
+            await self._reload(repo, rows)
+        numbered = 0
+        for event in events:
+            numbered += await self._match(repo, rows, event, now)
+        if numbered:
+            await positions.notify(repo, SUBSCRIPTION_CHANNEL)
+        # Where the position will be once this commits; if it does not, the next batch
+        # finds the position elsewhere and reloads.
+        self._after = events[-1].position if events else position
+
+    async def _reload(self, repo: Repository, rows: SubscriptionRows) -> None:
+        """Another matcher moved the position (or this one just started): the Subscriptions
+        known so far, as stored now."""
+        self._subscriptions = {}
+        for state in await rows.states():
+            if state.status in LIVE:
+                loaded = await self.feature.load(repo, state.subscription_id)
+                if loaded is not None:
+                    self._subscriptions[state.subscription_id] = loaded
+
+    async def _match(
+        self, repo: Repository, rows: SubscriptionRows, event: Event, now: datetime
+    ) -> int:
+        """How many notifications the event made."""
+        if event.resource_type == "Subscription":
+            await self._follow(repo, rows, event.id, now)
+            return 0
+        candidates = []
+        for loaded in self._subscriptions.values():
+            topic = self.feature.topics.get(loaded.config.topic)
+            if (
+                topic is not None
+                and loaded.config.status in LIVE
+                and event.resource_type in topic.resource_types
+            ):
+                candidates.append((topic, loaded))
+        if not candidates:
+            return 0
+        current = previous = None
+        if event.method != "delete":
+            current = await version_content(repo, event.resource_type, event.id, event.version)
+        if event.version > 1:
+            previous = await version_content(repo, event.resource_type, event.id, event.version - 1)
+        check = EventCheck(self.ctx, event.resource_type, event.id, event.method, current, previous)
+        numbered = 0
+        for topic, loaded in candidates:
+            if loaded.principal is None or not await check.topic_fires(topic):
+                continue
+            if not await check.concerns(topic, loaded.config, loaded.principal):
+                continue
+            numbered += 1
+            await rows.add_notification(
+                loaded.config.id,
+                focus_type=event.resource_type,
+                focus_id=event.id,
+                focus_version=event.version,
+                method=event.method,
+                occurred_at=event.created_at,
+                now=now,
+            )
+        return numbered
+
+    async def _follow(
+        self, repo: Repository, rows: SubscriptionRows, subscription_id: str, now: datetime
+    ) -> None:
+        loaded = await self.feature.load(repo, subscription_id)
+        if loaded is None:
+            self._subscriptions.pop(subscription_id, None)
+            await rows.set_status(subscription_id, "off")
+            return
+        self._subscriptions[subscription_id] = loaded
+        config = loaded.config
+        await rows.sync(
+            subscription_id,
+            topic=config.topic,
+            channel=config.channel,
+            status=config.status,
+            heartbeat_s=config.heartbeat_s,
+            now=now,
+        )
