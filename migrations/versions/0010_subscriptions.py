@@ -27,9 +27,6 @@ def upgrade() -> None:
         sa.Column("status", sa.Text(), nullable=False),
         sa.Column("heartbeat_s", sa.Integer(), nullable=True),
         sa.Column(
-            "events_since_start", sa.BigInteger(), server_default=sa.text("0"), nullable=False
-        ),
-        sa.Column(
             "delivered_through", sa.BigInteger(), server_default=sa.text("0"), nullable=False
         ),
         sa.Column("next_attempt_at", TS, nullable=True),
@@ -37,12 +34,19 @@ def upgrade() -> None:
         sa.Column("failures", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("last_sent_at", TS, nullable=True),
-        sa.Column("leased_until", TS, nullable=True),
         sa.Column("created_at", TS, server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("subscription_id", name=op.f("pk_subscription_state")),
     )
     op.create_index(
         op.f("ix_subscription_state_next_attempt_at"), "subscription_state", ["next_attempt_at"]
+    )
+    op.create_table(
+        "subscription_counter",
+        sa.Column("subscription_id", sa.Text(), nullable=False),
+        sa.Column(
+            "events_since_start", sa.BigInteger(), server_default=sa.text("0"), nullable=False
+        ),
+        sa.PrimaryKeyConstraint("subscription_id", name=op.f("pk_subscription_counter")),
     )
     op.create_table(
         "subscription_notification",
@@ -90,5 +94,6 @@ def downgrade() -> None:
     )
     op.drop_table("subscription_attempt")
     op.drop_table("subscription_notification")
+    op.drop_table("subscription_counter")
     op.drop_index(op.f("ix_subscription_state_next_attempt_at"), table_name="subscription_state")
     op.drop_table("subscription_state")

@@ -21,6 +21,7 @@ from cmfhir.store.schema import metadata
 
 __all__ = [
     "subscription_attempt",
+    "subscription_counter",
     "subscription_key",
     "subscription_notification",
     "subscription_state",
@@ -28,9 +29,11 @@ __all__ = [
 
 TS = DateTime(timezone=True)
 
-# One row per Subscription the matcher has seen. `events_since_start` is the number of the
-# last notification made for it; `delivered_through` the last one its endpoint acknowledged.
-# `next_attempt_at` is when the sender next has something to do (null: nothing).
+# One row per Subscription the matcher has seen, the sender's: a sender holds it locked
+# (FOR UPDATE) while it sends, so a Subscription's batches go out one at a time and in order,
+# and a sender that dies frees it with its connection. `delivered_through` is the last
+# notification its endpoint acknowledged; `next_attempt_at` when a handshake, retry or
+# heartbeat is due (notifications past `delivered_through` are due at once unless failing).
 subscription_state = Table(
     "subscription_state",
     metadata,
@@ -39,17 +42,23 @@ subscription_state = Table(
     Column("channel", Text, nullable=False),
     Column("status", Text, nullable=False),
     Column("heartbeat_s", Integer),
-    Column("events_since_start", BigInteger, nullable=False, server_default=text("0")),
     Column("delivered_through", BigInteger, nullable=False, server_default=text("0")),
     Column("next_attempt_at", TS),
     Column("failing_since", TS),
     Column("failures", Integer, nullable=False, server_default=text("0")),
     Column("last_error", Text),
     Column("last_sent_at", TS),
-    # A sender working on it until then (crashed senders' leases run out).
-    Column("leased_until", TS),
     Column("created_at", TS, nullable=False, server_default=text("now()")),
     Index(None, "next_attempt_at"),
+)
+
+# The matcher's: the number of the last notification made for each Subscription (apart
+# from subscription_state, so numbering never waits for a send in progress).
+subscription_counter = Table(
+    "subscription_counter",
+    metadata,
+    Column("subscription_id", Text, primary_key=True),
+    Column("events_since_start", BigInteger, nullable=False, server_default=text("0")),
 )
 
 # The notifications of each Subscription, numbered without gaps from 1.

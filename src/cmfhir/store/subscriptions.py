@@ -1,9 +1,9 @@
 """Data access for subscription delivery (tables in store/subscription_tables.py), bound to one
 open connection like `Repository`: the caller's transaction decides what commits together.
 
-A notification's number is taken from its Subscription's row in the same transaction that
-moves the matcher past the event, so a crash leaves either both or neither: the numbers of
-each Subscription stay contiguous through restarts.
+A notification's number is taken from its Subscription's counter in the same transaction
+that moves the matcher past the event, so a crash leaves either both or neither: the numbers
+of each Subscription stay contiguous through restarts.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cmfhir.store.subscription_tables import (
     subscription_attempt,
+    subscription_counter,
     subscription_key,
     subscription_notification,
     subscription_state,
@@ -33,13 +34,17 @@ _STATE_COLUMNS = (
     subscription_state.c.channel,
     subscription_state.c.status,
     subscription_state.c.heartbeat_s,
-    subscription_state.c.events_since_start,
+    func.coalesce(subscription_counter.c.events_since_start, 0),
     subscription_state.c.delivered_through,
     subscription_state.c.next_attempt_at,
     subscription_state.c.failing_since,
     subscription_state.c.failures,
     subscription_state.c.last_error,
     subscription_state.c.last_sent_at,
+)
+_STATE = subscription_state.outerjoin(
+    subscription_counter,
+    subscription_counter.c.subscription_id == subscription_state.c.subscription_id,
 )
 
 
@@ -108,15 +113,17 @@ class SubscriptionRows:
     # -- delivery state -----------------------------------------------------------------------
 
     async def states(self) -> list[DeliveryState]:
-        rows = await self.conn.execute(select(*_STATE_COLUMNS))
+        rows = await self.conn.execute(select(*_STATE_COLUMNS).select_from(_STATE))
         return [_state(r) for r in rows]
 
     async def state(self, subscription_id: str, *, lock: bool = False) -> DeliveryState | None:
-        query = select(*_STATE_COLUMNS).where(
-            subscription_state.c.subscription_id == subscription_id
+        query = (
+            select(*_STATE_COLUMNS)
+            .select_from(_STATE)
+            .where(subscription_state.c.subscription_id == subscription_id)
         )
         if lock:
-            query = query.with_for_update()
+            query = query.with_for_update(of=subscription_state)
         row = (await self.conn.execute(query)).first()
         return None if row is None else _state(row)
 
@@ -167,6 +174,11 @@ class SubscriptionRows:
                 where=changed | (excluded.status == "requested"),
             )
         )
+        await self.conn.execute(
+            pg_insert(subscription_counter)
+            .values(subscription_id=subscription_id)
+            .on_conflict_do_nothing()
+        )
         # Unchanged status: only the settings that are not delivery state follow the resource.
         await self.conn.execute(
             update(subscription_state)
@@ -190,22 +202,14 @@ class SubscriptionRows:
         focus_version: int,
         method: str,
         occurred_at: datetime,
-        now: datetime,
     ) -> int:
-        """The next event number of the Subscription, given to a new notification. The
-        sender's next step becomes due now, unless it is waiting out a failure."""
+        """The next event number of the Subscription, given to a new notification."""
         number = (
             await self.conn.execute(
-                update(subscription_state)
-                .where(subscription_state.c.subscription_id == subscription_id)
-                .values(
-                    events_since_start=subscription_state.c.events_since_start + 1,
-                    next_attempt_at=text(
-                        "CASE WHEN failures > 0 THEN next_attempt_at "
-                        "ELSE LEAST(COALESCE(next_attempt_at, :now), :now) END"
-                    ).bindparams(now=now),
-                )
-                .returning(subscription_state.c.events_since_start)
+                update(subscription_counter)
+                .where(subscription_counter.c.subscription_id == subscription_id)
+                .values(events_since_start=subscription_counter.c.events_since_start + 1)
+                .returning(subscription_counter.c.events_since_start)
             )
         ).scalar_one()
         await self.conn.execute(
@@ -221,38 +225,28 @@ class SubscriptionRows:
         )
         return int(number)
 
-    async def claim_due(
-        self, now: datetime, channel: str, lease_until: datetime
-    ) -> DeliveryState | None:
-        """One Subscription whose next step is due, leased to the caller until `lease_until`:
-        no other sender takes it meanwhile, so its notifications go out one batch at a time
-        and in order. The lease is committed with the claim; a sender that dies loses it
-        when it runs out, and the batch is sent again (at least once)."""
+    async def claim_due(self, now: datetime, channel: str) -> DeliveryState | None:
+        """One Subscription with something to send now, locked until the transaction ends:
+        other senders skip it, so its notifications go out one batch at a time and in
+        order. Due: a handshake, retry or heartbeat whose time has come, or (unless
+        failing) notifications past those delivered."""
+        state = subscription_state.c
+        pending = subscription_counter.c.events_since_start > state.delivered_through
         row = (
             await self.conn.execute(
                 select(*_STATE_COLUMNS)
+                .select_from(_STATE)
                 .where(
-                    subscription_state.c.next_attempt_at <= now,
-                    subscription_state.c.channel == channel,
-                    subscription_state.c.status.in_(("requested", "active")),
-                    or_(
-                        subscription_state.c.leased_until.is_(None),
-                        subscription_state.c.leased_until <= now,
-                    ),
+                    state.channel == channel,
+                    state.status.in_(("requested", "active")),
+                    or_(state.next_attempt_at <= now, and_(state.failures == 0, pending)),
                 )
-                .order_by(subscription_state.c.next_attempt_at)
+                .order_by(state.next_attempt_at.nulls_first())
                 .limit(1)
-                .with_for_update(skip_locked=True)
+                .with_for_update(of=subscription_state, skip_locked=True)
             )
         ).first()
-        if row is None:
-            return None
-        await self.conn.execute(
-            update(subscription_state)
-            .where(subscription_state.c.subscription_id == row[0])
-            .values(leased_until=lease_until)
-        )
-        return _state(row)
+        return None if row is None else _state(row)
 
     async def after_attempt(
         self,
@@ -275,7 +269,6 @@ class SubscriptionRows:
                     subscription_state.c.delivered_through, delivered_through
                 ),
                 next_attempt_at=next_attempt_at,
-                leased_until=None,
                 failing_since=failing_since,
                 failures=failures,
                 last_error=last_error,

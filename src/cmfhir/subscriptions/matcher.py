@@ -123,7 +123,6 @@ class SubscriptionMatcher:
                 focus_version=event.version,
                 method=event.method,
                 occurred_at=event.created_at,
-                now=now,
             )
         return numbered
 

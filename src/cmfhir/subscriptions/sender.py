@@ -103,109 +103,98 @@ class SubscriptionSender:
         now = self.clock()
         async with self.ctx.store.transaction() as repo:
             rows = SubscriptionRows(repo.conn)
-            lease = now + timedelta(seconds=DEFAULT_TIMEOUT_S * 3 + 30)
-            state = await rows.claim_due(now, channel, lease)
+            state = await rows.claim_due(now, channel)
             if state is None:
                 return 0
             loaded = await self.feature.load(repo, state.subscription_id)
-        if channel == "websocket":
-            await self._websocket_step(state, loaded)
-        else:
-            await self._rest_hook_step(state, loaded, now)
+            if channel == "websocket":
+                changed = await self._websocket_step(rows, state, loaded, now)
+            else:
+                changed = await self._rest_hook_step(rows, state, loaded, now)
+        if changed is not None:
+            await self._set_resource_status(state.subscription_id, *changed)
         return 1
 
     async def _finish(
         self,
+        rows: SubscriptionRows,
         state: DeliveryState,
         *,
+        now: datetime,
         status: str | None = None,
         through: int | None = None,
-        sent_at: datetime | None = None,
+        sent: bool = False,
         failed: str | None = None,
-        now: datetime,
-        heartbeat: bool = True,
-    ) -> None:
-        """Record the outcome and set when the next step is due, from the state as it is now
-        (the matcher may have numbered more notifications meanwhile)."""
-        async with self.ctx.store.transaction() as repo:
-            rows = SubscriptionRows(repo.conn)
-            fresh = await rows.state(state.subscription_id, lock=True)
-            if fresh is None:
-                return
-            delivered = max(fresh.delivered_through, through or 0)
-            status = status or fresh.status
-            failing_since = fresh.failing_since
-            failures = fresh.failures
-            next_at: datetime | None
-            if failed is not None:
-                failing_since = failing_since or now
-                failures += 1
-                if now - failing_since >= self.feature.retry_window:
-                    status = "error"
-                    next_at = None
-                else:
-                    next_at = now + backoff(failures)
+    ) -> tuple[str, str | None] | None:
+        """Record the outcome and when the next handshake, retry or heartbeat is due; the
+        new status when it changed to one the Subscription resource shows."""
+        status = status or state.status
+        failing_since, failures = state.failing_since, state.failures
+        last_sent = now if sent else state.last_sent_at
+        next_at: datetime | None = None
+        if failed is not None:
+            failing_since = failing_since or now
+            failures += 1
+            if now - failing_since >= self.feature.retry_window:
+                status = "error"
             else:
-                failing_since, failures = None, 0
-                last = sent_at or fresh.last_sent_at
-                if status not in ("requested", "active"):
-                    next_at = None
-                elif fresh.events_since_start > delivered or status == "requested":
-                    next_at = now
-                elif heartbeat and fresh.heartbeat_s and last is not None:
-                    next_at = last + timedelta(seconds=fresh.heartbeat_s)
-                else:
-                    next_at = None
-            await rows.after_attempt(
-                state.subscription_id,
-                status=status,
-                delivered_through=delivered,
-                next_attempt_at=next_at,
-                failing_since=failing_since,
-                failures=failures,
-                last_error=failed if failed is not None else None,
-                last_sent_at=sent_at or fresh.last_sent_at,
-            )
+                next_at = now + backoff(failures)
+        else:
+            failing_since, failures = None, 0
+            if status == "requested":
+                next_at = now
+            elif status == "active" and state.heartbeat_s and last_sent is not None:
+                next_at = last_sent + timedelta(seconds=state.heartbeat_s)
+        await rows.after_attempt(
+            state.subscription_id,
+            status=status,
+            delivered_through=max(state.delivered_through, through or 0),
+            next_attempt_at=next_at,
+            failing_since=failing_since,
+            failures=failures,
+            last_error=failed,
+            last_sent_at=last_sent,
+        )
         if status != state.status and status in ("active", "error"):
-            await self._set_resource_status(state.subscription_id, status, failed)
+            return status, failed
+        return None
 
-    async def _websocket_step(self, state: DeliveryState, loaded: Loaded | None) -> None:
+    async def _websocket_step(
+        self, rows: SubscriptionRows, state: DeliveryState, loaded: Loaded | None, now: datetime
+    ) -> tuple[str, str | None] | None:
         """Websocket Subscriptions are sent to by their bound connections
         (subscriptions/websocket.py); here they only become active."""
-        status = "off" if loaded is None or loaded.config.status == "off" else "active"
-        async with self.ctx.store.transaction() as repo:
-            rows = SubscriptionRows(repo.conn)
-            fresh = await rows.state(state.subscription_id, lock=True)
-            if fresh is None:
-                return
-            await rows.after_attempt(
-                state.subscription_id,
-                status=status if fresh.status in ("requested", "off") else fresh.status,
-                delivered_through=fresh.delivered_through,
-                next_attempt_at=None,
-                failing_since=None,
-                failures=0,
-                last_error=None,
-                last_sent_at=fresh.last_sent_at,
-            )
-        if status == "active" and state.status == "requested":
-            await self._set_resource_status(state.subscription_id, "active", None)
+        if loaded is None or loaded.config.status == "off":
+            return await self._finish(rows, state, now=now, status="off")
+        await rows.after_attempt(
+            state.subscription_id,
+            status="active",
+            delivered_through=state.delivered_through,
+            next_attempt_at=None,
+            failing_since=None,
+            failures=0,
+            last_error=None,
+            last_sent_at=state.last_sent_at,
+        )
+        return ("active", None) if state.status != "active" else None
 
     async def _rest_hook_step(
-        self, state: DeliveryState, loaded: Loaded | None, now: datetime
-    ) -> None:
+        self, rows: SubscriptionRows, state: DeliveryState, loaded: Loaded | None, now: datetime
+    ) -> tuple[str, str | None] | None:
         if loaded is None or loaded.config.status == "off":
-            await self._finish(state, status="off", now=now)
-            return
+            return await self._finish(rows, state, now=now, status="off")
         if loaded.principal is None:
             log.warning("subscription seal cannot be opened; nothing delivered")
-            await self._finish(state, status="error", now=now, failed="sealed data unreadable")
-            return
+            return await self._finish(
+                rows, state, now=now, status="error", failed="sealed data unreadable"
+            )
         config = loaded.config
         events: list[Focus] = []
         if state.status == "requested":
             kind = "handshake"
-        elif state.events_since_start > state.delivered_through:
+        elif state.events_since_start > state.delivered_through and (
+            state.failures == 0 or (state.next_attempt_at or now) <= now
+        ):
             kind = "event-notification"
             events = await foci(
                 self.ctx,
@@ -220,8 +209,7 @@ class SubscriptionSender:
         ):
             kind = "heartbeat"
         else:
-            await self._finish(state, now=now)
-            return
+            return await self._finish(rows, state, now=now)
         status = status_parameters(
             base=self.feature.base,
             subscription_id=config.id,
@@ -242,27 +230,26 @@ class SubscriptionSender:
         code, error = await self._post(loaded, bundle)
         first = events[0].event_number if events else None
         last = events[-1].event_number if events else None
-        async with self.ctx.store.transaction() as repo:
-            await SubscriptionRows(repo.conn).record_attempt(
-                config.id,
-                attempted_at=now,
-                kind=kind,
-                first_event=first,
-                last_event=last,
-                outcome="failed" if error else "delivered",
-                http_status=code,
-                error=error,
-            )
+        await rows.record_attempt(
+            config.id,
+            attempted_at=now,
+            kind=kind,
+            first_event=first,
+            last_event=last,
+            outcome="failed" if error else "delivered",
+            http_status=code,
+            error=error,
+        )
         if error is not None:
-            await self._finish(state, failed=error, now=now)
-        else:
-            await self._finish(
-                state,
-                status="active" if kind == "handshake" else None,
-                through=last,
-                sent_at=now,
-                now=now,
-            )
+            return await self._finish(rows, state, now=now, failed=error)
+        return await self._finish(
+            rows,
+            state,
+            now=now,
+            status="active" if kind == "handshake" else None,
+            through=last,
+            sent=True,
+        )
 
     async def _post(self, loaded: Loaded, bundle: dict[str, Any]) -> tuple[int | None, str | None]:
         config = loaded.config
