@@ -106,3 +106,32 @@ async def test_error_after_a_day_of_failures_then_reactivation(
     assert receiver.event_numbers() == [1, 2]
     parameters = status["entry"][0]["resource"]["parameter"]
     assert {"name": "events-since-subscription-start", "valueString": "2"} in parameters
+
+
+async def test_token_filters_with_and_without_system(
+    delivery: Delivery, receiver: Receiver
+) -> None:
+    act = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+    async with httpx.AsyncClient(base_url=delivery.base) as http:
+        patient = await patient_(http)
+        await subscribe(
+            http,
+            subscription(
+                "encounter-admission-discharge",
+                receiver.url,
+                filters=(f"Encounter?class={act}|EMER&patient={patient}",),
+            ),
+        )
+        await subscribe(
+            http,
+            subscription(
+                "encounter-admission-discharge",
+                receiver.url,
+                filters=("Encounter?class=http://example.org/other|EMER",),
+            ),
+        )
+        await encounter(http, patient, class_="IMP")
+        emergency = await encounter(http, patient, class_="EMER")
+        await delivery.step()
+    notified = [s for s in receiver.statuses() if s["type"] == "event-notification"]
+    assert [s["foci"] for s in notified] == [[f"Encounter/{emergency}"]]

@@ -2,7 +2,12 @@
 over `%previous` and `%current`, `queryCriteria.current`) decides whether the change is an
 event of the topic; the Subscription's filters, and what its creator may see, are then
 checked by a search through the store as that principal (`Type?_id=X&filter=value...`), so
-filters mean exactly what the same search means and access narrows as every read does."""
+filters mean exactly what the same search means and access narrows as every read does.
+
+For a principal that sees everything, plain equality filters on token, reference and uri
+parameters are decided from the changed version's index values instead (the same values the
+search would find, without a query per Subscription); the search itself looks at the
+current version."""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from cmfhir.auth.principal import Principal
 from cmfhir.errors import FhirError
 from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.search_type import search
+from cmfhir.resources.index_values import ResourceIndex, extract_index
 from cmfhir.subscriptions.model import SubscriptionConfig
 from cmfhir.subscriptions.topics import Topic, Trigger
 
@@ -73,6 +79,7 @@ class EventCheck:
         self.current = current
         self.previous = previous
         self._triggers: dict[str, bool] = {}
+        self._index: ResourceIndex | None = None
         self._searches: dict[tuple[Principal, tuple[tuple[str, str], ...]], bool] = {}
 
     async def topic_fires(self, topic: Topic) -> bool:
@@ -123,7 +130,40 @@ class EventCheck:
         if self.current is None:
             # A deletion: nothing left to search; filters cannot be checked.
             return not pairs and principal.unrestricted
+        if principal.unrestricted:
+            decided = [self._quick(param, value) for param, value in pairs]
+            if all(d is not None for d in decided):
+                return all(decided)
         return await self._search(principal, tuple(sorted(pairs)))
+
+    def _quick(self, param: str, value: str) -> bool | None:
+        """A filter decided from the changed version's own index values, without a search:
+        a plain token, reference or uri parameter compared for equality. None when it needs
+        the search (a chain, `_has`, a modifier, an OR list, another parameter type)."""
+        if ":" in param or "." in param or param.startswith("_") or "," in value:
+            return None
+        definition = self.ctx.registry.for_type(self.resource_type).get(param)
+        if definition is None or definition.type not in ("token", "reference", "uri"):
+            return None
+        if self._index is None:
+            assert self.current is not None
+            self._index = extract_index(self.current, self.ctx.registry)
+        index = self._index
+        if definition.type == "reference":
+            kind, _, id = value.rpartition("/")
+            return any(
+                r.url == value or (r.target_id == id and (not kind or r.target_type == kind))
+                for r in index.reference
+                if r.param == param
+            )
+        if definition.type == "uri":
+            return any(u.uri == value for u in index.uri if u.param == param)
+        system, bar, code = value.rpartition("|")
+        return any(
+            t.code == code and (not bar or (t.system or "") == system)
+            for t in index.token
+            if t.param == param
+        )
 
     async def _search(self, principal: Principal, pairs: tuple[tuple[str, str], ...]) -> bool:
         key = (principal, pairs)
