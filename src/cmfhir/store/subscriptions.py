@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, text, update
+from sqlalchemy import Text, and_, cast, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cmfhir.store.schema import resource_history
 from cmfhir.store.subscription_tables import (
     subscription_attempt,
     subscription_counter,
@@ -26,7 +28,7 @@ from cmfhir.store.subscription_tables import (
     subscription_state,
 )
 
-__all__ = ["Attempt", "DeliveryState", "Notification", "SubscriptionRows"]
+__all__ = ["Attempt", "DeliveryState", "NewNotification", "Notification", "SubscriptionRows"]
 
 _STATE_COLUMNS = (
     subscription_state.c.subscription_id,
@@ -72,6 +74,27 @@ class Notification:
     focus_version: int
     method: str
     occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    subscription_id: str
+    focus_type: str
+    focus_id: str
+    focus_version: int
+    method: str
+    occurred_at: datetime
+
+
+_COUNT = text(
+    """
+    UPDATE subscription_counter AS c
+    SET events_since_start = c.events_since_start + v.n
+    FROM unnest(CAST(:ids AS text[]), CAST(:ns AS bigint[])) AS v(id, n)
+    WHERE c.subscription_id = v.id
+    RETURNING c.subscription_id, c.events_since_start
+    """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,37 +216,49 @@ class SubscriptionRows:
             .values(status=status)
         )
 
-    async def add_notification(
-        self,
-        subscription_id: str,
-        *,
-        focus_type: str,
-        focus_id: str,
-        focus_version: int,
-        method: str,
-        occurred_at: datetime,
-    ) -> int:
-        """The next event number of the Subscription, given to a new notification."""
-        number = (
-            await self.conn.execute(
-                update(subscription_counter)
-                .where(subscription_counter.c.subscription_id == subscription_id)
-                .values(events_since_start=subscription_counter.c.events_since_start + 1)
-                .returning(subscription_counter.c.events_since_start)
+    async def add_notifications(self, made: Sequence[NewNotification]) -> None:
+        """Number the new notifications, each Subscription's in the order given, after its
+        last number: one statement for the counters, one for the rows."""
+        counts: dict[str, int] = {}
+        for item in made:
+            counts[item.subscription_id] = counts.get(item.subscription_id, 0) + 1
+        ids = sorted(counts)
+        counted = await self.conn.execute(_COUNT, {"ids": ids, "ns": [counts[i] for i in ids]})
+        lasts: dict[str, int] = {str(r[0]): int(r[1]) for r in counted}
+        next_number = {i: lasts[i] - counts[i] + 1 for i in ids if i in lasts}
+        values = []
+        for item in made:
+            if item.subscription_id not in next_number:
+                continue  # its Subscription is gone
+            number = next_number[item.subscription_id]
+            next_number[item.subscription_id] = number + 1
+            values.append(
+                {
+                    "subscription_id": item.subscription_id,
+                    "event_number": number,
+                    "focus_type": item.focus_type,
+                    "focus_id": item.focus_id,
+                    "focus_version": item.focus_version,
+                    "method": item.method,
+                    "occurred_at": item.occurred_at,
+                }
             )
-        ).scalar_one()
-        await self.conn.execute(
-            insert(subscription_notification).values(
-                subscription_id=subscription_id,
-                event_number=number,
-                focus_type=focus_type,
-                focus_id=focus_id,
-                focus_version=focus_version,
-                method=method,
-                occurred_at=occurred_at,
+        if values:
+            await self.conn.execute(insert(subscription_notification).values(values))
+
+    async def contents(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], str]:
+        """Versions' content (JSON text) by (rid, version), deleted ones left out."""
+        rows = await self.conn.execute(
+            select(
+                resource_history.c.rid,
+                resource_history.c.version,
+                cast(resource_history.c.content, Text),
+            ).where(
+                tuple_(resource_history.c.rid, resource_history.c.version).in_(list(set(keys))),
+                resource_history.c.content.is_not(None),
             )
         )
-        return int(number)
+        return {(r[0], r[1]): r[2] for r in rows}
 
     async def claim_due(self, now: datetime, channel: str) -> DeliveryState | None:
         """One Subscription with something to send now, locked until the transaction ends:

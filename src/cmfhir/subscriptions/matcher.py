@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from cmfhir.auth.principal import TRUSTED
 from cmfhir.interactions.context import FhirContext
+from cmfhir.resources.fhirjson import parse_json
 from cmfhir.store import Event, EventPosition, Repository, SubscriptionRows
 from cmfhir.store import consumers as positions
-from cmfhir.subscriptions.events import version_content
+from cmfhir.store.subscriptions import NewNotification
 from cmfhir.subscriptions.feature import Loaded, SubscriptionFeature
 from cmfhir.subscriptions.matching import EventCheck
 
@@ -57,6 +59,7 @@ class SubscriptionMatcher:
         self.clock = clock
         self._subscriptions: dict[str, Loaded] = {}
         self._after: EventPosition | None = None
+        self._contents: dict[tuple[int, int], str] = {}
 
     async def handle(self, repo: Repository, events: Sequence[Event]) -> None:
         now = self.clock()
@@ -66,10 +69,22 @@ class SubscriptionMatcher:
             # Another process moved the position (or this one just started): what this one
             # knows of the Subscriptions may be stale.
             await self._reload(repo, rows)
-        numbered = 0
+        # The versions the topics' triggers look at, read in one query for the batch.
+        watched = self.feature.topics.resource_types()
+        keys = [
+            (e.rid, version)
+            for e in events
+            if e.resource_type in watched
+            for version in (e.version, e.version - 1)
+            if version > 0
+        ]
+        subscribed = self._subscriptions or any(e.resource_type == "Subscription" for e in events)
+        self._contents = await rows.contents(keys) if keys and subscribed else {}
+        made: list[NewNotification] = []
         for event in events:
-            numbered += await self._match(repo, rows, event, now)
-        if numbered:
+            made.extend(await self._match(repo, rows, event, now))
+        if made:
+            await rows.add_notifications(made)
             await positions.notify(repo, SUBSCRIPTION_CHANNEL)
         # Where the position will be once this commits; if it does not, the next batch
         # finds the position elsewhere and reloads.
@@ -85,13 +100,20 @@ class SubscriptionMatcher:
                 if loaded is not None:
                     self._subscriptions[state.subscription_id] = loaded
 
+    def _content(self, rid: int, version: int) -> dict[str, Any] | None:
+        found = self._contents.get((rid, version))
+        if found is None:
+            return None
+        content: dict[str, Any] = parse_json(found)
+        return content
+
     async def _match(
         self, repo: Repository, rows: SubscriptionRows, event: Event, now: datetime
-    ) -> int:
-        """How many notifications the event made."""
+    ) -> list[NewNotification]:
+        """The notifications the event makes (numbered when the batch ends)."""
         if event.resource_type == "Subscription":
             await self._follow(repo, rows, event.id, now)
-            return 0
+            return []
         candidates = []
         for loaded in self._subscriptions.values():
             topic = self.feature.topics.get(loaded.config.topic)
@@ -102,29 +124,27 @@ class SubscriptionMatcher:
             ):
                 candidates.append((topic, loaded))
         if not candidates:
-            return 0
-        current = previous = None
-        if event.method != "delete":
-            current = await version_content(repo, event.resource_type, event.id, event.version)
-        if event.version > 1:
-            previous = await version_content(repo, event.resource_type, event.id, event.version - 1)
+            return []
+        current = None if event.method == "delete" else self._content(event.rid, event.version)
+        previous = self._content(event.rid, event.version - 1) if event.version > 1 else None
         check = EventCheck(self.ctx, event.resource_type, event.id, event.method, current, previous)
-        numbered = 0
+        made = []
         for topic, loaded in candidates:
             if loaded.principal is None or not await check.topic_fires(topic):
                 continue
             if not await check.concerns(topic, loaded.config, loaded.principal):
                 continue
-            numbered += 1
-            await rows.add_notification(
-                loaded.config.id,
-                focus_type=event.resource_type,
-                focus_id=event.id,
-                focus_version=event.version,
-                method=event.method,
-                occurred_at=event.created_at,
+            made.append(
+                NewNotification(
+                    loaded.config.id,
+                    focus_type=event.resource_type,
+                    focus_id=event.id,
+                    focus_version=event.version,
+                    method=event.method,
+                    occurred_at=event.created_at,
+                )
             )
-        return numbered
+        return made
 
     async def _follow(
         self, repo: Repository, rows: SubscriptionRows, subscription_id: str, now: datetime
