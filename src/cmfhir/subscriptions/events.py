@@ -27,35 +27,44 @@ async def version_content(
 
 
 async def foci(
-    ctx: FhirContext, loaded: Loaded, first: int, last: int | None, limit: int, content: str = ""
+    ctx: FhirContext,
+    loaded: Loaded,
+    first: int,
+    last: int | None,
+    limit: int,
+    content: str = "",
+    repo: Repository | None = None,
 ) -> list[Focus]:
     """Notifications `first`..`last` (at most `limit`), in order. `content` overrides the
-    Subscription's payload content (`$events` takes it as a hint)."""
+    Subscription's payload content (`$events` takes it as a hint). Read in `repo`'s
+    transaction when given."""
+    if repo is None:
+        async with ctx.store.transaction(read_only=True) as own:
+            return await foci(ctx, loaded, first, last, limit, content, own)
     config = loaded.config
     content = content or config.content
-    async with ctx.store.transaction(read_only=True) as repo:
-        notes = await SubscriptionRows(repo.conn).notifications(config.id, first, last, limit)
-        out = []
-        for note in notes:
-            shown = loaded.principal is not None and await visible(
-                ctx, loaded.principal, note.focus_type, note.focus_id
+    notes = await SubscriptionRows(repo.conn).notifications(config.id, first, last, limit)
+    out = []
+    for note in notes:
+        shown = loaded.principal is not None and await visible(
+            ctx, loaded.principal, note.focus_type, note.focus_id
+        )
+        if not shown or content == "empty":
+            out.append(Focus(note.event_number, note.occurred_at))
+            continue
+        resource = None
+        if content == "full-resource" and note.method != "delete":
+            resource = await version_content(
+                repo, note.focus_type, note.focus_id, note.focus_version
             )
-            if not shown or content == "empty":
-                out.append(Focus(note.event_number, note.occurred_at))
-                continue
-            resource = None
-            if content == "full-resource" and note.method != "delete":
-                resource = await version_content(
-                    repo, note.focus_type, note.focus_id, note.focus_version
-                )
-            out.append(
-                Focus(
-                    note.event_number,
-                    note.occurred_at,
-                    note.focus_type,
-                    note.focus_id,
-                    note.method,
-                    resource,
-                )
+        out.append(
+            Focus(
+                note.event_number,
+                note.occurred_at,
+                note.focus_type,
+                note.focus_id,
+                note.method,
+                resource,
             )
+        )
     return out

@@ -26,7 +26,7 @@ from cmfhir.errors import FhirError
 from cmfhir.interactions import update
 from cmfhir.interactions.context import FhirContext
 from cmfhir.resources.fhirjson import dump_json, parse_json
-from cmfhir.store import SubscriptionRows
+from cmfhir.store import Repository, SubscriptionRows
 from cmfhir.store.subscriptions import DeliveryState
 from cmfhir.subscriptions.events import foci
 from cmfhir.subscriptions.feature import Loaded, SubscriptionFeature
@@ -110,7 +110,7 @@ class SubscriptionSender:
             if channel == "websocket":
                 changed = await self._websocket_step(rows, state, loaded, now)
             else:
-                changed = await self._rest_hook_step(rows, state, loaded, now)
+                changed = await self._rest_hook_step(repo, rows, state, loaded, now)
         if changed is not None:
             await self._set_resource_status(state.subscription_id, *changed)
         return 1
@@ -179,7 +179,12 @@ class SubscriptionSender:
         return ("active", None) if state.status != "active" else None
 
     async def _rest_hook_step(
-        self, rows: SubscriptionRows, state: DeliveryState, loaded: Loaded | None, now: datetime
+        self,
+        repo: Repository,
+        rows: SubscriptionRows,
+        state: DeliveryState,
+        loaded: Loaded | None,
+        now: datetime,
     ) -> tuple[str, str | None] | None:
         if loaded is None or loaded.config.status == "off":
             return await self._finish(rows, state, now=now, status="off")
@@ -202,6 +207,7 @@ class SubscriptionSender:
                 state.delivered_through + 1,
                 None,
                 config.max_count or DEFAULT_MAX_COUNT,
+                repo=repo,
             )
         elif state.heartbeat_s and (
             state.last_sent_at is None
