@@ -135,3 +135,20 @@ async def test_token_filters_with_and_without_system(
         await delivery.step()
     notified = [s for s in receiver.statuses() if s["type"] == "event-notification"]
     assert [s["foci"] for s in notified] == [[f"Encounter/{emergency}"]]
+
+
+async def test_heartbeat_after_the_period_without_notifications(
+    delivery: Delivery, receiver: Receiver
+) -> None:
+    async with httpx.AsyncClient(base_url=delivery.base) as http:
+        await subscribe(http, subscription("communication-recorded", receiver.url, heartbeat_s=60))
+        await delivery.step()
+        delivery.clock.advance(seconds=30)
+        await delivery.step()
+        assert [s["type"] for s in receiver.statuses()] == ["handshake"]
+        delivery.clock.advance(seconds=31)
+        await delivery.step()
+    statuses = receiver.statuses()
+    assert [s["type"] for s in statuses] == ["handshake", "heartbeat"]
+    assert statuses[1]["status"] == "active"
+    assert statuses[1]["events"] == []
