@@ -36,8 +36,10 @@ from cmfhir.routes.cors import CORSMiddleware, cors_options, parse_origins
 from cmfhir.routes.health import health_router
 from cmfhir.routes.reports import reports_router
 from cmfhir.routes.smart import smart_router
+from cmfhir.routes.subscriptions_ws import ws_router
 from cmfhir.store import OAuthStore, ReferencePolicy, Store, open_database
 from cmfhir.store.readiness import Readiness
+from cmfhir.subscriptions import open_subscriptions
 from cmfhir.workers import standard_workers, start_workers
 
 __all__ = ["create_app", "open_context"]
@@ -56,7 +58,7 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
         statement_timeout_ms=settings.statement_timeout_ms,
     )
     try:
-        yield FhirContext(
+        context = FhirContext(
             store=Store(
                 database.engine,
                 ReferencePolicy(
@@ -82,6 +84,15 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
                 max_response_entries=settings.max_response_entries,
                 max_response_bytes=settings.max_response_bytes,
             ),
+        )
+        yield await open_subscriptions(
+            context,
+            profiles_dir=settings.profiles_dir,
+            key=settings.subscription_key,
+            endpoints=settings.subscription_endpoints,
+            allow_loopback=settings.subscription_allow_loopback,
+            retry_hours=settings.subscription_retry_hours,
+            base=settings.base_url,
         )
     finally:
         await database.dispose()
@@ -190,6 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(health_router)
     app.include_router(reports_router)
+    app.include_router(ws_router)
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:

@@ -149,6 +149,25 @@ class Settings(BaseSettings):
         description="Days an outbox event is kept after every consumer has passed it.",
     )
 
+    # Subscriptions (docs/subscriptions.md).
+    subscription_key: str | None = Field(
+        default=None,
+        description="Fernet key (urlsafe base64 of 32 bytes) sealing Subscription channel "
+        "headers and websocket tokens. Unset: a key kept in the database.",
+    )
+    subscription_endpoints: str = Field(
+        default="",
+        description="Comma-separated host patterns (*.example.org) rest-hook endpoints may "
+        "name. Empty: any public https host.",
+    )
+    subscription_allow_loopback: bool = Field(
+        default=False,
+        description="Development: accept http(s) rest-hook endpoints on loopback addresses.",
+    )
+    subscription_retry_hours: float = Field(
+        default=24.0, description="Hours a failing endpoint is retried before 'error'."
+    )
+
     @field_validator("auth")
     @classmethod
     def _known_auth(cls, value: str) -> str:

@@ -7,6 +7,7 @@ from cmfhir.store.outbox import START, Event, EventPosition
 from cmfhir.store.records import Current, Method, NewVersion, StoredVersion
 from cmfhir.store.repository import HistoryPage, Repository, SearchPage
 from cmfhir.store.store import Store
+from cmfhir.store.subscriptions import SubscriptionRows
 
 __all__ = [
     "START",
@@ -23,5 +24,6 @@ __all__ = [
     "SearchPage",
     "Store",
     "StoredVersion",
+    "SubscriptionRows",
     "open_database",
 ]

@@ -16,6 +16,7 @@ from cmfhir.store import consumers, gap_queue
 from cmfhir.workers.outbox import OutboxConsumer
 from cmfhir.workers.runtime import Worker
 from cmfhir.workers.scheduled import Clock, Pruner, Scheduled, system_clock
+from cmfhir.workers.subscriptions import subscription_workers
 
 __all__ = ["standard_workers"]
 
@@ -49,5 +50,6 @@ def standard_workers(
             clock=clock,
         ),
         Pruner(store, timedelta(days=settings.event_retention_days), clock=clock),
+        *subscription_workers(ctx, listener, clock=clock),
     ]
     return workers
