@@ -157,6 +157,8 @@ class AccessLog:
     def _write(
         self, scope: Scope, request_id: str, status: int | None, elapsed: float, size: int
     ) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return  # CMFHIR_LOG_LEVEL above info: no line, so no path to clean either
         path = loggable_path(scope["path"], scope.get("query_string", b""), _search_codes(scope))
         if request_id != REQUEST_ID.get():
             REQUEST_ID.set(request_id)  # the id further in chose, on this line too
