@@ -21,9 +21,8 @@ from cmfhir.resources.compartment import load_patient_compartment
 from cmfhir.resources.operations import load_operations
 from cmfhir.resources.search_parameters import load_registry
 from cmfhir.resources.types import RESOURCE_TYPES
-from cmfhir.routes import ErrorGuard, Wire, error_response, http_error_response, router
-from cmfhir.routes.access_log import AccessLog
-from cmfhir.routes.cors import CORSMiddleware, cors_options, parse_origins
+from cmfhir.routes import Edge, error_response, http_error_response, router
+from cmfhir.routes.cors import cors_options, parse_origins
 from cmfhir.routes.health import health_router
 from cmfhir.store import ReferencePolicy, Store, open_database
 from cmfhir.store.readiness import Readiness
@@ -131,14 +130,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Large answers (the CapabilityStatement, search pages) compressed for clients that ask.
     app.add_middleware(GZipMiddleware, minimum_size=8192, compresslevel=5)
-    app.add_middleware(ErrorGuard)
-    # Request id, nosniff and the negotiated Content-Type on every response (inside CORS,
-    # so that a 406 carries the CORS headers a browser needs to read it).
-    app.add_middleware(Wire)
-    # Outside ErrorGuard, so that a 500 carries the CORS headers a browser needs to read it.
+    # Outermost, one layer: the access log, CORS when configured, the request id, nosniff and
+    # the negotiated Content-Type, and the error guard (routes/edge.py says in which order).
     origins = parse_origins(settings.cors_origins)
-    if origins:
-        app.add_middleware(CORSMiddleware, **cors_options(origins))
-    # Outermost: every request is timed and logged, preflights and 500s included.
-    app.add_middleware(AccessLog)
+    app.add_middleware(Edge, cors=cors_options(origins) if origins else None)
     return app
