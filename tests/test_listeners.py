@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from cmfhir.listeners import reuse_port_socket
+from cmfhir.listeners import check_port_free, reuse_port_socket
 from serving import serve
 
 pytestmark = pytest.mark.skipif(
@@ -91,3 +91,17 @@ def test_sockets_of_one_group_share_the_port() -> None:
         second.close()
     finally:
         first.close()
+
+
+def test_a_port_an_earlier_group_listens_on_is_not_free() -> None:
+    """A second `cmfhir serve` on the port of a running one fails to start rather than
+    joining its group."""
+    first = reuse_port_socket("127.0.0.1", 0)
+    try:
+        first.listen()
+        port = first.getsockname()[1]
+        with pytest.raises(OSError):
+            check_port_free("127.0.0.1", port)
+    finally:
+        first.close()
+    check_port_free("127.0.0.1", port)

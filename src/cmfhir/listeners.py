@@ -5,21 +5,35 @@ a client that opens its keep-alive connections at once often lands all of them o
 worker while the other idles (bench/README.md). With a socket of its own per worker in one
 `SO_REUSEPORT` group, the kernel hashes each new connection to one of the sockets, so the
 connections spread over the workers. Only one user's processes can join a group, and only
-sockets that all set the option: a port held by anything else still fails to bind.
+sockets that all set the option; so that a second server on the same port fails as before
+instead of joining the group, the port is first bound once without the option.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
+import sys
 
-from uvicorn.config import Config
+from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors import Multiprocess
 
-__all__ = ["ReusePortMultiprocess", "reuse_port_socket", "reuse_port_supported"]
+__all__ = ["ReusePortMultiprocess", "check_port_free", "reuse_port_socket", "reuse_port_supported"]
+
+logger = logging.getLogger("uvicorn.error")
 
 
 def reuse_port_supported() -> bool:
     return hasattr(socket, "SO_REUSEPORT")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise OSError if anything listens on `host:port`, an `SO_REUSEPORT` group included
+    (a socket without the option cannot join one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -52,6 +66,12 @@ class ReusePortMultiprocess(Multiprocess):
         # A port of 0 takes the one the first socket got, for every worker.
         self._port = config.port
         self._handed: list[socket.socket] = []
+        try:
+            if self._port:
+                check_port_free(self._host, self._port)
+        except OSError as error:
+            logger.error(error)
+            sys.exit(STARTUP_FAILURE)
         super().__init__(config, sockets=[])
 
     @property
