@@ -27,7 +27,8 @@ def _established_per_worker(parent: psutil.Process, port: int) -> dict[int, int]
     """Connections to `port` each worker holds (the supervisor holds none)."""
     counts: dict[int, int] = {}
     for worker in parent.children(recursive=True):
-        if "postgres" in worker.name():
+        # multiprocessing's resource tracker is a child of the supervisor too.
+        if "postgres" in worker.name() or "resource_tracker" in " ".join(worker.cmdline()):
             continue
         held = [
             c
