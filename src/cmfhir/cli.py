@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging.config
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cmfhir.commands import auth as auth_commands
 from cmfhir.config import Settings, check_auth_binding
@@ -66,9 +67,35 @@ def _exit_while_starting(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def serve(args: argparse.Namespace) -> int:
+def _run_uvicorn(args: argparse.Namespace, settings: Settings, log_config: dict[str, Any]) -> None:
+    """uvicorn with cmfhir's protocol; several workers each listen on a socket of their own
+    (`cmfhir.listeners`), so the kernel spreads keep-alive connections over them."""
     import uvicorn
 
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "log_config": log_config,
+        "log_level": settings.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": 30,
+        # Request-head timeout and connection cap (cmfhir.connections), read from the
+        # environment in each worker.
+        "http": "cmfhir.connections:GuardedHttpProtocol",
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+    }
+    from cmfhir.listeners import ReusePortMultiprocess, reuse_port_supported
+
+    if args.workers <= 1 or not reuse_port_supported():
+        uvicorn.run("cmfhir.app:create_app", factory=True, **options)
+        return
+    config = uvicorn.Config("cmfhir.app:create_app", factory=True, **options)
+    with contextlib.suppress(KeyboardInterrupt):
+        ReusePortMultiprocess(config).run()
+
+
+def serve(args: argparse.Namespace) -> int:
     from cmfhir.logs import logging_config
 
     try:
@@ -108,21 +135,7 @@ def serve(args: argparse.Namespace) -> int:
         # embedded PostgreSQL.
         for stop in (signal.SIGINT, signal.SIGTERM):
             signal.signal(stop, lambda signum, frame: None)
-        uvicorn.run(
-            "cmfhir.app:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_config=log_config,
-            log_level=settings.log_level,
-            access_log=False,
-            timeout_graceful_shutdown=30,
-            # Request-head timeout and connection cap (cmfhir.connections), read from the
-            # environment in each worker.
-            http="cmfhir.connections:GuardedHttpProtocol",
-            timeout_keep_alive=settings.keep_alive_timeout_s,
-        )
+        _run_uvicorn(args, settings, log_config)
     finally:
         if embedded is not None:
             embedded.stop()
