@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cmfhir import __version__
 from cmfhir.config import Settings
 from cmfhir.errors import BadRequest, FhirError
+from cmfhir.exchange.services import exchange_services
 from cmfhir.interactions import FhirContext, Limits
 from cmfhir.resources.compartment import load_patient_compartment
 from cmfhir.resources.operations import load_operations
@@ -25,6 +26,7 @@ from cmfhir.routes import ErrorGuard, Wire, error_response, http_error_response,
 from cmfhir.routes.access_log import AccessLog
 from cmfhir.routes.cors import CORSMiddleware, cors_options, parse_origins
 from cmfhir.routes.health import health_router
+from cmfhir.routes.hl7v2 import hl7v2_router
 from cmfhir.store import ReferencePolicy, Store, open_database
 from cmfhir.store.readiness import Readiness
 
@@ -91,7 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.fhir = context
             app.state.readiness = Readiness(context.store.engine)
             _settle_heap(context)
-            yield
+            async with exchange_services(context, settings.base_url):
+                yield
 
     app = FastAPI(
         title="cmfhir",
@@ -106,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(router)
     app.include_router(health_router)
+    app.include_router(hl7v2_router)
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:
