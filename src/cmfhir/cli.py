@@ -203,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     p_reindex.set_defaults(func=reindex)
     p_check = command("check", "verify stored versions, history and indexes")
     p_check.set_defaults(func=check)
+
+    from cmfhir.commands.exchange import add_commands as add_exchange_commands
+
+    add_exchange_commands(commands)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

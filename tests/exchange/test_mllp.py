@@ -100,3 +100,19 @@ def test_no_listener_unless_asked(client: httpx.Client) -> None:
     with socket.socket() as sock:
         sock.settimeout(1)
         assert sock.connect_ex(("127.0.0.1", 2575)) != 0
+
+
+def test_serve_option_sets_the_listener_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+    import os
+
+    from cmfhir.commands.exchange import add_commands
+
+    monkeypatch.setenv("CMFHIR_MLLP_PORT", "")  # restored (unset) after the test
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve")
+    add_commands(commands)
+    args = parser.parse_args(["serve", "--mllp-port", "2575"])
+    assert args.mllp_port == 2575
+    assert os.environ["CMFHIR_MLLP_PORT"] == "2575"
