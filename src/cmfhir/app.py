@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cmfhir import __version__
 from cmfhir.config import Settings
 from cmfhir.errors import BadRequest, FhirError
+from cmfhir.exchange.everything import run as everything
 from cmfhir.exchange.services import exchange_services
 from cmfhir.interactions import FhirContext, Limits
 from cmfhir.resources.compartment import load_patient_compartment
@@ -24,6 +25,7 @@ from cmfhir.resources.search_parameters import load_registry
 from cmfhir.resources.types import RESOURCE_TYPES
 from cmfhir.routes import ErrorGuard, Wire, error_response, http_error_response, router
 from cmfhir.routes.access_log import AccessLog
+from cmfhir.routes.bulk import bulk_router
 from cmfhir.routes.cors import CORSMiddleware, cors_options, parse_origins
 from cmfhir.routes.health import health_router
 from cmfhir.routes.hl7v2 import hl7v2_router
@@ -58,6 +60,7 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
             registry=load_registry(settings.profiles_dir),
             compartment=load_patient_compartment(settings.profiles_dir),
             operations=load_operations(settings.profiles_dir),
+            implementations={"everything": everything},
             limits=Limits(
                 default_count=settings.default_count,
                 max_count=settings.max_count,
@@ -107,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if settings.openapi else None,
     )
     app.state.settings = settings
+    app.include_router(bulk_router)  # before router: its operations need the base URL
     app.include_router(router)
     app.include_router(health_router)
     app.include_router(hl7v2_router)
