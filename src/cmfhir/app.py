@@ -17,6 +17,7 @@ from cmfhir import __version__
 from cmfhir.config import Settings
 from cmfhir.errors import BadRequest, FhirError
 from cmfhir.exchange.everything import run as everything
+from cmfhir.exchange.export.kickoff import run as export
 from cmfhir.exchange.services import exchange_services
 from cmfhir.interactions import FhirContext, Limits
 from cmfhir.resources.compartment import load_patient_compartment
@@ -60,7 +61,7 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
             registry=load_registry(settings.profiles_dir),
             compartment=load_patient_compartment(settings.profiles_dir),
             operations=load_operations(settings.profiles_dir),
-            implementations={"everything": everything},
+            implementations={"everything": everything, "export": export},
             limits=Limits(
                 default_count=settings.default_count,
                 max_count=settings.max_count,

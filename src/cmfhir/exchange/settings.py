@@ -35,6 +35,9 @@ class ExchangeSettings(BaseSettings):
     export_expiry_s: int = Field(
         default=24 * 3600, description="Seconds an export's files are kept after it completes."
     )
+    export_worker: bool = Field(
+        default=True, description="Run the export worker in the API process (cmfhir serve)."
+    )
     import_dir: Path | None = Field(
         default=None, description="$import reads NDJSON files under this directory only."
     )

@@ -82,12 +82,12 @@ async def stream_resources(
     *,
     patients: Sequence[str] | None = None,
     since: datetime | None = None,
-    ids: Sequence[str] | None = None,
+    member_only: bool = False,
     batch: int = 2000,
 ) -> AsyncIterator[tuple[str, str | None, str]]:
-    """Every current resource of one type (of these members, changed after `since`, with
-    these ids), `(id, patient_id, content)`, streamed from a server-side cursor: memory
-    stays flat whatever the count."""
+    """Every current resource of one type (of these members, or of any member when
+    `member_only`; changed after `since`), `(id, patient_id, content)`, streamed from a
+    server-side cursor: memory stays flat whatever the count."""
     params: dict[str, Any] = {"type": resource_type}
     sql = (
         "SELECT r.id, r.patient_id, CAST(r.content AS text) FROM resource r"
@@ -96,9 +96,8 @@ async def stream_resources(
     if patients is not None:
         sql += " AND r.patient_id = ANY(:patients)"
         params["patients"] = list(patients)
-    if ids is not None:
-        sql += " AND r.id = ANY(:ids)"
-        params["ids"] = list(ids)
+    elif member_only:
+        sql += " AND r.patient_id IS NOT NULL"
     if since is not None:
         sql += " AND r.last_updated > :since"
         params["since"] = since
