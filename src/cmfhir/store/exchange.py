@@ -160,3 +160,26 @@ async def patient_ids_in_groups(repo: Repository, group_id: str) -> list[str] | 
         if reference.startswith("Patient/"):
             out.append(reference.removeprefix("Patient/"))
     return out
+
+
+async def dangling_since(
+    repo: Repository, since: datetime, limit: int = 10_000
+) -> list[tuple[str, str, str]]:
+    """References (indexed ones) from resources written since `since` to local resources
+    that are not there: `(type, id, reference)`. What an import checks at its end."""
+    rows = await repo.conn.execute(
+        text(
+            """
+            SELECT DISTINCT r.rid, r.resource_type, r.id, x.url FROM resource r
+            JOIN idx_reference x ON x.rid = r.rid
+            WHERE r.last_updated >= :since AND NOT r.deleted
+              AND x.target_type IS NOT NULL AND x.target_id IS NOT NULL
+              AND x.url NOT LIKE '%://%'
+              AND NOT EXISTS (SELECT 1 FROM resource t WHERE t.resource_type = x.target_type
+                              AND t.id = x.target_id AND NOT t.deleted)
+            ORDER BY r.rid LIMIT :limit
+            """
+        ),
+        {"since": since, "limit": limit},
+    )
+    return [(str(r[1]), str(r[2]), str(r[3])) for r in rows]
