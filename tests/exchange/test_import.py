@@ -13,11 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.serving import cmfhir_env
 
 from cmfhir.app import open_context
 from cmfhir.commands.exchange import import_file
 from cmfhir.config import Settings
-from tests.serving import cmfhir_env
 
 
 def _lines(tag: str) -> list[str]:
