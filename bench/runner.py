@@ -20,6 +20,7 @@ import asyncpg
 from bench import printout, report
 from bench.caseload import Staff, make_staff, member_bundles, staff_bundle
 from bench.cpu_split import cpu_split
+from bench.export import run_exchange
 from bench.gc_pauses import gc_env, summarize_gc
 from bench.ingest import post_bundle, raw_copy, send_bundles, serialize
 from bench.load import WRK_INSTALL_HINT, load_tool
@@ -34,11 +35,10 @@ from bench.synthea import load_synthea, synthea_bundle
 
 __all__ = ["NOT_AVAILABLE", "SCENARIOS", "STANDARD_SCENARIOS", "Options", "run"]
 
-STANDARD_SCENARIOS = ("ingest", "read", "search", "gaps", "export")
+STANDARD_SCENARIOS = ("ingest", "read", "search", "gaps", "export", "import")
 SCENARIOS = (*STANDARD_SCENARIOS, "soak")  # the soak runs only when asked for
 NOT_AVAILABLE = {
     "gaps": "not available: the gap engine does not exist yet",
-    "export": "not available: bulk $export does not exist yet",
 }
 MIB = 1024**2
 
@@ -165,7 +165,9 @@ def _after_load(
         profiles["soak"] = files or []
         results["scenarios"]["soak"] = soak
         printout.print_soak(soak)
-    for name in ("gaps", "export"):
+    if {"export", "import"} & set(options.scenarios):
+        results["scenarios"] |= run_exchange(server, options.scenarios, results["scenarios"])
+    for name in ("gaps",):
         if name in options.scenarios:
             results["scenarios"][name] = NOT_AVAILABLE[name]
             report.print_json(name, NOT_AVAILABLE[name])

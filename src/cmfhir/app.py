@@ -18,6 +18,7 @@ from cmfhir.config import Settings
 from cmfhir.errors import BadRequest, FhirError
 from cmfhir.exchange.everything import run as everything
 from cmfhir.exchange.export.kickoff import run as export
+from cmfhir.exchange.import_operation import run as imports
 from cmfhir.exchange.services import exchange_services
 from cmfhir.interactions import FhirContext, Limits
 from cmfhir.resources.compartment import load_patient_compartment
@@ -61,7 +62,7 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
             registry=load_registry(settings.profiles_dir),
             compartment=load_patient_compartment(settings.profiles_dir),
             operations=load_operations(settings.profiles_dir),
-            implementations={"everything": everything, "export": export},
+            implementations={"everything": everything, "export": export, "import": imports},
             limits=Limits(
                 default_count=settings.default_count,
                 max_count=settings.max_count,

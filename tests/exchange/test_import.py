@@ -57,6 +57,11 @@ def _write(tmp_path: Path, lines: list[str]) -> Path:
     return path
 
 
+def _get(client: httpx.Client, url: str) -> httpx.Response:
+    """A request from an async test (the server runs in its own thread)."""
+    return client.get(url)
+
+
 def _errors(path: Path) -> list[dict[str, Any]]:
     text = path.with_name(path.name + ".errors.ndjson").read_text()
     return [json.loads(line) for line in text.splitlines()]
@@ -74,15 +79,15 @@ async def test_import_reports_bad_lines_and_stores_the_rest(
     where = [e["issue"][0]["expression"][0] for e in errors]
     assert where[:3] == ["line 2", "line 4", "line 5"]
     assert where[3] == f"Observation/dangling-{tag}"
-    assert client.get(f"Observation/obs-{tag}").status_code == 200
-    found = client.get(f"Observation?subject=Patient/imp-{tag}").json()
+    assert _get(client, f"Observation/obs-{tag}").status_code == 200
+    found = _get(client, f"Observation?subject=Patient/imp-{tag}").json()
     assert [e["resource"]["id"] for e in found["entry"]] == [f"obs-{tag}"]  # indexed
-    assert client.get(f"Patient/bad-{tag}").status_code == 404
+    assert _get(client, f"Patient/bad-{tag}").status_code == 404
     # Done once: running it again changes nothing.
     async with open_context(settings) as ctx:
         again, _ = await import_file(ctx, path, batch=2, base="http://x/fhir")
     assert again.stored == 8
-    assert client.get(f"Patient/imp-{tag}").json()["meta"]["versionId"] == "1"
+    assert _get(client, f"Patient/imp-{tag}").json()["meta"]["versionId"] == "1"
 
 
 class Crash(Exception):
@@ -114,7 +119,7 @@ async def test_an_interrupted_import_resumes(
         progress, _ = await import_file(ctx, path, batch=3, base="http://x/fhir")
     assert progress.complete and progress.lines_done == 20 and progress.stored == 20
     for n in range(20):
-        stored = client.get(f"Patient/r{n}-{tag}").json()
+        stored = _get(client, f"Patient/r{n}-{tag}").json()
         assert stored["meta"]["versionId"] == "1", n  # never written twice
 
 
@@ -140,3 +145,38 @@ def test_the_command_line(database_url: str, tmp_path: Path) -> None:
         check=False,
     )
     assert missing.returncode == 2
+
+
+def _import_body(*urls: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "inputFormat", "valueCode": "application/fhir+ndjson"},
+            *({"name": "input", "part": [{"name": "url", "valueUri": url}]} for url in urls),
+        ],
+    }
+
+
+def test_import_operation(
+    client: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    _write(tmp_path, _lines(tag))
+    monkeypatch.setenv("CMFHIR_IMPORT_DIR", str(tmp_path))
+    response = client.post("$import", json=_import_body("data.ndjson"))
+    assert response.status_code == 200, response.text
+    issues = response.json()["issue"]
+    assert issues[0]["diagnostics"] == "data.ndjson: 8 stored, 3 refused"
+    assert [i["expression"][0] for i in issues[1:]] == [
+        "line 2",
+        "line 4",
+        "line 5",
+        f"Observation/dangling-{tag}",
+    ]
+    assert client.get(f"Patient/imp-{tag}").status_code == 200
+    # Only files under the import directory; not by GET.
+    outside = client.post("$import", json=_import_body("../../etc/passwd"))
+    assert outside.status_code == 400
+    remote = client.post("$import", json=_import_body("https://example.org/x.ndjson"))
+    assert remote.status_code == 400
+    assert client.get("$import").status_code == 405
