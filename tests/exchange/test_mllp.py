@@ -3,8 +3,12 @@ with framed ACKs on the same connection; peers off the allow-list get nothing.""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -116,3 +120,42 @@ def test_serve_option_sets_the_listener_port(monkeypatch: pytest.MonkeyPatch) ->
     args = parser.parse_args(["serve", "--mllp-port", "2575"])
     assert args.mllp_port == 2575
     assert os.environ["CMFHIR_MLLP_PORT"] == "2575"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_mllp_over_tls(
+    settings: Settings,
+    start_server: type[RunningServer],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    monkeypatch.setenv("CMFHIR_MLLP_PORT", str(port))
+    monkeypatch.setenv("CMFHIR_MLLP_HOST", "127.0.0.1")
+    monkeypatch.setenv("CMFHIR_MLLP_TLS_CERT", str(cert))
+    monkeypatch.setenv("CMFHIR_MLLP_TLS_KEY", str(key))
+    unique = tag()
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    with start_server(settings):
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=30) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as sock,
+        ):
+            ack = segments(_exchange(sock, sample("ADT04-251.hl7", unique)))
+        assert ack["MSA"][1] == "AA"
+        # A plain-text peer gets no ACK.
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as plain:
+            plain.sendall(frame(sample("ADT04-251.hl7", tag())))
+            try:
+                answer = plain.recv(65536)
+            except ConnectionResetError:
+                answer = b""
+            assert START not in answer
