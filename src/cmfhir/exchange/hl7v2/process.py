@@ -225,16 +225,14 @@ def _conditional(idents: list[dict[str, Any]]) -> str:
 
 
 def _status(event: Event, fields: dict[str, Any], stored: Found | None) -> str | None:
-    if event.code in ("A11", "A13", "A12"):
+    """The event's status (Event[EncounterStatus]); a discharge time makes it finished,
+    except for the cancel events and A08, which does not convey a status."""
+    if event.code in ("A11", "A12", "A13"):
         return event.status
-    if fields.get("period", {}).get("end") and event.code not in ("A08",):
+    if fields.get("period", {}).get("end") and event.code != "A08":
         return "finished"
     if event.status is None:
         return None if stored is None else str(stored.get("status"))
-    if event.code in ("A04", "A05") and fields.get("class", {}).get("code") not in ("PRENC",):
-        # Registration of an outpatient or emergency visit under way is "planned" per the
-        # IG's event map; a discharge time already sent makes it finished above.
-        return event.status
     return event.status
 
 
