@@ -44,7 +44,7 @@ def upgrade() -> None:
         sa.Column("expires_at", TS),
         sa.PrimaryKeyConstraint("id", name="pk_export_job"),
     )
-    op.create_index("ix_export_job_status", "export_job", ["status", "created_at"])
+    op.create_index("ix_export_job_status_created_at", "export_job", ["status", "created_at"])
 
 
 def downgrade() -> None:

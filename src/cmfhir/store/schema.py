@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 __all__ = [
     "INDEX_TABLES",
     "event",
+    "export_job",
     "idx_date",
     "idx_number",
     "idx_quantity",
@@ -187,6 +188,28 @@ event = Table(
     # one (or out of any); null when it stayed where it was.
     Column("previous_patient_id", Text),
     Index(None, "xid", "seq"),
+)
+
+# Bulk Data export jobs (migration 0009_exchange, store/export_jobs.py).
+export_job = Table(
+    "export_job",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("status", Text, nullable=False),
+    Column("request", Text, nullable=False),
+    Column("params", JSONB, nullable=False),
+    Column("principal", JSONB, nullable=False),
+    Column("created_at", TS, nullable=False, server_default=text("now()")),
+    Column("started_at", TS),
+    Column("finished_at", TS),
+    Column("lease_until", TS),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("progress", Text),
+    Column("transaction_time", TS),
+    Column("manifest", JSONB),
+    Column("error", Text),
+    Column("expires_at", TS),
+    Index(None, "status", "created_at"),
 )
 
 INDEX_TABLES = {
