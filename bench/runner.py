@@ -20,6 +20,7 @@ import asyncpg
 from bench import printout, report
 from bench.caseload import Staff, make_staff, member_bundles, staff_bundle
 from bench.cpu_split import cpu_split
+from bench.export import run_exchange
 from bench.gaps import GAP_RULES, LagProbe, run_gaps
 from bench.gc_pauses import gc_env, summarize_gc
 from bench.ingest import post_bundle, raw_copy, send_bundles, serialize
@@ -34,13 +35,10 @@ from bench.server import MemorySampler, Server, free_port, start_server
 from bench.soak import SoakOptions, run_soak
 from bench.synthea import load_synthea, synthea_bundle
 
-__all__ = ["NOT_AVAILABLE", "SCENARIOS", "STANDARD_SCENARIOS", "Options", "run"]
+__all__ = ["SCENARIOS", "STANDARD_SCENARIOS", "Options", "run"]
 
-STANDARD_SCENARIOS = ("ingest", "read", "search", "gaps", "export", "reports")
+STANDARD_SCENARIOS = ("ingest", "read", "search", "gaps", "export", "import", "reports")
 SCENARIOS = (*STANDARD_SCENARIOS, "soak")  # the soak runs only when asked for
-NOT_AVAILABLE = {
-    "export": "not available: bulk $export does not exist yet",
-}
 MIB = 1024**2
 
 
@@ -179,10 +177,8 @@ def _after_load(
         figures = run_gaps(server.database_url, str(server.data_dir), probe)
         results["scenarios"]["gaps"] = figures
         report.print_json("gaps", figures)
-    for name in ("export",):
-        if name in options.scenarios:
-            results["scenarios"][name] = NOT_AVAILABLE[name]
-            report.print_json(name, NOT_AVAILABLE[name])
+    if {"export", "import"} & set(options.scenarios):
+        results["scenarios"] |= run_exchange(server, options.scenarios, results["scenarios"])
     return profiles
 
 

@@ -18,6 +18,10 @@ from cmfhir import __version__
 from cmfhir.auth.keys import SigningKeys
 from cmfhir.config import Settings, check_auth_binding
 from cmfhir.errors import BadRequest, FhirError
+from cmfhir.exchange.everything import run as everything
+from cmfhir.exchange.export.kickoff import run as export
+from cmfhir.exchange.import_operation import run as imports
+from cmfhir.exchange.services import exchange_services
 from cmfhir.gaps import care_gaps
 from cmfhir.interactions import FhirContext, Limits
 from cmfhir.interactions.audit import AuditTrail
@@ -31,8 +35,10 @@ from cmfhir.resources.search_parameters import load_registry
 from cmfhir.resources.types import RESOURCE_TYPES
 from cmfhir.routes import Edge, error_response, http_error_response, router
 from cmfhir.routes.audit import AuditMiddleware
+from cmfhir.routes.bulk import bulk_router
 from cmfhir.routes.cors import cors_options, parse_origins
 from cmfhir.routes.health import health_router
+from cmfhir.routes.hl7v2 import hl7v2_router
 from cmfhir.routes.reports import reports_router
 from cmfhir.routes.smart import smart_router
 from cmfhir.routes.subscriptions_ws import ws_router
@@ -72,6 +78,9 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
             implementations={
                 "evaluate-measure": evaluate_measure(load_report_config(settings.profiles_dir)),
                 "care-gaps": care_gaps.runner(settings.profiles_dir),
+                "everything": everything,
+                "export": export,
+                "import": imports,
             },
             limits=Limits(
                 default_count=settings.default_count,
@@ -184,7 +193,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 start_workers(standard_workers(context, settings)) if settings.workers else None
             )
             try:
-                async with _audit_trail(app, settings, context):
+                async with (
+                    _audit_trail(app, settings, context),
+                    exchange_services(context, settings.base_url),
+                ):
                     yield
             finally:
                 if running is not None:
@@ -207,10 +219,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.warning(warning)
     # Before the FHIR routes: `/fhir/.well-known/...` is not a read of a type ".well-known".
     app.include_router(smart_router)
+    app.include_router(bulk_router)  # before router: its operations need the base URL
     app.include_router(router)
     app.include_router(health_router)
     app.include_router(reports_router)
     app.include_router(ws_router)
+    app.include_router(hl7v2_router)
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:

@@ -241,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     report_commands.add_commands(commands)
     content_commands.add_commands(commands)
     auth_commands.add_commands(commands)
+
+    from cmfhir.commands.exchange import add_commands as add_exchange_commands
+
+    add_exchange_commands(commands)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

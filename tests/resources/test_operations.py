@@ -22,14 +22,19 @@ def test_definition_is_valid_fhir(path: Path) -> None:
 def test_registry() -> None:
     registry = load_operations(default_profiles_dir())
     assert [d.code for d in registry.all()] == [
+        "everything",
+        "export",
+        "import",
         "meta",
         "meta-add",
         "meta-delete",
         "validate",
         "versions",
     ]
-    assert [d.code for d in registry.system_level()] == ["versions"]
+    assert [d.code for d in registry.system_level()] == ["export", "import", "versions"]
     assert {d.code for d in registry.for_type("Patient")} == {
+        "everything",
+        "export",
         "meta",
         "meta-add",
         "meta-delete",
@@ -40,4 +45,4 @@ def test_registry() -> None:
     assert validate.levels() == ["type", "instance"]
     resource = validate.parameter("resource")
     assert resource is not None and resource.is_resource
-    assert registry.get("everything") is None
+    assert registry.get("no-such-operation") is None

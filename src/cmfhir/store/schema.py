@@ -26,6 +26,7 @@ __all__ = [
     "consumer",
     "event",
     "event_pruned",
+    "export_job",
     "gap_member",
     "idx_date",
     "idx_number",
@@ -233,6 +234,28 @@ gap_member = Table(
     Column("as_of", TS),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Index(None, "due_at"),
+)
+
+# Bulk Data export jobs (migration 0009_exchange, store/export_jobs.py).
+export_job = Table(
+    "export_job",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("status", Text, nullable=False),
+    Column("request", Text, nullable=False),
+    Column("params", JSONB, nullable=False),
+    Column("principal", JSONB, nullable=False),
+    Column("created_at", TS, nullable=False, server_default=text("now()")),
+    Column("started_at", TS),
+    Column("finished_at", TS),
+    Column("lease_until", TS),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("progress", Text),
+    Column("transaction_time", TS),
+    Column("manifest", JSONB),
+    Column("error", Text),
+    Column("expires_at", TS),
+    Index(None, "status", "created_at"),
 )
 
 INDEX_TABLES = {
