@@ -26,6 +26,7 @@ from cmfhir.interactions.versions import to_version
 from cmfhir.resources.version_validation import validate_for_version
 from cmfhir.store import Event, NewVersion, Repository, gap_queue
 from cmfhir.store import consumers as outbox
+from cmfhir.waiting import either
 
 __all__ = ["ORIGIN", "GapEngine", "GapEvaluator", "GapFeed", "evaluate_member", "sweep_job"]
 
@@ -244,14 +245,4 @@ class GapEvaluator:
             except FhirError as error:
                 log.warning("%s: %s; retrying", self.name, type(error).__name__)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_either(self._wake, stop), self._poll)
-
-
-async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
-    tasks = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.wait_for(either(self._wake, stop), self._poll)

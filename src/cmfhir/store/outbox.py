@@ -114,19 +114,5 @@ async def read_events(
     """The next `limit` events after `after`, and the position after the last of them
     (`after` itself when there is none yet). Call it again with that position."""
     rows = await conn.execute(_READ, {"xid": after.xid, "seq": after.seq, "limit": limit})
-    events = [
-        Event(
-            position=EventPosition(r[0], r[1]),
-            rid=r[2],
-            resource_type=r[3],
-            id=r[4],
-            version=r[5],
-            method=r[6],
-            patient_id=r[7],
-            previous_patient_id=r[8],
-            created_at=r[9],
-            origin=r[10],
-        )
-        for r in rows
-    ]
+    events = _events(rows)
     return events, (events[-1].position if events else after)

@@ -32,6 +32,7 @@ from cmfhir.subscriptions.events import foci
 from cmfhir.subscriptions.feature import Loaded, SubscriptionFeature
 from cmfhir.subscriptions.matcher import Clock, system_clock
 from cmfhir.subscriptions.notifications import Focus, notification_bundle, status_parameters
+from cmfhir.waiting import either
 
 __all__ = ["SubscriptionSender", "backoff"]
 
@@ -83,7 +84,7 @@ class SubscriptionSender:
                 if done:
                     continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_either(self._wake, stop), self.poll_s)
+                    await asyncio.wait_for(either(self._wake, stop), self.poll_s)
         finally:
             await self.aclose()
 
@@ -303,13 +304,3 @@ class SubscriptionSender:
         except FhirError as failure:
             # Changed meanwhile by its owner: their change decides what happens next.
             log.info("subscription status not updated: %s", type(failure).__name__)
-
-
-async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
-    tasks = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -15,6 +15,7 @@ from cmfhir.auth.principal import TRUSTED
 from cmfhir.errors import FhirError
 from cmfhir.store import Event, EventPosition, Repository, Store
 from cmfhir.store import consumers as positions
+from cmfhir.waiting import either
 from cmfhir.workers.runtime import pause
 
 __all__ = ["EventHandler", "OutboxConsumer"]
@@ -128,14 +129,4 @@ class OutboxConsumer:
             if count:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_either(self._wake, stop), self._poll)
-
-
-async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
-    tasks = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.wait_for(either(self._wake, stop), self._poll)

@@ -4,7 +4,7 @@ requirements, each with a due date; the earliest unmet one decides the gap."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from cmfhir.gaps.config import CareGapConfig
 from cmfhir.gaps.model import Gap, MemberSnapshot
@@ -72,4 +72,28 @@ def gap_from(
         evidence=evidence,
         identified=midnight(first.since, config),
         due=first.due,
+    )
+
+
+def closed_until_due(
+    code: str,
+    done: str,
+    last: date,
+    evidence: str,
+    every_days: int,
+    on: date,
+    config: CareGapConfig,
+) -> Gap:
+    """The closed gap of a document done on `last` (`done`: "Care plan revised") and next due
+    `every_days` later."""
+    next_due = last + timedelta(days=every_days)
+    return Gap(
+        rule=code,
+        key="",
+        status="closed-gap",
+        detail=f"{done} on {short_date(last, on)}; next due {short_date(next_due, on)}",
+        evidence=(evidence,),
+        identified=midnight(last, config),
+        due=next_due,
+        mitigation=f"{done} on {short_date(last, on)}",
     )

@@ -18,7 +18,12 @@ from cmfhir.gaps.rules._common import (
     short_date,
     today,
 )
-from cmfhir.gaps.rules._pending import Pending, gap_from, midnight, responses
+from cmfhir.gaps.rules._pending import (
+    Pending,
+    closed_until_due,
+    gap_from,
+    responses,
+)
 
 CODE = "assessment-overdue"
 
@@ -75,17 +80,8 @@ def evaluate(snapshot: MemberSnapshot, as_of: datetime, config: CareGapConfig) -
     if not done:
         return []
     last, last_ref = done[-1]
-    next_due = last + timedelta(days=rule.every.days)
     return [
-        Gap(
-            rule=CODE,
-            key="",
-            status="closed-gap",
-            detail=f"Comprehensive assessment completed on {short_date(last, on)}; "
-            f"next due {short_date(next_due, on)}",
-            evidence=(last_ref,),
-            identified=midnight(last, config),
-            due=next_due,
-            mitigation=f"Comprehensive assessment completed on {short_date(last, on)}",
+        closed_until_due(
+            CODE, "Comprehensive assessment completed", last, last_ref, rule.every.days, on, config
         )
     ]

@@ -20,7 +20,12 @@ from cmfhir.gaps.rules._common import (
     short_date,
     today,
 )
-from cmfhir.gaps.rules._pending import Pending, gap_from, midnight, responses
+from cmfhir.gaps.rules._pending import (
+    Pending,
+    closed_until_due,
+    gap_from,
+    responses,
+)
 
 CODE = "care-plan-overdue"
 
@@ -74,17 +79,6 @@ def evaluate(snapshot: MemberSnapshot, as_of: datetime, config: CareGapConfig) -
     if not plans:
         return []
     revised, plan_ref = plans[-1]
-    next_due = revised + timedelta(days=rule.every.days)
     return [
-        Gap(
-            rule=CODE,
-            key="",
-            status="closed-gap",
-            detail=f"Care plan revised on {short_date(revised, on)}; "
-            f"next due {short_date(next_due, on)}",
-            evidence=(plan_ref,),
-            identified=midnight(revised, config),
-            due=next_due,
-            mitigation=f"Care plan revised on {short_date(revised, on)}",
-        )
+        closed_until_due(CODE, "Care plan revised", revised, plan_ref, rule.every.days, on, config)
     ]
