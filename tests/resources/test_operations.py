@@ -22,6 +22,9 @@ def test_definition_is_valid_fhir(path: Path) -> None:
 def test_registry() -> None:
     registry = load_operations(default_profiles_dir())
     assert [d.code for d in registry.all()] == [
+        "evaluate-measure",
+        "expand",
+        "extract",
         "meta",
         "meta-add",
         "meta-delete",
