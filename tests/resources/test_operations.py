@@ -22,12 +22,19 @@ def test_definition_is_valid_fhir(path: Path) -> None:
 def test_registry() -> None:
     registry = load_operations(default_profiles_dir())
     assert [d.code for d in registry.all()] == [
+        "care-gaps",
+        "evaluate-measure",
+        "events",
         "everything",
+        "expand",
         "export",
+        "extract",
+        "get-ws-binding-token",
         "import",
         "meta",
         "meta-add",
         "meta-delete",
+        "status",
         "validate",
         "versions",
     ]
