@@ -181,9 +181,13 @@ async def test_a_members_token_sees_only_their_own_record(
         call = OperationCall(
             definition, "instance", "Patient", record["patient"], {"parameter": []}
         )
-        own = replace(ctx, principal=Principal("patient", patient=record["patient"]))
+        own = replace(
+            ctx, principal=Principal("patient", patient=record["patient"], scopes=("patient/*.rs",))
+        )
         result = await everything(own, call, base="http://x/fhir")
         assert result.status == 200
-        stranger = replace(ctx, principal=Principal("patient", patient="someone-else"))
+        stranger = replace(
+            ctx, principal=Principal("patient", patient="someone-else", scopes=("patient/*.rs",))
+        )
         with pytest.raises(Forbidden):
             await everything(stranger, call, base="http://x/fhir")

@@ -101,7 +101,10 @@ async def history(
             # Versions run 1..n, so an instance's whole history is its current version.
             total = found.version if since is None and at is None else None
         # Later pages keep the first page's watermark, so the pages add up to one answer.
-        until = cursor[1] if cursor is not None else await repo.history_watermark()
+        # One resource's history without `_since` is not followed: it ends now, so a client
+        # sees its own last write even while the background workers' transactions run.
+        following = id is None or since is not None
+        until = cursor[1] if cursor is not None else await repo.history_watermark(follow=following)
         page = await repo.history(
             resource_type=resource_type,
             id=id,

@@ -24,7 +24,7 @@ from cmfhir.store.access import visible
 from cmfhir.store.records import NewVersion
 from cmfhir.store.schema import resource_history
 
-__all__ = ["history_query", "restamp", "watermark"]
+__all__ = ["history_query", "just_after_now", "restamp", "watermark"]
 
 # statement_timestamp() is taken before the scan of pg_stat_activity, so a transaction
 # that gets its id after the scan passed it stamps later than the watermark. Transactions
@@ -54,6 +54,14 @@ async def watermark(conn: AsyncConnection) -> datetime:
     Run it before the history query, in its own statement: the query's snapshot is then
     taken after it."""
     value: datetime = (await conn.execute(_WATERMARK)).scalar_one()
+    return _to_millisecond(value)
+
+
+async def just_after_now(conn: AsyncConnection) -> datetime:
+    """A millisecond after the database's now: every committed version is stamped before."""
+    value: datetime = (
+        await conn.execute(text("SELECT statement_timestamp() + interval '1 millisecond'"))
+    ).scalar_one()
     return _to_millisecond(value)
 
 

@@ -22,7 +22,7 @@ from cmfhir.resources.index_values import ResourceIndex
 from cmfhir.search.model import SearchRequest
 from cmfhir.store import check
 from cmfhir.store.access import check_writes, visible
-from cmfhir.store.history import history_query, restamp, watermark
+from cmfhir.store.history import history_query, just_after_now, restamp, watermark
 from cmfhir.store.includes import Include, Included, fetch_included
 from cmfhir.store.indexing import index_rows
 from cmfhir.store.integrity import (
@@ -257,9 +257,11 @@ class Repository:
             found.update(await self.lock_many(missing))
         return found
 
-    async def history_watermark(self) -> datetime:
-        """The instant before which history is complete (store/history.py)."""
-        return await watermark(self.conn)
+    async def history_watermark(self, *, follow: bool = True) -> datetime:
+        """The instant before which history is complete (store/history.py). Not following
+        (one resource's history, no `_since`): just after now, so that a client reads its
+        own last write whatever other transactions are still running."""
+        return await watermark(self.conn) if follow else await just_after_now(self.conn)
 
     async def history(
         self,

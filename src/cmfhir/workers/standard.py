@@ -9,6 +9,8 @@ from datetime import timedelta
 
 from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
+from cmfhir.exchange.export.worker import ExportWorker
+from cmfhir.exchange.settings import ExchangeSettings
 from cmfhir.gaps.engine import GapEngine, GapEvaluator, GapFeed, sweep_job
 from cmfhir.gaps.ruleset import RuleSet, load_ruleset
 from cmfhir.interactions.context import FhirContext
@@ -52,4 +54,7 @@ def standard_workers(
         Pruner(store, timedelta(days=settings.event_retention_days), clock=clock),
         *subscription_workers(ctx, listener, clock=clock),
     ]
+    exchange = ExchangeSettings()
+    if exchange.export_worker:
+        workers.append(ExportWorker(ctx, exchange.export_dir, expiry_s=exchange.export_expiry_s))
     return workers
