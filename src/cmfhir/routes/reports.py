@@ -1,5 +1,6 @@
 """`GET /reports/<name>`: the care-management reports for spreadsheets and BI tools, as JSON
-or CSV (`?organization=ID|practitioner=ID|group=ID&period=YYYY-MM[..YYYY-MM]&format=json|csv`).
+or CSV (`?organization=ID|practitioner=ID|group=ID&period=YYYY-MM[..YYYY-MM]&format=json|csv`),
+under the same bearer-token authorization as the FHIR API.
 The same reports are `Measure/<name>/$evaluate-measure` in FHIR (reports/)."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from cmfhir.interactions.context import FhirContext
 from cmfhir.reports.config import ReportConfig
 from cmfhir.reports.render import as_csv
 from cmfhir.reports.run import Scope, parse_period, run_report
+from cmfhir.routes.bearer import authorize_request
 
 __all__ = ["reports_router"]
 
@@ -36,7 +38,8 @@ async def report(request: Request, name: str) -> Response:
     output = query.get("format", "json")
     if output not in ("json", "csv"):
         raise BadRequest("'format' is json or csv", expression=["format"])
-    context: FhirContext = request.app.state.fhir
+    # Acting as the request's bearer token, like every FHIR interaction (routes/bearer.py).
+    context: FhirContext = await authorize_request(request, request.app.state.fhir)
     config: ReportConfig = request.app.state.report_config
     scope = Scope(query.get("organization"), query.get("practitioner"), query.get("group"))
     found = await run_report(
