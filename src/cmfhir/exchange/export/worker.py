@@ -45,8 +45,10 @@ class ExportWorker:
             try:
                 await self.sweep()
                 job = await self.jobs.claim(self.lease_s)
-            except Exception:
-                log.exception("export worker: claiming a job failed")
+            except Exception as error:
+                # The database away (restart, failover): a warning (rate-limited like the
+                # others), not a traceback every poll; the next poll tries again.
+                log.warning("export worker: cannot claim jobs (%s)", type(error).__name__)
                 job = None
             if job is None:
                 with contextlib.suppress(TimeoutError):
