@@ -112,6 +112,15 @@ def _active(rid: Any, status: str = "active") -> ColumnElement[bool]:
     )
 
 
+def _has_code(rid: Any, param: str, system: str, code: str) -> ColumnElement[bool]:
+    t = idx_token.alias()
+    return exists(
+        select(literal(1))
+        .select_from(t)
+        .where(t.c.rid == rid, t.c.param == param, t.c.system == system, t.c.code == code)
+    )
+
+
 def _refers(rid: Any, param: str, target_type: str, target_id: Any) -> ColumnElement[bool]:
     x = idx_reference.alias()
     return exists(
@@ -130,7 +139,6 @@ def _supervised_organizations(practitioner: str) -> Select[Any]:
     """Organizations where the practitioner holds an active supervisor PractitionerRole."""
     role = resource.alias()
     org = idx_reference.alias()
-    code = idx_token.alias()
     inactive = idx_token.alias()
     return (
         select(org.c.target_id)
@@ -141,16 +149,7 @@ def _supervised_organizations(practitioner: str) -> Select[Any]:
             org.c.param == "organization",
             org.c.target_type == "Organization",
             _refers(role.c.rid, "practitioner", "Practitioner", practitioner),
-            exists(
-                select(literal(1))
-                .select_from(code)
-                .where(
-                    code.c.rid == role.c.rid,
-                    code.c.param == "role",
-                    code.c.system == CARE_TEAM_ROLE,
-                    code.c.code == SUPERVISOR,
-                )
-            ),
+            _has_code(role.c.rid, "role", CARE_TEAM_ROLE, SUPERVISOR),
             not_(
                 exists(
                     select(literal(1))
@@ -242,7 +241,6 @@ def _recipient(actor: Any, practitioner: str) -> ColumnElement[bool]:
 def _consented(res: Any, system: str, code: str, practitioner: str) -> ColumnElement[bool]:
     """An active Consent of the row's member permits the practitioner for this label."""
     consent = resource.alias()
-    label = idx_token.alias()
     actor = idx_reference.alias()
     return exists(
         select(literal(1))
@@ -253,16 +251,7 @@ def _consented(res: Any, system: str, code: str, practitioner: str) -> ColumnEle
             consent.c.patient_id == res.c.patient_id,
             _active(consent.c.rid),
             consent.c.content["provision"]["type"].astext == "permit",
-            exists(
-                select(literal(1))
-                .select_from(label)
-                .where(
-                    label.c.rid == consent.c.rid,
-                    label.c.param == "security-label",
-                    label.c.system == system,
-                    label.c.code == code,
-                )
-            ),
+            _has_code(consent.c.rid, "security-label", system, code),
             exists(
                 select(literal(1))
                 .select_from(actor)
