@@ -21,7 +21,6 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from cmfhir.commands.reports import add_commands  # noqa: F401  (the command exists)
 
 NC = ZoneInfo("America/New_York")
 PROGRAM = "https://cmfhir.org/fhir/CodeSystem/program"
