@@ -21,7 +21,6 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-
 NC = ZoneInfo("America/New_York")
 PROGRAM = "https://cmfhir.org/fhir/CodeSystem/program"
 TIER = "https://cmfhir.org/fhir/StructureDefinition/acuity-tier"
