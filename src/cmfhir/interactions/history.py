@@ -100,11 +100,15 @@ async def history(
                 raise NotFound(f"{resource_type}/{id} is not known")
             # Versions run 1..n, so an instance's whole history is its current version.
             total = found.version if since is None and at is None else None
-        # Later pages keep the first page's watermark, so the pages add up to one answer.
-        # One resource's history without `_since` is not followed: it ends now, so a client
-        # sees its own last write even while the background workers' transactions run.
-        following = id is None or since is not None
-        until = cursor[1] if cursor is not None else await repo.history_watermark(follow=following)
+        # Later pages keep the first page's bound, so the pages add up to one answer. With
+        # `_since` the answer is a follow and ends at the watermark. Without it, it ends now,
+        # so a client sees its own last write even while other transactions (the background
+        # workers') run; the watermark is still what it states as where to follow on from.
+        if cursor is not None:
+            until = stated = cursor[1]
+        else:
+            stated = await repo.history_watermark(follow=True)
+            until = stated if since is not None else await repo.history_watermark(follow=False)
         page = await repo.history(
             resource_type=resource_type,
             id=id,
@@ -123,7 +127,7 @@ async def history(
     bundle = history_bundle(base, page.versions, links, total=total)
     # The watermark is where a follower goes on from (never before the `_since` it sent:
     # the watermark may fall back while a transaction that started earlier writes).
-    complete_to = until if since is None else max(until, since)
+    complete_to = stated if since is None else max(stated, since)
     return Result(
         200,
         {"resourceType": bundle.pop("resourceType"), "meta": {"lastUpdated": instant(complete_to)}}
