@@ -37,8 +37,17 @@ def _cpu(pids: list[int], *, reaped: bool = False) -> float:
     return total
 
 
+def _is_worker(pid: int) -> bool:
+    """A uvicorn worker, not multiprocessing's resource tracker (a child of the supervisor
+    too, which would show as a third, idle "worker")."""
+    try:
+        return "resource_tracker" not in " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return False
+
+
 def _per_worker(server: Server) -> dict[int, float]:
-    return {pid: _cpu([pid]) for pid in server.worker_pids()}
+    return {pid: _cpu([pid]) for pid in server.worker_pids() if _is_worker(pid)}
 
 
 def _snapshot(server: Server, other: OtherLoad) -> dict[str, float]:

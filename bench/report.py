@@ -108,6 +108,16 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         add(f"search {row['query']} p99 <= 50 ms", f"{p99} ms", p99 <= 50)
         ratio = row["p99_ratio"]
         add(f"search {row['query']} p99 <= 3x SQL", f"{ratio}x", ratio is not None and ratio <= 3)
+    gaps = results.get("scenarios", {}).get("gaps")
+    if isinstance(gaps, dict):
+        p99 = gaps["lag"]["p99_ms"]
+        add("gap lag p99 <= 1 s while ingesting", f"{p99} ms", p99 is not None and p99 <= 1000)
+        rate = gaps["sweep"]["members_per_second"]
+        add(
+            "sweep of 10,000 members <= 60 s",
+            f"{gaps['sweep']['seconds']} s for {gaps['members']:,} ({rate}/s)",
+            rate is not None and rate >= 10_000 / 60,
+        )
     soak = results.get("scenarios", {}).get("soak")
     for criterion in soak["criteria"] if soak else []:
         add(f"soak: {criterion['criterion']}", criterion["measured"], criterion["met"])

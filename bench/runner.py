@@ -20,6 +20,8 @@ import asyncpg
 from bench import printout, report
 from bench.caseload import Staff, make_staff, member_bundles, staff_bundle
 from bench.cpu_split import cpu_split
+from bench.export import run_exchange
+from bench.gaps import GAP_RULES, LagProbe, run_gaps
 from bench.gc_pauses import gc_env, summarize_gc
 from bench.ingest import post_bundle, raw_copy, send_bundles, serialize
 from bench.load import WRK_INSTALL_HINT, load_tool
@@ -27,19 +29,16 @@ from bench.other_load import OtherLoad
 from bench.profile import profiled, summarize_profile
 from bench.queries import build_samples
 from bench.read import run_read
+from bench.reports import run_reports
 from bench.search import run_search
 from bench.server import MemorySampler, Server, free_port, start_server
 from bench.soak import SoakOptions, run_soak
 from bench.synthea import load_synthea, synthea_bundle
 
-__all__ = ["NOT_AVAILABLE", "SCENARIOS", "STANDARD_SCENARIOS", "Options", "run"]
+__all__ = ["SCENARIOS", "STANDARD_SCENARIOS", "Options", "run"]
 
-STANDARD_SCENARIOS = ("ingest", "read", "search", "gaps", "export")
+STANDARD_SCENARIOS = ("ingest", "read", "search", "gaps", "export", "import", "reports")
 SCENARIOS = (*STANDARD_SCENARIOS, "soak")  # the soak runs only when asked for
-NOT_AVAILABLE = {
-    "gaps": "not available: the gap engine does not exist yet",
-    "export": "not available: bulk $export does not exist yet",
-}
 MIB = 1024**2
 
 
@@ -132,6 +131,7 @@ def _after_load(
     ids: dict[str, list[str]],
     results: dict[str, Any],
     other: OtherLoad,
+    probe: LagProbe | None = None,
 ) -> dict[str, list[Path]]:
     """The scenarios that run against the loaded caseload; their py-spy files by name."""
     profiles: dict[str, list[Path]] = {}
@@ -165,10 +165,20 @@ def _after_load(
         profiles["soak"] = files or []
         results["scenarios"]["soak"] = soak
         printout.print_soak(soak)
-    for name in ("gaps", "export"):
-        if name in options.scenarios:
-            results["scenarios"][name] = NOT_AVAILABLE[name]
-            report.print_json(name, NOT_AVAILABLE[name])
+    if "reports" in options.scenarios:
+        rows = run_reports(server.base_url.removesuffix("/fhir"), staff.agency)
+        results["scenarios"]["reports"] = rows
+        report.print_table(
+            "reports (each under 2 s for the whole organization)",
+            list(rows[0]),
+            [list(r.values()) for r in rows],
+        )
+    if "gaps" in options.scenarios:
+        figures = run_gaps(server.database_url, str(server.data_dir), probe)
+        results["scenarios"]["gaps"] = figures
+        report.print_json("gaps", figures)
+    if {"export", "import"} & set(options.scenarios):
+        results["scenarios"] |= run_exchange(server, options.scenarios, results["scenarios"])
     return profiles
 
 
@@ -218,7 +228,9 @@ def run(options: Options) -> dict[str, Any]:
         "cpu": {},
     }
     gc_dir = data_dir / "gc"
-    server_env = gc_env(gc_dir, options.server_gc) if options.server_gc else None
+    server_env = gc_env(gc_dir, options.server_gc) if options.server_gc else {}
+    if "gaps" in options.scenarios:
+        server_env["CMFHIR_GAP_RULES"] = GAP_RULES
     server = start_server(data_dir, free_port(), options.workers, options.database_url, server_env)
     profiles: dict[str, list[Path]] = {}
     started = time.monotonic()
@@ -228,8 +240,12 @@ def run(options: Options) -> dict[str, Any]:
             staff = make_staff(options.members)
             if options.synthea is None:
                 post_bundle(server.base_url, staff_bundle(staff))
+            probe = LagProbe(server.base_url) if "gaps" in options.scenarios else None
             with _profile_context(options, "ingest", server, _profile_dir(options, stamp)) as files:
-                with cpu_split(server, other) as results["cpu"][load_label]:
+                with (
+                    cpu_split(server, other) as results["cpu"][load_label],
+                    probe or nullcontext(),
+                ):
                     http, ids = asyncio.run(
                         send_bundles(
                             server.base_url,
@@ -245,7 +261,7 @@ def run(options: Options) -> dict[str, Any]:
                 profiles["ingest"] = files or []
             del payloads, raw
             results["postgres"] = asyncio.run(_postgres_version(server.database_url))
-            profiles |= _after_load(options, server, stamp, staff, ids, results, other)
+            profiles |= _after_load(options, server, stamp, staff, ids, results, other, probe)
             memory.sample()
     finally:
         server.stop()

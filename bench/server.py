@@ -97,6 +97,8 @@ def start_server(
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"
     env = dict(os.environ, CMFHIR_DATA_DIR=str(data_dir), CMFHIR_LOG_LEVEL="warning")
+    # The harness measures the FHIR API without tokens: authorization off, on loopback.
+    env.setdefault("CMFHIR_AUTH", "off")
     env.update(extra_env or {})
     if database_url:
         env["CMFHIR_DATABASE_URL"] = database_url

@@ -22,6 +22,10 @@ LOCAL: Final = "https://bench.cmfhir.example"
 MEMBER_ID: Final = f"{LOCAL}/member-id"
 MEDICAID_ID: Final = f"{LOCAL}/nc-medicaid-id"
 ACUITY: Final = f"{LOCAL}/CodeSystem/acuity-tier"
+# The enrollment and contact model of docs/care-management.md.
+PROGRAM: Final = "https://cmfhir.org/fhir/CodeSystem/program"
+ACUITY_TIER_EXT: Final = "https://cmfhir.org/fhir/StructureDefinition/acuity-tier"
+PARTICIPATION_MODE: Final = "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode"
 TEAM_ROLE: Final = f"{LOCAL}/CodeSystem/care-team-role"
 CONTACT_KIND: Final = f"{LOCAL}/CodeSystem/contact-kind"
 GENDER_IDENTITY_EXT: Final = "http://hl7.org/fhir/StructureDefinition/patient-genderIdentity"
@@ -148,8 +152,8 @@ GOALS: Final = (
     ("PHQ-9 score below 10", "44261-6", 10.0, "{score}"),
 )
 CONTACT_KINDS: Final = (
-    ("outreach-call", "Outreach call", "phone"),
-    ("home-visit", "Home visit", "in-person"),
-    ("text-reminder", "Text reminder", "sms"),
-    ("transition-call", "Transition-of-care call", "phone"),
+    ("outreach-call", "Outreach call", "PHONE"),
+    ("home-visit", "Home visit", "FACE"),
+    ("text-reminder", "Text reminder", "WRITTEN"),
+    ("transition-call", "Transition-of-care call", "PHONE"),
 )

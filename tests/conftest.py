@@ -25,6 +25,14 @@ from cmfhir.store.database import embedded_url
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The suite exercises FHIR behaviour without authorization; tests/auth/ turns it on
+# (Settings(auth="smart"), or CMFHIR_AUTH=smart for the servers it starts). Set here, before
+# any Settings() is made, so the servers the tests start as processes inherit it too.
+os.environ.setdefault("CMFHIR_AUTH", "off")
+# Nor does it want the AuditEvents of its own requests among the resources it counts; the
+# audit trail is tested in tests/auth/.
+os.environ.setdefault("CMFHIR_AUDIT", "false")
+
 
 def _plain(url: str) -> str:
     """asyncpg's own connect() takes postgresql:// URLs with a host= query for sockets."""

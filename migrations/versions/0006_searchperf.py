@@ -7,7 +7,7 @@ rids need no sort and only the page's resources are read. The token index keeps 
 an included column, not a key: a probe by code and rid must not scan every system's rows.
 
 Revision ID: 0006_searchperf
-Revises: 0004_search
+Revises: 0009_exchange
 Create Date: 2026-11-30 15:00:00
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0006_searchperf"
-down_revision: str | None = "0004_search"
+down_revision: str | None = "0009_exchange"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -14,19 +15,37 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cmfhir import __version__
-from cmfhir.config import Settings
+from cmfhir.auth.keys import SigningKeys
+from cmfhir.config import Settings, check_auth_binding
 from cmfhir.errors import BadRequest, FhirError
+from cmfhir.exchange.everything import run as everything
+from cmfhir.exchange.export.kickoff import run as export
+from cmfhir.exchange.import_operation import run as imports
+from cmfhir.exchange.services import exchange_services
+from cmfhir.gaps import care_gaps
 from cmfhir.interactions import FhirContext, Limits
+from cmfhir.interactions.audit import AuditTrail
+from cmfhir.interactions.content import CONTENT_DIR, load_content
+from cmfhir.interactions.oauth import AuthorizationServer, ResourceServer
+from cmfhir.reports.config import load_report_config
+from cmfhir.reports.evaluate_measure import evaluate_measure
 from cmfhir.resources.compartment import load_patient_compartment
 from cmfhir.resources.operations import load_operations
 from cmfhir.resources.search_parameters import load_registry
 from cmfhir.resources.types import RESOURCE_TYPES
-from cmfhir.routes import ErrorGuard, Wire, error_response, http_error_response, router
-from cmfhir.routes.access_log import AccessLog
-from cmfhir.routes.cors import CORSMiddleware, cors_options, parse_origins
+from cmfhir.routes import Edge, error_response, http_error_response, router
+from cmfhir.routes.audit import AuditMiddleware
+from cmfhir.routes.bulk import bulk_router
+from cmfhir.routes.cors import cors_options, parse_origins
 from cmfhir.routes.health import health_router
-from cmfhir.store import ReferencePolicy, Store, open_database
+from cmfhir.routes.hl7v2 import hl7v2_router
+from cmfhir.routes.reports import reports_router
+from cmfhir.routes.smart import smart_router
+from cmfhir.routes.subscriptions_ws import ws_router
+from cmfhir.store import OAuthStore, ReferencePolicy, Store, open_database
 from cmfhir.store.readiness import Readiness
+from cmfhir.subscriptions import open_subscriptions
+from cmfhir.workers import standard_workers, start_workers
 
 __all__ = ["create_app", "open_context"]
 
@@ -44,7 +63,7 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
         statement_timeout_ms=settings.statement_timeout_ms,
     )
     try:
-        yield FhirContext(
+        context = FhirContext(
             store=Store(
                 database.engine,
                 ReferencePolicy(
@@ -56,6 +75,13 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
             registry=load_registry(settings.profiles_dir),
             compartment=load_patient_compartment(settings.profiles_dir),
             operations=load_operations(settings.profiles_dir),
+            implementations={
+                "evaluate-measure": evaluate_measure(load_report_config(settings.profiles_dir)),
+                "care-gaps": care_gaps.runner(settings.profiles_dir),
+                "everything": everything,
+                "export": export,
+                "import": imports,
+            },
             limits=Limits(
                 default_count=settings.default_count,
                 max_count=settings.max_count,
@@ -67,8 +93,26 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
                 max_response_bytes=settings.max_response_bytes,
             ),
         )
+        yield await open_subscriptions(
+            context,
+            profiles_dir=settings.profiles_dir,
+            key=settings.subscription_key,
+            endpoints=settings.subscription_endpoints,
+            allow_loopback=settings.subscription_allow_loopback,
+            retry_hours=settings.subscription_retry_hours,
+            base=settings.base_url,
+        )
     finally:
         await database.dispose()
+
+
+# A full collection after 100 middle-generation ones instead of 10. With the start-up heap
+# frozen, the oldest generation holds little, so the collector's "25% new since the last full
+# collection" condition is nearly always met: a bulk load set off one full collection every
+# few Bundles (418 in one 10,000-member run, median 34 ms, bench/README.md), each re-scanning
+# what requests had promoted. Young collections stay at 700: a larger first generation made
+# each of them traverse the live Bundle again and cost more than it saved.
+GC_THRESHOLDS = (700, 10, 100)
 
 
 def _settle_heap(context: FhirContext) -> None:
@@ -80,6 +124,58 @@ def _settle_heap(context: FhirContext) -> None:
         context.registry.extractors(resource_type)
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+async def _start_auth(app: FastAPI, settings: Settings, context: FhirContext) -> None:
+    """The resource server (and, without an external issuer, the built-in authorization
+    server with its signing keys, made on first start) for CMFHIR_AUTH=smart."""
+    store = OAuthStore(context.store.engine)
+    keys = None
+    if settings.auth == "smart" and settings.auth_issuer is None:
+        keys = SigningKeys(settings.data_dir / "auth-keys")
+        keys.ensure()
+        app.state.authorization = AuthorizationServer(
+            store,
+            keys,
+            access_lifetime=settings.access_token_lifetime_s,
+            refresh_lifetime=settings.refresh_token_lifetime_s,
+            login_attempts=settings.login_attempts,
+            login_window=settings.login_window_s,
+        )
+        users, clients = await store.counts()
+        if not users or not clients:
+            log.warning(
+                "authorization is on and no %s registered yet. Create them with: "
+                "cmfhir user add --username U --password P --fhir-user Practitioner/ID ; "
+                'cmfhir client register --client-id ID --public --redirect-uri URI --scope "..."'
+                " (./dev cmfhir ... in a checkout; docs/security.md)",
+                "user is" if not users else "client is",
+            )
+    app.state.resource_server = ResourceServer(
+        store, keys, settings.auth_issuer, settings.auth_jwks_url
+    )
+
+
+@asynccontextmanager
+async def _audit_trail(
+    app: FastAPI, settings: Settings, context: FhirContext
+) -> AsyncIterator[None]:
+    """The audit trail's writer, for as long as the server runs; what is still buffered
+    is written when it stops."""
+    if not settings.audit:
+        yield
+        return
+    trail = AuditTrail(context, interval=settings.audit_interval_s)
+    app.state.audit = trail
+    stop = asyncio.Event()
+    task = asyncio.create_task(trail.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+        await trail.flush()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -89,9 +185,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_context(settings) as context:
             app.state.fhir = context
+            await load_content(context, settings.profiles_dir / CONTENT_DIR)
             app.state.readiness = Readiness(context.store.engine)
+            await _start_auth(app, settings, context)
             _settle_heap(context)
-            yield
+            running = (
+                start_workers(standard_workers(context, settings)) if settings.workers else None
+            )
+            try:
+                async with (
+                    _audit_trail(app, settings, context),
+                    exchange_services(context, settings.base_url),
+                ):
+                    yield
+            finally:
+                if running is not None:
+                    await running.close()
 
     app = FastAPI(
         title="cmfhir",
@@ -104,8 +213,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if settings.openapi else None,
     )
     app.state.settings = settings
+    app.state.report_config = load_report_config(settings.profiles_dir)
+    warning = check_auth_binding(settings, "127.0.0.1")
+    if warning:
+        log.warning(warning)
+    # Before the FHIR routes: `/fhir/.well-known/...` is not a read of a type ".well-known".
+    app.include_router(smart_router)
+    app.include_router(bulk_router)  # before router: its operations need the base URL
     app.include_router(router)
     app.include_router(health_router)
+    app.include_router(reports_router)
+    app.include_router(ws_router)
+    app.include_router(hl7v2_router)
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:
@@ -120,15 +239,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_response(BadRequest("The request is malformed"))
 
     # Large answers (the CapabilityStatement, search pages) compressed for clients that ask.
+    # Innermost: the audit reads the members an answer holds before it is compressed.
+    app.add_middleware(AuditMiddleware)
     app.add_middleware(GZipMiddleware, minimum_size=8192, compresslevel=5)
-    app.add_middleware(ErrorGuard)
-    # Request id, nosniff and the negotiated Content-Type on every response (inside CORS,
-    # so that a 406 carries the CORS headers a browser needs to read it).
-    app.add_middleware(Wire)
-    # Outside ErrorGuard, so that a 500 carries the CORS headers a browser needs to read it.
+    # Outermost, one layer: the access log, CORS when configured, the request id, nosniff and
+    # the negotiated Content-Type, and the error guard (routes/edge.py says in which order).
     origins = parse_origins(settings.cors_origins)
-    if origins:
-        app.add_middleware(CORSMiddleware, **cors_options(origins))
-    # Outermost: every request is timed and logged, preflights and 500s included.
-    app.add_middleware(AccessLog)
+    app.add_middleware(Edge, cors=cors_options(origins) if origins else None)
     return app

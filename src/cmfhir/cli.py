@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging.config
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from cmfhir.config import Settings
+from cmfhir.commands import auth as auth_commands
+from cmfhir.config import Settings, check_auth_binding
 
 if TYPE_CHECKING:
     from cmfhir.interactions import FhirContext
@@ -65,12 +67,43 @@ def _exit_while_starting(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def serve(args: argparse.Namespace) -> int:
+def _run_uvicorn(args: argparse.Namespace, settings: Settings, log_config: dict[str, Any]) -> None:
+    """uvicorn with cmfhir's protocol; several workers each listen on a socket of their own
+    (`cmfhir.listeners`), so the kernel spreads keep-alive connections over them."""
     import uvicorn
 
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "log_config": log_config,
+        "log_level": settings.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": 30,
+        # Request-head timeout and connection cap (cmfhir.connections), read from the
+        # environment in each worker.
+        "http": "cmfhir.connections:GuardedHttpProtocol",
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+    }
+    from cmfhir.listeners import ReusePortMultiprocess, reuse_port_supported
+
+    if args.workers <= 1 or not reuse_port_supported():
+        uvicorn.run("cmfhir.app:create_app", factory=True, **options)
+        return
+    config = uvicorn.Config("cmfhir.app:create_app", factory=True, **options)
+    with contextlib.suppress(KeyboardInterrupt):
+        ReusePortMultiprocess(config).run()
+
+
+def serve(args: argparse.Namespace) -> int:
     from cmfhir.logs import logging_config
 
-    settings = Settings()
+    try:
+        settings = Settings()
+        auth_warning = check_auth_binding(settings, args.host)
+    except ValueError as error:
+        print(f"cmfhir serve: {error}", file=sys.stderr)
+        return 2
     log_config = logging_config(
         settings.log_level,
         settings.log_format,
@@ -79,6 +112,8 @@ def serve(args: argparse.Namespace) -> int:
     )
     logging.config.dictConfig(log_config)
     _raise_open_files_limit(settings)
+    if auth_warning:
+        logging.getLogger("cmfhir").warning(auth_warning)
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, _exit_while_starting)
     embedded = None
@@ -93,26 +128,14 @@ def serve(args: argparse.Namespace) -> int:
             embedded.watch()
         asyncio.run(_migrate(url, settings))
         os.environ["CMFHIR_DATABASE_URL"] = url
+        if args.no_workers:
+            os.environ["CMFHIR_WORKERS"] = "false"
         # uvicorn re-raises the signal that stopped it once it has drained; with this handler
         # in place that re-raise returns here, so the process exits 0 after stopping the
         # embedded PostgreSQL.
         for stop in (signal.SIGINT, signal.SIGTERM):
             signal.signal(stop, lambda signum, frame: None)
-        uvicorn.run(
-            "cmfhir.app:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_config=log_config,
-            log_level=settings.log_level,
-            access_log=False,
-            timeout_graceful_shutdown=30,
-            # Request-head timeout and connection cap (cmfhir.connections), read from the
-            # environment in each worker.
-            http="cmfhir.connections:GuardedHttpProtocol",
-            timeout_keep_alive=settings.keep_alive_timeout_s,
-        )
+        _run_uvicorn(args, settings, log_config)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -191,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="server processes sharing the port; about one per core (default: %(default)s)",
     )
+    p_serve.add_argument(
+        "--no-workers",
+        action="store_true",
+        help="run no background workers (gap engine, outbox pruning) in this process; "
+        "`cmfhir worker` runs them apart (default: they run here)",
+    )
     p_serve.set_defaults(func=serve)
     p_migrate = command("migrate", "apply schema migrations and exit")
     p_migrate.set_defaults(func=migrate)
@@ -203,6 +232,19 @@ def main(argv: list[str] | None = None) -> int:
     p_reindex.set_defaults(func=reindex)
     p_check = command("check", "verify stored versions, history and indexes")
     p_check.set_defaults(func=check)
+    from cmfhir.commands import content as content_commands
+    from cmfhir.commands import gaps, workers
+    from cmfhir.commands import reports as report_commands
+
+    workers.add_commands(commands, _with_context)
+    gaps.add_commands(commands, _with_context)
+    report_commands.add_commands(commands)
+    content_commands.add_commands(commands)
+    auth_commands.add_commands(commands)
+
+    from cmfhir.commands.exchange import add_commands as add_exchange_commands
+
+    add_exchange_commands(commands)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

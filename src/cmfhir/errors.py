@@ -4,6 +4,8 @@ OperationOutcome (https://hl7.org/fhir/R4B/operationoutcome.html).
 FhirError
  ├── BadRequest             400  invalid      malformed JSON, bad parameters, bad bundle
  │    └── InvalidResource   400  invalid      a resource that fails validation
+ ├── Unauthorized           401  login        no, invalid or expired bearer token
+ ├── Forbidden              403  forbidden    the token's scopes do not cover the request
  ├── NotFound               404  not-found    unknown type, id or version
  ├── MethodNotAllowed       405  not-supported
  ├── NotAcceptable          406  not-supported  a format or FHIR version not served
@@ -26,6 +28,7 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "FhirError",
+    "Forbidden",
     "Gone",
     "InvalidResource",
     "Issue",
@@ -35,6 +38,7 @@ __all__ = [
     "PayloadTooLarge",
     "PreconditionFailed",
     "ServiceUnavailable",
+    "Unauthorized",
     "Unprocessable",
     "UnsupportedMediaType",
     "operation_outcome",
@@ -97,6 +101,18 @@ class BadRequest(FhirError):
 
 class InvalidResource(BadRequest):
     """A resource failed validation; `issues` lists every problem with its location."""
+
+
+class Unauthorized(FhirError):
+    """No usable bearer token; rendered with `WWW-Authenticate: Bearer`."""
+
+    status = 401
+    code = "login"
+
+
+class Forbidden(FhirError):
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(FhirError):

@@ -22,14 +22,26 @@ def test_definition_is_valid_fhir(path: Path) -> None:
 def test_registry() -> None:
     registry = load_operations(default_profiles_dir())
     assert [d.code for d in registry.all()] == [
+        "care-gaps",
+        "evaluate-measure",
+        "events",
+        "everything",
+        "expand",
+        "export",
+        "extract",
+        "get-ws-binding-token",
+        "import",
         "meta",
         "meta-add",
         "meta-delete",
+        "status",
         "validate",
         "versions",
     ]
-    assert [d.code for d in registry.system_level()] == ["versions"]
+    assert [d.code for d in registry.system_level()] == ["export", "import", "versions"]
     assert {d.code for d in registry.for_type("Patient")} == {
+        "everything",
+        "export",
         "meta",
         "meta-add",
         "meta-delete",
@@ -40,4 +52,4 @@ def test_registry() -> None:
     assert validate.levels() == ["type", "instance"]
     resource = validate.parameter("resource")
     assert resource is not None and resource.is_resource
-    assert registry.get("everything") is None
+    assert registry.get("no-such-operation") is None

@@ -81,7 +81,19 @@ def stamps(server: str) -> dict[Version, datetime]:
         assert http.delete("Patient/x").status_code in (200, 204)
         pause()
         _ok(http.put("Observation/o", json={**obs, "status": "amended"}, headers=FHIR))
-        bundle = _ok(http.get("_history", params={"_count": "1000"}))
+        # History stops at the oldest write still running (docs/history.md): the background
+        # workers' reaction to these writes may hold the newest back for a moment.
+        deadline = time.monotonic() + 30
+        while True:
+            bundle = _ok(http.get("_history", params={"_count": "1000"}))
+            written = [
+                e
+                for e in bundle.get("entry", [])
+                if e["fullUrl"].rsplit("/", 2)[-2:] == ["Observation", "o"]
+            ]
+            if len(written) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     return {
         (*e["fullUrl"].rsplit("/", 2)[-2:], int(e["response"]["etag"][3:-1])): _parse(
             e["response"]["lastModified"]
@@ -109,8 +121,10 @@ def _probes(stamps: dict[Version, datetime]) -> list[datetime]:
 def test_at_gives_each_resource_its_version_current_then(
     server: str, stamps: dict[Version, datetime]
 ) -> None:
-    assert len(stamps) == 7
-    assert len(set(stamps.values())) == 7, "the stamps must differ for this test to mean much"
+    # The system history also holds what the server stored at start (profiles/content).
+    mine = {v: t for v, t in stamps.items() if v[0] in ("Patient", "Observation")}
+    assert len(mine) == 7
+    assert len(set(mine.values())) == 7, "the stamps must differ for this test to mean much"
     with httpx.Client(base_url=server, timeout=60) as http:
         for moment in _probes(stamps):
             at = {"_at": _instant(moment)}
@@ -128,7 +142,8 @@ def test_at_one_version_per_resource(server: str, stamps: dict[Version, datetime
     moment = stamps[("Patient", "x", 3)]  # x at its third version, y and o exist
     with httpx.Client(base_url=server, timeout=60) as http:
         found = _history(http, "_history", {"_at": _instant(moment)})
-    assert found == {("Patient", "x", 3), ("Patient", "y", 1)}
+    mine = {v for v in found if v[0] in ("Patient", "Observation")}
+    assert mine == {("Patient", "x", 3), ("Patient", "y", 1)}
 
 
 def test_at_a_coarser_time_gives_every_version_current_during_it(

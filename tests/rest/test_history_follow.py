@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from cmfhir.app import open_context
+from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
 from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.create import create_in
@@ -69,7 +70,7 @@ async def _held_create(ctx: FhirContext, tag: str, hold: float, commit: bool = T
         pass
 
     try:
-        async with ctx.store.transaction() as repo:
+        async with ctx.store.transaction(principal=TRUSTED) as repo:
             record, _ = await create_in(ctx, repo, _patient(tag))
             await asyncio.sleep(hold)
             if not commit:
@@ -173,3 +174,23 @@ async def test_follower_sees_every_version_once_beside_long_transactions(
     assert set(written) <= set(seen)
     assert set(seen) == set(everything)
     assert len(everything) == len(set(everything))
+
+
+async def test_history_without_since_shows_own_write_beside_a_held_transaction(
+    base: str, settings: Settings
+) -> None:
+    """A type history read without `_since` is not a follow: the client's own write is on
+    its first page even while an older write transaction is still open; the Bundle still
+    states the watermark (before that write) as where a follower goes on from."""
+    tag = uuid.uuid4().hex
+    async with (
+        open_context(settings) as ctx,
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+    ):
+        held = asyncio.create_task(_held_create(ctx, tag, hold=1.5))
+        await asyncio.sleep(0.3)  # written (stamped), not committed
+        quick = (await http.post("Patient", json=_patient(tag), headers=FHIR)).json()
+        bundle = await _page(http, "Patient/_history", {"_count": "1"})
+        await held
+    assert bundle["entry"][0]["resource"]["id"] == quick["id"]
+    assert _instant(bundle["meta"]["lastUpdated"]) <= _instant(quick["meta"]["lastUpdated"])

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
 from cmfhir.search.model import Include
 from cmfhir.store import Store, open_database
@@ -396,7 +397,7 @@ async def test_included_resources_are_capped(corpus: None, settings: Settings) -
         settings.database_url, settings.data_dir, pool_size=1, migrate=False
     )
     try:
-        async with Store(database.engine).transaction(read_only=True) as repo:
+        async with Store(database.engine).transaction(principal=TRUSTED, read_only=True) as repo:
             everything = Include("*", "*", None, iterate=True, reverse=False)
             found = await repo.included(
                 [("Organization", rid("a0"))], [everything], [], max_depth=10, max_total=2

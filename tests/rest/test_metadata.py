@@ -92,7 +92,11 @@ def test_metadata_declares_the_negotiated_version(
 def test_operations_are_listed(statement: dict[str, object]) -> None:
     rest = statement["rest"][0]  # type: ignore[index]
     system = {o["name"]: o["definition"] for o in rest["operation"]}
-    assert system == {"versions": "https://cmfhir.org/fhir/OperationDefinition/versions"}
+    assert system == {
+        "versions": "https://cmfhir.org/fhir/OperationDefinition/versions",
+        "export": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+        "import": "https://cmfhir.org/fhir/OperationDefinition/import",
+    }
     patient = next(r for r in rest["resource"] if r["type"] == "Patient")
     listed = {o["name"] for o in patient["operation"]}
     assert {"validate", "meta", "meta-add", "meta-delete"} <= listed

@@ -59,7 +59,7 @@ def patient(client: httpx.Client) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "path",
-    ["$everything", "Patient/$everything", "Patient/{id}/$everything", "$export", "Patient/$x"],
+    ["$lookup", "Patient/$lookup", "Patient/{id}/$lookup", "$convert", "Patient/$x"],
 )
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_unknown_operation_is_404_naming_it(

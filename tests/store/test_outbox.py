@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from cmfhir.app import open_context
+from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
 from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.create import create_in
@@ -34,7 +35,7 @@ async def _drain(ctx: FhirContext, after: EventPosition) -> tuple[list[Event], E
     """Every event readable now after `after`."""
     found: list[Event] = []
     while True:
-        async with ctx.store.transaction(read_only=True) as repo:
+        async with ctx.store.transaction(principal=TRUSTED, read_only=True) as repo:
             events, after = await repo.read_events(after, 500)
         if not events:
             return found, after
@@ -53,7 +54,7 @@ class Abandon(Exception):
 async def _write(ctx: FhirContext, tag: str, hold: float, commit: bool = True) -> str:
     """Create a Patient, keep the transaction open `hold` seconds, then commit or roll back."""
     try:
-        async with ctx.store.transaction() as repo:
+        async with ctx.store.transaction(principal=TRUSTED) as repo:
             record, _ = await create_in(ctx, repo, _patient(tag))
             await asyncio.sleep(hold)
             if not commit:
@@ -89,7 +90,7 @@ async def test_reader_sees_each_event_once_beside_long_writers(ctx: FhirContext,
         position = start
         while True:
             finished = done.is_set()
-            async with ctx.store.transaction(read_only=True) as repo:
+            async with ctx.store.transaction(principal=TRUSTED, read_only=True) as repo:
                 events, position = await repo.read_events(position, rng.randint(1, 50))
             read.extend(events)
             if finished and not events:
@@ -118,7 +119,7 @@ async def test_reader_sees_each_event_once_beside_long_writers(ctx: FhirContext,
     positions = [e.position for e in read]
     assert positions == sorted(positions)
     assert len(set(positions)) == len(positions)
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(principal=TRUSTED, read_only=True) as repo:
         stored = {
             (row[0], row[1])
             for row in await repo.conn.execute(

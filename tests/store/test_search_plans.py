@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
+from cmfhir.auth.principal import OPEN
 from cmfhir.config import Settings
 from cmfhir.resources.search_parameters import load_registry
 from cmfhir.search.parse import parse_search
@@ -160,8 +161,9 @@ def test_search_uses_indexes(
 ) -> None:
     registry = load_registry(settings.profiles_dir)
     request = parse_search(registry, resource_type, params, strict=True)
-    page, _ = page_statement(request, 20)
-    plans = asyncio.run(_explain(settings.database_url or "", [page, count_statement(request)]))
+    page, _ = page_statement(request, 20, OPEN)
+    count = count_statement(request, None, OPEN)
+    plans = asyncio.run(_explain(settings.database_url or "", [page, count]))
     for plan in plans:
         seq = [rel for node, rel in _scans(plan) if node == "Seq Scan"]
         assert seq == [], json.dumps(plan)[:3000]
@@ -207,7 +209,7 @@ def test_population_wide_page_reads_only_its_rows(
 ) -> None:
     registry = load_registry(settings.profiles_dir)
     request = parse_search(registry, resource_type, [*params, ("_count", str(count))], strict=True)
-    page, _ = page_statement(request, request.count)
+    page, _ = page_statement(request, request.count, OPEN)
     (plan,) = asyncio.run(_explain(settings.database_url or "", [page], analyze=True))
     returned = plan[0]["Plan"]["Actual Rows"]
     assert returned == count + 1, f"the corpus has {matches} matches; the page is full"

@@ -37,7 +37,7 @@ async def _batch_entry(ctx: FhirContext, e: Entry, base: str) -> Result:
         return await calls[e.interaction]()
     if e.interaction in HISTORY:
         return await history_entry(ctx, e, base)
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(principal=ctx.principal, read_only=True) as repo:
         return await read_entry(ctx, repo, e, base)
 
 

@@ -129,6 +129,8 @@ def _statement(
 def capability_statement(ctx: FhirContext, base: str) -> dict[str, Any]:
     statement = dict(_statement(ctx.registry, ctx.operations, ctx.fhir_version))
     statement["implementation"] = {"description": "cmfhir FHIR server", "url": base}
+    for hook in ctx.capability_hooks:
+        statement = hook(statement)
     return statement
 
 

@@ -9,6 +9,7 @@ committed state (and, being read-only, holds back no writer and no history follo
 
 from __future__ import annotations
 
+from cmfhir.auth.principal import TRUSTED
 from cmfhir.interactions.context import FhirContext
 from cmfhir.resources.fhirjson import parse_json
 from cmfhir.resources.index_values import IndexingFailed, extract_index
@@ -20,7 +21,7 @@ async def check(ctx: FhirContext, *, batch: int = 500) -> dict[str, list[str]]:
     """Every inconsistency found, by kind, with a sample of where; empty when all is well."""
     stale: list[str] = []
     failing: list[str] = []
-    async with ctx.store.snapshot() as repo:
+    async with ctx.store.snapshot(TRUSTED) as repo:
         problems = await repo.structural_problems()
         after = 0
         while rows := await repo.batch(None, after, batch):

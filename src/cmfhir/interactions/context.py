@@ -58,6 +58,16 @@ class FhirContext:
     implementations: Mapping[str, Callable[[Any, Any], Awaitable[Result]]] = field(
         default_factory=dict
     )
+    # Checks and rewrites of one resource type's content before it is stored, by the
+    # feature packages (subscriptions: the backport profile, sealed headers); each is
+    # `(ctx, resource, id) -> resource` and raises an FhirError to refuse the write.
+    write_hooks: Mapping[str, Callable[[Any, dict[str, Any], str], dict[str, Any]]] = field(
+        default_factory=dict
+    )
+    # Additions to the CapabilityStatement (`statement -> statement`).
+    capability_hooks: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = ()
+    # The subscriptions feature (subscriptions.SubscriptionFeature) once wired.
+    subscriptions: Any = None
 
     def for_request(self, fhir_version: str) -> FhirContext:
         """This context for one request speaking `fhir_version`."""

@@ -7,6 +7,7 @@ from typing import Any
 from cmfhir.errors import PreconditionFailed
 from cmfhir.interactions.common import Conditions, match, parse_conditions, require_type
 from cmfhir.interactions.context import FhirContext, Result, utcnow
+from cmfhir.interactions.questionnaire_responses import ResponseChecker
 from cmfhir.interactions.versions import new_id, to_version, written
 from cmfhir.resources.version_validation import validate_for_version
 from cmfhir.store import NewVersion, Repository
@@ -38,6 +39,7 @@ async def create_in(
         ctx, resource, id=id or new_id(), version=1, now=utcnow(), method="create", rid=None
     )
     await repo.write([record])
+    await ResponseChecker(ctx, repo).check(record)
     return record, served
 
 
@@ -53,7 +55,7 @@ async def create(
     conditions = (
         parse_conditions(ctx.registry, resource_type, if_none_exist) if if_none_exist else None
     )
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=ctx.principal) as repo:
         if conditions is not None:
             existing = await find_existing(repo, conditions)
             if existing is not None:

@@ -44,7 +44,7 @@ async def delete(
 ) -> Result:
     require_type(resource_type, ctx.fhir_version)
     check_id(id)
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=ctx.principal) as repo:
         return await delete_in(repo, resource_type, id, if_match=if_match)
 
 
@@ -52,7 +52,7 @@ async def delete_conditional(ctx: FhirContext, resource_type: str, query: str) -
     """Deletes the single match; no match is a no-op; several matches is 412."""
     require_type(resource_type, ctx.fhir_version)
     conditions = parse_conditions(ctx.registry, resource_type, query)
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=ctx.principal) as repo:
         found = await match(repo, conditions)
         if len(found) > 1:
             raise PreconditionFailed(f"'{query}' matches more than one {resource_type}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cmfhir.errors import BadRequest, FhirError, Issue, PayloadTooLarge
@@ -58,6 +58,8 @@ class Entry:
     if_match: str | None
     # What the REST API answers this method and URL with, when it is an error.
     error: FhirError | None = None
+    # The objects of `resource` holding a `reference` (`references.holders`), found once.
+    references: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def interaction(self) -> str:

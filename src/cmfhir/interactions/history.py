@@ -93,15 +93,22 @@ async def history(
         elif name == "_count":
             count = _count(value, ctx.limits.max_count)
     total: int | None = None
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(principal=ctx.principal, read_only=True) as repo:
         if id is not None and resource_type is not None:
             found = await repo.read(resource_type, id)
             if found is None:
                 raise NotFound(f"{resource_type}/{id} is not known")
             # Versions run 1..n, so an instance's whole history is its current version.
             total = found.version if since is None and at is None else None
-        # Later pages keep the first page's watermark, so the pages add up to one answer.
-        until = cursor[1] if cursor is not None else await repo.history_watermark()
+        # Later pages keep the first page's bound, so the pages add up to one answer. With
+        # `_since` the answer is a follow and ends at the watermark. Without it, it ends now,
+        # so a client sees its own last write even while other transactions (the background
+        # workers') run; the watermark is still what it states as where to follow on from.
+        if cursor is not None:
+            until = stated = cursor[1]
+        else:
+            stated = await repo.history_watermark(follow=True)
+            until = stated if since is not None else await repo.history_watermark(follow=False)
         page = await repo.history(
             resource_type=resource_type,
             id=id,
@@ -120,7 +127,7 @@ async def history(
     bundle = history_bundle(base, page.versions, links, total=total)
     # The watermark is where a follower goes on from (never before the `_since` it sent:
     # the watermark may fall back while a transaction that started earlier writes).
-    complete_to = until if since is None else max(until, since)
+    complete_to = stated if since is None else max(stated, since)
     return Result(
         200,
         {"resourceType": bundle.pop("resourceType"), "meta": {"lastUpdated": instant(complete_to)}}

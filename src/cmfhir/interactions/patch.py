@@ -11,6 +11,7 @@ import jsonpointer
 from cmfhir.errors import BadRequest, Gone, NotFound, PayloadTooLarge, Unprocessable
 from cmfhir.interactions.common import check_id, check_if_match, require_type
 from cmfhir.interactions.context import FhirContext, Result, utcnow
+from cmfhir.interactions.questionnaire_responses import ResponseChecker
 from cmfhir.interactions.versions import to_version, written
 from cmfhir.resources.fhirjson import dump_json, parse_json
 from cmfhir.resources.sizes import MAX_STRING_BYTES, check_string_sizes
@@ -109,6 +110,7 @@ async def patch_in(
         rid=current.rid,
     )
     await repo.write([record])
+    await ResponseChecker(ctx, repo).check(record)
     return record
 
 
@@ -122,6 +124,6 @@ async def patch(
 ) -> Result:
     require_type(resource_type, ctx.fhir_version)
     check_id(id)
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=ctx.principal) as repo:
         record = await patch_in(ctx, repo, resource_type, id, operations, if_match=if_match)
     return written(record, created=False)

@@ -157,7 +157,7 @@ async def read(
     conditions: Conditions | None = None,
 ) -> Result:
     require_type(resource_type, ctx.fhir_version)
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(principal=ctx.principal, read_only=True) as repo:
         return await read_in(repo, resource_type, id, params, conditions)
 
 
@@ -189,5 +189,5 @@ async def vread(
     conditions: Conditions | None = None,
 ) -> Result:
     require_type(resource_type, ctx.fhir_version)
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(principal=ctx.principal, read_only=True) as repo:
         return await vread_in(repo, resource_type, id, version_id, params, conditions)

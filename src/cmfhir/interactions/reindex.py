@@ -19,7 +19,7 @@ async def reindex(ctx: FhirContext, resource_type: str | None = None, *, batch: 
         require_type(resource_type)
     after, done = 0, 0
     while True:
-        async with ctx.store.transaction() as repo:
+        async with ctx.store.transaction(principal=ctx.principal) as repo:
             rows = await repo.batch(resource_type, after, batch, lock=True)
             if not rows:
                 return done

@@ -155,7 +155,7 @@ async def search(
     base: str,
     handling: str | None = None,
 ) -> Result:
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(principal=ctx.principal, read_only=True) as repo:
         return await search_in(ctx, repo, resource_type, params, base=base, handling=handling)
 
 
@@ -175,7 +175,7 @@ async def search_compartment(
     if not params_for and resource_type != "Patient":
         raise NotFound(f"{resource_type} is not in the Patient compartment")
     compartment = Compartment("Patient", owner_id, params_for)
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(principal=ctx.principal, read_only=True) as repo:
         return await search_in(
             ctx, repo, resource_type, params, base=base, handling=handling, compartment=compartment
         )

@@ -50,7 +50,8 @@ from cmfhir.interactions.entries import (
     response_entry,
 )
 from cmfhir.interactions.patch import apply_patch
-from cmfhir.interactions.references import is_conditional, is_placeholder, references, rewrite
+from cmfhir.interactions.questionnaire_responses import ResponseChecker
+from cmfhir.interactions.references import holders, is_conditional, is_placeholder, rewrite
 from cmfhir.interactions.update import conditional_target
 from cmfhir.interactions.versions import deletion, new_id, to_version, written
 from cmfhir.resources.fhirjson import parse_json
@@ -90,6 +91,7 @@ class _Transaction:
         self.records: dict[int, NewVersion] = {}
         self.results: dict[int, Result] = {}
         self.whole_types: set[str] = set()  # types whose conditional writes are all locked
+        self.responses = ResponseChecker(ctx, repo)  # QuestionnaireResponses against theirs
 
     async def lock_conditional_types(self, entries: list[Entry]) -> None:
         """A lock per criteria holds a slot of PostgreSQL's lock table: for a type with more
@@ -205,7 +207,8 @@ class _Transaction:
         """Whether every reference in the entry's resource can be written as it will stay."""
         if entry.interaction not in ("create", "update", "update-conditional"):
             return True
-        for reference in references(entry.resource):
+        for ref in entry.references:
+            reference = ref["reference"]
             if reference in self.resolved:
                 continue
             if reference in self.full_urls or is_placeholder(reference):
@@ -219,7 +222,8 @@ class _Transaction:
         after every other write of the Bundle is stored."""
         for entry in self.pending:
             if entry.interaction in ("create", "update", "update-conditional"):
-                for reference in references(entry.resource):
+                for ref in entry.references:
+                    reference = ref["reference"]
                     if reference in self.resolved or not is_conditional(reference):
                         continue
                     try:
@@ -255,7 +259,7 @@ class _Transaction:
         for e in ready:
             if e.interaction in ("create", "update", "update-conditional"):
                 try:
-                    rewrite(e.resource, self.resolved)
+                    rewrite(e.references, self.resolved)
                 except FhirError as error:
                     raise at_entry(error, e.index) from error
         await self._write(ready)
@@ -280,6 +284,10 @@ class _Transaction:
                 records.append((e, *made))
         await self.repo.write([record for _, record, _ in records])
         for e, record, created in records:
+            try:
+                await self.responses.check(record)
+            except FhirError as error:
+                raise at_entry(error, e.index) from error
             self.records[e.index] = record
             self.results[e.index] = written(record, created)
 
@@ -318,7 +326,7 @@ class _Transaction:
             validate_for_version(body, self.ctx.fhir_version, expected_type=e.resource_type)
             if body.get("id") != id:
                 raise Unprocessable("A patch must not change the resource's id", expression=["id"])
-            rewrite(body, self.resolved)
+            rewrite(holders(body), self.resolved)
         else:
             body = e.resource
             if current is not None:
@@ -357,7 +365,8 @@ def _check_placeholders(entries: list[Entry]) -> None:
     full_urls = {e.full_url for e in entries if e.full_url}
     for e in entries:
         if e.interaction in ("create", "update", "update-conditional"):
-            for reference in references(e.resource):
+            for ref in e.references:
+                reference = ref["reference"]
                 if is_placeholder(reference) and reference not in full_urls:
                     error = BadRequest(
                         f"The reference '{reference}' names no entry of the Bundle "
@@ -375,11 +384,12 @@ async def run_transaction(
                 raise e.error
             if e.interaction in ("create", "update", "update-conditional"):
                 _check_resource(ctx, e)
+                e.references = holders(e.resource)
         except FhirError as error:
             raise at_entry(error, e.index) from error
     _check_placeholders(entries)
     ordered = processing_order(entries)
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=ctx.principal) as repo:
         tx = _Transaction(ctx, repo, entries)
         await tx.lock_conditional_types(entries)
         for e in ordered:

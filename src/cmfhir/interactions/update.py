@@ -15,6 +15,7 @@ from cmfhir.interactions.common import (
     require_type,
 )
 from cmfhir.interactions.context import FhirContext, Result, utcnow
+from cmfhir.interactions.questionnaire_responses import ResponseChecker
 from cmfhir.interactions.versions import new_id, to_version, written
 from cmfhir.resources.version_validation import validate_for_version
 from cmfhir.store import NewVersion, Repository
@@ -52,6 +53,7 @@ async def update_in(
         rid=rid,
     )
     await repo.write([record])
+    await ResponseChecker(ctx, repo).check(record)
     return record, created
 
 
@@ -74,7 +76,7 @@ async def update(
             f"The id in the resource ('{body_id}') differs from the id in the URL ('{id}')",
             expression=[f"{resource_type}.id"],
         )
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=ctx.principal) as repo:
         record, created = await update_in(ctx, repo, resource, id, if_match=if_match)
     return written(record, created)
 
@@ -110,7 +112,7 @@ async def update_conditional(
     require_type(resource_type, ctx.fhir_version)
     validate_for_version(resource, ctx.fhir_version, expected_type=resource_type)
     conditions = parse_conditions(ctx.registry, resource_type, query)
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=ctx.principal) as repo:
         target, _ = await conditional_target(repo, conditions, resource.get("id"))
         record, created = await update_in(ctx, repo, resource, target, if_match=if_match)
     return written(record, created)

@@ -42,6 +42,9 @@ def to_version(
     method: Method,
     rid: int | None,
 ) -> tuple[NewVersion, dict[str, Any]]:
+    hook = ctx.write_hooks.get(resource["resourceType"])
+    if hook is not None:
+        resource = hook(ctx, resource, id)
     served = stamp(resource, id, version, now)
     index = extract_index(served, ctx.registry)
     patients = patient_compartment(served, ctx.compartment, index)

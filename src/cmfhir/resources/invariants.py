@@ -5,8 +5,10 @@ on each element they are defined on.
 Each expression is compiled once, on first use. An invariant is evaluated only when the
 element it belongs to is present, and, for most, only when one of the names its expression
 starts a path with is a key of that element: otherwise its result is the one it has on an
-element without those keys, computed once. The few invariants that nearly every resource
-reaches (per-1, qty-3, obs-6, obs-7) and rng-2 (fhirpathpy cannot compare Quantities)
+element without those keys, computed once. The invariants that nearly every resource
+reaches (ref-1 on every Reference, per-1, qty-3, obs-6, obs-7, and those a care-management
+caseload reaches on each Appointment, MedicationDispense and QuestionnaireResponse item:
+app-1, app-2, app-3, mdd-1, qrs-1) and rng-2 (fhirpathpy cannot compare Quantities)
 have a Python equivalent (`EQUIVALENTS`, checked
 against fhirpathpy by the tests) that answers the common cases and hands the rest to
 fhirpathpy. An expression that fhirpathpy cannot evaluate on some input (an engine gap)
@@ -148,12 +150,83 @@ def _rng_2(node: dict[str, Any], resource: Any) -> bool | None:
         return True
 
 
+def _ref_1(node: dict[str, Any], resource: Any) -> bool | None:
+    # reference.startsWith('#').not() or (reference.substring(1) in %rootResource.contained.id)
+    # On every Reference: only a local one (`#id`, which the walk checks too) needs the rest.
+    reference = node.get("reference")
+    if type(reference) is str:
+        return None if reference.startswith("#") else True
+    return True if reference is None and "_reference" not in node else None
+
+
+def _qrs_1(node: dict[str, Any], resource: Any) -> bool | None:
+    # (answer.exists() and item.exists()).not()
+    return not ("answer" in node and "item" in node)
+
+
+def _app_1(node: dict[str, Any], resource: Any) -> bool | None:
+    # type.exists() or actor.exists()
+    return "type" in node or "actor" in node
+
+
+def _app_2(node: dict[str, Any], resource: Any) -> bool | None:
+    # start.exists() = end.exists()
+    if "_start" in node or "_end" in node:
+        return None
+    return ("start" in node) == ("end" in node)
+
+
+_APP_3_STATUSES = frozenset({"proposed", "cancelled", "waitlist"})
+
+
+def _app_3(node: dict[str, Any], resource: Any) -> bool | None:
+    # (start.exists() and end.exists()) or (status in ('proposed' | 'cancelled' | 'waitlist'))
+    if "start" in node and "end" in node:
+        return True
+    status = node.get("status")
+    if "_start" in node or "_end" in node or "_status" in node or type(status) is not str:
+        return None
+    return status in _APP_3_STATUSES
+
+
+def _mdd_1(node: dict[str, Any], resource: Any) -> bool | None:
+    # whenHandedOver.empty() or whenPrepared.empty() or whenHandedOver >= whenPrepared
+    handed, prepared = node.get("whenHandedOver"), node.get("whenPrepared")
+    if "_whenHandedOver" in node or "_whenPrepared" in node:
+        return None
+    if handed is None or prepared is None:
+        return True
+    if type(handed) is not str or type(prepared) is not str:
+        return None
+    zone = _zone(handed)
+    if len(handed) == len(prepared) and zone is not None and zone == _zone(prepared):
+        return handed >= prepared
+    return None
+
+
+# Another version's expression an equivalent also answers for. R4's ref-1 lacks R4B's
+# `or (reference='#' and %rootResource!=%resource)`, which the equivalent hands to fhirpathpy.
+_ALSO_ANSWERS: dict[str, frozenset[str]] = {
+    "ref-1": frozenset(
+        {
+            "reference.startsWith('#').not() or (reference.substring(1).trace('url') in "
+            "%rootResource.contained.id.trace('ids'))"
+        }
+    )
+}
+
 EQUIVALENTS: dict[str, Equivalent] = {
     "rng-2": _rng_2,
     "per-1": _per_1,
     "qty-3": _qty_3,
     "obs-6": _obs_6,
     "obs-7": _obs_7,
+    "ref-1": _ref_1,
+    "qrs-1": _qrs_1,
+    "app-1": _app_1,
+    "app-2": _app_2,
+    "app-3": _app_3,
+    "mdd-1": _mdd_1,
 }
 
 
@@ -275,7 +348,8 @@ class InvariantSet:
                     path=path,
                     names=_names(constraint.expression),
                     equivalent=EQUIVALENTS.get(key)
-                    if previous is not None and previous.expression == constraint.expression
+                    if (previous is not None and previous.expression == constraint.expression)
+                    or constraint.expression in _ALSO_ANSWERS.get(key, ())
                     else None,
                 )
             )

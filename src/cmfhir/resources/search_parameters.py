@@ -4,10 +4,11 @@ searched on each resource type, read from `profiles/`, with one compiled extract
 
 Sources, in load order: `profiles/search-parameters.json` (the R4B core definitions, derived
 by `scripts/derive_profiles.py`), then every `profiles/search-parameters/*.json` (cmfhir's
-own: a SearchParameter or a Bundle of them), in file-name order. For a type, a parameter
-declared on the type wins over one declared on `DomainResource`, which wins over `Resource`;
-among definitions with the same base and code the one loaded last wins, so a file in
-`profiles/search-parameters/` can replace a core definition.
+own: a SearchParameter or a Bundle of them), in file-name order, then every
+`profiles/content/SearchParameter-*.json` (those the server also stores as resources).
+For a type, a parameter declared on the type wins over one declared on `DomainResource`,
+which wins over `Resource`; among definitions with the same base and code the one loaded
+last wins, so a file in `profiles/search-parameters/` can replace a core definition.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ __all__ = [
 
 CORE_FILE = "search-parameters.json"
 CUSTOM_DIR = "search-parameters"
+# The SearchParameters the server also holds as resources (interactions.content).
+CONTENT_GLOB = "content/SearchParameter-*.json"
 BINDINGS_FILE = "required-bindings.json"
 _CORE = "http://hl7.org/fhir/"
 _CORE_VALUE_SETS = "http://hl7.org/fhir/ValueSet/"
@@ -259,6 +262,8 @@ def _load(profiles_dir: Path) -> SearchParameterRegistry:
     if custom.is_dir():
         for path in sorted(custom.glob("*.json")):
             parameters.extend(parse_search_parameters(_read_json(path), str(path)))
+    for path in sorted(profiles_dir.glob(CONTENT_GLOB)):
+        parameters.extend(parse_search_parameters(_read_json(path), str(path)))
     bindings = profiles_dir / BINDINGS_FILE
     systems = _code_systems(_read_json(bindings).get("bindings", {})) if bindings.exists() else {}
     return SearchParameterRegistry(parameters, systems)

@@ -1,13 +1,11 @@
 """HTTP only (FastAPI): parse, call an interaction, render."""
 
+from cmfhir.routes.edge import Edge
 from cmfhir.routes.fhir import router
-from cmfhir.routes.guard import ErrorGuard
 from cmfhir.routes.http import error_response, http_error_response
-from cmfhir.routes.wire import Wire
 
 __all__ = [
-    "ErrorGuard",
-    "Wire",
+    "Edge",
     "error_response",
     "http_error_response",
     "router",

@@ -1,8 +1,8 @@
 """The access log: one line per request (time, request id, method, path, status, duration,
-response size, client, user), written by the outermost middleware. The request id is the
-client's `X-Request-Id` when it is a plain token, else one made here (or the one an outer
-middleware put in `scope["state"]["request_id"]`); it is set on the response, in
-`request.state.request_id`, and on every log line written while the request runs.
+response size, client, user), written by the outermost middleware (`edge.Edge`). The request
+id is the client's `X-Request-Id` when it is a plain token, else one made there; it is set on
+the response, in `request.state.request_id`, and on every log line written while the
+request runs.
 
 Query strings and client-chosen ids carry names and birth dates, so the path is logged with
 query values removed (`/fhir/Patient?name=&birthdate=`) and every segment or parameter name
@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-import uuid
 from typing import Any
 from urllib.parse import unquote_plus
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
-from cmfhir.logs import REQUEST_ID
 from cmfhir.resources.types import RESOURCE_TYPES
 
-__all__ = ["AccessLog", "loggable_path"]
+__all__ = ["loggable_path", "write_access_line"]
 
 log = logging.getLogger("cmfhir.access")
 
@@ -102,81 +99,30 @@ def _search_codes(scope: Scope) -> frozenset[str]:
     return codes
 
 
-def _incoming_request_id(scope: Scope) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == b"x-request-id":
-            text = value.decode("latin-1")
-            return text if _SANE_REQUEST_ID.fullmatch(text) else None
-    return None
-
-
-class AccessLog:
-    """Outermost middleware: times the request and writes its line when the response ends."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        state = scope.setdefault("state", {})
-        # An id an outer middleware already chose is kept (one id per request everywhere).
-        request_id = state.get("request_id") or _incoming_request_id(scope) or uuid.uuid4().hex
-        state["request_id"] = request_id
-        token = REQUEST_ID.set(request_id)
-        status: int | None = None
-        size = 0
-
-        async def logged_send(message: Message) -> None:
-            nonlocal status, size, request_id
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", []))
-                answered = [v for k, v in headers if k.lower() == b"x-request-id"]
-                if answered:  # set further in: log the id the client sees
-                    request_id = answered[0].decode("latin-1")
-                else:
-                    headers.append((b"x-request-id", request_id.encode("latin-1")))
-                    message = {**message, "headers": headers}
-            elif message["type"] == "http.response.body":
-                size += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, logged_send)
-        except Exception:
-            status = status or 500
-            raise
-        finally:
-            elapsed = (time.perf_counter() - started) * 1000
-            self._write(scope, request_id, status, elapsed, size)
-            REQUEST_ID.reset(token)
-
-    def _write(
-        self, scope: Scope, request_id: str, status: int | None, elapsed: float, size: int
-    ) -> None:
-        path = loggable_path(scope["path"], scope.get("query_string", b""), _search_codes(scope))
-        if request_id != REQUEST_ID.get():
-            REQUEST_ID.set(request_id)  # the id further in chose, on this line too
-        fields: dict[str, Any] = {
-            "request_id": request_id,
-            "method": scope["method"],
-            "path": path,
-            "status": status,
-            "duration_ms": round(elapsed, 1),
-            "bytes": size,
-            # Filled once SMART authorization identifies them.
-            "client": None,
-            "user": None,
-        }
-        log.info(
-            "%s %s %s %.1fms %dB client=- user=-",
-            scope["method"],
-            path,
-            status if status is not None else "-",
-            elapsed,
-            size,
-            extra={"access": fields},
-        )
+def write_access_line(
+    scope: Scope, request_id: str, status: int | None, elapsed: float, size: int
+) -> None:
+    """The request's line, once its response has ended (`edge.Edge` times it)."""
+    if not log.isEnabledFor(logging.INFO):
+        return  # CMFHIR_LOG_LEVEL above info: no line, so no path to clean either
+    path = loggable_path(scope["path"], scope.get("query_string", b""), _search_codes(scope))
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "method": scope["method"],
+        "path": path,
+        "status": status,
+        "duration_ms": round(elapsed, 1),
+        "bytes": size,
+        # Filled once SMART authorization identifies them.
+        "client": None,
+        "user": None,
+    }
+    log.info(
+        "%s %s %s %.1fms %dB client=- user=-",
+        scope["method"],
+        path,
+        status if status is not None else "-",
+        elapsed,
+        size,
+        extra={"access": fields},
+    )

@@ -31,6 +31,7 @@ from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.operations import invoke
 from cmfhir.interactions.read import Conditions
 from cmfhir.resources.fhirjson import parse_json
+from cmfhir.routes.bearer import authorize_request
 from cmfhir.routes.http import (
     JSON_TYPES,
     base_url,
@@ -40,6 +41,7 @@ from cmfhir.routes.http import (
     read_json,
     render,
 )
+from cmfhir.routes.smart import with_security
 from cmfhir.search import selection_query
 
 __all__ = ["router"]
@@ -52,7 +54,9 @@ async def get_context(request: Request) -> FhirContext:
     (`routes.wire` put it in the request's state)."""
     context: FhirContext = request.app.state.fhir
     version = request.scope.get("state", {}).get("fhir_version")
-    return context if version is None else context.for_request(version)
+    context = context if version is None else context.for_request(version)
+    # Acting as the request's bearer token (routes/bearer.py).
+    return await authorize_request(request, context)
 
 
 Ctx = Annotated[FhirContext, Depends(get_context)]
@@ -153,7 +157,10 @@ async def operation_instance(
 
 @router.get("/metadata")
 async def metadata(request: Request, ctx: Ctx) -> Response:
-    return render(await capabilities(ctx, base=base_url(request)), request)
+    result = await capabilities(ctx, base=base_url(request))
+    if request.app.state.settings.auth == "smart" and isinstance(result.body, dict):
+        result.body = with_security(result.body, request)
+    return render(result, request)
 
 
 @router.post("")

@@ -1,5 +1,5 @@
-"""What every response carries, and the negotiation every FHIR request goes through, as one
-ASGI middleware outside the error guard (so error responses get it too):
+"""What every response carries, and the negotiation every FHIR request goes through
+(`edge.Edge` applies them, outside the error guard, so error responses get them too):
 
 - `X-Request-Id` and `X-Content-Type-Options: nosniff` on every response: the id the access
   log (outside) chose and put in `scope["state"]["request_id"]`, else the client's when it is
@@ -18,15 +18,13 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Send
 
 from cmfhir.errors import FhirError
-from cmfhir.logs import REQUEST_ID
-from cmfhir.resources.fhir_versions import DEFAULT_VERSION, VERSIONS
+from cmfhir.resources.fhir_versions import VERSIONS
 from cmfhir.resources.fhirjson import dump_json
-from cmfhir.routes.negotiation import negotiate
 
-__all__ = ["Wire"]
+__all__ = ["format_param", "request_id_from", "response_headers", "send_error"]
 
 _FHIR_JSON = b"application/fhir+json"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -48,7 +46,7 @@ def request_id_from(header: bytes | None) -> str:
     return f"{_PREFIX}{next(_COUNTER):012x}"
 
 
-def _format_param(query: bytes) -> str | None:
+def format_param(query: bytes) -> str | None:
     if b"_format" not in query:
         return None
     for name, value in parse_qsl(query.decode("utf-8", "replace"), keep_blank_values=True):
@@ -57,7 +55,7 @@ def _format_param(query: bytes) -> str | None:
     return None
 
 
-def _response_headers(headers: Any, rid: str, version: str) -> list[tuple[bytes, bytes]]:
+def response_headers(headers: Any, rid: str, version: str) -> list[tuple[bytes, bytes]]:
     out: list[tuple[bytes, bytes]] = [
         (name, _CONTENT_TYPES.get(version, value))
         if name == b"content-type" and value.startswith(_FHIR_JSON)
@@ -69,53 +67,7 @@ def _response_headers(headers: Any, rid: str, version: str) -> list[tuple[bytes,
     return out
 
 
-class Wire:
-    def __init__(self, app: ASGIApp, prefix: str = "/fhir") -> None:
-        self.app = app
-        self.prefix = prefix
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        accept = content_type = sent_id = None
-        for name, value in scope["headers"]:
-            if name == b"accept":
-                accept = value.decode("latin-1")
-            elif name == b"content-type":
-                content_type = value.decode("latin-1")
-            elif name == b"x-request-id":
-                sent_id = value
-        state = scope.setdefault("state", {})
-        rid: str = state.get("request_id") or request_id_from(sent_id)
-        state["request_id"] = rid
-        version = DEFAULT_VERSION
-
-        async def finishing_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = _response_headers(message.get("headers", ()), rid, version)
-            await send(message)
-
-        token = REQUEST_ID.set(rid)
-        try:
-            path: str = scope["path"]
-            if path == self.prefix or path.startswith(self.prefix + "/"):
-                try:
-                    negotiated = negotiate(
-                        accept, _format_param(scope.get("query_string", b"")), content_type
-                    )
-                except FhirError as error:
-                    await _send_error(error, finishing_send)
-                    return
-                version = negotiated.fhir_version
-                state["fhir_version"] = version
-                state["plain_json"] = negotiated.plain_json
-            await self.app(scope, receive, finishing_send)
-        finally:
-            REQUEST_ID.reset(token)
-
-
-async def _send_error(error: FhirError, send: Send) -> None:
+async def send_error(error: FhirError, send: Send) -> None:
     body = dump_json(error.outcome())
     headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
     headers += [

@@ -2,10 +2,12 @@
 
 from cmfhir.store.database import Database, open_database
 from cmfhir.store.integrity import ReferencePolicy
+from cmfhir.store.oauth import OAuthStore
 from cmfhir.store.outbox import START, Event, EventPosition
 from cmfhir.store.records import Current, Method, NewVersion, StoredVersion
 from cmfhir.store.repository import HistoryPage, Repository, SearchPage
 from cmfhir.store.store import Store
+from cmfhir.store.subscriptions import SubscriptionRows
 
 __all__ = [
     "START",
@@ -16,10 +18,12 @@ __all__ = [
     "HistoryPage",
     "Method",
     "NewVersion",
+    "OAuthStore",
     "ReferencePolicy",
     "Repository",
     "SearchPage",
     "Store",
     "StoredVersion",
+    "SubscriptionRows",
     "open_database",
 ]

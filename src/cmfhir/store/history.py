@@ -18,11 +18,13 @@ from typing import Any
 from sqlalchemy import Select, Text, and_, cast, exists, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cmfhir.auth.principal import Principal
 from cmfhir.resources.fhirjson import dump_json, parse_json
+from cmfhir.store.access import visible
 from cmfhir.store.records import NewVersion
 from cmfhir.store.schema import resource_history
 
-__all__ = ["history_query", "restamp", "watermark"]
+__all__ = ["history_query", "just_after_now", "restamp", "watermark"]
 
 # statement_timestamp() is taken before the scan of pg_stat_activity, so a transaction
 # that gets its id after the scan passed it stamps later than the watermark. Transactions
@@ -55,6 +57,14 @@ async def watermark(conn: AsyncConnection) -> datetime:
     return _to_millisecond(value)
 
 
+async def just_after_now(conn: AsyncConnection) -> datetime:
+    """A millisecond after the database's now: every committed version is stamped before."""
+    value: datetime = (
+        await conn.execute(text("SELECT statement_timestamp() + interval '1 millisecond'"))
+    ).scalar_one()
+    return _to_millisecond(value)
+
+
 def history_query(
     *,
     resource_type: str | None,
@@ -64,6 +74,7 @@ def history_query(
     until: datetime,
     cursor: tuple[datetime, int, int] | None,
     limit: int,
+    principal: Principal | None,
 ) -> Select[Any]:
     """Versions stamped before `until`, newest first, after `cursor` (stamp, rid, version).
 
@@ -80,7 +91,7 @@ def history_query(
         h.method,
         cast(resource_history.c.content, Text),
         h.rid,
-    ).where(h.last_updated < until)
+    ).where(h.last_updated < until, visible(principal, resource_history, "r" if id else "s"))
     if resource_type is not None:
         query = query.where(h.resource_type == resource_type)
     if id is not None:

@@ -15,9 +15,10 @@ from functools import lru_cache
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cmfhir.auth.principal import Principal
 from cmfhir.search.model import Include
 from cmfhir.store.driver import driver_connection
-from cmfhir.store.search_sql import literal
+from cmfhir.store.search_sql import SearchSql, literal
 
 __all__ = ["Include", "Included", "fetch_included"]
 
@@ -52,14 +53,15 @@ def _matches(x: str, includes: Sequence[Include]) -> str:
     return f"({' OR '.join(conditions)}) AND {x}.url NOT LIKE '%:%'"
 
 
-# $1, $2: the frontier's types and ids; $3, $4: those already seen; $5: room left.
+# $1, $2: the frontier's types and ids; $3, $4: those already seen; $5: room left; then
+# the values of the access predicate, if any.
 _FRONTIER = "unnest($1::text[], $2::text[]) AS f(resource_type, id)"
+_OWN_PARAMETERS = 5
 
 
 @lru_cache(maxsize=256)
-def _level_sql(forward: tuple[Include, ...], reverse: tuple[Include, ...]) -> str:
-    """One level of the walk as SQL text, the same for the same includes (so asyncpg
-    prepares it once per connection)."""
+def _walk_sql(forward: tuple[Include, ...], reverse: tuple[Include, ...]) -> str:
+    """The rids one level of the walk reaches, as SQL text, the same for the same includes."""
     found: list[str] = []
     if forward:
         found.append(
@@ -77,15 +79,28 @@ def _level_sql(forward: tuple[Include, ...], reverse: tuple[Include, ...]) -> st
             "JOIN idx_reference y ON y.target_type = f.resource_type AND y.target_id = f.id "
             f"WHERE {_matches('y', reverse)}"
         )
-    # The one place where included resource rows (alias `r`) are selected: a narrowing of
-    # what the principal may see is ANDed to this WHERE, as a condition on `r`.
-    return (
+    return " UNION ".join(found)
+
+
+def _level_sql(
+    forward: tuple[Include, ...], reverse: tuple[Include, ...], principal: Principal | None
+) -> tuple[str, list[object]]:
+    """One level of the walk as SQL text, the same for the same includes and the same shape
+    of principal (so asyncpg prepares it once per connection), and the values of the access
+    predicate, bound after the walk's own."""
+    # The one place where included resource rows (alias `r`) are selected: what the
+    # principal may read is ANDed to this WHERE, as a condition on `r` (store/access.py).
+    sql = SearchSql(principal, reserved=_OWN_PARAMETERS)
+    visible = sql.visible("r", "r")
+    text = (
         "SELECT r.resource_type, r.id, r.content::text FROM resource r "
-        f"WHERE r.rid IN ({' UNION '.join(found)}) AND NOT r.deleted "
+        f"WHERE r.rid IN ({_walk_sql(forward, reverse)}) AND NOT r.deleted "
+        f"{'' if visible is None else f'AND {visible} '}"
         "AND (r.resource_type, r.id) NOT IN "
         "(SELECT * FROM unnest($3::text[], $4::text[]) AS seen(resource_type, id)) "
         "ORDER BY r.rid LIMIT $5"
     )
+    return text, sql.args[_OWN_PARAMETERS:]
 
 
 async def fetch_included(
@@ -96,6 +111,7 @@ async def fetch_included(
     *,
     max_depth: int,
     max_total: int,
+    principal: Principal | None,
 ) -> Included:
     """The resources `include` and `revinclude` bring for `matches`, none of them a match
     and none twice, at most `max_total` of them, followed at most `max_depth` levels deep."""
@@ -110,13 +126,15 @@ async def fetch_included(
             return out
         room = max_total - len(out.resources)
         driver = driver or await driver_connection(conn)
+        text, access = _level_sql(forward, reverse, principal)
         rows = await driver.fetch(
-            _level_sql(forward, reverse),
+            text,
             [k[0] for k in frontier],
             [k[1] for k in frontier],
             [k[0] for k in seen],
             [k[1] for k in seen],
             room + 1,
+            *access,
         )
         if len(rows) > room:
             rows = rows[:room]

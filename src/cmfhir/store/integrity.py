@@ -105,6 +105,7 @@ _REFERRERS = f"""
             SELECT * FROM unnest(CAST(:types AS text[]), CAST(:ids AS text[])))
       AND target.deleted
       AND NOT src.deleted
+      AND src.resource_type <> 'AuditEvent'
       AND {_LOCAL}
     ORDER BY src.rid, ref.param
     LIMIT {SAMPLE}"""

@@ -15,12 +15,14 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cmfhir.errors import BadRequest, Conflict
+from cmfhir.auth.principal import Principal
+from cmfhir.errors import BadRequest, Conflict, Forbidden
 from cmfhir.resources.index_values import ResourceIndex
 from cmfhir.search.model import SearchRequest
 from cmfhir.store import check
+from cmfhir.store.access import check_writes, visible
 from cmfhir.store.driver import driver_connection
-from cmfhir.store.history import history_query, restamp, watermark
+from cmfhir.store.history import history_query, just_after_now, restamp, watermark
 from cmfhir.store.includes import Include, Included, fetch_included
 from cmfhir.store.indexing import index_rows
 from cmfhir.store.integrity import (
@@ -81,9 +83,17 @@ class HistoryPage:
 class Repository:
     """The data-access functions, bound to one open connection (and its transaction)."""
 
-    def __init__(self, conn: AsyncConnection, references: ReferencePolicy | None = None) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        references: ReferencePolicy | None = None,
+        principal: Principal | None = None,
+    ) -> None:
         self.conn = conn
         self.references = references or ReferencePolicy()
+        # Who this transaction acts for: every read is narrowed to what it may see and
+        # every write checked (store/access.py). None sees nothing and writes nothing.
+        self.principal = principal
         # What the referential-integrity checks look at when the transaction ends: the
         # versions written (by rid, the latest) and the resources deleted.
         self._written: dict[int, NewVersion] = {}
@@ -92,6 +102,8 @@ class Repository:
     # -- reads ------------------------------------------------------------------------------
 
     async def read(self, resource_type: str, id: str) -> StoredVersion | None:
+        if self.principal is None or not self.principal.unrestricted:
+            return await self._read_narrowed(resource_type, id)
         # The hottest query of all goes straight to asyncpg (its prepared-statement cache,
         # on the same connection and transaction): building and executing it through
         # SQLAlchemy cost 40% of a read.
@@ -102,6 +114,28 @@ class Repository:
             return None
         return StoredVersion(resource_type, id, row[0], row[1], row[2], row[3])
 
+    async def _read_narrowed(self, resource_type: str, id: str) -> StoredVersion | None:
+        """A read by a principal that does not see everything: what it may not see is not
+        found, exactly as what does not exist."""
+        row = (
+            await self.conn.execute(
+                select(
+                    resource.c.version, resource.c.last_updated, resource.c.deleted, _content_text
+                ).where(
+                    resource.c.resource_type == resource_type,
+                    resource.c.id == id,
+                    visible(self.principal, resource, "r"),
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        return StoredVersion(resource_type, id, row[0], row[1], row[2], row[3])
+
+    def _trusted(self, what: str) -> None:
+        if self.principal is None or not self.principal.unrestricted:
+            raise Forbidden(f"{what} is for the server itself")
+
     async def vread(self, resource_type: str, id: str, version: int) -> StoredVersion | None:
         row = (
             await self.conn.execute(
@@ -111,6 +145,7 @@ class Repository:
                     resource_history.c.resource_type == resource_type,
                     resource_history.c.id == id,
                     resource_history.c.version == version,
+                    visible(self.principal, resource_history, "r"),
                 )
             )
         ).first()
@@ -128,6 +163,7 @@ class Repository:
             select(resource.c.resource_type, resource.c.id, _content_text).where(
                 tuple_(resource.c.resource_type, resource.c.id).in_(list(keys)),
                 resource.c.deleted.is_(False),
+                visible(self.principal, resource, "r"),
             )
         )
         return {(r[0], r[1]): r[2] for r in rows}
@@ -137,15 +173,19 @@ class Repository:
             return {}
         rows = await self.conn.execute(
             select(resource.c.rid, resource.c.resource_type, resource.c.id, _content_text).where(
-                resource.c.rid.in_(list(rids))
+                resource.c.rid.in_(list(rids)), visible(self.principal, resource, "r")
             )
         )
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     async def search(self, request: SearchRequest, *, count_up_to: int | None) -> SearchPage:
-        """One page of matches and the total (store/search_sql.py `run_search`)."""
+        """One page of matches and the total (store/search_sql.py `run_search`), of what
+        the transaction's principal may see."""
         return await run_search(
-            await driver_connection(self.conn), request, count_up_to=count_up_to
+            await driver_connection(self.conn),
+            request,
+            count_up_to=count_up_to,
+            principal=self.principal,
         )
 
     async def lock(self, resource_type: str, id: str) -> Current | None:
@@ -197,9 +237,11 @@ class Repository:
             found.update(await self.lock_many(missing))
         return found
 
-    async def history_watermark(self) -> datetime:
-        """The instant before which history is complete (store/history.py)."""
-        return await watermark(self.conn)
+    async def history_watermark(self, *, follow: bool = True) -> datetime:
+        """The instant before which history is complete (store/history.py). Not following
+        (one resource's history, no `_since`): just after now, so that a client reads its
+        own last write whatever other transactions are still running."""
+        return await watermark(self.conn) if follow else await just_after_now(self.conn)
 
     async def history(
         self,
@@ -221,6 +263,7 @@ class Repository:
             until=until,
             cursor=cursor,
             limit=count + 1,
+            principal=self.principal,
         )
         rows = (await self.conn.execute(query)).all()
         versions = [
@@ -237,6 +280,7 @@ class Repository:
         self, after: EventPosition, limit: int
     ) -> tuple[list[Event], EventPosition]:
         """The outbox in gap-free order (store/outbox.py)."""
+        self._trusted("Reading the outbox")
         return await read_events(self.conn, after, limit)
 
     # -- writes -----------------------------------------------------------------------------
@@ -250,10 +294,23 @@ class Repository:
         `meta.lastUpdated` are replaced in the records, so callers answer with them."""
         if not versions:
             return
-        await self._stamp(versions)
         fresh = [v for v in versions if v.rid is None]
         changed = [v for v in versions if v.rid is not None]
         previous = await self._previous_members([v.rid for v in changed if v.rid is not None])
+        await check_writes(
+            self.conn,
+            self.principal,
+            [
+                (
+                    v.resource_type,
+                    _permission(v, v.rid is not None and v.rid in previous),
+                    previous.get(v.rid) if v.method == "delete" and v.rid else v.patient_id,
+                    previous.get(v.rid) if v.rid is not None else None,
+                )
+                for v in versions
+            ],
+        )
+        await self._stamp(versions)
         moved_from: list[str | None] = []
         for v in versions:
             before = previous.get(v.rid) if v.rid is not None else None
@@ -389,6 +446,7 @@ class Repository:
     ) -> list[tuple[int, str, str]]:
         """The next `limit` live resources after `after_rid` (rid, type, content); with
         `lock`, no write changes them until the transaction ends (reindexing)."""
+        self._trusted("Reading every resource in turn")
         query = (
             select(resource.c.rid, resource.c.resource_type, _content_text)
             .where(resource.c.rid > after_rid, resource.c.deleted.is_(False))
@@ -408,6 +466,9 @@ class Repository:
         patient id)."""
         if not entries:
             return
+        await check_writes(
+            self.conn, self.principal, [(t, "u", patient, patient) for _, t, _, patient in entries]
+        )
         await self._delete_index([rid for rid, _, _, _ in entries])
         await self._insert_index((rid, type_, index) for rid, type_, index, _ in entries)
         await self.conn.execute(
@@ -488,8 +549,21 @@ class Repository:
     ) -> Included:
         """The resources `_include` and `_revinclude` add to a page of matches."""
         return await fetch_included(
-            self.conn, matches, include, revinclude, max_depth=max_depth, max_total=max_total
+            self.conn,
+            matches,
+            include,
+            revinclude,
+            max_depth=max_depth,
+            max_total=max_total,
+            principal=self.principal,
         )
+
+
+def _permission(v: NewVersion, exists: bool) -> str:
+    """The SMART permission letter a version's write needs."""
+    if v.method == "delete":
+        return "d"
+    return "u" if exists else "c"
 
 
 def _current_params(v: NewVersion) -> dict[str, Any]:

@@ -23,7 +23,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 __all__ = [
     "INDEX_TABLES",
+    "consumer",
     "event",
+    "event_pruned",
+    "export_job",
+    "gap_member",
     "idx_date",
     "idx_number",
     "idx_quantity",
@@ -34,6 +38,7 @@ __all__ = [
     "metadata",
     "resource",
     "resource_history",
+    "worker_schedule",
 ]
 
 metadata = MetaData(
@@ -198,7 +203,71 @@ event = Table(
     # The member of the previous version when the change moved the resource to another
     # one (or out of any); null when it stayed where it was.
     Column("previous_patient_id", Text),
+    # Who wrote it, when a worker marked its transaction (store/consumers.py `mark_origin`):
+    # a consumer skips its own writes. Null for clients.
+    Column(
+        "origin", Text, server_default=text("nullif(current_setting('cmfhir.origin', true), '')")
+    ),
     Index(None, "xid", "seq"),
+)
+
+# The outbox consumers (store/consumers.py): each one's position, the pruning runs, the
+# scheduled jobs' last runs, and the gap engine's queue of members to evaluate.
+consumer = Table(
+    "consumer",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("xid", BigInteger, nullable=False, server_default=text("0")),
+    Column("seq", BigInteger, nullable=False, server_default=text("0")),
+    Column("updated_at", TS, nullable=False, server_default=text("now()")),
+)
+event_pruned = Table(
+    "event_pruned",
+    metadata,
+    Column("run", BigInteger, Identity(), primary_key=True),
+    Column("pruned_at", TS, nullable=False, server_default=text("now()")),
+    # Events of versions stamped before this instant (and passed by every consumer) were
+    # deleted: `cmfhir check` counts such a version without its event as pruned.
+    Column("before", TS, nullable=False),
+    Column("count", BigInteger, nullable=False),
+)
+worker_schedule = Table(
+    "worker_schedule",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("last_run", TS),
+)
+gap_member = Table(
+    "gap_member",
+    metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("due_at", TS, nullable=False, server_default=text("now()")),
+    # The instant to evaluate at (a sweep run with --as-of); null: now.
+    Column("as_of", TS),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Index(None, "due_at"),
+)
+
+# Bulk Data export jobs (migration 0009_exchange, store/export_jobs.py).
+export_job = Table(
+    "export_job",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("status", Text, nullable=False),
+    Column("request", Text, nullable=False),
+    Column("params", JSONB, nullable=False),
+    Column("principal", JSONB, nullable=False),
+    Column("created_at", TS, nullable=False, server_default=text("now()")),
+    Column("started_at", TS),
+    Column("finished_at", TS),
+    Column("lease_until", TS),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("progress", Text),
+    Column("transaction_time", TS),
+    Column("manifest", JSONB),
+    Column("error", Text),
+    Column("expires_at", TS),
+    Index(None, "status", "created_at"),
 )
 
 INDEX_TABLES = {

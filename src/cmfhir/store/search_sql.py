@@ -11,6 +11,11 @@ way takes microseconds; building it with SQLAlchemy took a third of a search's C
 A page in the default order (by `rid`) is driven from the index rows of its most selective
 criterion: the rids come from that index (`(resource_type, param, value..., rid)` yields them
 in order), and only the page's resources are read.
+
+What the principal may see (store/access.py) is ANDed wherever resource rows are chosen:
+the page's and the count's rows, and the targets of chains and sources of `_has`. It is
+`visible` itself, compiled to text once per principal with its values bound
+(store/access_sql.py); an unrestricted principal adds nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from cmfhir.auth.principal import Principal
 from cmfhir.errors import BadRequest
 from cmfhir.search.model import (
     Compartment,
@@ -37,6 +43,7 @@ from cmfhir.search.model import (
     TokenValue,
     UriValue,
 )
+from cmfhir.store.access_sql import visible_condition
 from cmfhir.store.schema import INDEX_TABLES
 
 __all__ = [
@@ -54,12 +61,15 @@ __all__ = [
 
 
 class SearchSql:
-    """The values a statement binds (`bind` gives each its `$n`) and fresh table aliases."""
+    """The values a statement binds (`bind` gives each its `$n`), fresh table aliases, and
+    the principal whose access predicate narrows the resource rows chosen. The first
+    `reserved` placeholders are the caller's own (bound by it, not held here)."""
 
-    __slots__ = ("_aliases", "args", "per_row")
+    __slots__ = ("_aliases", "args", "per_row", "principal")
 
-    def __init__(self) -> None:
-        self.args: list[Any] = []
+    def __init__(self, principal: Principal | None, *, reserved: int = 0) -> None:
+        self.principal = principal
+        self.args: list[Any] = [None] * reserved
         self._aliases = 0
         # Write EXISTS as a scalar subquery that PostgreSQL evaluates for each row it is
         # given (see `exists`), not as a join or a hash over all of the subquery's rows.
@@ -72,6 +82,12 @@ class SearchSql:
     def alias(self, prefix: str) -> str:
         self._aliases += 1
         return f"{prefix}{self._aliases}"
+
+    def visible(self, alias: str, permission: str) -> str | None:
+        """The principal's access predicate on the `resource` row `alias` ("r": read,
+        "s": search), its values bound here; None for a principal that sees everything."""
+        condition = visible_condition(self.principal, permission)
+        return None if condition is None else condition.render(alias, self.bind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +319,8 @@ def _chain_condition(crit: Criterion, resource_type: str | None, res: str, sql: 
             f"NOT {target}.deleted",
             criterion_condition(link.criterion, link.target_type, target, sql),
         ]
+        if (seen := sql.visible(target, "s")) is not None:
+            where.append(seen)
         if resource_type is not None:
             where.append(f"{x}.resource_type = {literal(resource_type)}")
         options.append(
@@ -329,6 +347,8 @@ def _has_condition(crit: Criterion, res: str, sql: SearchSql) -> str:
         f"NOT {source}.deleted",
         criterion_condition(has.criterion, has.source_type, source, sql),
     ]
+    if (seen := sql.visible(source, "s")) is not None:
+        where.append(seen)
     return exists(
         sql, f"SELECT 1 FROM idx_reference {x}, resource {source} WHERE {' AND '.join(where)}"
     )
@@ -564,10 +584,12 @@ def decode_cursor(cursor: str, width: int) -> list[Any]:
 
 def _resource_rows(request: SearchRequest, sql: SearchSql, *, driven: bool = False) -> list[str]:
     """The WHERE conditions on the matched resource rows (alias `r`) of the page and count
-    queries: the one place where a search selects resource rows. A narrowing of what the
-    principal may see is ANDed here, as a condition on `r`. With `driven`, the criteria
-    that need only a rid are left out (`_driven_rids` applies them)."""
+    queries: the one place where a search selects resource rows. What the principal may
+    search is ANDed here, as a condition on `r`. With `driven`, the criteria that need only
+    a rid are left out (`_driven_rids` applies them)."""
     where = ["NOT r.deleted"]
+    if (seen := sql.visible("r", "s")) is not None:
+        where.append(seen)
     if request.resource_type is not None:
         where.append(f"r.resource_type = {literal(request.resource_type)}")
     if request.compartment is not None:
@@ -584,13 +606,15 @@ def _live_of_type(request: SearchRequest) -> list[str]:
     return ["NOT r.deleted", f"r.resource_type = {literal(request.resource_type or '')}"]
 
 
-def page_statement(request: SearchRequest, limit: int) -> tuple[Statement, int]:
+def page_statement(
+    request: SearchRequest, limit: int, principal: Principal | None
+) -> tuple[Statement, int]:
     """SELECT one page (plus one row, to know if there is a next page).
 
     Returns the statement and the number of leading sort values in each row before
     resource_type, id and the content text (the next cursor is made of them).
     """
-    sql = SearchSql()
+    sql = SearchSql(principal)
     driver = _driver(request)
     if driver is not None:
         assert request.resource_type is not None
@@ -618,10 +642,12 @@ def page_statement(request: SearchRequest, limit: int) -> tuple[Statement, int]:
     return Statement(text, tuple(sql.args)), len(components)
 
 
-def count_statement(request: SearchRequest, up_to: int | None = None) -> Statement:
+def count_statement(
+    request: SearchRequest, up_to: int | None, principal: Principal | None
+) -> Statement:
     """The number of matches; with `up_to`, counting stops past it (the answer is then
     up_to + 1), which bounds the cost on large result sets."""
-    sql = SearchSql()
+    sql = SearchSql(principal)
     driver = _driver(request)
     if driver is not None:
         rids = _driven_rids(request, driver, None, sql)
@@ -648,15 +674,21 @@ class SearchPage:
     total: int | None
 
 
-async def run_search(driver: Any, request: SearchRequest, *, count_up_to: int | None) -> SearchPage:
+async def run_search(
+    driver: Any,
+    request: SearchRequest,
+    *,
+    count_up_to: int | None,
+    principal: Principal | None,
+) -> SearchPage:
     """One page of matches (`request.count` of them) and the total, on the asyncpg
-    connection `driver`: counted in full when `count_up_to` is None, given only if at most
-    `count_up_to` otherwise (0: not counted). A first page that holds every match knows its
-    total without counting."""
+    connection `driver`, of what `principal` may see: counted in full when `count_up_to`
+    is None, given only if at most `count_up_to` otherwise (0: not counted). A first page
+    that holds every match knows its total without counting."""
     matches: list[tuple[str, str, str]] = []
     next_cursor = None
     if request.count > 0:
-        page, width = page_statement(request, request.count)
+        page, width = page_statement(request, request.count, principal)
         rows = await driver.fetch(page.sql, *page.args)
         if len(rows) > request.count:
             rows = rows[: request.count]
@@ -666,7 +698,7 @@ async def run_search(driver: Any, request: SearchRequest, *, count_up_to: int | 
     if request.count > 0 and next_cursor is None and request.cursor is None:
         total = None if request.total == "none" else len(matches)
     elif count_up_to is None or count_up_to > 0:
-        count = count_statement(request, count_up_to)
+        count = count_statement(request, count_up_to, principal)
         counted: int = await driver.fetchval(count.sql, *count.args)
         total = counted if count_up_to is None or counted <= count_up_to else None
     return SearchPage(matches, next_cursor, total)

@@ -1,7 +1,7 @@
 """The store: opens transactions and turns database failures into cmfhir errors.
 
-Interactions write `async with store.transaction() as repo:`; the commit happens when the
-block ends without an exception, before any response is sent.
+Interactions write `async with store.transaction(principal=ctx.principal) as repo:`; the
+commit happens when the block ends without an exception, before any response is sent.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import asyncpg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from cmfhir.auth.principal import Principal
 from cmfhir.errors import BadRequest, Conflict, FhirError, ServiceUnavailable
 from cmfhir.store.integrity import ReferencePolicy
 from cmfhir.store.repository import Repository
@@ -109,30 +110,38 @@ class Store:
         )
 
     @asynccontextmanager
-    async def snapshot(self) -> AsyncIterator[Repository]:
+    async def snapshot(self, principal: Principal | None = None) -> AsyncIterator[Repository]:
         """One read-only REPEATABLE READ transaction: every statement in the block sees the
-        same committed state, whatever is written meanwhile (`cmfhir check`)."""
-        async with self.transaction(snapshot=True) as repo:
+        same committed state, whatever is written meanwhile (`cmfhir check`). Like every
+        transaction it reads only what `principal` may see (None: nothing)."""
+        async with self.transaction(snapshot=True, principal=principal) as repo:
             yield repo
 
     @asynccontextmanager
     async def transaction(
-        self, *, read_only: bool = False, snapshot: bool = False
+        self,
+        *,
+        principal: Principal | None = None,
+        read_only: bool = False,
+        snapshot: bool = False,
     ) -> AsyncIterator[Repository]:
+        """A transaction acting for `principal`: its reads see only what the principal may
+        and its writes are refused unless permitted (store/access.py). Without one, nothing
+        is read and nothing written."""
         try:
             if read_only:
                 # Reads run each statement on its own (READ COMMITTED gives a statement its
                 # snapshot either way): no BEGIN and COMMIT round trips on the hot path.
                 async with self._reader.connect() as conn:
                     try:
-                        yield Repository(conn, self.references)
+                        yield Repository(conn, self.references, principal)
                     except _DRIVER_FAILURES as error:
                         await _discard_if_broken(conn, error)
                         raise
                 return
             engine = self._snapshot if snapshot else self.engine
             async with engine.connect() as conn, conn.begin():
-                repo = Repository(conn, self.references)
+                repo = Repository(conn, self.references, principal)
                 try:
                     yield repo
                     # Only when the block ended without an error; then the commit.

@@ -1,1 +1,21 @@
-"""Background workers: outbox consumers and jobs claimed from PostgreSQL."""
+"""Background workers (docs/architecture.md, "Workers"): the runtime, the outbox consumer
+loop, scheduled jobs, and the set of workers a process runs."""
+
+from cmfhir.workers.outbox import EventHandler, OutboxConsumer
+from cmfhir.workers.runtime import Running, Worker, pause, run_workers, start_workers
+from cmfhir.workers.scheduled import Pruner, Scheduled, system_clock
+from cmfhir.workers.standard import standard_workers
+
+__all__ = [
+    "EventHandler",
+    "OutboxConsumer",
+    "Pruner",
+    "Running",
+    "Scheduled",
+    "Worker",
+    "pause",
+    "run_workers",
+    "standard_workers",
+    "start_workers",
+    "system_clock",
+]

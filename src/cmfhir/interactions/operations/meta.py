@@ -51,7 +51,7 @@ async def _current(
 
 
 async def meta(ctx: FhirContext, call: OperationCall) -> Result:
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(principal=ctx.principal, read_only=True) as repo:
         _, _, resource = await _current(repo, call, lock=False)
     return _answer(resource.get("meta", {}))
 
@@ -112,7 +112,7 @@ def _removed(meta: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
 
 async def _change(ctx: FhirContext, call: OperationCall, *, add: bool) -> Result:
     given = _given(call)
-    async with ctx.store.transaction() as repo:
+    async with ctx.store.transaction(principal=ctx.principal) as repo:
         rid, version, resource = await _current(repo, call, lock=True)
         assert rid is not None and call.resource_type is not None
         before = resource.get("meta", {})

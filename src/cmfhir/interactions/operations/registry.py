@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from cmfhir.interactions.context import FhirContext, Result
-from cmfhir.interactions.operations import meta, validate, versions
+from cmfhir.interactions.operations import expand, extract, meta, validate, versions
 from cmfhir.interactions.operations.call import OperationCall
 
 __all__ = ["IMPLEMENTATIONS", "Implementation"]
@@ -19,4 +19,6 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
     "meta": meta.meta,
     "meta-add": meta.meta_add,
     "meta-delete": meta.meta_delete,
+    "expand": expand.run,
+    "extract": extract.run,
 }

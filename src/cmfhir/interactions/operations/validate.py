@@ -11,6 +11,7 @@ from typing import Any
 from cmfhir.errors import BadRequest, FhirError, Gone, Issue, NotFound, operation_outcome
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.interactions.operations.call import OperationCall
+from cmfhir.interactions.questionnaire_responses import response_problems
 from cmfhir.resources.version_validation import validate_for_version
 
 __all__ = ["run"]
@@ -57,7 +58,7 @@ async def _deletable(ctx: FhirContext, call: OperationCall) -> list[Issue]:
     if call.id is None:
         raise BadRequest("$validate with mode=delete names a resource: [type]/[id]/$validate")
     label = f"{call.resource_type}/{call.id}"
-    async with ctx.store.transaction(read_only=True) as repo:
+    async with ctx.store.transaction(principal=ctx.principal, read_only=True) as repo:
         assert call.resource_type is not None
         found = await repo.read(call.resource_type, call.id)
     if found is None:
@@ -88,6 +89,10 @@ async def run(ctx: FhirContext, call: OperationCall) -> Result:
                 expression=["resource"],
             )
         issues = _issues(ctx, call, resource, mode)
+        if not issues and call.resource_type == "QuestionnaireResponse":
+            # As a write checks it: against the stored Questionnaire it names.
+            async with ctx.store.transaction(read_only=True, principal=ctx.principal) as repo:
+                issues = await response_problems(ctx, repo, resource)
     if not issues:
         issues = [Issue("No issues detected", code="informational", severity="information")]
     return Result(200, operation_outcome(issues))

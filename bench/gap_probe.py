@@ -1,0 +1,30 @@
+"""A care-gap rule for the benchmark (`CMFHIR_GAP_RULES=bench.gap_probe`): every member with
+an Encounter has one open gap citing their latest Encounter, so each member's ingest makes
+exactly one DetectedIssue and its lag can be measured whatever the real rules find. It reads
+the whole snapshot as a real rule would, but computes little: the sweep figures measure the
+engine (queue, snapshot reads, reconciliation, writes), not the rules' own cost."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+from cmfhir.gaps.model import Gap, MemberSnapshot
+
+CODE = "bench-probe"
+
+
+def evaluate(snapshot: MemberSnapshot, as_of: datetime, config: Any) -> list[Gap]:
+    encounters = sorted(
+        (e for e in snapshot.of("Encounter") if e.get("id")),
+        key=lambda e: str((e.get("period") or {}).get("start", "")),
+    )
+    if not encounters:
+        return []
+    latest = f"Encounter/{encounters[-1]['id']}"
+    count = sum(len(resources) for resources in snapshot.resources.values())
+    return [Gap(CODE, "", "open-gap", f"Benchmark probe over {count} resources", (latest,))]
+
+
+RULES = [SimpleNamespace(CODE=CODE, evaluate=evaluate)]

@@ -1,0 +1,199 @@
+"""One export, run by a worker: every resource it asks for read from ONE read-only
+REPEATABLE READ snapshot (an export never sees half a transaction), streamed from
+server-side cursors into one NDJSON file per type, so memory stays flat whatever the size.
+
+`transactionTime` is the history watermark read inside that snapshot (the start of the
+oldest write transaction then in flight, docs/history.md): every change stamped before it is
+in the snapshot, so a later `_since=transactionTime` export misses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from cmfhir.exchange.export.files import job_dir
+from cmfhir.exchange.export.request import ExportRequest
+from cmfhir.interactions.context import FhirContext, instant
+from cmfhir.resources.compartment import patient_compartment
+from cmfhir.resources.fhirjson import parse_json
+from cmfhir.resources.types import RESOURCE_TYPES
+from cmfhir.search import parse_instant, parse_search
+from cmfhir.store import Repository
+from cmfhir.store.exchange import (
+    patient_ids_in_groups,
+    relax_statement_timeout,
+    stream_deleted,
+    stream_resources,
+)
+from cmfhir.store.export_jobs import ExportJob, ExportJobs
+
+__all__ = ["Cancelled", "run_export"]
+
+log = logging.getLogger(__name__)
+_HEARTBEAT_ROWS = 20_000
+
+
+class Cancelled(Exception):
+    """The job was cancelled (DELETE) while it ran."""
+
+
+class _Writer:
+    def __init__(self, directory: Path, name: str) -> None:
+        self.path = directory / name
+        self.handle = self.path.open("wb", buffering=1024 * 1024)
+        self.count = 0
+
+    def write(self, line: str) -> None:
+        self.handle.write(line.encode("utf-8"))
+        self.handle.write(b"\n")
+        self.count += 1
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _types(ctx: FhirContext, request: ExportRequest) -> list[str]:
+    if request.types is not None:
+        return request.types
+    if request.level == "system":
+        return sorted(RESOURCE_TYPES)
+    return sorted({"Patient", *ctx.compartment.params})
+
+
+async def _patients(repo: Repository, request: ExportRequest) -> list[str] | None:
+    """The members the export is about (None: not narrowed to members)."""
+    if request.level == "group":
+        members = await patient_ids_in_groups(repo, str(request.group)) or []
+        if request.patients is not None:
+            return sorted(set(members) & set(request.patients))
+        return members
+    return request.patients
+
+
+async def _filtered(
+    ctx: FhirContext,
+    repo: Repository,
+    kind: str,
+    filters: list[list[tuple[str, str]]],
+    since: str | None,
+) -> AsyncIterator[tuple[str, str]]:
+    """(id, content) of `kind` matching any filter, page by page on the snapshot."""
+    seen: set[str] = set()
+    for params in filters:
+        query = [*params, ("_count", "1000")]
+        if since is not None:
+            query.append(("_lastUpdated", f"gt{since}"))
+        cursor: str | None = None
+        while True:
+            request = parse_search(
+                ctx.registry,
+                kind,
+                [*query, *([("_cursor", cursor)] if cursor else [])],
+                max_count=1000,
+            )
+            page = await repo.search(request, count_up_to=0)
+            for _, id, content in page.matches:
+                if len(filters) == 1 or id not in seen:
+                    if len(filters) > 1:
+                        seen.add(id)
+                    yield id, content
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+
+
+async def run_export(
+    ctx: FhirContext, jobs: ExportJobs, job: ExportJob, root: Path, *, lease_s: int
+) -> tuple[dict[str, Any], Any]:
+    """Write the job's files and return its manifest and transactionTime."""
+    request = ExportRequest.from_json(job.params)
+    directory = job_dir(root, job.id)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.iterdir():  # a previous attempt's files (the worker died)
+        stale.unlink()
+    output: list[dict[str, Any]] = []
+    deleted: list[dict[str, Any]] = []
+    since = parse_instant("_since", request.since) if request.since else None
+    types = _types(ctx, request)
+    filters: dict[str, list[list[tuple[str, str]]]] = {}
+    for kind, params in request.type_filters:
+        filters.setdefault(kind, []).append(params)
+    rows = 0
+    async with ctx.store.snapshot(ctx.principal) as repo:
+        await relax_statement_timeout(repo)
+        transaction_time = await repo.history_watermark()
+        patients = await _patients(repo, request)
+        member_level = request.level != "system"
+        wanted = set(patients) if patients is not None else None
+        for position, kind in enumerate(types, 1):
+            status = await jobs.heartbeat(
+                job.id, f"{position - 1} of {len(types)} types; {rows} resources", lease_s
+            )
+            if status != "in-progress":
+                raise Cancelled
+            writer: _Writer | None = None
+            if kind in filters:
+                source = _filtered(ctx, repo, kind, filters[kind], request.since)
+                async for _id, content in source:
+                    if member_level:
+                        members = patient_compartment(parse_json(content), ctx.compartment)
+                        if not members or (wanted is not None and not wanted & set(members)):
+                            continue
+                    writer = writer or _Writer(directory, f"{kind}.ndjson")
+                    writer.write(content)
+                    rows += 1
+            elif not member_level or kind == "Patient" or ctx.compartment.params_for(kind):
+                stream = stream_resources(
+                    repo,
+                    kind,
+                    patients=patients,
+                    since=since,
+                    member_only=member_level,
+                )
+                async for _id, _, content in stream:
+                    writer = writer or _Writer(directory, f"{kind}.ndjson")
+                    writer.write(content)
+                    rows += 1
+                    if rows % _HEARTBEAT_ROWS == 0:
+                        status = await jobs.heartbeat(
+                            job.id,
+                            f"{position - 1} of {len(types)} types; {rows} resources",
+                            lease_s,
+                        )
+                        if status != "in-progress":
+                            writer.close()
+                            raise Cancelled
+            if writer is not None:
+                writer.close()
+                output.append({"type": kind, "name": writer.path.name, "count": writer.count})
+        if since is not None:
+            writer = None
+            async for kind, id in stream_deleted(repo, types, since, patients=patients):
+                writer = writer or _Writer(directory, "deleted.ndjson")
+                writer.write(_deletion_bundle(kind, id))
+            if writer is not None:
+                writer.close()
+                deleted.append({"type": "Bundle", "name": writer.path.name, "count": writer.count})
+    manifest = {
+        "transactionTime": instant(transaction_time),
+        "request": job.request,
+        "requiresAccessToken": job.principal.get("kind") not in ("open",),
+        "output": output,
+        "error": [],
+    }
+    if since is not None:
+        manifest["deleted"] = deleted
+    return manifest, transaction_time
+
+
+def _deletion_bundle(kind: str, id: str) -> str:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": f"{kind}/{id}"}}],
+    }
+    return json.dumps(bundle, separators=(",", ":"))

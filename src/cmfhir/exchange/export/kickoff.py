@@ -1,0 +1,178 @@
+"""The Bulk Data endpoints' interactions (https://hl7.org/fhir/uv/bulkdata/export.html):
+kick-off (202 + Content-Location), status (202 with X-Progress and Retry-After, then 200
+with the manifest), cancel (DELETE, 202), and the files, served to the principal that
+asked for the export."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from cmfhir.auth.principal import Principal
+from cmfhir.errors import BadRequest, FhirError, Issue, NotFound, operation_outcome
+from cmfhir.exchange.access import Forbidden, require_system
+from cmfhir.exchange.export.files import file_path, remove_job_files
+from cmfhir.exchange.export.request import export_request
+from cmfhir.exchange.settings import ExchangeSettings
+from cmfhir.interactions.context import FhirContext, Result
+from cmfhir.interactions.operations.call import OperationCall
+from cmfhir.store.export_jobs import ExportJob, ExportJobs
+
+__all__ = ["cancel", "export_file", "export_root", "kickoff", "status"]
+
+NDJSON = "application/fhir+ndjson"
+
+
+@lru_cache(maxsize=1)
+def _settings() -> ExchangeSettings:
+    return ExchangeSettings()
+
+
+def export_root() -> Path:
+    return _settings().export_dir
+
+
+def _principal_json(principal: Principal) -> dict[str, Any]:
+    return {
+        "kind": principal.kind,
+        "client_id": principal.client_id,
+        "fhir_user": principal.fhir_user,
+        "patient": principal.patient,
+        "scopes": list(principal.scopes),
+    }
+
+
+def _owned(ctx: FhirContext, job: ExportJob) -> None:
+    """The status and files of an export are for the client that asked for it."""
+    principal = ctx.principal
+    if principal.unrestricted:
+        return
+    if job.principal.get("client_id") != principal.client_id or principal.kind != job.principal.get(
+        "kind"
+    ):
+        raise Forbidden("This export was asked for by another client")
+
+
+async def kickoff(
+    ctx: FhirContext,
+    call: OperationCall,
+    *,
+    respond_async: bool,
+    posted: bool,
+    request_url: str,
+    base: str,
+) -> Result:
+    require_system(ctx.principal, "Bulk Data export")
+    if not respond_async:
+        raise BadRequest("$export runs asynchronously: send 'Prefer: respond-async'")
+    if call.resource_type is None:
+        level, group = "system", None
+    elif call.resource_type == "Patient" and call.id is None:
+        level, group = "patient", None
+    elif call.resource_type == "Group" and call.id is not None:
+        level, group = "group", call.id
+    else:
+        raise BadRequest(
+            "$export is invoked at system level, on Patient, or on a Group instance",
+            code="not-supported",
+        )
+    request = export_request(ctx, call, level, group, posted=posted)
+    if group is not None:
+        async with ctx.store.transaction(read_only=True, principal=ctx.principal) as repo:
+            stored = await repo.read("Group", group)
+        if stored is None or stored.deleted:
+            raise NotFound(f"Group/{group} is not known")
+    job_id = uuid.uuid4().hex
+    await ExportJobs(ctx.store.engine).create(
+        job_id, request_url, request.to_json(), _principal_json(ctx.principal)
+    )
+    outcome = operation_outcome(
+        [
+            Issue(
+                "The export is accepted; poll the Content-Location",
+                code="informational",
+                severity="information",
+            )
+        ]
+    )
+    return Result(202, outcome, headers={"Content-Location": f"{base}/$export-status/{job_id}"})
+
+
+async def _job(ctx: FhirContext, job_id: str) -> ExportJob:
+    job = await ExportJobs(ctx.store.engine).get(job_id)
+    if job is None or job.status == "cancelled":
+        raise NotFound("No such export (it may have been cancelled or have expired)")
+    _owned(ctx, job)
+    if job.expires_at is not None and job.expires_at <= datetime.now(UTC):
+        raise NotFound("This export has expired")
+    return job
+
+
+class ExportFailed(FhirError):
+    status = 500
+    code = "exception"
+
+
+async def status(ctx: FhirContext, job_id: str, *, base: str) -> Result:
+    job = await _job(ctx, job_id)
+    if job.status in ("accepted", "in-progress"):
+        progress = (job.progress or job.status)[:99]
+        return Result(202, None, headers={"X-Progress": progress, "Retry-After": "2"})
+    if job.status == "failed":
+        raise ExportFailed(job.error or "The export failed")
+    manifest = dict(job.manifest or {})
+    for key in ("output", "error", "deleted"):
+        if key in manifest:
+            manifest[key] = [
+                {
+                    "type": item["type"],
+                    "url": f"{base}/$export-file/{job.id}/{item['name']}",
+                    **({"count": item["count"]} if "count" in item else {}),
+                }
+                for item in manifest[key]
+            ]
+    headers = {}
+    if job.expires_at is not None:
+        headers["Expires"] = format_datetime(job.expires_at, usegmt=True)
+    return Result(200, manifest, headers=headers, media_type="application/json")
+
+
+async def cancel(ctx: FhirContext, job_id: str) -> Result:
+    job = await _job(ctx, job_id)
+    if not await ExportJobs(ctx.store.engine).cancel(job.id):
+        raise NotFound("No such export")
+    remove_job_files(export_root(), job.id)
+    outcome = operation_outcome(
+        [Issue("The export is cancelled", code="informational", severity="information")]
+    )
+    return Result(202, outcome)
+
+
+async def _chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(256 * 1024):
+            yield chunk
+
+
+async def export_file(ctx: FhirContext, job_id: str, name: str) -> Result:
+    path = file_path(export_root(), job_id, name)
+    if path is None:
+        raise NotFound("No such export file")
+    job = await _job(ctx, job_id)
+    if job.status != "completed" or not path.is_file():
+        raise NotFound("No such export file")
+    return Result(200, stream=_chunks(path), media_type=NDJSON)
+
+
+async def run(ctx: FhirContext, call: OperationCall) -> Result:
+    """The registered implementation, reached only where routes/bulk.py does not route
+    `$export` (a level or type it is not defined at, which invoke refuses first)."""
+    raise BadRequest(
+        "$export is invoked at system level, on Patient, or on a Group instance",
+        code="not-supported",
+    )

@@ -1,0 +1,210 @@
+"""NDJSON import (`cmfhir import`, `$import`): each line a resource, validated and indexed
+like any write, stored in transactions of up to `batch` resources (`PUT Type/id` when the
+line has an id, so references between lines hold; `POST` otherwise). A line that cannot be
+stored is reported as an OperationOutcome line naming it; the valid lines are stored.
+
+Referential integrity is deferred: the batches are written without the per-write check
+(a reference may name a resource of a later line), and at the end the references of
+everything written since the import began are checked and the dangling ones reported.
+Progress (lines done) is recorded after each committed batch, so an import that stopped
+resumes after the last committed batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from cmfhir.errors import FhirError, Issue, operation_outcome
+from cmfhir.interactions import process_bundle
+from cmfhir.interactions.common import require_type
+from cmfhir.interactions.context import FhirContext
+from cmfhir.resources.fhirjson import parse_json
+from cmfhir.resources.version_validation import validate_for_version
+from cmfhir.store import ReferencePolicy, Store
+from cmfhir.store.exchange import dangling_since
+
+__all__ = ["ImportProgress", "check_references", "import_lines"]
+
+
+@dataclass
+class ImportProgress:
+    """Where an import stands: lines done (committed or refused), stored, refused."""
+
+    lines_done: int = 0
+    stored: int = 0
+    refused: int = 0
+    started: str | None = None  # when the first run began (ISO), for the final check
+    complete: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lines_done": self.lines_done,
+            "stored": self.stored,
+            "refused": self.refused,
+            "started": self.started,
+            "complete": self.complete,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ImportProgress:
+        return cls(
+            lines_done=int(data.get("lines_done", 0)),
+            stored=int(data.get("stored", 0)),
+            refused=int(data.get("refused", 0)),
+            started=data.get("started"),
+            complete=bool(data.get("complete", False)),
+        )
+
+
+def _outcome(line: int, error: FhirError | str, code: str = "invalid") -> dict[str, Any]:
+    if isinstance(error, str):
+        issues = [Issue(error, code=code, expression=(f"line {line}",))]
+    else:
+        issues = [
+            Issue(
+                i.diagnostics,
+                code=i.code,
+                severity=i.severity,
+                expression=(f"line {line}", *i.expression),
+            )
+            for i in error.issues
+        ]
+    return operation_outcome(issues)
+
+
+def _entry(resource: dict[str, Any]) -> dict[str, Any]:
+    kind = resource["resourceType"]
+    if isinstance(resource.get("id"), str):
+        url = f"{kind}/{resource['id']}"
+        return {"fullUrl": url, "resource": resource, "request": {"method": "PUT", "url": url}}
+    return {"resource": resource, "request": {"method": "POST", "url": kind}}
+
+
+def _check_line(ctx: FhirContext, raw: bytes) -> dict[str, Any]:
+    resource = parse_json(raw)
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        raise ValueError("The line is not a FHIR resource (no resourceType)")
+    require_type(resource["resourceType"], ctx.fhir_version)
+    validate_for_version(resource, ctx.fhir_version, expected_type=resource["resourceType"])
+    return resource
+
+
+def deferred(ctx: FhirContext) -> FhirContext:
+    """`ctx` writing without the per-write reference check (checked at the end instead)."""
+    policy = ctx.store.references
+    store = Store(
+        ctx.store.engine,
+        ReferencePolicy(on_write=False, on_delete=policy.on_delete, bases=policy.bases),
+    )
+    return replace(ctx, store=store)
+
+
+async def _store(
+    ctx: FhirContext, batch: list[tuple[int, dict[str, Any]]], base: str
+) -> list[dict[str, Any]]:
+    """Store one batch in one transaction; when it is refused, each line on its own, so
+    only the bad lines are left out. The OperationOutcomes of the refused lines."""
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [_entry(r) for _, r in batch],
+    }
+    try:
+        await process_bundle(ctx, bundle, base=base, representation=False)
+        return []
+    except FhirError:
+        if len(batch) == 1:
+            raise
+    errors = []
+    for line, resource in batch:
+        try:
+            await _store(ctx, [(line, resource)], base)
+        except FhirError as error:
+            errors.append(_outcome(line, error))
+    return errors
+
+
+async def import_lines(
+    ctx: FhirContext,
+    lines: Iterable[bytes],
+    progress: ImportProgress,
+    *,
+    base: str,
+    batch: int = 500,
+    on_batch: Callable[[ImportProgress, list[dict[str, Any]]], None] | None = None,
+) -> ImportProgress:
+    """Import NDJSON `lines` (all of the source: those before `progress.lines_done` are
+    skipped). `on_batch` is called after each committed batch with the progress and the
+    OperationOutcomes of the lines refused since the last call (persist both there)."""
+    writer = deferred(ctx)
+    pending: list[tuple[int, dict[str, Any]]] = []
+    keys: set[tuple[str, str]] = set()
+    refused: list[dict[str, Any]] = []
+
+    async def flush(done: int) -> None:
+        nonlocal pending, refused
+        errors = await _store(writer, pending, base) if pending else []
+        progress.stored += len(pending) - len(errors)
+        progress.refused += len(errors)
+        progress.lines_done = done
+        refused.extend(errors)
+        if on_batch is not None:
+            on_batch(progress, refused)
+        pending, refused = [], []
+        keys.clear()
+
+    number = 0
+    for number, raw in enumerate(_numbered(lines), 1):
+        if number <= progress.lines_done or not raw.strip():
+            continue
+        try:
+            resource = _check_line(ctx, raw)
+        except FhirError as error:
+            refused.append(_outcome(number, error))
+            progress.refused += 1
+            continue
+        except ValueError as error:
+            refused.append(_outcome(number, str(error)))
+            progress.refused += 1
+            continue
+        key = (resource["resourceType"], str(resource.get("id", "")))
+        if key[1] and key in keys:
+            await flush(number - 1)  # one resource changes once per transaction
+        if key[1]:
+            keys.add(key)
+        pending.append((number, resource))
+        if len(pending) >= batch:
+            await flush(number)
+    await flush(max(number, progress.lines_done))
+    return progress
+
+
+def _numbered(lines: Iterable[bytes]) -> Iterator[bytes]:
+    yield from lines
+
+
+async def check_references(ctx: FhirContext, since: datetime) -> list[dict[str, Any]]:
+    """The deferred referential-integrity check: an OperationOutcome per resource written
+    since `since` whose (indexed) reference names a local resource that is not there."""
+    async with ctx.store.transaction(read_only=True, principal=ctx.principal) as repo:
+        found = await dangling_since(repo, since)
+    return [
+        operation_outcome(
+            [
+                Issue(
+                    f"{kind}/{id} refers to {url}, which is not here",
+                    code="not-found",
+                    expression=(f"{kind}/{id}",),
+                )
+            ]
+        )
+        for kind, id, url in found
+    ]
+
+
+def dump_line(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)

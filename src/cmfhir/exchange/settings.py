@@ -1,0 +1,57 @@
+"""The exchange features' settings, read from `CMFHIR_*` environment variables like the
+server's own (docs/exchange.md)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ExchangeSettings"]
+
+
+class ExchangeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CMFHIR_", extra="ignore")
+
+    mllp_port: int | None = Field(
+        default=None, description="TCP port of the HL7 v2 MLLP listener. Unset: no listener."
+    )
+    mllp_host: str = Field(default="0.0.0.0", description="Address the MLLP listener binds.")
+    mllp_allow: str = Field(
+        default="127.0.0.1/32,::1/128",
+        description="Comma-separated addresses or networks (CIDR) allowed to send over MLLP.",
+    )
+    mllp_tls_cert: Path | None = Field(default=None, description="PEM certificate: MLLP over TLS.")
+    mllp_tls_key: Path | None = Field(default=None, description="PEM private key of the cert.")
+    mllp_tls_client_ca: Path | None = Field(
+        default=None, description="PEM CA bundle: MLLP peers must present a certificate it signed."
+    )
+    mllp_max_bytes: int = Field(default=4 * 1024 * 1024, description="Largest MLLP message.")
+    export_dir: Path = Field(
+        default=Path(".data/exports"), description="Where Bulk Data export files are written."
+    )
+    export_expiry_s: int = Field(
+        default=24 * 3600, description="Seconds an export's files are kept after it completes."
+    )
+    export_worker: bool = Field(
+        default=True, description="Run the export worker in the API process (cmfhir serve)."
+    )
+    import_dir: Path | None = Field(
+        default=None, description="$import reads NDJSON files under this directory only."
+    )
+
+    def mllp_networks(self) -> list[IPv4Network | IPv6Network]:
+        return [
+            ip_network(part.strip(), strict=False)
+            for part in self.mllp_allow.split(",")
+            if part.strip()
+        ]
+
+    def mllp_allows(self, peer: str) -> bool:
+        try:
+            address = ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self.mllp_networks())

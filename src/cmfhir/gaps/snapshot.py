@@ -1,0 +1,119 @@
+"""Building members' snapshots (gaps/model.py MemberSnapshot) from the store: each member's
+Patient compartment, and the practitioners, roles, organizations and locations those
+resources refer to (two levels: an Encounter's PractitionerRole, then its Practitioner and
+Organization). The engine reads them inside one REPEATABLE READ transaction, so every
+member is seen in one committed state."""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from cmfhir.gaps.model import MemberSnapshot
+from cmfhir.store import Repository, gap_queue
+
+__all__ = ["care_manager", "read_snapshots"]
+
+SHARED_TYPES = frozenset({"Practitioner", "PractitionerRole", "Organization", "Location"})
+CARE_TEAM_ROLES = "https://cmfhir.org/fhir/CodeSystem/care-team-role"
+
+
+# References to shared resources, found in the stored JSON text without parsing it (the
+# store's JSONB text puts one space after the colon; ids are FHIR ids).
+_SHARED_REFERENCE = re.compile(
+    r'"reference":\s*"(Practitioner|PractitionerRole|Organization|Location)/([A-Za-z0-9.\-]{1,64})"'
+)
+
+
+def _shared(content: str) -> set[tuple[str, str]]:
+    return {(m.group(1), m.group(2)) for m in _SHARED_REFERENCE.finditer(content)}
+
+
+async def read_snapshots(repo: Repository, patient_ids: Sequence[str]) -> dict[str, MemberSnapshot]:
+    """The snapshot of each member (one with no resources for a member with none).
+
+    Resources are parsed with orjson: rules see decimals as floats."""
+    own: dict[str, list[dict[str, Any]]] = {p: [] for p in patient_ids}
+    texts: dict[str, list[str]] = {p: [] for p in patient_ids}
+    for patient_id, _, content in await gap_queue.compartments(repo, patient_ids):
+        own[patient_id].append(orjson.loads(content))
+        texts[patient_id].append(content)
+    cites = {p: _shared("\n".join(found)) for p, found in texts.items()}
+    shared: dict[tuple[str, str], dict[str, Any]] = {}
+    further: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    wanted = set().union(*cites.values()) if cites else set()
+    for _ in range(2):
+        missing = sorted(wanted - shared.keys())
+        if not missing:
+            break
+        for key, content in (await repo.read_many(missing)).items():
+            shared[key] = orjson.loads(content)
+            further[key] = _shared(content)
+        wanted |= set().union(*(further[k] for k in missing if k in further))
+    snapshots = {}
+    for patient_id, resources in own.items():
+        mine = set(cites[patient_id])
+        for _ in range(2):
+            mine |= set().union(*(further.get(k, set()) for k in mine))
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        for resource in [*resources, *(shared[k] for k in sorted(mine) if k in shared)]:
+            by_type.setdefault(resource["resourceType"], []).append(resource)
+        snapshots[patient_id] = MemberSnapshot(patient_id, by_type)
+    return snapshots
+
+
+def _moment(value: Any, *, end: bool) -> datetime | None:
+    if not isinstance(value, str) or len(value) < 4:
+        return None
+    try:
+        if len(value) <= 10:
+            parts = [int(p) for p in value.split("-")]
+            year, month = [*parts, 12 if end else 1][:2]
+            last = calendar.monthrange(year, month)[1]
+            day = parts[2] if len(parts) == 3 else (last if end else 1)
+            return datetime(year, month, day, 23 if end else 0, 59 if end else 0, tzinfo=UTC)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _current(period: Any, as_of: datetime) -> bool:
+    period = period if isinstance(period, dict) else {}
+    start = _moment(period.get("start"), end=False)
+    end = _moment(period.get("end"), end=True)
+    return (start is None or start <= as_of) and (end is None or as_of <= end)
+
+
+def care_manager(snapshot: MemberSnapshot, as_of: datetime) -> str | None:
+    """The member's care manager at `as_of`: the `careManager` of their active enrollment
+    (EpisodeOfCare; the latest started if several), else a participant with the role
+    care-manager on an active CareTeam. A relative reference (`Practitioner/7`), or None."""
+    episodes = [
+        e
+        for e in snapshot.of("EpisodeOfCare")
+        if e.get("status") == "active"
+        and _current(e.get("period"), as_of)
+        and isinstance((e.get("careManager") or {}).get("reference"), str)
+    ]
+    if episodes:
+        latest = max(episodes, key=lambda e: str((e.get("period") or {}).get("start") or ""))
+        reference: str = latest["careManager"]["reference"]
+        return reference
+    for team in snapshot.of("CareTeam"):
+        if team.get("status") != "active":
+            continue
+        for participant in team.get("participant") or ():
+            roles = [c for r in participant.get("role") or () for c in r.get("coding") or ()]
+            if any(c.get("code") == "care-manager" for c in roles) and _current(
+                participant.get("period"), as_of
+            ):
+                member = (participant.get("member") or {}).get("reference")
+                if isinstance(member, str):
+                    return member
+    return None

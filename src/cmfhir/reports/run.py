@@ -1,0 +1,324 @@
+"""Running a report: its period and scope checked, its SQL run in one snapshot
+(store/reporting.py), its rows shaped for people (a care manager sees names of columns,
+dates as days, small groups suppressed) and summarised.
+
+A report is `(name, Scope, Period)` → `Report`; the FHIR `$evaluate-measure`, the
+`/reports/<name>` HTTP endpoint and `cmfhir report` all go through `run_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from cmfhir.auth.principal import Principal
+from cmfhir.errors import BadRequest, Forbidden
+from cmfhir.reports.config import ReportConfig
+from cmfhir.store import Store
+from cmfhir.store.reporting import fetch_report
+
+__all__ = ["REPORTS", "Period", "Report", "Scope", "parse_period", "run_report"]
+
+# The columns of each report's rows, in order (the CSV header).
+REPORTS: dict[str, tuple[str, ...]] = {
+    "caseload": ("kind", "care_manager", "acuity_tier", "reason", "count"),
+    "contact-compliance": (
+        "member",
+        "month",
+        "care_manager",
+        "acuity_tier",
+        "contacts",
+        "in_person",
+        "required",
+        "compliant",
+    ),
+    "timeliness": (
+        "member",
+        "care_manager",
+        "acuity_tier",
+        "enrolled",
+        "last_assessment",
+        "current_assessment",
+        "last_care_plan",
+        "current_care_plan",
+        "days_to_assessment",
+        "days_to_care_plan",
+    ),
+    "gaps": ("rule", "gap_status", "care_manager", "count", "median_days_to_close"),
+    "member-experience": ("care_manager", "item", "responses", "mean", "suppressed"),
+    "tcm-encounters": (
+        "member",
+        "month",
+        "first_contact_date",
+        "care_manager",
+        "acuity_tier",
+        "hcpcs",
+        "modifiers",
+    ),
+}
+
+_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_GAP_SYSTEM = "https://cmfhir.org/fhir/CodeSystem/care-gap"
+_GAP_STATUS = "http://hl7.org/fhir/us/davinci-deqm/StructureDefinition/extension-gapStatus"
+# The longest period one report covers.
+_MAX_MONTHS = 36
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    first: date  # the first day of the first month
+    last: date  # the first day of the last month
+
+    @property
+    def label(self) -> str:
+        a, b = self.first.strftime("%Y-%m"), self.last.strftime("%Y-%m")
+        return a if a == b else f"{a}..{b}"
+
+    def end(self) -> date:
+        """The first day after the period."""
+        year, month = divmod(self.last.month, 12)
+        return date(self.last.year + year, month + 1, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    organization: str | None = None
+    practitioner: str | None = None
+    group: str | None = None
+    patient: str | None = None
+
+    def check(self) -> None:
+        named = [(k, v) for k, v in self.items() if v is not None]
+        if len(named) > 1:
+            raise BadRequest(
+                "A report is for one organization, practitioner or group, not several",
+                expression=[k for k, _ in named],
+            )
+        for key, value in named:
+            if not _ID.match(value):
+                raise BadRequest(f"'{key}' must be a resource id", expression=[key])
+
+    def items(self) -> list[tuple[str, str | None]]:
+        return [
+            ("organization", self.organization),
+            ("practitioner", self.practitioner),
+            ("group", self.group),
+            ("patient", self.patient),
+        ]
+
+    @property
+    def label(self) -> str:
+        kind = {
+            "organization": "Organization",
+            "practitioner": "Practitioner",
+            "group": "Group",
+            "patient": "Patient",
+        }
+        for key, value in self.items():
+            if value is not None:
+                return f"{kind[key]}/{value}"
+        return "all members"
+
+
+@dataclass(slots=True)
+class Report:
+    name: str
+    scope: Scope
+    period: Period
+    columns: tuple[str, ...]
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+    # Further row sets (timeliness: the discharges).
+    parts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "report": self.name,
+            "scope": self.scope.label,
+            "period": self.period.label,
+            "summary": self.summary,
+            "rows": self.rows,
+            **self.parts,
+        }
+
+
+def _month(value: str, where: str) -> date:
+    found = _MONTH.match(value.strip())
+    if not found:
+        raise BadRequest(f"'{value}' is not a month (YYYY-MM)", expression=[where])
+    return date(int(found[1]), int(found[2]), 1)
+
+
+def parse_period(value: str, where: str = "period") -> Period:
+    """`2026-10` or `2026-07..2026-09`."""
+    first, sep, last = value.partition("..")
+    period = Period(_month(first, where), _month(last if sep else first, where))
+    months = (period.last.year - period.first.year) * 12 + period.last.month - period.first.month
+    if months < 0:
+        raise BadRequest("The period ends before it starts", expression=[where])
+    if months >= _MAX_MONTHS:
+        raise BadRequest(f"A report covers at most {_MAX_MONTHS} months", expression=[where])
+    return period
+
+
+def _parameters(config: ReportConfig, scope: Scope, period: Period) -> dict[str, Any]:
+    return {
+        "tz": config.timezone.value,
+        "first_month": period.first,
+        "last_month": period.last,
+        "program_system": config.program.system,
+        "program_code": config.program.code,
+        "statuses": list(config.enrolled_statuses),
+        "tier_url": config.acuity_tier_extension,
+        "exclusion_url": config.exclusion_reason_extension,
+        "organization": scope.organization,
+        "practitioner": scope.practitioner,
+        "group": scope.group,
+        "patient": scope.patient,
+        "medium_system": config.contact.medium_system,
+        "qualifying": list(config.contact.qualifying),
+        "in_person": list(config.contact.in_person),
+        "requirements": json.dumps(config.required_contacts()),
+        "waiver_system": config.billing.waiver_program.system,
+        "waiver_code": config.billing.waiver_program.code,
+        "assessment_url": config.assessment.questionnaire,
+        "assessment_days": config.assessment.current_days,
+        "care_plan_days": config.care_plan.current_days,
+        "class_system": config.discharge.class_system,
+        "classes": list(config.discharge.encounter_classes),
+        "gap_system": _GAP_SYSTEM,
+        "gap_status_url": _GAP_STATUS,
+        "experience_url": config.experience.questionnaire,
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(round(value, 2))
+    if isinstance(value, float):
+        return round(value, 2)
+    return value
+
+
+def _quantiles(values: list[int]) -> dict[str, float | None]:
+    if not values:
+        return {"count": 0, "median": None, "p90": None}
+    ordered = sorted(values)
+    p90 = (
+        statistics.quantiles(ordered, n=10, method="inclusive")[-1]
+        if len(ordered) > 1
+        else ordered[0]
+    )
+    return {"count": len(ordered), "median": float(statistics.median(ordered)), "p90": float(p90)}
+
+
+def _summarise(report: Report, config: ReportConfig) -> None:
+    rows = report.rows
+    if report.name == "contact-compliance":
+        members: dict[str, bool] = {}
+        for row in rows:
+            members[row["member"]] = members.get(row["member"], True) and row["compliant"]
+        months = len(rows)
+        report.summary = {
+            "members": len(members),
+            "members_compliant_every_month": sum(members.values()),
+            "member_months": months,
+            "member_months_compliant": sum(1 for r in rows if r["compliant"]),
+            "contacts": sum(r["contacts"] for r in rows),
+            "in_person_share": (
+                round(sum(r["in_person"] for r in rows) / total, 3)
+                if (total := sum(r["contacts"] for r in rows))
+                else None
+            ),
+        }
+    elif report.name == "timeliness":
+        discharges = report.parts.get("discharges", [])
+        report.summary = {
+            "members": len(rows),
+            "current_assessment_share": _share(rows, "current_assessment"),
+            "current_care_plan_share": _share(rows, "current_care_plan"),
+            "days_enrollment_to_assessment": _quantiles(
+                [r["days_to_assessment"] for r in rows if r["days_to_assessment"] is not None]
+            ),
+            "days_assessment_to_care_plan": _quantiles(
+                [r["days_to_care_plan"] for r in rows if r["days_to_care_plan"] is not None]
+            ),
+            "discharges": len(discharges),
+            "discharges_without_follow_up": sum(1 for d in discharges if d["follow_up"] is None),
+            "days_discharge_to_follow_up": _quantiles(
+                [d["days_to_follow_up"] for d in discharges if d["days_to_follow_up"] is not None]
+            ),
+        }
+    elif report.name == "member-experience":
+        smallest = config.experience.smallest_group
+        for row in rows:
+            row["suppressed"] = row["responses"] < smallest
+            if row["suppressed"]:
+                row["responses"] = None
+                row["mean"] = None
+        report.summary = {"smallest_group_shown": smallest}
+    elif report.name == "tcm-encounters":
+        for row in rows:
+            waiver = row.pop("waiver")
+            row["hcpcs"] = config.billing.hcpcs
+            row["modifiers"] = " ".join(
+                config.billing.waiver_modifiers if waiver else config.billing.modifiers
+            )
+        report.summary = {"billable_member_months": len(rows)}
+    elif report.name == "caseload":
+        report.summary = {
+            kind: sum(r["count"] for r in rows if r["kind"] == kind)
+            for kind in (
+                "members",
+                "new",
+                "transferred-in",
+                "transferred-out",
+                "closed",
+                "excluded",
+            )
+        }
+    elif report.name == "gaps":
+        report.summary = {
+            status: sum(r["count"] for r in rows if r["gap_status"] == status)
+            for status in ("open-gap", "prospective-gap", "closed-gap")
+        }
+
+
+def _share(rows: list[dict[str, Any]], column: str) -> float | None:
+    return round(sum(1 for r in rows if r[column]) / len(rows), 3) if rows else None
+
+
+def _allowed(principal: Principal, scope: Scope) -> None:
+    """Reports read every member in scope: only for principals that see all of them.
+    Narrowing a care manager's or supervisor's report to their own members goes through
+    the access predicate (docs/reports.md)."""
+    if not principal.unrestricted:
+        raise Forbidden("Reports need an unrestricted grant for now (see docs/reports.md)")
+
+
+async def run_report(
+    store: Store,
+    config: ReportConfig,
+    principal: Principal,
+    name: str,
+    scope: Scope,
+    period: Period,
+) -> Report:
+    if name not in REPORTS:
+        known = ", ".join(REPORTS)
+        raise BadRequest(f"There is no report '{name}' (there are: {known})", expression=[name])
+    scope.check()
+    _allowed(principal, scope)
+    async with store.snapshot(principal) as repo:
+        found = await fetch_report(repo, name, _parameters(config, scope, period))
+    rows = [{k: _plain(v) for k, v in row.items()} for row in found.pop("rows")]
+    parts = {k: [{c: _plain(v) for c, v in r.items()} for r in rs] for k, rs in found.items()}
+    report = Report(name, scope, period, REPORTS[name], rows, parts=parts)
+    _summarise(report, config)
+    return report

@@ -1,0 +1,153 @@
+"""Audit at the edge: after each `/fhir` request that reached an interaction, one
+`AuditRecord` for the audit trail (interactions/audit.py) — who (the token's user and
+client, the address), what (the interaction, the resource or the query), the members whose
+data the answer holds, and the outcome. Recording appends to a buffer: no database round
+trip is added to the request.
+
+A write may carry a `Provenance` in the `X-Provenance` header
+(https://hl7.org/fhir/R4/provenance.html#header): it is validated before the write (400
+and nothing written if it is not a valid Provenance) and, once the write succeeded, stored
+with the written version as its `target`, by the same trail."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cmfhir.auth.principal import OPEN, Principal
+from cmfhir.errors import BadRequest, FhirError
+from cmfhir.interactions.audit import AuditRecord, AuditTrail
+from cmfhir.interactions.request_url import parse_request_url
+from cmfhir.resources.fhirjson import parse_json
+from cmfhir.resources.version_validation import validate_for_version
+from cmfhir.routes.http import error_response
+
+__all__ = ["AuditMiddleware"]
+
+# The members an answer concerns: the Patients it holds and the ones its resources name.
+# (Stored JSON is served as PostgreSQL writes it: a space after each colon and comma.)
+_MEMBER = re.compile(
+    rb'"reference": ?"(?:[^"]*/)?Patient/([A-Za-z0-9\-.]{1,64})"'
+    rb'|"resourceType": ?"Patient", ?"id": ?"([A-Za-z0-9\-.]{1,64})"'
+)
+_SCANNED = 4 * 1024 * 1024  # the bytes of an answer looked at for members
+_MAX_MEMBERS = 200
+_RESOURCE = re.compile(rb'"resourceType": ?"([A-Za-z]{1,64})", ?"id": ?"([A-Za-z0-9\-.]{1,64})"')
+
+
+def _interaction(method: str, path: str) -> tuple[str, str | None, str | None]:
+    if "$" in path:
+        return "operation", None, None
+    try:
+        target = parse_request_url(method, path, "")
+    except Exception:  # the router answers it (404/405); nothing was touched
+        return "", None, None
+    return target.interaction, target.resource_type, target.id
+
+
+class AuditMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/fhir"):
+            await self.app(scope, receive, send)
+            return
+        trail: AuditTrail | None = getattr(scope["app"].state, "audit", None)
+        path = scope["path"].removeprefix("/fhir").strip("/")
+        if trail is None or path in ("metadata", ".well-known/smart-configuration"):
+            await self.app(scope, receive, send)
+            return
+        provenance = None
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            try:
+                provenance = _provenance(scope)
+            except FhirError as error:
+                await error_response(error)(scope, receive, send)
+                return
+        status = 0
+        location = ""
+        body = bytearray()
+
+        async def capture(message: Message) -> None:
+            nonlocal status, location
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                for name, value in message.get("headers", ()):
+                    if name.lower() == b"location":
+                        location = value.decode("latin-1")
+            elif message["type"] == "http.response.body" and len(body) < _SCANNED:
+                body.extend(message.get("body", b"")[: _SCANNED - len(body)])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            if status:
+                _record(trail, scope, path, status, bytes(body))
+            if provenance is not None and 200 <= status < 300 and "/_history/" in location:
+                target = location.split("/fhir/", 1)[-1]
+                trail.provenance({**provenance, "target": [{"reference": target}]})
+
+
+def _provenance(scope: Scope) -> dict[str, Any] | None:
+    """The X-Provenance header's Provenance (its target is the write's), or None."""
+    header = next((v for k, v in scope.get("headers", ()) if k.lower() == b"x-provenance"), None)
+    if header is None:
+        return None
+    try:
+        value = parse_json(header)
+    except FhirError as error:
+        raise BadRequest(
+            f"X-Provenance is not JSON: {error.diagnostics}", expression=["X-Provenance"]
+        ) from error
+    if not isinstance(value, dict) or value.get("resourceType") != "Provenance":
+        raise BadRequest("X-Provenance must hold a Provenance", expression=["X-Provenance"])
+    checked = dict(value)
+    # The server sets the target: a placeholder stands in for it while validating.
+    checked["target"] = [{"reference": "Patient/x"}]
+    checked.setdefault("recorded", "2000-01-01T00:00:00Z")
+    validate_for_version(checked, "4.0", expected_type="Provenance")
+    return {k: v for k, v in value.items() if k not in ("id", "meta", "target")}
+
+
+def _record(trail: AuditTrail, scope: Scope, path: str, status: int, body: bytes) -> None:
+    interaction, resource_type, id = _interaction(scope["method"], path)
+    if not interaction or interaction == "capabilities":
+        return
+    state: dict[str, Any] = scope.get("state", {})
+    principal: Principal = state.get("principal", OPEN)
+    if status == 401:
+        principal = Principal("system", client_id=None, scopes=())
+    members: dict[str, None] = {}
+    if principal.member:
+        members[principal.member] = None
+    if resource_type == "Patient" and id:
+        members[id] = None
+    for found in _MEMBER.finditer(body):
+        members[(found[1] or found[2]).decode()] = None
+        if len(members) >= _MAX_MEMBERS:
+            break
+    resources: tuple[str, ...] = ()
+    if resource_type and id:
+        resources = (f"{resource_type}/{id}",)
+    elif status < 300 and interaction in ("create", "update-conditional"):
+        first = _RESOURCE.search(body)
+        if first:
+            resources = (f"{first[1].decode()}/{first[2].decode()}",)
+    query = scope.get("query_string", b"").decode("latin-1") or None
+    client = scope.get("client")
+    trail.record(
+        AuditRecord(
+            interaction=interaction,
+            status=status,
+            principal=principal,
+            members=tuple(members),
+            resources=resources,
+            query=f"{path}?{query}" if query else None,
+            address=client[0] if client else None,
+            request_id=state.get("request_id"),
+        )
+    )

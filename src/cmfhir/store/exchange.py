@@ -1,0 +1,185 @@
+"""The reads and job rows of the exchange features ($everything, Bulk Data export): a
+member's compartment by its `patient_id`, page by page in `rid` order, and the export
+jobs claimed with `FOR UPDATE SKIP LOCKED`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+
+from cmfhir.store.repository import Repository
+
+__all__ = ["compartment_page", "stream_deleted", "stream_resources"]
+
+
+def _filters(
+    types: Sequence[str] | None,
+    since: datetime | None,
+    care: Sequence[tuple[str, str]] | None,
+    params: dict[str, Any],
+) -> str:
+    sql = ""
+    if types is not None:
+        sql += " AND r.resource_type = ANY(:types)"
+        params["types"] = list(types)
+    if since is not None:
+        sql += " AND r.last_updated > :since"
+        params["since"] = since
+    if care is not None:
+        # Resources with a care date (the type's clinical date parameter) must overlap the
+        # period; those without one are kept (https://hl7.org/fhir/R4/patient-operation-everything.html).
+        params["care_types"] = [t for t, _ in care]
+        params["care_params"] = [p for _, p in care]
+        sql += """
+          AND (NOT EXISTS (SELECT 1 FROM idx_date d
+                           JOIN unnest(CAST(:care_types AS text[]), CAST(:care_params AS text[]))
+                                AS c(resource_type, param)
+                             ON c.resource_type = d.resource_type AND c.param = d.param
+                           WHERE d.rid = r.rid)
+               OR EXISTS (SELECT 1 FROM idx_date d
+                          JOIN unnest(CAST(:care_types AS text[]), CAST(:care_params AS text[]))
+                               AS c(resource_type, param)
+                            ON c.resource_type = d.resource_type AND c.param = d.param
+                          WHERE d.rid = r.rid AND d.high > :start AND d.low < :end))"""
+    return sql
+
+
+async def compartment_page(
+    repo: Repository,
+    patient_id: str,
+    *,
+    after: int,
+    limit: int,
+    types: Sequence[str] | None = None,
+    since: datetime | None = None,
+    care: Sequence[tuple[str, str]] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[tuple[int, str, str, str]]:
+    """The current resources of one member's compartment after `rid` `after`:
+    `(rid, type, id, content)`, at most `limit`."""
+    params: dict[str, Any] = {"patient": patient_id, "after": after, "limit": limit}
+    if care is not None:
+        params["start"] = start
+        params["end"] = end
+    sql = (
+        "SELECT r.rid, r.resource_type, r.id, CAST(r.content AS text) FROM resource r"
+        " WHERE r.patient_id = :patient AND NOT r.deleted AND r.rid > :after"
+        + _filters(types, since, care, params)
+        + " ORDER BY r.rid LIMIT :limit"
+    )
+    rows = await repo.conn.execute(text(sql), params)
+    return [(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
+
+
+async def stream_resources(
+    repo: Repository,
+    resource_type: str,
+    *,
+    patients: Sequence[str] | None = None,
+    since: datetime | None = None,
+    member_only: bool = False,
+    batch: int = 2000,
+) -> AsyncIterator[tuple[str, str | None, str]]:
+    """Every current resource of one type (of these members, or of any member when
+    `member_only`; changed after `since`), `(id, patient_id, content)`, streamed from a
+    server-side cursor: memory stays flat whatever the count."""
+    params: dict[str, Any] = {"type": resource_type}
+    sql = (
+        "SELECT r.id, r.patient_id, CAST(r.content AS text) FROM resource r"
+        " WHERE r.resource_type = :type AND NOT r.deleted"
+    )
+    if patients is not None:
+        sql += " AND r.patient_id = ANY(:patients)"
+        params["patients"] = list(patients)
+    elif member_only:
+        sql += " AND r.patient_id IS NOT NULL"
+    if since is not None:
+        sql += " AND r.last_updated > :since"
+        params["since"] = since
+    result = await repo.conn.stream(text(sql).execution_options(yield_per=batch), params)
+    async for partition in result.partitions(batch):
+        for row in partition:
+            yield str(row[0]), row[1], str(row[2])
+
+
+async def stream_deleted(
+    repo: Repository,
+    types: Sequence[str],
+    since: datetime,
+    *,
+    patients: Sequence[str] | None = None,
+) -> AsyncIterator[tuple[str, str]]:
+    """Resources of these types deleted after `since` (and not re-created): `(type, id)`."""
+    params: dict[str, Any] = {"types": list(types), "since": since}
+    sql = (
+        "SELECT r.resource_type, r.id FROM resource r WHERE r.deleted"
+        " AND r.resource_type = ANY(:types) AND r.last_updated > :since"
+    )
+    if patients is not None:
+        sql += (
+            " AND EXISTS (SELECT 1 FROM resource_history h WHERE h.rid = r.rid"
+            " AND h.patient_id = ANY(:patients))"
+        )
+        params["patients"] = list(patients)
+    result = await repo.conn.stream(text(sql).execution_options(yield_per=1000), params)
+    async for partition in result.partitions(1000):
+        for row in partition:
+            yield str(row[0]), str(row[1])
+
+
+async def relax_statement_timeout(repo: Repository) -> None:
+    """An export's snapshot transaction runs as long as the export: no statement limit."""
+    await repo.conn.execute(text("SET LOCAL statement_timeout = 0"))
+
+
+async def patient_ids_in_groups(repo: Repository, group_id: str) -> list[str] | None:
+    """The Patient members of `Group/group_id` (its current content), or None when there is
+    no such Group."""
+    row = (
+        await repo.conn.execute(
+            text(
+                "SELECT CAST(content AS text) FROM resource"
+                " WHERE resource_type = 'Group' AND id = :id AND NOT deleted"
+            ),
+            {"id": group_id},
+        )
+    ).first()
+    if row is None:
+        return None
+    content = json.loads(row[0])
+    out: list[str] = []
+    for member in content.get("member", []):
+        reference = member.get("entity", {}).get("reference", "")
+        if member.get("inactive") is True:
+            continue
+        if reference.startswith("Patient/"):
+            out.append(reference.removeprefix("Patient/"))
+    return out
+
+
+async def dangling_since(
+    repo: Repository, since: datetime, limit: int = 10_000
+) -> list[tuple[str, str, str]]:
+    """References (indexed ones) from resources written since `since` to local resources
+    that are not there: `(type, id, reference)`. What an import checks at its end."""
+    rows = await repo.conn.execute(
+        text(
+            """
+            SELECT DISTINCT r.rid, r.resource_type, r.id, x.url FROM resource r
+            JOIN idx_reference x ON x.rid = r.rid
+            WHERE r.last_updated >= :since AND NOT r.deleted
+              AND x.target_type IS NOT NULL AND x.target_id IS NOT NULL
+              AND x.url NOT LIKE '%://%'
+              AND NOT EXISTS (SELECT 1 FROM resource t WHERE t.resource_type = x.target_type
+                              AND t.id = x.target_id AND NOT t.deleted)
+            ORDER BY r.rid LIMIT :limit
+            """
+        ),
+        {"since": since, "limit": limit},
+    )
+    return [(str(r[1]), str(r[2]), str(r[3])) for r in rows]

@@ -1,0 +1,130 @@
+"""The gap engine's queue of members to evaluate (`gap_member`), fed from the outbox and by
+the sweep, claimed FOR UPDATE SKIP LOCKED; and the member reads the engine's snapshot is
+made of. The gap engine itself is gaps/engine.py."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import text
+
+from cmfhir.store.repository import Repository
+
+__all__ = [
+    "GAP_CHANNEL",
+    "Claimed",
+    "begin_repeatable_read",
+    "claim",
+    "compartments",
+    "done",
+    "enqueue",
+    "enqueue_all",
+    "postpone",
+    "queued",
+]
+
+# Notified when members are queued, so evaluators in every process wake.
+GAP_CHANNEL = "cmfhir_gaps"
+
+Claimed = tuple[str, datetime | None]  # patient id, the instant to evaluate at (None: now)
+
+# Sorted, so that two transactions queueing overlapping members lock them in one order.
+# A member already queued keeps its place; an explicit as_of (a sweep) replaces its own.
+_ENQUEUE = text(
+    """
+    INSERT INTO gap_member (patient_id, as_of)
+    SELECT p, CAST(:as_of AS timestamptz)
+    FROM unnest(CAST(:ids AS text[])) AS p ORDER BY p
+    ON CONFLICT (patient_id) DO UPDATE
+        SET as_of = coalesce(EXCLUDED.as_of, gap_member.as_of),
+            due_at = least(gap_member.due_at, EXCLUDED.due_at),
+            attempts = 0
+    """
+)
+
+
+async def enqueue(repo: Repository, patient_ids: Sequence[str], as_of: datetime | None) -> None:
+    if patient_ids:
+        await repo.conn.execute(_ENQUEUE, {"ids": sorted(set(patient_ids)), "as_of": as_of})
+
+
+async def enqueue_all(repo: Repository, as_of: datetime | None) -> int:
+    """Queue every member (every live Patient); returns how many."""
+    result = await repo.conn.execute(
+        text(
+            """
+            INSERT INTO gap_member (patient_id, as_of)
+            SELECT id, CAST(:as_of AS timestamptz) FROM resource
+            WHERE resource_type = 'Patient' AND NOT deleted ORDER BY id
+            ON CONFLICT (patient_id) DO UPDATE
+                SET as_of = coalesce(EXCLUDED.as_of, gap_member.as_of),
+                    due_at = least(gap_member.due_at, EXCLUDED.due_at),
+                    attempts = 0
+            """
+        ),
+        {"as_of": as_of},
+    )
+    return int(result.rowcount)
+
+
+async def begin_repeatable_read(repo: Repository) -> None:
+    """Make the open transaction REPEATABLE READ: every read in it sees one snapshot, and a
+    row changed by another transaction since then cannot be updated (40001, retried). It
+    must be the transaction's first statement."""
+    await repo.conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+
+
+async def claim(repo: Repository, limit: int) -> list[Claimed]:
+    """Up to `limit` due members, locked until the transaction ends; members another
+    worker holds are skipped."""
+    rows = await repo.conn.execute(
+        text(
+            "SELECT patient_id, as_of FROM gap_member WHERE due_at <= now() "
+            "ORDER BY due_at LIMIT :n FOR UPDATE SKIP LOCKED"
+        ),
+        {"n": limit},
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def done(repo: Repository, patient_ids: Sequence[str]) -> None:
+    await repo.conn.execute(
+        text("DELETE FROM gap_member WHERE patient_id = ANY(CAST(:ids AS text[]))"),
+        {"ids": list(patient_ids)},
+    )
+
+
+async def postpone(repo: Repository, patient_id: str, delay: timedelta) -> None:
+    """Try a member again later (its evaluation failed), later each time."""
+    await repo.conn.execute(
+        text(
+            "UPDATE gap_member SET attempts = attempts + 1, "
+            "due_at = now() + CAST(:d AS interval) * least(power(2, attempts), 64) "
+            "WHERE patient_id = :p"
+        ),
+        {"p": patient_id, "d": delay},
+    )
+
+
+async def queued(repo: Repository) -> tuple[int, int]:
+    """(members queued, of which due now)."""
+    row = (
+        await repo.conn.execute(
+            text("SELECT count(*), count(*) FILTER (WHERE due_at <= now()) FROM gap_member")
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+async def compartments(repo: Repository, patient_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(patient id, resource type, content) of every live resource in the members'
+    Patient compartments, the Patients included."""
+    rows = await repo.conn.execute(
+        text(
+            "SELECT patient_id, resource_type, content::text FROM resource "
+            "WHERE patient_id = ANY(CAST(:ids AS text[])) AND NOT deleted"
+        ),
+        {"ids": list(patient_ids)},
+    )
+    return [(r[0], r[1], r[2]) for r in rows]

@@ -1,0 +1,168 @@
+"""The matcher: an outbox consumer (store/consumers.py, workers/outbox.py) that numbers each
+Subscription's notifications (R5 Backport IG 1.1.0, "Notifications").
+
+For each change it asks each live Subscription's topic and filters
+(subscriptions/matching.py) and gives a matching Subscription its next event number, in the
+transaction that advances the consumer's position: numbers are contiguous and survive a
+crash, and a change is numbered once however often a batch is retried. A Subscription's own
+writes bring its delivery state in line (a `requested` status makes a handshake due).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from cmfhir.auth.principal import TRUSTED
+from cmfhir.interactions.context import FhirContext
+from cmfhir.resources.fhirjson import parse_json
+from cmfhir.store import Event, EventPosition, Repository, SubscriptionRows
+from cmfhir.store import consumers as positions
+from cmfhir.store.subscriptions import NewNotification
+from cmfhir.subscriptions.feature import Loaded, SubscriptionFeature
+from cmfhir.subscriptions.matching import EventCheck
+
+__all__ = [
+    "CONSUMER",
+    "LIVE",
+    "SUBSCRIPTION_CHANNEL",
+    "Clock",
+    "SubscriptionMatcher",
+    "system_clock",
+]
+
+CONSUMER = "subscriptions"
+# NOTIFYed when notifications were numbered: the senders wake.
+SUBSCRIPTION_CHANNEL = "cmfhir_subscription"
+LIVE = ("requested", "active", "error")
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class SubscriptionMatcher:
+    """The `EventHandler` of the `subscriptions` consumer."""
+
+    name = CONSUMER
+    # From the oldest event kept, so that Subscriptions written while no worker ran are seen.
+    from_start = True
+    # Notifications are numbered as events are handled: only in commit order, never ahead.
+    read_ahead = False
+
+    def __init__(
+        self, ctx: FhirContext, feature: SubscriptionFeature, *, clock: Clock = system_clock
+    ) -> None:
+        self.ctx = replace(ctx, principal=TRUSTED)
+        self.feature = feature
+        self.clock = clock
+        self._subscriptions: dict[str, Loaded] = {}
+        self._after: EventPosition | None = None
+        self._contents: dict[tuple[int, int], str] = {}
+
+    async def handle(self, repo: Repository, events: Sequence[Event]) -> None:
+        now = self.clock()
+        rows = SubscriptionRows(repo.conn)
+        position = (await positions.positions(repo)).get(CONSUMER)
+        if position is None or position != self._after:
+            # Another process moved the position (or this one just started): what this one
+            # knows of the Subscriptions may be stale.
+            await self._reload(repo, rows)
+        # The versions the topics' triggers look at, read in one query for the batch.
+        watched = self.feature.topics.resource_types()
+        keys = [
+            (e.rid, version)
+            for e in events
+            if e.resource_type in watched
+            for version in (e.version, e.version - 1)
+            if version > 0
+        ]
+        subscribed = self._subscriptions or any(e.resource_type == "Subscription" for e in events)
+        self._contents = await rows.contents(keys) if keys and subscribed else {}
+        made: list[NewNotification] = []
+        for event in events:
+            made.extend(await self._match(repo, rows, event, now))
+        if made:
+            await rows.add_notifications(made)
+            await positions.notify(repo, SUBSCRIPTION_CHANNEL)
+        # Where the position will be once this commits; if it does not, the next batch
+        # finds the position elsewhere and reloads.
+        self._after = events[-1].position if events else position
+
+    async def _reload(self, repo: Repository, rows: SubscriptionRows) -> None:
+        """Another matcher moved the position (or this one just started): the Subscriptions
+        known so far, as stored now."""
+        self._subscriptions = {}
+        for state in await rows.states():
+            if state.status in LIVE:
+                loaded = await self.feature.load(repo, state.subscription_id)
+                if loaded is not None:
+                    self._subscriptions[state.subscription_id] = loaded
+
+    def _content(self, rid: int, version: int) -> dict[str, Any] | None:
+        found = self._contents.get((rid, version))
+        if found is None:
+            return None
+        content: dict[str, Any] = parse_json(found)
+        return content
+
+    async def _match(
+        self, repo: Repository, rows: SubscriptionRows, event: Event, now: datetime
+    ) -> list[NewNotification]:
+        """The notifications the event makes (numbered when the batch ends)."""
+        if event.resource_type == "Subscription":
+            await self._follow(repo, rows, event.id, now)
+            return []
+        candidates = []
+        for loaded in self._subscriptions.values():
+            topic = self.feature.topics.get(loaded.config.topic)
+            if (
+                topic is not None
+                and loaded.config.status in LIVE
+                and event.resource_type in topic.resource_types
+            ):
+                candidates.append((topic, loaded))
+        if not candidates:
+            return []
+        current = None if event.method == "delete" else self._content(event.rid, event.version)
+        previous = self._content(event.rid, event.version - 1) if event.version > 1 else None
+        check = EventCheck(self.ctx, event.resource_type, event.id, event.method, current, previous)
+        made = []
+        for topic, loaded in candidates:
+            if loaded.principal is None or not await check.topic_fires(topic):
+                continue
+            if not await check.concerns(topic, loaded.config, loaded.principal):
+                continue
+            made.append(
+                NewNotification(
+                    loaded.config.id,
+                    focus_type=event.resource_type,
+                    focus_id=event.id,
+                    focus_version=event.version,
+                    method=event.method,
+                    occurred_at=event.created_at,
+                )
+            )
+        return made
+
+    async def _follow(
+        self, repo: Repository, rows: SubscriptionRows, subscription_id: str, now: datetime
+    ) -> None:
+        loaded = await self.feature.load(repo, subscription_id)
+        if loaded is None:
+            self._subscriptions.pop(subscription_id, None)
+            await rows.set_status(subscription_id, "off")
+            return
+        self._subscriptions[subscription_id] = loaded
+        config = loaded.config
+        await rows.sync(
+            subscription_id,
+            topic=config.topic,
+            channel=config.channel,
+            status=config.status,
+            heartbeat_s=config.heartbeat_s,
+            now=now,
+        )

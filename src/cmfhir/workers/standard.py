@@ -1,0 +1,60 @@
+"""The workers every cmfhir process runs (in `cmfhir serve`, or apart in `cmfhir worker`):
+the outbox listener, the gap engine (its outbox feed, evaluators and daily sweep) and the
+outbox pruner. Subscriptions and exports add theirs here."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+from cmfhir.auth.principal import TRUSTED
+from cmfhir.config import Settings
+from cmfhir.exchange.export.worker import ExportWorker
+from cmfhir.exchange.settings import ExchangeSettings
+from cmfhir.gaps.engine import GapEngine, GapEvaluator, GapFeed, sweep_job
+from cmfhir.gaps.ruleset import RuleSet, load_ruleset
+from cmfhir.interactions.context import FhirContext
+from cmfhir.store import consumers, gap_queue
+from cmfhir.workers.outbox import OutboxConsumer
+from cmfhir.workers.runtime import Worker
+from cmfhir.workers.scheduled import Clock, Pruner, Scheduled, system_clock
+from cmfhir.workers.subscriptions import subscription_workers
+
+__all__ = ["standard_workers"]
+
+
+def standard_workers(
+    ctx: FhirContext,
+    settings: Settings,
+    *,
+    ruleset: RuleSet | None = None,
+    clock: Clock = system_clock,
+) -> list[Worker]:
+    # The workers are the server itself: they see and write everything.
+    ctx = replace(ctx, principal=TRUSTED)
+    store = ctx.store
+    listener = consumers.Listener(store.engine)
+    if ruleset is None:
+        ruleset = load_ruleset(settings.profiles_dir, settings.gap_rules)
+    engine = GapEngine(ctx, ruleset, clock=clock)
+    workers: list[Worker] = [
+        listener,
+        OutboxConsumer(store, GapFeed(), listener.subscribe(consumers.EVENT_CHANNEL)),
+        *(
+            GapEvaluator(engine, listener.subscribe(gap_queue.GAP_CHANNEL), index=n)
+            for n in range(max(settings.gap_evaluators, 1))
+        ),
+        Scheduled(
+            store,
+            "gaps-sweep",
+            timedelta(hours=settings.gap_sweep_interval_h),
+            sweep_job,
+            clock=clock,
+        ),
+        Pruner(store, timedelta(days=settings.event_retention_days), clock=clock),
+        *subscription_workers(ctx, listener, clock=clock),
+    ]
+    exchange = ExchangeSettings()
+    if exchange.export_worker:
+        workers.append(ExportWorker(ctx, exchange.export_dir, expiry_s=exchange.export_expiry_s))
+    return workers
