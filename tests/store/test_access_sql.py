@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from cmfhir.auth.principal import OPEN, SENSITIVE_SCOPE, TRUSTED, Principal
 from cmfhir.config import Settings
 from cmfhir.store.access import CARE_TEAM_ROLE, visible
+from cmfhir.store.database import async_url
 from cmfhir.store.driver import driver_connection
 from cmfhir.store.schema import resource
 from cmfhir.store.search_sql import SearchSql
@@ -170,7 +171,7 @@ PRINCIPALS = [
 
 
 async def _both(url: str, principal: Principal | None, permission: str) -> tuple[set[str], ...]:
-    engine = create_async_engine(url)
+    engine = create_async_engine(async_url(url))
     try:
         async with engine.connect() as conn:
             await conn.execution_options(isolation_level="REPEATABLE READ")
