@@ -156,7 +156,10 @@ def _references(node: Any) -> list[str]:
 def test_the_document_entry_by_entry(
     client: httpx.Client, base: str, member: dict[str, str]
 ) -> None:
+    from cmfhir.resources.version_validation import validate_for_version
+
     [bundle] = _documents(_care_gaps(client, subject=member["patient"], status=ALL))
+    validate_for_version(bundle, "4.0", expected_type="Bundle")
     assert bundle["type"] == "document"
     assert bundle["identifier"]["system"] == "urn:ietf:rfc:3986"
     assert bundle["identifier"]["value"].startswith("urn:uuid:")

@@ -96,3 +96,29 @@ def test_with_a_base_stored_resources_keep_their_references() -> None:
     }
     assert by_type["MeasureReport"]["fullUrl"].startswith("urn:uuid:")
     assert "evaluatedResource" not in by_type["MeasureReport"]["resource"]
+
+
+def test_the_document_is_valid_fhir() -> None:
+    from cmfhir.resources.version_validation import validate_for_version
+
+    patient = {"resourceType": "Patient", "id": "p1"}
+    encounter = {
+        "resourceType": "Encounter",
+        "id": "e1",
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+    }
+    report = GapsReport(
+        patient,
+        [_issue("Encounter/e1", ("Encounter/e1",))],
+        {"Encounter/e1": encounter},
+        [MEASURE],
+        (date(2026, 1, 1), date(2026, 12, 31)),
+        "2026-10-12T12:00:00.000Z",
+    )
+    for base in ("http://h/fhir", None):
+        bundle = document(report, base)
+        validate_for_version(bundle, "4.0", expected_type="Bundle")
+        for version in ("4.0", "4.3"):
+            for entry in bundle["entry"]:
+                validate_for_version(entry["resource"], version)
