@@ -36,6 +36,7 @@ from cmfhir.resources.types import RESOURCE_TYPES
 from cmfhir.routes import Edge, error_response, http_error_response, router
 from cmfhir.routes.audit import AuditMiddleware
 from cmfhir.routes.bulk import bulk_router
+from cmfhir.routes.care_gaps import care_gaps_router
 from cmfhir.routes.cors import cors_options, parse_origins
 from cmfhir.routes.health import health_router
 from cmfhir.routes.hl7v2 import hl7v2_router
@@ -220,6 +221,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Before the FHIR routes: `/fhir/.well-known/...` is not a read of a type ".well-known".
     app.include_router(smart_router)
     app.include_router(bulk_router)  # before router: its operations need the base URL
+    app.include_router(care_gaps_router)  # before router: as bulk_router
     app.include_router(router)
     app.include_router(health_router)
     app.include_router(reports_router)
