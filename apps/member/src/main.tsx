@@ -1,6 +1,6 @@
 import { render } from "preact";
 import { App } from "./app";
-import { Api, ready } from "./fhir";
+import { Api, CLIENT_ID, ready } from "./fhir";
 import { SignIn } from "./signin";
 import "./style.css";
 
@@ -16,6 +16,8 @@ async function start(): Promise<void> {
   }
   try {
     const client = await ready();
+    // The care-team console on the same origin keeps its session in the same storage.
+    if (client.state.clientId !== CLIENT_ID) throw new Error("another app's session");
     render(<App api={new Api(client)} />, root);
   } catch {
     sessionStorage.clear();

@@ -21,7 +21,7 @@ export function SignIn(props: { failed: boolean }) {
             {t.signInFailed}
           </p>
         )}
-        <button type="button" class="primary" onClick={() => void signIn()}>
+        <button type="button" class="primary" data-sign-in onClick={() => void signIn()}>
           {t.signIn}
         </button>
       </main>
