@@ -51,7 +51,9 @@ def _missing() -> str | None:
         import selenium  # noqa: F401
     except ImportError:
         return "selenium is not installed (pip install -e '.[test]')"
-    absent = [name for name, path in (("chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER)) if not path]
+    absent = [
+        name for name, path in (("chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER)) if not path
+    ]
     if absent:
         return (
             f"{' and '.join(absent)} not found on PATH "
@@ -309,4 +311,3 @@ def check_accessibility(driver: Any, name: str) -> None:
     assert not bad, f"axe-core on {name}: " + "; ".join(
         f"{v['id']} ({v['impact']}): {v['help']} at {', '.join(v['nodes'])}" for v in bad
     )
-

@@ -23,7 +23,7 @@ from tests.browser.conftest import (
 
 ENGAGEMENT = "https://cmfhir.org/fhir/Questionnaire/engagement-sheet"
 SATISFACTION = "https://cmfhir.org/fhir/Questionnaire/contact-satisfaction"
-HOSTILE = '<img src=x onerror="document.title=\'pwned\'">Walk & talk'
+HOSTILE = "<img src=x onerror=\"document.title='pwned'\">Walk & talk"
 
 
 class World:
@@ -212,13 +212,13 @@ def test_goals_shown_as_text_added_and_edited(member: Any, world: World) -> None
     wait_text(member, "Sleep eight hours", ".cards")
     client = world.server.system()
     goals = client.get(f"/Goal?patient={world.patient['id']}").json()["entry"]
-    added = [e["resource"] for e in goals if e["resource"]["description"]["text"] == "Sleep eight hours"]
+    added = [
+        e["resource"] for e in goals if e["resource"]["description"]["text"] == "Sleep eight hours"
+    ]
     assert len(added) == 1
     assert added[0]["expressedBy"]["reference"] == world.me
 
-    change = member.find_element(
-        "css selector", f"button[aria-label='Change: Sleep eight hours']"
-    )
+    change = member.find_element("css selector", "button[aria-label='Change: Sleep eight hours']")
     change.click()
     field = find(member, f"#goal-{added[0]['id']}")
     field.clear()
@@ -298,12 +298,13 @@ def test_who_looked_at_my_record(member: Any, world: World) -> None:
     dana = world.server.token("user/*.cruds", fhir_user=f"Practitioner/{world.dana['id']}")
     assert dana.get(f"/CarePlan/{world.plan['id']}").status_code == 200
     # The audit trail is written every 0.2 s here: wait until the member can see it.
-    mine = world.server.token(f"patient/*.rs", patient=world.patient["id"])
+    mine = world.server.token("patient/*.rs", patient=world.patient["id"])
+    query = f"/AuditEvent?patient={world.patient['id']}&_sort=-date&_count=100"
     wait_for(
         None,
         lambda _: any(
             e["resource"]["agent"][0]["who"].get("reference") == f"Practitioner/{world.dana['id']}"
-            for e in mine.get(f"/AuditEvent?patient={world.patient['id']}").json().get("entry", [])
+            for e in mine.get(query).json().get("entry", [])
         ),
     )
     go(member, "access", "Who looked at my record")

@@ -31,7 +31,7 @@ export function subjectType(event: Resource, member: string): string {
 async function accesses(api: Api): Promise<Seen[]> {
   const events = await api.search(
     `AuditEvent?patient=${api.patientId}&_sort=-date&_count=100`,
-    1,
+    3,
   );
   const team = await careTeam(api).catch(() => []);
   const roles = new Map(team.map((m) => [m.reference, m.role]));
