@@ -118,7 +118,7 @@ function GoalItem(props: { api: Api; goal: Resource; saved: () => void }) {
     <li class="card">
       <p class="goal-text">{words}</p>
       <p class="meta">
-        {t.status}: {goal.lifecycleStatus}
+        {t.status}: {t.goalStatus[goal.lifecycleStatus] ?? goal.lifecycleStatus}
       </p>
       <button type="button" onClick={() => setEditing(true)} aria-label={`${t.goalEdit}: ${words}`}>
         {t.goalEdit}
