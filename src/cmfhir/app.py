@@ -25,6 +25,7 @@ from cmfhir.exchange.services import exchange_services
 from cmfhir.gaps import care_gaps
 from cmfhir.interactions import FhirContext, Limits
 from cmfhir.interactions.audit import AuditTrail
+from cmfhir.interactions.builtin_apps import app_origins, register_builtin_apps
 from cmfhir.interactions.content import CONTENT_DIR, load_content
 from cmfhir.interactions.oauth import AuthorizationServer, ResourceServer
 from cmfhir.reports.config import load_report_config
@@ -34,6 +35,7 @@ from cmfhir.resources.operations import load_operations
 from cmfhir.resources.search_parameters import load_registry
 from cmfhir.resources.types import RESOURCE_TYPES
 from cmfhir.routes import Edge, error_response, http_error_response, router
+from cmfhir.routes.apps import apps_router
 from cmfhir.routes.audit import AuditMiddleware
 from cmfhir.routes.bulk import bulk_router
 from cmfhir.routes.care_gaps import care_gaps_router
@@ -144,6 +146,7 @@ async def _start_auth(app: FastAPI, settings: Settings, context: FhirContext) ->
             login_attempts=settings.login_attempts,
             login_window=settings.login_window_s,
         )
+        await _register_apps(store, settings)
         users, clients = await store.counts()
         if not users or not clients:
             log.warning(
@@ -156,6 +159,16 @@ async def _start_auth(app: FastAPI, settings: Settings, context: FhirContext) ->
     app.state.resource_server = ResourceServer(
         store, keys, settings.auth_issuer, settings.auth_jwks_url
     )
+
+
+async def _register_apps(store: OAuthStore, settings: Settings) -> None:
+    origins = app_origins(settings.apps_origins, settings.base_url)
+    if not origins:
+        log.warning(
+            "the built-in apps (/apps/...) cannot sign in: set CMFHIR_BASE_URL (or "
+            "CMFHIR_APPS_ORIGINS) to the address users reach this server at (docs/apps.md)"
+        )
+    await register_builtin_apps(store, origins)
 
 
 @asynccontextmanager
@@ -227,6 +240,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reports_router)
     app.include_router(ws_router)
     app.include_router(hl7v2_router)
+    app.include_router(apps_router)
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
         description="Public base URL of the FHIR API (https://host/fhir). Unset: taken from "
         "each request, so links point where the client connected.",
     )
+    apps_origins: str = Field(
+        default="",
+        description="Comma-separated origins (https://host:port) the built-in apps are "
+        "reached at: their SMART redirect URIs (docs/apps.md). Unset: base_url's origin; "
+        "`cmfhir serve` on a loopback address sets it to that address and localhost.",
+    )
     # Authorization (docs/security.md).
     auth: str = Field(
         default="smart",
