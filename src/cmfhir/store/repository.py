@@ -98,6 +98,9 @@ class Repository:
         # versions written (by rid, the latest) and the resources deleted.
         self._written: dict[int, NewVersion] = {}
         self._deleted: list[tuple[str, str]] = []
+        # Every version the principal's writes stored in this transaction, in order (what
+        # `Store.before_commit` audits).
+        self.journal: list[NewVersion] = []
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -285,9 +288,13 @@ class Repository:
 
     # -- writes -----------------------------------------------------------------------------
 
-    async def write(self, versions: Sequence[NewVersion]) -> None:
+    async def write(self, versions: Sequence[NewVersion], *, as_server: bool = False) -> None:
         """Store new versions: current rows, history, index rows and outbox events.
         Referential integrity is checked when the transaction ends (`finish`).
+
+        `as_server`: versions the server writes on its own account beside the principal's
+        (the AuditEvents of the transaction's writes): neither checked against the
+        principal's grants nor for the references they name, and not journaled.
 
         Each version is stamped here with the database clock, read after this transaction
         has its id (the history watermark relies on it): `last_updated` and the content's
@@ -297,19 +304,21 @@ class Repository:
         fresh = [v for v in versions if v.rid is None]
         changed = [v for v in versions if v.rid is not None]
         previous = await self._previous_members([v.rid for v in changed if v.rid is not None])
-        await check_writes(
-            self.conn,
-            self.principal,
-            [
-                (
-                    v.resource_type,
-                    _permission(v, v.rid is not None and v.rid in previous),
-                    previous.get(v.rid) if v.method == "delete" and v.rid else v.patient_id,
-                    previous.get(v.rid) if v.rid is not None else None,
-                )
-                for v in versions
-            ],
-        )
+        if not as_server:
+            await check_writes(
+                self.conn,
+                self.principal,
+                [
+                    (
+                        v.resource_type,
+                        _permission(v, v.rid is not None and v.rid in previous),
+                        previous.get(v.rid) if v.method == "delete" and v.rid else v.patient_id,
+                        previous.get(v.rid) if v.rid is not None else None,
+                    )
+                    for v in versions
+                ],
+            )
+            self.journal.extend(versions)
         await self._stamp(versions)
         moved_from: list[str | None] = []
         for v in versions:
@@ -383,6 +392,8 @@ class Repository:
                 for v, before in zip(versions, moved_from, strict=True)
             ],
         )
+        if as_server:
+            return
         for v in versions:
             if v.method == "delete":
                 self._deleted.append((v.resource_type, v.id))
