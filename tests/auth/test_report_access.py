@@ -205,15 +205,26 @@ def _at_end(world: World, members: set[str], organization: str | None) -> dict[s
     return found
 
 
+def _query(organization: str | None) -> dict[str, str]:
+    return {"period": PERIOD} | ({"organization": _id(organization)} if organization else {})
+
+
+def _check_contacts(
+    bearer: Bearer, world: World, members: set[str], organization: str | None
+) -> None:
+    """The contact-compliance rows for `bearer` are those of `members` (in `organization`)."""
+    compliance = _report(bearer, "contact-compliance", **_query(organization))["rows"]
+    assert sorted(compliance, key=lambda r: (r["member"], r["month"])) == _compliance(
+        world, members, organization
+    )
+
+
 def _check_every_report(
     bearer: Bearer, world: World, members: set[str], organization: str | None
 ) -> None:
     """Each report's figures for `bearer` are those of `members` (in `organization`)."""
-    query = {"period": PERIOD} | ({"organization": _id(organization)} if organization else {})
-    compliance = _report(bearer, "contact-compliance", **query)["rows"]
-    assert sorted(compliance, key=lambda r: (r["member"], r["month"])) == _compliance(
-        world, members, organization
-    )
+    query = _query(organization)
+    _check_contacts(bearer, world, members, organization)
     tcm = _report(bearer, "tcm-encounters", **query)["rows"]
     assert {(r["member"], r["month"], r["care_manager"], r["acuity_tier"]) for r in tcm} == _tcm(
         world, members, organization
@@ -288,13 +299,17 @@ def test_a_supervisor_sees_their_organizations_members(smart: Smart, world: Worl
         assert {r["member"] for r in rows} == ({world.mover} if organization == a else set())
     # Without an organization: the same members (the supervisor sees no others), each with
     # every enrollment of theirs in the period.
-    _check_every_report(_supervisor(smart, world, a), world, world.active[a], None)
+    _check_contacts(_supervisor(smart, world, a), world, world.active[a], None)
 
 
 def test_a_care_manager_sees_their_caseload(smart: Smart, world: World) -> None:
-    for manager, members in world.caseloads.items():
+    # cm1 gained the member who moved in October, cm2 lost them; cm0 only differs by data.
+    for manager in world.load.managers[1:]:
         token = smart.as_token(STAFF_SCOPE, fhir_user=manager)
-        _check_every_report(token, world, members, None)
+        _check_every_report(token, world, world.caseloads[manager], None)
+    cm0 = world.load.managers[0]
+    token = smart.as_token(STAFF_SCOPE, fhir_user=cm0)
+    _check_contacts(token, world, world.caseloads[cm0], None)
 
 
 def test_who_left_and_what_is_sensitive_count_only_where_visible(
