@@ -30,7 +30,7 @@ from bench.other_load import OtherLoad
 from bench.profile import profiled, summarize_profile
 from bench.queries import build_samples
 from bench.read import run_read
-from bench.reports import run_reports
+from bench.reports import run_narrowed_reports, run_reports
 from bench.search import run_search
 from bench.server import MemorySampler, Server, free_port, start_server
 from bench.soak import SoakOptions, run_soak
@@ -173,7 +173,9 @@ def _after_load(
         results["scenarios"]["soak"] = soak
         printout.print_soak(soak)
     if "reports" in options.scenarios:
-        rows = run_reports(server.base_url.removesuffix("/fhir"), staff.agency)
+        root = server.base_url.removesuffix("/fhir")
+        rows = run_reports(root, staff.agency)
+        rows += run_narrowed_reports(root, server.database_url, server.data_dir, staff.agency)
         results["scenarios"]["reports"] = rows
         report.print_table(
             "reports (each under 2 s for the whole organization)",
