@@ -13,8 +13,10 @@ then measures:
   times, from the write's answer (its commit): the DetectedIssue citing it readable, and
   the notification's arrival.
   Once idle (`--probes`), once while `--load-members` more members are ingested by 4
-  clients. Timestamps stored in the database (the event, the DetectedIssue version, the
-  attempt) split the chain into its steps.
+  clients. The database stamps of the event and of the DetectedIssue version give the
+  engine's share.
+- **cpu per event**: `--events` writes one after the other, until the last is notified:
+  the CPU of the server and PostgreSQL per write, less what the idle workers use.
 """
 
 from __future__ import annotations
@@ -173,7 +175,7 @@ async def _probe(
                 break
             if time.monotonic() > deadline:
                 break
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.02)
         key = f"#{numbers_before + n + 1}"
         while key not in receiver.arrived and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
@@ -199,6 +201,50 @@ async def _probe(
         "write_to_issue_s": _quantiles(to_issue),
         "write_to_notification_s": _quantiles(to_notification),
         "db_event_to_issue_stamp_s": _quantiles(steps["event_to_issue"]),
+    }
+
+
+async def _cpu_per_event(
+    server: Server,
+    http: httpx.AsyncClient,
+    conn: asyncpg.Connection,
+    receiver: Receiver,
+    patient: str,
+    count: int,
+) -> dict[str, Any]:
+    """CPU of the whole chain per write (the write itself, the gap feed, the evaluation and
+    its DetectedIssue, the matcher, the sender): `count` Encounters written one after the
+    other, then until the last is notified and the gap queue is empty; the idle workers'
+    own CPU over the same time (measured before) is taken off."""
+    before, started = _cpu_now(server), time.monotonic()
+    await asyncio.sleep(5)
+    idle = _cpu_now(server)
+    idle_rate = (idle[0] - before[0] + idle[1] - before[1]) / (time.monotonic() - started)
+    numbers = len([k for k in receiver.arrived if k.startswith("#")])
+    before, started = _cpu_now(server), time.monotonic()
+    for _ in range(count):
+        body = {
+            "resourceType": "Encounter",
+            "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": f"Patient/{patient}"},
+        }
+        (await http.post("/Encounter", json=body)).raise_for_status()
+    wanted = f"#{numbers + count}"
+    deadline = time.monotonic() + 300
+    while wanted not in receiver.arrived and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    await _settle(conn)
+    seconds = time.monotonic() - started
+    after = _cpu_now(server)
+    used = after[0] - before[0] + after[1] - before[1]
+    return {
+        "events": count,
+        "seconds": round(seconds, 1),
+        "idle_cpu_per_s": round(idle_rate, 3),
+        "server_cpu_s": round(after[0] - before[0], 2),
+        "postgres_cpu_s": round(after[1] - before[1], 2),
+        "cpu_ms_per_event": round(1000 * (used - idle_rate * seconds) / count, 1),
     }
 
 
@@ -255,6 +301,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 (await http.post("/Subscription", json=sub)).raise_for_status()
                 await asyncio.sleep(2)
+                result["cpu_per_event"] = await _cpu_per_event(
+                    server, http, conn, receiver, patient, args.events
+                )
                 before = _cpu_now(server)
                 started = time.monotonic()
                 result["idle"] = await _probe(http, conn, receiver, patient, args.probes, 0.3)
@@ -295,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--members", type=int, default=200)
     parser.add_argument("--load-members", type=int, default=100)
     parser.add_argument("--probes", type=int, default=20)
+    parser.add_argument("--events", type=int, default=30, help="writes for CPU per event")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data-dir", default=".data/bench")
     parser.add_argument("--keep-data", action="store_true")

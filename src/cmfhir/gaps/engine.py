@@ -230,21 +230,27 @@ class GapEngine:
             records.append(record)
         await repo.write(records)
 
-    async def drain(self) -> int:
-        """Evaluate queued members until none is due (`cmfhir gaps sweep`, tests)."""
-        total = 0
-        while True:
-            count = await self.evaluate_due()
-            total += count
-            if count:
-                continue
-            async with self.ctx.store.transaction(
-                read_only=True, principal=self.ctx.principal
-            ) as repo:
-                _, due = await gap_queue.queued(repo)
-            if not due:
-                return total
-            await asyncio.sleep(0.05)  # claimed by another worker, or a race retried
+    async def drain(self, concurrency: int = 1) -> int:
+        """Evaluate queued members until none is due (`cmfhir gaps sweep`, tests), with
+        `concurrency` batches at a time (one's rules run while another waits for the
+        database)."""
+
+        async def loop() -> int:
+            total = 0
+            while True:
+                count = await self.evaluate_due()
+                total += count
+                if count:
+                    continue
+                async with self.ctx.store.transaction(
+                    read_only=True, principal=self.ctx.principal
+                ) as repo:
+                    _, due = await gap_queue.queued(repo)
+                if not due:
+                    return total
+                await asyncio.sleep(0.05)  # leased by another worker, or a race retried
+
+        return sum(await asyncio.gather(*(loop() for _ in range(max(concurrency, 1)))))
 
 
 class GapEvaluator:
