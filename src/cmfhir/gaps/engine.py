@@ -116,7 +116,7 @@ class GapEngine:
         batch: int = 20,
         sweep_batch: int = 100,
         retry_after: timedelta = timedelta(seconds=30),
-        lease: timedelta = timedelta(minutes=2),
+        lease: timedelta = timedelta(seconds=30),
     ) -> None:
         self.ctx = ctx
         self.ruleset = ruleset
@@ -150,36 +150,43 @@ class GapEngine:
             return 0
         ids = [m[0] for m in members]
         try:
-            for attempt in range(3):
-                try:
-                    await self._evaluate(members)
-                    break
-                except Conflict:
-                    # A concurrent write to the same rows (40001): evaluated again.
-                    await asyncio.sleep(0.02 * (attempt + 1))
-            else:
-                await self._release(ids)
-                return 0
-        except ServiceUnavailable:
-            raise  # the leases run out
-        except Exception as error:
-            if len(members) > 1:
+            try:
+                for attempt in range(3):
+                    try:
+                        await self._evaluate(members)
+                        break
+                    except Conflict:
+                        # A concurrent write to the same rows (40001): evaluated again.
+                        await asyncio.sleep(0.02 * (attempt + 1))
+                else:
+                    await self._release(ids)
+                    return 0
+            except ServiceUnavailable:
+                raise  # given back below if the database lets us
+            except Exception as error:
+                if len(members) > 1:
+                    log.warning(
+                        "care-gap evaluation of %d members failed (%s); retrying them one by one",
+                        len(members),
+                        type(error).__name__,
+                    )
+                    self._isolating = len(members)
+                    await self._release(ids)
+                    return 0
                 log.warning(
-                    "care-gap evaluation of %d members failed (%s); retrying them one by one",
-                    len(members),
+                    "care-gap evaluation of a member failed (%s); retried later",
                     type(error).__name__,
                 )
-                self._isolating = len(members)
-                await self._release(ids)
+                async with store.transaction(principal=principal) as repo:
+                    await gap_queue.postpone(repo, ids[0], self.retry_after)
+                self._isolating = max(self._isolating - 1, 0)
                 return 0
-            log.warning(
-                "care-gap evaluation of a member failed (%s); retried later",
-                type(error).__name__,
-            )
-            async with store.transaction(principal=principal) as repo:
-                await gap_queue.postpone(repo, ids[0], self.retry_after)
-            self._isolating = max(self._isolating - 1, 0)
-            return 0
+        except BaseException:
+            # Stopped or failing past the handling above: give the members back at once
+            # rather than when the lease runs out (a process killed outright cannot).
+            with contextlib.suppress(Exception):
+                await self._release(ids)
+            raise
         async with store.transaction(principal=principal) as repo:
             await gap_queue.done(repo, members)
         if size == 1 and self._isolating:

@@ -118,8 +118,13 @@ class SubscriptionSender:
                 served += 1
             return served
 
-        served = await asyncio.gather(*(loop("rest-hook") for _ in range(self.concurrency)))
-        return sum(served) + await loop("websocket")
+        served = 0
+        # One look first: when nothing is due (every poll of an idle server) that is one
+        # query, not one per concurrent loop.
+        if await self._serve_one("rest-hook"):
+            loops = (loop("rest-hook") for _ in range(self.concurrency))
+            served = 1 + sum(await asyncio.gather(*loops))
+        return served + await loop("websocket")
 
     async def _serve_one(self, channel: str) -> int:
         """One step of one due Subscription: leased in a short transaction, sent with no

@@ -92,9 +92,9 @@ class OutboxConsumer:
                     done_xids.discard(ahead[-1].position.xid)
             if fresh or early:
                 await self.handler.handle(repo, [*fresh, *early])
-                advanced = getattr(self.handler, "advanced", None)
-                if callable(advanced):
-                    advanced(after)
+            advanced = getattr(self.handler, "advanced", None)
+            if callable(advanced) and (events or early):
+                advanced(after)
             if events:
                 await positions.advance(repo, name, after)
             elif not early:
