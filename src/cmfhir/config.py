@@ -174,6 +174,11 @@ class Settings(BaseSettings):
     subscription_retry_hours: float = Field(
         default=24.0, description="Hours a failing endpoint is retried before 'error'."
     )
+    subscription_retention_days: float = Field(
+        default=30.0,
+        description="Days a delivered notification and a delivery attempt are kept "
+        "($events can replay only what is kept).",
+    )
 
     @field_validator("auth")
     @classmethod

@@ -44,7 +44,7 @@ def _sweep(args: argparse.Namespace, with_context: WithContext) -> int:
         engine = GapEngine(
             replace(ctx, principal=TRUSTED), load_ruleset(settings.profiles_dir, settings.gap_rules)
         )
-        return queued, await engine.drain()
+        return queued, await engine.drain(concurrency=2)
 
     queued, evaluated = with_context(work)
     when = args.as_of.isoformat() if args.as_of else "now"

@@ -1,8 +1,9 @@
 """The care-gap engine: members are queued (`gap_member`) by the outbox feed (`GapFeed`, a
-consumer of the `event` outbox) and by the sweep; evaluators claim them FOR UPDATE SKIP
-LOCKED, read their snapshots in one REPEATABLE READ transaction, run every rule, and write
-the reconciled DetectedIssues in that same transaction through the store path every client
-write takes (validated, versioned, indexed, in the outbox). A DetectedIssue's id is derived
+consumer of the `event` outbox) and by the sweep; evaluators lease them (store/gap_queue.py:
+members a change queued first, in small batches; then a sweep's, in large ones), read their
+snapshots in one REPEATABLE READ transaction, run every rule, and write the reconciled
+DetectedIssues in that same transaction through the store path every client write takes
+(validated, versioned, indexed, in the outbox). A DetectedIssue's id is derived
 from its gap's identifier, so replays, restarts and racing workers make no duplicate.
 """
 
@@ -106,7 +107,9 @@ async def sweep_job(repo: Repository, now: datetime) -> None:
 
 
 class GapEngine:
-    """Evaluates queued members, `batch` of them per transaction."""
+    """Evaluates queued members: up to `batch` of those a change queued per transaction
+    (small, so that a change shows soon), else up to `sweep_batch` of those a sweep queued
+    (large: one set of queries for many members)."""
 
     def __init__(
         self,
@@ -115,72 +118,99 @@ class GapEngine:
         *,
         clock: Clock = _system_clock,
         batch: int = 20,
+        sweep_batch: int = 100,
         retry_after: timedelta = timedelta(seconds=30),
+        lease: timedelta = timedelta(seconds=30),
     ) -> None:
         self.ctx = ctx
         self.ruleset = ruleset
         self.clock = clock
         self.batch = batch
+        self.sweep_batch = sweep_batch
         self.retry_after = retry_after
+        # How long an evaluator keeps the members it took; after a crash they are
+        # evaluated again once it has run out.
+        self.lease = lease
         # After a batch failed for other reasons than a race, members go one at a time
         # for a while, so the one that fails is found and put aside.
         self._isolating = 0
 
     async def evaluate_due(self) -> int:
-        """Evaluate one batch of due members; how many (0: none due, or a race to retry)."""
+        """Evaluate one batch of due members; how many (0: none due, or a race to retry).
+
+        Three transactions: the members are leased (committed at once, so that queueing
+        them again never waits for this evaluation), evaluated and their DetectedIssues
+        written in one REPEATABLE READ transaction, then taken off the queue (unless queued
+        again meanwhile). A crash between the last two evaluates them again when the lease
+        runs out: evaluating twice writes nothing new."""
         size = 1 if self._isolating else self.batch
-        claimed: list[str] = []
+        store, principal = self.ctx.store, self.ctx.principal
+        async with store.transaction(principal=principal) as repo:
+            members = await gap_queue.claim(repo, size, self.lease, sweep=False)
+            if not members:
+                wanted = self.sweep_batch if size > 1 else 1
+                members = await gap_queue.claim(repo, wanted, self.lease, sweep=True)
+        if not members:
+            return 0
+        ids = [m[0] for m in members]
         try:
-            for attempt in range(3):
-                try:
-                    count = await self._evaluate(size, claimed)
-                    break
-                except Conflict:
-                    # A concurrent write to the same rows (40001): the members stay queued.
-                    claimed.clear()
-                    await asyncio.sleep(0.02 * (attempt + 1))
-            else:
-                return 0
-        except ServiceUnavailable:
-            raise
-        except Exception as error:
-            if size > 1:
+            try:
+                for attempt in range(3):
+                    try:
+                        await self._evaluate(members)
+                        break
+                    except Conflict:
+                        # A concurrent write to the same rows (40001): evaluated again.
+                        await asyncio.sleep(0.02 * (attempt + 1))
+                else:
+                    await self._release(ids)
+                    return 0
+            except ServiceUnavailable:
+                raise  # given back below if the database lets us
+            except Exception as error:
+                if len(members) > 1:
+                    log.warning(
+                        "care-gap evaluation of %d members failed (%s); retrying them one by one",
+                        len(members),
+                        type(error).__name__,
+                    )
+                    self._isolating = len(members)
+                    await self._release(ids)
+                    return 0
                 log.warning(
-                    "care-gap evaluation of %d members failed (%s); retrying them one by one",
-                    len(claimed),
+                    "care-gap evaluation of a member failed (%s); retried later",
                     type(error).__name__,
                 )
-                self._isolating = size
+                async with store.transaction(principal=principal) as repo:
+                    await gap_queue.postpone(repo, ids[0], self.retry_after)
+                self._isolating = max(self._isolating - 1, 0)
                 return 0
-            log.warning(
-                "care-gap evaluation of a member failed (%s); retried later",
-                type(error).__name__,
-            )
-            if claimed:
-                async with self.ctx.store.transaction(principal=self.ctx.principal) as repo:
-                    await gap_queue.postpone(repo, claimed[0], self.retry_after)
-            self._isolating = max(self._isolating - 1, 0)
-            return 0
+        except BaseException:
+            # Stopped or failing past the handling above: give the members back at once
+            # rather than when the lease runs out (a process killed outright cannot).
+            with contextlib.suppress(Exception):
+                await self._release(ids)
+            raise
+        async with store.transaction(principal=principal) as repo:
+            await gap_queue.done(repo, members)
         if size == 1 and self._isolating:
             self._isolating -= 1
-        return count
+        return len(members)
 
-    async def _evaluate(self, size: int, claimed: list[str]) -> int:
+    async def _release(self, ids: Sequence[str]) -> None:
+        async with self.ctx.store.transaction(principal=self.ctx.principal) as repo:
+            await gap_queue.release(repo, ids)
+
+    async def _evaluate(self, members: Sequence[gap_queue.Claimed]) -> None:
         async with self.ctx.store.transaction(principal=self.ctx.principal) as repo:
             await gap_queue.begin_repeatable_read(repo)
-            members = await gap_queue.claim(repo, size)
-            if not members:
-                return 0
-            claimed.extend(p for p, _ in members)
             await outbox.mark_origin(repo, ORIGIN)
-            snapshots = await read_snapshots(repo, claimed)
+            snapshots = await read_snapshots(repo, [m[0] for m in members])
             now = self.clock()
             writes: list[dict[str, Any]] = []
-            for patient_id, as_of in members:
+            for patient_id, as_of, _ in members:
                 writes.extend(evaluate_member(snapshots[patient_id], as_of or now, self.ruleset))
             await self._write(repo, writes)
-            await gap_queue.done(repo, claimed)
-        return len(members)
 
     async def _write(self, repo: Repository, resources: Sequence[dict[str, Any]]) -> None:
         """Write DetectedIssues as a client's update would: validated, then versioned on
@@ -211,21 +241,27 @@ class GapEngine:
             records.append(record)
         await repo.write(records)
 
-    async def drain(self) -> int:
-        """Evaluate queued members until none is due (`cmfhir gaps sweep`, tests)."""
-        total = 0
-        while True:
-            count = await self.evaluate_due()
-            total += count
-            if count:
-                continue
-            async with self.ctx.store.transaction(
-                read_only=True, principal=self.ctx.principal
-            ) as repo:
-                _, due = await gap_queue.queued(repo)
-            if not due:
-                return total
-            await asyncio.sleep(0.05)  # claimed by another worker, or a race retried
+    async def drain(self, concurrency: int = 1) -> int:
+        """Evaluate queued members until none is due (`cmfhir gaps sweep`, tests), with
+        `concurrency` batches at a time (one's rules run while another waits for the
+        database)."""
+
+        async def loop() -> int:
+            total = 0
+            while True:
+                count = await self.evaluate_due()
+                total += count
+                if count:
+                    continue
+                async with self.ctx.store.transaction(
+                    read_only=True, principal=self.ctx.principal
+                ) as repo:
+                    _, due = await gap_queue.queued(repo)
+                if not due:
+                    return total
+                await asyncio.sleep(0.05)  # leased by another worker, or a race retried
+
+        return sum(await asyncio.gather(*(loop() for _ in range(max(concurrency, 1)))))
 
 
 class GapEvaluator:

@@ -1,6 +1,8 @@
 """The gap engine's queue of members to evaluate (`gap_member`), fed from the outbox and by
-the sweep, claimed FOR UPDATE SKIP LOCKED; and the member reads the engine's snapshot is
-made of. The gap engine itself is gaps/engine.py."""
+the sweep, leased by evaluators (chosen FOR UPDATE SKIP LOCKED, the lease committed at
+once, so no row stays locked while a member is evaluated and queueing never waits for an
+evaluation); and the member reads the engine's snapshot is made of. The gap engine itself
+is gaps/engine.py."""
 
 from __future__ import annotations
 
@@ -22,24 +24,32 @@ __all__ = [
     "enqueue_all",
     "postpone",
     "queued",
+    "release",
 ]
 
 # Notified when members are queued, so evaluators in every process wake.
 GAP_CHANNEL = "cmfhir_gaps"
 
-Claimed = tuple[str, datetime | None]  # patient id, the instant to evaluate at (None: now)
+# Patient id, the instant to evaluate at (None: now), and the queueing generation leased.
+Claimed = tuple[str, datetime | None, int]
 
 # Sorted, so that two transactions queueing overlapping members lock them in one order.
-# A member already queued keeps its place; an explicit as_of (a sweep) replaces its own.
+# A member already queued keeps its place; an explicit as_of (a sweep) replaces its own. A
+# member a change queues is taken before those a sweep queued (`sweep` false sorts first),
+# also when the sweep queued it first. A member queued again while it is being evaluated
+# moves its generation: that evaluation may have read it before the change, so it stays
+# queued (`done`).
 _ENQUEUE = text(
     """
-    INSERT INTO gap_member (patient_id, as_of)
-    SELECT p, CAST(:as_of AS timestamptz)
+    INSERT INTO gap_member (patient_id, as_of, sweep)
+    SELECT p, CAST(:as_of AS timestamptz), false
     FROM unnest(CAST(:ids AS text[])) AS p ORDER BY p
     ON CONFLICT (patient_id) DO UPDATE
         SET as_of = coalesce(EXCLUDED.as_of, gap_member.as_of),
             due_at = least(gap_member.due_at, EXCLUDED.due_at),
-            attempts = 0
+            attempts = 0,
+            sweep = false,
+            generation = gap_member.generation + 1
     """
 )
 
@@ -54,13 +64,14 @@ async def enqueue_all(repo: Repository, as_of: datetime | None) -> int:
     result = await repo.conn.execute(
         text(
             """
-            INSERT INTO gap_member (patient_id, as_of)
-            SELECT id, CAST(:as_of AS timestamptz) FROM resource
+            INSERT INTO gap_member (patient_id, as_of, sweep)
+            SELECT id, CAST(:as_of AS timestamptz), true FROM resource
             WHERE resource_type = 'Patient' AND NOT deleted ORDER BY id
             ON CONFLICT (patient_id) DO UPDATE
                 SET as_of = coalesce(EXCLUDED.as_of, gap_member.as_of),
                     due_at = least(gap_member.due_at, EXCLUDED.due_at),
-                    attempts = 0
+                    attempts = 0,
+                    generation = gap_member.generation + 1
             """
         ),
         {"as_of": as_of},
@@ -75,22 +86,55 @@ async def begin_repeatable_read(repo: Repository) -> None:
     await repo.conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
 
 
-async def claim(repo: Repository, limit: int) -> list[Claimed]:
-    """Up to `limit` due members, locked until the transaction ends; members another
-    worker holds are skipped."""
+async def claim(
+    repo: Repository, limit: int, lease: timedelta, *, sweep: bool | None = None
+) -> list[Claimed]:
+    """Lease up to `limit` due members for `lease` (commit it at once: the rows are locked
+    only until then); members another evaluator holds are skipped. Members a change queued
+    come before those of a sweep; `sweep` True or False takes only those a sweep (or a
+    change) queued."""
+    kind = "" if sweep is None else ("AND sweep " if sweep else "AND NOT sweep ")
     rows = await repo.conn.execute(
         text(
-            "SELECT patient_id, as_of FROM gap_member WHERE due_at <= now() "
-            "ORDER BY due_at LIMIT :n FOR UPDATE SKIP LOCKED"
+            f"""
+            WITH chosen AS (
+                SELECT patient_id FROM gap_member
+                WHERE due_at <= now() AND (leased_until IS NULL OR leased_until <= now())
+                {kind}
+                ORDER BY sweep, due_at LIMIT :n FOR UPDATE SKIP LOCKED
+            )
+            UPDATE gap_member g SET leased_until = now() + CAST(:lease AS interval)
+            FROM chosen WHERE g.patient_id = chosen.patient_id
+            RETURNING g.patient_id, g.as_of, g.generation
+            """
         ),
-        {"n": limit},
+        {"n": limit, "lease": lease},
     )
-    return [(r[0], r[1]) for r in rows]
+    return sorted((r[0], r[1], r[2]) for r in rows)
 
 
-async def done(repo: Repository, patient_ids: Sequence[str]) -> None:
+async def done(repo: Repository, claimed: Sequence[Claimed]) -> None:
+    """The members evaluated leave the queue, unless queued again since they were leased
+    (their generation moved): those are freed to be evaluated again."""
+    ids = [c[0] for c in claimed]
     await repo.conn.execute(
-        text("DELETE FROM gap_member WHERE patient_id = ANY(CAST(:ids AS text[]))"),
+        text(
+            "DELETE FROM gap_member g "
+            "USING unnest(CAST(:ids AS text[]), CAST(:gens AS bigint[])) AS c(id, gen) "
+            "WHERE g.patient_id = c.id AND g.generation = c.gen"
+        ),
+        {"ids": ids, "gens": [c[2] for c in claimed]},
+    )
+    await release(repo, ids)
+
+
+async def release(repo: Repository, patient_ids: Sequence[str]) -> None:
+    """Give leased members back (not evaluated, or queued again meanwhile)."""
+    await repo.conn.execute(
+        text(
+            "UPDATE gap_member SET leased_until = NULL "
+            "WHERE patient_id = ANY(CAST(:ids AS text[])) AND leased_until IS NOT NULL"
+        ),
         {"ids": list(patient_ids)},
     )
 
@@ -99,7 +143,7 @@ async def postpone(repo: Repository, patient_id: str, delay: timedelta) -> None:
     """Try a member again later (its evaluation failed), later each time."""
     await repo.conn.execute(
         text(
-            "UPDATE gap_member SET attempts = attempts + 1, "
+            "UPDATE gap_member SET attempts = attempts + 1, leased_until = NULL, "
             "due_at = now() + CAST(:d AS interval) * least(power(2, attempts), 64) "
             "WHERE patient_id = :p"
         ),

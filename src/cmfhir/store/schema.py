@@ -245,7 +245,13 @@ gap_member = Table(
     # The instant to evaluate at (a sweep run with --as-of); null: now.
     Column("as_of", TS),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
-    Index(None, "due_at"),
+    # Queued by a sweep (not by a change): taken after the members a change queued.
+    Column("sweep", Boolean, nullable=False, server_default=text("false")),
+    # Moved on every queueing: an evaluation removes the member only if it did not move.
+    Column("generation", BigInteger, nullable=False, server_default=text("0")),
+    # Until when an evaluator has it (store/gap_queue.py `claim`).
+    Column("leased_until", TS),
+    Index(None, "sweep", "due_at"),
 )
 
 # Bulk Data export jobs (migration 0009_exchange, store/export_jobs.py).

@@ -49,6 +49,8 @@ subscription_state = Table(
     Column("last_error", Text),
     Column("last_sent_at", TS),
     Column("created_at", TS, nullable=False, server_default=text("now()")),
+    # Until when a sender has it (a send in progress); expired, another sender may take it.
+    Column("leased_until", TS),
     Index(None, "next_attempt_at"),
 )
 
@@ -73,6 +75,14 @@ subscription_notification = Table(
     Column("method", Text, nullable=False),
     Column("occurred_at", TS, nullable=False),
     PrimaryKeyConstraint("subscription_id", "event_number"),
+    # A change numbered once per Subscription, however often the matcher sees it.
+    Index(
+        "ix_subscription_notification_focus",
+        "subscription_id",
+        "focus_type",
+        "focus_id",
+        "focus_version",
+    ),
 )
 
 # Every attempt to send something to a rest-hook endpoint, delivered or not.
@@ -89,6 +99,7 @@ subscription_attempt = Table(
     Column("http_status", Integer),
     Column("error", Text),
     Index(None, "subscription_id", "id"),
+    Index(None, "attempted_at"),
 )
 
 # The key sealing channel headers when no CMFHIR_SUBSCRIPTION_KEY is set (one row).

@@ -15,7 +15,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, and_, cast, func, insert, or_, select, text, tuple_, update
+from sqlalchemy import (
+    Text,
+    and_,
+    case,
+    cast,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -93,6 +106,28 @@ _COUNT = text(
     FROM unnest(CAST(:ids AS text[]), CAST(:ns AS bigint[])) AS v(id, n)
     WHERE c.subscription_id = v.id
     RETURNING c.subscription_id, c.events_since_start
+    """
+)
+
+
+_PRUNE_NOTIFICATIONS = text(
+    """
+    DELETE FROM subscription_notification
+    WHERE (subscription_id, event_number) IN (
+        SELECT n.subscription_id, n.event_number
+        FROM subscription_notification n
+        LEFT JOIN subscription_state s ON s.subscription_id = n.subscription_id
+        WHERE n.occurred_at < :b
+          AND (s.subscription_id IS NULL OR s.status = 'off'
+               OR n.event_number <= s.delivered_through)
+        LIMIT :n
+    )
+    """
+)
+_PRUNE_ATTEMPTS = text(
+    """
+    DELETE FROM subscription_attempt
+    WHERE id IN (SELECT id FROM subscription_attempt WHERE attempted_at < :b LIMIT :n)
     """
 )
 
@@ -246,6 +281,22 @@ class SubscriptionRows:
         if values:
             await self.conn.execute(insert(subscription_notification).values(values))
 
+    async def numbered(self, made: Sequence[NewNotification]) -> set[tuple[str, str, str, int]]:
+        """Which of these (Subscription, focus version) pairs already have a notification:
+        a change the matcher saw before (read ahead, or before a restart)."""
+        if not made:
+            return set()
+        n = subscription_notification.c
+        keys = sorted(
+            {(m.subscription_id, m.focus_type, m.focus_id, m.focus_version) for m in made}
+        )
+        rows = await self.conn.execute(
+            select(n.subscription_id, n.focus_type, n.focus_id, n.focus_version).where(
+                tuple_(n.subscription_id, n.focus_type, n.focus_id, n.focus_version).in_(keys)
+            )
+        )
+        return {(r[0], r[1], r[2], r[3]) for r in rows}
+
     async def contents(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], str]:
         """Versions' content (JSON text) by (rid, version), deleted ones left out."""
         rows = await self.conn.execute(
@@ -260,28 +311,50 @@ class SubscriptionRows:
         )
         return {(r[0], r[1]): r[2] for r in rows}
 
-    async def claim_due(self, now: datetime, channel: str) -> DeliveryState | None:
-        """One Subscription with something to send now, locked until the transaction ends:
-        other senders skip it, so its notifications go out one batch at a time and in
-        order. Due: a handshake, retry or heartbeat whose time has come, or (unless
-        failing) notifications past those delivered."""
+    async def claim_due(
+        self, now: datetime, channel: str, lease_until: datetime
+    ) -> DeliveryState | None:
+        """Lease one Subscription with something to send now until `lease_until` (or until
+        `after_attempt` frees it): other senders skip it, so its notifications go out one
+        batch at a time and in order, and the lease commits at once, so no transaction
+        stays open across the send. A sender that dies leaves its lease to run out. Due: a
+        handshake, retry or heartbeat whose time has come, or (unless failing)
+        notifications past those delivered."""
         state = subscription_state.c
         pending = subscription_counter.c.events_since_start > state.delivered_through
-        row = (
+        chosen = (
+            select(state.subscription_id)
+            .select_from(_STATE)
+            .where(
+                state.channel == channel,
+                state.status.in_(("requested", "active")),
+                or_(state.leased_until.is_(None), state.leased_until <= now),
+                or_(state.next_attempt_at <= now, and_(state.failures == 0, pending)),
+            )
+            .order_by(state.next_attempt_at.nulls_first())
+            .limit(1)
+            .with_for_update(of=subscription_state, skip_locked=True)
+            .scalar_subquery()
+        )
+        leased = (
             await self.conn.execute(
-                select(*_STATE_COLUMNS)
-                .select_from(_STATE)
-                .where(
-                    state.channel == channel,
-                    state.status.in_(("requested", "active")),
-                    or_(state.next_attempt_at <= now, and_(state.failures == 0, pending)),
-                )
-                .order_by(state.next_attempt_at.nulls_first())
-                .limit(1)
-                .with_for_update(of=subscription_state, skip_locked=True)
+                update(subscription_state)
+                .where(state.subscription_id == chosen)
+                .values(leased_until=lease_until)
+                .returning(state.subscription_id)
             )
         ).first()
-        return None if row is None else _state(row)
+        if leased is None:
+            return None
+        return await self.state(str(leased[0]))
+
+    async def lease(self, subscription_id: str, until: datetime) -> None:
+        """Extend the lease `claim_due` took (a send allowed to take longer)."""
+        await self.conn.execute(
+            update(subscription_state)
+            .where(subscription_state.c.subscription_id == subscription_id)
+            .values(leased_until=until)
+        )
 
     async def after_attempt(
         self,
@@ -294,20 +367,30 @@ class SubscriptionRows:
         failures: int,
         last_error: str | None,
         last_sent_at: datetime | None,
+        claimed_status: str | None = None,
     ) -> None:
+        """Record a step's outcome and free the lease. With `claimed_status` (the status
+        when the step began): if the Subscription's own write changed the status meanwhile
+        (the matcher follows those), only what was delivered is recorded, so that the
+        owner's change decides what happens next."""
+        c = subscription_state.c
+        same = c.status == (claimed_status or c.status)
+
+        def unless_changed(value: Any, column: Any) -> Any:
+            return case((same, literal(value, column.type)), else_=column)
+
         await self.conn.execute(
             update(subscription_state)
-            .where(subscription_state.c.subscription_id == subscription_id)
+            .where(c.subscription_id == subscription_id)
             .values(
-                status=status,
-                delivered_through=func.greatest(
-                    subscription_state.c.delivered_through, delivered_through
-                ),
-                next_attempt_at=next_attempt_at,
-                failing_since=failing_since,
-                failures=failures,
-                last_error=last_error,
+                status=unless_changed(status, c.status),
+                delivered_through=func.greatest(c.delivered_through, delivered_through),
+                next_attempt_at=unless_changed(next_attempt_at, c.next_attempt_at),
+                failing_since=unless_changed(failing_since, c.failing_since),
+                failures=unless_changed(failures, c.failures),
+                last_error=unless_changed(last_error, c.last_error),
                 last_sent_at=last_sent_at,
+                leased_until=None,
             )
         )
 
@@ -378,6 +461,14 @@ class SubscriptionRows:
             .order_by(subscription_attempt.c.id)
         )
         return [Attempt(*r) for r in rows]
+
+    async def prune(self, before: datetime, limit: int) -> tuple[int, int]:
+        """Delete up to `limit` notifications from before `before` that were delivered (or
+        whose Subscription is off or gone), and up to `limit` attempts from before it; how
+        many of each. Numbers are not reused: a Subscription's counter stays."""
+        notifications = await self.conn.execute(_PRUNE_NOTIFICATIONS, {"b": before, "n": limit})
+        attempts = await self.conn.execute(_PRUNE_ATTEMPTS, {"b": before, "n": limit})
+        return int(notifications.rowcount), int(attempts.rowcount)
 
     async def mark_sent(self, subscription_id: str, through: int, now: datetime) -> None:
         """What a websocket connection sent: delivered through `through`."""

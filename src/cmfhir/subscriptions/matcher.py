@@ -50,8 +50,12 @@ class SubscriptionMatcher:
     name = CONSUMER
     # From the oldest event kept, so that Subscriptions written while no worker ran are seen.
     from_start = True
-    # Notifications are numbered as events are handled: only in commit order, never ahead.
-    read_ahead = False
+    # Committed changes are numbered as soon as they are seen, not only once every older
+    # transaction has ended (an ingest, the gap engine's batches or a long transaction
+    # would hold every notification back meanwhile). A change seen again (when the
+    # gap-free position reaches it, in another process or after a restart) is numbered
+    # once: `add_notifications` skips a (Subscription, version) already numbered.
+    read_ahead = True
 
     def __init__(
         self, ctx: FhirContext, feature: SubscriptionFeature, *, clock: Clock = system_clock
@@ -86,11 +90,20 @@ class SubscriptionMatcher:
         for event in events:
             made.extend(await self._match(repo, rows, event, now))
         if made:
+            seen = await rows.numbered(made)
+            made = [
+                m
+                for m in made
+                if (m.subscription_id, m.focus_type, m.focus_id, m.focus_version) not in seen
+            ]
+        if made:
             await rows.add_notifications(made)
             await positions.notify(repo, SUBSCRIPTION_CHANNEL)
-        # Where the position will be once this commits; if it does not, the next batch
-        # finds the position elsewhere and reloads.
-        self._after = events[-1].position if events else position
+
+    def advanced(self, position: EventPosition) -> None:
+        """Where the position will be once this batch commits (workers/outbox.py); if it
+        does not, the next batch finds the position elsewhere and reloads."""
+        self._after = position
 
     async def _reload(self, repo: Repository, rows: SubscriptionRows) -> None:
         """Another matcher moved the position (or this one just started): the Subscriptions

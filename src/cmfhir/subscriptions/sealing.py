@@ -16,6 +16,8 @@ from cmfhir.auth.principal import Principal
 
 __all__ = ["Sealed", "Sealer"]
 
+_OPENED_KEPT = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class Sealed:
@@ -26,6 +28,9 @@ class Sealed:
 class Sealer:
     def __init__(self, key: bytes) -> None:
         self._fernet = Fernet(key)
+        # Seals opened so far (the sender opens one per send): a seal is immutable, so
+        # what it opened to stays true.
+        self._opened: dict[tuple[str, str, str | None], Sealed | None] = {}
 
     def seal(self, subscription_id: str, endpoint: str | None, sealed: Sealed) -> str:
         payload = {
@@ -40,6 +45,15 @@ class Sealer:
         """What was sealed for this Subscription and endpoint, or None."""
         if not token:
             return None
+        key = (token, subscription_id, endpoint)
+        if key in self._opened:
+            return self._opened[key]
+        if len(self._opened) >= _OPENED_KEPT:
+            self._opened.clear()
+        self._opened[key] = opened = self._open(token, subscription_id, endpoint)
+        return opened
+
+    def _open(self, token: str, subscription_id: str, endpoint: str | None) -> Sealed | None:
         try:
             payload: dict[str, Any] = json.loads(self._fernet.decrypt(token.encode()))
         except (InvalidToken, ValueError):

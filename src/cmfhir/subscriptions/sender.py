@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,6 +41,20 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 10
 DEFAULT_MAX_COUNT = 100
 MAX_BACKOFF = timedelta(minutes=10)
+# A lease covers the longest send: `backport-timeout` (at least the default) plus this.
+MAX_TIMEOUT_S = DEFAULT_TIMEOUT_S
+LEASE_MARGIN_S = 5
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """A send prepared under a lease: what to POST, and what it stands for."""
+
+    loaded: Loaded
+    kind: str
+    bundle: dict[str, Any]
+    events: list[Focus]
+    now: datetime
 
 
 def backoff(failures: int) -> timedelta:
@@ -94,27 +108,69 @@ class SubscriptionSender:
             self._http = None
 
     async def send_once(self) -> int:
-        """Serve the Subscriptions whose next step is due (a few at a time); how many."""
-        served = await asyncio.gather(
-            *(self._serve_one("rest-hook") for _ in range(self.concurrency))
-        )
-        return sum(served) + await self._serve_one("websocket")
+        """Serve every Subscription whose next step is due, `concurrency` sends at a time,
+        until none is due; how many steps. Each of the concurrent loops takes the next due
+        Subscription as soon as its own send ends (no waiting for the slowest of a round)."""
+
+        async def loop(channel: str) -> int:
+            served = 0
+            while await self._serve_one(channel):
+                served += 1
+            return served
+
+        served = 0
+        # One look first: when nothing is due (every poll of an idle server) that is one
+        # query, not one per concurrent loop.
+        if await self._serve_one("rest-hook"):
+            loops = (loop("rest-hook") for _ in range(self.concurrency))
+            served = 1 + sum(await asyncio.gather(*loops))
+        return served + await loop("websocket")
 
     async def _serve_one(self, channel: str) -> int:
+        """One step of one due Subscription: leased in a short transaction, sent with no
+        transaction open (a transaction holding a row lock across the HTTP request would
+        hold back every gap-free outbox reader meanwhile), then recorded and released."""
         now = self.clock()
         async with self.ctx.store.transaction(principal=TRUSTED) as repo:
             rows = SubscriptionRows(repo.conn)
-            state = await rows.claim_due(now, channel)
+            state = await rows.claim_due(now, channel, now + self._lease(None))
             if state is None:
                 return 0
             loaded = await self.feature.load(repo, state.subscription_id)
-            if channel == "websocket":
-                changed = await self._websocket_step(rows, state, loaded, now)
+            if channel == "websocket" or loaded is None or loaded.config.status == "off":
+                changed = await self._settle(rows, state, loaded, now)
+                step = None
             else:
-                changed = await self._rest_hook_step(repo, rows, state, loaded, now)
+                if (loaded.config.timeout_s or 0) > MAX_TIMEOUT_S:
+                    await rows.lease(state.subscription_id, now + self._lease(loaded))
+                step = await self._prepare(repo, rows, state, loaded, now)
+                changed = None if isinstance(step, _Step) else step
+        if isinstance(step, _Step):
+            code, error = await self._post(step.loaded, step.bundle)
+            async with self.ctx.store.transaction(principal=TRUSTED) as repo:
+                changed = await self._record(SubscriptionRows(repo.conn), state, step, code, error)
         if changed is not None:
             await self._set_resource_status(state.subscription_id, *changed)
         return 1
+
+    def _lease(self, loaded: Loaded | None) -> timedelta:
+        """How long a send may take before another sender may take the Subscription over:
+        the longest timeout a send may wait, and some."""
+        timeout = loaded.config.timeout_s if loaded is not None else None
+        return timedelta(seconds=max(timeout or 0, MAX_TIMEOUT_S) + LEASE_MARGIN_S)
+
+    async def _settle(
+        self,
+        rows: SubscriptionRows,
+        state: DeliveryState,
+        loaded: Loaded | None,
+        now: datetime,
+    ) -> tuple[str, str | None] | None:
+        """A step that sends nothing over REST: a Subscription gone or off, or a websocket
+        one (its bound connections send)."""
+        if loaded is None or loaded.config.status == "off":
+            return await self._finish(rows, state, now=now, status="off")
+        return await self._websocket_step(rows, state, loaded, now)
 
     async def _finish(
         self,
@@ -155,6 +211,7 @@ class SubscriptionSender:
             failures=failures,
             last_error=failed,
             last_sent_at=last_sent,
+            claimed_status=state.status,
         )
         if status != state.status and status in ("active", "error"):
             return status, failed
@@ -179,16 +236,16 @@ class SubscriptionSender:
         )
         return ("active", None) if state.status != "active" else None
 
-    async def _rest_hook_step(
+    async def _prepare(
         self,
         repo: Repository,
         rows: SubscriptionRows,
         state: DeliveryState,
-        loaded: Loaded | None,
+        loaded: Loaded,
         now: datetime,
-    ) -> tuple[str, str | None] | None:
-        if loaded is None or loaded.config.status == "off":
-            return await self._finish(rows, state, now=now, status="off")
+    ) -> _Step | tuple[str, str | None] | None:
+        """What to send to a leased rest-hook Subscription (a `_Step`), or, when there is
+        nothing to send, the outcome recorded at once."""
         if loaded.principal is None:
             log.warning("subscription seal cannot be opened; nothing delivered")
             return await self._finish(
@@ -234,13 +291,23 @@ class SubscriptionSender:
             events=events,
             content=config.content,
         )
-        code, error = await self._post(loaded, bundle)
-        first = events[0].event_number if events else None
-        last = events[-1].event_number if events else None
+        return _Step(loaded, kind, bundle, events, now)
+
+    async def _record(
+        self,
+        rows: SubscriptionRows,
+        state: DeliveryState,
+        step: _Step,
+        code: int | None,
+        error: str | None,
+    ) -> tuple[str, str | None] | None:
+        """The attempt recorded, the lease freed, the next step scheduled."""
+        first = step.events[0].event_number if step.events else None
+        last = step.events[-1].event_number if step.events else None
         await rows.record_attempt(
-            config.id,
-            attempted_at=now,
-            kind=kind,
+            step.loaded.config.id,
+            attempted_at=step.now,
+            kind=step.kind,
             first_event=first,
             last_event=last,
             outcome="failed" if error else "delivered",
@@ -248,12 +315,12 @@ class SubscriptionSender:
             error=error,
         )
         if error is not None:
-            return await self._finish(rows, state, now=now, failed=error)
+            return await self._finish(rows, state, now=step.now, failed=error)
         return await self._finish(
             rows,
             state,
-            now=now,
-            status="active" if kind == "handshake" else None,
+            now=step.now,
+            status="active" if step.kind == "handshake" else None,
             through=last,
             sent=True,
         )

@@ -36,6 +36,9 @@ class EventHandler(Protocol):
 
     async def handle(self, repo: Repository, events: Sequence[Event]) -> None: ...
 
+    # Optionally, `advanced(position)`: called after `handle` with the position the
+    # transaction will store (events read ahead lie past it).
+
 
 class OutboxConsumer:
     """The worker that feeds one `EventHandler`. Several processes may run it: one at a time
@@ -89,9 +92,17 @@ class OutboxConsumer:
                     done_xids.discard(ahead[-1].position.xid)
             if fresh or early:
                 await self.handler.handle(repo, [*fresh, *early])
+            advanced = getattr(self.handler, "advanced", None)
+            if callable(advanced) and (events or early):
+                advanced(after)
             if events:
                 await positions.advance(repo, name, after)
             elif not early:
+                # Held back behind a running transaction: worth reading again soon, unless
+                # this handler reads ahead (what that transaction commits notifies it, and
+                # what others committed meanwhile it has handled already).
+                if self.handler.read_ahead:
+                    return 0, False
                 return 0, await positions.held_back(repo, position)
         # Committed: remember what was handled early, forget what the position passed.
         self._ahead = {p for p in self._ahead if p > after} | {e.position for e in early}

@@ -52,7 +52,12 @@ def standard_workers(
             clock=clock,
         ),
         Pruner(store, timedelta(days=settings.event_retention_days), clock=clock),
-        *subscription_workers(ctx, listener, clock=clock),
+        *subscription_workers(
+            ctx,
+            listener,
+            clock=clock,
+            retention=timedelta(days=settings.subscription_retention_days),
+        ),
     ]
     exchange = ExchangeSettings()
     if exchange.export_worker:
