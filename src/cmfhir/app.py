@@ -34,6 +34,7 @@ from cmfhir.resources.operations import load_operations
 from cmfhir.resources.search_parameters import load_registry
 from cmfhir.resources.types import RESOURCE_TYPES
 from cmfhir.routes import Edge, error_response, http_error_response, router
+from cmfhir.routes.apps import apps_router
 from cmfhir.routes.audit import AuditMiddleware
 from cmfhir.routes.bulk import bulk_router
 from cmfhir.routes.cors import cors_options, parse_origins
@@ -225,6 +226,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reports_router)
     app.include_router(ws_router)
     app.include_router(hl7v2_router)
+    app.include_router(apps_router)
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:

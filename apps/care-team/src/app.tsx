@@ -1,6 +1,8 @@
 // The console's frame: a header with navigation, and the screen the address (#/...) names.
 import { useEffect, useState } from "preact/hooks";
 import type { Api } from "./fhir/client";
+import { humanName } from "./fhir/format";
+import { useLoad } from "./ui";
 import { QuestionnaireScreen } from "./forms/screen";
 import { MemberPage } from "./member/page";
 import { Supervisor } from "./supervisor/view";
@@ -20,6 +22,7 @@ function useRoute(): string[] {
 export function App(props: { api: Api }) {
   const { api } = props;
   const route = useRoute();
+  const me = useLoad(async () => (api.user ? humanName(await api.read(api.user)) : ""), []);
   const [page, id, , form] = route;
   let screen;
   if (page === "member" && id && form) screen = <QuestionnaireScreen api={api} patientId={id} which={form} />;
@@ -48,7 +51,7 @@ export function App(props: { api: Api }) {
             </li>
           </ul>
         </nav>
-        <p class="who">Signed in as {api.user ?? "a user with no FHIR identity"}</p>
+        <p class="who">Signed in as {me.data || api.user || "a user with no FHIR identity"}</p>
       </header>
       <main id="main" tabIndex={-1}>
         {screen}

@@ -105,7 +105,12 @@ function Filling(props: { api: Api; questionnaire: Resource; patient: Resource; 
             <ul>
               {errors.map(([path, text]) => (
                 <li key={path}>
-                  <a href={`#q-${path}`} onClick={(e) => { e.preventDefault(); document.getElementById(`q-${path.replace(/[^A-Za-z0-9_-]/g, "_")}`)?.focus(); }}>
+                  <a href={`#q-${path}`} onClick={(e) => {
+                      e.preventDefault();
+                      const target = document.getElementById(`q-${path.replace(/[^A-Za-z0-9_-]/g, "_")}`);
+                      const control = target?.matches("input, textarea, select") ? target : target?.querySelector("input, textarea, select");
+                      (control as HTMLElement | null | undefined)?.focus();
+                    }}>
                     {text}
                   </a>
                 </li>

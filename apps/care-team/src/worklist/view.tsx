@@ -125,8 +125,12 @@ function GapCard(props: { api: Api; row: Row; onDone: (id: string) => void }) {
       <div class="ack">
         <label for={`note-${id}`}>Note (optional)</label>
         <input id={`note-${id}`} type="text" value={note} onInput={(e) => setNote(e.currentTarget.value)} />
-        <button type="button" onClick={ack} disabled={busy} aria-describedby={`note-${id}`}>
+        <button type="button" onClick={ack} disabled={busy}>
           {busy ? "Saving…" : "Acknowledge"}
+          <span class="visually-hidden">
+            {" "}
+            {ruleName(gapRule(issue))} for {humanName(row.patient)}
+          </span>
         </button>
       </div>
       <Problem text={error} />
