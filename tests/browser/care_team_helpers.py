@@ -198,6 +198,7 @@ def browser() -> Iterator[Any]:
         "--lang=en-US",
     ):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     driver.set_script_timeout(WAIT_S)
     try:
@@ -226,13 +227,21 @@ def find(driver: Any, css: str, timeout: float = WAIT_S) -> Any:
 
 
 def wait_text(driver: Any, text: str, css: str = "main", timeout: float = WAIT_S) -> None:
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
 
-    wait_for(
-        driver,
-        lambda d: any(text in e.text for e in d.find_elements(By.CSS_SELECTOR, css)),
-        timeout,
-    )
+    try:
+        wait_for(
+            driver,
+            lambda d: any(text in e.text for e in d.find_elements(By.CSS_SELECTOR, css)),
+            timeout,
+        )
+    except TimeoutException:
+        shown = " | ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))
+        logs = [entry.get("message", "") for entry in driver.get_log("browser")]
+        raise AssertionError(
+            f"{text!r} never appeared in {css}; it shows: {shown[:2000]}; browser log: {logs[-5:]}"
+        ) from None
 
 
 def sign_in(driver: Any, server: ConsoleServer, username: str) -> None:

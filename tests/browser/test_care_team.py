@@ -381,6 +381,7 @@ def test_care_plan_and_goal(console: Any, world: World) -> None:
     find(console, "#goal-new").send_keys("Walk to church again")
     console.find_element(By.XPATH, "//button[text()='Add the goal']").click()
     wait_text(console, "Goal added.")
+    wait_text(console, "Walk to church again", "ul.goals")
     find(console, "#plan-text").send_keys("Weekly calls; ride to cardiology")
     console.find_element(By.XPATH, "//button[text()='Write the care plan']").click()
     wait_text(console, "Care plan written.")

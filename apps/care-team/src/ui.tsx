@@ -12,7 +12,13 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[] = []): Load<T
     setState((s) => ({ ...s, loading: true }));
     load().then(
       (data) => live && setState({ data, loading: false }),
-      (error: unknown) => live && setState({ error: error instanceof Error ? error.message : String(error), loading: false }),
+      (error: unknown) =>
+        live &&
+        setState((s) => ({
+          data: s.data,
+          error: (error instanceof Error ? error.message : String(error)) || "Something went wrong while loading.",
+          loading: false,
+        })),
     );
     return () => {
       live = false;

@@ -58,6 +58,7 @@ export function CarePlanEditor(props: { api: Api; m: Member; reload: () => void 
     else if (plan.period) delete plan.period.end;
     if (api.user) plan.author = { reference: api.user };
     if (!plan.description) delete plan.description;
+    if (!plan.goal.length) delete plan.goal;
     const ok = await save.run(() => (active ? api.update(plan) : api.create(plan)), active ? "Care plan revised." : "Care plan written.");
     if (ok) props.reload();
   }
