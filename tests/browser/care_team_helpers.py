@@ -250,7 +250,9 @@ def sign_in(driver: Any, server: ConsoleServer, username: str) -> None:
     from selenium.webdriver.common.by import By
 
     driver.get(server.app_url)
-    wait_for(driver, lambda d: "/auth/authorize" in d.current_url and d.find_elements(By.ID, "username"))
+    wait_for(
+        driver, lambda d: "/auth/authorize" in d.current_url and d.find_elements(By.ID, "username")
+    )
     driver.find_element(By.ID, "username").send_keys(username)
     driver.find_element(By.ID, "password").send_keys(PASSWORD)
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()

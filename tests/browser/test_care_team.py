@@ -10,12 +10,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-
 from tests.browser.care_team_helpers import (
     ConsoleServer,
     add_user,
@@ -76,11 +76,16 @@ def _api_gap(world: World, rule: str, detail: str) -> dict[str, Any]:
                     },
                 }
             ],
-            "extension": [{"url": CARE_MANAGER, "valueReference": {"reference": world.practitioner}}],
+            "extension": [
+                {"url": CARE_MANAGER, "valueReference": {"reference": world.practitioner}}
+            ],
             "status": "final",
             "code": {
                 "coding": [
-                    {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "CAREGAP"},
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                        "code": "CAREGAP",
+                    },
                     {"system": CARE_GAP, "code": rule},
                 ]
             },
@@ -143,16 +148,25 @@ def world(console_server: ConsoleServer) -> Iterator[World]:
         },
     )
     member = f"Patient/{patient['id']}"
-    today = date.today()
+    today = datetime.now(ZoneInfo("America/New_York")).date()  # the engine's calendar
     _post(
         api,
         {
             "resourceType": "EpisodeOfCare",
             "extension": [
-                {"url": "https://cmfhir.org/fhir/StructureDefinition/acuity-tier", "valueCode": "high"}
+                {
+                    "url": "https://cmfhir.org/fhir/StructureDefinition/acuity-tier",
+                    "valueCode": "high",
+                }
             ],
             "status": "active",
-            "type": [{"coding": [{"system": "https://cmfhir.org/fhir/CodeSystem/program", "code": "tcm"}]}],
+            "type": [
+                {
+                    "coding": [
+                        {"system": "https://cmfhir.org/fhir/CodeSystem/program", "code": "tcm"}
+                    ]
+                }
+            ],
             "patient": {"reference": member},
             "managingOrganization": {"reference": f"Organization/{org['id']}"},
             "period": {"start": (today - timedelta(days=90)).isoformat()},
@@ -167,7 +181,13 @@ def world(console_server: ConsoleServer) -> Iterator[World]:
             "subject": {"reference": member},
             "participant": [
                 {
-                    "role": [{"coding": [{"system": ROLE, "code": "care-manager", "display": "Care manager"}]}],
+                    "role": [
+                        {
+                            "coding": [
+                                {"system": ROLE, "code": "care-manager", "display": "Care manager"}
+                            ]
+                        }
+                    ],
                     "member": {"reference": practitioner},
                 }
             ],
@@ -198,7 +218,9 @@ def world(console_server: ConsoleServer) -> Iterator[World]:
             "status": "active",
             "intent": "order",
             "medicationCodeableConcept": {
-                "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "197361"}],
+                "coding": [
+                    {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "197361"}
+                ],
                 "text": "Amlodipine 5 mg tablet",
             },
             "subject": {"reference": member},
@@ -238,7 +260,10 @@ def test_worklist_shows_an_api_gap_and_acknowledges_it(console: Any, world: Worl
     # The filter by rule keeps only that kind.
     select = console.find_element(By.ID, "filter-rule")
     select.find_element(By.CSS_SELECTOR, 'option[value="new-specialist"]').click()
-    wait_for(console, lambda d: not d.find_elements(By.XPATH, "//h2[text()='Comprehensive assessment due']"))
+    wait_for(
+        console,
+        lambda d: not d.find_elements(By.XPATH, "//h2[text()='Comprehensive assessment due']"),
+    )
     select.find_element(By.CSS_SELECTOR, 'option[value=""]').click()
 
     card = find(console, f'li[data-gap="{gap["id"]}"]')
@@ -401,7 +426,9 @@ def test_supervisor_view(console: Any, world: World) -> None:
     # to a care manager and the view says so; once they are, the charts and tables show.
     wait_for(
         console,
-        lambda d: d.find_elements(By.CSS_SELECTOR, "main table")
-        or "could not be shown" in d.find_element(By.CSS_SELECTOR, "main").text,
+        lambda d: (
+            d.find_elements(By.CSS_SELECTOR, "main table")
+            or "could not be shown" in d.find_element(By.CSS_SELECTOR, "main").text
+        ),
     )
     check_accessibility(console, "care-team-supervisor")
