@@ -298,6 +298,18 @@ def test_member_page(console: Any, world: World) -> None:
     assert "Amlodipine 5 mg tablet" in main
     assert console.execute_script("return window.pwned === undefined")
     check_accessibility(console, "care-team-member")
+    # Readable on a phone: one column, nothing wider than the screen.
+    console.set_window_size(390, 844)
+    try:
+        wide = console.execute_script(
+            """return [...document.querySelectorAll('body *')]
+                .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
+                .slice(0, 5).map((e) => e.tagName + ' ' + e.textContent.slice(0, 40))"""
+        )
+        assert not wide, f"wider than a phone: {wide}"
+        check_accessibility(console, "care-team-member-phone")
+    finally:
+        console.set_window_size(1200, 1000)
 
 
 def _choose(driver: Any, question: str, answer: str) -> None:
