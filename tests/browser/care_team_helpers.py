@@ -184,6 +184,9 @@ def add_user(server: ConsoleServer, fhir_user: str) -> str:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Headless Chromium at phone-to-desktop width (one per module)."""
+    reason = missing_browser()
+    if reason:
+        pytest.skip(f"browser tests skipped: {reason}")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
