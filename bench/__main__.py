@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         "--scenarios",
         type=_scenarios,
         default=STANDARD_SCENARIOS,
-        help=f"of {','.join(SCENARIOS)} (default: all but soak)",
+        help=f"of {','.join(SCENARIOS)} (default: all but audit and soak)",
     )
     parser.add_argument("--concurrency", type=int, default=8, help="ingest clients (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="server workers (default 2)")
@@ -72,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         help="log the server workers' garbage collections (freeze: and gc.freeze() them)",
     )
     parser.add_argument(
+        "--audit",
+        choices=("on", "off"),
+        default="on",
+        help="the server's audit trail (default on, as in production); the `audit` "
+        "scenario runs read with it off and on",
+    )
+    parser.add_argument(
         "--no-soak-control",
         action="store_true",
         help="skip the soak's control phase against a freshly started server",
@@ -97,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         gzip=args.gzip,
         fresh_connections=args.ingest_fresh_connections,
         server_gc=args.server_gc,
+        audit=args.audit,
         soak=SoakOptions(
             minutes=args.soak_minutes,
             rate=args.soak_rate,

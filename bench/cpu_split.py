@@ -16,7 +16,7 @@ import psutil
 from bench.other_load import OtherLoad
 from bench.server import Server
 
-__all__ = ["CpuMeter", "cpu_split"]
+__all__ = ["CpuMeter", "cpu_seconds", "cpu_split"]
 
 # A scenario's way to measure one of its phases: `with cpu() as split: ...`.
 CpuMeter = Callable[[], AbstractContextManager[dict[str, Any]]]
@@ -35,6 +35,9 @@ def _cpu(pids: list[int], *, reaped: bool = False) -> float:
         if reaped:
             total += times.children_user + times.children_system
     return total
+
+
+cpu_seconds = _cpu
 
 
 def _is_worker(pid: int) -> bool:

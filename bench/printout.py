@@ -25,6 +25,21 @@ def print_read(rows: list[dict[str, Any]]) -> None:
     )  # fmt: skip
 
 
+def print_audit(figures: dict[str, Any]) -> None:
+    report.print_json("audit", figures)
+    report.print_table(
+        "read with the audit trail off and on (CPU: serving processes + PostgreSQL, per read)",
+        ["interaction", "conns", "req/s off", "req/s on", "change", "p99 off", "p99 on",
+         "CPU ms off", "CPU ms on"],
+        [
+            [c["interaction"], c["connections"], c["per_second_off"], c["per_second_on"],
+             f"{c['throughput_change_percent']}%", c["p99_ms_off"], c["p99_ms_on"],
+             c["cpu_ms_per_request_off"], c["cpu_ms_per_request_on"]]
+            for c in figures["comparison"]
+        ],
+    )  # fmt: skip
+
+
 def print_search(rows: list[dict[str, Any]]) -> None:
     report.print_json("search", rows)
     table = []

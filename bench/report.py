@@ -100,6 +100,17 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{row['p99_ms']} ms",
                 row["p99_ms"] <= 10,
             )
+    audit = results.get("scenarios", {}).get("audit")
+    for row in audit["comparison"] if audit else []:
+        if row["connections"] == 16:
+            name = f"{row['interaction']} with audit at 16"
+            add(f"{name}: p99 <= 10 ms", f"{row['p99_ms_on']} ms", row["p99_ms_on"] <= 10)
+            change = row["throughput_change_percent"]
+            add(
+                f"{name}: throughput down <= 25%",
+                f"{change}%",
+                change is not None and change >= -25,
+            )
     for row in results.get("scenarios", {}).get("search", []):
         if "server" not in row:
             add(f"search {row['query']}", row.get("status"), None)

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from bench import printout, report
+from bench.audit import run_audit
 from bench.caseload import Staff, make_staff, member_bundles, staff_bundle
 from bench.cpu_split import cpu_split
 from bench.export import run_exchange
@@ -29,7 +30,7 @@ from bench.other_load import OtherLoad
 from bench.profile import profiled, summarize_profile
 from bench.queries import build_samples
 from bench.read import run_read
-from bench.reports import run_reports
+from bench.reports import run_narrowed_reports, run_reports
 from bench.search import run_search
 from bench.server import MemorySampler, Server, free_port, start_server
 from bench.soak import SoakOptions, run_soak
@@ -38,7 +39,8 @@ from bench.synthea import load_synthea, synthea_bundle
 __all__ = ["SCENARIOS", "STANDARD_SCENARIOS", "Options", "run"]
 
 STANDARD_SCENARIOS = ("ingest", "read", "search", "gaps", "export", "import", "reports")
-SCENARIOS = (*STANDARD_SCENARIOS, "soak")  # the soak runs only when asked for
+# The soak and the audit comparison run only when asked for.
+SCENARIOS = (*STANDARD_SCENARIOS, "audit", "soak")
 MIB = 1024**2
 
 
@@ -60,6 +62,7 @@ class Options:
     gzip: bool = False
     fresh_connections: bool = False
     server_gc: str | None = None  # "log" or "freeze": see bench/gc_pauses.py
+    audit: str = "on"  # the run's server's audit trail (CMFHIR_AUDIT); `audit` compares both
     soak: SoakOptions = field(default_factory=SoakOptions)
 
 
@@ -143,6 +146,10 @@ def _after_load(
         profiles["read"] = files or []
         results["scenarios"]["read"] = rows
         printout.print_read(rows)
+    if "audit" in options.scenarios:
+        figures = run_audit(server, ids, options.read_seconds, options.seed, other, options.workers)
+        results["scenarios"]["audit"] = figures
+        printout.print_audit(figures)
     samples = (
         asyncio.run(build_samples(server.database_url, staff, ids, options.members, options.seed))
         if {"search", "soak"} & set(options.scenarios)
@@ -166,7 +173,9 @@ def _after_load(
         results["scenarios"]["soak"] = soak
         printout.print_soak(soak)
     if "reports" in options.scenarios:
-        rows = run_reports(server.base_url.removesuffix("/fhir"), staff.agency)
+        root = server.base_url.removesuffix("/fhir")
+        rows = run_reports(root, staff.agency)
+        rows += run_narrowed_reports(root, server.database_url, server.data_dir, staff.agency)
         results["scenarios"]["reports"] = rows
         report.print_table(
             "reports (each under 2 s for the whole organization)",
@@ -221,6 +230,8 @@ def run(options: Options) -> dict[str, Any]:
             "load_tool": load_tool(),
             "profiled": list(options.profile),
             "httpx_accept_encoding": "gzip, deflate" if options.gzip else "identity",
+            "audit": options.audit,
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         },
         "git": report.git_commit(),
         "machine": report.machine(),
@@ -231,6 +242,7 @@ def run(options: Options) -> dict[str, Any]:
     server_env = gc_env(gc_dir, options.server_gc) if options.server_gc else {}
     if "gaps" in options.scenarios:
         server_env["CMFHIR_GAP_RULES"] = GAP_RULES
+    server_env["CMFHIR_AUDIT"] = "true" if options.audit == "on" else "false"
     server = start_server(data_dir, free_port(), options.workers, options.database_url, server_env)
     profiles: dict[str, list[Path]] = {}
     started = time.monotonic()

@@ -51,9 +51,10 @@ async def run_search(
     samples: dict[str, list[Args]],
     duration_s: float,
     cpu: CpuMeter | None = None,
+    only: set[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Each query checked, then loaded through the server (with `cpu`: its CPU split) and
-    as SQL."""
+    as SQL (with `only`: just the queries so named)."""
     rows: list[dict[str, Any]] = []
     conn = await asyncpg.connect(database_url)
     try:
@@ -61,6 +62,8 @@ async def run_search(
             base_url=f"{base_url}/", headers=client_headers(), timeout=60
         ) as client:
             for query in QUERIES:
+                if only is not None and query.name not in only:
+                    continue
                 values = samples.get(query.sample, [])
                 row: dict[str, Any] = {"query": query.name, "question": query.question}
                 row["example"] = query.path(values[0]) if values else query.fhir

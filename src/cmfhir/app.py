@@ -25,6 +25,7 @@ from cmfhir.exchange.services import exchange_services
 from cmfhir.gaps import care_gaps
 from cmfhir.interactions import FhirContext, Limits
 from cmfhir.interactions.audit import AuditTrail
+from cmfhir.interactions.builtin_apps import app_origins, register_builtin_apps
 from cmfhir.interactions.content import CONTENT_DIR, load_content
 from cmfhir.interactions.oauth import AuthorizationServer, ResourceServer
 from cmfhir.reports.config import load_report_config
@@ -37,6 +38,7 @@ from cmfhir.routes import Edge, error_response, http_error_response, router
 from cmfhir.routes.apps import apps_router
 from cmfhir.routes.audit import AuditMiddleware
 from cmfhir.routes.bulk import bulk_router
+from cmfhir.routes.care_gaps import care_gaps_router
 from cmfhir.routes.cors import cors_options, parse_origins
 from cmfhir.routes.health import health_router
 from cmfhir.routes.hl7v2 import hl7v2_router
@@ -144,6 +146,7 @@ async def _start_auth(app: FastAPI, settings: Settings, context: FhirContext) ->
             login_attempts=settings.login_attempts,
             login_window=settings.login_window_s,
         )
+        await _register_apps(store, settings)
         users, clients = await store.counts()
         if not users or not clients:
             log.warning(
@@ -156,6 +159,16 @@ async def _start_auth(app: FastAPI, settings: Settings, context: FhirContext) ->
     app.state.resource_server = ResourceServer(
         store, keys, settings.auth_issuer, settings.auth_jwks_url
     )
+
+
+async def _register_apps(store: OAuthStore, settings: Settings) -> None:
+    origins = app_origins(settings.apps_origins, settings.base_url)
+    if not origins:
+        log.warning(
+            "the built-in apps (/apps/...) cannot sign in: set CMFHIR_BASE_URL (or "
+            "CMFHIR_APPS_ORIGINS) to the address users reach this server at (docs/apps.md)"
+        )
+    await register_builtin_apps(store, origins)
 
 
 @asynccontextmanager
@@ -221,6 +234,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Before the FHIR routes: `/fhir/.well-known/...` is not a read of a type ".well-known".
     app.include_router(smart_router)
     app.include_router(bulk_router)  # before router: its operations need the base URL
+    app.include_router(care_gaps_router)  # before router: as bulk_router
     app.include_router(router)
     app.include_router(health_router)
     app.include_router(reports_router)

@@ -95,6 +95,19 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings, log_config: dict[
         ReusePortMultiprocess(config).run()
 
 
+def _default_apps_origins(settings: Settings, args: argparse.Namespace) -> None:
+    """On a loopback address with no public URL configured, the built-in apps' redirect
+    URIs are this address and localhost on the same port (docs/apps.md)."""
+    if settings.apps_origins or settings.base_url:
+        return
+    if args.host in ("127.0.0.1", "localhost"):
+        os.environ["CMFHIR_APPS_ORIGINS"] = (
+            f"http://127.0.0.1:{args.port},http://localhost:{args.port}"
+        )
+    elif args.host in ("::1", "[::1]"):
+        os.environ["CMFHIR_APPS_ORIGINS"] = f"http://[::1]:{args.port}"
+
+
 def serve(args: argparse.Namespace) -> int:
     from cmfhir.logs import logging_config
 
@@ -130,6 +143,7 @@ def serve(args: argparse.Namespace) -> int:
         os.environ["CMFHIR_DATABASE_URL"] = url
         if args.no_workers:
             os.environ["CMFHIR_WORKERS"] = "false"
+        _default_apps_origins(settings, args)
         # uvicorn re-raises the signal that stopped it once it has drained; with this handler
         # in place that re-raise returns here, so the process exits 0 after stopping the
         # embedded PostgreSQL.

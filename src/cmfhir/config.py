@@ -33,6 +33,12 @@ class Settings(BaseSettings):
         description="Public base URL of the FHIR API (https://host/fhir). Unset: taken from "
         "each request, so links point where the client connected.",
     )
+    apps_origins: str = Field(
+        default="",
+        description="Comma-separated origins (https://host:port) the built-in apps are "
+        "reached at: their SMART redirect URIs (docs/apps.md). Unset: base_url's origin; "
+        "`cmfhir serve` on a loopback address sets it to that address and localhost.",
+    )
     # Authorization (docs/security.md).
     auth: str = Field(
         default="smart",
@@ -70,8 +76,9 @@ class Settings(BaseSettings):
     )
     audit_interval_s: float = Field(
         default=1.0,
-        description="Seconds between writes of the buffered AuditEvents: what a crash of the "
-        "process can lose (docs/security.md).",
+        description="Seconds between writes of the buffered AuditEvents (reads, refused "
+        "requests): what a crash of the process can lose; a write's AuditEvents commit with "
+        "it (docs/security.md).",
     )
     profiles_dir: Path = Field(default_factory=default_profiles_dir)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, description="Largest request body.")

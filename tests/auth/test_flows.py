@@ -277,19 +277,22 @@ def test_settings_refuse_unknown_mode_and_open_non_loopback() -> None:
     assert check_auth_binding(Settings(auth="smart"), "0.0.0.0") is None
 
 
-def test_reports_need_a_token_and_an_unrestricted_grant(smart: Smart) -> None:
-    """`/reports` is outside `/fhir` but under the same authorization: no token is 401, and a
-    backend token (which the access predicate does not yet narrow reports for) is 403."""
+def test_reports_need_a_token(smart: Smart) -> None:
+    """`/reports` is outside `/fhir` but under the same authorization: no token is 401; a
+    backend token that may search what the report reads runs it (narrowed by the access
+    predicate: tests/auth/test_report_access.py), and one that may not is 403."""
     url = f"{smart.origin}/reports/contact-compliance"
     with httpx.Client(timeout=30) as http:
         anonymous = http.get(url, params={"period": "2026-10"})
         assert anonymous.status_code == 401
         assert anonymous.headers["www-authenticate"].startswith("Bearer")
-        answer = smart.backend_token(smart.system_client, "system/*.rs")
-        assert answer.status_code == 200, answer.text
-        token = answer.json()["access_token"]
-        refused = http.get(
-            url, params={"period": "2026-10"}, headers={"Authorization": f"Bearer {token}"}
-        )
-        assert refused.status_code == 403
-        assert refused.json()["resourceType"] == "OperationOutcome"
+        for scope, status in (("system/*.rs", 200), ("system/Observation.rs", 403)):
+            answer = smart.backend_token(smart.system_client, scope)
+            assert answer.status_code == 200, answer.text
+            token = answer.json()["access_token"]
+            found = http.get(
+                url, params={"period": "2026-10"}, headers={"Authorization": f"Bearer {token}"}
+            )
+            assert found.status_code == status, found.text
+            if status == 403:
+                assert found.json()["resourceType"] == "OperationOutcome"

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
 CASES = sorted(GOLDEN.glob("*/*.json"))
 RULES_BY_CODE = {rule.CODE: rule for rule in RULES}
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +73,9 @@ def test_golden(path: Path, config: CareGapConfig) -> None:
 
 
 def test_every_rule_has_golden_cases_of_each_status() -> None:
-    # Rules with no deadline (flags a care manager acknowledges, states that are true or
-    # not) have no prospective status.
-    no_prospective = {"new-specialist", "new-medication", "missed-appointment", "no-care-manager"}
+    # Rules whose gap opens on an event nobody can foresee, with no deadline to miss
+    # (docs/care-gaps.md, "Prospective state"), have no prospective status.
+    no_prospective = {"new-specialist", "new-medication", "missed-appointment"}
     seen: dict[str, set[str]] = defaultdict(set)
     for path in CASES:
         for gap in json.loads(path.read_text())["expected"]:
@@ -176,9 +177,55 @@ def test_config_error_unknown_tier_and_program() -> None:
 def test_config_error_a_code_in_two_classes() -> None:
     data = json.loads((ROOT / "profiles" / "care-gaps.json").read_text())
     classes = data["rules"]["medication-adherence"]["classes"]
-    classes["diabetes"]["drugs"]["metformin"].append(classes["statins"]["drugs"]["rosuvastatin"][0])
+    rosuvastatin = {"system": RXNORM, "code": "301542"}
+    classes["diabetes"]["drugs"] = {"metformin": [{"system": RXNORM, "code": "6809"}, rosuvastatin]}
     with pytest.raises(CareGapConfigError, match="is in both statins/rosuvastatin"):
         parse_config(data)
+
+
+def test_config_error_an_unknown_value_set(tmp_path: Path) -> None:
+    data = json.loads((ROOT / "profiles" / "care-gaps.json").read_text())
+    data["rules"]["medication-adherence"]["classes"]["statins"]["valueSet"] = "https://x/VS"
+    with pytest.raises(
+        CareGapConfigError, match=r"classes\.statins\.valueSet: no ValueSet https://x/VS"
+    ):
+        parse_config(data)
+    empty = {"resourceType": "ValueSet", "url": "https://x/VS", "compose": {"include": [{}]}}
+    (tmp_path / "ValueSet-x.json").write_text(json.dumps(empty))
+    with pytest.raises(CareGapConfigError, match=r"include\[0\] lists no concepts"):
+        parse_config(data, content_dir=tmp_path)
+
+
+def test_the_pdc_classes_are_the_value_sets(config: CareGapConfig) -> None:
+    """Each class's drugs are read from its ValueSet in profiles/content/: one
+    compose.include per target drug, led by its RxNorm ingredient."""
+    from cmfhir.resources.version_validation import validate_for_version
+
+    raw = json.loads((ROOT / "profiles" / "care-gaps.json").read_text())
+    classes = raw["rules"]["medication-adherence"]["classes"]
+    rule = config.rules.medication_adherence
+    assert set(rule.classes) == {"statins", "ras-antagonists", "diabetes", "antiretrovirals"}
+    for class_id, drug_class in rule.classes.items():
+        assert "drugs" not in classes[class_id]
+        url = classes[class_id]["valueSet"]
+        assert drug_class.value_set == url
+        path = ROOT / "profiles" / "content" / f"ValueSet-pdc-{class_id}.json"
+        value_set = json.loads(path.read_text())
+        validate_for_version(value_set, "4.0", expected_type="ValueSet")
+        assert value_set["url"] == url
+        includes = value_set["compose"]["include"]
+        assert list(drug_class.drugs) == [i["concept"][0]["display"] for i in includes]
+        for include, codes in zip(includes, drug_class.drugs.values(), strict=True):
+            assert include["system"] == RXNORM
+            assert [c.code for c in codes] == [c["code"] for c in include["concept"]]
+    # The classes DOMAIN.md 9.5 names, by ingredient.
+    drugs = {k: set(v.drugs) for k, v in rule.classes.items()}
+    assert {"atorvastatin", "rosuvastatin", "simvastatin", "pitavastatin"} <= drugs["statins"]
+    assert {"lisinopril", "losartan", "valsartan", "aliskiren"} <= drugs["ras-antagonists"]
+    assert {"metformin", "glipizide", "sitagliptin", "empagliflozin", "semaglutide"} <= drugs[
+        "diabetes"
+    ]
+    assert {"tirzepatide", "repaglinide"} <= drugs["diabetes"]
 
 
 def test_config_from_the_profiles_folder(config: CareGapConfig) -> None:

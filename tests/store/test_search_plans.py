@@ -1,5 +1,7 @@
 """Every search shape can use indexes: EXPLAIN of the SQL the store builds, on a loaded
-corpus, shows no sequential scan of the resource table or of an index table.
+corpus, shows no sequential scan of the resource table or of an index table. And a page of
+a population-wide search reads no more resource rows than it returns (plus the one that
+tells whether there is a next page): it is picked from the index rows first.
 
 On a corpus this small the planner rightly prefers sequential scans, so the plans are taken
 with `enable_seqscan = off`: a sequential scan that remains means no index serves that
@@ -13,16 +15,15 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from cmfhir.auth.principal import OPEN
 from cmfhir.config import Settings
 from cmfhir.resources.search_parameters import load_registry
 from cmfhir.search.parse import parse_search
-from cmfhir.store.database import async_url
-from cmfhir.store.search_sql import count_query, page_query
+from cmfhir.store.search_sql import Statement, count_statement, page_statement
 
 FHIR = {"Content-Type": "application/fhir+json"}
 RUN = uuid.uuid4().hex[:8]
@@ -139,26 +140,19 @@ def _scans(plan: Any) -> Iterator[tuple[str, str]]:
             yield from _scans(value)
 
 
-async def _explain(url: str, queries: list[Any]) -> list[Any]:
-    engine = create_async_engine(async_url(url))
+async def _explain(url: str, statements: list[Statement], *, analyze: bool = False) -> list[Any]:
+    conn = await asyncpg.connect(url)
     try:
-        async with engine.connect() as conn:
-            await conn.exec_driver_sql("ANALYZE")
-            await conn.exec_driver_sql("SET enable_seqscan = off")
-            plans = []
-            for query in queries:
-                compiled = query.compile(
-                    dialect=engine.dialect, compile_kwargs={"render_postcompile": True}
-                )
-                params = tuple(compiled.params[name] for name in compiled.positiontup or ())
-                result = await conn.exec_driver_sql(
-                    "EXPLAIN (FORMAT JSON) " + compiled.string, params
-                )
-                raw = result.scalar_one()
-                plans.append(json.loads(raw) if isinstance(raw, str) else raw)
-            return plans
+        await conn.execute("ANALYZE")
+        await conn.execute("SET enable_seqscan = off")
+        options = "ANALYZE, FORMAT JSON" if analyze else "FORMAT JSON"
+        plans = []
+        for statement in statements:
+            raw = await conn.fetchval(f"EXPLAIN ({options}) {statement.sql}", *statement.args)
+            plans.append(json.loads(raw) if isinstance(raw, str) else raw)
+        return plans
     finally:
-        await engine.dispose()
+        await conn.close()
 
 
 @pytest.mark.parametrize(("resource_type", "params"), SHAPES)
@@ -167,10 +161,56 @@ def test_search_uses_indexes(
 ) -> None:
     registry = load_registry(settings.profiles_dir)
     request = parse_search(registry, resource_type, params, strict=True)
-    page, _ = page_query(request, 20, OPEN)
-    plans = asyncio.run(
-        _explain(settings.database_url or "", [page, count_query(request, None, OPEN)])
-    )
+    page, _ = page_statement(request, 20, OPEN)
+    count = count_statement(request, None, OPEN)
+    plans = asyncio.run(_explain(settings.database_url or "", [page, count]))
     for plan in plans:
         seq = [rel for node, rel in _scans(plan) if node == "Seq Scan"]
         assert seq == [], json.dumps(plan)[:3000]
+
+
+def _resource_rows(plan: Any) -> int:
+    """Rows the plan's scans of the resource table produced (all loops)."""
+    if isinstance(plan, list):
+        return sum(_resource_rows(p) for p in plan)
+    if not isinstance(plan, dict):
+        return 0
+    own = 0
+    if plan.get("Relation Name") == "resource":
+        own = plan["Actual Rows"] * plan["Actual Loops"]
+    return own + sum(_resource_rows(v) for v in plan.values() if isinstance(v, dict | list))
+
+
+# Searches whose matches run through the population (hundreds here, thousands in a caseload).
+POPULATION_WIDE = [
+    pytest.param("Patient", [("gender", "female")], 133, id="token-any-system"),
+    pytest.param(
+        "Patient", [("gender", "http://hl7.org/fhir/administrative-gender|male")], 133, id="token"
+    ),
+    pytest.param("Observation", [("code", "http://loinc.org|1-3")], 57, id="code"),
+    pytest.param(
+        "Observation", [("code", "http://loinc.org|2-3"), ("date", "ge2021")], 57, id="code-date"
+    ),
+    pytest.param(
+        "Patient", [("general-practitioner", f"Practitioner/plan-{RUN}-gp1")], 80, id="reference"
+    ),
+]
+
+
+@pytest.mark.parametrize(("resource_type", "params", "matches"), POPULATION_WIDE)
+@pytest.mark.parametrize("count", [5, 20])
+def test_population_wide_page_reads_only_its_rows(
+    loaded: None,
+    settings: Settings,
+    resource_type: str,
+    params: list[tuple[str, str]],
+    matches: int,
+    count: int,
+) -> None:
+    registry = load_registry(settings.profiles_dir)
+    request = parse_search(registry, resource_type, [*params, ("_count", str(count))], strict=True)
+    page, _ = page_statement(request, request.count, OPEN)
+    (plan,) = asyncio.run(_explain(settings.database_url or "", [page], analyze=True))
+    returned = plan[0]["Plan"]["Actual Rows"]
+    assert returned == count + 1, f"the corpus has {matches} matches; the page is full"
+    assert _resource_rows(plan) <= count + 1, json.dumps(plan)[:3000]

@@ -1,14 +1,13 @@
 """`Measure/$care-gaps` (Da Vinci DEQM 5.0.0,
 https://hl7.org/fhir/us/davinci-deqm/STU5/OperationDefinition-care-gaps.html): the care
-gaps of a set of members as one document Bundle per member — a Composition typed LOINC
-96315-7 "Gaps in care report", one section per rule (Measure), the DetectedIssues and the
-resources they cite. Answered from the DetectedIssues the engine keeps (gaps/engine.py);
-each rule is a Measure in profiles/content/Measure-<rule>.json."""
+gaps of a set of members as one Gaps In Care document Bundle per member
+(gaps/care_gaps_document.py). Answered from the DetectedIssues the engine keeps
+(gaps/engine.py); each rule is a Measure in profiles/content/Measure-<rule>.json, and the
+rule's program (profiles/care-gaps.json) is what the `program` parameter selects."""
 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date
 from functools import lru_cache
@@ -17,6 +16,8 @@ from typing import Any
 
 from cmfhir.errors import BadRequest
 from cmfhir.gaps import detected_issue as di
+from cmfhir.gaps.care_gaps_document import GapsReport, document, references
+from cmfhir.gaps.config import CareGapConfig, load_config
 from cmfhir.interactions.context import FhirContext, Result, instant, utcnow
 from cmfhir.interactions.operations.call import OperationCall
 from cmfhir.resources.fhirjson import parse_json
@@ -106,6 +107,58 @@ def _select_measures(
     return [m for m in measures if m["id"] in chosen]
 
 
+def _token_matches(value: str, codings: list[dict[str, Any]]) -> bool:
+    """A token search value (`code` or `system|code`) names one of `codings`."""
+    system, bar, code = value.rpartition("|")
+    return any(c.get("code") == code and (not bar or c.get("system") == system) for c in codings)
+
+
+def _by_topic(call: OperationCall, measures: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    topics = _strings(call, "topic")
+    if not topics:
+        return measures
+    for topic in topics:
+        if not any(
+            _token_matches(topic, [c for t in m.get("topic", []) for c in t.get("coding", [])])
+            for m in measures
+        ):
+            raise BadRequest(f"$care-gaps: no Measure has topic '{topic}'", expression=["topic"])
+    return [
+        m
+        for m in measures
+        if any(
+            _token_matches(topic, [c for t in m.get("topic", []) for c in t.get("coding", [])])
+            for topic in topics
+        )
+    ]
+
+
+def _by_program(
+    call: OperationCall, measures: list[dict[str, Any]], config: CareGapConfig
+) -> list[dict[str, Any]]:
+    """The Measures whose rule belongs to one of the programs asked for (`tcm`, or
+    `https://cmfhir.org/fhir/CodeSystem/program|tcm`)."""
+    programs = _strings(call, "program")
+    if not programs:
+        return measures
+    known = config.enrollment.programs
+    wanted: set[str] = set()
+    for program in programs:
+        found = [
+            key
+            for key, coding in known.items()
+            if _token_matches(program, [{"system": coding.system, "code": coding.code}])
+        ]
+        if not found:
+            raise BadRequest(
+                f"$care-gaps: program '{program}' is not one of {', '.join(sorted(known))}",
+                expression=["program"],
+            )
+        wanted.update(found)
+    rules = dict(config.rules.items())
+    return [m for m in measures if m["id"] in rules and rules[m["id"]].program in wanted]
+
+
 async def _search(
     ctx: FhirContext, repo: Repository, resource_type: str, params: list[tuple[str, str]]
 ) -> list[dict[str, Any]]:
@@ -169,74 +222,25 @@ def _in_period(issue: dict[str, Any], start: date, end: date) -> bool:
     return True
 
 
-def _document(
-    patient_id: str,
-    patient: dict[str, Any] | None,
-    issues: list[dict[str, Any]],
-    evidence: dict[str, dict[str, Any]],
-    measures: Sequence[dict[str, Any]],
-    period: tuple[date, date],
-) -> dict[str, Any]:
-    now = instant(utcnow())
-    sections = []
-    for measure in measures:
-        mine = [i for i in issues if di.rule_of(i) == measure["id"]]
-        if not mine:
-            continue
-        sections.append(
-            {
-                "title": measure.get("title", measure["id"]),
-                "code": {"coding": [{"system": di.CARE_GAP_SYSTEM, "code": measure["id"]}]},
-                "focus": {"reference": f"Measure/{measure['id']}", "display": measure["url"]},
-                "entry": [{"reference": f"DetectedIssue/{i['id']}"} for i in mine],
-            }
-        )
-    composition = {
-        "resourceType": "Composition",
-        "id": str(uuid.uuid4()),
-        "status": "final",
-        "type": {
-            "coding": [
-                {"system": "http://loinc.org", "code": "96315-7", "display": "Gaps in care report"}
-            ]
-        },
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "date": now,
-        "author": [{"display": "cmfhir care-gap engine"}],
-        "title": "Care Gap Report",
-        "event": [{"period": {"start": period[0].isoformat(), "end": period[1].isoformat()}}],
-        "section": sections,
-    }
-    resources = [composition]
-    if patient is not None:
-        resources.append(patient)
-    resources.extend(issues)
-    resources.extend(evidence[k] for k in sorted(evidence))
-    return {
-        "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
-        "meta": {"lastUpdated": now},
-        "identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"},
-        "type": "document",
-        "timestamp": now,
-        # No fullUrl: an operation does not know the base URL the client used; references
-        # inside the document are Type/id, as in the store.
-        "entry": [{"resource": r} for r in resources],
-    }
+def _cited(issue: dict[str, Any]) -> list[tuple[str, str]]:
+    """The resources a DetectedIssue names: its evidence and its care manager."""
+    found = []
+    for target in [*references(issue.get("evidence") or []), di.care_manager_of(issue) or ""]:
+        resource_type, _, id = target.partition("/")
+        if resource_type and id and "/" not in id:
+            found.append((resource_type, id))
+    return found
 
 
-async def care_gaps(ctx: FhirContext, call: OperationCall, profiles_dir: Path) -> Result:
-    for unsupported in ("topic", "program"):
-        if _strings(call, unsupported):
-            raise BadRequest(
-                f"$care-gaps: parameter '{unsupported}' is not supported",
-                code="not-supported",
-                expression=[unsupported],
-            )
+async def care_gaps(
+    ctx: FhirContext, call: OperationCall, profiles_dir: Path, base: str | None = None
+) -> Result:
     start, end = _date(call, "periodStart"), _date(call, "periodEnd")
     if end < start:
         raise BadRequest("$care-gaps: periodEnd is before periodStart", expression=["periodEnd"])
     statuses = _strings(call, "status")
+    if not statuses:
+        raise BadRequest("$care-gaps needs at least one status", expression=["status"])
     for status in statuses:
         if status not in _STATUSES:
             raise BadRequest(
@@ -251,7 +255,15 @@ async def care_gaps(ctx: FhirContext, call: OperationCall, profiles_dir: Path) -
             "$care-gaps needs a subject, a practitioner or an organization",
             expression=["subject"],
         )
+    config = load_config(profiles_dir / "care-gaps.json")
+    order = [code for code, _ in config.rules.items()]
     measures = _select_measures(call, load_measures(profiles_dir))
+    measures = _by_topic(call, measures)
+    measures = _by_program(call, measures, config)
+    # Sections in the rules' order (profiles/care-gaps.json), as the engine evaluates them.
+    measures.sort(key=lambda m: order.index(m["id"]) if m["id"] in order else len(order))
+    if not measures:
+        return Result(200, {"resourceType": "Parameters"})
     params = [
         ("code", ",".join(f"{di.CARE_GAP_SYSTEM}|{m['id']}" for m in measures)),
         ("gap-status", ",".join(statuses)),
@@ -272,37 +284,36 @@ async def care_gaps(ctx: FhirContext, call: OperationCall, profiles_dir: Path) -
         for issue in issues:
             patient_ref = str((issue.get("patient") or {}).get("reference", ""))
             by_member.setdefault(patient_ref.removeprefix("Patient/"), []).append(issue)
-        cited: set[tuple[str, str]] = set()
-        for issue in issues:
-            for e in issue.get("evidence", []):
-                for d in e.get("detail", []):
-                    t, _, i = str(d.get("reference", "")).partition("/")
-                    if t and i:
-                        cited.add((t, i))
-        keys = sorted(cited) + [("Patient", m) for m in by_member]
+        cited = {key for issue in issues for key in _cited(issue)}
+        keys = sorted(cited | {("Patient", m) for m in by_member})
         contents = {k: parse_json(v) for k, v in (await repo.read_many(keys)).items()}
+    now = instant(utcnow())
     parameters = []
     for member in sorted(by_member):
+        patient = contents.get(("Patient", member))
+        if patient is None:
+            continue  # deleted, or not visible to the caller
         mine = sorted(by_member[member], key=lambda i: str(i.get("identifiedDateTime", "")))
-        evidence = {
+        related = {
             f"{t}/{i}": contents[(t, i)]
             for issue in mine
-            for e in issue.get("evidence", [])
-            for d in e.get("detail", [])
-            for t, _, i in [str(d.get("reference", "")).partition("/")]
-            if (t, i) in contents
+            for t, i in _cited(issue)
+            if (t, i) in contents and (t, i) != ("Patient", member)
         }
-        bundle = _document(
-            member, contents.get(("Patient", member)), mine, evidence, measures, (start, end)
-        )
-        parameters.append({"name": "return", "resource": bundle})
-    return Result(200, {"resourceType": "Parameters", "parameter": parameters})
+        report = GapsReport(patient, mine, related, measures, (start, end), now)
+        parameters.append({"name": "return", "resource": document(report, base)})
+    answer: dict[str, Any] = {"resourceType": "Parameters"}
+    if parameters:
+        answer["parameter"] = parameters
+    return Result(200, answer)
 
 
-def runner(profiles_dir: Path) -> Callable[[FhirContext, OperationCall], Awaitable[Result]]:
-    """The implementation app.py registers under `care-gaps`."""
+def runner(profiles_dir: Path) -> Callable[..., Awaitable[Result]]:
+    """The implementation app.py registers under `care-gaps`. routes/care_gaps.py binds
+    the request's base URL (`base=`) so the entries' fullUrls are the resources' URLs;
+    called without one (inside a batch) the entries get URNs."""
 
-    async def run(ctx: FhirContext, call: OperationCall) -> Result:
-        return await care_gaps(ctx, call, profiles_dir)
+    async def run(ctx: FhirContext, call: OperationCall, *, base: str | None = None) -> Result:
+        return await care_gaps(ctx, call, profiles_dir, base)
 
     return run

@@ -255,9 +255,12 @@ class CarePlanOverdue(_Rule):
 
 
 class DrugClass(_Model):
-    """A therapeutic class: its drugs (the same drug = the same key) and their codes."""
+    """A therapeutic class: its drugs (the same drug = the same key) and their codes,
+    either listed here or read from the ValueSet `value_set` names (one compose.include per
+    drug, keyed by its first concept's display: the RxNorm ingredient)."""
 
     display: str
+    value_set: str | None = None
     drugs: dict[str, tuple[Coding, ...]]
     pdc_threshold: RatioRequirement | None = None
     source: str
@@ -343,6 +346,9 @@ class NoCareManager(_Rule):
     care_manager_roles: tuple[Coding, ...]
     source: str
     verified: bool
+    # A care manager whose assignment ends within this many days, with no other to follow,
+    # makes the gap prospective.
+    notice: DayRequirement
 
 
 class SdohNeed(_Model):
@@ -455,8 +461,70 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def parse_config(data: Any, origin: str = "care-gaps configuration") -> CareGapConfig:
-    """Check parsed JSON against the schema; every problem is named with its path."""
+def _value_sets(content_dir: Path) -> dict[str, dict[str, Any]]:
+    """The ValueSets of profiles/content/, by canonical URL."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(content_dir.glob("ValueSet-*.json")):
+        try:
+            resource = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CareGapConfigError(f"{path}: not a readable ValueSet: {exc}") from None
+        if isinstance(resource, dict) and isinstance(resource.get("url"), str):
+            found[resource["url"]] = resource
+    return found
+
+
+def _drugs_of(value_set: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """A class's drugs from its ValueSet: one `compose.include` per drug, named by its first
+    concept's display (the ingredient), holding every concept of that include."""
+    drugs: dict[str, list[dict[str, Any]]] = {}
+    for index, include in enumerate((value_set.get("compose") or {}).get("include") or ()):
+        concepts = include.get("concept") or []
+        system = include.get("system")
+        if not concepts or not isinstance(system, str):
+            raise ValueError(f"compose.include[{index}] lists no concepts of a system")
+        name = str(concepts[0].get("display") or concepts[0].get("code"))
+        drugs.setdefault(name, []).extend(
+            {"system": system, "code": c.get("code"), "display": c.get("display")} for c in concepts
+        )
+    return drugs
+
+
+def _resolve_value_sets(data: Any, content_dir: Path) -> Any:
+    """`rules.medication-adherence.classes.*.valueSet` replaced by the drugs it lists."""
+    try:
+        classes = data["rules"]["medication-adherence"]["classes"]
+    except (KeyError, TypeError):
+        return data
+    if not isinstance(classes, dict) or not any(
+        isinstance(c, dict) and "valueSet" in c and "drugs" not in c for c in classes.values()
+    ):
+        return data
+    value_sets = _value_sets(content_dir)
+    resolved = {}
+    for class_id, drug_class in classes.items():
+        if isinstance(drug_class, dict) and "valueSet" in drug_class and "drugs" not in drug_class:
+            where = f"rules.medication-adherence.classes.{class_id}.valueSet"
+            value_set = value_sets.get(str(drug_class["valueSet"]))
+            if value_set is None:
+                raise CareGapConfigError(
+                    f"{where}: no ValueSet {drug_class['valueSet']} in {content_dir}"
+                )
+            try:
+                drug_class = {**drug_class, "drugs": _drugs_of(value_set)}
+            except ValueError as exc:
+                raise CareGapConfigError(f"{where}: {exc}") from None
+        resolved[class_id] = drug_class
+    adherence = {**data["rules"]["medication-adherence"], "classes": resolved}
+    return {**data, "rules": {**data["rules"], "medication-adherence": adherence}}
+
+
+def parse_config(
+    data: Any, origin: str = "care-gaps configuration", content_dir: Path | None = None
+) -> CareGapConfig:
+    """Check parsed JSON against the schema; every problem is named with its path. The
+    ValueSets a drug class names are read from `content_dir` (profiles/content/ by default)."""
+    data = _resolve_value_sets(data, content_dir or default_config_path().parent / "content")
     try:
         return CareGapConfig.model_validate(data)
     except ValidationError as exc:
@@ -476,7 +544,7 @@ def _load(path: Path) -> CareGapConfig:
         raise CareGapConfigError(
             f"{path}: not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
-    return parse_config(data, str(path))
+    return parse_config(data, str(path), path.parent / "content")
 
 
 def load_config(path: Path | str | None = None) -> CareGapConfig:

@@ -70,6 +70,9 @@ def evaluate_member(
     )
 
 
+_NOT_CLINICAL = frozenset({"AuditEvent", "Provenance"})
+
+
 class GapFeed:
     """The outbox consumer `gaps`: queues the members each event concerns (the member the
     resource is in, and the one it left), skipping the engine's own DetectedIssues."""
@@ -83,7 +86,8 @@ class GapFeed:
     async def handle(self, repo: Repository, events: Sequence[Event]) -> None:
         members: set[str] = set()
         for event in events:
-            if event.origin == ORIGIN:
+            # The audit trail records who looked at a member: no gap rule reads it.
+            if event.origin == ORIGIN or event.resource_type in _NOT_CLINICAL:
                 continue
             if event.patient_id is not None:
                 members.add(event.patient_id)

@@ -2,10 +2,12 @@
 interaction that touches a member's data, one per member concerned, so each member finds
 the events about their own record with `AuditEvent?patient=` under their own token.
 
-Recording costs a request nothing but an append to an in-memory buffer; the buffer is
+Writes are audited in their own database transaction (`audited`): the AuditEvents of what a
+transaction writes commit with it or not at all, so a crash never loses who made a committed
+change. Reads cost a request nothing but an append to an in-memory buffer (`AuditTrail`),
 written every `interval` seconds (and when the server stops) in one transaction, as the
-server itself. A crash (kill -9, power loss) loses the events recorded in the last
-`interval` seconds that were not yet written; a clean stop loses none (docs/security.md).
+server itself: a crash (kill -9, power loss) loses the read events of the last `interval`
+seconds that were not yet written; a clean stop loses none (docs/security.md).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Any
 from cmfhir.auth.principal import TRUSTED, Principal
 from cmfhir.interactions.context import FhirContext, instant, utcnow
 from cmfhir.interactions.versions import new_id, to_version
-from cmfhir.store import NewVersion, ReferencePolicy, Store
+from cmfhir.resources.fhir_versions import DEFAULT_VERSION
+from cmfhir.store import NewVersion, ReferencePolicy, Repository, Store
 
-__all__ = ["AuditRecord", "AuditTrail"]
+__all__ = ["SINGLE_WRITES", "AuditRecord", "AuditRequest", "AuditTrail", "audited"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,85 @@ class AuditRecord:
     query: str | None = None
     address: str | None = None
     request_id: str | None = None
+    # The request's interaction when this event is one write among several it made
+    # (transaction, batch, operation): a second `subtype`.
+    within: str | None = None
+
+
+# The interactions that write one resource: their AuditEvent is the one their transaction
+# writes, and no other is made for them.
+SINGLE_WRITES = frozenset(
+    {"create", "update", "update-conditional", "patch", "delete", "delete-conditional"}
+)
+_VERSION_ACTIONS = {"create": "create", "update": "update", "delete": "delete"}
+_ENTITIES_PER_EVENT = 50
+
+
+@dataclass(slots=True)
+class AuditRequest:
+    """What routes/ knows of a request that may write, passed down to the interactions:
+    the interaction it asks for, the query, where it came from, its request id, and the
+    X-Provenance to store with what it writes. `written` counts the AuditEvents written in
+    the request's transactions (committed, unless the request failed)."""
+
+    interaction: str
+    query: str | None = None
+    address: str | None = None
+    request_id: str | None = None
+    provenance: dict[str, Any] | None = None
+    written: int = 0
+
+
+def audited(ctx: FhirContext, request: AuditRequest) -> FhirContext:
+    """`ctx` whose write transactions each record, before they commit, the AuditEvents of
+    what they wrote (one per member and action) and the request's X-Provenance."""
+    server = replace(ctx, principal=TRUSTED, fhir_version=DEFAULT_VERSION)
+
+    async def record(repo: Repository) -> None:
+        versions = _write_events(server, ctx.principal, request, repo.journal)
+        await repo.write(versions, as_server=True)
+        request.written += len(versions)
+
+    return replace(ctx, store=ctx.store.with_before_commit(record))
+
+
+def _write_events(
+    ctx: FhirContext, principal: Principal, request: AuditRequest, journal: list[NewVersion]
+) -> list[NewVersion]:
+    single = request.interaction in SINGLE_WRITES
+    groups: dict[tuple[str | None, str], list[str]] = {}
+    for v in journal:
+        interaction = request.interaction if single else _VERSION_ACTIONS.get(v.method, "update")
+        target = f"{v.resource_type}/{v.id}/_history/{v.version}"
+        groups.setdefault((v.patient_id, interaction), []).append(target)
+    now = utcnow()
+    resources: list[dict[str, Any]] = []
+    for (member, interaction), targets in groups.items():
+        for start in range(0, len(targets), _ENTITIES_PER_EVENT):
+            record = AuditRecord(
+                interaction=interaction,
+                status=200,
+                principal=principal,
+                resources=tuple(targets[start : start + _ENTITIES_PER_EVENT]),
+                query=request.query,
+                address=request.address,
+                request_id=request.request_id,
+                within=None if single else request.interaction,
+            )
+            resources.append(audit_event(record, member))
+    if request.provenance is not None and single:
+        targets = [f"{v.resource_type}/{v.id}/_history/{v.version}" for v in journal]
+        resources.append(
+            {
+                "recorded": instant(now),
+                **request.provenance,
+                "target": [{"reference": t} for t in targets],
+            }
+        )
+    return [
+        to_version(ctx, r, id=new_id(), version=1, now=now, method="create", rid=None)[0]
+        for r in resources
+    ]
 
 
 def _outcome(status: int) -> str:
@@ -102,7 +184,9 @@ def audit_event(record: AuditRecord, member: str | None) -> dict[str, Any]:
                 },
             }
         )
-    entities.extend({"what": {"reference": reference}} for reference in record.resources[:50])
+    entities.extend(
+        {"what": {"reference": reference}} for reference in record.resources[:_ENTITIES_PER_EVENT]
+    )
     if record.query:
         entities.append({"query": base64.b64encode(record.query.encode()).decode()})
     event: dict[str, Any] = {
@@ -111,7 +195,11 @@ def audit_event(record: AuditRecord, member: str | None) -> dict[str, Any]:
             "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
             "code": "rest",
         },
-        "subtype": [{"system": _INTERACTION, "code": record.interaction}],
+        "subtype": [
+            {"system": _INTERACTION, "code": code}
+            for code in (record.interaction, record.within)
+            if code is not None
+        ],
         "action": _ACTIONS.get(record.interaction, "E"),
         "recorded": instant(utcnow()),
         "outcome": _outcome(record.status),
@@ -133,7 +221,7 @@ class AuditTrail:
     interval: float = 1.0
     max_buffer: int = 100_000
     name: str = "audit"
-    _buffer: list[AuditRecord | dict[str, Any]] = field(default_factory=list)
+    _buffer: list[AuditRecord] = field(default_factory=list)
     _dropped: int = 0
 
     def record(self, record: AuditRecord) -> None:
@@ -145,12 +233,6 @@ class AuditTrail:
                 log.error("audit buffer full: %d audit events dropped", self._dropped)
             return
         self._buffer.append(record)
-
-    def provenance(self, resource: dict[str, Any]) -> None:
-        """A Provenance (X-Provenance) to store with the trail's next write."""
-        if "recorded" not in resource:
-            resource = {**resource, "recorded": instant(utcnow())}
-        self._buffer.append(resource)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -171,17 +253,11 @@ class AuditTrail:
             return 0
         return len(records)
 
-    async def _write(self, records: Iterable[AuditRecord | dict[str, Any]]) -> None:
+    async def _write(self, records: Iterable[AuditRecord]) -> None:
         ctx = replace(self.context, principal=TRUSTED)
         now = utcnow()
         versions: list[NewVersion] = []
         for record in records:
-            if isinstance(record, dict):
-                version, _ = to_version(
-                    ctx, record, id=new_id(), version=1, now=now, method="create", rid=None
-                )
-                versions.append(version)
-                continue
             for member in record.members or (None,):
                 version, _ = to_version(
                     ctx,

@@ -22,7 +22,7 @@ from cmfhir.reports.config import ReportConfig
 from cmfhir.store import Store
 from cmfhir.store.reporting import fetch_report
 
-__all__ = ["REPORTS", "Period", "Report", "Scope", "parse_period", "run_report"]
+__all__ = ["REPORTS", "Period", "Report", "Scope", "parse_period", "reads", "run_report"]
 
 # The columns of each report's rows, in order (the CSV header).
 REPORTS: dict[str, tuple[str, ...]] = {
@@ -294,12 +294,42 @@ def _share(rows: list[dict[str, Any]], column: str) -> float | None:
     return round(sum(1 for r in rows if r[column]) / len(rows), 3) if rows else None
 
 
-def _allowed(principal: Principal, scope: Scope) -> None:
-    """Reports read every member in scope: only for principals that see all of them.
-    Narrowing a care manager's or supervisor's report to their own members goes through
-    the access predicate (docs/reports.md)."""
-    if not principal.unrestricted:
-        raise Forbidden("Reports need an unrestricted grant for now (see docs/reports.md)")
+# The resource types each report reads, beside Patient (its population) and EpisodeOfCare
+# (the enrollments every report starts from): a token must be allowed to search them all.
+_READS: dict[str, tuple[str, ...]] = {
+    "caseload": (),
+    "contact-compliance": ("Communication",),
+    "timeliness": ("QuestionnaireResponse", "CarePlan", "Encounter", "Communication"),
+    "gaps": ("DetectedIssue",),
+    "member-experience": ("QuestionnaireResponse",),
+    "tcm-encounters": ("Communication",),
+}
+
+
+def reads(name: str, scope: Scope) -> tuple[str, ...]:
+    """The resource types report `name` reads for `scope`."""
+    group = ("Group",) if scope.group is not None else ()
+    return ("Patient", "EpisodeOfCare", *_READS[name], *group)
+
+
+def _allowed(principal: Principal, name: str, scope: Scope) -> None:
+    """Reports are for staff and backend clients (docs/reports.md): a token acting for a
+    member gets 403 (their own record is the FHIR API's). Any other principal must be
+    allowed to search every type the report reads; what it counts is then narrowed, in the
+    report's SQL, to what the principal may see (store/reporting.py)."""
+    if principal.unrestricted:
+        return
+    if principal.kind != "system" and principal.practitioner is None:
+        raise Forbidden(
+            "Reports are for care-team staff (a Practitioner user) and backend clients; "
+            "a member's own record is read through the FHIR API"
+        )
+    missing = [t for t in reads(name, scope) if not principal.allows(t, "s")]
+    if missing:
+        raise Forbidden(
+            f"Report '{name}' reads {', '.join(missing)}: the token's scopes do not permit "
+            "searching " + ("it" if len(missing) == 1 else "them")
+        )
 
 
 async def run_report(
@@ -314,7 +344,7 @@ async def run_report(
         known = ", ".join(REPORTS)
         raise BadRequest(f"There is no report '{name}' (there are: {known})", expression=[name])
     scope.check()
-    _allowed(principal, scope)
+    _allowed(principal, name, scope)
     async with store.snapshot(principal) as repo:
         found = await fetch_report(repo, name, _parameters(config, scope, period))
     rows = [{k: _plain(v) for k, v in row.items()} for row in found.pop("rows")]

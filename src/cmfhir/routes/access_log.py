@@ -2,7 +2,10 @@
 response size, client, user), written by the outermost middleware (`edge.Edge`). The request
 id is the client's `X-Request-Id` when it is a plain token, else one made there; it is set on
 the response, in `request.state.request_id`, and on every log line written while the
-request runs.
+request runs. `client` is the token's OAuth client id and `user` its `fhirUser` reference
+(`Practitioner/ID`), both `-` without a token (CMFHIR_AUTH=off, public paths, refused
+tokens); a Patient or RelatedPerson id a client chose is hidden like one in a path, since a
+member's id may be their record number.
 
 Query strings and client-chosen ids carry names and birth dates, so the path is logged with
 query values removed (`/fhir/Patient?name=&birthdate=`) and every segment or parameter name
@@ -99,6 +102,23 @@ def _search_codes(scope: Scope) -> frozenset[str]:
     return codes
 
 
+_MEMBER_TYPES = ("Patient", "RelatedPerson")
+
+
+def _who(scope: Scope) -> tuple[str | None, str | None]:
+    """The (client id, fhirUser) of the request's token, if it had a valid one."""
+    principal = scope.get("state", {}).get("principal")
+    if principal is None:
+        return None, None
+    client: str | None = getattr(principal, "client_id", None)
+    user: str | None = getattr(principal, "fhir_user", None)
+    if user is not None:
+        kind, _, id = user.partition("/")
+        if kind in _MEMBER_TYPES and not _SERVER_ID.fullmatch(id):
+            user = f"{kind}/{_HIDDEN}"
+    return client, user
+
+
 def write_access_line(
     scope: Scope, request_id: str, status: int | None, elapsed: float, size: int
 ) -> None:
@@ -106,6 +126,7 @@ def write_access_line(
     if not log.isEnabledFor(logging.INFO):
         return  # CMFHIR_LOG_LEVEL above info: no line, so no path to clean either
     path = loggable_path(scope["path"], scope.get("query_string", b""), _search_codes(scope))
+    client, user = _who(scope)
     fields: dict[str, Any] = {
         "request_id": request_id,
         "method": scope["method"],
@@ -113,16 +134,17 @@ def write_access_line(
         "status": status,
         "duration_ms": round(elapsed, 1),
         "bytes": size,
-        # Filled once SMART authorization identifies them.
-        "client": None,
-        "user": None,
+        "client": client,
+        "user": user,
     }
     log.info(
-        "%s %s %s %.1fms %dB client=- user=-",
+        "%s %s %s %.1fms %dB client=%s user=%s",
         scope["method"],
         path,
         status if status is not None else "-",
         elapsed,
         size,
+        client or "-",
+        user or "-",
         extra={"access": fields},
     )

@@ -1,13 +1,19 @@
-"""Audit at the edge: after each `/fhir` request that reached an interaction, one
-`AuditRecord` for the audit trail (interactions/audit.py) — who (the token's user and
-client, the address), what (the interaction, the resource or the query), the members whose
-data the answer holds, and the outcome. Recording appends to a buffer: no database round
-trip is added to the request.
+"""Audit at the edge: each `/fhir` request that reached an interaction is audited
+(interactions/audit.py) — who (the token's user and client, the address), what (the
+interaction, the resource or the query), the members whose data it touched, the outcome.
+
+A request that may write (POST, PUT, PATCH, DELETE) carries an `AuditRequest` in its state;
+`routes.fhir` hands it to the interactions, whose write transactions record the AuditEvents
+of what they write before they commit. Every other request — reads, searches, history, and
+refused or failed writes, which changed nothing — appends an `AuditRecord` to the trail's
+buffer once answered: no database round trip is added to the request. A transaction,
+batch or operation gets both: the events of its writes, in their transactions, and one for
+the request as a whole (its reads, and the entries of a batch that failed).
 
 A write may carry a `Provenance` in the `X-Provenance` header
 (https://hl7.org/fhir/R4/provenance.html#header): it is validated before the write (400
-and nothing written if it is not a valid Provenance) and, once the write succeeded, stored
-with the written version as its `target`, by the same trail."""
+and nothing written if it is not a valid Provenance) and stored in the write's transaction
+with the written version as its `target`."""
 
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cmfhir.auth.principal import OPEN, Principal
 from cmfhir.errors import BadRequest, FhirError
-from cmfhir.interactions.audit import AuditRecord, AuditTrail
+from cmfhir.interactions.audit import SINGLE_WRITES, AuditRecord, AuditRequest, AuditTrail
 from cmfhir.interactions.request_url import parse_request_url
 from cmfhir.resources.fhirjson import parse_json
 from cmfhir.resources.version_validation import validate_for_version
@@ -60,24 +66,30 @@ class AuditMiddleware:
         if trail is None or path in ("metadata", ".well-known/smart-configuration"):
             await self.app(scope, receive, send)
             return
-        provenance = None
-        if scope["method"] in ("POST", "PUT", "PATCH"):
+        writes = scope["method"] in ("POST", "PUT", "PATCH", "DELETE")
+        if writes:
             try:
-                provenance = _provenance(scope)
+                provenance = _provenance(scope) if scope["method"] != "DELETE" else None
             except FhirError as error:
                 await error_response(error)(scope, receive, send)
                 return
+            state = scope.setdefault("state", {})
+            interaction, _, _ = _interaction(scope["method"], path)
+            client = scope.get("client")
+            state["audit"] = AuditRequest(
+                interaction=interaction or "operation",
+                query=_query(path, scope),
+                address=client[0] if client else None,
+                request_id=state.get("request_id"),
+                provenance=provenance,
+            )
         status = 0
-        location = ""
         body = bytearray()
 
         async def capture(message: Message) -> None:
-            nonlocal status, location
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                for name, value in message.get("headers", ()):
-                    if name.lower() == b"location":
-                        location = value.decode("latin-1")
             elif message["type"] == "http.response.body" and len(body) < _SCANNED:
                 body.extend(message.get("body", b"")[: _SCANNED - len(body)])
             await send(message)
@@ -87,9 +99,11 @@ class AuditMiddleware:
         finally:
             if status:
                 _record(trail, scope, path, status, bytes(body))
-            if provenance is not None and 200 <= status < 300 and "/_history/" in location:
-                target = location.split("/fhir/", 1)[-1]
-                trail.provenance({**provenance, "target": [{"reference": target}]})
+
+
+def _query(path: str, scope: Scope) -> str | None:
+    query = scope.get("query_string", b"").decode("latin-1")
+    return f"{path}?{query}" if query else None
 
 
 def _provenance(scope: Scope) -> dict[str, Any] | None:
@@ -118,6 +132,9 @@ def _record(trail: AuditTrail, scope: Scope, path: str, status: int, body: bytes
     if not interaction or interaction == "capabilities":
         return
     state: dict[str, Any] = scope.get("state", {})
+    request: AuditRequest | None = state.get("audit")
+    if request is not None and request.written and status < 400 and interaction in SINGLE_WRITES:
+        return  # its AuditEvent committed with the write
     principal: Principal = state.get("principal", OPEN)
     if status == 401:
         principal = Principal("system", client_id=None, scopes=())
@@ -137,7 +154,6 @@ def _record(trail: AuditTrail, scope: Scope, path: str, status: int, body: bytes
         first = _RESOURCE.search(body)
         if first:
             resources = (f"{first[1].decode()}/{first[2].decode()}",)
-    query = scope.get("query_string", b"").decode("latin-1") or None
     client = scope.get("client")
     trail.record(
         AuditRecord(
@@ -146,7 +162,7 @@ def _record(trail: AuditTrail, scope: Scope, path: str, status: int, body: bytes
             principal=principal,
             members=tuple(members),
             resources=resources,
-            query=f"{path}?{query}" if query else None,
+            query=_query(path, scope),
             address=client[0] if client else None,
             request_id=state.get("request_id"),
         )

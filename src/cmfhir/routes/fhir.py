@@ -27,6 +27,7 @@ from cmfhir.interactions import (
     update_conditional,
     vread,
 )
+from cmfhir.interactions.audit import audited
 from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.operations import invoke
 from cmfhir.interactions.read import Conditions
@@ -56,7 +57,10 @@ async def get_context(request: Request) -> FhirContext:
     version = request.scope.get("state", {}).get("fhir_version")
     context = context if version is None else context.for_request(version)
     # Acting as the request's bearer token (routes/bearer.py).
-    return await authorize_request(request, context)
+    context = await authorize_request(request, context)
+    # Its writes audited in their own transactions (routes/audit.py).
+    audit = request.scope.get("state", {}).get("audit")
+    return context if audit is None else audited(context, audit)
 
 
 Ctx = Annotated[FhirContext, Depends(get_context)]

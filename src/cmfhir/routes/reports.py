@@ -1,6 +1,7 @@
 """`GET /reports/<name>`: the care-management reports for spreadsheets and BI tools, as JSON
 or CSV (`?organization=ID|practitioner=ID|group=ID&period=YYYY-MM[..YYYY-MM]&format=json|csv`),
-under the same bearer-token authorization as the FHIR API.
+under the same bearer-token authorization as the FHIR API, counting only what the token may
+see (reports/run.py, docs/reports.md).
 The same reports are `Measure/<name>/$evaluate-measure` in FHIR (reports/)."""
 
 from __future__ import annotations

@@ -258,6 +258,9 @@ async def open_database(
                 "statement_timeout": str(statement_timeout_ms),
             },
             "timeout": 5,
+            # Searches by a practitioner carry the access predicate (17 KB of SQL text):
+            # above asyncpg's default limit of 15 KB, they would be prepared anew each time.
+            "max_cacheable_statement_size": 64 * 1024,
         },
     )
     db = Database(engine=engine, url=url)

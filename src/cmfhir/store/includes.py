@@ -11,30 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
 
-from sqlalchemy import (
-    ColumnElement,
-    Select,
-    Text,
-    and_,
-    bindparam,
-    cast,
-    column,
-    func,
-    or_,
-    select,
-    true,
-    tuple_,
-    union,
-)
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cmfhir.auth.principal import Principal
 from cmfhir.search.model import Include
-from cmfhir.store.access import visible
-from cmfhir.store.schema import idx_reference, resource
+from cmfhir.store.driver import driver_connection
+from cmfhir.store.search_sql import SearchSql, literal
 
 __all__ = ["Include", "Included", "fetch_included"]
 
@@ -52,95 +36,71 @@ class Included:
     deep: bool = False
 
 
-def _keys(name: str) -> Any:
-    """A bound list of (resource_type, id) pairs as a relation `name(resource_type, id)`."""
-    return (
-        func.unnest(
-            bindparam(f"{name}_types", type_=ARRAY(Text)),
-            bindparam(f"{name}_ids", type_=ARRAY(Text)),
-        )
-        .table_valued(column("resource_type", Text), column("id", Text))
-        .render_derived(name=name)
-    )
-
-
-def _matches(x: Any, includes: Sequence[Include]) -> ColumnElement[bool]:
+def _matches(x: str, includes: Sequence[Include]) -> str:
     """The index rows the includes follow: source type, parameter and target type, `*` or
     None meaning any; and only local references."""
-    conditions: list[ColumnElement[bool]] = []
+    conditions: list[str] = []
     for include in includes:
-        parts: list[ColumnElement[bool]] = []
+        parts: list[str] = []
         if include.source_type != "*":
-            parts.append(x.c.resource_type == include.source_type)
+            parts.append(f"{x}.resource_type = {literal(include.source_type)}")
         if include.param != "*":
-            parts.append(x.c.param == include.param)
+            parts.append(f"{x}.param = {literal(include.param)}")
         if include.target_type is not None:
-            parts.append(x.c.target_type == include.target_type)
-        conditions.append(and_(true(), *parts))
+            parts.append(f"{x}.target_type = {literal(include.target_type)}")
+        conditions.append("(" + " AND ".join(parts) + ")" if parts else "TRUE")
     # `Patient/1` and `Patient/1/_history/2` have no scheme; `http://...` and `urn:` do.
-    return and_(or_(*conditions), x.c.url.not_like("%:%"))
+    return f"({' OR '.join(conditions)}) AND {x}.url NOT LIKE '%:%'"
 
 
-def _level_query(
-    forward: Sequence[Include], reverse: Sequence[Include], principal: Principal | None
-) -> Select[Any]:
-    frontier = _keys("frontier")
-    seen = _keys("seen")
-    x = idx_reference.alias("x")
-    found: list[Select[Any]] = []
+# $1, $2: the frontier's types and ids; $3, $4: those already seen; $5: room left; then
+# the values of the access predicate, if any.
+_FRONTIER = "unnest($1::text[], $2::text[]) AS f(resource_type, id)"
+_OWN_PARAMETERS = 5
+
+
+@lru_cache(maxsize=256)
+def _walk_sql(forward: tuple[Include, ...], reverse: tuple[Include, ...]) -> str:
+    """The rids one level of the walk reaches, as SQL text, the same for the same includes."""
+    found: list[str] = []
     if forward:
-        source = resource.alias("source")
-        target = resource.alias("target")
         found.append(
-            select(target.c.rid)
-            .select_from(
-                frontier.join(
-                    source,
-                    and_(
-                        source.c.resource_type == frontier.c.resource_type,
-                        source.c.id == frontier.c.id,
-                    ),
-                )
-                .join(x, x.c.rid == source.c.rid)
-                .join(
-                    target,
-                    and_(target.c.resource_type == x.c.target_type, target.c.id == x.c.target_id),
-                )
-            )
-            .where(_matches(x, forward))
+            f"SELECT target.rid FROM {_FRONTIER} "
+            "JOIN resource source ON source.resource_type = f.resource_type "
+            "AND source.id = f.id "
+            "JOIN idx_reference x ON x.rid = source.rid "
+            "JOIN resource target ON target.resource_type = x.target_type "
+            "AND target.id = x.target_id "
+            f"WHERE {_matches('x', forward)}"
         )
     if reverse:
         found.append(
-            select(x.c.rid)
-            .select_from(
-                frontier.join(
-                    x,
-                    and_(
-                        x.c.target_type == frontier.c.resource_type,
-                        x.c.target_id == frontier.c.id,
-                    ),
-                )
-            )
-            .where(_matches(x, reverse))
+            f"SELECT y.rid FROM {_FRONTIER} "
+            "JOIN idx_reference y ON y.target_type = f.resource_type AND y.target_id = f.id "
+            f"WHERE {_matches('y', reverse)}"
         )
-    rids = union(*found).subquery() if len(found) > 1 else found[0].subquery()
-    return (
-        select(resource.c.resource_type, resource.c.id, cast(resource.c.content, Text))
-        .where(
-            resource.c.rid.in_(select(rids.c[0])),
-            resource.c.deleted.is_(False),
-            visible(principal, resource, "r"),
-            tuple_(resource.c.resource_type, resource.c.id).not_in(
-                select(seen.c.resource_type, seen.c.id)
-            ),
-        )
-        .order_by(resource.c.rid)
-        .limit(bindparam("room"))
+    return " UNION ".join(found)
+
+
+def _level_sql(
+    forward: tuple[Include, ...], reverse: tuple[Include, ...], principal: Principal | None
+) -> tuple[str, list[object]]:
+    """One level of the walk as SQL text, the same for the same includes and the same shape
+    of principal (so asyncpg prepares it once per connection), and the values of the access
+    predicate, bound after the walk's own."""
+    # The one place where included resource rows (alias `r`) are selected: what the
+    # principal may read is ANDed to this WHERE, as a condition on `r` (store/access.py).
+    sql = SearchSql(principal, reserved=_OWN_PARAMETERS)
+    visible = sql.visible("r", "r")
+    text = (
+        "SELECT r.resource_type, r.id, r.content::text FROM resource r "
+        f"WHERE r.rid IN ({_walk_sql(forward, reverse)}) AND NOT r.deleted "
+        f"{'' if visible is None else f'AND {visible} '}"
+        "AND (r.resource_type, r.id) NOT IN "
+        "(SELECT * FROM unnest($3::text[], $4::text[]) AS seen(resource_type, id)) "
+        "ORDER BY r.rid LIMIT $5"
     )
-
-
-def _arrays(name: str, keys: Sequence[Key]) -> dict[str, list[str]]:
-    return {f"{name}_types": [k[0] for k in keys], f"{name}_ids": [k[1] for k in keys]}
+    return text, sql.args[_OWN_PARAMETERS:]
 
 
 async def fetch_included(
@@ -158,18 +118,24 @@ async def fetch_included(
     out = Included()
     seen: dict[Key, None] = dict.fromkeys(matches)
     frontier: list[Key] = list(seen)
+    driver = None
     for depth in range(max_depth):
-        forward = [i for i in include if depth == 0 or i.iterate]
-        reverse = [i for i in revinclude if depth == 0 or i.iterate]
+        forward = tuple(i for i in include if depth == 0 or i.iterate)
+        reverse = tuple(i for i in revinclude if depth == 0 or i.iterate)
         if not frontier or not (forward or reverse):
             return out
         room = max_total - len(out.resources)
-        rows = (
-            await conn.execute(
-                _level_query(forward, reverse, principal),
-                {**_arrays("frontier", frontier), **_arrays("seen", list(seen)), "room": room + 1},
-            )
-        ).all()
+        driver = driver or await driver_connection(conn)
+        text, access = _level_sql(forward, reverse, principal)
+        rows = await driver.fetch(
+            text,
+            [k[0] for k in frontier],
+            [k[1] for k in frontier],
+            [k[0] for k in seen],
+            [k[1] for k in seen],
+            room + 1,
+            *access,
+        )
         if len(rows) > room:
             rows = rows[:room]
             out.capped = True

@@ -11,18 +11,113 @@ Months are calendar months in the configured time zone.
 
 The scope (`organization`, `practitioner`, `group`) narrows the member-months: the
 enrollment's managingOrganization, its careManager, or membership of the Group.
+
+Every report reads only what the transaction's principal may see (store/access.py), in SQL:
+the member-months are those of the members whose Patient the principal may search (one
+condition in `scoped`, shared by every report), and each resource row a report reads
+(enrollments, contacts, responses, care plans, encounters, DetectedIssues, the Group) is
+ANDed with the same predicate, so a resource hidden from the principal (a sensitive label
+without Consent, a granular scope's filter) is never counted. An unrestricted principal
+runs the SQL unchanged.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Integer, String, bindparam, literal, select, text
+from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy.sql.elements import BindParameter, TextClause
 
+from cmfhir.auth.principal import Principal
+from cmfhir.store.access import visible
 from cmfhir.store.repository import Repository
+from cmfhir.store.schema import resource
 
 __all__ = ["REPORT_SQL", "fetch_report"]
+
+
+def _visible(alias: str) -> str:
+    """Where the access predicate on the resource rows `alias` goes (see `_narrowed`)."""
+    return f"__visible__({alias})"
+
+
+def _visible_member(member: str) -> str:
+    """Where the condition that the principal may see the member `member` goes."""
+    return f"__visible_member__({member})"
+
+
+_VISIBLE = re.compile(r"__visible__\((\w+)\)")
+_VISIBLE_MEMBER = re.compile(r"__visible_member__\(([\w.]+)\)")
+# Bind parameters as `:name`, without casts: the fragments are spliced into text() SQL, which
+# binds them with their types (so asyncpg casts them as the store's own queries do).
+_NAMED = PGDialect(paramstyle="named")  # type: ignore[no-untyped-call]
+_BIND = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def _condition(principal: Principal | None, alias: str) -> tuple[str, list[BindParameter[Any]]]:
+    """`visible(principal, resource AS alias, "s")` as SQL text and its parameters, named
+    apart from the report's own (and from other aliases')."""
+    rows = resource.alias(alias)
+    compiled = (
+        select(literal(1))
+        .select_from(rows)
+        .where(visible(principal, rows, "s"))
+        .compile(dialect=_NAMED, compile_kwargs={"render_postcompile": True})
+    )
+    # Compiled inside a SELECT over the alias so that the predicate's subqueries correlate
+    # with it; the condition is what follows the (subquery-free) head's WHERE.
+    _, found, condition = str(compiled).partition("\nWHERE ")
+    if not found:
+        return "TRUE", []
+    values = compiled.params
+    binds: dict[str, BindParameter[Any]] = {}
+
+    def rename(match: re.Match[str]) -> str:
+        name = match[1]
+        if name not in values:
+            return match[0]
+        new = f"acl_{alias}_{name}"
+        if new not in binds:
+            original = compiled.binds.get(name)
+            value = values[name]
+            kind = (
+                original.type
+                if original is not None
+                else Integer()
+                if isinstance(value, int)
+                else String()
+            )
+            binds[new] = bindparam(new, value, type_=kind)
+        return f":{new}"
+
+    return f"({_BIND.sub(rename, condition)})", list(binds.values())
+
+
+def _narrowed(sql: str, principal: Principal | None) -> TextClause:
+    """The report's SQL with the access predicate filled in (module docstring)."""
+    if principal is not None and principal.unrestricted:
+        return text(_VISIBLE.sub("TRUE", _VISIBLE_MEMBER.sub("TRUE", sql)))
+    conditions: dict[str, str] = {}
+    binds: list[BindParameter[Any]] = []
+
+    def fill(alias: str) -> str:
+        if alias not in conditions:
+            conditions[alias], found = _condition(principal, alias)
+            binds.extend(found)
+        return conditions[alias]
+
+    sql = _VISIBLE_MEMBER.sub(
+        lambda m: (
+            f"{m[1]} IN (SELECT vp.id FROM resource vp WHERE vp.resource_type = 'Patient'"
+            f" AND NOT vp.deleted AND {fill('vp')})"
+        ),
+        sql,
+    )
+    sql = _VISIBLE.sub(lambda m: fill(m[1]), sql)
+    return text(sql).bindparams(*binds)
 
 
 def _instant(expr: str) -> str:
@@ -59,7 +154,7 @@ bounds AS (SELECT min(month_start) AS period_start, max(month_end) AS period_end
 group_members AS (
   SELECT substr(m->'entity'->>'reference', 9) AS member
   FROM resource g, jsonb_array_elements(COALESCE(g.content->'member', '[]'::jsonb)) m
-  WHERE g.resource_type = 'Group' AND g.id = :group AND NOT g.deleted
+  WHERE g.resource_type = 'Group' AND g.id = :group AND NOT g.deleted AND {_visible("g")}
     AND m->'entity'->>'reference' LIKE 'Patient/%'
     AND NOT COALESCE((m->>'inactive')::boolean, false)
 ),
@@ -67,6 +162,7 @@ episodes AS (
   SELECT r.rid, r.id, r.patient_id
   FROM resource r
   WHERE r.resource_type = 'EpisodeOfCare' AND NOT r.deleted AND r.patient_id IS NOT NULL
+    AND {_visible("r")}
     AND EXISTS (
       SELECT 1 FROM idx_token t
       WHERE t.rid = r.rid AND t.resource_type = 'EpisodeOfCare' AND t.param = 'type'
@@ -104,6 +200,7 @@ scoped AS (
     AND (CAST(:practitioner AS text) IS NULL OR e.care_manager = 'Practitioner/' || :practitioner)
     AND (CAST(:group AS text) IS NULL OR e.member IN (SELECT member FROM group_members))
     AND (CAST(:patient AS text) IS NULL OR e.member = :patient)
+    AND {_visible_member("e.member")}
 ),
 contacts AS (
   SELECT DISTINCT ON (c.rid) c.rid, c.id, c.patient_id AS member, d.low AS sent,
@@ -115,7 +212,7 @@ contacts AS (
        AND m.code = ANY(CAST(:qualifying AS text[]))
   JOIN idx_token s ON s.rid = c.rid AND s.resource_type = 'Communication'
        AND s.param = 'status' AND s.code = 'completed'
-  WHERE c.resource_type = 'Communication' AND NOT c.deleted
+  WHERE c.resource_type = 'Communication' AND NOT c.deleted AND {_visible("c")}
     AND c.patient_id IN (SELECT member FROM scoped)
     AND d.low >= (SELECT period_start FROM bounds) - interval '400 days'
     AND d.low < (SELECT period_end FROM bounds)
@@ -146,7 +243,7 @@ FROM member_months ORDER BY member, month
 
 _TCM_ENCOUNTERS = (
     _BASE
-    + """
+    + f"""
 SELECT mm.member, to_char(mm.month, 'YYYY-MM') AS month,
        to_char(mm.first_contact AT TIME ZONE :tz, 'YYYY-MM-DD') AS first_contact_date,
        mm.care_manager, mm.tier AS acuity_tier,
@@ -155,19 +252,21 @@ SELECT mm.member, to_char(mm.month, 'YYYY-MM') AS month,
          JOIN idx_token t ON t.rid = w.rid AND t.resource_type = 'EpisodeOfCare'
               AND t.param = 'type' AND t.system = :waiver_system AND t.code = :waiver_code
          WHERE w.resource_type = 'EpisodeOfCare' AND NOT w.deleted AND w.patient_id = mm.member
+           AND {_visible("w")}
            AND w.content->>'status' = ANY(CAST(:statuses AS text[]))
        ) AS waiver
 FROM member_months mm WHERE mm.contacts > 0 ORDER BY mm.month, mm.member
 """
 )
 
-_SCOPE_OF = """(
+_SCOPE_OF = f"""(
   (CAST(:organization AS text) IS NULL
-   OR {c}->'managingOrganization'->>'reference' = 'Organization/' || :organization)
+   OR {{c}}->'managingOrganization'->>'reference' = 'Organization/' || :organization)
   AND (CAST(:practitioner AS text) IS NULL
-   OR {c}->'careManager'->>'reference' = 'Practitioner/' || :practitioner)
-  AND (CAST(:group AS text) IS NULL OR {m} IN (SELECT member FROM group_members))
-  AND (CAST(:patient AS text) IS NULL OR {m} = :patient))"""
+   OR {{c}}->'careManager'->>'reference' = 'Practitioner/' || :practitioner)
+  AND (CAST(:group AS text) IS NULL OR {{m}} IN (SELECT member FROM group_members))
+  AND (CAST(:patient AS text) IS NULL OR {{m}} = :patient)
+  AND {_visible_member("{m}")})"""
 
 _CASELOAD = (
     _BASE
@@ -228,7 +327,7 @@ assessments AS (
   FROM resource q
   JOIN idx_token s ON s.rid = q.rid AND s.resource_type = 'QuestionnaireResponse'
        AND s.param = 'status' AND s.code IN ('completed', 'amended')
-  WHERE q.resource_type = 'QuestionnaireResponse' AND NOT q.deleted
+  WHERE q.resource_type = 'QuestionnaireResponse' AND NOT q.deleted AND {_visible("q")}
     AND q.patient_id IN (SELECT member FROM members)
     AND split_part(q.content->>'questionnaire', '|', 1) = :assessment_url
     AND q.content->>'authored' IS NOT NULL
@@ -237,7 +336,7 @@ plans AS (
   SELECT p.patient_id AS member, p.content->>'status' AS status,
          {_instant("COALESCE(p.content->>'created', p.content->'period'->>'start')")} AS made
   FROM resource p
-  WHERE p.resource_type = 'CarePlan' AND NOT p.deleted
+  WHERE p.resource_type = 'CarePlan' AND NOT p.deleted AND {_visible("p")}
     AND p.patient_id IN (SELECT member FROM members)
     AND p.content->>'status' IN ('active', 'completed')
     AND COALESCE(p.content->>'created', p.content->'period'->>'start') IS NOT NULL
@@ -283,7 +382,7 @@ _TIMELINESS_DISCHARGES = (
   FROM resource e
   JOIN idx_token k ON k.rid = e.rid AND k.resource_type = 'Encounter' AND k.param = 'class'
        AND k.system = :class_system AND k.code = ANY(CAST(:classes AS text[]))
-  WHERE e.resource_type = 'Encounter' AND NOT e.deleted
+  WHERE e.resource_type = 'Encounter' AND NOT e.deleted AND {_visible("e")}
     AND e.patient_id IN (SELECT member FROM scoped)
     AND e.content->>'status' = 'finished' AND e.content->'period'->>'end' IS NOT NULL
 )
@@ -320,7 +419,7 @@ issues AS (
         COALESCE(d.content->'mitigation', '[]'::jsonb)) g WHERE g->>'date' IS NOT NULL)
       AS closed
   FROM resource d
-  WHERE d.resource_type = 'DetectedIssue' AND NOT d.deleted
+  WHERE d.resource_type = 'DetectedIssue' AND NOT d.deleted AND {_visible("d")}
     AND d.patient_id IN (SELECT member FROM members)
     AND d.content->>'identifiedDateTime' IS NOT NULL
 )
@@ -348,7 +447,7 @@ _EXPERIENCE = (
   FROM resource q
   JOIN idx_token s ON s.rid = q.rid AND s.resource_type = 'QuestionnaireResponse'
        AND s.param = 'status' AND s.code IN ('completed', 'amended')
-  WHERE q.resource_type = 'QuestionnaireResponse' AND NOT q.deleted
+  WHERE q.resource_type = 'QuestionnaireResponse' AND NOT q.deleted AND {_visible("q")}
     AND q.patient_id IN (SELECT member FROM scoped)
     AND split_part(q.content->>'questionnaire', '|', 1) = :experience_url
     AND q.content->>'authored' IS NOT NULL
@@ -388,10 +487,12 @@ REPORT_SQL: Mapping[str, Mapping[str, str]] = {
 async def fetch_report(
     repo: Repository, name: str, parameters: Mapping[str, Any]
 ) -> dict[str, list[dict[str, Any]]]:
-    """The row sets of report `name`, each a list of column → value, from one snapshot."""
+    """The row sets of report `name`, each a list of column → value, from one snapshot,
+    counting only what the repository's principal may see (None: nothing)."""
     found: dict[str, list[dict[str, Any]]] = {}
     for part, sql in REPORT_SQL[name].items():
-        statement = text(sql)
+        # Narrowed to what the transaction's principal may see (the module docstring).
+        statement = _narrowed(sql, repo.principal)
         wanted = {k: v for k, v in parameters.items() if f":{k}" in sql}
         result = await repo.conn.execute(statement, wanted)
         found[part] = [dict(row._mapping) for row in result]

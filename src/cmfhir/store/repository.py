@@ -7,7 +7,6 @@ interaction's block ends, so a FHIR transaction Bundle is one database transacti
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +21,7 @@ from cmfhir.resources.index_values import ResourceIndex
 from cmfhir.search.model import SearchRequest
 from cmfhir.store import check
 from cmfhir.store.access import check_writes, visible
+from cmfhir.store.driver import driver_connection
 from cmfhir.store.history import history_query, just_after_now, restamp, watermark
 from cmfhir.store.includes import Include, Included, fetch_included
 from cmfhir.store.indexing import index_rows
@@ -34,7 +34,7 @@ from cmfhir.store.integrity import (
 from cmfhir.store.outbox import Event, EventPosition, read_events
 from cmfhir.store.records import Current, NewVersion, StoredVersion
 from cmfhir.store.schema import INDEX_TABLES, event, resource, resource_history
-from cmfhir.store.search_sql import count_query, encode_cursor, page_query
+from cmfhir.store.search_sql import SearchPage, run_search
 
 __all__ = ["HistoryPage", "Repository", "SearchPage"]
 
@@ -74,13 +74,6 @@ _EVENT_COLUMNS = [
 ]
 
 
-@dataclass(slots=True)
-class SearchPage:
-    matches: list[tuple[str, str, str]]  # resource_type, id, content text
-    next_cursor: str | None
-    total: int | None
-
-
 class HistoryPage:
     def __init__(self, versions: list[StoredVersion], cursor: tuple[datetime, int, int] | None):
         self.versions = versions
@@ -105,6 +98,9 @@ class Repository:
         # versions written (by rid, the latest) and the resources deleted.
         self._written: dict[int, NewVersion] = {}
         self._deleted: list[tuple[str, str]] = []
+        # Every version the principal's writes stored in this transaction, in order (what
+        # `Store.before_commit` audits).
+        self.journal: list[NewVersion] = []
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -186,27 +182,14 @@ class Repository:
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     async def search(self, request: SearchRequest, *, count_up_to: int | None) -> SearchPage:
-        """One page of matches (`request.count` of them) and the total: counted in full when
-        `count_up_to` is None, given only if at most `count_up_to` otherwise (0: not
-        counted). A first page that holds every match knows its total without counting."""
-        matches: list[tuple[str, str, str]] = []
-        next_cursor = None
-        if request.count > 0:
-            query, width = page_query(request, request.count, self.principal)
-            rows = (await self.conn.execute(query)).all()
-            if len(rows) > request.count:
-                rows = rows[: request.count]
-                next_cursor = encode_cursor(list(rows[-1][:width]))
-            matches = [(row[width], row[width + 1], row[width + 2]) for row in rows]
-        total = None
-        if request.count > 0 and next_cursor is None and request.cursor is None:
-            total = None if request.total == "none" else len(matches)
-        elif count_up_to is None or count_up_to > 0:
-            counted = (
-                await self.conn.execute(count_query(request, count_up_to, self.principal))
-            ).scalar_one()
-            total = counted if count_up_to is None or counted <= count_up_to else None
-        return SearchPage(matches, next_cursor, total)
+        """One page of matches and the total (store/search_sql.py `run_search`), of what
+        the transaction's principal may see."""
+        return await run_search(
+            await driver_connection(self.conn),
+            request,
+            count_up_to=count_up_to,
+            principal=self.principal,
+        )
 
     async def lock(self, resource_type: str, id: str) -> Current | None:
         """The current row, locked until the transaction ends (serializes writers)."""
@@ -305,9 +288,13 @@ class Repository:
 
     # -- writes -----------------------------------------------------------------------------
 
-    async def write(self, versions: Sequence[NewVersion]) -> None:
+    async def write(self, versions: Sequence[NewVersion], *, as_server: bool = False) -> None:
         """Store new versions: current rows, history, index rows and outbox events.
         Referential integrity is checked when the transaction ends (`finish`).
+
+        `as_server`: versions the server writes on its own account beside the principal's
+        (the AuditEvents of the transaction's writes): neither checked against the
+        principal's grants nor for the references they name, and not journaled.
 
         Each version is stamped here with the database clock, read after this transaction
         has its id (the history watermark relies on it): `last_updated` and the content's
@@ -317,19 +304,21 @@ class Repository:
         fresh = [v for v in versions if v.rid is None]
         changed = [v for v in versions if v.rid is not None]
         previous = await self._previous_members([v.rid for v in changed if v.rid is not None])
-        await check_writes(
-            self.conn,
-            self.principal,
-            [
-                (
-                    v.resource_type,
-                    _permission(v, v.rid is not None and v.rid in previous),
-                    previous.get(v.rid) if v.method == "delete" and v.rid else v.patient_id,
-                    previous.get(v.rid) if v.rid is not None else None,
-                )
-                for v in versions
-            ],
-        )
+        if not as_server:
+            await check_writes(
+                self.conn,
+                self.principal,
+                [
+                    (
+                        v.resource_type,
+                        _permission(v, v.rid is not None and v.rid in previous),
+                        previous.get(v.rid) if v.method == "delete" and v.rid else v.patient_id,
+                        previous.get(v.rid) if v.rid is not None else None,
+                    )
+                    for v in versions
+                ],
+            )
+            self.journal.extend(versions)
         await self._stamp(versions)
         moved_from: list[str | None] = []
         for v in versions:
@@ -403,6 +392,8 @@ class Repository:
                 for v, before in zip(versions, moved_from, strict=True)
             ],
         )
+        if as_server:
+            return
         for v in versions:
             if v.method == "delete":
                 self._deleted.append((v.resource_type, v.id))

@@ -109,7 +109,7 @@ idx_token = _index_table(
     Column("system", Text),
     Column("code", Text),
     Column("text", Text),
-    indexes=(("code", "system"), ("system",)),
+    indexes=(("system",),),
 )
 idx_string = _index_table(
     "idx_string",
@@ -145,7 +145,7 @@ idx_reference = _index_table(
     Column("target_type", Text),
     Column("target_id", Text),
     Column("url", Text, nullable=False),
-    indexes=(("target_id", "target_type"), ("url",)),
+    indexes=(("target_id", "target_type", "rid"), ("url",)),
 )
 idx_uri = _index_table(
     "idx_uri",
@@ -160,6 +160,18 @@ Index(
     idx_string.c.param,
     idx_string.c.value,
     postgresql_ops={"value": "text_pattern_ops"},
+)
+
+# The rows of one code come out in rid order, with the system at hand for an index-only
+# scan (search_sql.py picks a page's rids from them). `system` is not a key column: a probe
+# by code and rid (`code = 'noshow' AND rid = r.rid`) must not scan every system's rows.
+Index(
+    "ix_idx_token_resource_type_param_code_rid",
+    idx_token.c.resource_type,
+    idx_token.c.param,
+    idx_token.c.code,
+    idx_token.c.rid,
+    postgresql_include=["system"],
 )
 
 # Reverse lookups (_revinclude, _has, compartment) go from the target to the source.

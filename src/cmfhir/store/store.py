@@ -6,8 +6,9 @@ commit happens when the block ends without an exception, before any response is 
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,7 +21,7 @@ from cmfhir.errors import BadRequest, Conflict, FhirError, ServiceUnavailable
 from cmfhir.store.integrity import ReferencePolicy
 from cmfhir.store.repository import Repository
 
-__all__ = ["Store"]
+__all__ = ["BeforeCommit", "Store"]
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +101,27 @@ async def _discard_if_broken(conn: AsyncConnection, error: BaseException) -> Non
         conn.sync_engine.pool._invalidate(raw, error)
 
 
+# Run at the end of a write transaction, before its checks and its commit: what it writes
+# commits or rolls back with the transaction (the audit trail of a request's writes).
+BeforeCommit = Callable[[Repository], Awaitable[None]]
+
+
 class Store:
     def __init__(self, engine: AsyncEngine, references: ReferencePolicy | None = None) -> None:
         self.engine = engine
         self.references = references or ReferencePolicy()
+        self.before_commit: BeforeCommit | None = None
         self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._snapshot = engine.execution_options(
             isolation_level="REPEATABLE READ", postgresql_readonly=True
         )
+
+    def with_before_commit(self, hook: BeforeCommit) -> Store:
+        """This store (the same engine and pool) with `hook(repo)` run at the end of each of
+        its write transactions that wrote something."""
+        hooked = copy.copy(self)
+        hooked.before_commit = hook
+        return hooked
 
     @asynccontextmanager
     async def snapshot(self, principal: Principal | None = None) -> AsyncIterator[Repository]:
@@ -145,6 +159,8 @@ class Store:
                 try:
                     yield repo
                     # Only when the block ended without an error; then the commit.
+                    if self.before_commit is not None and repo.journal:
+                        await self.before_commit(repo)
                     await repo.finish()
                 except _DRIVER_FAILURES as error:
                     await _discard_if_broken(conn, error)

@@ -31,6 +31,7 @@ __all__ = [
     "has_coding",
     "local_date",
     "medication_concept",
+    "medication_ingredients",
     "moment",
     "next_period",
     "period_label",
@@ -258,6 +259,25 @@ def medication_concept(snapshot: MemberSnapshot, resource: Resource) -> Any:
         return contained.get("code") if contained else None
     medication = snapshot.get(ref)
     return medication.get("code") if medication else None
+
+
+def medication_ingredients(snapshot: MemberSnapshot, resource: Resource) -> list[Mapping[str, Any]]:
+    """The codings of the ingredients of the Medication a resource names (contained or not):
+    `Medication.ingredient.itemCodeableConcept`, the RxNorm ingredients of a product."""
+    ref = (resource.get("medicationReference") or {}).get("reference")
+    if not isinstance(ref, str):
+        return []
+    if ref.startswith("#"):
+        medication = next(
+            (c for c in resource.get("contained") or () if c.get("id") == ref[1:]), None
+        )
+    else:
+        medication = snapshot.get(ref)
+    return [
+        coding
+        for ingredient in (medication or {}).get("ingredient") or ()
+        for coding in codings(ingredient.get("itemCodeableConcept"))
+    ]
 
 
 # -- encounters ------------------------------------------------------------------------------

@@ -7,7 +7,10 @@ therapeutic class over the trailing measurement period, computed the PQA way.
 - Fills of the same drug that overlap (early refills) are shifted to start the day after the
   previous supply ends; fills of different drugs in one class are not shifted; each day
   counts once; coverage stops at the end of the period.
-- Classes are configured code lists (a code in none is its own class, keyed by the code);
+- Classes are configured code lists, the ValueSets `profiles/content/ValueSet-pdc-*.json`
+  (a code in none is its own class, keyed by the code). A dispense matches by its
+  medication's code, else by the ingredients of its Medication; a combination product
+  counts once in each class it has a target ingredient of;
   members with a configured exclusion (hospice, ESRD, insulin, sacubitril/valsartan ...) in
   the period are not measured for the classes it applies to.
 
@@ -34,6 +37,7 @@ from cmfhir.gaps.rules._common import (
     has_coding,
     local_date,
     medication_concept,
+    medication_ingredients,
     reference,
     short_date,
     today,
@@ -59,6 +63,10 @@ def _drug_index(rule: MedicationAdherence) -> dict[tuple[str, str], tuple[str, s
         for drug, codes in drug_class.drugs.items()
         for coding in codes
     }
+
+
+def _keys(found: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    return [(str(c.get("system")), str(c.get("code"))) for c in found if c.get("code") is not None]
 
 
 def _days_supply(dispense: Resource) -> int:
@@ -166,21 +174,27 @@ def evaluate(snapshot: MemberSnapshot, as_of: datetime, config: CareGapConfig) -
         if day is None or not start <= day <= end:
             continue
         concept = medication_concept(snapshot, dispense)
-        found = codings(concept)
+        product = codings(concept)
+        found = [*product, *medication_ingredients(snapshot, dispense)]
         dispensed.append((found, reference(dispense)))
         supply = _days_supply(dispense)
-        keyed = [
-            (str(c.get("system")), str(c.get("code"))) for c in found if c.get("code") is not None
-        ]
+        keyed = _keys(found)
         if not keyed or not supply:
             continue
-        match = next((index[k] for k in keyed if k in index), None)
-        if match is None:
+        # The product's own code decides; else each class its ingredients belong to, with
+        # the first target ingredient of that class as the drug.
+        matches = [index[k] for k in _keys(product) if k in index][:1] or [
+            index[k] for k in keyed if k in index
+        ]
+        if not matches:
             own = next((k for k in keyed if k[0] == rule.rxnorm_system), keyed[0])
-            match = (own[1], own[1])
+            matches = [(own[1], own[1])]
             names.setdefault(own[1], concept_text(concept, own[1]))
-        class_id, drug = match
-        fills[class_id].append(Fill(day, supply, drug, reference(dispense)))
+        seen: set[str] = set()
+        for class_id, drug in matches:
+            if class_id not in seen:
+                seen.add(class_id)
+                fills[class_id].append(Fill(day, supply, drug, reference(dispense)))
 
     gaps: list[Gap] = []
     for class_id in sorted(fills):

@@ -1,11 +1,17 @@
 """`no-care-manager`: an active enrollment with no care manager, neither on the
 EpisodeOfCare (`careManager`) nor as a current participant of an active CareTeam in the
-configured care-manager role (NC TCM: a single designated care manager per member)."""
+configured care-manager role (NC TCM: a single designated care manager per member).
+
+Prospective when the only care managers are CareTeam participants whose assignment (the
+participant's or the team's period) ends within the configured notice: the member will
+have none from the day after unless someone is assigned. `EpisodeOfCare.careManager` has no
+end date of its own, so it closes the gap for as long as the enrollment lasts."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from cmfhir.gaps.config import CareGapConfig
@@ -20,6 +26,16 @@ from cmfhir.gaps.rules._common import (
 )
 
 CODE = "no-care-manager"
+
+
+@dataclass(frozen=True, slots=True)
+class _Assignment:
+    """A care manager on an active CareTeam, from `begins` to `ends` (either open)."""
+
+    begins: date | None
+    ends: date | None
+    name: str
+    team: str
 
 
 def _name(snapshot: MemberSnapshot, ref: Mapping[str, Any]) -> str:
@@ -60,9 +76,11 @@ def evaluate(snapshot: MemberSnapshot, as_of: datetime, config: CareGapConfig) -
                 mitigation=f"{_name(snapshot, manager)} is the care manager on the enrollment",
             )
         ]
+    assignments: list[_Assignment] = []  # those not over by today
     for team in snapshot.of("CareTeam"):
         if team.get("status") not in rule.care_team_statuses:
             continue
+        team_ends = local_date((team.get("period") or {}).get("end"), zone)
         for participant in team.get("participant") or ():
             if not has_coding(participant.get("role") or [], rule.care_manager_roles):
                 continue
@@ -71,19 +89,64 @@ def evaluate(snapshot: MemberSnapshot, as_of: datetime, config: CareGapConfig) -
                 continue
             period = participant.get("period") or {}
             begins = local_date(period.get("start"), zone)
-            ends = local_date(period.get("end"), zone)
-            if (begins and begins > on) or (ends and ends < on):
-                continue
-            name = _name(snapshot, member)
+            ends = min(
+                (d for d in (local_date(period.get("end"), zone), team_ends) if d is not None),
+                default=None,
+            )
+            if ends is None or ends >= on:
+                assignments.append(
+                    _Assignment(begins, ends, _name(snapshot, member), reference(team))
+                )
+    current = [a for a in assignments if a.begins is None or a.begins <= on]
+    if current:
+
+        def lasting(ends: date | None) -> bool:
+            return ends is None or (ends - on).days > rule.notice.days
+
+        last = max((a.ends for a in current if a.ends is not None), default=None)
+        staying = [a for a in current if lasting(a.ends)]
+        successors = [
+            a
+            for a in assignments
+            if a.begins is not None
+            and a.begins > on
+            and last is not None
+            and a.begins <= last + timedelta(days=1)
+            and lasting(a.ends)
+        ]
+        if staying or successors:
+            chosen = (staying or successors)[0]
+            name, team_ref = chosen.name, chosen.team
+            how = (
+                "is the care manager on the care team"
+                if staying
+                else f"takes over as care manager on {short_date(chosen.begins or on, on)}"
+            )
             return [
                 Gap(
                     rule=CODE,
                     key="",
                     status="closed-gap",
                     detail=f"Care manager: {name}",
-                    evidence=(enrollment.reference, reference(team)),
+                    evidence=(enrollment.reference, team_ref),
                     identified=identified,
-                    mitigation=f"{name} is the care manager on the care team",
+                    mitigation=f"{name} {how}",
+                )
+            ]
+        if last is not None:
+            due = last + timedelta(days=1)
+            name = next(a.name for a in current if a.ends == last)
+            return [
+                Gap(
+                    rule=CODE,
+                    key="",
+                    status="prospective-gap",
+                    detail=f"{name}'s assignment as care manager ends on "
+                    f"{short_date(last, on)} and no one follows — assign one by "
+                    f"{short_date(due, on)}",
+                    evidence=(enrollment.reference, *dict.fromkeys(a.team for a in current)),
+                    identified=identified,
+                    due=due,
                 )
             ]
     return [

@@ -1,0 +1,16 @@
+import { defineConfig } from "vite";
+// @ts-expect-error: a plain JavaScript module shared by the apps (no type declarations)
+import { sourcesManifest } from "../sources-manifest.mjs";
+
+export default defineConfig({
+  base: "/apps/member/",
+  esbuild: { jsx: "automatic", jsxImportSource: "preact" },
+  build: {
+    outDir: "../../src/cmfhir/static/apps/member",
+    emptyOutDir: true,
+    sourcemap: false,
+    // Everything in files of its own (no inline scripts or styles: the page's CSP forbids them).
+    assetsInlineLimit: 0,
+  },
+  plugins: [sourcesManifest("member")],
+});

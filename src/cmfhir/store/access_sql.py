@@ -1,0 +1,97 @@
+"""The access predicate (store/access.py) as SQL text, for the statements written as text
+(store/search_sql.py, store/includes.py).
+
+There is one description of the rules, `visible`: here it is compiled by SQLAlchemy for
+PostgreSQL once per principal and permission, every value left a bound parameter. Each use
+names the resource row it applies to and renumbers the parameters after the statement's
+own, so principals of the same shape give the same text (asyncpg prepares it once per
+connection) and a principal's values travel as parameters. An unrestricted principal adds
+no condition at all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Select, literal_column, select
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+
+from cmfhir.auth.principal import Principal
+from cmfhir.store.access import visible
+from cmfhir.store.schema import resource
+
+__all__ = ["Condition", "visible_condition"]
+
+_DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+# The alias the predicate is compiled for; each use puts its own in its place.
+_ROW = "access_row"
+_HEAD = f"SELECT 1 \nFROM resource AS {_ROW} \nWHERE "
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A condition as text around its parameters: `parts[0]`, value `slots[0]`,
+    `parts[1]`, ..., `parts[-1]`."""
+
+    parts: tuple[str, ...]
+    slots: tuple[int, ...]
+    values: tuple[Any, ...]
+
+    def render(self, alias: str, bind: Callable[[Any], str]) -> str:
+        """The condition on the `resource` row `alias`, each value bound once by `bind`
+        (which returns its placeholder)."""
+        placeholders = [bind(value) for value in self.values]
+        out = [self.parts[0]]
+        for slot, part in zip(self.slots, self.parts[1:], strict=True):
+            out.append(placeholders[slot])
+            out.append(part)
+        return "".join(out).replace(f"{_ROW}.", f"{alias}.")
+
+
+def visible_condition(principal: Principal | None, permission: str) -> Condition | None:
+    """`visible(principal, row, permission)` as text; None when the principal sees
+    everything."""
+    if principal is not None and principal.unrestricted:
+        return None
+    return _compiled(principal, permission)
+
+
+# The text of one shape of principal, shared by the principals of that shape (a few).
+_shapes: dict[tuple[str, ...], tuple[str, ...]] = {}
+_MAX_SHAPES = 256
+
+
+@lru_cache(maxsize=1024)
+def _compiled(principal: Principal | None, permission: str) -> Condition:
+    row = resource.alias(_ROW)
+    # Compiled inside a SELECT from the row, so that the predicate's subqueries correlate
+    # to it (compiled alone, each would add the table to its own FROM).
+    statement: Select[Any] = (
+        select(literal_column("1")).select_from(row).where(visible(principal, row, permission))
+    )
+    compiled = statement.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
+    text = compiled.string
+    # Parameters are found by their `$n`: a quoted literal could hold one.
+    if not text.startswith(_HEAD) or "'" in text:
+        raise RuntimeError(f"Unexpected text of the access predicate: {text[:200]!r}")
+    params = compiled.construct_params()
+    values = tuple(params[name] for name in compiled.positiontup or ())
+    pieces = _PLACEHOLDER.split(text[len(_HEAD) :])
+    slots = tuple(int(n) - 1 for n in pieces[1::2])
+    if any(slot >= len(values) for slot in slots) or _ROW in "".join(pieces[0::2]).replace(
+        f"{_ROW}.", ""
+    ):
+        raise RuntimeError(f"Unexpected text of the access predicate: {text[:200]!r}")
+    # Parenthesized: the predicate is ANDed beside other conditions and may be an OR.
+    between = list(pieces[0::2])
+    between[0] = "(" + between[0]
+    between[-1] += ")"
+    parts = tuple(between)
+    if parts in _shapes or len(_shapes) < _MAX_SHAPES:
+        parts = _shapes.setdefault(parts, parts)
+    return Condition(parts, slots, values)

@@ -1,0 +1,313 @@
+"""Browser tests of the built-in apps (/apps/<name>/) in headless Chromium through Selenium.
+
+Skipped, with the reason in the summary, when Debian's `chromium` and `chromedriver` (apt
+packages chromium and chromium-driver) or selenium are not installed. Fixtures:
+
+- `app_server` (package): a cmfhir server with CMFHIR_AUTH=smart on a free loopback port, its
+  base URL configured, so the apps' SMART clients are registered for it. Its methods create
+  users (`add_user`), and give API clients with tokens it signed (`system()`, `token(...)`).
+- `browser` (module): a headless Chromium (WebDriver), one per test module.
+- `sign_in(browser, app_server, app, username, password)`: the real SMART launch of
+  /apps/<app>/ through the authorize form.
+- `check_accessibility(browser, name)`: axe-core on the page; fails on serious or critical
+  violations. `save_screenshot(browser, name)`: .artifacts/screenshots/<name>.png.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from tests.auth.conftest import Bearer, run_cli
+
+from cmfhir.app import create_app
+from cmfhir.auth.keys import SigningKeys
+from cmfhir.auth.tokens import issue_access_token
+from cmfhir.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+SCREENSHOTS = ROOT / ".artifacts" / "screenshots"
+AXE = HERE / "vendor" / "axe.min.js"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+PASSWORD = "correct horse battery staple"
+WAIT_S = 20
+
+
+def _missing() -> str | None:
+    """Why the browser tests cannot run here, or None."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[test]')"
+    absent = [
+        name for name, path in (("chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER)) if not path
+    ]
+    if absent:
+        return (
+            f"{' and '.join(absent)} not found on PATH "
+            "(apt-get install chromium chromium-driver to run them)"
+        )
+    return None
+
+
+SKIP_REASON = _missing()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if SKIP_REASON is None:
+        return
+    marker = pytest.mark.skip(reason=f"browser tests skipped: {SKIP_REASON}")
+    for item in items:
+        if HERE in Path(str(item.path)).parents:
+            item.add_marker(marker)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SKIP_REASON is not None:
+        terminalreporter.write_line(
+            f"Browser tests (tests/browser) were skipped: {SKIP_REASON}.", yellow=True, bold=True
+        )
+
+
+@dataclass
+class User:
+    username: str
+    password: str
+    fhir_user: str
+
+
+@dataclass
+class AppServer:
+    origin: str  # http://127.0.0.1:PORT
+    database_url: str
+    data_dir: Path
+
+    @property
+    def base(self) -> str:
+        return f"{self.origin}/fhir"
+
+    def app_url(self, app: str) -> str:
+        return f"{self.origin}/apps/{app}/"
+
+    def add_user(self, fhir_user: str, username: str | None = None) -> User:
+        """`cmfhir user add`, in this process."""
+        username = username or f"user-{uuid.uuid4().hex[:8]}"
+        run_cli(
+            self.database_url, self.data_dir,
+            "user", "add", "--username", username, "--password", PASSWORD,
+            "--fhir-user", fhir_user,
+        )  # fmt: skip
+        return User(username, PASSWORD, fhir_user)
+
+    def token(
+        self, scope: str, *, fhir_user: str | None = None, patient: str | None = None
+    ) -> Bearer:
+        """An API client with a token signed by the server's keys, as after a login."""
+        issued = issue_access_token(
+            SigningKeys(self.data_dir / "auth-keys"),
+            issuer=f"{self.origin}/auth",
+            audience=self.base,
+            client_id="browser-tests",
+            scope=scope,
+            lifetime=900,
+            subject=fhir_user or "browser-tests",
+            fhir_user=fhir_user,
+            patient=patient,
+        )
+        return Bearer(self.base, issued.token)
+
+    def system(self) -> Bearer:
+        """An API client that may read and write everything (to set up data)."""
+        return self.token("system/*.cruds system/cmfhir-sensitive.read")
+
+    def create(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """POST the resource with the system client; the stored resource."""
+        answer = self.system().post(f"/{resource['resourceType']}", json=resource)
+        assert answer.status_code == 201, answer.text
+        created: dict[str, Any] = answer.json()
+        return created
+
+
+class _Server:
+    """uvicorn in a thread on a socket bound first, so the settings can name its URL."""
+
+    def __init__(self, settings_for: Callable[[str], Settings]) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.origin = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(
+            create_app(settings_for(self.origin)),
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
+
+    def __enter__(self) -> _Server:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the browser tests' server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.sock.close()
+
+
+@pytest.fixture(scope="package")
+def app_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    if SKIP_REASON is not None:
+        pytest.skip(SKIP_REASON)
+    data_dir = tmp_path_factory.mktemp("browser-data")
+
+    def settings(origin: str) -> Settings:
+        return Settings(
+            database_url=database_url,
+            data_dir=data_dir,
+            auth="smart",
+            base_url=f"{origin}/fhir",
+            audit=True,
+            audit_interval_s=0.2,
+        )
+
+    with _Server(settings) as running:
+        yield AppServer(running.origin, database_url, data_dir)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium at a desktop size; English as the browser's language."""
+    if SKIP_REASON is not None:
+        pytest.skip(SKIP_REASON)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,1000",
+        "--lang=en-US",
+    ):
+        options.add_argument(argument)
+    options.add_experimental_option("prefs", {"intl.accept_languages": "en-US,en"})
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    driver.set_script_timeout(WAIT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(driver: Any, condition: Callable[[Any], Any], timeout: float = WAIT_S) -> Any:
+    """What `condition(driver)` returns once it is truthy (WebDriverWait)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition)
+
+
+def find(driver: Any, css: str, timeout: float = WAIT_S) -> Any:
+    """The first displayed element matching `css`, waiting for it."""
+    from selenium.webdriver.common.by import By
+
+    def shown(d: Any) -> Any:
+        for element in d.find_elements(By.CSS_SELECTOR, css):
+            if element.is_displayed():
+                return element
+        return False
+
+    return wait_for(driver, shown, timeout)
+
+
+def wait_text(driver: Any, text: str, css: str = "main", timeout: float = WAIT_S) -> None:
+    """Wait until the element matching `css` shows `text`."""
+    from selenium.webdriver.common.by import By
+
+    wait_for(
+        driver,
+        lambda d: any(text in e.text for e in d.find_elements(By.CSS_SELECTOR, css)),
+        timeout,
+    )
+
+
+def sign_in(driver: Any, server: AppServer, app: str, username: str, password: str) -> None:
+    """Open /apps/<app>/ and sign in through the real authorize form. The app either sends
+    the browser to /auth/authorize at once or shows a button marked `data-sign-in`; after
+    the form, the browser is back on the app (fhirclient has taken the code)."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(server.app_url(app))
+
+    def form_or_button(d: Any) -> Any:
+        if "/auth/authorize" in d.current_url and d.find_elements(By.ID, "username"):
+            return "form"
+        buttons = d.find_elements(By.CSS_SELECTOR, "[data-sign-in]")
+        return "button" if buttons and buttons[0].is_displayed() else False
+
+    if wait_for(driver, form_or_button) == "button":
+        driver.find_element(By.CSS_SELECTOR, "[data-sign-in]").click()
+        wait_for(driver, lambda d: d.find_elements(By.ID, "username"))
+    driver.find_element(By.ID, "username").send_keys(username)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait_for(
+        driver,
+        lambda d: d.current_url.startswith(server.app_url(app)) and "code=" not in d.current_url,
+    )
+
+
+def save_screenshot(driver: Any, name: str) -> Path:
+    """The page as a PNG under .artifacts/screenshots/ (not committed)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    driver.save_screenshot(str(path))
+    return path
+
+
+_AXE_DIGEST = (HERE / "vendor" / "axe.min.js.sha256").read_text().split()[0]
+
+
+def check_accessibility(driver: Any, name: str) -> None:
+    """Run axe-core (WCAG 2.0/2.1 A and AA rules and best practices) on the current page and
+    fail on a serious or critical violation, naming the rule and the elements. Saves a
+    screenshot under `name` as well."""
+    save_screenshot(driver, name)
+    if not driver.execute_script("return typeof window.axe === 'object'"):
+        source = AXE.read_bytes()
+        assert hashlib.sha256(source).hexdigest() == _AXE_DIGEST, "vendor/axe.min.js changed"
+        driver.execute_script(source.decode("utf-8"))
+    result = driver.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        axe.run(document, {resultTypes: ['violations']})
+          .then((r) => done(r.violations.map((v) => ({
+            id: v.id, impact: v.impact, help: v.help,
+            nodes: v.nodes.slice(0, 5).map((n) => n.target.join(' ')),
+          }))))
+          .catch((e) => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));
+        """
+    )
+    bad = [v for v in result if v["impact"] in ("serious", "critical")]
+    assert not bad, f"axe-core on {name}: " + "; ".join(
+        f"{v['id']} ({v['impact']}): {v['help']} at {', '.join(v['nodes'])}" for v in bad
+    )
