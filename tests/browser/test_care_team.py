@@ -436,13 +436,15 @@ def test_supervisor_view(console: Any, world: World) -> None:
     go(console, world.server, "supervisor")
     wait_text(console, "Piedmont Care Agency")
     find(console, "#tcm-month")
-    # Until reports are narrowed for user tokens (docs/reports.md), the server refuses them
-    # to a care manager and the view says so; once they are, the charts and tables show.
-    wait_for(
-        console,
-        lambda d: (
-            d.find_elements(By.CSS_SELECTOR, "main table")
-            or "could not be shown" in d.find_element(By.CSS_SELECTOR, "main").text
-        ),
-    )
+    # The reports for the care manager's organization, narrowed to what her token may see:
+    # contacts against the requirement (the contact logged above counts this month) and the
+    # care gaps by kind, each an SVG chart beside a table of the same figures.
+    wait_text(console, "Dana Smith", "main table")
+    tables = console.find_elements(By.CSS_SELECTOR, "main table")
+    assert [t.find_element(By.TAG_NAME, "caption").text for t in tables] == [
+        "Contacts per care manager and month",
+        "Care gaps open at some time in each month, by kind",
+    ]
+    assert "Comprehensive assessment due" in tables[1].text
+    assert len(console.find_elements(By.CSS_SELECTOR, "main figure svg[role=img]")) == 2
     check_accessibility(console, "care-team-supervisor")
