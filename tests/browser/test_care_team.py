@@ -1,0 +1,450 @@
+"""The care-team console (/apps/care-team/) in headless Chromium: a care manager signs in
+through the real authorize form, sees a gap made through the API on the worklist and
+acknowledges it, fills the comprehensive assessment (which the gap engine then counts,
+closing `assessment-overdue`), logs a contact (with the satisfaction-survey Task for the
+member), sees a new gap arrive live, and opens the supervisor view; axe-core runs on every
+screen and each is saved as a screenshot (.artifacts/screenshots/care-team-*.png)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from tests.browser.care_team_helpers import (
+    ConsoleServer,
+    add_user,
+    browser,
+    check_accessibility,
+    console_server,
+    find,
+    go,
+    poll,
+    sign_in,
+    wait_for,
+    wait_text,
+)
+
+__all__ = ["browser", "console_server"]  # the fixtures, used by name below
+
+GAP_STATUS = "http://hl7.org/fhir/us/davinci-deqm/StructureDefinition/extension-gapStatus"
+CARE_GAP = "https://cmfhir.org/fhir/CodeSystem/care-gap"
+CARE_MANAGER = "https://cmfhir.org/fhir/StructureDefinition/care-manager"
+ROLE = "https://cmfhir.org/fhir/CodeSystem/care-team-role"
+# What a member or a care manager typed, rendered as text, never as markup.
+HOSTILE = '<img src=x onerror="window.pwned=1">'
+
+
+@dataclass
+class World:
+    server: ConsoleServer
+    api: httpx.Client
+    practitioner: str
+    patient: str
+    organization: str
+    family: str
+
+
+def _post(api: httpx.Client, resource: dict[str, Any]) -> dict[str, Any]:
+    answer = api.post(resource["resourceType"], json=resource)
+    assert answer.status_code == 201, answer.text
+    created: dict[str, Any] = answer.json()
+    return created
+
+
+def _api_gap(world: World, rule: str, detail: str) -> dict[str, Any]:
+    """A care gap written through the API (no engine identifier: the engine leaves it be)."""
+    return _post(
+        world.api,
+        {
+            "resourceType": "DetectedIssue",
+            "modifierExtension": [
+                {
+                    "url": GAP_STATUS,
+                    "valueCodeableConcept": {
+                        "coding": [
+                            {
+                                "system": "http://hl7.org/fhir/us/davinci-deqm/CodeSystem/gaps-status",
+                                "code": "open-gap",
+                            }
+                        ]
+                    },
+                }
+            ],
+            "extension": [
+                {"url": CARE_MANAGER, "valueReference": {"reference": world.practitioner}}
+            ],
+            "status": "final",
+            "code": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                        "code": "CAREGAP",
+                    },
+                    {"system": CARE_GAP, "code": rule},
+                ]
+            },
+            "patient": {"reference": world.patient},
+            "identifiedDateTime": (datetime.now(UTC) - timedelta(days=20)).isoformat(),
+            "detail": detail,
+        },
+    )
+
+
+def _gaps(world: World, rule: str) -> list[dict[str, Any]]:
+    answer = world.api.get(
+        "DetectedIssue", params={"patient": world.patient, "code": f"{CARE_GAP}|{rule}"}
+    )
+    assert answer.status_code == 200, answer.text
+    return [e["resource"] for e in answer.json().get("entry", [])]
+
+
+def _status(issue: dict[str, Any]) -> str:
+    for extension in issue.get("modifierExtension", []):
+        if extension["url"] == GAP_STATUS:
+            code: str = extension["valueCodeableConcept"]["coding"][0]["code"]
+            return code
+    return ""
+
+
+@pytest.fixture(scope="module")
+def world(console_server: ConsoleServer) -> Iterator[World]:
+    """A care manager (Dana) at an agency, one enrolled member of hers with a hospital stay,
+    a new medication, and an enrollment 90 days old with no assessment (so the engine opens
+    `assessment-overdue` while the browser signs in)."""
+    api = console_server.system()
+    family = f"Rivera{uuid.uuid4().hex[:6]}"
+    org = _post(api, {"resourceType": "Organization", "name": "Piedmont Care Agency"})
+    cm = _post(
+        api,
+        {
+            "resourceType": "Practitioner",
+            "name": [{"given": ["Dana"], "family": "Smith"}],
+            "telecom": [{"system": "phone", "value": "919-555-0100"}],
+        },
+    )
+    practitioner = f"Practitioner/{cm['id']}"
+    _post(
+        api,
+        {
+            "resourceType": "PractitionerRole",
+            "practitioner": {"reference": practitioner},
+            "organization": {"reference": f"Organization/{org['id']}"},
+            "code": [{"coding": [{"system": ROLE, "code": "care-manager"}]}],
+        },
+    )
+    patient = _post(
+        api,
+        {
+            "resourceType": "Patient",
+            "name": [{"given": ["Alex", HOSTILE], "family": family}],
+            "telecom": [{"system": "phone", "value": "336-555-0199", "use": "mobile"}],
+            "birthDate": "1988-04-02",
+        },
+    )
+    member = f"Patient/{patient['id']}"
+    today = datetime.now(ZoneInfo("America/New_York")).date()  # the engine's calendar
+    _post(
+        api,
+        {
+            "resourceType": "EpisodeOfCare",
+            "extension": [
+                {
+                    "url": "https://cmfhir.org/fhir/StructureDefinition/acuity-tier",
+                    "valueCode": "high",
+                }
+            ],
+            "status": "active",
+            "type": [
+                {
+                    "coding": [
+                        {"system": "https://cmfhir.org/fhir/CodeSystem/program", "code": "tcm"}
+                    ]
+                }
+            ],
+            "patient": {"reference": member},
+            "managingOrganization": {"reference": f"Organization/{org['id']}"},
+            "period": {"start": (today - timedelta(days=90)).isoformat()},
+            "careManager": {"reference": practitioner},
+        },
+    )
+    _post(
+        api,
+        {
+            "resourceType": "CareTeam",
+            "status": "active",
+            "subject": {"reference": member},
+            "participant": [
+                {
+                    "role": [
+                        {
+                            "coding": [
+                                {"system": ROLE, "code": "care-manager", "display": "Care manager"}
+                            ]
+                        }
+                    ],
+                    "member": {"reference": practitioner},
+                }
+            ],
+        },
+    )
+    discharged = datetime.now(UTC) - timedelta(days=3)
+    _post(
+        api,
+        {
+            "resourceType": "Encounter",
+            "status": "finished",
+            "class": {
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                "code": "IMP",
+                "display": "inpatient encounter",
+            },
+            "subject": {"reference": member},
+            "period": {
+                "start": (discharged - timedelta(days=2)).isoformat(),
+                "end": discharged.isoformat(),
+            },
+        },
+    )
+    _post(
+        api,
+        {
+            "resourceType": "MedicationRequest",
+            "status": "active",
+            "intent": "order",
+            "medicationCodeableConcept": {
+                "coding": [
+                    {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "197361"}
+                ],
+                "text": "Amlodipine 5 mg tablet",
+            },
+            "subject": {"reference": member},
+            "authoredOn": today.isoformat(),
+        },
+    )
+    yield World(console_server, api, practitioner, member, org["id"], family)
+    api.close()
+
+
+@pytest.fixture(scope="module")
+def console(browser: Any, world: World) -> Any:
+    """The browser, signed in to the console as the care manager (once per module)."""
+    username = add_user(world.server, world.practitioner)
+    sign_in(browser, world.server, username)
+    find(browser, "main h1")
+    return browser
+
+
+def test_worklist_shows_an_api_gap_and_acknowledges_it(console: Any, world: World) -> None:
+    from selenium.webdriver.common.by import By
+
+    gap = _api_gap(world, "new-specialist", f"First visit with a cardiologist {HOSTILE}")
+    poll(
+        lambda: [g for g in _gaps(world, "assessment-overdue") if _status(g) == "open-gap"],
+        "the gap engine to open assessment-overdue",
+    )
+    go(console, world.server, "worklist")
+    console.refresh()
+    card = find(console, f'li[data-gap="{gap["id"]}"]')
+    assert "New specialist visit" in card.text
+    assert HOSTILE in card.text  # shown as text, not run as markup
+    assert console.execute_script("return window.pwned === undefined")
+    assert "Comprehensive assessment due" in console.find_element(By.CSS_SELECTOR, "main").text
+    check_accessibility(console, "care-team-worklist")
+
+    # The filter by rule keeps only that kind.
+    select = console.find_element(By.ID, "filter-rule")
+    select.find_element(By.CSS_SELECTOR, 'option[value="new-specialist"]').click()
+    wait_for(
+        console,
+        lambda d: not d.find_elements(By.XPATH, "//h2[text()='Comprehensive assessment due']"),
+    )
+    select.find_element(By.CSS_SELECTOR, 'option[value=""]').click()
+
+    card = find(console, f'li[data-gap="{gap["id"]}"]')
+    card.find_element(By.CSS_SELECTOR, "input[type=text]").send_keys("Called the cardiology office")
+    card.find_element(By.XPATH, ".//button[starts-with(normalize-space(), 'Acknowledge')]").click()
+    wait_for(console, lambda d: not d.find_elements(By.CSS_SELECTOR, f'li[data-gap="{gap["id"]}"]'))
+
+    stored = world.api.get(f"DetectedIssue/{gap['id']}").json()
+    assert _status(stored) == "closed-gap"
+    (mitigation,) = stored["mitigation"]
+    assert "Called the cardiology office" in mitigation["action"]["text"]
+    assert mitigation["author"] == {"reference": world.practitioner}
+
+
+def test_a_new_gap_appears_live(console: Any, world: World) -> None:
+    go(console, world.server, "worklist")
+    wait_text(console, "Live updates are on.")
+    gap = _api_gap(world, "missed-appointment", "Missed the dentist on Tuesday")
+    card = find(console, f'li[data-gap="{gap["id"]}"]')  # no reload: the websocket brought it
+    assert "Missed appointment" in card.text
+
+
+def test_member_page(console: Any, world: World) -> None:
+    from selenium.webdriver.common.by import By
+
+    go(console, world.server, f"member/{world.patient.split('/')[1]}")
+    wait_text(console, "Dana Smith")
+    main = console.find_element(By.CSS_SELECTOR, "main").text
+    assert world.family in main and HOSTILE in main
+    assert "Care manager" in main
+    assert "Discharged" in main  # the hospital stay, highlighted
+    assert "Amlodipine 5 mg tablet" in main
+    assert console.execute_script("return window.pwned === undefined")
+    check_accessibility(console, "care-team-member")
+    # Readable on a phone: one column, nothing wider than the screen.
+    console.set_window_size(390, 844)
+    try:
+        wide = console.execute_script(
+            """return [...document.querySelectorAll('body *')]
+                .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
+                .slice(0, 5).map((e) => e.tagName + ' ' + e.textContent.slice(0, 40))"""
+        )
+        assert console.execute_script(
+            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+        ), f"wider than a phone: {wide}"
+        check_accessibility(console, "care-team-member-phone")
+    finally:
+        console.set_window_size(1200, 1000)
+
+
+def _choose(driver: Any, question: str, answer: str) -> None:
+    """Pick `answer` (its label) in the radio group whose id ends with `question`."""
+    from selenium.webdriver.common.by import By
+
+    group = find(driver, f'fieldset[id$="{question}"]')
+    group.find_element(By.XPATH, f".//label[normalize-space()='{answer}']").click()
+
+
+def test_filling_the_assessment_closes_assessment_overdue(console: Any, world: World) -> None:
+    from selenium.webdriver.common.by import By
+
+    go(console, world.server, f"member/{world.patient.split('/')[1]}/form/assessment")
+    find(console, 'fieldset[id$="overall-health"]')
+    check_accessibility(console, "care-team-assessment")
+
+    # enableWhen: the provider's name is asked only with a primary care provider.
+    assert not console.find_elements(By.CSS_SELECTOR, 'input[id$="pcp-name"]')
+    _choose(console, "has-pcp", "Yes")
+    find(console, 'input[id$="pcp-name"]').send_keys("Dr. Lee")
+    _choose(console, "has-pcp", "No")
+    wait_for(console, lambda d: not d.find_elements(By.CSS_SELECTOR, 'input[id$="pcp-name"]'))
+
+    # Required items: the form says which are missing and sends nothing.
+    console.find_element(By.XPATH, "//button[text()='Save the answers']").click()
+    wait_text(console, "Some required questions have no answer")
+    assert not [r for r in _responses(world) if "comprehensive-assessment" in r["questionnaire"]]
+
+    _choose(console, "overall-health", "Good")
+    _choose(console, "takes-medications", "Yes")
+    find(console, 'textarea[id$="medication-list"]').send_keys("Amlodipine every morning")
+    for question in (
+        "food-worry",
+        "food-did-not-last",
+        "housing-stayed-outside",
+        "housing-worried-losing",
+        "utilities-unable",
+        "transportation",
+        "safety-unsafe",
+        "safety-hurt",
+    ):
+        _choose(console, question, "No")
+    find(console, 'textarea[id$="goal-text"]').send_keys("Walk to church again")
+    console.find_element(By.XPATH, "//button[text()='Save the answers']").click()
+    wait_text(console, "Comprehensive assessment saved.")
+
+    (response,) = [r for r in _responses(world) if "comprehensive-assessment" in r["questionnaire"]]
+    assert response["status"] == "completed"
+    assert response["author"] == {"reference": world.practitioner}
+    poll(
+        lambda: all(_status(g) == "closed-gap" for g in _gaps(world, "assessment-overdue")),
+        "the gap engine to close assessment-overdue",
+    )
+
+
+def _responses(world: World) -> list[dict[str, Any]]:
+    answer = world.api.get("QuestionnaireResponse", params={"patient": world.patient})
+    return [e["resource"] for e in answer.json().get("entry", [])]
+
+
+def test_engagement_sheet_in_their_own_words(console: Any, world: World) -> None:
+    from selenium.webdriver.common.by import By
+
+    go(console, world.server, f"member/{world.patient.split('/')[1]}/form/engagement")
+    find(console, 'textarea[id$="what-matters-most"]').send_keys(f"My grandkids {HOSTILE}")
+    group = find(console, 'fieldset[id$="contact-method"]')
+    group.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+    find(console, 'input[id$="pronouns-other"]').send_keys("xe/xem")
+    check_accessibility(console, "care-team-engagement")
+    console.find_element(By.XPATH, "//button[text()='Save the answers']").click()
+    wait_text(console, "Engagement sheet saved.")
+    wait_text(console, "xe/xem")
+    main = console.find_element(By.CSS_SELECTOR, "main").text
+    assert f"My grandkids {HOSTILE}" in main
+    assert console.execute_script("return window.pwned === undefined")
+
+
+def test_logging_a_contact_asks_the_member_for_feedback(console: Any, world: World) -> None:
+    from selenium.webdriver.common.by import By
+
+    go(console, world.server, f"member/{world.patient.split('/')[1]}")
+    medium = find(console, "#contact-medium")
+    medium.find_element(By.CSS_SELECTOR, 'option[value="PHONE"]').click()
+    console.find_element(By.ID, "contact-note").send_keys("Talked about the new medicine")
+    console.find_element(By.XPATH, "//button[text()='Log the contact']").click()
+    wait_text(console, "Contact logged.")
+    wait_text(console, "Talked about the new medicine")
+
+    answer = world.api.get("Communication", params={"patient": world.patient})
+    (contact,) = [e["resource"] for e in answer.json()["entry"]]
+    assert contact["status"] == "completed"
+    assert contact["medium"][0]["coding"][0]["code"] == "PHONE"
+    assert contact["sender"] == {"reference": world.practitioner}
+    tasks = world.api.get("Task", params={"patient": world.patient, "status": "requested"})
+    (task,) = [e["resource"] for e in tasks.json()["entry"]]
+    assert task["focus"] == {"reference": f"Communication/{contact['id']}"}
+    assert task["input"][0]["valueCanonical"].endswith("Questionnaire/contact-satisfaction")
+    check_accessibility(console, "care-team-member-after-contact")
+
+
+def test_care_plan_and_goal(console: Any, world: World) -> None:
+    from selenium.webdriver.common.by import By
+
+    go(console, world.server, f"member/{world.patient.split('/')[1]}")
+    find(console, "#goal-new").send_keys("Walk to church again")
+    console.find_element(By.XPATH, "//button[text()='Add the goal']").click()
+    wait_text(console, "Goal added.")
+    wait_text(console, "Walk to church again", "ul.goals")
+    find(console, "#plan-text").send_keys("Weekly calls; ride to cardiology")
+    console.find_element(By.XPATH, "//button[text()='Write the care plan']").click()
+    wait_text(console, "Care plan written.")
+    plans = world.api.get("CarePlan", params={"patient": world.patient}).json()["entry"]
+    (plan,) = [e["resource"] for e in plans]
+    assert plan["description"] == "Weekly calls; ride to cardiology"
+    assert plan["status"] == "active" and len(plan["goal"]) == 1
+
+
+def test_supervisor_view(console: Any, world: World) -> None:
+    from selenium.webdriver.common.by import By
+
+    go(console, world.server, "supervisor")
+    wait_text(console, "Piedmont Care Agency")
+    find(console, "#tcm-month")
+    # The reports for the care manager's organization, narrowed to what her token may see:
+    # contacts against the requirement (the contact logged above counts this month) and the
+    # care gaps by kind, each an SVG chart beside a table of the same figures.
+    wait_text(console, "Dana Smith", "main table")
+    tables = console.find_elements(By.CSS_SELECTOR, "main table")
+    assert [t.find_element(By.TAG_NAME, "caption").text for t in tables] == [
+        "Contacts per care manager and month",
+        "Care gaps open at some time in each month, by kind",
+    ]
+    assert "Comprehensive assessment due" in tables[1].text
+    assert len(console.find_elements(By.CSS_SELECTOR, "main figure svg[role=img]")) == 2
+    check_accessibility(console, "care-team-supervisor")
