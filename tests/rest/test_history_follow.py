@@ -87,7 +87,8 @@ async def test_a_transaction_held_open_is_not_skipped(base: str, settings: Setti
         httpx.AsyncClient(base_url=base, timeout=60) as http,
     ):
         since = await _start(http)
-        held = asyncio.create_task(_held_create(ctx, tag, hold=1.5))
+        # Held longer than a `_since` answer waits for running writes (2 s).
+        held = asyncio.create_task(_held_create(ctx, tag, hold=4.0))
         await asyncio.sleep(0.3)  # written (stamped), not committed
         quick = (await http.post("Patient", json=_patient(tag), headers=FHIR)).json()
         first, since_next = await _poll(http, since)
@@ -194,3 +195,24 @@ async def test_history_without_since_shows_own_write_beside_a_held_transaction(
         await held
     assert bundle["entry"][0]["resource"]["id"] == quick["id"]
     assert _instant(bundle["meta"]["lastUpdated"]) <= _instant(quick["meta"]["lastUpdated"])
+
+
+async def test_a_follow_waits_for_a_short_running_write_and_holds_the_clients_own(
+    base: str, settings: Settings
+) -> None:
+    """A `_since` answer asked while a short write transaction (a background worker's, say)
+    runs waits for it to end, so it holds the client's own write made just before, and the
+    short one's too."""
+    tag = uuid.uuid4().hex
+    async with (
+        open_context(settings) as ctx,
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+    ):
+        since = await _start(http)
+        held = asyncio.create_task(_held_create(ctx, tag, hold=0.8))
+        await asyncio.sleep(0.3)  # written (stamped), not committed
+        quick = (await http.post("Patient", json=_patient(tag), headers=FHIR)).json()
+        seen, _ = await _poll(http, since)
+        held_key = await held
+    assert ("Patient", quick["id"], "1") in seen
+    assert held_key in seen

@@ -23,6 +23,8 @@ from cmfhir.search.parse import parse_instant
 __all__ = ["history"]
 
 
+# How long a `_since` answer waits for the write transactions running when it is asked.
+_SETTLE_S = 2.0
 Cursor = tuple[tuple[datetime, int, int], datetime]  # (stamp, rid, version), watermark
 
 
@@ -107,7 +109,10 @@ async def history(
         if cursor is not None:
             until = stated = cursor[1]
         else:
-            stated = await repo.history_watermark(follow=True)
+            # A follow waits (briefly) for the writes running now, so that it holds the
+            # client's own writes beside the background workers' short transactions.
+            settle = _SETTLE_S if since is not None else 0.0
+            stated = await repo.history_watermark(follow=True, settle=settle)
             until = stated if since is not None else await repo.history_watermark(follow=False)
         page = await repo.history(
             resource_type=resource_type,

@@ -12,6 +12,7 @@ next `_since` gets the versions from there on, none twice and none missed.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +35,8 @@ __all__ = ["history_query", "just_after_now", "restamp", "watermark"]
 _WATERMARK = text(
     """
     SELECT least(statement_timestamp(),
-                 min(coalesce(xact_start, timestamptz 'epoch')))
+                 min(coalesce(xact_start, timestamptz 'epoch'))),
+           statement_timestamp()
     FROM pg_stat_activity
     WHERE backend_xid IS NOT NULL
       AND datname = current_database()
@@ -43,18 +45,32 @@ _WATERMARK = text(
 )
 
 
+_SETTLE_POLL_S = 0.01
+
+
 def _to_millisecond(moment: datetime) -> datetime:
     # Stamps are stored to the millisecond; so is the watermark, rounded down, so that a
     # stamp below it is below the unrounded value too.
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
-async def watermark(conn: AsyncConnection) -> datetime:
+async def watermark(conn: AsyncConnection, *, settle: float = 0.0) -> datetime:
     """The instant before which every version is committed and no new one can appear.
     Run it before the history query, in its own statement: the query's snapshot is then
-    taken after it."""
-    value: datetime = (await conn.execute(_WATERMARK)).scalar_one()
-    return _to_millisecond(value)
+    taken after it.
+
+    With `settle`, wait up to that many seconds for the write transactions that were
+    running when it was first asked to end, so that the answer reaches the time of the
+    request and holds every write committed before it (the caller's own, beside the
+    background workers' short transactions). A transaction still running after that
+    holds the watermark back as usual: followers wait, they never miss."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settle
+    value, asked = (await conn.execute(_WATERMARK)).one()
+    while value < asked and loop.time() < deadline:
+        await asyncio.sleep(_SETTLE_POLL_S)
+        value = (await conn.execute(_WATERMARK)).one()[0]
+    return _to_millisecond(min(value, asked))
 
 
 async def just_after_now(conn: AsyncConnection) -> datetime:

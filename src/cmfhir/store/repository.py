@@ -240,11 +240,14 @@ class Repository:
             found.update(await self.lock_many(missing))
         return found
 
-    async def history_watermark(self, *, follow: bool = True) -> datetime:
-        """The instant before which history is complete (store/history.py). Not following
-        (one resource's history, no `_since`): just after now, so that a client reads its
-        own last write whatever other transactions are still running."""
-        return await watermark(self.conn) if follow else await just_after_now(self.conn)
+    async def history_watermark(self, *, follow: bool = True, settle: float = 0.0) -> datetime:
+        """The instant before which history is complete (store/history.py), waiting up to
+        `settle` seconds for the writes running at the call to end. Not following (a
+        history without `_since`): just after now, so that a client reads its own last
+        write whatever other transactions are still running."""
+        if not follow:
+            return await just_after_now(self.conn)
+        return await watermark(self.conn, settle=settle)
 
     async def history(
         self,
