@@ -129,7 +129,9 @@ class ExportJobs:
             if row is not None:
                 return str(row[0])
             status = (
-                await conn.execute(text(f"SELECT status FROM {self.table} WHERE id = :id"), {"id": id})
+                await conn.execute(
+                    text(f"SELECT status FROM {self.table} WHERE id = :id"), {"id": id}
+                )
             ).scalar_one_or_none()
         return None if status is None else str(status)
 

@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from cmfhir.auth.principal import Principal
 from cmfhir.errors import BadRequest, FhirError, Issue, NotFound, operation_outcome
 from cmfhir.exchange.access import Forbidden
 from cmfhir.exchange.export.files import file_path, remove_job_files
 from cmfhir.exchange.export.request import export_request
+from cmfhir.exchange.principals import principal_json, require_owner
 from cmfhir.exchange.settings import ExchangeSettings
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.interactions.operations.call import OperationCall
@@ -37,27 +37,8 @@ def export_root() -> Path:
     return _settings().export_dir
 
 
-def _principal_json(principal: Principal) -> dict[str, Any]:
-    return {
-        "kind": principal.kind,
-        "client_id": principal.client_id,
-        "fhir_user": principal.fhir_user,
-        "patient": principal.patient,
-        "scopes": list(principal.scopes),
-    }
-
-
 def owned(principal: Principal, job: ExportJob) -> None:
-    """The status and files of a bulk job are for the principal that asked for it: the same
-    client, and for a user or patient token the same user or patient too (two users of one
-    app do not share their exports)."""
-    if principal.unrestricted:
-        return
-    asked = _principal_json(principal)
-    if any(job.principal.get(key) != asked[key] for key in ("kind", "client_id", "fhir_user")):
-        raise Forbidden("This export was asked for by another client or user")
-    if job.principal.get("patient") != asked["patient"]:
-        raise Forbidden("This export was asked for by another client or user")
+    require_owner(principal, job.principal, "export")
 
 
 def may_export(principal: Principal, level: str) -> None:
@@ -108,7 +89,7 @@ async def kickoff(
             raise NotFound(f"Group/{group} is not known")
     job_id = uuid.uuid4().hex
     await ExportJobs(ctx.store.engine).create(
-        job_id, request_url, request.to_json(), _principal_json(ctx.principal)
+        job_id, request_url, request.to_json(), principal_json(ctx.principal)
     )
     outcome = operation_outcome(
         [
