@@ -45,8 +45,10 @@ def may_export(principal: Principal, level: str) -> None:
     """Who may kick an export off (https://hl7.org/fhir/uv/bulkdata/export.html#authorization):
     a backend client (system/ scopes) or a user token at every level, each getting only
     what its access predicate lets it see; a member's token (patient/ scopes) at Patient
-    and Group level only, getting its own record. A system-level export is the whole
-    server's data, which the Bulk Data IG reserves for backend clients and users."""
+    and Group level only, getting its own record. The Bulk Data IG authorizes exports
+    with SMART Backend Services (system/ scopes) and requires only that the data be
+    limited to what the client may see; refusing a member's token at system level (the
+    server's data as a whole) is this server's choice: its record is `Patient/$export`."""
     if principal.unrestricted:
         return
     if not principal.allows(None, "s"):
