@@ -35,7 +35,7 @@ async def raw_copy_out(database_url: str) -> dict[str, Any]:
     conn = await asyncpg.connect(database_url)
     rows = 0
 
-    def sink(chunk: bytes) -> None:
+    async def sink(chunk: bytes) -> None:  # asyncpg awaits a callable output
         nonlocal rows
         rows += chunk.count(b"\n")
 

@@ -1,23 +1,35 @@
-"""NDJSON import (`cmfhir import`): valid lines stored and indexed, bad lines reported per
-line in OperationOutcome NDJSON, references checked at the end (not per batch), and an
-interrupted import resumed without storing a line twice."""
+"""NDJSON import (`cmfhir import` and the asynchronous `$import`): valid lines stored and
+indexed, bad lines reported per line in OperationOutcome NDJSON, references checked at the
+end (not per batch), inputs from the import directory or an allowed http(s) host, and an
+interrupted import (the command, or a `$import` job whose worker died) resumed without
+storing a line twice."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from tests.serving import cmfhir_env
 
 from cmfhir.app import open_context
 from cmfhir.commands.exchange import import_file
 from cmfhir.config import Settings
+from cmfhir.exchange.import_worker import ImportWorker
+from cmfhir.exchange.settings import ExchangeSettings
+from cmfhir.store.export_jobs import ImportJobs
 
 
 def _lines(tag: str) -> list[str]:
@@ -157,26 +169,189 @@ def _import_body(*urls: str) -> dict[str, Any]:
     }
 
 
+ASYNC = {"Prefer": "respond-async"}
+
+
+def _finished(client: httpx.Client, status_url: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while (answer := client.get(status_url)).status_code == 202:
+        assert answer.headers["X-Progress"] and answer.headers["Retry-After"]
+        assert time.monotonic() < deadline, "the import did not finish"
+        time.sleep(0.2)
+    assert answer.status_code == 200, answer.text
+    manifest: dict[str, Any] = answer.json()
+    return manifest
+
+
+def _refused_lines(client: httpx.Client, manifest: dict[str, Any]) -> list[str]:
+    [errors] = manifest["error"]
+    assert errors["type"] == "OperationOutcome"
+    lines = [json.loads(x) for x in client.get(errors["url"]).text.splitlines()]
+    assert len(lines) == errors["count"]
+    return [o["issue"][0]["expression"][0] for o in lines]
+
+
 def test_import_operation(
     client: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     _write(tmp_path, _lines(tag))
     monkeypatch.setenv("CMFHIR_IMPORT_DIR", str(tmp_path))
-    response = client.post("$import", json=_import_body("data.ndjson"))
-    assert response.status_code == 200, response.text
-    issues = response.json()["issue"]
-    assert issues[0]["diagnostics"] == "data.ndjson: 8 stored, 3 refused"
-    assert [i["expression"][0] for i in issues[1:]] == [
+    response = client.post("$import", json=_import_body("data.ndjson"), headers=ASYNC)
+    assert response.status_code == 202, response.text
+    manifest = _finished(client, response.headers["Content-Location"])
+    assert manifest["output"] == [{"inputUrl": "data.ndjson", "count": 8, "refused": 3}]
+    assert _refused_lines(client, manifest) == [
         "line 2",
         "line 4",
         "line 5",
         f"Observation/dangling-{tag}",
     ]
     assert client.get(f"Patient/imp-{tag}").status_code == 200
-    # Only files under the import directory; not by GET.
-    outside = client.post("$import", json=_import_body("../../etc/passwd"))
-    assert outside.status_code == 400
-    remote = client.post("$import", json=_import_body("https://example.org/x.ndjson"))
-    assert remote.status_code == 400
+    assert client.get(f"Patient/bad-{tag}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (_import_body("data.ndjson"), {}, 400),  # no Prefer: respond-async
+        (_import_body("../../etc/passwd"), ASYNC, 400),  # outside the import directory
+        (_import_body("https://example.org/x.ndjson"), ASYNC, 400),  # not on the allow-list
+        (_import_body("http://127.0.0.1:5432/x.ndjson"), ASYNC, 400),
+        (_import_body("ftp://example.org/x.ndjson"), ASYNC, 400),
+        ({"resourceType": "Parameters", "parameter": []}, ASYNC, 400),
+    ],
+    ids=["no-prefer", "outside", "remote", "loopback", "ftp", "no-input"],
+)
+def test_import_refusals(
+    client: httpx.Client,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    _write(tmp_path, _lines("refused"))
+    monkeypatch.setenv("CMFHIR_IMPORT_DIR", str(tmp_path))
+    response = client.post("$import", json=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"
     assert client.get("$import").status_code == 405
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    """A plain HTTP server on loopback serving tmp_path (the import's remote source)."""
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_import_from_an_allowed_url(
+    client: httpx.Client, tmp_path: Path, served: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    _write(tmp_path, _lines(tag))
+    url = f"http://{served}/data.ndjson"
+    refused = client.post("$import", json=_import_body(url), headers=ASYNC)
+    assert refused.status_code == 400  # the default allow-list is empty
+    monkeypatch.setenv("CMFHIR_IMPORT_ALLOW_HOSTS", served)
+    missing = f"http://{served}/nothing.ndjson"
+    response = client.post("$import", json=_import_body(url, missing), headers=ASYNC)
+    assert response.status_code == 202, response.text
+    manifest = _finished(client, response.headers["Content-Location"])
+    assert [o["count"] for o in manifest["output"]] == [8, 0]
+    where = _refused_lines(client, manifest)
+    assert where == ["line 2", "line 4", "line 5", "input.url", f"Observation/dangling-{tag}"]
+    assert client.get(f"Observation/obs-{tag}").status_code == 200
+
+
+class Killed(BaseException):
+    """The worker's process dies: nothing of the worker runs after it."""
+
+
+class DiesAfterThreeBatches(ImportJobs):
+    def __init__(self, engine: Any) -> None:
+        super().__init__(engine)
+        self.batches = 0
+
+    async def checkpoint(
+        self, id: str, state: dict[str, Any], progress: str, lease_s: int
+    ) -> str | None:
+        status = await super().checkpoint(id, state, progress, lease_s)
+        self.batches += 1
+        if self.batches == 3:
+            raise Killed
+        return status
+
+
+async def _die_then_resume(settings: Settings, job_id: str, url: str, base: str) -> int:
+    async with open_context(settings) as ctx:
+        root = ExchangeSettings().import_work_dir
+        jobs = ImportJobs(ctx.store.engine)
+        async with ctx.store.engine.begin() as conn:
+            # Created as a worker claimed it (so that the server's own worker leaves it).
+            await conn.execute(
+                text(
+                    "INSERT INTO import_job (id, status, request, params, principal, attempts,"
+                    " started_at, lease_until) VALUES (:id, 'in-progress', 'test',"
+                    " CAST(:params AS jsonb), CAST(:principal AS jsonb), 1, now(),"
+                    " now() + interval '1 hour')"
+                ),
+                {
+                    "id": job_id,
+                    "params": json.dumps({"inputs": [{"url": url, "http": url}], "base": base}),
+                    "principal": json.dumps({"kind": "open"}),
+                },
+            )
+        job = await jobs.get(job_id)
+        assert job is not None
+        dying = ImportWorker(
+            ctx, root, export_root=root, expiry_s=60, batch=3,
+            jobs=DiesAfterThreeBatches(ctx.store.engine),
+        )  # fmt: skip
+        with pytest.raises(Killed):
+            await dying.run_job(job)
+        state = await jobs.state(job_id)
+        assert state is not None and state["lines_done"] == 9
+        async with ctx.store.engine.begin() as conn:
+            # Its lease runs out: the next worker takes it over.
+            await conn.execute(
+                text("UPDATE import_job SET lease_until = now() WHERE id = :id"), {"id": job_id}
+            )
+        await ImportWorker(ctx, root, export_root=root, expiry_s=60, batch=3).run_once()
+        done = await jobs.get(job_id)
+        assert done is not None
+        return done.attempts
+
+
+def test_an_interrupted_import_job_resumes(
+    settings: Settings, client: httpx.Client, tmp_path: Path, served: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    lines = [
+        json.dumps({"resourceType": "Patient", "id": f"k{n}-{tag}", "active": True})
+        for n in range(20)
+    ]
+    _write(tmp_path, [*lines[:10], "{broken", *lines[10:]])
+    job_id = uuid.uuid4().hex
+    url = f"http://{served}/data.ndjson"
+    base = str(client.base_url).rstrip("/")
+    attempts = asyncio.run(_die_then_resume(settings, job_id, url, base))
+    manifest = _finished(client, f"{base}/$import-status/{job_id}")
+    assert attempts == 2
+    assert manifest["output"] == [{"inputUrl": url, "count": 20, "refused": 1}]
+    assert _refused_lines(client, manifest) == ["line 11"]  # reported once
+    for n in range(20):
+        stored = client.get(f"Patient/k{n}-{tag}").json()
+        assert stored["meta"]["versionId"] == "1", n  # never written twice

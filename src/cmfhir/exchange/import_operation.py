@@ -1,48 +1,32 @@
-"""`$import` (POST, system level): NDJSON files the server may read, named in a Parameters
-body (`input.url`: a path, or a file: URL, under `CMFHIR_IMPORT_DIR`), imported as
-`cmfhir import` does, synchronously. The answer is an OperationOutcome: one information
-issue per file with its counts, one issue per refused line (the first 1,000)."""
+"""`$import` (POST, system level), asynchronous like `$export`
+(https://github.com/smart-on-fhir/bulk-import/blob/master/import.md, the Bulk Data import
+draft): the kick-off checks the `Parameters` body and every input's source
+(`import_sources.py`), records a job and answers 202 with a `Content-Location` to poll;
+a worker (`import_worker.py`) runs it. Status answers 202 with `X-Progress` until the
+manifest (200); DELETE cancels; the OperationOutcome NDJSON of refused lines is served to
+the principal that asked for the import."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
-from pathlib import Path
+from email.utils import format_datetime
 from typing import Any
-from urllib.parse import unquote, urlparse
 
-from cmfhir.errors import BadRequest, Issue
+from cmfhir.errors import BadRequest, FhirError, Issue, NotFound, operation_outcome
 from cmfhir.exchange.access import require_system
-from cmfhir.exchange.importing import ImportProgress, check_references, import_lines
+from cmfhir.exchange.export.files import file_path, remove_job_files
+from cmfhir.exchange.export.kickoff import NDJSON, export_root
+from cmfhir.exchange.import_sources import resolve_source
+from cmfhir.exchange.principals import principal_json, require_owner
 from cmfhir.exchange.settings import ExchangeSettings
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.interactions.operations.call import OperationCall
+from cmfhir.store.export_jobs import ExportJob, ImportJobs
 
-__all__ = ["run"]
+__all__ = ["cancel", "import_file", "kickoff", "run", "status"]
 
-_MAX_ISSUES = 1000
-
-
-def _source(root: Path | None, url: str) -> Path:
-    if root is None:
-        raise BadRequest(
-            "$import reads files under CMFHIR_IMPORT_DIR, which is not configured",
-            code="not-supported",
-        )
-    parsed = urlparse(url)
-    if parsed.scheme not in ("", "file"):
-        raise BadRequest(
-            f"$import reads files under the import directory, not {parsed.scheme}: URLs",
-            code="not-supported",
-            expression=["input.url"],
-        )
-    relative = unquote(parsed.path if parsed.scheme == "file" else url)
-    base = root.resolve()
-    path = (base / relative).resolve()
-    if not path.is_relative_to(base) or not path.is_file():
-        raise BadRequest(
-            f"'{url}' is not a file under the import directory", expression=["input.url"]
-        )
-    return path
+_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
 
 
 def _inputs(call: OperationCall) -> list[str]:
@@ -52,7 +36,7 @@ def _inputs(call: OperationCall) -> list[str]:
             continue
         url = next(
             (
-                str(part.get("valueUri") or part.get("valueUrl") or "")
+                str(part.get("valueUri") or part.get("valueUrl") or part.get("valueString") or "")
                 for part in entry.get("part", [])
                 if part.get("name") == "url"
             ),
@@ -61,44 +45,119 @@ def _inputs(call: OperationCall) -> list[str]:
         if not url:
             raise BadRequest("Each input needs a url part", expression=["input.url"])
         urls.append(url)
+    if not urls:
+        raise BadRequest("$import needs at least one input", expression=["input"])
     return urls
 
 
-async def run(ctx: FhirContext, call: OperationCall) -> Result:
+async def kickoff(
+    ctx: FhirContext, call: OperationCall, *, respond_async: bool, request_url: str, base: str
+) -> Result:
     require_system(ctx.principal, "$import")
+    if not respond_async:
+        raise BadRequest("$import runs asynchronously: send 'Prefer: respond-async'")
     fmt = call.value("inputFormat")
-    if fmt is not None and fmt not in ("application/fhir+ndjson", "application/ndjson"):
+    if fmt is not None and fmt not in _FORMATS:
         raise BadRequest(f"inputFormat '{fmt}' is not supported", expression=["inputFormat"])
-    root = ExchangeSettings().import_dir
-    paths = [_source(root, url) for url in _inputs(call)]
-    started = datetime.now(UTC)
-    issues: list[Issue] = []
-    refused_issues: list[dict[str, Any]] = []
-
-    def collect(progress: ImportProgress, refused: list[dict[str, Any]]) -> None:
-        refused_issues.extend(refused)
-
-    for path in paths:
-        with path.open("rb") as handle:
-            progress = await import_lines(
-                ctx, handle, ImportProgress(), base="http://localhost/fhir", on_batch=collect
-            )
-        issues.append(
+    settings = ExchangeSettings()
+    inputs = [
+        await resolve_source(
+            ctx.store.engine, ctx.principal, settings, export_root(), url, base=base
+        )
+        for url in _inputs(call)
+    ]
+    job_id = uuid.uuid4().hex
+    params = {"inputs": inputs, "base": base}
+    await ImportJobs(ctx.store.engine).create(
+        job_id, request_url, params, principal_json(ctx.principal)
+    )
+    outcome = operation_outcome(
+        [
             Issue(
-                f"{path.name}: {progress.stored} stored, {progress.refused} refused",
+                "The import is accepted; poll the Content-Location",
                 code="informational",
                 severity="information",
             )
-        )
-    refused_issues.extend(await check_references(ctx, started))
-    for outcome in refused_issues[:_MAX_ISSUES]:
-        for issue in outcome["issue"]:
-            issues.append(
-                Issue(
-                    issue["diagnostics"],
-                    code=issue["code"],
-                    severity=issue["severity"],
-                    expression=tuple(issue.get("expression", ())),
-                )
+        ]
+    )
+    return Result(202, outcome, headers={"Content-Location": f"{base}/$import-status/{job_id}"})
+
+
+def import_root() -> Any:
+    return ExchangeSettings().import_work_dir
+
+
+async def _job(ctx: FhirContext, job_id: str) -> ExportJob:
+    job = await ImportJobs(ctx.store.engine).get(job_id)
+    if job is None or job.status == "cancelled":
+        raise NotFound("No such import (it may have been cancelled or have expired)")
+    require_owner(ctx.principal, job.principal, "import")
+    if job.expires_at is not None and job.expires_at <= datetime.now(UTC):
+        raise NotFound("This import has expired")
+    return job
+
+
+class ImportFailed(FhirError):
+    status = 500
+    code = "exception"
+
+
+async def status(ctx: FhirContext, job_id: str, *, base: str) -> Result:
+    job = await _job(ctx, job_id)
+    if job.status in ("accepted", "in-progress"):
+        progress = (job.progress or job.status)[:99]
+        return Result(202, None, headers={"X-Progress": progress, "Retry-After": "2"})
+    if job.status == "failed":
+        raise ImportFailed(job.error or "The import failed")
+    manifest = dict(job.manifest or {})
+    manifest["error"] = [
+        {
+            "type": item["type"],
+            "url": f"{base}/$import-file/{job.id}/{item['name']}",
+            "count": item["count"],
+        }
+        for item in manifest.get("error", [])
+    ]
+    headers = {}
+    if job.expires_at is not None:
+        headers["Expires"] = format_datetime(job.expires_at, usegmt=True)
+    return Result(200, manifest, headers=headers, media_type="application/json")
+
+
+async def cancel(ctx: FhirContext, job_id: str) -> Result:
+    job = await _job(ctx, job_id)
+    if not await ImportJobs(ctx.store.engine).cancel(job.id):
+        raise NotFound("No such import")
+    remove_job_files(import_root(), job.id)
+    outcome = operation_outcome(
+        [
+            Issue(
+                "The import is cancelled; what it stored before stays stored",
+                code="informational",
+                severity="information",
             )
-    return Result(200, {"resourceType": "OperationOutcome", "issue": [i.to_json() for i in issues]})
+        ]
+    )
+    return Result(202, outcome)
+
+
+async def import_file(ctx: FhirContext, job_id: str, name: str) -> Result:
+    path = file_path(import_root(), job_id, name)
+    if path is None or name.startswith("input-"):
+        raise NotFound("No such import file")
+    job = await _job(ctx, job_id)
+    if job.status != "completed" or not path.is_file():
+        raise NotFound("No such import file")
+
+    async def chunks() -> Any:
+        with path.open("rb") as handle:
+            while chunk := handle.read(256 * 1024):
+                yield chunk
+
+    return Result(200, stream=chunks(), media_type=NDJSON)
+
+
+async def run(ctx: FhirContext, call: OperationCall) -> Result:
+    """The registered implementation, reached only where routes/bulk.py does not route
+    `$import` (it is defined at system level only, which routes/bulk.py serves)."""
+    raise BadRequest("$import is invoked at system level with POST", code="not-supported")

@@ -13,7 +13,7 @@ resumes after the last committed batch.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -136,10 +136,12 @@ async def import_lines(
     base: str,
     batch: int = 500,
     on_batch: Callable[[ImportProgress, list[dict[str, Any]]], None] | None = None,
+    on_commit: Callable[[ImportProgress, list[dict[str, Any]]], Awaitable[None]] | None = None,
 ) -> ImportProgress:
     """Import NDJSON `lines` (all of the source: those before `progress.lines_done` are
-    skipped). `on_batch` is called after each committed batch with the progress and the
-    OperationOutcomes of the lines refused since the last call (persist both there)."""
+    skipped). `on_batch` (or the coroutine `on_commit`) is called after each committed batch
+    with the progress and the OperationOutcomes of the lines refused since the last call
+    (persist both there)."""
     writer = deferred(ctx)
     pending: list[tuple[int, dict[str, Any]]] = []
     keys: set[tuple[str, str]] = set()
@@ -147,13 +149,18 @@ async def import_lines(
 
     async def flush(done: int) -> None:
         nonlocal pending, refused
-        errors = await _store(writer, pending, base) if pending else []
+        try:
+            errors = await _store(writer, pending, base) if pending else []
+        except FhirError as error:  # a batch of one line, which the database refused
+            errors = [_outcome(pending[0][0], error)]
         progress.stored += len(pending) - len(errors)
         progress.refused += len(errors)
         progress.lines_done = done
         refused.extend(errors)
         if on_batch is not None:
             on_batch(progress, refused)
+        if on_commit is not None:
+            await on_commit(progress, refused)
         pending, refused = [], []
         keys.clear()
 

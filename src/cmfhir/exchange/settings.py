@@ -41,6 +41,29 @@ class ExchangeSettings(BaseSettings):
     import_dir: Path | None = Field(
         default=None, description="$import reads NDJSON files under this directory only."
     )
+    import_allow_hosts: str = Field(
+        default="",
+        description=(
+            "Comma-separated hosts (host or host:port) $import may fetch http(s) inputs from."
+            " Empty: none (only files under import_dir and this server's own export files)."
+        ),
+    )
+    import_max_bytes: int = Field(
+        default=1024**3, description="Largest http(s) input $import downloads (bytes)."
+    )
+    import_fetch_timeout_s: float = Field(
+        default=600.0, description="Seconds $import may spend downloading one http(s) input."
+    )
+    import_work_dir: Path = Field(
+        default=Path(".data/imports"),
+        description="Where $import keeps downloaded inputs and its OperationOutcome files.",
+    )
+    import_worker: bool = Field(
+        default=True, description="Run the import worker in the API process (cmfhir serve)."
+    )
+
+    def import_hosts(self) -> set[str]:
+        return {h.strip().lower() for h in self.import_allow_hosts.split(",") if h.strip()}
 
     def mllp_networks(self) -> list[IPv4Network | IPv6Network]:
         return [

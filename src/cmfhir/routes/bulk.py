@@ -1,5 +1,5 @@
 """The exchange operations that need the request's base URL or headers: `$everything`
-(absolute next links) and Bulk Data `$export` with its status and file URLs
+(absolute next links), Bulk Data `$export` and `$import` with their status and file URLs
 (docs/exchange.md). Included before the generic operation routes."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from dataclasses import replace
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from cmfhir.exchange import import_operation
 from cmfhir.exchange.everything import bound_to
 from cmfhir.exchange.export.kickoff import cancel, export_file, kickoff, status
 from cmfhir.interactions.context import FhirContext
@@ -95,3 +96,39 @@ async def export_cancel(job_id: str, request: Request, ctx: Ctx) -> Response:
 @bulk_router.get("/$export-file/{job_id}/{name}")
 async def export_file_get(job_id: str, name: str, request: Request, ctx: Ctx) -> Response:
     return render(await export_file(ctx, job_id, name), request)
+
+
+@bulk_router.post("/$import")
+async def import_kickoff(request: Request, ctx: Ctx) -> Response:
+    implementation = functools.partial(
+        import_operation.kickoff,
+        respond_async=prefer(request).get("respond-async") is not None,
+        request_url=str(request.url),
+        base=base_url(request),
+    )
+    bound = replace(ctx, implementations={**ctx.implementations, "import": implementation})
+    result = await invoke(
+        bound,
+        "import",
+        resource_type=None,
+        id=None,
+        method=request.method,
+        query=_query(request),
+        body=await _operation_body(request),
+    )
+    return render(result, request)
+
+
+@bulk_router.get("/$import-status/{job_id}")
+async def import_status(job_id: str, request: Request, ctx: Ctx) -> Response:
+    return render(await import_operation.status(ctx, job_id, base=base_url(request)), request)
+
+
+@bulk_router.delete("/$import-status/{job_id}")
+async def import_cancel(job_id: str, request: Request, ctx: Ctx) -> Response:
+    return render(await import_operation.cancel(ctx, job_id), request)
+
+
+@bulk_router.get("/$import-file/{job_id}/{name}")
+async def import_file_get(job_id: str, name: str, request: Request, ctx: Ctx) -> Response:
+    return render(await import_operation.import_file(ctx, job_id, name), request)

@@ -1,6 +1,6 @@
-"""The reads and job rows of the exchange features ($everything, Bulk Data export): a
-member's compartment by its `patient_id`, page by page in `rid` order, and the export
-jobs claimed with `FOR UPDATE SKIP LOCKED`."""
+"""The reads of the exchange features ($everything, Bulk Data export and import): a
+member's compartment by its `patient_id`, page by page in `rid` order, and an export's
+resources streamed under the principal's access predicate (store/access.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import ColumnElement, Text, cast, exists, literal, select, text
 
+from cmfhir.store.access import visible
 from cmfhir.store.repository import Repository
+from cmfhir.store.schema import resource, resource_history
 
 __all__ = ["compartment_page", "stream_deleted", "stream_resources"]
 
@@ -76,6 +78,11 @@ async def compartment_page(
     return [(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
 
 
+def _visible(repo: Repository) -> ColumnElement[bool]:
+    # An export reads what a type-level search by the same principal would find.
+    return visible(repo.principal, resource, "s")
+
+
 async def stream_resources(
     repo: Repository,
     resource_type: str,
@@ -85,23 +92,22 @@ async def stream_resources(
     member_only: bool = False,
     batch: int = 2000,
 ) -> AsyncIterator[tuple[str, str | None, str]]:
-    """Every current resource of one type (of these members, or of any member when
-    `member_only`; changed after `since`), `(id, patient_id, content)`, streamed from a
-    server-side cursor: memory stays flat whatever the count."""
-    params: dict[str, Any] = {"type": resource_type}
-    sql = (
-        "SELECT r.id, r.patient_id, CAST(r.content AS text) FROM resource r"
-        " WHERE r.resource_type = :type AND NOT r.deleted"
+    """Every current resource of one type the repository's principal may see (of these
+    members, or of any member when `member_only`; stamped at or after `since`),
+    `(id, patient_id, content)`, streamed from a server-side cursor: memory stays flat
+    whatever the count."""
+    query = select(resource.c.id, resource.c.patient_id, cast(resource.c.content, Text)).where(
+        resource.c.resource_type == resource_type,
+        resource.c.deleted.is_(False),
+        _visible(repo),
     )
     if patients is not None:
-        sql += " AND r.patient_id = ANY(:patients)"
-        params["patients"] = list(patients)
+        query = query.where(resource.c.patient_id.in_(list(patients)))
     elif member_only:
-        sql += " AND r.patient_id IS NOT NULL"
+        query = query.where(resource.c.patient_id.is_not(None))
     if since is not None:
-        sql += " AND r.last_updated > :since"
-        params["since"] = since
-    result = await repo.conn.stream(text(sql).execution_options(yield_per=batch), params)
+        query = query.where(resource.c.last_updated >= since)
+    result = await repo.conn.stream(query.execution_options(yield_per=batch))
     async for partition in result.partitions(batch):
         for row in partition:
             yield str(row[0]), row[1], str(row[2])
@@ -114,19 +120,24 @@ async def stream_deleted(
     *,
     patients: Sequence[str] | None = None,
 ) -> AsyncIterator[tuple[str, str]]:
-    """Resources of these types deleted after `since` (and not re-created): `(type, id)`."""
-    params: dict[str, Any] = {"types": list(types), "since": since}
-    sql = (
-        "SELECT r.resource_type, r.id FROM resource r WHERE r.deleted"
-        " AND r.resource_type = ANY(:types) AND r.last_updated > :since"
+    """Resources of these types the principal may see deleted at or after `since` (and not
+    re-created): `(type, id)`."""
+    query = select(resource.c.resource_type, resource.c.id).where(
+        resource.c.deleted.is_(True),
+        resource.c.resource_type.in_(list(types)),
+        resource.c.last_updated >= since,
+        _visible(repo),
     )
     if patients is not None:
-        sql += (
-            " AND EXISTS (SELECT 1 FROM resource_history h WHERE h.rid = r.rid"
-            " AND h.patient_id = ANY(:patients))"
+        h = resource_history.alias()
+        query = query.where(
+            exists(
+                select(literal(1))
+                .select_from(h)
+                .where(h.c.rid == resource.c.rid, h.c.patient_id.in_(list(patients)))
+            )
         )
-        params["patients"] = list(patients)
-    result = await repo.conn.stream(text(sql).execution_options(yield_per=1000), params)
+    result = await repo.conn.stream(query.execution_options(yield_per=1000))
     async for partition in result.partitions(1000):
         for row in partition:
             yield str(row[0]), str(row[1])
@@ -139,14 +150,15 @@ async def relax_statement_timeout(repo: Repository) -> None:
 
 async def patient_ids_in_groups(repo: Repository, group_id: str) -> list[str] | None:
     """The Patient members of `Group/group_id` (its current content), or None when there is
-    no such Group."""
+    no such Group the principal may see."""
     row = (
         await repo.conn.execute(
-            text(
-                "SELECT CAST(content AS text) FROM resource"
-                " WHERE resource_type = 'Group' AND id = :id AND NOT deleted"
-            ),
-            {"id": group_id},
+            select(cast(resource.c.content, Text)).where(
+                resource.c.resource_type == "Group",
+                resource.c.id == group_id,
+                resource.c.deleted.is_(False),
+                visible(repo.principal, resource, "r"),
+            )
         )
     ).first()
     if row is None:

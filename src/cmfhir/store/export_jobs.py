@@ -1,6 +1,7 @@
 """The `export_job` table (migration 0009_exchange): Bulk Data export jobs, claimed by
 workers with `FOR UPDATE SKIP LOCKED` and a lease, so a job whose worker died is taken
-again once its lease runs out."""
+again once its lease runs out. `import_job` (migration 0011_import_job) has the same
+columns plus `state`, where an import records how far it got (`ImportJobs`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["ExportJob", "ExportJobs"]
+__all__ = ["ExportJob", "ExportJobs", "ImportJobs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,8 @@ def _job(row: Any) -> ExportJob:
 class ExportJobs:
     """Each method is its own short transaction (autocommit of one statement or a claim)."""
 
+    table = "export_job"
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
@@ -62,7 +65,7 @@ class ExportJobs:
         async with self.engine.begin() as conn:
             await conn.execute(
                 text(
-                    "INSERT INTO export_job (id, status, request, params, principal)"
+                    f"INSERT INTO {self.table} (id, status, request, params, principal)"
                     " VALUES (:id, 'accepted', :request, CAST(:params AS jsonb),"
                     " CAST(:principal AS jsonb))"
                 ),
@@ -78,7 +81,7 @@ class ExportJobs:
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    text(f"SELECT {_COLUMNS} FROM export_job WHERE id = :id"), {"id": id}
+                    text(f"SELECT {_COLUMNS} FROM {self.table} WHERE id = :id"), {"id": id}
                 )
             ).first()
         return None if row is None else _job(row)
@@ -90,12 +93,12 @@ class ExportJobs:
                 await conn.execute(
                     text(
                         f"""
-                        UPDATE export_job SET status = 'in-progress',
+                        UPDATE {self.table} SET status = 'in-progress',
                                started_at = coalesce(started_at, now()),
                                lease_until = now() + make_interval(secs => :lease),
                                attempts = attempts + 1
                         WHERE id = (
-                            SELECT id FROM export_job
+                            SELECT id FROM {self.table}
                             WHERE status = 'accepted'
                                OR (status = 'in-progress' AND lease_until < now())
                             ORDER BY created_at
@@ -116,7 +119,7 @@ class ExportJobs:
             row = (
                 await conn.execute(
                     text(
-                        "UPDATE export_job SET progress = :progress,"
+                        f"UPDATE {self.table} SET progress = :progress,"
                         " lease_until = now() + make_interval(secs => :lease)"
                         " WHERE id = :id AND status = 'in-progress' RETURNING status"
                     ),
@@ -126,7 +129,9 @@ class ExportJobs:
             if row is not None:
                 return str(row[0])
             status = (
-                await conn.execute(text("SELECT status FROM export_job WHERE id = :id"), {"id": id})
+                await conn.execute(
+                    text(f"SELECT status FROM {self.table} WHERE id = :id"), {"id": id}
+                )
             ).scalar_one_or_none()
         return None if status is None else str(status)
 
@@ -137,7 +142,7 @@ class ExportJobs:
             row = (
                 await conn.execute(
                     text(
-                        "UPDATE export_job SET status = 'completed', finished_at = now(),"
+                        f"UPDATE {self.table} SET status = 'completed', finished_at = now(),"
                         " manifest = CAST(:manifest AS jsonb), transaction_time = :tt,"
                         " progress = 'completed', lease_until = NULL,"
                         " expires_at = now() + make_interval(secs => :expiry)"
@@ -157,7 +162,8 @@ class ExportJobs:
         async with self.engine.begin() as conn:
             await conn.execute(
                 text(
-                    "UPDATE export_job SET status = 'failed', finished_at = now(), error = :error,"
+                    f"UPDATE {self.table} SET status = 'failed', finished_at = now(),"
+                    " error = :error,"
                     " lease_until = NULL, expires_at = now() + make_interval(secs => :expiry)"
                     " WHERE id = :id AND status = 'in-progress'"
                 ),
@@ -170,7 +176,7 @@ class ExportJobs:
             row = (
                 await conn.execute(
                     text(
-                        "UPDATE export_job SET status = 'cancelled', finished_at = now(),"
+                        f"UPDATE {self.table} SET status = 'cancelled', finished_at = now(),"
                         " lease_until = NULL, expires_at = now()"
                         " WHERE id = :id AND status <> 'cancelled' RETURNING id"
                     ),
@@ -183,7 +189,7 @@ class ExportJobs:
         """Jobs past their expiry: their rows are deleted here, their files by the caller."""
         async with self.engine.begin() as conn:
             rows = await conn.execute(
-                text("DELETE FROM export_job WHERE expires_at < now() RETURNING id")
+                text(f"DELETE FROM {self.table} WHERE expires_at < now() RETURNING id")
             )
             return [str(r[0]) for r in rows]
 
@@ -191,9 +197,44 @@ class ExportJobs:
         async with self.engine.connect() as conn:
             count = await conn.execute(
                 text(
-                    "SELECT count(*) FROM export_job WHERE status IN ('accepted', 'in-progress')"
+                    f"SELECT count(*) FROM {self.table}"
+                    " WHERE status IN ('accepted', 'in-progress')"
                     " AND principal->>'client_id' IS NOT DISTINCT FROM :client"
                 ),
                 {"client": client},
             )
             return int(count.scalar_one())
+
+
+class ImportJobs(ExportJobs):
+    """`$import` jobs: the export jobs' life cycle, plus the state an import resumes from."""
+
+    table = "import_job"
+
+    async def checkpoint(
+        self, id: str, state: dict[str, Any], progress: str, lease_s: int
+    ) -> str | None:
+        """Record how far the import got (after a committed batch) and extend the lease;
+        the job's status now, as `heartbeat` answers."""
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "UPDATE import_job SET state = CAST(:state AS jsonb), progress = :progress,"
+                        " lease_until = now() + make_interval(secs => :lease)"
+                        " WHERE id = :id AND status = 'in-progress' RETURNING status"
+                    ),
+                    {"id": id, "state": json.dumps(state), "progress": progress, "lease": lease_s},
+                )
+            ).first()
+        if row is not None:
+            return str(row[0])
+        job = await self.get(id)
+        return None if job is None else job.status
+
+    async def state(self, id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            value = (
+                await conn.execute(text("SELECT state FROM import_job WHERE id = :id"), {"id": id})
+            ).scalar_one_or_none()
+        return json.loads(value) if isinstance(value, str) else value

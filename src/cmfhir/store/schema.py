@@ -35,6 +35,7 @@ __all__ = [
     "idx_string",
     "idx_token",
     "idx_uri",
+    "import_job",
     "metadata",
     "resource",
     "resource_history",
@@ -273,6 +274,29 @@ export_job = Table(
     Column("manifest", JSONB),
     Column("error", Text),
     Column("expires_at", TS),
+    Index(None, "status", "created_at"),
+)
+
+# `$import` jobs (migration 0011_import_job): export_job's columns and the resume state.
+import_job = Table(
+    "import_job",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("status", Text, nullable=False),
+    Column("request", Text, nullable=False),
+    Column("params", JSONB, nullable=False),
+    Column("principal", JSONB, nullable=False),
+    Column("created_at", TS, nullable=False, server_default=text("now()")),
+    Column("started_at", TS),
+    Column("finished_at", TS),
+    Column("lease_until", TS),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("progress", Text),
+    Column("transaction_time", TS),
+    Column("manifest", JSONB),
+    Column("error", Text),
+    Column("expires_at", TS),
+    Column("state", JSONB),
     Index(None, "status", "created_at"),
 )
 

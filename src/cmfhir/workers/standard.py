@@ -10,6 +10,7 @@ from datetime import timedelta
 from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
 from cmfhir.exchange.export.worker import ExportWorker
+from cmfhir.exchange.import_worker import import_worker
 from cmfhir.exchange.settings import ExchangeSettings
 from cmfhir.gaps.engine import GapEngine, GapEvaluator, GapFeed, sweep_job
 from cmfhir.gaps.ruleset import RuleSet, load_ruleset
@@ -62,4 +63,6 @@ def standard_workers(
     exchange = ExchangeSettings()
     if exchange.export_worker:
         workers.append(ExportWorker(ctx, exchange.export_dir, expiry_s=exchange.export_expiry_s))
+    if exchange.import_worker:
+        workers.append(import_worker(ctx, exchange))
     return workers

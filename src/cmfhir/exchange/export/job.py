@@ -2,9 +2,14 @@
 REPEATABLE READ snapshot (an export never sees half a transaction), streamed from
 server-side cursors into one NDJSON file per type, so memory stays flat whatever the size.
 
-`transactionTime` is the history watermark read inside that snapshot (the start of the
-oldest write transaction then in flight, docs/history.md): every change stamped before it is
-in the snapshot, so a later `_since=transactionTime` export misses nothing.
+Every read runs as the principal that kicked the export off (the access predicate,
+store/access.py): a token exports only what a search by it would find.
+
+`transactionTime` is the history watermark (the start of the oldest write transaction then
+in flight, docs/history.md), read on its own connection just BEFORE the snapshot is taken:
+every change stamped before it was committed before the snapshot, so it is in the export,
+and a change the export does not hold is stamped at or after it, so a later
+`_since=transactionTime` export has it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from cmfhir.errors import Issue, operation_outcome
 from cmfhir.exchange.export.files import job_dir
 from cmfhir.exchange.export.request import ExportRequest
 from cmfhir.interactions.context import FhirContext, instant
@@ -56,12 +62,18 @@ class _Writer:
         self.handle.close()
 
 
-def _types(ctx: FhirContext, request: ExportRequest) -> list[str]:
+def _types(ctx: FhirContext, request: ExportRequest) -> tuple[list[str], list[str]]:
+    """The types to export, and those asked for by `_type` that no scope of the principal
+    lets it search (left out, and named in the manifest's `error`)."""
     if request.types is not None:
-        return request.types
-    if request.level == "system":
-        return sorted(RESOURCE_TYPES)
-    return sorted({"Patient", *ctx.compartment.params})
+        asked = request.types
+    elif request.level == "system":
+        asked = sorted(RESOURCE_TYPES)
+    else:
+        asked = sorted({"Patient", *ctx.compartment.params})
+    allowed = [t for t in asked if ctx.principal.allows(t, "s")]
+    refused = [t for t in asked if t not in allowed] if request.types is not None else []
+    return allowed, refused
 
 
 async def _patients(repo: Repository, request: ExportRequest) -> list[str] | None:
@@ -86,7 +98,7 @@ async def _filtered(
     for params in filters:
         query = [*params, ("_count", "1000")]
         if since is not None:
-            query.append(("_lastUpdated", f"gt{since}"))
+            query.append(("_lastUpdated", f"ge{since}"))
         cursor: str | None = None
         while True:
             request = parse_search(
@@ -118,14 +130,15 @@ async def run_export(
     output: list[dict[str, Any]] = []
     deleted: list[dict[str, Any]] = []
     since = parse_instant("_since", request.since) if request.since else None
-    types = _types(ctx, request)
+    types, refused = _types(ctx, request)
     filters: dict[str, list[list[tuple[str, str]]]] = {}
     for kind, params in request.type_filters:
         filters.setdefault(kind, []).append(params)
     rows = 0
+    async with ctx.store.transaction(read_only=True, principal=ctx.principal) as before:
+        transaction_time = await before.history_watermark()
     async with ctx.store.snapshot(ctx.principal) as repo:
-        await relax_statement_timeout(repo)
-        transaction_time = await repo.history_watermark()
+        await relax_statement_timeout(repo)  # SET takes no snapshot: the next statement does
         patients = await _patients(repo, request)
         member_level = request.level != "system"
         wanted = set(patients) if patients is not None else None
@@ -178,12 +191,19 @@ async def run_export(
             if writer is not None:
                 writer.close()
                 deleted.append({"type": "Bundle", "name": writer.path.name, "count": writer.count})
+    errors: list[dict[str, Any]] = []
+    if refused:
+        writer = _Writer(directory, "OperationOutcome.ndjson")
+        for kind in refused:
+            writer.write(_refusal(kind))
+        writer.close()
+        errors.append({"type": "OperationOutcome", "name": writer.path.name, "count": writer.count})
     manifest = {
         "transactionTime": instant(transaction_time),
         "request": job.request,
         "requiresAccessToken": job.principal.get("kind") not in ("open",),
         "output": output,
-        "error": [],
+        "error": errors,
     }
     if since is not None:
         manifest["deleted"] = deleted
@@ -197,3 +217,16 @@ def _deletion_bundle(kind: str, id: str) -> str:
         "entry": [{"request": {"method": "DELETE", "url": f"{kind}/{id}"}}],
     }
     return json.dumps(bundle, separators=(",", ":"))
+
+
+def _refusal(kind: str) -> str:
+    outcome = operation_outcome(
+        [
+            Issue(
+                f"The token's scopes do not permit exporting {kind}: it is left out",
+                code="forbidden",
+                expression=("_type",),
+            )
+        ]
+    )
+    return json.dumps(outcome, separators=(",", ":"))

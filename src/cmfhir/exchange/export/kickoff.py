@@ -11,19 +11,19 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from cmfhir.auth.principal import Principal
 from cmfhir.errors import BadRequest, FhirError, Issue, NotFound, operation_outcome
-from cmfhir.exchange.access import Forbidden, require_system
+from cmfhir.exchange.access import Forbidden
 from cmfhir.exchange.export.files import file_path, remove_job_files
 from cmfhir.exchange.export.request import export_request
+from cmfhir.exchange.principals import principal_json, require_owner
 from cmfhir.exchange.settings import ExchangeSettings
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.interactions.operations.call import OperationCall
 from cmfhir.store.export_jobs import ExportJob, ExportJobs
 
-__all__ = ["cancel", "export_file", "export_root", "kickoff", "status"]
+__all__ = ["cancel", "export_file", "export_root", "kickoff", "may_export", "owned", "status"]
 
 NDJSON = "application/fhir+ndjson"
 
@@ -37,25 +37,27 @@ def export_root() -> Path:
     return _settings().export_dir
 
 
-def _principal_json(principal: Principal) -> dict[str, Any]:
-    return {
-        "kind": principal.kind,
-        "client_id": principal.client_id,
-        "fhir_user": principal.fhir_user,
-        "patient": principal.patient,
-        "scopes": list(principal.scopes),
-    }
+def owned(principal: Principal, job: ExportJob) -> None:
+    require_owner(principal, job.principal, "export")
 
 
-def _owned(ctx: FhirContext, job: ExportJob) -> None:
-    """The status and files of an export are for the client that asked for it."""
-    principal = ctx.principal
+def may_export(principal: Principal, level: str) -> None:
+    """Who may kick an export off (https://hl7.org/fhir/uv/bulkdata/export.html#authorization):
+    a backend client (system/ scopes) or a user token at every level, each getting only
+    what its access predicate lets it see; a member's token (patient/ scopes) at Patient
+    and Group level only, getting its own record. The Bulk Data IG authorizes exports
+    with SMART Backend Services (system/ scopes) and requires only that the data be
+    limited to what the client may see; refusing a member's token at system level (the
+    server's data as a whole) is this server's choice: its record is `Patient/$export`."""
     if principal.unrestricted:
         return
-    if job.principal.get("client_id") != principal.client_id or principal.kind != job.principal.get(
-        "kind"
-    ):
-        raise Forbidden("This export was asked for by another client")
+    if not principal.allows(None, "s"):
+        raise Forbidden("The token's scopes permit no search: it can export nothing")
+    if principal.kind == "patient" and level == "system":
+        raise Forbidden(
+            "A system-level export needs a system/ or user/ token; a patient token exports "
+            "its own record with Patient/$export"
+        )
 
 
 async def kickoff(
@@ -67,7 +69,6 @@ async def kickoff(
     request_url: str,
     base: str,
 ) -> Result:
-    require_system(ctx.principal, "Bulk Data export")
     if not respond_async:
         raise BadRequest("$export runs asynchronously: send 'Prefer: respond-async'")
     if call.resource_type is None:
@@ -81,6 +82,7 @@ async def kickoff(
             "$export is invoked at system level, on Patient, or on a Group instance",
             code="not-supported",
         )
+    may_export(ctx.principal, level)
     request = export_request(ctx, call, level, group, posted=posted)
     if group is not None:
         async with ctx.store.transaction(read_only=True, principal=ctx.principal) as repo:
@@ -89,7 +91,7 @@ async def kickoff(
             raise NotFound(f"Group/{group} is not known")
     job_id = uuid.uuid4().hex
     await ExportJobs(ctx.store.engine).create(
-        job_id, request_url, request.to_json(), _principal_json(ctx.principal)
+        job_id, request_url, request.to_json(), principal_json(ctx.principal)
     )
     outcome = operation_outcome(
         [
@@ -107,7 +109,7 @@ async def _job(ctx: FhirContext, job_id: str) -> ExportJob:
     job = await ExportJobs(ctx.store.engine).get(job_id)
     if job is None or job.status == "cancelled":
         raise NotFound("No such export (it may have been cancelled or have expired)")
-    _owned(ctx, job)
+    owned(ctx.principal, job)
     if job.expires_at is not None and job.expires_at <= datetime.now(UTC):
         raise NotFound("This export has expired")
     return job

@@ -10,9 +10,9 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from cmfhir.auth.principal import Principal
 from cmfhir.exchange.export.files import remove_job_files
 from cmfhir.exchange.export.job import Cancelled, run_export
+from cmfhir.exchange.principals import principal_from_json
 from cmfhir.interactions.context import FhirContext
 from cmfhir.store.export_jobs import ExportJob, ExportJobs
 
@@ -69,14 +69,8 @@ class ExportWorker:
             remove_job_files(self.root, job_id)
 
     async def run_job(self, job: ExportJob) -> None:
-        principal = Principal(
-            job.principal.get("kind", "system"),
-            client_id=job.principal.get("client_id"),
-            fhir_user=job.principal.get("fhir_user"),
-            patient=job.principal.get("patient"),
-            scopes=tuple(job.principal.get("scopes", ())),
-        )
-        ctx = replace(self.ctx, principal=principal)
+        # As the principal that asked for it, never as the worker's own (trusted) one.
+        ctx = replace(self.ctx, principal=principal_from_json(job.principal))
         try:
             manifest, transaction_time = await run_export(
                 ctx, self.jobs, job, self.root, lease_s=self.lease_s
