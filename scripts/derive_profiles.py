@@ -4,7 +4,8 @@ Reads `../shared/fhir/search-parameters.json` (the 1,426 core SearchParameters) 
 `../shared/fhir/compartmentdefinition-patient.json`, keeps only what the server acts on, and
 writes `profiles/search-parameters.json` and `profiles/compartmentdefinition-patient.json`
 with one resource per line so that a change shows as a one-line diff. The server reads only
-`profiles/` at run time.
+`profiles/` at run time. cmfhir adds to the R4B Patient compartment the types in
+`COMPARTMENT_ADDITIONS` (R4B leaves them out; cmfhir treats them as the member's record).
 
     .venv/bin/python scripts/derive_profiles.py [--shared ../shared/fhir] [--out profiles]
 """
@@ -62,13 +63,19 @@ def trim_search_parameter(resource: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Resource types R4B's Patient compartment leaves out that cmfhir counts as the member's: a
+# Task for the member (a survey request from the care team, a referral) is theirs to see and
+# answer with a patient/ token, and only their care team's to see with a user/ token.
+COMPARTMENT_ADDITIONS: dict[str, list[str]] = {"Task": ["patient"]}
+
+
 def trim_compartment(resource: dict[str, Any]) -> dict[str, Any]:
     keep = ("resourceType", "id", "url", "name", "status", "code", "search")
     out = {key: resource[key] for key in keep if key in resource}
     out["resource"] = [
-        {"code": entry["code"], "param": entry["param"]}
+        {"code": entry["code"], "param": entry.get("param") or COMPARTMENT_ADDITIONS[entry["code"]]}
         for entry in resource["resource"]
-        if entry.get("param")
+        if entry.get("param") or entry["code"] in COMPARTMENT_ADDITIONS
     ]
     return out
 

@@ -1,16 +1,25 @@
 """Browser tests of the built-in apps (/apps/<name>/) in headless Chromium through Selenium.
 
 Skipped, with the reason in the summary, when Debian's `chromium` and `chromedriver` (apt
-packages chromium and chromium-driver) or selenium are not installed. Fixtures:
+packages chromium and chromium-driver) or selenium are not installed. One set of fixtures and
+helpers for every app:
 
-- `app_server` (package): a cmfhir server with CMFHIR_AUTH=smart on a free loopback port, its
-  base URL configured, so the apps' SMART clients are registered for it. Its methods create
-  users (`add_user`), and give API clients with tokens it signed (`system()`, `token(...)`).
+- `app_server` (package): ONE cmfhir server for the whole package, on a free loopback port,
+  made by `server_settings`: CMFHIR_AUTH=smart with its base URL set (so the apps' SMART
+  clients are registered for it), the background workers on (the console needs the gap engine
+  and the subscription notifications for its worklist), the audit trail on and written every
+  0.2 s (the member app's "who looked at my record"). Its methods create users (`add_user`),
+  give API clients with tokens it signed (`system()`, `token(...)`), and create resources.
 - `browser` (module): a headless Chromium (WebDriver), one per test module.
 - `sign_in(browser, app_server, app, username, password)`: the real SMART launch of
-  /apps/<app>/ through the authorize form.
+  /apps/<app>/ through the authorize form; `new_session(browser)` forgets the tab's SMART
+  session (sessionStorage) so another user can sign in.
+- `go(browser, app_server, app, route)`: another screen (#/route) of a signed-in app.
+- `wait_for`, `find`, `wait_text` (which reports what the page shows and the browser log when
+  the text never comes), `poll` (for the server's background work).
 - `check_accessibility(browser, name)`: axe-core on the page; fails on serious or critical
-  violations. `save_screenshot(browser, name)`: .artifacts/screenshots/<name>.png.
+  violations; saves a screenshot. `save_screenshot(browser, name)`:
+  .artifacts/screenshots/<name>.png.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from tests.auth.conftest import Bearer, run_cli
@@ -42,7 +52,7 @@ AXE = HERE / "vendor" / "axe.min.js"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 PASSWORD = "correct horse battery staple"
-WAIT_S = 20
+WAIT_S = 30.0
 
 
 def _missing() -> str | None:
@@ -132,6 +142,14 @@ class AppServer:
         """An API client that may read and write everything (to set up data)."""
         return self.token("system/*.cruds system/cmfhir-sensitive.read")
 
+    def client(self) -> httpx.Client:
+        """Like `system()`, as one httpx.Client (kept connections; close it after use)."""
+        return httpx.Client(
+            base_url=self.base,
+            timeout=60,
+            headers={"Authorization": f"Bearer {self.system().token}"},
+        )
+
     def create(self, resource: dict[str, Any]) -> dict[str, Any]:
         """POST the resource with the system client; the stored resource."""
         answer = self.system().post(f"/{resource['resourceType']}", json=resource)
@@ -171,23 +189,35 @@ class _Server:
         self.sock.close()
 
 
+def server_settings(database_url: str, data_dir: Path, origin: str) -> Settings:
+    """The settings of the browser tests' server at `origin`: what every app needs at once.
+
+    - both apps: `auth="smart"` and `base_url` (the apps are registered as SMART clients for
+      this origin at start);
+    - the care-team console: `workers` (on by default: the gap engine opens and closes the
+      gaps of its worklist, and the subscription notifications update it live);
+    - the member app: `audit` with a short `audit_interval_s` (the AuditEvents of the care
+      team's reads show in "who looked at my record" a moment after them).
+    """
+    return Settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        auth="smart",
+        base_url=f"{origin}/fhir",
+        workers=True,
+        audit=True,
+        audit_interval_s=0.2,
+    )
+
+
 @pytest.fixture(scope="package")
 def app_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    """The one server of the tests/browser package (every module shares it; each module makes
+    its own people and records, so they do not meet)."""
     if SKIP_REASON is not None:
         pytest.skip(SKIP_REASON)
     data_dir = tmp_path_factory.mktemp("browser-data")
-
-    def settings(origin: str) -> Settings:
-        return Settings(
-            database_url=database_url,
-            data_dir=data_dir,
-            auth="smart",
-            base_url=f"{origin}/fhir",
-            audit=True,
-            audit_interval_s=0.2,
-        )
-
-    with _Server(settings) as running:
+    with _Server(lambda origin: server_settings(database_url, data_dir, origin)) as running:
         yield AppServer(running.origin, database_url, data_dir)
 
 
@@ -211,6 +241,7 @@ def browser() -> Iterator[Any]:
     ):
         options.add_argument(argument)
     options.add_experimental_option("prefs", {"intl.accept_languages": "en-US,en"})
+    options.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     driver.set_script_timeout(WAIT_S)
     try:
@@ -240,17 +271,41 @@ def find(driver: Any, css: str, timeout: float = WAIT_S) -> Any:
 
 
 def wait_text(driver: Any, text: str, css: str = "main", timeout: float = WAIT_S) -> None:
-    """Wait until the element matching `css` shows `text`."""
+    """Wait until an element matching `css` shows `text`; else fail saying what it shows and
+    the last errors of the browser's console."""
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
 
-    wait_for(
-        driver,
-        lambda d: any(text in e.text for e in d.find_elements(By.CSS_SELECTOR, css)),
-        timeout,
-    )
+    try:
+        wait_for(
+            driver,
+            lambda d: any(text in e.text for e in d.find_elements(By.CSS_SELECTOR, css)),
+            timeout,
+        )
+    except TimeoutException:
+        shown = " | ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))
+        logs = [entry.get("message", "") for entry in driver.get_log("browser")]
+        raise AssertionError(
+            f"{text!r} never appeared in {css}; it shows: {shown[:2000]}; browser log: {logs[-5:]}"
+        ) from None
 
 
-def sign_in(driver: Any, server: AppServer, app: str, username: str, password: str) -> None:
+def poll(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
+    """What `check()` returns once truthy (for the server's background work: the gap engine,
+    the audit trail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def sign_in(
+    driver: Any, server: AppServer, app: str, username: str, password: str = PASSWORD
+) -> None:
     """Open /apps/<app>/ and sign in through the real authorize form. The app either sends
     the browser to /auth/authorize at once or shows a button marked `data-sign-in`; after
     the form, the browser is back on the app (fhirclient has taken the code)."""
@@ -274,6 +329,23 @@ def sign_in(driver: Any, server: AppServer, app: str, username: str, password: s
         driver,
         lambda d: d.current_url.startswith(server.app_url(app)) and "code=" not in d.current_url,
     )
+
+
+def new_session(driver: Any) -> None:
+    """Forget the tab's SMART session (fhirclient keeps it in sessionStorage; the server keeps
+    none), so that the next `sign_in` is a new user's."""
+    if driver.current_url.startswith("http"):
+        driver.execute_script("sessionStorage.clear()")
+
+
+def go(driver: Any, server: AppServer, app: str, route: str) -> None:
+    """Another screen of the signed-in app: by its address (#/route) as a link would, with no
+    page load when the browser is on the app already (a load keeps the session too, but costs
+    a round of SMART's ready())."""
+    if driver.current_url.startswith(server.app_url(app)):
+        driver.execute_script("window.location.hash = arguments[0]", f"#/{route}")
+    else:
+        driver.get(f"{server.app_url(app)}#/{route}")
 
 
 def save_screenshot(driver: Any, name: str) -> Path:

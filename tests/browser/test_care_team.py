@@ -16,12 +16,9 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from tests.browser.care_team_helpers import (
-    ConsoleServer,
-    add_user,
-    browser,
+from tests.browser.conftest import (
+    AppServer,
     check_accessibility,
-    console_server,
     find,
     go,
     poll,
@@ -29,8 +26,6 @@ from tests.browser.care_team_helpers import (
     wait_for,
     wait_text,
 )
-
-__all__ = ["browser", "console_server"]  # the fixtures, used by name below
 
 GAP_STATUS = "http://hl7.org/fhir/us/davinci-deqm/StructureDefinition/extension-gapStatus"
 CARE_GAP = "https://cmfhir.org/fhir/CodeSystem/care-gap"
@@ -42,7 +37,7 @@ HOSTILE = '<img src=x onerror="window.pwned=1">'
 
 @dataclass
 class World:
-    server: ConsoleServer
+    server: AppServer
     api: httpx.Client
     practitioner: str
     patient: str
@@ -113,11 +108,11 @@ def _status(issue: dict[str, Any]) -> str:
 
 
 @pytest.fixture(scope="module")
-def world(console_server: ConsoleServer) -> Iterator[World]:
+def world(app_server: AppServer) -> Iterator[World]:
     """A care manager (Dana) at an agency, one enrolled member of hers with a hospital stay,
     a new medication, and an enrollment 90 days old with no assessment (so the engine opens
     `assessment-overdue` while the browser signs in)."""
-    api = console_server.system()
+    api = app_server.client()
     family = f"Rivera{uuid.uuid4().hex[:6]}"
     org = _post(api, {"resourceType": "Organization", "name": "Piedmont Care Agency"})
     cm = _post(
@@ -227,15 +222,15 @@ def world(console_server: ConsoleServer) -> Iterator[World]:
             "authoredOn": today.isoformat(),
         },
     )
-    yield World(console_server, api, practitioner, member, org["id"], family)
+    yield World(app_server, api, practitioner, member, org["id"], family)
     api.close()
 
 
 @pytest.fixture(scope="module")
 def console(browser: Any, world: World) -> Any:
     """The browser, signed in to the console as the care manager (once per module)."""
-    username = add_user(world.server, world.practitioner)
-    sign_in(browser, world.server, username)
+    user = world.server.add_user(world.practitioner)
+    sign_in(browser, world.server, "care-team", user.username)
     find(browser, "main h1")
     return browser
 
@@ -248,7 +243,7 @@ def test_worklist_shows_an_api_gap_and_acknowledges_it(console: Any, world: Worl
         lambda: [g for g in _gaps(world, "assessment-overdue") if _status(g) == "open-gap"],
         "the gap engine to open assessment-overdue",
     )
-    go(console, world.server, "worklist")
+    go(console, world.server, "care-team", "worklist")
     console.refresh()
     card = find(console, f'li[data-gap="{gap["id"]}"]')
     assert "New specialist visit" in card.text
@@ -279,7 +274,7 @@ def test_worklist_shows_an_api_gap_and_acknowledges_it(console: Any, world: Worl
 
 
 def test_a_new_gap_appears_live(console: Any, world: World) -> None:
-    go(console, world.server, "worklist")
+    go(console, world.server, "care-team", "worklist")
     wait_text(console, "Live updates are on.")
     gap = _api_gap(world, "missed-appointment", "Missed the dentist on Tuesday")
     card = find(console, f'li[data-gap="{gap["id"]}"]')  # no reload: the websocket brought it
@@ -289,7 +284,7 @@ def test_a_new_gap_appears_live(console: Any, world: World) -> None:
 def test_member_page(console: Any, world: World) -> None:
     from selenium.webdriver.common.by import By
 
-    go(console, world.server, f"member/{world.patient.split('/')[1]}")
+    go(console, world.server, "care-team", f"member/{world.patient.split('/')[1]}")
     wait_text(console, "Dana Smith")
     main = console.find_element(By.CSS_SELECTOR, "main").text
     assert world.family in main and HOSTILE in main
@@ -325,7 +320,7 @@ def _choose(driver: Any, question: str, answer: str) -> None:
 def test_filling_the_assessment_closes_assessment_overdue(console: Any, world: World) -> None:
     from selenium.webdriver.common.by import By
 
-    go(console, world.server, f"member/{world.patient.split('/')[1]}/form/assessment")
+    go(console, world.server, "care-team", f"member/{world.patient.split('/')[1]}/form/assessment")
     find(console, 'fieldset[id$="overall-health"]')
     check_accessibility(console, "care-team-assessment")
 
@@ -376,7 +371,7 @@ def _responses(world: World) -> list[dict[str, Any]]:
 def test_engagement_sheet_in_their_own_words(console: Any, world: World) -> None:
     from selenium.webdriver.common.by import By
 
-    go(console, world.server, f"member/{world.patient.split('/')[1]}/form/engagement")
+    go(console, world.server, "care-team", f"member/{world.patient.split('/')[1]}/form/engagement")
     find(console, 'textarea[id$="what-matters-most"]').send_keys(f"My grandkids {HOSTILE}")
     group = find(console, 'fieldset[id$="contact-method"]')
     group.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
@@ -393,7 +388,7 @@ def test_engagement_sheet_in_their_own_words(console: Any, world: World) -> None
 def test_logging_a_contact_asks_the_member_for_feedback(console: Any, world: World) -> None:
     from selenium.webdriver.common.by import By
 
-    go(console, world.server, f"member/{world.patient.split('/')[1]}")
+    go(console, world.server, "care-team", f"member/{world.patient.split('/')[1]}")
     medium = find(console, "#contact-medium")
     medium.find_element(By.CSS_SELECTOR, 'option[value="PHONE"]').click()
     console.find_element(By.ID, "contact-note").send_keys("Talked about the new medicine")
@@ -416,7 +411,7 @@ def test_logging_a_contact_asks_the_member_for_feedback(console: Any, world: Wor
 def test_care_plan_and_goal(console: Any, world: World) -> None:
     from selenium.webdriver.common.by import By
 
-    go(console, world.server, f"member/{world.patient.split('/')[1]}")
+    go(console, world.server, "care-team", f"member/{world.patient.split('/')[1]}")
     find(console, "#goal-new").send_keys("Walk to church again")
     console.find_element(By.XPATH, "//button[text()='Add the goal']").click()
     wait_text(console, "Goal added.")
@@ -433,7 +428,7 @@ def test_care_plan_and_goal(console: Any, world: World) -> None:
 def test_supervisor_view(console: Any, world: World) -> None:
     from selenium.webdriver.common.by import By
 
-    go(console, world.server, "supervisor")
+    go(console, world.server, "care-team", "supervisor")
     wait_text(console, "Piedmont Care Agency")
     find(console, "#tcm-month")
     # The reports for the care manager's organization, narrowed to what her token may see:

@@ -15,6 +15,7 @@ from tests.browser.conftest import (
     AppServer,
     check_accessibility,
     find,
+    poll,
     save_screenshot,
     sign_in,
     wait_for,
@@ -180,14 +181,16 @@ def member(browser: Any, app_server: AppServer, world: World) -> Iterator[Any]:
     yield browser
 
 
-def go(browser: Any, screen: str, title: str) -> None:
-    browser.execute_script("location.hash = arguments[0]", f"#/{screen}")
+def screen(browser: Any, route: str, title: str) -> None:
+    """Open the member app's screen #/route (the browser is on the app) and wait until it
+    has loaded."""
+    browser.execute_script("location.hash = arguments[0]", f"#/{route}")
     wait_text(browser, title, "h1")
     wait_for(browser, lambda d: not d.find_elements("css selector", "main .loading"))
 
 
 def test_care_team_and_how_to_reach_them(member: Any, world: World) -> None:
-    go(member, "team", "My care team")
+    screen(member, "team", "My care team")
     wait_text(member, "Dana Smith")
     main = member.find_element("css selector", "main").text
     assert "your care manager" in main
@@ -199,7 +202,7 @@ def test_care_team_and_how_to_reach_them(member: Any, world: World) -> None:
 
 
 def test_goals_shown_as_text_added_and_edited(member: Any, world: World) -> None:
-    go(member, "goals", "My goals")
+    screen(member, "goals", "My goals")
     wait_text(member, HOSTILE)
     # The member's words are text: no element made of them, no script run.
     assert not member.find_elements("css selector", "main img")
@@ -231,7 +234,7 @@ def test_goals_shown_as_text_added_and_edited(member: Any, world: World) -> None
 
 
 def test_care_plan_printable(member: Any, world: World) -> None:
-    go(member, "plan", "My care plan")
+    screen(member, "plan", "My care plan")
     wait_text(member, "Alex's plan for the spring")
     main = member.find_element("css selector", "main").text
     assert "Weekly call" in main and "Get back to work" in main
@@ -249,14 +252,14 @@ def test_care_plan_printable(member: Any, world: World) -> None:
 
 
 def test_upcoming_appointments(member: Any, world: World) -> None:
-    go(member, "appointments", "My appointments")
+    screen(member, "appointments", "My appointments")
     wait_text(member, "Check-in with Dana")
     assert "With: Dana Smith" in member.find_element("css selector", "main").text
     check_accessibility(member, "member-appointments")
 
 
 def test_engagement_sheet_answers_updated(member: Any, world: World) -> None:
-    go(member, "about-me", "About me")
+    screen(member, "about-me", "About me")
     field = find(member, "#q-what-matters-most")
     assert field.get_attribute("value") == "My kids"
     check_accessibility(member, "member-about-me")
@@ -273,7 +276,7 @@ def test_engagement_sheet_answers_updated(member: Any, world: World) -> None:
 
 
 def test_rate_last_contact_in_three_taps(member: Any, world: World) -> None:
-    go(member, "rate", "Rate my last contact")
+    screen(member, "rate", "Rate my last contact")
     wait_text(member, "with Dana Smith")
     check_accessibility(member, "member-rate")
     find(member, "input[name=overall][value='5']").find_element("xpath", "..").click()
@@ -300,20 +303,20 @@ def test_who_looked_at_my_record(member: Any, world: World) -> None:
     # The audit trail is written every 0.2 s here: wait until the member can see it.
     mine = world.server.token("patient/*.rs", patient=world.patient["id"])
     query = f"/AuditEvent?patient={world.patient['id']}&_sort=-date&_count=100"
-    wait_for(
-        None,
-        lambda _: any(
+    poll(
+        lambda: any(
             e["resource"]["agent"][0]["who"].get("reference") == f"Practitioner/{world.dana['id']}"
             for e in mine.get(query).json().get("entry", [])
         ),
+        "the care manager's read in the member's audit trail",
     )
-    go(member, "access", "Who looked at my record")
+    screen(member, "access", "Who looked at my record")
     wait_text(member, "Dana Smith, your care manager, viewed your care plan on")
     check_accessibility(member, "member-who-looked")
 
 
 def test_download_my_record(member: Any, world: World) -> None:
-    go(member, "record", "Download my record")
+    screen(member, "record", "Download my record")
     check_accessibility(member, "member-download")
     member.find_element("css selector", "main button.primary").click()
     wait_text(member, "Your record is ready:")
@@ -325,7 +328,7 @@ def test_download_my_record(member: Any, world: World) -> None:
 
 
 def test_spanish_is_remembered(member: Any, world: World) -> None:
-    go(member, "team", "My care team")
+    screen(member, "team", "My care team")
     from selenium.webdriver.support.ui import Select
 
     Select(find(member, "#language")).select_by_value("es")
@@ -336,7 +339,7 @@ def test_spanish_is_remembered(member: Any, world: World) -> None:
     member.refresh()
     wait_text(member, "Mi equipo de cuidado", "h1")
     assert member.find_element("css selector", "html").get_attribute("lang") == "es"
-    go(member, "access", "Quién miró mi expediente")
+    screen(member, "access", "Quién miró mi expediente")
     wait_text(member, "Dana Smith, su administrador/a de cuidado, vio su plan de cuidado el")
     save_screenshot(member, "member-who-looked-es")
     Select(find(member, "#language")).select_by_value("en")

@@ -80,4 +80,9 @@ def test_patient_compartment_definition() -> None:
     assert compartment.params_for("Observation") == ("subject", "performer")
     assert compartment.params_for("Patient") == ("link",)
     assert compartment.params_for("Organization") == ()
+    # cmfhir's addition to R4B's: a Task for a member is theirs (scripts/derive_profiles.py).
+    assert compartment.params_for("Task") == ("patient",)
+    task = {"resourceType": "Task", "status": "requested", "intent": "order",
+            "for": {"reference": "Patient/p1"}}  # fmt: skip
+    assert patient_compartment(task, compartment) == ["p1"]
     assert load_patient_compartment(PROFILES) is compartment
