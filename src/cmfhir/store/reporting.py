@@ -27,14 +27,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Integer, String, bindparam, literal, select, text
-from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy import bindparam, text
 from sqlalchemy.sql.elements import BindParameter, TextClause
 
 from cmfhir.auth.principal import Principal
-from cmfhir.store.access import visible
+from cmfhir.store.access_sql import visible_condition
 from cmfhir.store.repository import Repository
-from cmfhir.store.schema import resource
 
 __all__ = ["REPORT_SQL", "fetch_report"]
 
@@ -51,49 +49,23 @@ def _visible_member(member: str) -> str:
 
 _VISIBLE = re.compile(r"__visible__\((\w+)\)")
 _VISIBLE_MEMBER = re.compile(r"__visible_member__\(([\w.]+)\)")
-# Bind parameters as `:name`, without casts: the fragments are spliced into text() SQL, which
-# binds them with their types (so asyncpg casts them as the store's own queries do).
-_NAMED = PGDialect(paramstyle="named")  # type: ignore[no-untyped-call]
-_BIND = re.compile(r"(?<![:\w]):(\w+)")
 
 
 def _condition(principal: Principal | None, alias: str) -> tuple[str, list[BindParameter[Any]]]:
-    """`visible(principal, resource AS alias, "s")` as SQL text and its parameters, named
-    apart from the report's own (and from other aliases')."""
-    rows = resource.alias(alias)
-    compiled = (
-        select(literal(1))
-        .select_from(rows)
-        .where(visible(principal, rows, "s"))
-        .compile(dialect=_NAMED, compile_kwargs={"render_postcompile": True})
-    )
-    # Compiled inside a SELECT over the alias so that the predicate's subqueries correlate
-    # with it; the condition is what follows the (subquery-free) head's WHERE.
-    _, found, condition = str(compiled).partition("\nWHERE ")
-    if not found:
+    """`visible(principal, resource AS alias, "s")` as SQL text (store/access_sql.py) and its
+    parameters, named apart from the report's own (and from other aliases')."""
+    condition = visible_condition(principal, "s")
+    if condition is None:
         return "TRUE", []
-    values = compiled.params
-    binds: dict[str, BindParameter[Any]] = {}
+    binds: list[BindParameter[Any]] = []
 
-    def rename(match: re.Match[str]) -> str:
-        name = match[1]
-        if name not in values:
-            return match[0]
-        new = f"acl_{alias}_{name}"
-        if new not in binds:
-            original = compiled.binds.get(name)
-            value = values[name]
-            kind = (
-                original.type
-                if original is not None
-                else Integer()
-                if isinstance(value, int)
-                else String()
-            )
-            binds[new] = bindparam(new, value, type_=kind)
-        return f":{new}"
+    def bind(value: Any) -> str:
+        binds.append(bindparam(f"acl_{alias}_{len(binds)}", value))
+        # Parenthesized: the text casts its parameters (`$1::VARCHAR`), and text() would
+        # not read `:name::VARCHAR` as the parameter `name`.
+        return f"(:{binds[-1].key})"
 
-    return f"({_BIND.sub(rename, condition)})", list(binds.values())
+    return condition.render(alias, bind), binds
 
 
 def _narrowed(sql: str, principal: Principal | None) -> TextClause:
