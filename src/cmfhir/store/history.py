@@ -46,6 +46,7 @@ _WATERMARK = text(
 
 
 _SETTLE_POLL_S = 0.01
+_FRESH_ACTIVITY = text("SELECT pg_stat_clear_snapshot()")
 
 
 def _to_millisecond(moment: datetime) -> datetime:
@@ -69,6 +70,8 @@ async def watermark(conn: AsyncConnection, *, settle: float = 0.0) -> datetime:
     value, asked = (await conn.execute(_WATERMARK)).one()
     while value < asked and loop.time() < deadline:
         await asyncio.sleep(_SETTLE_POLL_S)
+        # pg_stat_activity is read once per transaction unless its snapshot is dropped.
+        await conn.execute(_FRESH_ACTIVITY)
         value = (await conn.execute(_WATERMARK)).one()[0]
     return _to_millisecond(min(value, asked))
 
