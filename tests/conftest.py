@@ -34,6 +34,14 @@ os.environ.setdefault("CMFHIR_AUTH", "off")
 os.environ.setdefault("CMFHIR_AUDIT", "false")
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject's addopts): one test process per core, and at least two even on
+    one core, since most of a test's time is spent waiting on its server and PostgreSQL.
+    Files are the unit of distribution (`--dist loadfile`); each process has its own
+    database on the one embedded PostgreSQL."""
+    return max(2, min(4, os.cpu_count() or 1))
+
+
 def _plain(url: str) -> str:
     """asyncpg's own connect() takes postgresql:// URLs with a host= query for sockets."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)

@@ -78,7 +78,7 @@ def test_60_mb_transaction_within_the_limits(served: Served) -> None:
 
 
 def test_batch_of_200_searches_of_1000(served: Served) -> None:
-    seed = _bundle("batch", [_patient(i, 1_000) for i in range(1_200)])
+    seed = _bundle("transaction", [_patient(i, 1_000) for i in range(1_200)])
     assert httpx.post(served.base, content=seed, headers=FHIR, timeout=300).status_code == 200
     search = b'{"request":{"method":"GET","url":"Patient?_count=1000"}}'
     response = httpx.post(served.base, content=_bundle("batch", [search] * 200), timeout=300)
