@@ -111,10 +111,18 @@ def _lines(path: Path, advance: Any) -> Iterator[bytes]:
 
 
 async def import_file(
-    ctx: Any, path: Path, *, batch: int, base: str, advance: Any = None
+    ctx: Any,
+    path: Path,
+    *,
+    batch: int,
+    base: str,
+    advance: Any = None,
+    check: bool = True,
+    since: datetime | None = None,
 ) -> tuple[Any, int]:
     """Import one file, resuming from its state file; the progress and the number of
-    reference problems found by the final check."""
+    reference problems found by the final check (with `check`: of everything written
+    since `since`, or since this file's import began), reported in its errors file."""
     from cmfhir.exchange.importing import ImportProgress, check_references, dump_line, import_lines
 
     state = _state_path(path)
@@ -145,13 +153,42 @@ async def import_file(
         batch=batch,
         on_batch=persist,
     )
-    dangling = await check_references(ctx, datetime.fromisoformat(str(progress.started)))
+    started = datetime.fromisoformat(str(progress.started))
+    dangling = await check_references(ctx, min(since or started, started)) if check else []
     if dangling:
         with errors.open("a", encoding="utf-8") as handle:
             handle.writelines(dump_line(o) + "\n" for o in dangling)
     progress.complete = True
     _save(state, progress.to_json())
     return progress, len(dangling)
+
+
+async def import_paths(
+    ctx: Any, paths: Sequence[Path], *, batch: int, base: str, advance: Any = None
+) -> list[tuple[Path, Any, int]]:
+    """Import the files in turn (each resuming from its state file), then check the
+    references of all of them at once (an export's Encounter file refers to its Patient
+    file): the dangling ones are reported in the last file's errors file. Each file with
+    its progress and the number of dangling references reported there. `advance(path)`
+    answers the callback that is told of the bytes read."""
+    done: list[tuple[Path, Any, int]] = []
+    since: datetime | None = None
+    for number, path in enumerate(paths, 1):
+        last = number == len(paths)
+        progress, dangling = await import_file(
+            ctx,
+            path,
+            batch=batch,
+            base=base,
+            advance=advance(path) if advance is not None else None,
+            check=last,
+            since=since,
+        )
+        if progress.started is not None:
+            started = datetime.fromisoformat(str(progress.started))
+            since = started if since is None else min(since, started)
+        done.append((path, progress, dangling))
+    return done
 
 
 def import_files(args: argparse.Namespace) -> int:
@@ -174,16 +211,16 @@ def import_files(args: argparse.Namespace) -> int:
                 TimeRemainingColumn(),
                 disable=args.quiet,
             ) as bar:
-                for path in args.files:
-                    task = bar.add_task(path.name, total=path.stat().st_size)
-                    progress, dangling = await import_file(
-                        ctx,
-                        path,
-                        batch=args.batch,
-                        base=base,
-                        advance=lambda n, task=task: bar.advance(task, n),
-                    )
-                    bar.update(task, completed=path.stat().st_size)
+                tasks = {p: bar.add_task(p.name, total=p.stat().st_size) for p in args.files}
+                done = await import_paths(
+                    ctx,
+                    args.files,
+                    batch=args.batch,
+                    base=base,
+                    advance=lambda p: lambda n: bar.advance(tasks[p], n),
+                )
+                for path, progress, dangling in done:
+                    bar.update(tasks[path], completed=path.stat().st_size)
                     problems += progress.refused + dangling
                     print(
                         f"{path}: {progress.stored} stored, {progress.refused} refused, "

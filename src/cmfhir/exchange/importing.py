@@ -1,5 +1,6 @@
-"""NDJSON import (`cmfhir import`, `$import`): each line a resource, validated and indexed
-like any write, stored in transactions of up to `batch` resources (`PUT Type/id` when the
+"""NDJSON import (`cmfhir import`, `$import`): each line a resource, validated once as it is
+read, then versioned, indexed and stored in transactions of up to `batch` resources through
+the store's write path for transactions (exchange/import_writer.py: `PUT Type/id` when the
 line has an id, so references between lines hold; `POST` otherwise). A line that cannot be
 stored is reported as an OperationOutcome line naming it; the valid lines are stored.
 
@@ -19,11 +20,8 @@ from datetime import datetime
 from typing import Any
 
 from cmfhir.errors import FhirError, Issue, operation_outcome
-from cmfhir.interactions import process_bundle
-from cmfhir.interactions.common import require_type
+from cmfhir.exchange.import_writer import Line, check_line, write_lines
 from cmfhir.interactions.context import FhirContext
-from cmfhir.resources.fhirjson import parse_json
-from cmfhir.resources.version_validation import validate_for_version
 from cmfhir.store import ReferencePolicy, Store
 from cmfhir.store.exchange import dangling_since
 
@@ -76,23 +74,6 @@ def _outcome(line: int, error: FhirError | str, code: str = "invalid") -> dict[s
     return operation_outcome(issues)
 
 
-def _entry(resource: dict[str, Any]) -> dict[str, Any]:
-    kind = resource["resourceType"]
-    if isinstance(resource.get("id"), str):
-        url = f"{kind}/{resource['id']}"
-        return {"fullUrl": url, "resource": resource, "request": {"method": "PUT", "url": url}}
-    return {"resource": resource, "request": {"method": "POST", "url": kind}}
-
-
-def _check_line(ctx: FhirContext, raw: bytes) -> dict[str, Any]:
-    resource = parse_json(raw)
-    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-        raise ValueError("The line is not a FHIR resource (no resourceType)")
-    require_type(resource["resourceType"], ctx.fhir_version)
-    validate_for_version(resource, ctx.fhir_version, expected_type=resource["resourceType"])
-    return resource
-
-
 def deferred(ctx: FhirContext) -> FhirContext:
     """`ctx` writing without the per-write reference check (checked at the end instead)."""
     policy = ctx.store.references
@@ -103,28 +84,21 @@ def deferred(ctx: FhirContext) -> FhirContext:
     return replace(ctx, store=store)
 
 
-async def _store(
-    ctx: FhirContext, batch: list[tuple[int, dict[str, Any]]], base: str
-) -> list[dict[str, Any]]:
+async def _store(ctx: FhirContext, batch: list[Line], base: str) -> list[dict[str, Any]]:
     """Store one batch in one transaction; when it is refused, each line on its own, so
     only the bad lines are left out. The OperationOutcomes of the refused lines."""
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [_entry(r) for _, r in batch],
-    }
     try:
-        await process_bundle(ctx, bundle, base=base, representation=False)
+        await write_lines(ctx, batch, base)
         return []
     except FhirError:
         if len(batch) == 1:
             raise
     errors = []
-    for line, resource in batch:
+    for line in batch:
         try:
-            await _store(ctx, [(line, resource)], base)
+            await _store(ctx, [line], base)
         except FhirError as error:
-            errors.append(_outcome(line, error))
+            errors.append(_outcome(line.number, error))
     return errors
 
 
@@ -143,7 +117,7 @@ async def import_lines(
     with the progress and the OperationOutcomes of the lines refused since the last call
     (persist both there)."""
     writer = deferred(ctx)
-    pending: list[tuple[int, dict[str, Any]]] = []
+    pending: list[Line] = []
     keys: set[tuple[str, str]] = set()
     refused: list[dict[str, Any]] = []
 
@@ -152,7 +126,7 @@ async def import_lines(
         try:
             errors = await _store(writer, pending, base) if pending else []
         except FhirError as error:  # a batch of one line, which the database refused
-            errors = [_outcome(pending[0][0], error)]
+            errors = [_outcome(pending[0].number, error)]
         progress.stored += len(pending) - len(errors)
         progress.refused += len(errors)
         progress.lines_done = done
@@ -169,7 +143,7 @@ async def import_lines(
         if number <= progress.lines_done or not raw.strip():
             continue
         try:
-            resource = _check_line(ctx, raw)
+            line = check_line(ctx, number, raw)
         except FhirError as error:
             refused.append(_outcome(number, error))
             progress.refused += 1
@@ -178,13 +152,13 @@ async def import_lines(
             refused.append(_outcome(number, str(error)))
             progress.refused += 1
             continue
-        key = (resource["resourceType"], str(resource.get("id", "")))
-        if key[1] and key in keys:
+        key = line.key
+        if (key is not None and key in keys) or (line.resolve and pending):
             await flush(number - 1)  # one resource changes once per transaction
-        if key[1]:
+        if key is not None:
             keys.add(key)
-        pending.append((number, resource))
-        if len(pending) >= batch:
+        pending.append(line)
+        if len(pending) >= batch or line.resolve:  # resolved alone, as a Bundle entry
             await flush(number)
     await flush(max(number, progress.lines_done))
     return progress
