@@ -8,7 +8,6 @@ the principal that asked for the import."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 from cmfhir.errors import BadRequest, NotFound
@@ -16,8 +15,14 @@ from cmfhir.exchange.access import require_system
 from cmfhir.exchange.export.files import file_path
 from cmfhir.exchange.export.kickoff import NDJSON, export_root
 from cmfhir.exchange.import_sources import resolve_source
-from cmfhir.exchange.jobs import accepted, cancel_job, owned_job, status_answer, stream_file
-from cmfhir.exchange.principals import principal_json
+from cmfhir.exchange.jobs import (
+    cancel_job,
+    owned_job,
+    require_async,
+    start_job,
+    status_answer,
+    stream_file,
+)
 from cmfhir.exchange.settings import ExchangeSettings
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.interactions.operations.call import OperationCall
@@ -53,8 +58,7 @@ async def kickoff(
     ctx: FhirContext, call: OperationCall, *, respond_async: bool, request_url: str, base: str
 ) -> Result:
     require_system(ctx.principal, "$import")
-    if not respond_async:
-        raise BadRequest("$import runs asynchronously: send 'Prefer: respond-async'")
+    require_async(respond_async, "$import")
     fmt = call.value("inputFormat")
     if fmt is not None and fmt not in _FORMATS:
         raise BadRequest(f"inputFormat '{fmt}' is not supported", expression=["inputFormat"])
@@ -65,12 +69,9 @@ async def kickoff(
         )
         for url in _inputs(call)
     ]
-    job_id = uuid.uuid4().hex
     params = {"inputs": inputs, "base": base}
-    await ImportJobs(ctx.store.engine).create(
-        job_id, request_url, params, principal_json(ctx.principal)
-    )
-    return accepted("import", f"{base}/$import-status/{job_id}")
+    jobs = ImportJobs(ctx.store.engine)
+    return await start_job(ctx, jobs, "import", request_url, params, f"{base}/$import-status")
 
 
 def import_root() -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -17,9 +18,9 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-from cmfhir.errors import FhirError, Issue, NotFound, operation_outcome
+from cmfhir.errors import BadRequest, FhirError, Issue, NotFound, operation_outcome
 from cmfhir.exchange.export.files import remove_job_files
-from cmfhir.exchange.principals import principal_from_json, require_owner
+from cmfhir.exchange.principals import principal_from_json, principal_json, require_owner
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.store.export_jobs import ExportJob, ExportJobs
 
@@ -30,6 +31,8 @@ __all__ = [
     "accepted",
     "cancel_job",
     "owned_job",
+    "require_async",
+    "start_job",
     "status_answer",
     "stream_file",
 ]
@@ -44,6 +47,27 @@ class Cancelled(Exception):
 class JobFailed(FhirError):
     status = 500
     code = "exception"
+
+
+def require_async(respond_async: bool, operation: str) -> None:
+    """Bulk Data kick-offs run asynchronously only (`Prefer: respond-async`)."""
+    if not respond_async:
+        raise BadRequest(f"{operation} runs asynchronously: send 'Prefer: respond-async'")
+
+
+async def start_job(
+    ctx: FhirContext,
+    jobs: ExportJobs,
+    what: str,
+    request_url: str,
+    params: dict[str, Any],
+    status_url: str,
+) -> Result:
+    """Record a job asked for by `ctx.principal` (the worker runs it as that principal)
+    and answer the kick-off: 202 with `status_url/<job>` to poll."""
+    job_id = uuid.uuid4().hex
+    await jobs.create(job_id, request_url, params, principal_json(ctx.principal))
+    return accepted(what, f"{status_url}/{job_id}")
 
 
 def accepted(what: str, status_url: str) -> Result:

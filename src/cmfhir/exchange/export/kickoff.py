@@ -5,7 +5,6 @@ asked for the export."""
 
 from __future__ import annotations
 
-import uuid
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,8 +13,14 @@ from cmfhir.errors import BadRequest, NotFound
 from cmfhir.exchange.access import Forbidden
 from cmfhir.exchange.export.files import file_path
 from cmfhir.exchange.export.request import export_request
-from cmfhir.exchange.jobs import accepted, cancel_job, owned_job, status_answer, stream_file
-from cmfhir.exchange.principals import principal_json
+from cmfhir.exchange.jobs import (
+    cancel_job,
+    owned_job,
+    require_async,
+    start_job,
+    status_answer,
+    stream_file,
+)
 from cmfhir.exchange.settings import ExchangeSettings
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.interactions.operations.call import OperationCall
@@ -63,8 +68,7 @@ async def kickoff(
     request_url: str,
     base: str,
 ) -> Result:
-    if not respond_async:
-        raise BadRequest("$export runs asynchronously: send 'Prefer: respond-async'")
+    require_async(respond_async, "$export")
     if call.resource_type is None:
         level, group = "system", None
     elif call.resource_type == "Patient" and call.id is None:
@@ -83,11 +87,9 @@ async def kickoff(
             stored = await repo.read("Group", group)
         if stored is None or stored.deleted:
             raise NotFound(f"Group/{group} is not known")
-    job_id = uuid.uuid4().hex
-    await ExportJobs(ctx.store.engine).create(
-        job_id, request_url, request.to_json(), principal_json(ctx.principal)
-    )
-    return accepted("export", f"{base}/$export-status/{job_id}")
+    jobs = ExportJobs(ctx.store.engine)
+    status_url = f"{base}/$export-status"
+    return await start_job(ctx, jobs, "export", request_url, request.to_json(), status_url)
 
 
 async def _job(ctx: FhirContext, job_id: str) -> ExportJob:
