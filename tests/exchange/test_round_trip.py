@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +124,11 @@ async def test_export_all_then_import_into_a_fresh_server(
     assert "SubscriptionTopic" in {item["type"] for item in job.manifest["output"]}
 
     async with open_context(target) as ctx:
-        # As `cmfhir import` of every file does: references checked once all are in.
-        for path, progress, dangling in await import_paths(ctx, files, batch=50, base=BASE):
+        # As `cmfhir import` of every file does: references checked once all are in, the
+        # lines read and validated in another process.
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as validators:
+            done = await import_paths(ctx, files, batch=50, base=BASE, validators=validators)
+        for path, progress, dangling in done:
             errors = path.with_name(path.name + ".errors.ndjson")
             refused = errors.read_text() if errors.exists() else ""
             assert (progress.refused, dangling, refused) == (0, 0, ""), path.name

@@ -71,13 +71,14 @@ def line_version(resource_type: str, version: str) -> str:
         raise
 
 
-def check_line(ctx: FhirContext, number: int, raw: bytes) -> Line:
-    """Parse and validate one line (ValueError for what is not a resource at all)."""
+def check_line(version: str, number: int, raw: bytes) -> Line:
+    """Parse and validate one line, the import being in FHIR `version` (ValueError for
+    what is not a resource at all)."""
     resource = parse_json(raw)
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         raise ValueError("The line is not a FHIR resource (no resourceType)")
     kind = resource["resourceType"]
-    validate_for_version(resource, line_version(kind, ctx.fhir_version), expected_type=kind)
+    validate_for_version(resource, line_version(kind, version), expected_type=kind)
     if isinstance(resource.get("id"), str):
         check_id(resource["id"])
     resolve = any(

@@ -13,10 +13,14 @@ resumes after the last committed batch.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from cmfhir.errors import FhirError, Issue, operation_outcome
@@ -111,11 +115,13 @@ async def import_lines(
     batch: int = 500,
     on_batch: Callable[[ImportProgress, list[dict[str, Any]]], None] | None = None,
     on_commit: Callable[[ImportProgress, list[dict[str, Any]]], Awaitable[None]] | None = None,
+    validators: Executor | None = None,
 ) -> ImportProgress:
     """Import NDJSON `lines` (all of the source: those before `progress.lines_done` are
     skipped). `on_batch` (or the coroutine `on_commit`) is called after each committed batch
     with the progress and the OperationOutcomes of the lines refused since the last call
-    (persist both there)."""
+    (persist both there). `validators`: a pool of processes that read and validate the
+    lines ahead of the writes (else this process does, line by line)."""
     writer = deferred(ctx)
     pending: list[Line] = []
     keys: set[tuple[str, str]] = set()
@@ -138,18 +144,10 @@ async def import_lines(
         pending, refused = [], []
         keys.clear()
 
-    number = 0
-    for number, raw in enumerate(_numbered(lines), 1):
-        if number <= progress.lines_done or not raw.strip():
-            continue
-        try:
-            line = check_line(ctx, number, raw)
-        except FhirError as error:
-            refused.append(_outcome(number, error))
-            progress.refused += 1
-            continue
-        except ValueError as error:
-            refused.append(_outcome(number, str(error)))
+    reader = _Reader(lines, progress.lines_done)
+    async for number, line in reader.checked(ctx.fhir_version, validators):
+        if not isinstance(line, Line):
+            refused.append(line)
             progress.refused += 1
             continue
         key = line.key
@@ -160,12 +158,70 @@ async def import_lines(
         pending.append(line)
         if len(pending) >= batch or line.resolve:  # resolved alone, as a Bundle entry
             await flush(number)
-    await flush(max(number, progress.lines_done))
+    await flush(max(reader.last, progress.lines_done))
     return progress
 
 
-def _numbered(lines: Iterable[bytes]) -> Iterator[bytes]:
-    yield from lines
+def _check(version: str, number: int, raw: bytes) -> Line | dict[str, Any]:
+    """The line read and validated, or the OperationOutcome that refuses it."""
+    try:
+        return check_line(version, number, raw)
+    except FhirError as error:
+        return _outcome(number, error)
+    except ValueError as error:
+        return _outcome(number, str(error))
+
+
+def check_chunk(version: str, chunk: list[tuple[int, bytes]]) -> list[Line | dict[str, Any]]:
+    """`_check` of each line of `chunk` (run in a validating process)."""
+    return [_check(version, number, raw) for number, raw in chunk]
+
+
+class _Reader:
+    """The source's lines past `skip` (blank ones left out), each read and validated; with
+    a pool of processes, `_CHUNK` lines at a time in them, a few chunks ahead of the
+    writes, so the next batches are validated while one is written."""
+
+    def __init__(self, lines: Iterable[bytes], skip: int) -> None:
+        self.lines = lines
+        self.skip = skip
+        self.last = 0  # the number of the last line read (blank or skipped ones too)
+
+    def _numbered(self) -> Iterator[tuple[int, bytes]]:
+        for number, raw in enumerate(self.lines, 1):
+            self.last = number
+            if number > self.skip and raw.strip():
+                yield number, raw
+
+    async def checked(
+        self, version: str, pool: Executor | None
+    ) -> AsyncIterator[tuple[int, Line | dict[str, Any]]]:
+        numbered = self._numbered()
+        if pool is None:
+            for number, raw in numbered:
+                yield number, _check(version, number, raw)
+            return
+        loop = asyncio.get_running_loop()
+        ahead: deque[tuple[list[int], asyncio.Future[list[Line | dict[str, Any]]]]] = deque()
+
+        def submit() -> None:
+            chunk = list(islice(numbered, _CHUNK))
+            if chunk:
+                work = loop.run_in_executor(pool, check_chunk, version, chunk)
+                ahead.append(([number for number, _ in chunk], work))
+
+        for _ in range(_AHEAD):
+            submit()
+        while ahead:
+            numbers, work = ahead.popleft()
+            results = await work
+            submit()
+            for number, result in zip(numbers, results, strict=True):
+                yield number, result
+
+
+_CHUNK = 100
+_AHEAD = 8
 
 
 async def check_references(ctx: FhirContext, since: datetime) -> list[dict[str, Any]]:
