@@ -1,6 +1,8 @@
 """Import scenario: the export's NDJSON files loaded back with `cmfhir import` (a process of
 its own against the same database; every line a `PUT Type/id`, validated, indexed and
-versioned like any write), timed, beside the ingest rate of the same run."""
+versioned like any write, validated in `--validators` processes, its default), timed,
+beside the ingest rate of the same run. `bench/import_cost.py` compares the CPU per resource
+of import and ingest in one process."""
 
 from __future__ import annotations
 

@@ -355,3 +355,42 @@ def test_an_interrupted_import_job_resumes(
     for n in range(20):
         stored = client.get(f"Patient/k{n}-{tag}").json()
         assert stored["meta"]["versionId"] == "1", n  # never written twice
+
+
+async def test_lines_whose_references_need_resolving(
+    settings: Settings, client: httpx.Client, tmp_path: Path
+) -> None:
+    """A line with a conditional reference is resolved as a transaction entry's is (the
+    one resource it matches), one with a `urn:uuid:` reference naming no line is refused;
+    the lines around them are stored in batches as usual."""
+    tag = uuid.uuid4().hex[:8]
+    patient = {
+        "resourceType": "Patient",
+        "id": f"cond-{tag}",
+        "identifier": [{"system": "urn:test:mrn", "value": tag}],
+    }
+
+    def observation(n: int, reference: str) -> str:
+        return json.dumps(
+            {
+                "resourceType": "Observation",
+                "id": f"cond-obs{n}-{tag}",
+                "status": "final",
+                "code": {"text": "x"},
+                "subject": {"reference": reference},
+            }
+        )
+
+    lines = [
+        json.dumps(patient),
+        observation(1, f"Patient?identifier=urn:test:mrn|{tag}"),  # 2
+        observation(2, f"urn:uuid:{uuid.uuid4()}"),  # 3
+        observation(3, f"Patient/cond-{tag}"),
+    ]
+    path = _write(tmp_path, lines)
+    async with open_context(settings) as ctx:
+        progress, dangling = await import_file(ctx, path, batch=10, base="http://x/fhir")
+    assert (progress.stored, progress.refused, dangling) == (3, 1, 0)
+    assert [e["issue"][0]["expression"][0] for e in _errors(path)] == ["line 3"]
+    found = _get(client, f"Observation/cond-obs1-{tag}").json()
+    assert found["subject"]["reference"] == f"Patient/cond-{tag}"

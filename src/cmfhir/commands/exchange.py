@@ -8,8 +8,10 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +53,20 @@ def add_commands(commands: Any) -> None:
     p_import.add_argument(
         "--batch", type=int, default=500, help="resources per transaction (default: %(default)s)"
     )
+    p_import.add_argument(
+        "--validators",
+        type=int,
+        default=_default_validators(),
+        metavar="N",
+        help="processes that read and validate lines ahead of the writes (0: this one "
+        "does; default: one less than the CPUs, at most 3: %(default)s)",
+    )
     p_import.add_argument("--quiet", action="store_true", help="no progress bar")
     p_import.set_defaults(func=import_files)
+
+
+def _default_validators() -> int:
+    return max(0, min(3, (os.cpu_count() or 1) - 1))
 
 
 @asynccontextmanager
@@ -111,10 +125,19 @@ def _lines(path: Path, advance: Any) -> Iterator[bytes]:
 
 
 async def import_file(
-    ctx: Any, path: Path, *, batch: int, base: str, advance: Any = None
+    ctx: Any,
+    path: Path,
+    *,
+    batch: int,
+    base: str,
+    advance: Any = None,
+    check: bool = True,
+    since: datetime | None = None,
+    validators: Executor | None = None,
 ) -> tuple[Any, int]:
     """Import one file, resuming from its state file; the progress and the number of
-    reference problems found by the final check."""
+    reference problems found by the final check (with `check`: of everything written
+    since `since`, or since this file's import began), reported in its errors file."""
     from cmfhir.exchange.importing import ImportProgress, check_references, dump_line, import_lines
 
     state = _state_path(path)
@@ -144,14 +167,51 @@ async def import_file(
         base=base,
         batch=batch,
         on_batch=persist,
+        validators=validators,
     )
-    dangling = await check_references(ctx, datetime.fromisoformat(str(progress.started)))
+    started = datetime.fromisoformat(str(progress.started))
+    dangling = await check_references(ctx, min(since or started, started)) if check else []
     if dangling:
         with errors.open("a", encoding="utf-8") as handle:
             handle.writelines(dump_line(o) + "\n" for o in dangling)
     progress.complete = True
     _save(state, progress.to_json())
     return progress, len(dangling)
+
+
+async def import_paths(
+    ctx: Any,
+    paths: Sequence[Path],
+    *,
+    batch: int,
+    base: str,
+    advance: Any = None,
+    validators: Executor | None = None,
+) -> list[tuple[Path, Any, int]]:
+    """Import the files in turn (each resuming from its state file), then check the
+    references of all of them at once (an export's Encounter file refers to its Patient
+    file): the dangling ones are reported in the last file's errors file. Each file with
+    its progress and the number of dangling references reported there. `advance(path)`
+    answers the callback that is told of the bytes read."""
+    done: list[tuple[Path, Any, int]] = []
+    since: datetime | None = None
+    for number, path in enumerate(paths, 1):
+        last = number == len(paths)
+        progress, dangling = await import_file(
+            ctx,
+            path,
+            batch=batch,
+            base=base,
+            advance=advance(path) if advance is not None else None,
+            check=last,
+            since=since,
+            validators=validators,
+        )
+        if progress.started is not None:
+            started = datetime.fromisoformat(str(progress.started))
+            since = started if since is None else min(since, started)
+        done.append((path, progress, dangling))
+    return done
 
 
 def import_files(args: argparse.Namespace) -> int:
@@ -166,30 +226,44 @@ def import_files(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         problems = 0
-        async with _context(settings) as ctx:
-            with Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                DownloadColumn(),
-                TimeRemainingColumn(),
-                disable=args.quiet,
-            ) as bar:
-                for path in args.files:
-                    task = bar.add_task(path.name, total=path.stat().st_size)
-                    progress, dangling = await import_file(
+        validators = (
+            ProcessPoolExecutor(args.validators, mp_context=get_context("spawn"))
+            if args.validators > 0
+            else None
+        )
+        try:
+            async with _context(settings) as ctx:
+                with Progress(
+                    "[progress.description]{task.description}",
+                    BarColumn(),
+                    DownloadColumn(),
+                    TimeRemainingColumn(),
+                    disable=args.quiet,
+                ) as bar:
+                    tasks = {p: bar.add_task(p.name, total=p.stat().st_size) for p in args.files}
+                    done = await import_paths(
                         ctx,
-                        path,
+                        args.files,
                         batch=args.batch,
                         base=base,
-                        advance=lambda n, task=task: bar.advance(task, n),
+                        advance=lambda p: lambda n: bar.advance(tasks[p], n),
+                        validators=validators,
                     )
-                    bar.update(task, completed=path.stat().st_size)
-                    problems += progress.refused + dangling
-                    print(
-                        f"{path}: {progress.stored} stored, {progress.refused} refused, "
-                        f"{dangling} dangling references"
-                        + (f" (see {_errors_path(path)})" if progress.refused + dangling else "")
-                    )
+                    for path, progress, dangling in done:
+                        bar.update(tasks[path], completed=path.stat().st_size)
+                        problems += progress.refused + dangling
+                        print(
+                            f"{path}: {progress.stored} stored, {progress.refused} refused, "
+                            f"{dangling} dangling references"
+                            + (
+                                f" (see {_errors_path(path)})"
+                                if progress.refused + dangling
+                                else ""
+                            )
+                        )
+        finally:
+            if validators is not None:
+                validators.shutdown()
         return 1 if problems else 0
 
     return asyncio.run(run())

@@ -8,17 +8,21 @@ the principal that asked for the import."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-from email.utils import format_datetime
-from typing import Any
+from pathlib import Path
 
-from cmfhir.errors import BadRequest, FhirError, Issue, NotFound, operation_outcome
+from cmfhir.errors import BadRequest, NotFound
 from cmfhir.exchange.access import require_system
-from cmfhir.exchange.export.files import file_path, remove_job_files
+from cmfhir.exchange.export.files import file_path
 from cmfhir.exchange.export.kickoff import NDJSON, export_root
 from cmfhir.exchange.import_sources import resolve_source
-from cmfhir.exchange.principals import principal_json, require_owner
+from cmfhir.exchange.jobs import (
+    cancel_job,
+    owned_job,
+    require_async,
+    start_job,
+    status_answer,
+    stream_file,
+)
 from cmfhir.exchange.settings import ExchangeSettings
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.interactions.operations.call import OperationCall
@@ -54,8 +58,7 @@ async def kickoff(
     ctx: FhirContext, call: OperationCall, *, respond_async: bool, request_url: str, base: str
 ) -> Result:
     require_system(ctx.principal, "$import")
-    if not respond_async:
-        raise BadRequest("$import runs asynchronously: send 'Prefer: respond-async'")
+    require_async(respond_async, "$import")
     fmt = call.value("inputFormat")
     if fmt is not None and fmt not in _FORMATS:
         raise BadRequest(f"inputFormat '{fmt}' is not supported", expression=["inputFormat"])
@@ -66,79 +69,28 @@ async def kickoff(
         )
         for url in _inputs(call)
     ]
-    job_id = uuid.uuid4().hex
     params = {"inputs": inputs, "base": base}
-    await ImportJobs(ctx.store.engine).create(
-        job_id, request_url, params, principal_json(ctx.principal)
-    )
-    outcome = operation_outcome(
-        [
-            Issue(
-                "The import is accepted; poll the Content-Location",
-                code="informational",
-                severity="information",
-            )
-        ]
-    )
-    return Result(202, outcome, headers={"Content-Location": f"{base}/$import-status/{job_id}"})
+    jobs = ImportJobs(ctx.store.engine)
+    return await start_job(ctx, jobs, "import", request_url, params, f"{base}/$import-status")
 
 
-def import_root() -> Any:
+def import_root() -> Path:
     return ExchangeSettings().import_work_dir
 
 
 async def _job(ctx: FhirContext, job_id: str) -> ExportJob:
-    job = await ImportJobs(ctx.store.engine).get(job_id)
-    if job is None or job.status == "cancelled":
-        raise NotFound("No such import (it may have been cancelled or have expired)")
-    require_owner(ctx.principal, job.principal, "import")
-    if job.expires_at is not None and job.expires_at <= datetime.now(UTC):
-        raise NotFound("This import has expired")
-    return job
-
-
-class ImportFailed(FhirError):
-    status = 500
-    code = "exception"
+    return await owned_job(ctx, ImportJobs(ctx.store.engine), job_id, "import")
 
 
 async def status(ctx: FhirContext, job_id: str, *, base: str) -> Result:
     job = await _job(ctx, job_id)
-    if job.status in ("accepted", "in-progress"):
-        progress = (job.progress or job.status)[:99]
-        return Result(202, None, headers={"X-Progress": progress, "Retry-After": "2"})
-    if job.status == "failed":
-        raise ImportFailed(job.error or "The import failed")
-    manifest = dict(job.manifest or {})
-    manifest["error"] = [
-        {
-            "type": item["type"],
-            "url": f"{base}/$import-file/{job.id}/{item['name']}",
-            "count": item["count"],
-        }
-        for item in manifest.get("error", [])
-    ]
-    headers = {}
-    if job.expires_at is not None:
-        headers["Expires"] = format_datetime(job.expires_at, usegmt=True)
-    return Result(200, manifest, headers=headers, media_type="application/json")
+    return status_answer(job, "import", f"{base}/$import-file", ("error",), always=("error",))
 
 
 async def cancel(ctx: FhirContext, job_id: str) -> Result:
-    job = await _job(ctx, job_id)
-    if not await ImportJobs(ctx.store.engine).cancel(job.id):
-        raise NotFound("No such import")
-    remove_job_files(import_root(), job.id)
-    outcome = operation_outcome(
-        [
-            Issue(
-                "The import is cancelled; what it stored before stays stored",
-                code="informational",
-                severity="information",
-            )
-        ]
-    )
-    return Result(202, outcome)
+    said = "The import is cancelled; what it stored before stays stored"
+    jobs = ImportJobs(ctx.store.engine)
+    return await cancel_job(ctx, jobs, job_id, import_root(), "import", said)
 
 
 async def import_file(ctx: FhirContext, job_id: str, name: str) -> Result:
@@ -148,13 +100,7 @@ async def import_file(ctx: FhirContext, job_id: str, name: str) -> Result:
     job = await _job(ctx, job_id)
     if job.status != "completed" or not path.is_file():
         raise NotFound("No such import file")
-
-    async def chunks() -> Any:
-        with path.open("rb") as handle:
-            while chunk := handle.read(256 * 1024):
-                yield chunk
-
-    return Result(200, stream=chunks(), media_type=NDJSON)
+    return stream_file(path, NDJSON)
 
 
 async def run(ctx: FhirContext, call: OperationCall) -> Result:

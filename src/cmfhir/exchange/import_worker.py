@@ -1,41 +1,36 @@
 """The `$import` worker: claims import jobs from PostgreSQL (`FOR UPDATE SKIP LOCKED`, with
 a lease), imports each input as `cmfhir import` does (exchange/importing.py) as the principal
 that asked for it, and records after every committed batch how far it got, so a job whose
-worker died resumes after the last committed batch when another worker claims it. Follows
-the worker protocol (`name`, `async run(stop)`)."""
+worker died resumes after the last committed batch when another worker claims it. The loop
+is `jobs.JobWorker`, shared with the export worker. Follows the worker protocol (`name`,
+`async run(stop)`)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import logging
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cmfhir.errors import Issue, operation_outcome
-from cmfhir.exchange.export.files import file_path, job_dir, remove_job_files
+from cmfhir.exchange.export.files import file_path, job_dir
 from cmfhir.exchange.import_sources import SourceError, download
 from cmfhir.exchange.importing import ImportProgress, check_references, import_lines
-from cmfhir.exchange.principals import principal_from_json
+from cmfhir.exchange.jobs import Cancelled, JobWorker
 from cmfhir.exchange.settings import ExchangeSettings
 from cmfhir.interactions.context import FhirContext, instant
 from cmfhir.store.export_jobs import ExportJob, ImportJobs
 
 __all__ = ["ImportWorker", "import_worker"]
 
-log = logging.getLogger(__name__)
 ERRORS = "OperationOutcome.ndjson"
 
 
-class Stopped(Exception):
-    """The job was cancelled (DELETE) while it ran."""
-
-
-class ImportWorker:
+class ImportWorker(JobWorker):
     name = "imports"
+    what = "import"
+    remove_failed = False
 
     def __init__(
         self,
@@ -51,56 +46,12 @@ class ImportWorker:
         batch: int = 500,
         jobs: ImportJobs | None = None,
     ) -> None:
-        self.ctx = ctx
-        self.root = root
+        self.jobs: ImportJobs = jobs or ImportJobs(ctx.store.engine)
+        super().__init__(ctx, self.jobs, root, expiry_s=expiry_s, poll_s=poll_s, lease_s=lease_s)
         self.export_root = export_root
-        self.expiry_s = expiry_s
         self.max_bytes = max_bytes
         self.fetch_timeout_s = fetch_timeout_s
-        self.poll_s = poll_s
-        self.lease_s = lease_s
         self.batch = batch
-        self.jobs = jobs or ImportJobs(ctx.store.engine)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                for job_id in await self.jobs.expired():
-                    remove_job_files(self.root, job_id)
-                job = await self.jobs.claim(self.lease_s)
-            except Exception as error:
-                log.warning("import worker: cannot claim jobs (%s)", type(error).__name__)
-                job = None
-            if job is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.poll_s)
-                continue
-            await self.run_job(job)
-
-    async def run_once(self) -> bool:
-        """Claim and run one job if one waits (tests)."""
-        job = await self.jobs.claim(self.lease_s)
-        if job is None:
-            return False
-        await self.run_job(job)
-        return True
-
-    async def run_job(self, job: ExportJob) -> None:
-        # As the principal that asked for it: its writes are checked like its own requests.
-        ctx = replace(self.ctx, principal=principal_from_json(job.principal))
-        try:
-            manifest, started = await self._import(ctx, job)
-        except Stopped:
-            remove_job_files(self.root, job.id)
-            return
-        except Exception as error:
-            log.exception("import %s failed", job.id)
-            await self.jobs.fail(
-                job.id, f"The import failed ({type(error).__name__})", self.expiry_s
-            )
-            return
-        if not await self.jobs.complete(job.id, manifest, started, self.expiry_s):
-            remove_job_files(self.root, job.id)
 
     async def _source(self, directory: Path, index: int, source: dict[str, Any]) -> Path:
         if "file" in source:
@@ -124,7 +75,7 @@ class ImportWorker:
             raise SourceError("it is no longer there")
         return path
 
-    async def _import(self, ctx: FhirContext, job: ExportJob) -> tuple[dict[str, Any], datetime]:
+    async def execute(self, ctx: FhirContext, job: ExportJob) -> tuple[dict[str, Any], datetime]:
         inputs: list[dict[str, Any]] = job.params["inputs"]
         base = str(job.params.get("base", "http://localhost/fhir"))
         state: dict[str, Any] = await self.jobs.state(job.id) or {
@@ -154,7 +105,7 @@ class ImportWorker:
         async def checkpoint(summary: str) -> None:
             status = await self.jobs.checkpoint(job.id, state, summary[:99], self.lease_s)
             if status != "in-progress":
-                raise Stopped
+                raise Cancelled
 
         for index, source in enumerate(inputs):
             if index < state["input"]:

@@ -1,5 +1,6 @@
-"""NDJSON import (`cmfhir import`, `$import`): each line a resource, validated and indexed
-like any write, stored in transactions of up to `batch` resources (`PUT Type/id` when the
+"""NDJSON import (`cmfhir import`, `$import`): each line a resource, validated once as it is
+read, then versioned, indexed and stored in transactions of up to `batch` resources through
+the store's write path for transactions (exchange/import_writer.py: `PUT Type/id` when the
 line has an id, so references between lines hold; `POST` otherwise). A line that cannot be
 stored is reported as an OperationOutcome line naming it; the valid lines are stored.
 
@@ -12,18 +13,19 @@ resumes after the last committed batch.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from cmfhir.errors import FhirError, Issue, operation_outcome
-from cmfhir.interactions import process_bundle
-from cmfhir.interactions.common import require_type
+from cmfhir.exchange.import_writer import Line, check_line, write_lines
 from cmfhir.interactions.context import FhirContext
-from cmfhir.resources.fhirjson import parse_json
-from cmfhir.resources.version_validation import validate_for_version
 from cmfhir.store import ReferencePolicy, Store
 from cmfhir.store.exchange import dangling_since
 
@@ -76,23 +78,6 @@ def _outcome(line: int, error: FhirError | str, code: str = "invalid") -> dict[s
     return operation_outcome(issues)
 
 
-def _entry(resource: dict[str, Any]) -> dict[str, Any]:
-    kind = resource["resourceType"]
-    if isinstance(resource.get("id"), str):
-        url = f"{kind}/{resource['id']}"
-        return {"fullUrl": url, "resource": resource, "request": {"method": "PUT", "url": url}}
-    return {"resource": resource, "request": {"method": "POST", "url": kind}}
-
-
-def _check_line(ctx: FhirContext, raw: bytes) -> dict[str, Any]:
-    resource = parse_json(raw)
-    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-        raise ValueError("The line is not a FHIR resource (no resourceType)")
-    require_type(resource["resourceType"], ctx.fhir_version)
-    validate_for_version(resource, ctx.fhir_version, expected_type=resource["resourceType"])
-    return resource
-
-
 def deferred(ctx: FhirContext) -> FhirContext:
     """`ctx` writing without the per-write reference check (checked at the end instead)."""
     policy = ctx.store.references
@@ -103,28 +88,21 @@ def deferred(ctx: FhirContext) -> FhirContext:
     return replace(ctx, store=store)
 
 
-async def _store(
-    ctx: FhirContext, batch: list[tuple[int, dict[str, Any]]], base: str
-) -> list[dict[str, Any]]:
+async def _store(ctx: FhirContext, batch: list[Line], base: str) -> list[dict[str, Any]]:
     """Store one batch in one transaction; when it is refused, each line on its own, so
     only the bad lines are left out. The OperationOutcomes of the refused lines."""
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [_entry(r) for _, r in batch],
-    }
     try:
-        await process_bundle(ctx, bundle, base=base, representation=False)
+        await write_lines(ctx, batch, base)
         return []
     except FhirError:
         if len(batch) == 1:
             raise
     errors = []
-    for line, resource in batch:
+    for line in batch:
         try:
-            await _store(ctx, [(line, resource)], base)
+            await _store(ctx, [line], base)
         except FhirError as error:
-            errors.append(_outcome(line, error))
+            errors.append(_outcome(line.number, error))
     return errors
 
 
@@ -137,13 +115,15 @@ async def import_lines(
     batch: int = 500,
     on_batch: Callable[[ImportProgress, list[dict[str, Any]]], None] | None = None,
     on_commit: Callable[[ImportProgress, list[dict[str, Any]]], Awaitable[None]] | None = None,
+    validators: Executor | None = None,
 ) -> ImportProgress:
     """Import NDJSON `lines` (all of the source: those before `progress.lines_done` are
     skipped). `on_batch` (or the coroutine `on_commit`) is called after each committed batch
     with the progress and the OperationOutcomes of the lines refused since the last call
-    (persist both there)."""
+    (persist both there). `validators`: a pool of processes that read and validate the
+    lines ahead of the writes (else this process does, line by line)."""
     writer = deferred(ctx)
-    pending: list[tuple[int, dict[str, Any]]] = []
+    pending: list[Line] = []
     keys: set[tuple[str, str]] = set()
     refused: list[dict[str, Any]] = []
 
@@ -152,7 +132,7 @@ async def import_lines(
         try:
             errors = await _store(writer, pending, base) if pending else []
         except FhirError as error:  # a batch of one line, which the database refused
-            errors = [_outcome(pending[0][0], error)]
+            errors = [_outcome(pending[0].number, error)]
         progress.stored += len(pending) - len(errors)
         progress.refused += len(errors)
         progress.lines_done = done
@@ -164,34 +144,84 @@ async def import_lines(
         pending, refused = [], []
         keys.clear()
 
-    number = 0
-    for number, raw in enumerate(_numbered(lines), 1):
-        if number <= progress.lines_done or not raw.strip():
-            continue
-        try:
-            resource = _check_line(ctx, raw)
-        except FhirError as error:
-            refused.append(_outcome(number, error))
+    reader = _Reader(lines, progress.lines_done)
+    async for number, line in reader.checked(ctx.fhir_version, validators):
+        if not isinstance(line, Line):
+            refused.append(line)
             progress.refused += 1
             continue
-        except ValueError as error:
-            refused.append(_outcome(number, str(error)))
-            progress.refused += 1
-            continue
-        key = (resource["resourceType"], str(resource.get("id", "")))
-        if key[1] and key in keys:
+        key = line.key
+        if (key is not None and key in keys) or (line.resolve and pending):
             await flush(number - 1)  # one resource changes once per transaction
-        if key[1]:
+        if key is not None:
             keys.add(key)
-        pending.append((number, resource))
-        if len(pending) >= batch:
+        pending.append(line)
+        if len(pending) >= batch or line.resolve:  # resolved alone, as a Bundle entry
             await flush(number)
-    await flush(max(number, progress.lines_done))
+    await flush(max(reader.last, progress.lines_done))
     return progress
 
 
-def _numbered(lines: Iterable[bytes]) -> Iterator[bytes]:
-    yield from lines
+def _check(version: str, number: int, raw: bytes) -> Line | dict[str, Any]:
+    """The line read and validated, or the OperationOutcome that refuses it."""
+    try:
+        return check_line(version, number, raw)
+    except FhirError as error:
+        return _outcome(number, error)
+    except ValueError as error:
+        return _outcome(number, str(error))
+
+
+def check_chunk(version: str, chunk: list[tuple[int, bytes]]) -> list[Line | dict[str, Any]]:
+    """`_check` of each line of `chunk` (run in a validating process)."""
+    return [_check(version, number, raw) for number, raw in chunk]
+
+
+class _Reader:
+    """The source's lines past `skip` (blank ones left out), each read and validated; with
+    a pool of processes, `_CHUNK` lines at a time in them, a few chunks ahead of the
+    writes, so the next batches are validated while one is written."""
+
+    def __init__(self, lines: Iterable[bytes], skip: int) -> None:
+        self.lines = lines
+        self.skip = skip
+        self.last = 0  # the number of the last line read (blank or skipped ones too)
+
+    def _numbered(self) -> Iterator[tuple[int, bytes]]:
+        for number, raw in enumerate(self.lines, 1):
+            self.last = number
+            if number > self.skip and raw.strip():
+                yield number, raw
+
+    async def checked(
+        self, version: str, pool: Executor | None
+    ) -> AsyncIterator[tuple[int, Line | dict[str, Any]]]:
+        numbered = self._numbered()
+        if pool is None:
+            for number, raw in numbered:
+                yield number, _check(version, number, raw)
+            return
+        loop = asyncio.get_running_loop()
+        ahead: deque[tuple[list[int], asyncio.Future[list[Line | dict[str, Any]]]]] = deque()
+
+        def submit() -> None:
+            chunk = list(islice(numbered, _CHUNK))
+            if chunk:
+                work = loop.run_in_executor(pool, check_chunk, version, chunk)
+                ahead.append(([number for number, _ in chunk], work))
+
+        for _ in range(_AHEAD):
+            submit()
+        while ahead:
+            numbers, work = ahead.popleft()
+            results = await work
+            submit()
+            for number, result in zip(numbers, results, strict=True):
+                yield number, result
+
+
+_CHUNK = 100
+_AHEAD = 8
 
 
 async def check_references(ctx: FhirContext, since: datetime) -> list[dict[str, Any]]:

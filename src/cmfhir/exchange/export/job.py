@@ -23,6 +23,7 @@ from typing import Any
 from cmfhir.errors import Issue, operation_outcome
 from cmfhir.exchange.export.files import job_dir
 from cmfhir.exchange.export.request import ExportRequest
+from cmfhir.exchange.jobs import Cancelled
 from cmfhir.interactions.context import FhirContext, instant
 from cmfhir.resources.compartment import patient_compartment
 from cmfhir.resources.fhirjson import parse_json
@@ -41,10 +42,6 @@ __all__ = ["Cancelled", "run_export"]
 
 log = logging.getLogger(__name__)
 _HEARTBEAT_ROWS = 20_000
-
-
-class Cancelled(Exception):
-    """The job was cancelled (DELETE) while it ran."""
 
 
 class _Writer:

@@ -5,25 +5,28 @@ asked for the export."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from email.utils import format_datetime
 from functools import lru_cache
 from pathlib import Path
 
 from cmfhir.auth.principal import Principal
-from cmfhir.errors import BadRequest, FhirError, Issue, NotFound, operation_outcome
+from cmfhir.errors import BadRequest, NotFound
 from cmfhir.exchange.access import Forbidden
-from cmfhir.exchange.export.files import file_path, remove_job_files
+from cmfhir.exchange.export.files import file_path
 from cmfhir.exchange.export.request import export_request
-from cmfhir.exchange.principals import principal_json, require_owner
+from cmfhir.exchange.jobs import (
+    cancel_job,
+    owned_job,
+    require_async,
+    start_job,
+    status_answer,
+    stream_file,
+)
 from cmfhir.exchange.settings import ExchangeSettings
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.interactions.operations.call import OperationCall
 from cmfhir.store.export_jobs import ExportJob, ExportJobs
 
-__all__ = ["cancel", "export_file", "export_root", "kickoff", "may_export", "owned", "status"]
+__all__ = ["cancel", "export_file", "export_root", "kickoff", "may_export", "status"]
 
 NDJSON = "application/fhir+ndjson"
 
@@ -35,10 +38,6 @@ def _settings() -> ExchangeSettings:
 
 def export_root() -> Path:
     return _settings().export_dir
-
-
-def owned(principal: Principal, job: ExportJob) -> None:
-    require_owner(principal, job.principal, "export")
 
 
 def may_export(principal: Principal, level: str) -> None:
@@ -69,8 +68,7 @@ async def kickoff(
     request_url: str,
     base: str,
 ) -> Result:
-    if not respond_async:
-        raise BadRequest("$export runs asynchronously: send 'Prefer: respond-async'")
+    require_async(respond_async, "$export")
     if call.resource_type is None:
         level, group = "system", None
     elif call.resource_type == "Patient" and call.id is None:
@@ -89,76 +87,23 @@ async def kickoff(
             stored = await repo.read("Group", group)
         if stored is None or stored.deleted:
             raise NotFound(f"Group/{group} is not known")
-    job_id = uuid.uuid4().hex
-    await ExportJobs(ctx.store.engine).create(
-        job_id, request_url, request.to_json(), principal_json(ctx.principal)
-    )
-    outcome = operation_outcome(
-        [
-            Issue(
-                "The export is accepted; poll the Content-Location",
-                code="informational",
-                severity="information",
-            )
-        ]
-    )
-    return Result(202, outcome, headers={"Content-Location": f"{base}/$export-status/{job_id}"})
+    jobs = ExportJobs(ctx.store.engine)
+    status_url = f"{base}/$export-status"
+    return await start_job(ctx, jobs, "export", request_url, request.to_json(), status_url)
 
 
 async def _job(ctx: FhirContext, job_id: str) -> ExportJob:
-    job = await ExportJobs(ctx.store.engine).get(job_id)
-    if job is None or job.status == "cancelled":
-        raise NotFound("No such export (it may have been cancelled or have expired)")
-    owned(ctx.principal, job)
-    if job.expires_at is not None and job.expires_at <= datetime.now(UTC):
-        raise NotFound("This export has expired")
-    return job
-
-
-class ExportFailed(FhirError):
-    status = 500
-    code = "exception"
+    return await owned_job(ctx, ExportJobs(ctx.store.engine), job_id, "export")
 
 
 async def status(ctx: FhirContext, job_id: str, *, base: str) -> Result:
     job = await _job(ctx, job_id)
-    if job.status in ("accepted", "in-progress"):
-        progress = (job.progress or job.status)[:99]
-        return Result(202, None, headers={"X-Progress": progress, "Retry-After": "2"})
-    if job.status == "failed":
-        raise ExportFailed(job.error or "The export failed")
-    manifest = dict(job.manifest or {})
-    for key in ("output", "error", "deleted"):
-        if key in manifest:
-            manifest[key] = [
-                {
-                    "type": item["type"],
-                    "url": f"{base}/$export-file/{job.id}/{item['name']}",
-                    **({"count": item["count"]} if "count" in item else {}),
-                }
-                for item in manifest[key]
-            ]
-    headers = {}
-    if job.expires_at is not None:
-        headers["Expires"] = format_datetime(job.expires_at, usegmt=True)
-    return Result(200, manifest, headers=headers, media_type="application/json")
+    return status_answer(job, "export", f"{base}/$export-file", ("output", "error", "deleted"))
 
 
 async def cancel(ctx: FhirContext, job_id: str) -> Result:
-    job = await _job(ctx, job_id)
-    if not await ExportJobs(ctx.store.engine).cancel(job.id):
-        raise NotFound("No such export")
-    remove_job_files(export_root(), job.id)
-    outcome = operation_outcome(
-        [Issue("The export is cancelled", code="informational", severity="information")]
-    )
-    return Result(202, outcome)
-
-
-async def _chunks(path: Path) -> AsyncIterator[bytes]:
-    with path.open("rb") as handle:
-        while chunk := handle.read(256 * 1024):
-            yield chunk
+    jobs = ExportJobs(ctx.store.engine)
+    return await cancel_job(ctx, jobs, job_id, export_root(), "export", "The export is cancelled")
 
 
 async def export_file(ctx: FhirContext, job_id: str, name: str) -> Result:
@@ -168,7 +113,7 @@ async def export_file(ctx: FhirContext, job_id: str, name: str) -> Result:
     job = await _job(ctx, job_id)
     if job.status != "completed" or not path.is_file():
         raise NotFound("No such export file")
-    return Result(200, stream=_chunks(path), media_type=NDJSON)
+    return stream_file(path, NDJSON)
 
 
 async def run(ctx: FhirContext, call: OperationCall) -> Result:

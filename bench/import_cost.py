@@ -1,0 +1,218 @@
+"""Import against ingest, A/B in one process: the CPU (this process's, and PostgreSQL's
+backends') per resource of NDJSON import (`exchange.importing.import_lines`, every line a
+`PUT Type/id`) and of ingest (a member's transaction Bundle through `process_bundle`, as a
+`POST /` does minus the HTTP stack), interleaved round by round on the same caseload
+generator, so the machine's load falls on both alike.
+
+    python -m bench.import_cost --database-url postgresql://... [--members 40 --rounds 4]
+    python -m bench.import_cost --data-dir .data/bench-import   # embedded PostgreSQL
+
+Each member is written once, by one side (import: member bundles turned into NDJSON lines
+with their urn:uuid references made `Type/id`). Prints JSON; `--profile FILE` also writes a
+cProfile of the import side."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import sys
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+
+from bench.caseload import make_staff, member_bundle, staff_bundle
+
+__all__ = ["as_lines", "main"]
+
+Resource = dict[str, Any]
+
+
+def _rewrite(value: Any, names: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        out = {k: _rewrite(v, names) for k, v in value.items()}
+        ref = out.get("reference")
+        if isinstance(ref, str) and ref in names:
+            out["reference"] = names[ref]
+        return out
+    if isinstance(value, list):
+        return [_rewrite(v, names) for v in value]
+    return value
+
+
+def as_lines(bundle: Resource) -> list[bytes]:
+    """A member's transaction Bundle as NDJSON lines: each resource with the id its
+    `urn:uuid:` fullUrl names, references to other entries made `Type/id`."""
+    names = {}
+    for entry in bundle["entry"]:
+        full_url = entry.get("fullUrl", "")
+        if full_url.startswith("urn:uuid:"):
+            names[full_url] = f"{entry['resource']['resourceType']}/{full_url[9:]}"
+    lines = []
+    for entry in bundle["entry"]:
+        resource = _rewrite(entry["resource"], names)
+        full_url = entry.get("fullUrl", "")
+        resource["id"] = full_url[9:] if full_url.startswith("urn:uuid:") else str(uuid.uuid4())
+        lines.append(orjson.dumps(resource))
+    return lines
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and of its children (the import's validators)."""
+    me = psutil.Process()
+    total = time.process_time()
+    for child in me.children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _postmaster(data_dir: Path) -> psutil.Process | None:
+    """The embedded PostgreSQL's postmaster (the one started on `data_dir`)."""
+    wanted = str(data_dir.resolve())
+    for process in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or ())
+        postgres = process.info["name"] in ("postgres", "postmaster")
+        if postgres and wanted in cmdline and "-D" in cmdline:
+            return process
+    return None
+
+
+def _postgres_cpu(postmaster: psutil.Process | None) -> float:
+    """CPU seconds of the postmaster and its backends (those gone included)."""
+    if postmaster is None:
+        return 0.0
+    total = 0.0
+    for process in [postmaster, *postmaster.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+        if process is postmaster:
+            total += times.children_user + times.children_system
+    return total
+
+
+async def _measure(
+    args: argparse.Namespace, url: str, postmaster: psutil.Process | None
+) -> dict[str, Any]:
+    from cmfhir.app import open_context
+    from cmfhir.config import Settings
+    from cmfhir.exchange.importing import ImportProgress, check_chunk, import_lines
+    from cmfhir.interactions import process_bundle
+
+    settings = Settings(database_url=url)
+    staff = make_staff(args.members * args.rounds * 2)
+    base = "http://localhost/fhir"
+    sides: dict[str, dict[str, float]] = {
+        side: {"resources": 0, "cpu_s": 0.0, "postgres_cpu_s": 0.0, "wall_s": 0.0}
+        for side in ("ingest", "import")
+    }
+    profile = cProfile.Profile() if args.profile else None
+    validators = (
+        ProcessPoolExecutor(args.validators, mp_context=get_context("spawn"))
+        if args.validators
+        else None
+    )
+    if validators is not None:  # started (definitions loaded) before anything is timed
+        list(validators.map(check_chunk, ["4.0"] * args.validators, [[]] * args.validators))
+        check_chunk("4.0", [(1, b'{"resourceType":"Patient","active":true}')])
+    async with open_context(settings) as ctx:
+        await process_bundle(ctx, staff_bundle(staff), base=base, representation=False)
+        member = 0
+        for _ in range(args.rounds):
+            for side in ("import", "ingest") if member % 2 else ("ingest", "import"):
+                bundles = [member_bundle(args.seed, member + n, staff) for n in range(args.members)]
+                member += args.members
+                if side == "ingest":
+                    bodies = [orjson.dumps(b) for b in bundles]
+                    count = sum(len(b["entry"]) for b in bundles)
+                else:
+                    lines = [line for b in bundles for line in as_lines(b)]
+                    count = len(lines)
+                pg, cpu, wall = _postgres_cpu(postmaster), _own_cpu(), time.perf_counter()
+                if side == "ingest":
+                    for body in bodies:
+                        await process_bundle(
+                            ctx, orjson.loads(body), base=base, representation=False
+                        )
+                else:
+                    if profile is not None:
+                        profile.enable()
+                    progress = await import_lines(
+                        ctx,
+                        lines,
+                        ImportProgress(),
+                        base=base,
+                        batch=args.batch,
+                        validators=validators,
+                    )
+                    if profile is not None:
+                        profile.disable()
+                    if progress.refused:
+                        raise RuntimeError(f"{progress.refused} lines refused")
+                figures = sides[side]
+                figures["cpu_s"] += _own_cpu() - cpu
+                figures["wall_s"] += time.perf_counter() - wall
+                figures["postgres_cpu_s"] += _postgres_cpu(postmaster) - pg
+                figures["resources"] += count
+    if profile is not None:
+        profile.dump_stats(args.profile)
+    if validators is not None:
+        validators.shutdown()
+    out: dict[str, Any] = {
+        "members_per_round": args.members,
+        "rounds": args.rounds,
+        "validators": args.validators,
+    }
+    for side, figures in sides.items():
+        n = figures["resources"] or 1
+        out[side] = {
+            "resources": int(figures["resources"]),
+            "cpu_ms_per_resource": round(1000 * figures["cpu_s"] / n, 3),
+            "postgres_cpu_ms_per_resource": round(1000 * figures["postgres_cpu_s"] / n, 3),
+            "wall_resources_per_second": round(n / figures["wall_s"], 1),
+        }
+    out["import_cpu_over_ingest_cpu"] = round(
+        out["import"]["cpu_ms_per_resource"] / out["ingest"]["cpu_ms_per_resource"], 3
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url")
+    parser.add_argument("--data-dir", type=Path, default=Path(".data/bench-import"))
+    parser.add_argument("--members", type=int, default=20, help="members per side per round")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=int(time.time()), help="new members each run")
+    parser.add_argument("--profile")
+    parser.add_argument(
+        "--validators", type=int, default=0, help="import's validating processes (0: none)"
+    )
+    args = parser.parse_args(argv)
+    url = args.database_url
+    postmaster = None
+    if url is None:  # PostgreSQL's CPU is measured only on the embedded one
+        from cmfhir.store.database import embedded_url
+
+        url = embedded_url(args.data_dir)
+        postmaster = _postmaster(args.data_dir)
+    print(json.dumps(asyncio.run(_measure(args, url, postmaster)), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
