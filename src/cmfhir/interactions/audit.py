@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cmfhir.auth.principal import TRUSTED, Principal
+from cmfhir.interactions.audit_index import audit_version
 from cmfhir.interactions.context import FhirContext, instant, utcnow
 from cmfhir.interactions.versions import new_id, to_version
 from cmfhir.resources.fhir_versions import DEFAULT_VERSION
@@ -118,7 +119,7 @@ def _write_events(
         target = f"{v.resource_type}/{v.id}/_history/{v.version}"
         groups.setdefault((v.patient_id, interaction), []).append(target)
     now = utcnow()
-    resources: list[dict[str, Any]] = []
+    versions: list[NewVersion] = []
     for (member, interaction), targets in groups.items():
         for start in range(0, len(targets), _ENTITIES_PER_EVENT):
             record = AuditRecord(
@@ -131,20 +132,24 @@ def _write_events(
                 request_id=request.request_id,
                 within=None if single else request.interaction,
             )
-            resources.append(audit_event(record, member))
+            versions.append(
+                audit_version(
+                    ctx.registry, ctx.compartment, audit_event(record, member), id=new_id(), now=now
+                )
+            )
     if request.provenance is not None and single:
         targets = [f"{v.resource_type}/{v.id}/_history/{v.version}" for v in journal]
-        resources.append(
-            {
-                "recorded": instant(now),
-                **request.provenance,
-                "target": [{"reference": t} for t in targets],
-            }
+        provenance = {
+            "recorded": instant(now),
+            **request.provenance,
+            "target": [{"reference": t} for t in targets],
+        }
+        versions.append(
+            to_version(ctx, provenance, id=new_id(), version=1, now=now, method="create", rid=None)[
+                0
+            ]
         )
-    return [
-        to_version(ctx, r, id=new_id(), version=1, now=now, method="create", rid=None)[0]
-        for r in resources
-    ]
+    return versions
 
 
 def _outcome(status: int) -> str:
@@ -256,21 +261,15 @@ class AuditTrail:
     async def _write(self, records: Iterable[AuditRecord]) -> None:
         ctx = replace(self.context, principal=TRUSTED)
         now = utcnow()
-        versions: list[NewVersion] = []
-        for record in records:
-            for member in record.members or (None,):
-                version, _ = to_version(
-                    ctx,
-                    audit_event(record, member),
-                    id=new_id(),
-                    version=1,
-                    now=now,
-                    method="create",
-                    rid=None,
-                )
-                versions.append(version)
+        versions = [
+            audit_version(
+                ctx.registry, ctx.compartment, audit_event(record, member), id=new_id(), now=now
+            )
+            for record in records
+            for member in record.members or (None,)
+        ]
         # References in the trail name what was read, which may be deleted since: the trail
         # neither needs them to exist nor keeps them from being deleted.
         store = Store(self.context.store.engine, ReferencePolicy(on_write=False))
         async with store.transaction(principal=TRUSTED) as repo:
-            await repo.write(versions)
+            await repo.write(versions, as_server=True)
