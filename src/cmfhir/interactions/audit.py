@@ -52,6 +52,12 @@ _ACTIONS = {
     "login": "E",
 }
 _INTERACTION = "http://hl7.org/fhir/restful-interaction"
+_EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"}
+# DICOM's "User Authentication" event and its "Login" subtype, for the authorization
+# server's logins and token grants (https://hl7.org/fhir/R4/valueset-audit-event-type.html).
+_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_LOGIN_TYPE = {"system": _DCM, "code": "110114"}
+_LOGIN_SUBTYPE = {"system": _DCM, "code": "110122"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,8 @@ class AuditRecord:
     # The request's interaction when this event is one write among several it made
     # (transaction, batch, operation): a second `subtype`.
     within: str | None = None
+    # The account name a login gave (`agent.altId`), whether or not it was accepted.
+    alt_id: str | None = None
 
 
 # The interactions that write one resource: their AuditEvent is the one their transaction
@@ -166,6 +174,8 @@ def audit_event(record: AuditRecord, member: str | None) -> dict[str, Any]:
     else:
         who = {"display": "anonymous" if principal.kind == "open" else principal.kind}
     agent: dict[str, Any] = {"who": who, "requestor": True}
+    if record.alt_id:
+        agent["altId"] = record.alt_id
     if record.address:
         agent["network"] = {"address": record.address, "type": "2"}
     agents = [agent]
@@ -194,13 +204,13 @@ def audit_event(record: AuditRecord, member: str | None) -> dict[str, Any]:
     )
     if record.query:
         entities.append({"query": base64.b64encode(record.query.encode()).decode()})
+    login = record.interaction == "login"
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
-        "type": {
-            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
-            "code": "rest",
-        },
-        "subtype": [
+        "type": dict(_LOGIN_TYPE if login else _EVENT_TYPE),
+        "subtype": [dict(_LOGIN_SUBTYPE)]
+        if login
+        else [
             {"system": _INTERACTION, "code": code}
             for code in (record.interaction, record.within)
             if code is not None

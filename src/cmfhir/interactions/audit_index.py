@@ -93,7 +93,7 @@ _EVENT_KEYS = frozenset(
 )
 _META_KEYS = frozenset({"versionId", "lastUpdated"})
 _CODING_KEYS = frozenset({"system", "code"})
-_AGENT_KEYS = frozenset({"who", "requestor", "network"})
+_AGENT_KEYS = frozenset({"who", "requestor", "network", "altId"})
 _REFERENCE_KEYS = frozenset({"reference", "identifier", "display"})
 _NETWORK_KEYS = frozenset({"address", "type"})
 _SOURCE_KEYS = frozenset({"observer", "site"})
@@ -140,7 +140,7 @@ def _coding(param: str, element: Any, out: ResourceIndex) -> None:
         out.token.append(TokenEntry(param, system, code, None))
 
 
-def _code(param: str, value: Any, system: str, out: ResourceIndex) -> None:
+def _code(param: str, value: Any, system: str | None, out: ResourceIndex) -> None:
     if value is None:
         return
     if type(value) is not str:
@@ -192,6 +192,8 @@ def _fast(event: dict[str, Any]) -> ResourceIndex:
         agent = _only(element, _AGENT_KEYS)
         if "who" in agent:
             whos.append(_only(agent["who"], _REFERENCE_KEYS))
+        if "altId" in agent:
+            _code("altid", agent["altId"], None, out)
         if "network" in agent:
             address = _only(agent["network"], _NETWORK_KEYS).get("address")
             if type(address) is str:
