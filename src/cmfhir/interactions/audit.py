@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cmfhir.auth.principal import TRUSTED, Principal
+from cmfhir.interactions.audit_index import audit_version
 from cmfhir.interactions.context import FhirContext, instant, utcnow
 from cmfhir.interactions.versions import new_id, to_version
 from cmfhir.resources.fhir_versions import DEFAULT_VERSION
@@ -51,6 +52,12 @@ _ACTIONS = {
     "login": "E",
 }
 _INTERACTION = "http://hl7.org/fhir/restful-interaction"
+_EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"}
+# DICOM's "User Authentication" event and its "Login" subtype, for the authorization
+# server's logins and token grants (https://hl7.org/fhir/R4/valueset-audit-event-type.html).
+_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_LOGIN_TYPE = {"system": _DCM, "code": "110114"}
+_LOGIN_SUBTYPE = {"system": _DCM, "code": "110122"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +76,8 @@ class AuditRecord:
     # The request's interaction when this event is one write among several it made
     # (transaction, batch, operation): a second `subtype`.
     within: str | None = None
+    # The account name a login gave (`agent.altId`), whether or not it was accepted.
+    alt_id: str | None = None
 
 
 # The interactions that write one resource: their AuditEvent is the one their transaction
@@ -118,7 +127,7 @@ def _write_events(
         target = f"{v.resource_type}/{v.id}/_history/{v.version}"
         groups.setdefault((v.patient_id, interaction), []).append(target)
     now = utcnow()
-    resources: list[dict[str, Any]] = []
+    versions: list[NewVersion] = []
     for (member, interaction), targets in groups.items():
         for start in range(0, len(targets), _ENTITIES_PER_EVENT):
             record = AuditRecord(
@@ -131,20 +140,24 @@ def _write_events(
                 request_id=request.request_id,
                 within=None if single else request.interaction,
             )
-            resources.append(audit_event(record, member))
+            versions.append(
+                audit_version(
+                    ctx.registry, ctx.compartment, audit_event(record, member), id=new_id(), now=now
+                )
+            )
     if request.provenance is not None and single:
         targets = [f"{v.resource_type}/{v.id}/_history/{v.version}" for v in journal]
-        resources.append(
-            {
-                "recorded": instant(now),
-                **request.provenance,
-                "target": [{"reference": t} for t in targets],
-            }
+        provenance = {
+            "recorded": instant(now),
+            **request.provenance,
+            "target": [{"reference": t} for t in targets],
+        }
+        versions.append(
+            to_version(ctx, provenance, id=new_id(), version=1, now=now, method="create", rid=None)[
+                0
+            ]
         )
-    return [
-        to_version(ctx, r, id=new_id(), version=1, now=now, method="create", rid=None)[0]
-        for r in resources
-    ]
+    return versions
 
 
 def _outcome(status: int) -> str:
@@ -161,6 +174,8 @@ def audit_event(record: AuditRecord, member: str | None) -> dict[str, Any]:
     else:
         who = {"display": "anonymous" if principal.kind == "open" else principal.kind}
     agent: dict[str, Any] = {"who": who, "requestor": True}
+    if record.alt_id:
+        agent["altId"] = record.alt_id
     if record.address:
         agent["network"] = {"address": record.address, "type": "2"}
     agents = [agent]
@@ -189,13 +204,13 @@ def audit_event(record: AuditRecord, member: str | None) -> dict[str, Any]:
     )
     if record.query:
         entities.append({"query": base64.b64encode(record.query.encode()).decode()})
+    login = record.interaction == "login"
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
-        "type": {
-            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
-            "code": "rest",
-        },
-        "subtype": [
+        "type": dict(_LOGIN_TYPE if login else _EVENT_TYPE),
+        "subtype": [dict(_LOGIN_SUBTYPE)]
+        if login
+        else [
             {"system": _INTERACTION, "code": code}
             for code in (record.interaction, record.within)
             if code is not None
@@ -256,21 +271,15 @@ class AuditTrail:
     async def _write(self, records: Iterable[AuditRecord]) -> None:
         ctx = replace(self.context, principal=TRUSTED)
         now = utcnow()
-        versions: list[NewVersion] = []
-        for record in records:
-            for member in record.members or (None,):
-                version, _ = to_version(
-                    ctx,
-                    audit_event(record, member),
-                    id=new_id(),
-                    version=1,
-                    now=now,
-                    method="create",
-                    rid=None,
-                )
-                versions.append(version)
+        versions = [
+            audit_version(
+                ctx.registry, ctx.compartment, audit_event(record, member), id=new_id(), now=now
+            )
+            for record in records
+            for member in record.members or (None,)
+        ]
         # References in the trail name what was read, which may be deleted since: the trail
         # neither needs them to exist nor keeps them from being deleted.
         store = Store(self.context.store.engine, ReferencePolicy(on_write=False))
         async with store.transaction(principal=TRUSTED) as repo:
-            await repo.write(versions)
+            await repo.write(versions, as_server=True)

@@ -10,6 +10,11 @@ buffer once answered: no database round trip is added to the request. A transact
 batch or operation gets both: the events of its writes, in their transactions, and one for
 the request as a whole (its reads, and the entries of a batch that failed).
 
+Logins are audited too: each submission of the authorize form and each token request
+(`/auth/authorize`, `/auth/token`), accepted or refused, with the client, the account
+name given and, once granted, the token's user and patient (never a password, code or
+token).
+
 A write may carry a `Provenance` in the `X-Provenance` header
 (https://hl7.org/fhir/R4/provenance.html#header): it is validated before the write (400
 and nothing written if it is not a valid Provenance) and stored in the write's transaction
@@ -17,12 +22,15 @@ with the written version as its `target`."""
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cmfhir.auth.principal import OPEN, Principal
+from cmfhir.auth.principal import OPEN, Principal, PrincipalKind
 from cmfhir.errors import BadRequest, FhirError
 from cmfhir.interactions.audit import SINGLE_WRITES, AuditRecord, AuditRequest, AuditTrail
 from cmfhir.interactions.request_url import parse_request_url
@@ -40,6 +48,9 @@ _MEMBER = re.compile(
 )
 _SCANNED = 4 * 1024 * 1024  # the bytes of an answer looked at for members
 _MAX_MEMBERS = 200
+# The authorization server's endpoints that sign someone in (docs/security.md, Audit).
+_LOGINS = frozenset({"/auth/authorize", "/auth/token"})
+_FORM_BYTES = 64 * 1024
 _RESOURCE = re.compile(rb'"resourceType": ?"([A-Za-z]{1,64})", ?"id": ?"([A-Za-z0-9\-.]{1,64})"')
 
 
@@ -58,6 +69,11 @@ class AuditMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in _LOGINS:
+            logins: AuditTrail | None = getattr(scope["app"].state, "audit", None)
+            if logins is not None:
+                await _login(self.app, logins, scope, receive, send)
+                return
         if scope["type"] != "http" or not scope["path"].startswith("/fhir"):
             await self.app(scope, receive, send)
             return
@@ -99,6 +115,87 @@ class AuditMiddleware:
         finally:
             if status:
                 _record(trail, scope, path, status, bytes(body))
+
+
+async def _login(
+    app: ASGIApp, trail: AuditTrail, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """A login (the authorize form submitted) or a token grant, accepted or refused."""
+    form = bytearray()
+    status = 0
+    answer = bytearray()
+
+    async def read() -> Message:
+        message = await receive()
+        if message["type"] == "http.request" and len(form) < _FORM_BYTES:
+            form.extend(message.get("body", b"")[: _FORM_BYTES - len(form)])
+        return message
+
+    async def capture(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+        elif message["type"] == "http.response.body" and len(answer) < _FORM_BYTES:
+            answer.extend(message.get("body", b"")[: _FORM_BYTES - len(answer)])
+        await send(message)
+
+    try:
+        await app(scope, read, capture)
+    finally:
+        if status:
+            trail.record(_login_record(scope, status, bytes(form), bytes(answer)))
+
+
+def _claims(token: Any) -> dict[str, Any]:
+    """The claims of a JWT, read without checking its signature: the server has just
+    issued it (or refused it), and they only say who the event is about."""
+    if not isinstance(token, str) or token.count(".") != 2:
+        return {}
+    payload = token.split(".")[1]
+    try:
+        value = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value[:256] if isinstance(value, str) and value else None
+
+
+def _login_record(scope: Scope, status: int, form_bytes: bytes, answer: bytes) -> AuditRecord:
+    """Who tried to sign in or obtain a token: the client, the account name given, and
+    once granted the token's user and patient. Never a password, code or token."""
+    form = dict(parse_qsl(form_bytes.decode("utf-8", errors="replace")))
+    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    client_id = _text(query.get("client_id") or form.get("client_id"))
+    if client_id is None:  # a backend client names itself in its assertion
+        client_id = _text(_claims(form.get("client_assertion")).get("iss"))
+    granted: dict[str, Any] = {}
+    if status == 200 and scope["path"] == "/auth/token":
+        try:
+            granted = _claims(json.loads(answer).get("access_token"))
+        except (ValueError, AttributeError):
+            granted = {}
+    fhir_user = _text(granted.get("fhirUser"))
+    patient = _text(granted.get("patient"))
+    kind: PrincipalKind = "system" if form.get("grant_type") == "client_credentials" else "user"
+    principal = Principal(
+        kind, client_id=_text(granted.get("client_id")) or client_id, fhir_user=fhir_user
+    )
+    members = {patient: None} if patient else {}
+    if fhir_user and fhir_user.rsplit("/", 2)[-2:-1] == ["Patient"]:
+        members[fhir_user.rsplit("/", 1)[-1]] = None
+    client = scope.get("client")
+    return AuditRecord(
+        interaction="login",
+        status=status,
+        principal=principal,
+        members=tuple(members),
+        address=client[0] if client else None,
+        request_id=scope.get("state", {}).get("request_id"),
+        alt_id=_text(form.get("username")),
+    )
 
 
 def _query(path: str, scope: Scope) -> str | None:
