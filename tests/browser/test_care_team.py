@@ -32,6 +32,7 @@ GAP_STATUS = "http://hl7.org/fhir/us/davinci-deqm/StructureDefinition/extension-
 CARE_GAP = "https://cmfhir.org/fhir/CodeSystem/care-gap"
 CARE_MANAGER = "https://cmfhir.org/fhir/StructureDefinition/care-manager"
 ROLE = "https://cmfhir.org/fhir/CodeSystem/care-team-role"
+CMFHIR = "https://cmfhir.org/fhir"
 # What a member or a care manager typed, rendered as text, never as markup.
 HOSTILE = '<img src=x onerror="window.pwned=1">'
 
@@ -293,9 +294,7 @@ def test_worklist_filters_by_acuity_tier(console: Any, world: World) -> None:
                 }
             ],
             "status": "active",
-            "type": [
-                {"coding": [{"system": "https://cmfhir.org/fhir/CodeSystem/program", "code": "tcm"}]}
-            ],
+            "type": [{"coding": [{"system": f"{CMFHIR}/CodeSystem/program", "code": "tcm"}]}],
             "patient": {"reference": f"Patient/{other['id']}"},
             "managingOrganization": {"reference": f"Organization/{world.organization}"},
             "period": {"start": datetime.now(ZoneInfo("America/New_York")).date().isoformat()},
