@@ -16,6 +16,7 @@ from tests.browser.conftest import (
     AppServer,
     User,
     check_accessibility,
+    fill_sign_in_form,
     find,
     go,
     new_session,
@@ -90,8 +91,9 @@ def test_a_contact_logged_in_the_console_is_rated_in_the_member_app(
     find(browser, "#username")
     assert "/auth/authorize" in browser.current_url
     check_accessibility(browser, "sign-in-form")
+    fill_sign_in_form(browser, app_server, "care-team", people.care_manager.username)
+    find(browser, "main h1")
     # The care manager logs a phone call in the console.
-    sign_in(browser, app_server, "care-team", people.care_manager.username)
     go(browser, app_server, "care-team", f"member/{member_id}")
     find(browser, "#contact-medium").find_element(By.CSS_SELECTOR, 'option[value="PHONE"]').click()
     browser.find_element(By.ID, "contact-note").send_keys("Went over the new bus route")

@@ -358,4 +358,5 @@ def test_spanish_is_remembered(member: Any, world: World) -> None:
     assert strengths["text"].startswith("My strengths")
     assert strengths["answer"] == [{"valueString": "Cocino bien"}]
     Select(find(member, "#language")).select_by_value("en")
-    wait_text(member, "Who looked at my record", "h1")
+    wait_text(member, "About me", "h1")
+    wait_text(member, "What matters most to me right now", "label[for=q-what-matters-most]")
