@@ -14,7 +14,8 @@ export interface FormContext {
 }
 
 /** The item's answers to choose from, each as it is sent (the value alone: no translation or
- *  other extension) and as it is shown (in the form's language). */
+ *  other extension) and as it is shown (in the form's language; an expanded ValueSet's
+ *  displays are English only, and marked so in a form shown in Spanish). */
 function optionsOf(q: QItem, ctx: FormContext): [Json, string][] {
   const found = q.answerOption ?? (q.answerValueSet ? ctx.options.get(q.answerValueSet) : undefined) ?? [];
   return found.map((o) => {
@@ -160,7 +161,7 @@ function Question(props: { q: QItem; r: RItem; ctx: FormContext; path: string })
                 else set(on ? [o] : []);
               }}
             />
-            <label for={`${id}-${i}`}>{shown}</label>
+            <label for={`${id}-${i}`}>{q.answerValueSet && ctx.lang !== "en" ? <span lang="en">{shown}</span> : shown}</label>
           </div>
         ))}
         {q.type === "open-choice" ? (

@@ -52,6 +52,7 @@ function Filling(props: { api: Api; questionnaire: Resource; patient: Resource; 
   const root = useRef<RItem[]>(blankResponse(items));
   const [, setTick] = useState(0);
   const [errors, setErrors] = useState<[string, string][]>([]);
+  const [errorsLang, setErrorsLang] = useState<Lang>("en"); // the language the list was made in
   const [problem, setProblem] = useState<string>();
   const [busy, setBusy] = useState(false);
   const summary = useRef<HTMLDivElement>(null);
@@ -69,6 +70,7 @@ function Filling(props: { api: Api; questionnaire: Resource; patient: Resource; 
     setProblem(undefined);
     const unanswered = missing(items, root.current, root.current, "", lang);
     setErrors(unanswered);
+    setErrorsLang(lang);
     if (unanswered.length) {
       setTimeout(() => summary.current?.focus(), 0);
       return;
@@ -125,7 +127,7 @@ function Filling(props: { api: Api; questionnaire: Resource; patient: Resource; 
             <p>Some required questions have no answer:</p>
             <ul>
               {errors.map(([path, text]) => (
-                <li key={path} lang={lang}>
+                <li key={path} lang={errorsLang}>
                   <a href={`#q-${path}`} onClick={(e) => {
                       e.preventDefault();
                       const target = document.getElementById(`q-${path.replace(/[^A-Za-z0-9_-]/g, "_")}`);

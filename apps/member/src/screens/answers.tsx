@@ -274,7 +274,8 @@ function Choice(props: ItemProps & { id: string; mark: preact.JSX.Element | null
   const { item, answers, set, id, mark } = props;
   const { t, lang } = useI18n();
   const given = answers[item.linkId] ?? [];
-  // Each answer as it is stored (the value alone) and as it is shown (in the member's language).
+  // Each answer as it is stored (the value alone) and as it is shown (in the member's language;
+  // a ValueSet's displays are English only, and marked so for a Spanish page).
   const offered: [Answer, string][] = item.answerValueSet
     ? (props.options[item.answerValueSet] ?? []).map((c) => [{ valueCoding: c }, c.display ?? c.code ?? ""])
     : (item.answerOption ?? []).map((o: any) => {
@@ -326,7 +327,7 @@ function Choice(props: ItemProps & { id: string; mark: preact.JSX.Element | null
               else set(item.linkId, given.filter((g) => !same(g, choice)));
             }}
           />{" "}
-          {offered[i][1]}
+          {item.answerValueSet && lang !== "en" ? <span lang="en">{offered[i][1]}</span> : offered[i][1]}
         </label>
       ))}
       {freeText}
