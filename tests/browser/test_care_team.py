@@ -485,6 +485,25 @@ def test_care_plan_and_goal(console: Any, world: World) -> None:
     assert plan["description"] == "Weekly calls; ride to cardiology"
     assert plan["status"] == "active" and len(plan["goal"]) == 1
 
+    # Revising: the goal in the member's new words, the plan as a new version of itself.
+    goal_id = plan["goal"][0]["reference"].split("/")[1]
+    console.find_element(By.XPATH, "//ul[@class='goals']//button[starts-with(., 'Revise')]").click()
+    revised = find(console, f"#goal-{goal_id}")
+    revised.clear()
+    revised.send_keys("Walk to church and back")
+    console.find_element(By.XPATH, "//button[text()='Save the goal']").click()
+    wait_text(console, "Goal revised.")
+    goal = world.api.get(f"Goal/{goal_id}").json()
+    assert goal["description"]["text"] == "Walk to church and back"
+    text = find(console, "#plan-text")
+    text.clear()
+    text.send_keys("Calls twice a week")
+    console.find_element(By.XPATH, "//button[text()='Save a revision']").click()
+    wait_text(console, "Care plan revised.")
+    stored = world.api.get(f"CarePlan/{plan['id']}").json()
+    assert stored["description"] == "Calls twice a week"
+    assert stored["meta"]["versionId"] == "2"
+
 
 def test_supervisor_view(console: Any, world: World, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
