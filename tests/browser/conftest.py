@@ -12,7 +12,8 @@ helpers for every app:
   give API clients with tokens it signed (`system()`, `token(...)`), and create resources.
 - `browser` (module): a headless Chromium (WebDriver), one per test module.
 - `sign_in(browser, app_server, app, username, password)`: the real SMART launch of
-  /apps/<app>/ through the authorize form; `new_session(browser)` forgets the tab's SMART
+  /apps/<app>/ through the authorize form (`fill_sign_in_form` when the browser is on that
+  form already); `new_session(browser)` forgets the tab's SMART
   session (sessionStorage) so another user can sign in.
 - `go(browser, app_server, app, route)`: another screen (#/route) of a signed-in app.
 - `wait_for`, `find`, `wait_text` (which reports what the page shows and the browser log when
@@ -322,6 +323,16 @@ def sign_in(
     if wait_for(driver, form_or_button) == "button":
         driver.find_element(By.CSS_SELECTOR, "[data-sign-in]").click()
         wait_for(driver, lambda d: d.find_elements(By.ID, "username"))
+    fill_sign_in_form(driver, server, app, username, password)
+
+
+def fill_sign_in_form(
+    driver: Any, server: AppServer, app: str, username: str, password: str = PASSWORD
+) -> None:
+    """On the authorize form (an app's launch brought the browser there): sign in, and wait
+    until the browser is back on the app with the code taken."""
+    from selenium.webdriver.common.by import By
+
     driver.find_element(By.ID, "username").send_keys(username)
     driver.find_element(By.ID, "password").send_keys(password)
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()

@@ -1,8 +1,9 @@
-"""The two apps together, in one browser: a care manager logs a contact in the care-team
-console (which asks the member for feedback with a survey-request Task); the member then signs
-in to the member app (a new SMART session in the same browser), rates that contact in three
-taps, which answers the Task, and sees the care manager's visit through the console in "who
-looked at my record" (the console's requests are audited like any other)."""
+"""The two apps together, in one browser: from the start page's link and the sign-in form,
+a care manager logs a contact in the care-team console (which asks the member for feedback
+with a survey-request Task); the member then signs in to the member app (a new SMART session
+in the same browser), rates that contact in three taps, which answers the Task, and sees the
+care manager's visit through the console in "who looked at my record" (the console's
+requests are audited like any other)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tests.browser.conftest import (
     AppServer,
     User,
     check_accessibility,
+    fill_sign_in_form,
     find,
     go,
     new_session,
@@ -82,8 +84,16 @@ def test_a_contact_logged_in_the_console_is_rated_in_the_member_app(
     from selenium.webdriver.common.by import By
 
     member_id = people.patient.split("/")[1]
+    # The start page launches the console standalone: its link leads to the sign-in form.
+    browser.get(f"{app_server.origin}/")
+    check_accessibility(browser, "start-page")
+    browser.find_element(By.CSS_SELECTOR, 'a[href="/apps/care-team/"]').click()
+    find(browser, "#username")
+    assert "/auth/authorize" in browser.current_url
+    check_accessibility(browser, "sign-in-form")
+    fill_sign_in_form(browser, app_server, "care-team", people.care_manager.username)
+    find(browser, "main h1")
     # The care manager logs a phone call in the console.
-    sign_in(browser, app_server, "care-team", people.care_manager.username)
     go(browser, app_server, "care-team", f"member/{member_id}")
     find(browser, "#contact-medium").find_element(By.CSS_SELECTOR, 'option[value="PHONE"]').click()
     browser.find_element(By.ID, "contact-note").send_keys("Went over the new bus route")

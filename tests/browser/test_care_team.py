@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,6 +32,7 @@ GAP_STATUS = "http://hl7.org/fhir/us/davinci-deqm/StructureDefinition/extension-
 CARE_GAP = "https://cmfhir.org/fhir/CodeSystem/care-gap"
 CARE_MANAGER = "https://cmfhir.org/fhir/StructureDefinition/care-manager"
 ROLE = "https://cmfhir.org/fhir/CodeSystem/care-team-role"
+CMFHIR = "https://cmfhir.org/fhir"
 # What a member or a care manager typed, rendered as text, never as markup.
 HOSTILE = '<img src=x onerror="window.pwned=1">'
 
@@ -52,7 +54,7 @@ def _post(api: httpx.Client, resource: dict[str, Any]) -> dict[str, Any]:
     return created
 
 
-def _api_gap(world: World, rule: str, detail: str) -> dict[str, Any]:
+def _api_gap(world: World, rule: str, detail: str, patient: str | None = None) -> dict[str, Any]:
     """A care gap written through the API (no engine identifier: the engine leaves it be)."""
     return _post(
         world.api,
@@ -84,7 +86,7 @@ def _api_gap(world: World, rule: str, detail: str) -> dict[str, Any]:
                     {"system": CARE_GAP, "code": rule},
                 ]
             },
-            "patient": {"reference": world.patient},
+            "patient": {"reference": patient or world.patient},
             "identifiedDateTime": (datetime.now(UTC) - timedelta(days=20)).isoformat(),
             "detail": detail,
         },
@@ -273,6 +275,48 @@ def test_worklist_shows_an_api_gap_and_acknowledges_it(console: Any, world: Worl
     assert mitigation["author"] == {"reference": world.practitioner}
 
 
+def test_worklist_filters_by_acuity_tier(console: Any, world: World) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    # A second member of Dana's, enrolled today at moderate acuity (Alex's tier is high).
+    other = _post(
+        world.api,
+        {"resourceType": "Patient", "name": [{"given": ["Sam"], "family": world.family}]},
+    )
+    _post(
+        world.api,
+        {
+            "resourceType": "EpisodeOfCare",
+            "extension": [
+                {
+                    "url": "https://cmfhir.org/fhir/StructureDefinition/acuity-tier",
+                    "valueCode": "moderate",
+                }
+            ],
+            "status": "active",
+            "type": [{"coding": [{"system": f"{CMFHIR}/CodeSystem/program", "code": "tcm"}]}],
+            "patient": {"reference": f"Patient/{other['id']}"},
+            "managingOrganization": {"reference": f"Organization/{world.organization}"},
+            "period": {"start": datetime.now(ZoneInfo("America/New_York")).date().isoformat()},
+            "careManager": {"reference": world.practitioner},
+        },
+    )
+    high = _api_gap(world, "sdoh-referral", "Food pantry referral")
+    moderate = _api_gap(world, "sdoh-referral", "Rent help", f"Patient/{other['id']}")
+    go(console, world.server, "care-team", "worklist")
+    console.refresh()
+    cards = (f'li[data-gap="{high["id"]}"]', f'li[data-gap="{moderate["id"]}"]')
+    assert "moderate acuity" in find(console, cards[1]).text
+    tier = Select(find(console, "#filter-tier"))
+    for chosen, shown, hidden in (("high", *cards), ("moderate", *reversed(cards))):
+        tier.select_by_value(chosen)
+        wait_for(console, lambda d, hidden=hidden: not d.find_elements("css selector", hidden))
+        assert find(console, shown)
+    tier.select_by_value("")
+    for card in cards:
+        find(console, card)
+
+
 def test_a_new_gap_appears_live(console: Any, world: World) -> None:
     go(console, world.server, "care-team", "worklist")
     wait_text(console, "Live updates are on.")
@@ -336,8 +380,17 @@ def test_filling_the_assessment_closes_assessment_overdue(console: Any, world: W
     wait_text(console, "Some required questions have no answer")
     assert not [r for r in _responses(world) if "comprehensive-assessment" in r["questionnaire"]]
 
-    _choose(console, "overall-health", "Good")
-    _choose(console, "takes-medications", "Yes")
+    # The Questionnaire's own Spanish (its translation extensions), for a member who reads it:
+    # the answers sent are still the Questionnaire's values.
+    from selenium.webdriver.support.ui import Select
+
+    Select(find(console, "#form-lang")).select_by_value("es")
+    wait_text(console, "En general, ¿cómo describiría su salud?", 'fieldset[id$="overall-health"]')
+    assert console.find_element(By.CSS_SELECTOR, "form").get_attribute("lang") == "es"
+    wait_text(console, "Salud física", "form h2")
+    check_accessibility(console, "care-team-assessment-es")
+    _choose(console, "overall-health", "Buena")
+    _choose(console, "takes-medications", "Sí")
     find(console, 'textarea[id$="medication-list"]').send_keys("Amlodipine every morning")
     for question in (
         "food-worry",
@@ -354,8 +407,16 @@ def test_filling_the_assessment_closes_assessment_overdue(console: Any, world: W
     console.find_element(By.XPATH, "//button[text()='Save the answers']").click()
     wait_text(console, "Comprehensive assessment saved.")
 
+    console.execute_script("localStorage.removeItem('cmfhir-care-team-form-lang')")
     (response,) = [r for r in _responses(world) if "comprehensive-assessment" in r["questionnaire"]]
     assert response["status"] == "completed"
+    physical = next(i for i in response["item"] if i["linkId"] == "physical-health")
+    overall = next(i for i in physical["item"] if i["linkId"] == "overall-health")
+    assert overall == {
+        "linkId": "overall-health",
+        "text": "In general, how would you describe your health?",
+        "answer": [{"valueString": "Good"}],
+    }
     assert response["author"] == {"reference": world.practitioner}
     poll(
         lambda: all(_status(g) == "closed-gap" for g in _gaps(world, "assessment-overdue")),
@@ -424,22 +485,77 @@ def test_care_plan_and_goal(console: Any, world: World) -> None:
     assert plan["description"] == "Weekly calls; ride to cardiology"
     assert plan["status"] == "active" and len(plan["goal"]) == 1
 
+    # Revising: the goal in the member's new words, the plan as a new version of itself.
+    goal_id = plan["goal"][0]["reference"].split("/")[1]
+    console.find_element(By.XPATH, "//ul[@class='goals']//button[starts-with(., 'Revise')]").click()
+    revised = find(console, f"#goal-{goal_id}")
+    revised.clear()
+    revised.send_keys("Walk to church and back")
+    console.find_element(By.XPATH, "//button[text()='Save the goal']").click()
+    wait_text(console, "Goal revised.")
+    goal = world.api.get(f"Goal/{goal_id}").json()
+    assert goal["description"]["text"] == "Walk to church and back"
+    text = find(console, "#plan-text")
+    text.clear()
+    text.send_keys("Calls twice a week")
+    console.find_element(By.XPATH, "//button[text()='Save a revision']").click()
+    wait_text(console, "Care plan revised.")
+    stored = world.api.get(f"CarePlan/{plan['id']}").json()
+    assert stored["description"] == "Calls twice a week"
+    assert stored["meta"]["versionId"] == "2"
 
-def test_supervisor_view(console: Any, world: World) -> None:
+
+def test_supervisor_view(console: Any, world: World, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     go(console, world.server, "care-team", "supervisor")
     wait_text(console, "Piedmont Care Agency")
-    find(console, "#tcm-month")
-    # The reports for the care manager's organization, narrowed to what her token may see:
-    # contacts against the requirement (the contact logged above counts this month) and the
-    # care gaps by kind, each an SVG chart beside a table of the same figures.
+    # Every report a care manager or supervisor may run, for her organization, narrowed to what
+    # her token may see: the contact logged above counts this month.
     wait_text(console, "Dana Smith", "main table")
-    tables = console.find_elements(By.CSS_SELECTOR, "main table")
-    assert [t.find_element(By.TAG_NAME, "caption").text for t in tables] == [
-        "Contacts per care manager and month",
-        "Care gaps open at some time in each month, by kind",
+    headings = [h.text for h in console.find_elements(By.CSS_SELECTOR, "main section h2")]
+    assert headings == [
+        "Caseload",
+        "Contacts against the requirement",
+        "Assessments, care plans and follow-up",
+        "Care gaps by kind over time",
+        "Member experience",
+        "Billable TCM encounters",
     ]
-    assert "Comprehensive assessment due" in tables[1].text
+    captions = [c.text for c in console.find_elements(By.CSS_SELECTOR, "main table caption")]
+    assert captions == [
+        "Members by care manager and acuity tier at the end of the period",
+        "Contacts per care manager and month",
+        "Current assessments and care plans per care manager",
+        "Care gaps open at some time in each month, by kind",
+        "Billable member-months per care manager and month",
+    ]
+    tables = {
+        t.find_element(By.TAG_NAME, "caption").text: t.text
+        for t in console.find_elements(By.CSS_SELECTOR, "main table")
+    }
+    assert "Comprehensive assessment due" in tables[captions[3]]
+    assert "Dana Smith High 1" in tables[captions[0]]
+    assert "No survey answers in this period." in console.find_element(By.TAG_NAME, "main").text
     assert len(console.find_elements(By.CSS_SELECTOR, "main figure svg[role=img]")) == 2
     check_accessibility(console, "care-team-supervisor")
+
+    # The period: this month alone (the gaps table then has one month's column).
+    month = datetime.now(ZoneInfo("America/New_York")).strftime("%Y-%m")
+    Select(find(console, "#period-from")).select_by_value(month)
+    console.find_element(By.XPATH, "//button[text()='Show the reports']").click()
+    gap_columns = "//table[starts-with(caption, 'Care gaps')]/thead//th"
+    wait_for(console, lambda d: len(d.find_elements(By.XPATH, gap_columns)) == 2)
+
+    # The billable encounters of this month as a CSV file.
+    console.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)}
+    )
+    console.find_element(By.XPATH, "//button[text()='Download the CSV']").click()
+    saved = tmp_path / f"tcm-encounters-{month}.csv"
+    poll(saved.exists, "the CSV download")
+    header, *rows = saved.read_text().splitlines()
+    assert header == "member,month,first_contact_date,care_manager,acuity_tier,hcpcs,modifiers"
+    (row,) = [r for r in rows if world.patient.split("/")[1] in r]
+    assert f",{month}," in row and ",T1017," in row and world.practitioner in row

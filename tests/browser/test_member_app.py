@@ -342,5 +342,21 @@ def test_spanish_is_remembered(member: Any, world: World) -> None:
     screen(member, "access", "Quién miró mi expediente")
     wait_text(member, "Dana Smith, su administrador/a de cuidado, vio su plan de cuidado el")
     save_screenshot(member, "member-who-looked-es")
+    # The engagement sheet's own texts in Spanish (its translation extensions); what is stored
+    # is still the Questionnaire's (English) item text beside the member's answer.
+    screen(member, "about-me", "Sobre mí")
+    wait_text(member, "Lo que más me importa ahora", "label[for=q-what-matters-most]")
+    wait_text(member, "No tiene que contestar estas preguntas.", "form.questionnaire")
+    wait_text(member, "Está bien dejar un mensaje", "form.questionnaire legend")
+    check_accessibility(member, "member-about-me-es")
+    find(member, "#q-strengths").send_keys("Cocino bien")
+    member.find_element("css selector", "form.questionnaire button[type=submit]").click()
+    wait_text(member, "Sus respuestas fueron guardadas.")
+    stored = world.server.system().get(f"/QuestionnaireResponse/{world.sheet['id']}").json()
+    matters = next(i for i in stored["item"] if i["linkId"] == "what-matters")
+    strengths = next(i for i in matters["item"] if i["linkId"] == "strengths")
+    assert strengths["text"].startswith("My strengths")
+    assert strengths["answer"] == [{"valueString": "Cocino bien"}]
     Select(find(member, "#language")).select_by_value("en")
-    wait_text(member, "Who looked at my record", "h1")
+    wait_text(member, "About me", "h1")
+    wait_text(member, "What matters most to me right now", "label[for=q-what-matters-most]")

@@ -1,6 +1,7 @@
 // The state of a Questionnaire being filled, kept in the QuestionnaireResponse's own shape,
 // and the rules a renderer needs: enableWhen, required items, and the response to send.
 import type { Json } from "../fhir/types";
+import { translated, type Lang } from "./language";
 
 export interface QItem extends Json {
   linkId: string;
@@ -103,15 +104,15 @@ function hasAnswer(r: RItem): boolean {
 }
 
 /** The questions that are enabled, required and unanswered: [linkId path, text]. */
-export function missing(qs: QItem[], rs: RItem[], root: RItem[], where = ""): [string, string][] {
+export function missing(qs: QItem[], rs: RItem[], root: RItem[], where = "", lang: Lang = "en"): [string, string][] {
   const out: [string, string][] = [];
   for (const q of qs) {
     if (q.type === "display" || !enabled(q, root)) continue;
     const mine = rs.filter((r) => r.linkId === q.linkId);
     if (q.type === "group") {
-      mine.forEach((r, i) => out.push(...missing(q.item ?? [], r.item ?? [], root, `${where}${q.linkId}.${i}/`)));
+      mine.forEach((r, i) => out.push(...missing(q.item ?? [], r.item ?? [], root, `${where}${q.linkId}.${i}/`, lang)));
     } else if (q.required && !mine.some(hasAnswer)) {
-      out.push([`${where}${q.linkId}`, q.text ?? q.linkId]);
+      out.push([`${where}${q.linkId}`, translated(q, "text", lang) ?? q.linkId]);
     }
   }
   return out;

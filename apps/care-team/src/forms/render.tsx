@@ -2,6 +2,7 @@
 // open-choice (answerOption or answerValueSet), string, text, integer, decimal, date and
 // display items; enableWhen hides what does not apply; required items are marked.
 import type { Json } from "../fhir/types";
+import { optionLabel, translated, WORDS, type Lang } from "./language";
 import { blank, enabled, sameAnswer, type QItem, type RItem } from "./model";
 
 export interface FormContext {
@@ -9,22 +10,29 @@ export interface FormContext {
   options: Map<string, Json[]>; // answerValueSet -> answers ({valueCoding})
   changed: () => void;
   errors: Set<string>;
+  lang: Lang; // the language the Questionnaire's texts are shown in
 }
 
-function optionsOf(q: QItem, ctx: FormContext): Json[] {
-  if (q.answerOption) return q.answerOption.map((o) => {
-    const { initialSelected: _ignored, ...value } = o;
-    return value;
+/** The item's answers to choose from, each as it is sent (the value alone: no translation or
+ *  other extension) and as it is shown (in the form's language; an expanded ValueSet's
+ *  displays are English only, and marked so in a form shown in Spanish). */
+function optionsOf(q: QItem, ctx: FormContext): [Json, string][] {
+  const found = q.answerOption ?? (q.answerValueSet ? ctx.options.get(q.answerValueSet) : undefined) ?? [];
+  return found.map((o) => {
+    const value: Json = {};
+    for (const [key, v] of Object.entries(o)) {
+      if (key.startsWith("value")) value[key] = key === "valueCoding" ? withoutExtensions(v as Json) : v;
+    }
+    return [value, optionLabel(o, ctx.lang)];
   });
-  if (q.answerValueSet) return ctx.options.get(q.answerValueSet) ?? [];
-  return [];
 }
 
-function label(answer: Json): string {
-  if (answer.valueCoding) return String(answer.valueCoding.display ?? answer.valueCoding.code);
-  const key = Object.keys(answer).find((k) => k.startsWith("value"));
-  return key ? String(answer[key]) : "";
+function withoutExtensions(coding: Json): Json {
+  return Object.fromEntries(Object.entries(coding).filter(([key]) => !key.startsWith("_") && key !== "extension"));
 }
+
+/** The item's text in the form's language. */
+const textOf = (q: QItem, ctx: FormContext) => translated(q, "text", ctx.lang);
 
 const idOf = (path: string) => `q-${path.replace(/[^A-Za-z0-9_-]/g, "_")}`;
 
@@ -34,7 +42,7 @@ export function Items(props: { items: QItem[]; response: RItem[]; ctx: FormConte
     <>
       {items.map((q) => {
         if (!enabled(q, ctx.root)) return null;
-        if (q.type === "display") return <p key={q.linkId} class="display-item">{q.text}</p>;
+        if (q.type === "display") return <p key={q.linkId} class="display-item">{textOf(q, ctx)}</p>;
         const mine = response.filter((r) => r.linkId === q.linkId);
         if (q.type === "group") {
           return <Group key={q.linkId} q={q} instances={mine} response={response} ctx={ctx} path={path} level={level} />;
@@ -59,15 +67,17 @@ function Group(props: { q: QItem; instances: RItem[]; response: RItem[]; ctx: Fo
     instances = [made];
   }
   const Heading = (level <= 1 ? "h2" : level === 2 ? "h3" : "h4") as "h2";
+  const words = WORDS[ctx.lang];
+  const text = textOf(q, ctx);
   return (
     <div class={level <= 1 ? "card group" : "group"}>
       <Heading>
-        {q.text}
-        {q.required ? <span class="req"> (required)</span> : null}
+        {text}
+        {q.required ? <span class="req"> {words.required}</span> : null}
       </Heading>
       {instances.map((r, i) => (
         <fieldset class={q.repeats ? "instance" : "plain"} key={i}>
-          {q.repeats ? <legend>{`${q.text ?? "Item"} ${i + 1}`}</legend> : <legend class="visually-hidden">{q.text}</legend>}
+          {q.repeats ? <legend>{`${text ?? "Item"} ${i + 1}`}</legend> : <legend class="visually-hidden">{text}</legend>}
           <Items items={q.item ?? []} response={(r.item ??= [])} ctx={ctx} path={`${path}${q.linkId}.${i}/`} level={level + 1} />
           {q.repeats && instances.length > 1 ? (
             <button
@@ -78,7 +88,7 @@ function Group(props: { q: QItem; instances: RItem[]; response: RItem[]; ctx: Fo
                 ctx.changed();
               }}
             >
-              Remove {q.text?.toLowerCase() ?? "this"} {i + 1}
+              {words.remove} {text?.toLowerCase() ?? ""} {i + 1}
             </button>
           ) : null}
         </fieldset>
@@ -93,7 +103,7 @@ function Group(props: { q: QItem; instances: RItem[]; response: RItem[]; ctx: Fo
             ctx.changed();
           }}
         >
-          Add another: {q.text?.toLowerCase()}
+          {words.add} {text?.toLowerCase()}
         </button>
       ) : null}
     </div>
@@ -109,30 +119,36 @@ function Question(props: { q: QItem; r: RItem; ctx: FormContext; path: string })
     r.answer = next;
     ctx.changed();
   };
+  const words = WORDS[ctx.lang];
   const text = (
     <>
-      {q.text}
-      {q.required ? <span class="req"> (required)</span> : null}
+      {textOf(q, ctx)}
+      {q.required ? <span class="req"> {words.required}</span> : null}
     </>
   );
   const error = invalid ? (
     <p class="field-error" id={`${id}-error`}>
-      Please answer this question.
+      {words.answer}
     </p>
   ) : null;
   const described = invalid ? `${id}-error` : undefined;
 
   if (q.type === "boolean" || q.type === "choice" || q.type === "open-choice") {
-    const options: Json[] =
-      q.type === "boolean" ? [{ valueBoolean: true }, { valueBoolean: false }] : optionsOf(q, ctx);
+    const options: [Json, string][] =
+      q.type === "boolean"
+        ? [
+            [{ valueBoolean: true }, words.yes],
+            [{ valueBoolean: false }, words.no],
+          ]
+        : optionsOf(q, ctx);
     const many = Boolean(q.repeats);
     const chosen = (o: Json) => answers.some((a) => sameAnswer(a, o));
-    const other = answers.find((a) => a.valueString !== undefined && !options.some((o) => sameAnswer(o, a)));
+    const other = answers.find((a) => a.valueString !== undefined && !options.some(([o]) => sameAnswer(o, a)));
     return (
       <fieldset class={`field choice${invalid ? " invalid" : ""}`} id={id} aria-describedby={described}>
         <legend>{text}</legend>
         {error}
-        {options.map((o, i) => (
+        {options.map(([o, shown], i) => (
           <div class="option" key={i}>
             <input
               type={many ? "checkbox" : "radio"}
@@ -145,12 +161,12 @@ function Question(props: { q: QItem; r: RItem; ctx: FormContext; path: string })
                 else set(on ? [o] : []);
               }}
             />
-            <label for={`${id}-${i}`}>{q.type === "boolean" ? (o.valueBoolean ? "Yes" : "No") : label(o)}</label>
+            <label for={`${id}-${i}`}>{q.answerValueSet && ctx.lang !== "en" ? <span lang="en">{shown}</span> : shown}</label>
           </div>
         ))}
         {q.type === "open-choice" ? (
           <div class="field">
-            <label for={`${id}-other`}>Or in your own words</label>
+            <label for={`${id}-other`}>{words.own}</label>
             <input
               id={`${id}-other`}
               type="text"

@@ -5,6 +5,7 @@ import type { Api } from "../fhir/client";
 import { humanName } from "../fhir/format";
 import { QUESTIONNAIRE, type Json, type Resource } from "../fhir/types";
 import { Loading, Problem, Screen, useLoad } from "../ui";
+import { initialLang, LANGS, saveLang, translated, type Lang } from "./language";
 import { blankResponse, missing, prune, type QItem, type RItem } from "./model";
 import { expandAll, Items, type FormContext } from "./render";
 
@@ -51,10 +52,13 @@ function Filling(props: { api: Api; questionnaire: Resource; patient: Resource; 
   const root = useRef<RItem[]>(blankResponse(items));
   const [, setTick] = useState(0);
   const [errors, setErrors] = useState<[string, string][]>([]);
+  const [errorsLang, setErrorsLang] = useState<Lang>("en"); // the language the list was made in
   const [problem, setProblem] = useState<string>();
   const [busy, setBusy] = useState(false);
   const summary = useRef<HTMLDivElement>(null);
+  const [lang, setLang] = useState<Lang>(initialLang);
   const ctx: FormContext = {
+    lang,
     root: root.current,
     options: props.options,
     changed: () => setTick((t) => t + 1),
@@ -64,8 +68,9 @@ function Filling(props: { api: Api; questionnaire: Resource; patient: Resource; 
   async function submit(event: Event) {
     event.preventDefault();
     setProblem(undefined);
-    const unanswered = missing(items, root.current, root.current);
+    const unanswered = missing(items, root.current, root.current, "", lang);
     setErrors(unanswered);
+    setErrorsLang(lang);
     if (unanswered.length) {
       setTimeout(() => summary.current?.focus(), 0);
       return;
@@ -98,13 +103,31 @@ function Filling(props: { api: Api; questionnaire: Resource; patient: Resource; 
         <a href={`#/member/${encodeURIComponent(String(patient.id))}`}>Back to {humanName(patient)}</a>
       </p>
       <p class="muted">Questions marked (required) need an answer. Everything else is optional.</p>
+      <div class="field">
+        <label for="form-lang">Language of the questions</label>
+        <select
+          id="form-lang"
+          value={lang}
+          onChange={(e) => {
+            const chosen = e.currentTarget.value as Lang;
+            saveLang(chosen);
+            setLang(chosen);
+          }}
+        >
+          {LANGS.map(([code, name]) => (
+            <option key={code} value={code} lang={code}>
+              {name}
+            </option>
+          ))}
+        </select>
+      </div>
       <div ref={summary} tabIndex={-1}>
         {errors.length ? (
           <div class="problem" role="alert">
             <p>Some required questions have no answer:</p>
             <ul>
               {errors.map(([path, text]) => (
-                <li key={path}>
+                <li key={path} lang={errorsLang}>
                   <a href={`#q-${path}`} onClick={(e) => {
                       e.preventDefault();
                       const target = document.getElementById(`q-${path.replace(/[^A-Za-z0-9_-]/g, "_")}`);
@@ -120,9 +143,10 @@ function Filling(props: { api: Api; questionnaire: Resource; patient: Resource; 
         ) : null}
         <Problem text={problem} />
       </div>
-      <form onSubmit={submit} noValidate aria-label={props.title}>
+      <form onSubmit={submit} noValidate aria-label={props.title} lang={lang}>
+        {lang !== "en" && translated(questionnaire, "title", lang) ? <p class="form-title">{translated(questionnaire, "title", lang)}</p> : null}
         <Items items={items} response={root.current} ctx={ctx} path="" level={1} />
-        <div class="actions">
+        <div class="actions" lang="en">
           <button type="submit" disabled={busy}>
             {busy ? "Saving…" : "Save the answers"}
           </button>

@@ -1,14 +1,16 @@
-// The supervisor view: the reports of /reports for my organization (JSON), drawn as charts
-// with tables, and the billable TCM encounters as a CSV download.
+// The supervisor view: every report of /reports a supervisor or care manager may run, for my
+// organization and a period I choose (JSON), drawn as charts and tables, and the billable TCM
+// encounters as a CSV download. The server narrows each report to what my token may see.
 import { useState } from "preact/hooks";
 import type { Api } from "../fhir/client";
 import { FhirError } from "../fhir/client";
-import { humanName, ruleName } from "../fhir/format";
+import { humanName } from "../fhir/format";
 import type { Json, Resource } from "../fhir/types";
-import { Loading, Problem, Screen, Section, useLoad } from "../ui";
-import { BarChart, type Bar } from "./charts";
+import { Loading, Problem, Screen, useLoad } from "../ui";
+import { Caseload, Compliance, Experience, Gaps, Tcm, Timeliness, type Reports } from "./reports";
 
-function months(count: number): string[] {
+/** The last `count` months, oldest first, as YYYY-MM. */
+export function lastMonths(count: number): string[] {
   const now = new Date();
   const out: string[] = [];
   for (let i = count - 1; i >= 0; i--) {
@@ -17,6 +19,31 @@ function months(count: number): string[] {
   }
   return out;
 }
+
+/** Every month from `first` to `last` (YYYY-MM), in order. */
+function monthsBetween(first: string, last: string): string[] {
+  const out: string[] = [];
+  let [y, m] = first.split("-").map(Number);
+  const [ly, lm] = last.split("-").map(Number);
+  while (y < ly || (y === ly && m <= lm)) {
+    out.push(`${y}-${String(m).padStart(2, "0")}`);
+    m += 1;
+    if (m > 12) {
+      m = 1;
+      y += 1;
+    }
+  }
+  return out;
+}
+
+function monthName(month: string): string {
+  const [y, m] = month.split("-").map(Number);
+  return new Date(y, m - 1, 1).toLocaleDateString("en-US", { month: "long", year: "numeric" });
+}
+
+// The months one may choose from (two years back), and the period shown at first.
+const CHOICES = lastMonths(24);
+const DEFAULT_MONTHS = 6;
 
 interface Org {
   id: string;
@@ -35,20 +62,23 @@ async function organizations(api: Api): Promise<Org[]> {
   return [...orgs.values()];
 }
 
-interface Reports {
-  compliance: Json;
-  gaps: Json[];
-  managers: Map<string, string>;
-}
-
 async function loadReports(api: Api, org: string, period: string[]): Promise<Reports> {
   const scope = `organization=${encodeURIComponent(org)}`;
-  const [compliance, ...gaps] = await Promise.all([
-    api.json<Json>("GET", `/reports/contact-compliance?${scope}&period=${period[0]}..${period[period.length - 1]}`),
-    ...period.map((m) => api.json<Json>("GET", `/reports/gaps?${scope}&period=${m}`)),
+  const whole = `${period[0]}..${period[period.length - 1]}`;
+  const get = (name: string, months: string) => api.json<Json>("GET", `/reports/${name}?${scope}&period=${months}`);
+  const [caseload, compliance, timeliness, gapsWhole, experience, tcm, ...gaps] = await Promise.all([
+    get("caseload", whole),
+    get("contact-compliance", whole),
+    get("timeliness", whole),
+    get("gaps", whole),
+    get("member-experience", whole),
+    get("tcm-encounters", whole),
+    ...period.map((m) => get("gaps", m)),
   ]);
   const refs = new Set<string>();
-  for (const r of (compliance.rows ?? []) as Json[]) if (r.care_manager) refs.add(String(r.care_manager));
+  for (const report of [caseload, compliance, timeliness, gapsWhole, experience, tcm]) {
+    for (const r of (report.rows ?? []) as Json[]) if (r.care_manager) refs.add(String(r.care_manager));
+  }
   const managers = new Map<string, string>();
   await Promise.all(
     [...refs].map(async (m) => {
@@ -57,7 +87,7 @@ async function loadReports(api: Api, org: string, period: string[]): Promise<Rep
       managers.set(m, who ? humanName(who) : m);
     }),
   );
-  return { compliance, gaps, managers };
+  return { caseload, compliance, timeliness, gapsWhole, experience, tcm, gaps, managers, period };
 }
 
 export function Supervisor(props: { api: Api }) {
@@ -91,114 +121,74 @@ export function Supervisor(props: { api: Api }) {
 
 function OrgReports(props: { api: Api; org: string; name: string }) {
   const { api, org } = props;
-  const period = months(6);
-  const reports = useLoad(() => loadReports(api, org, period), [org]);
+  const [period, setPeriod] = useState(() => CHOICES.slice(-DEFAULT_MONTHS));
+  const reports = useLoad(() => loadReports(api, org, period), [org, period.join()]);
+  const first = period[0];
+  const last = period[period.length - 1];
   return (
     <>
-      <p>
-        {props.name}, {period[0]} to {period[period.length - 1]}.
+      <PeriodChoice first={first} last={last} onChoose={setPeriod} />
+      <p role="status">
+        {props.name}, {first === last ? monthName(first) : `${monthName(first)} to ${monthName(last)}`}.
       </p>
-      <Download api={api} org={org} month={period[period.length - 1]} />
       {reports.loading && !reports.data ? <Loading what="the reports" /> : null}
-      {reports.error ? (
-        <Problem text={`The reports could not be shown: ${reports.error}`} />
+      {reports.error ? <Problem text={`The reports could not be shown: ${reports.error}`} /> : null}
+      {reports.data ? (
+        <>
+          <Caseload r={reports.data} />
+          <Compliance r={reports.data} />
+          <Timeliness r={reports.data} />
+          <Gaps r={reports.data} />
+          <Experience r={reports.data} />
+          <Tcm r={reports.data}>
+            <Download key={last} api={api} org={org} month={last} />
+          </Tcm>
+        </>
       ) : null}
-      {reports.data ? <Charts r={reports.data} period={period} /> : null}
     </>
   );
 }
 
-function Charts(props: { r: Reports; period: string[] }) {
-  const { r, period } = props;
-  const cells = new Map<string, { contacts: number; required: number }>();
-  for (const row of (r.compliance.rows ?? []) as Json[]) {
-    const key = `${row.care_manager ?? "none"}|${row.month}`;
-    const cell = cells.get(key) ?? { contacts: 0, required: 0 };
-    cell.contacts += Number(row.contacts ?? 0);
-    cell.required += Number(row.required ?? 0);
-    cells.set(key, cell);
-  }
-  const label = (key: string) => {
-    const [m, month] = key.split("|");
-    return `${m === "none" ? "No care manager" : r.managers.get(m) ?? m}, ${month}`;
-  };
-  const bars: Bar[] = [...cells.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([key, c]) => ({ label: label(key), value: c.contacts, target: c.required }));
-  const rules = new Map<string, number[]>();
-  r.gaps.forEach((report, i) => {
-    for (const row of (report.rows ?? []) as Json[]) {
-      const counts = rules.get(String(row.rule)) ?? period.map(() => 0);
-      counts[i] += Number(row.count ?? 0);
-      rules.set(String(row.rule), counts);
+/** The period of the reports: a first and a last month, shown when asked. */
+function PeriodChoice(props: { first: string; last: string; onChoose: (months: string[]) => void }) {
+  const [first, setFirst] = useState(props.first);
+  const [last, setLast] = useState(props.last);
+  const [error, setError] = useState<string>();
+  const newestFirst = [...CHOICES].reverse();
+  function show(event: Event) {
+    event.preventDefault();
+    if (first > last) {
+      setError("The first month must not come after the last month.");
+      return;
     }
-  });
-  const summary = (r.compliance.summary ?? {}) as Json;
+    setError(undefined);
+    props.onChoose(monthsBetween(first, last));
+  }
   return (
-    <>
-      <Section title="Contacts against the requirement">
-        <p>
-          {String(summary.members_compliant_every_month ?? 0)} of {String(summary.members ?? 0)} members had every month's contacts;{" "}
-          {String(summary.contacts ?? 0)} qualifying contacts in all.
-        </p>
-        {bars.length ? <BarChart title="Qualifying contacts per care manager and month" bars={bars} unit="contacts" /> : <p>No enrolled members in this period.</p>}
-        {bars.length ? (
-          <table>
-            <caption>Contacts per care manager and month</caption>
-            <thead>
-              <tr>
-                <th scope="col">Care manager and month</th>
-                <th scope="col">Contacts</th>
-                <th scope="col">Required</th>
-              </tr>
-            </thead>
-            <tbody>
-              {bars.map((b) => (
-                <tr key={b.label}>
-                  <th scope="row">{b.label}</th>
-                  <td>{b.value}</td>
-                  <td>{b.target}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        ) : null}
-      </Section>
-      <Section title="Care gaps by kind over time">
-        {rules.size === 0 ? (
-          <p>No care gaps were open in this period.</p>
-        ) : (
-          <>
-            <BarChart
-              title={`Care gaps open at some time, ${period[0]} to ${period[period.length - 1]}`}
-              bars={[...rules.entries()].map(([rule, counts]) => ({ label: ruleName(rule), value: counts.reduce((a, b) => a + b, 0) }))}
-              unit="gaps"
-            />
-            <table>
-              <caption>Care gaps open at some time in each month, by kind</caption>
-              <thead>
-                <tr>
-                  <th scope="col">Kind</th>
-                  {period.map((m) => (
-                    <th scope="col" key={m}>
-                      {m}
-                    </th>
-                  ))}
-                </tr>
-              </thead>
-              <tbody>
-                {[...rules.entries()].map(([rule, counts]) => (
-                  <tr key={rule}>
-                    <th scope="row">{ruleName(rule)}</th>
-                    {counts.map((c, i) => (
-                      <td key={i}>{c}</td>
-                    ))}
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </>
-        )}
-      </Section>
-    </>
+    <form class="filters" onSubmit={show} aria-label="Period of the reports">
+      <div class="field">
+        <label for="period-from">From the start of</label>
+        <select id="period-from" value={first} onChange={(e) => setFirst(e.currentTarget.value)}>
+          {newestFirst.map((m) => (
+            <option key={m} value={m}>
+              {monthName(m)}
+            </option>
+          ))}
+        </select>
+      </div>
+      <div class="field">
+        <label for="period-to">To the end of</label>
+        <select id="period-to" value={last} onChange={(e) => setLast(e.currentTarget.value)}>
+          {newestFirst.map((m) => (
+            <option key={m} value={m}>
+              {monthName(m)}
+            </option>
+          ))}
+        </select>
+      </div>
+      <button type="submit">Show the reports</button>
+      <Problem text={error} />
+    </form>
   );
 }
 

@@ -4,7 +4,8 @@
 import { useState } from "preact/hooks";
 import { type Api, CANONICAL, problem, type Resource } from "../fhir";
 import { useLoad } from "../hooks";
-import { useI18n } from "../i18n";
+import { type Lang, useI18n } from "../i18n";
+import { translated } from "../translation";
 import { Loading, Screen } from "../ui";
 
 const QUESTIONNAIRE = `${CANONICAL}engagement-sheet`;
@@ -90,17 +91,17 @@ function responseItems(items: any[] | undefined, answers: Answers): any[] {
 }
 
 /** The required questions (and required groups with nothing in them) left unanswered. */
-function missing(items: any[] | undefined, answers: Answers): string[] {
+function missing(items: any[] | undefined, answers: Answers, lang: Lang): string[] {
   const out: string[] = [];
   for (const item of items ?? []) {
     if (!enabled(item, answers)) continue;
     if (item.type === "group") {
-      const inner = missing(item.item, answers);
+      const inner = missing(item.item, answers, lang);
       out.push(...inner);
       if (item.required && !inner.length && !responseItems(item.item, answers).length)
-        out.push(item.text);
+        out.push(translated(item, "text", lang) ?? item.linkId);
     } else if (item.required && item.type !== "display" && !hasAnswer(answers, item.linkId)) {
-      out.push(item.text);
+      out.push(translated(item, "text", lang) ?? item.linkId);
     }
   }
   return out;
@@ -118,14 +119,14 @@ export function Answers(props: { api: Api }) {
 
 function Sheet(props: { api: Api; form: Form; saved: () => void }) {
   const { api, form } = props;
-  const { t } = useI18n();
+  const { t, lang } = useI18n();
   const [answers, setAnswers] = useState<Answers>(() => collect(form.response?.item, {}));
   const [notice, setNotice] = useState<{ text: string; error?: boolean }>();
   const set = (linkId: string, value: Answer[]) => setAnswers((a) => ({ ...a, [linkId]: value }));
 
   async function save(event: Event) {
     event.preventDefault();
-    const gaps = missing(form.questionnaire.item, answers);
+    const gaps = missing(form.questionnaire.item, answers, lang);
     if (gaps.length) {
       setNotice({ text: `${t.answersMissing} ${gaps.join("; ")}`, error: true });
       return;
@@ -175,7 +176,8 @@ type ItemProps = {
 
 function Item(props: ItemProps) {
   const { item, answers, set } = props;
-  const { t } = useI18n();
+  const { t, lang } = useI18n();
+  const text = translated(item, "text", lang);
   if (!enabled(item, answers)) return null;
   const id = `q-${item.linkId}`;
   const mark = item.required ? <span class="required"> {t.required}</span> : null;
@@ -185,7 +187,7 @@ function Item(props: ItemProps) {
       return (
         <fieldset class="group">
           <legend>
-            {item.text}
+            {text}
             {mark}
           </legend>
           {(item.item ?? []).map((child: any) => (
@@ -194,12 +196,12 @@ function Item(props: ItemProps) {
         </fieldset>
       );
     case "display":
-      return <p class="display">{item.text}</p>;
+      return <p class="display">{text}</p>;
     case "boolean":
       return (
         <fieldset class="inline">
           <legend>
-            {item.text}
+            {text}
             {mark}
           </legend>
           {[true, false].map((value) => (
@@ -223,7 +225,7 @@ function Item(props: ItemProps) {
       return (
         <p class="field">
           <label for={id}>
-            {item.text}
+            {text}
             {mark}
           </label>
           <input
@@ -243,7 +245,7 @@ function Item(props: ItemProps) {
       return (
         <p class="field">
           <label for={id}>
-            {item.text}
+            {text}
             {mark}
           </label>
           {item.type === "text" ? (
@@ -270,16 +272,22 @@ function Item(props: ItemProps) {
 
 function Choice(props: ItemProps & { id: string; mark: preact.JSX.Element | null }) {
   const { item, answers, set, id, mark } = props;
-  const { t } = useI18n();
+  const { t, lang } = useI18n();
   const given = answers[item.linkId] ?? [];
-  const choices: Answer[] = item.answerValueSet
-    ? (props.options[item.answerValueSet] ?? []).map((c) => ({ valueCoding: c }))
+  // Each answer as it is stored (the value alone) and as it is shown (in the member's language;
+  // a ValueSet's displays are English only, and marked so for a Spanish page).
+  const offered: [Answer, string][] = item.answerValueSet
+    ? (props.options[item.answerValueSet] ?? []).map((c) => [{ valueCoding: c }, c.display ?? c.code ?? ""])
     : (item.answerOption ?? []).map((o: any) => {
-        const { extension: _e, initialSelected: _i, ...value } = o;
-        return value;
+        const key = Object.keys(o).find((k) => k.startsWith("value")) ?? "valueString";
+        const value = o[key];
+        if (key === "valueCoding") {
+          const { _display: _d, extension: _e, ...coding } = value;
+          return [{ valueCoding: coding }, translated(value, "display", lang) ?? value.code];
+        }
+        return [{ [key]: value }, typeof value === "string" ? translated(o, key, lang) ?? value : String(value)];
       });
-  const label = (a: Answer) =>
-    a.valueCoding ? a.valueCoding.display ?? a.valueCoding.code : String(Object.values(a)[0]);
+  const choices = offered.map(([value]) => value);
   const same = (a: Answer, b: Answer) =>
     a.valueCoding && b.valueCoding
       ? a.valueCoding.code === b.valueCoding.code && a.valueCoding.system === b.valueCoding.system
@@ -304,7 +312,7 @@ function Choice(props: ItemProps & { id: string; mark: preact.JSX.Element | null
   return (
     <fieldset class={item.repeats ? "choices" : "choices inline"}>
       <legend>
-        {item.text}
+        {translated(item, "text", lang)}
         {mark}
       </legend>
       {choices.map((choice, i) => (
@@ -319,7 +327,7 @@ function Choice(props: ItemProps & { id: string; mark: preact.JSX.Element | null
               else set(item.linkId, given.filter((g) => !same(g, choice)));
             }}
           />{" "}
-          {label(choice)}
+          {item.answerValueSet && lang !== "en" ? <span lang="en">{offered[i][1]}</span> : offered[i][1]}
         </label>
       ))}
       {freeText}
