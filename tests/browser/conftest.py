@@ -271,6 +271,23 @@ def find(driver: Any, css: str, timeout: float = WAIT_S) -> Any:
     return wait_for(driver, shown, timeout)
 
 
+def replace_text(driver: Any, css: str, text: str) -> Any:
+    """Type `text` over what the field at `css` holds, as a user would (select all, type),
+    so that the app's own state follows each key; then wait until the field shows exactly
+    `text` (an app re-rendering the field from older state would otherwise keep it)."""
+    from selenium.webdriver.common.keys import Keys
+
+    def typed(d: Any) -> Any:
+        field = find(d, css)
+        if field.get_attribute("value") != text:
+            field.send_keys(Keys.CONTROL, "a")
+            field.send_keys(Keys.DELETE)
+            field.send_keys(text)
+        return field if field.get_attribute("value") == text else False
+
+    return wait_for(driver, typed)
+
+
 def wait_text(driver: Any, text: str, css: str = "main", timeout: float = WAIT_S) -> None:
     """Wait until an element matching `css` shows `text`; else fail saying what it shows and
     the last errors of the browser's console."""

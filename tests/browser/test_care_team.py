@@ -23,6 +23,7 @@ from tests.browser.conftest import (
     find,
     go,
     poll,
+    replace_text,
     sign_in,
     wait_for,
     wait_text,
@@ -488,16 +489,12 @@ def test_care_plan_and_goal(console: Any, world: World) -> None:
     # Revising: the goal in the member's new words, the plan as a new version of itself.
     goal_id = plan["goal"][0]["reference"].split("/")[1]
     console.find_element(By.XPATH, "//ul[@class='goals']//button[starts-with(., 'Revise')]").click()
-    revised = find(console, f"#goal-{goal_id}")
-    revised.clear()
-    revised.send_keys("Walk to church and back")
+    replace_text(console, f"#goal-{goal_id}", "Walk to church and back")
     console.find_element(By.XPATH, "//button[text()='Save the goal']").click()
     wait_text(console, "Goal revised.")
     goal = world.api.get(f"Goal/{goal_id}").json()
     assert goal["description"]["text"] == "Walk to church and back"
-    text = find(console, "#plan-text")
-    text.clear()
-    text.send_keys("Calls twice a week")
+    replace_text(console, "#plan-text", "Calls twice a week")
     console.find_element(By.XPATH, "//button[text()='Save a revision']").click()
     wait_text(console, "Care plan revised.")
     stored = world.api.get(f"CarePlan/{plan['id']}").json()

@@ -16,6 +16,7 @@ from tests.browser.conftest import (
     check_accessibility,
     find,
     poll,
+    replace_text,
     save_screenshot,
     sign_in,
     wait_for,
@@ -223,9 +224,7 @@ def test_goals_shown_as_text_added_and_edited(member: Any, world: World) -> None
 
     change = member.find_element("css selector", "button[aria-label='Change: Sleep eight hours']")
     change.click()
-    field = find(member, f"#goal-{added[0]['id']}")
-    field.clear()
-    field.send_keys("Sleep eight hours most nights")
+    field = replace_text(member, f"#goal-{added[0]['id']}", "Sleep eight hours most nights")
     field.find_element("xpath", "ancestor::form//button[@type='submit']").click()
     wait_text(member, "Your goal was saved.")
     stored = client.get(f"/Goal/{added[0]['id']}").json()
