@@ -114,6 +114,7 @@ class SubscriptionSender:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(either(self._wake, stop), self.poll_s)
         finally:
+            self._stop = asyncio.Event()  # `send_once` may be called again (tests)
             await self.aclose()
 
     async def aclose(self) -> None:

@@ -108,7 +108,7 @@ class Running:
         try:
             await asyncio.wait_for(asyncio.shield(self._task), grace)
         except TimeoutError:
-            log.warning("workers still running %.0f s after the stop; cancelled", grace)
+            log.warning("workers did not stop within the %.0f s grace; cancelled", grace)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
