@@ -79,11 +79,6 @@ class SubscriptionIndex:
             assert kind is not None
             found.keyed.setdefault((param, quick_key(kind, value)), []).append(candidate)
 
-    def keyed_params(self, resource_type: str) -> set[str]:
-        """The parameters whose values an event of the type is looked up by."""
-        found = self._types.get(resource_type)
-        return {param for param, _ in found.keyed} if found else set()
-
     def candidates(
         self, resource_type: str, keys: Callable[[set[str]], set[tuple[str, str]]]
     ) -> list[Candidate]:
