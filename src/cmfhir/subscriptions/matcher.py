@@ -4,8 +4,9 @@ Subscription's notifications (R5 Backport IG 1.1.0, "Notifications").
 For each change it asks the live Subscriptions that can match it (subscriptions/candidates.py)
 their topic and filters (subscriptions/matching.py; searches once per batch) and gives a
 matching Subscription its next event number, in the transaction that advances the
-consumer's position: numbers are contiguous and survive a crash, and a change is numbered once however often a batch is retried. A Subscription's own
-writes bring its delivery state in line (a `requested` status makes a handshake due).
+consumer's position: numbers are contiguous and survive a crash, and a change is numbered
+once however often a batch is retried. A Subscription's own writes bring its delivery state
+in line (a `requested` status makes a handshake due).
 """
 
 from __future__ import annotations
