@@ -11,6 +11,7 @@ transactions rolled back afterwards, so each round starts from the same state. S
 - `care-managers`: `--subscriptions` Subscriptions to the same topic without filters, each
   by a care manager (a SMART user: only their members visible), as the care-team console
   makes them; the same admissions.
+- `sender` (not A/B): the `members` notifications sent, CPU per send, cProfile on stderr.
 
 Reports per scenario and side: Python CPU per event (`time.process_time`, the matcher's own
 process; PostgreSQL's CPU is not in it), the searches run, and the wall time per event.
@@ -22,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
+import pstats
 import statistics
 import subprocess
 import sys
@@ -31,21 +34,24 @@ import types
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 from sqlalchemy.engine import make_url
 
 from cmfhir.app import open_context
 from cmfhir.auth.principal import OPEN, TRUSTED, Principal
 from cmfhir.config import Settings
 from cmfhir.interactions import FhirContext, create, process_bundle
-from cmfhir.store import Event
+from cmfhir.store import Event, SubscriptionRows
 from cmfhir.store import consumers as positions
 from cmfhir.store.database import embedded_url
 from cmfhir.store.outbox import START
 from cmfhir.subscriptions.matcher import CONSUMER, SubscriptionMatcher
+from cmfhir.subscriptions.sender import SubscriptionSender
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
@@ -157,12 +163,18 @@ async def _setup(
             subscriptions.append(await _id(replace(ctx, principal=user), _subscription([])))
     async with ctx.store.transaction(principal=TRUSTED) as repo:
         _, before = await repo.read_events(START, 1_000_000)
+    written = 0
     for start in range(0, args.events, args.bundle):
         chosen = [patients[(start + n) % len(patients)] for n in range(args.bundle)]
         await process_bundle(admin, _admissions(chosen), base="")
-    async with ctx.store.transaction(principal=TRUSTED) as repo:
-        events, _ = await repo.read_events(before, 1_000_000)
-    return subscriptions, [e for e in events if e.resource_type == "Encounter"]
+        written += len(chosen)
+    while True:  # gap-free: wait for older transactions (of the whole cluster) to end
+        async with ctx.store.transaction(principal=TRUSTED) as repo:
+            events, _ = await repo.read_events(before, 1_000_000)
+        admissions = [e for e in events if e.resource_type == "Encounter"]
+        if len(admissions) >= written:
+            return subscriptions, admissions
+        await asyncio.sleep(0.2)
 
 
 async def _round(ctx: FhirContext, matcher: Any, events: list[Event], bundle: int) -> float:
@@ -229,6 +241,52 @@ async def _scenario(
     }
 
 
+async def _sender(ctx: FhirContext, args: argparse.Namespace) -> dict[str, Any]:
+    """The sender's CPU per notification (this checkout only), with a cProfile of it on
+    stderr: the `members` Subscriptions made active, their admissions numbered (committed),
+    then sent to an endpoint that answers 200 at once (an httpx mock transport: no sockets,
+    so what is measured is the sender and its queries)."""
+    subscriptions, events = await _setup(ctx, args, "members")
+    matcher = SubscriptionMatcher(ctx, ctx.subscriptions)
+    async with ctx.store.transaction(principal=TRUSTED) as repo:
+        await positions.register(repo, CONSUMER, from_start=False)
+        for sid in subscriptions:
+            matcher._subscriptions[sid] = await ctx.subscriptions.load(repo, sid)
+            loaded = matcher._subscriptions[sid]
+            assert loaded is not None
+            await SubscriptionRows(repo.conn).sync(
+                sid, topic=TOPIC, channel="rest-hook", status="active", heartbeat_s=None,
+                now=datetime.now(UTC),
+            )  # fmt: skip
+    for start in range(0, len(events), args.bundle):
+        async with ctx.store.transaction(principal=TRUSTED) as repo:
+            matcher._after = (await positions.positions(repo)).get(CONSUMER)
+            await matcher.handle(repo, events[start : start + args.bundle])
+    transport = httpx.MockTransport(lambda request: httpx.Response(200))
+    sender = SubscriptionSender(ctx, ctx.subscriptions, transport=transport)
+    profile = cProfile.Profile()
+    before = time.process_time()
+    started = time.perf_counter()
+    profile.enable()
+    steps = 0
+    while served := await sender.send_once():
+        steps += served
+    profile.disable()
+    cpu = time.process_time() - before
+    wall = time.perf_counter() - started
+    await sender.aclose()
+    pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
+    return {
+        "scenario": "sender",
+        "subscriptions": len(subscriptions),
+        "notifications": len(events),
+        "sends": steps,
+        "cpu_ms_per_send": round(cpu / max(steps, 1) * 1000, 3),
+        "cpu_ms_per_notification": round(cpu / len(events) * 1000, 3),
+        "wall_ms_per_send": round(wall / max(steps, 1) * 1000, 3),
+    }
+
+
 async def _admin(url: str, statement: str) -> None:
     parsed = make_url(url)
     conn = await asyncpg.connect(
@@ -250,7 +308,10 @@ async def _run(args: argparse.Namespace, url: str) -> list[dict[str, Any]]:
     results = []
     async with open_context(settings) as ctx:
         for scenario in args.scenarios.split(","):
-            results.append(await _scenario(ctx, args, scenario, old, old_matching))
+            if scenario == "sender":
+                results.append(await _sender(ctx, args))
+            else:
+                results.append(await _scenario(ctx, args, scenario, old, old_matching))
     return results
 
 
