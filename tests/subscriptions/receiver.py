@@ -16,6 +16,10 @@ class Receiver:
     def __init__(self, delay_s: float = 0.0) -> None:
         self.port = free_port()
         self.delay_s = delay_s
+        # While set, requests are read but not answered (`hold()`, `release()`).
+        self._held = threading.Event()
+        self._released = threading.Event()
+        self.arrivals = 0  # requests read, answered or not
         self.bundles: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
@@ -33,8 +37,13 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length))
+                with receiver._lock:
+                    receiver.arrivals += 1
                 if receiver.delay_s:
                     time.sleep(receiver.delay_s)
+                if receiver._held.is_set():
+                    receiver._released.wait(60)
+                    return  # no answer: the sender gave up on this one
                 with receiver._lock:
                     receiver.bundles.append(body)
                     receiver.headers.append(dict(self.headers.items()))
@@ -50,7 +59,18 @@ class Receiver:
         self._thread.start()
         return self
 
+    def hold(self) -> None:
+        """Read requests from now on but leave them unanswered, until `release()`."""
+        self._released.clear()
+        self._held.set()
+
+    def release(self) -> None:
+        """Answer again (the requests held are dropped unanswered)."""
+        self._held.clear()
+        self._released.set()
+
     def stop(self) -> None:
+        self.release()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

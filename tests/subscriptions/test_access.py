@@ -4,28 +4,24 @@ member's events (with authorization on: SMART user tokens)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import RunningServer
-from tests.subscriptions.conftest import Delivery, FakeClock, subscription
+from tests.subscriptions.conftest import Delivery, subscription
 from tests.subscriptions.receiver import Receiver
 
-from cmfhir.app import open_context
 from cmfhir.auth.keys import SigningKeys
 from cmfhir.auth.tokens import issue_access_token
 from cmfhir.config import Settings
-from cmfhir.subscriptions import SubscriptionMatcher, SubscriptionSender
-from cmfhir.workers import OutboxConsumer
 
 ROLE = "https://cmfhir.org/fhir/CodeSystem/care-team-role"
 
 
 @pytest.fixture
-def smart_settings(scratch_database: str, tmp_path: Path) -> Settings:
+def delivery_settings(scratch_database: str, tmp_path: Path) -> Settings:
+    """The conftest's delivery server, with authorization on."""
     return Settings(
         database_url=scratch_database,
         data_dir=tmp_path,
@@ -34,26 +30,6 @@ def smart_settings(scratch_database: str, tmp_path: Path) -> Settings:
         workers=False,
         subscription_allow_loopback=True,
     )
-
-
-@pytest.fixture
-def smart_base(smart_settings: Settings) -> Iterator[str]:
-    with RunningServer(smart_settings) as running:
-        yield running.base
-
-
-@pytest.fixture
-async def smart_delivery(smart_settings: Settings, smart_base: str) -> AsyncIterator[Delivery]:
-    clock = FakeClock()
-    async with open_context(smart_settings) as ctx:
-        matcher = OutboxConsumer(
-            ctx.store, SubscriptionMatcher(ctx, ctx.subscriptions, clock=clock)
-        )
-        sender = SubscriptionSender(ctx, ctx.subscriptions, clock=clock)
-        try:
-            yield Delivery(smart_base, smart_settings, matcher, sender, clock)
-        finally:
-            await sender.aclose()
 
 
 def _client(delivery: Delivery, scope: str, fhir_user: str | None = None) -> httpx.AsyncClient:
@@ -102,9 +78,8 @@ def _admission(patient: str) -> dict[str, Any]:
 
 
 async def test_a_care_manager_who_leaves_the_team_stops_receiving(
-    smart_delivery: Delivery, receiver: Receiver
+    delivery: Delivery, receiver: Receiver
 ) -> None:
-    delivery = smart_delivery
     async with _client(delivery, "system/*.cruds") as system:
         patient = await _create(system, {"resourceType": "Patient"})
         manager = await _create(system, {"resourceType": "Practitioner"})

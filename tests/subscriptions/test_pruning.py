@@ -12,7 +12,7 @@ from tests.subscriptions.fhir import encounter, patient_, subscribe
 from tests.subscriptions.receiver import Receiver
 
 from cmfhir.auth.principal import TRUSTED
-from cmfhir.workers import NotificationPruner
+from cmfhir.workers import notification_pruner
 
 
 async def _kept(delivery: Delivery, sid: str) -> tuple[list[int], int]:
@@ -34,7 +34,7 @@ async def _kept(delivery: Delivery, sid: str) -> tuple[list[int], int]:
 async def test_old_delivered_notifications_and_attempts_are_pruned(
     delivery: Delivery, receiver: Receiver
 ) -> None:
-    pruner = NotificationPruner(
+    pruner = notification_pruner(
         delivery.sender.ctx.store, timedelta(hours=1), clock=delivery.clock, batch=2
     )
     async with httpx.AsyncClient(base_url=delivery.base) as http:

@@ -1,6 +1,6 @@
 """A Subscription's numbered notifications as notification events: each with its focus
 resource when the Subscription's creator may still see it, checked at the time of sending
-(or replaying) as that creator."""
+(or replaying) as that creator, by one search per resource type of the batch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from cmfhir.interactions.context import FhirContext
 from cmfhir.resources.fhirjson import parse_json
 from cmfhir.store import Repository, SubscriptionRows
 from cmfhir.subscriptions.feature import Loaded
-from cmfhir.subscriptions.matching import visible
+from cmfhir.subscriptions.matching import visible_ids
 from cmfhir.subscriptions.notifications import Focus
 
 __all__ = ["foci", "version_content"]
@@ -45,11 +45,18 @@ async def foci(
     config = loaded.config
     content = content or config.content
     notes = await SubscriptionRows(repo.conn).notifications(config.id, first, last, limit)
+    # What the creator may see now: one search per focus type of the batch.
+    seen: set[tuple[str, str]] = set()
+    if loaded.principal is not None:
+        by_type: dict[str, set[str]] = {}
+        for note in notes:
+            by_type.setdefault(note.focus_type, set()).add(note.focus_id)
+        for focus_type, ids in sorted(by_type.items()):
+            found = await visible_ids(ctx, loaded.principal, focus_type, ids)
+            seen.update((focus_type, id) for id in found)
     out = []
     for note in notes:
-        shown = loaded.principal is not None and await visible(
-            ctx, loaded.principal, note.focus_type, note.focus_id
-        )
+        shown = (note.focus_type, note.focus_id) in seen
         if not shown or content == "empty":
             out.append(Focus(note.event_number, note.occurred_at))
             continue

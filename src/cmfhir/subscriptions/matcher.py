@@ -1,28 +1,31 @@
 """The matcher: an outbox consumer (store/consumers.py, workers/outbox.py) that numbers each
 Subscription's notifications (R5 Backport IG 1.1.0, "Notifications").
 
-For each change it asks each live Subscription's topic and filters
-(subscriptions/matching.py) and gives a matching Subscription its next event number, in the
-transaction that advances the consumer's position: numbers are contiguous and survive a
-crash, and a change is numbered once however often a batch is retried. A Subscription's own
-writes bring its delivery state in line (a `requested` status makes a handshake due).
+For each change it asks the live Subscriptions that can match it (subscriptions/candidates.py)
+their topic and filters (subscriptions/matching.py; searches once per batch) and gives a
+matching Subscription its next event number, in the transaction that advances the
+consumer's position: numbers are contiguous and survive a crash, and a change is numbered
+once however often a batch is retried. A Subscription's own writes bring its delivery state
+in line (a `requested` status makes a handshake due).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from cmfhir.auth.principal import TRUSTED
+from cmfhir.auth.principal import TRUSTED, Principal
 from cmfhir.interactions.context import FhirContext
 from cmfhir.resources.fhirjson import parse_json
 from cmfhir.store import Event, EventPosition, Repository, SubscriptionRows
 from cmfhir.store import consumers as positions
 from cmfhir.store.subscriptions import NewNotification
+from cmfhir.subscriptions.candidates import LIVE, Candidate, SubscriptionIndex
 from cmfhir.subscriptions.feature import Loaded, SubscriptionFeature
-from cmfhir.subscriptions.matching import EventCheck
+from cmfhir.subscriptions.matching import EventCheck, Pairs, visible_ids
 
 __all__ = [
     "CONSUMER",
@@ -36,7 +39,6 @@ __all__ = [
 CONSUMER = "subscriptions"
 # NOTIFYed when notifications were numbered: the senders wake.
 SUBSCRIPTION_CHANNEL = "cmfhir_subscription"
-LIVE = ("requested", "active", "error")
 Clock = Callable[[], datetime]
 
 
@@ -64,8 +66,20 @@ class SubscriptionMatcher:
         self.feature = feature
         self.clock = clock
         self._subscriptions: dict[str, Loaded] = {}
+        self._index: SubscriptionIndex | None = None
         self._after: EventPosition | None = None
         self._contents: dict[tuple[int, int], str] = {}
+        # The matching work done so far: `events` looked at, `checked` (event, Subscription)
+        # pairs whose filters were decided, `searches` run to decide them.
+        self.work: Counter[str] = Counter()
+
+    @property
+    def index(self) -> SubscriptionIndex:
+        if self._index is None:
+            self._index = SubscriptionIndex(
+                self._subscriptions.values(), self.feature.topics, self.ctx.registry
+            )
+        return self._index
 
     async def handle(self, repo: Repository, events: Sequence[Event]) -> None:
         now = self.clock()
@@ -86,9 +100,45 @@ class SubscriptionMatcher:
         ]
         subscribed = self._subscriptions or any(e.resource_type == "Subscription" for e in events)
         self._contents = await rows.contents(keys) if keys and subscribed else {}
-        made: list[NewNotification] = []
+        # Per event, the Subscriptions it concerns: decided (True), or to be searched for.
+        matched: list[tuple[Event, list[tuple[Candidate, bool]]]] = []
+        searches: dict[tuple[Principal, str, Pairs], set[str]] = {}
         for event in events:
-            made.extend(await self._match(repo, rows, event, now))
+            if event.resource_type == "Subscription":
+                await self._follow(repo, rows, event.id, now)
+                continue
+            decided = await self._match(event)
+            for candidate, verdict in decided:
+                if not verdict:
+                    principal = candidate.loaded.principal
+                    assert principal is not None
+                    group = (principal, event.resource_type, candidate.pairs)
+                    searches.setdefault(group, set()).add(event.id)
+            if decided:
+                matched.append((event, decided))
+        found: dict[tuple[Principal, str, Pairs], set[str]] = {}
+        for group, ids in searches.items():
+            self.work["searches"] += 1
+            found[group] = await visible_ids(self.ctx, group[0], group[1], ids, group[2])
+        made: list[NewNotification] = []
+        for event, decided in matched:
+            for candidate, verdict in decided:
+                if not verdict:
+                    principal = candidate.loaded.principal
+                    assert principal is not None
+                    group = (principal, event.resource_type, candidate.pairs)
+                    if event.id not in found[group]:
+                        continue
+                made.append(
+                    NewNotification(
+                        candidate.loaded.config.id,
+                        focus_type=event.resource_type,
+                        focus_id=event.id,
+                        focus_version=event.version,
+                        method=event.method,
+                        occurred_at=event.created_at,
+                    )
+                )
         if made:
             seen = await rows.numbered(made)
             made = [
@@ -109,6 +159,7 @@ class SubscriptionMatcher:
         """Another matcher moved the position (or this one just started): the Subscriptions
         known so far, as stored now."""
         self._subscriptions = {}
+        self._index = None
         for state in await rows.states():
             if state.status in LIVE:
                 loaded = await self.feature.load(repo, state.subscription_id)
@@ -122,48 +173,47 @@ class SubscriptionMatcher:
         content: dict[str, Any] = parse_json(found)
         return content
 
-    async def _match(
-        self, repo: Repository, rows: SubscriptionRows, event: Event, now: datetime
-    ) -> list[NewNotification]:
-        """The notifications the event makes (numbered when the batch ends)."""
-        if event.resource_type == "Subscription":
-            await self._follow(repo, rows, event.id, now)
-            return []
-        candidates = []
-        for loaded in self._subscriptions.values():
-            topic = self.feature.topics.get(loaded.config.topic)
-            if (
-                topic is not None
-                and loaded.config.status in LIVE
-                and event.resource_type in topic.resource_types
-            ):
-                candidates.append((topic, loaded))
-        if not candidates:
-            return []
-        current = None if event.method == "delete" else self._content(event.rid, event.version)
-        previous = self._content(event.rid, event.version - 1) if event.version > 1 else None
-        check = EventCheck(self.ctx, event.resource_type, event.id, event.method, current, previous)
-        made = []
-        for topic, loaded in candidates:
-            if loaded.principal is None or not await check.topic_fires(topic):
-                continue
-            if not await check.concerns(topic, loaded.config, loaded.principal):
-                continue
-            made.append(
-                NewNotification(
-                    loaded.config.id,
-                    focus_type=event.resource_type,
-                    focus_id=event.id,
-                    focus_version=event.version,
-                    method=event.method,
-                    occurred_at=event.created_at,
+    async def _match(self, event: Event) -> list[tuple[Candidate, bool]]:
+        """The Subscriptions the event concerns: True when decided, False when a search
+        (as the Subscription's creator, with its filters) decides, once per batch."""
+        self.work["events"] += 1
+        check: EventCheck | None = None
+
+        def event_check() -> EventCheck:
+            nonlocal check
+            if check is None:
+                current = (
+                    None if event.method == "delete" else self._content(event.rid, event.version)
                 )
-            )
-        return made
+                previous = (
+                    self._content(event.rid, event.version - 1) if event.version > 1 else None
+                )
+                check = EventCheck(
+                    self.ctx, event.resource_type, event.id, event.method, current, previous
+                )
+            return check
+
+        candidates = self.index.candidates(
+            event.resource_type, lambda params: event_check().keys(params)
+        )
+        out = []
+        for candidate in candidates:
+            self.work["checked"] += 1
+            principal = candidate.loaded.principal
+            assert principal is not None
+            if not await event_check().topic_fires(candidate.topic):
+                continue
+            verdict = event_check().decide(candidate.pairs, principal)
+            if verdict is None:
+                out.append((candidate, False))
+            elif verdict:
+                out.append((candidate, True))
+        return out
 
     async def _follow(
         self, repo: Repository, rows: SubscriptionRows, subscription_id: str, now: datetime
     ) -> None:
+        self._index = None
         loaded = await self.feature.load(repo, subscription_id)
         if loaded is None:
             self._subscriptions.pop(subscription_id, None)

@@ -57,6 +57,16 @@ class _Step:
     now: datetime
 
 
+async def _done_or_set(task: asyncio.Future[Any], event: asyncio.Event) -> None:
+    """Return once `task` is done or `event` is set (`task` is left running)."""
+    waiting = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((task, waiting), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+
+
 def backoff(failures: int) -> timedelta:
     """Wait before the next try after `failures` failures in a row: 5 s, 10 s, 20 s ...
     at most 10 minutes."""
@@ -85,8 +95,12 @@ class SubscriptionSender:
         self._wake = wake or asyncio.Event()
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
+        # Set when the worker is asked to stop: no new send starts, and one under way is
+        # abandoned (its batch is sent again later: at least once).
+        self._stop = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         try:
             while not stop.is_set():
                 self._wake.clear()
@@ -100,6 +114,7 @@ class SubscriptionSender:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(either(self._wake, stop), self.poll_s)
         finally:
+            self._stop = asyncio.Event()  # `send_once` may be called again (tests)
             await self.aclose()
 
     async def aclose(self) -> None:
@@ -114,14 +129,14 @@ class SubscriptionSender:
 
         async def loop(channel: str) -> int:
             served = 0
-            while await self._serve_one(channel):
+            while not self._stop.is_set() and await self._serve_one(channel):
                 served += 1
             return served
 
         served = 0
         # One look first: when nothing is due (every poll of an idle server) that is one
         # query, not one per concurrent loop.
-        if await self._serve_one("rest-hook"):
+        if not self._stop.is_set() and await self._serve_one("rest-hook"):
             loops = (loop("rest-hook") for _ in range(self.concurrency))
             served = 1 + sum(await asyncio.gather(*loops))
         return served + await loop("websocket")
@@ -146,7 +161,10 @@ class SubscriptionSender:
                 step = await self._prepare(repo, rows, state, loaded, now)
                 changed = None if isinstance(step, _Step) else step
         if isinstance(step, _Step):
-            code, error = await self._post(step.loaded, step.bundle)
+            sent = await self._post_unless_stopped(step)
+            if sent is None:
+                return 1
+            code, error = sent
             async with self.ctx.store.transaction(principal=TRUSTED) as repo:
                 changed = await self._record(SubscriptionRows(repo.conn), state, step, code, error)
         if changed is not None:
@@ -324,6 +342,25 @@ class SubscriptionSender:
             through=last,
             sent=True,
         )
+
+    async def _post_unless_stopped(self, step: _Step) -> tuple[int | None, str | None] | None:
+        """The POST's outcome; None when the worker was asked to stop first. Then the send
+        is abandoned and its lease given back at once, so that the next sender (in this
+        process after a restart, or in another one) sends the batch again without waiting
+        for the lease to run out; the endpoint may have received it (at least once)."""
+        posting = asyncio.ensure_future(self._post(step.loaded, step.bundle))
+        try:
+            await _done_or_set(posting, self._stop)
+        finally:
+            if not posting.done():
+                posting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await posting
+        if not posting.cancelled():
+            return posting.result()
+        async with self.ctx.store.transaction(principal=TRUSTED) as repo:
+            await SubscriptionRows(repo.conn).lease(step.loaded.config.id, step.now)
+        return None
 
     async def _post(self, loaded: Loaded, bundle: dict[str, Any]) -> tuple[int | None, str | None]:
         config = loaded.config

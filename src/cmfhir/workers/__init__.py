@@ -5,16 +5,16 @@ from cmfhir.workers.outbox import EventHandler, OutboxConsumer
 from cmfhir.workers.runtime import Running, Worker, pause, run_workers, start_workers
 from cmfhir.workers.scheduled import Pruner, Scheduled, system_clock
 from cmfhir.workers.standard import standard_workers
-from cmfhir.workers.subscriptions import NotificationPruner
+from cmfhir.workers.subscriptions import notification_pruner
 
 __all__ = [
     "EventHandler",
-    "NotificationPruner",
     "OutboxConsumer",
     "Pruner",
     "Running",
     "Scheduled",
     "Worker",
+    "notification_pruner",
     "pause",
     "run_workers",
     "standard_workers",

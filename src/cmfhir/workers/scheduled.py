@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar, overload
 
 from cmfhir.auth.principal import TRUSTED
 from cmfhir.errors import FhirError
@@ -15,11 +16,14 @@ from cmfhir.store import Repository, Store
 from cmfhir.store import consumers as schedule
 from cmfhir.workers.runtime import pause
 
-__all__ = ["Clock", "Pruner", "Scheduled", "system_clock"]
+__all__ = ["Clock", "PruneStep", "Pruner", "Scheduled", "prune_events", "system_clock"]
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+# Rows deleted by one pruning step: one count, or one per table it prunes.
+Counts = TypeVar("Counts", int, tuple[int, ...])
+PruneStep = Callable[[Repository, datetime, int], Awaitable[Counts]]
 
 
 def system_clock() -> datetime:
@@ -67,39 +71,87 @@ class Scheduled:
                 return
 
 
-class Pruner:
-    """Prunes outbox events every consumer has passed, once older than `retention`."""
+async def prune_events(repo: Repository, before: datetime, limit: int) -> int:
+    """The outbox pruner's step: up to `limit` events every consumer has passed."""
+    return await schedule.prune(repo, before, limit)
+
+
+def _most(counts: int | tuple[int, ...]) -> int:
+    return counts if isinstance(counts, int) else max(counts, default=0)
+
+
+def _plus(total: Counts, counts: Counts) -> Counts:
+    if isinstance(total, int) and isinstance(counts, int):
+        return total + counts
+    assert isinstance(total, tuple) and isinstance(counts, tuple)
+    return tuple(a + b for a, b in zip(total, counts, strict=True))
+
+
+class Pruner(Generic[Counts]):
+    """Deletes, every `every` seconds, what is older than `retention`: `step(repo, before,
+    limit)` deletes up to `limit` rows (of each of its tables) and says how many went (one
+    count, or one per table); steps run in transactions of their own until one deletes
+    fewer than `limit` of each. By default the outbox's events every consumer has passed
+    (`outbox-pruner`); subscriptions prune their delivered notifications with it too."""
+
+    @overload
+    def __init__(
+        self: Pruner[int],
+        store: Store,
+        retention: timedelta,
+        *,
+        clock: Clock = ...,
+        every: float = ...,
+        batch: int = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        store: Store,
+        retention: timedelta,
+        step: PruneStep[Counts],
+        *,
+        name: str,
+        clock: Clock = ...,
+        every: float = ...,
+        batch: int = ...,
+    ) -> None: ...
 
     def __init__(
         self,
         store: Store,
         retention: timedelta,
+        step: Any = prune_events,
         *,
+        name: str = "outbox-pruner",
         clock: Clock = system_clock,
         every: float = 3600.0,
         batch: int = 10_000,
     ) -> None:
         self.store = store
         self.retention = retention
+        self.step: PruneStep[Counts] = step
+        self.name = name
         self.clock = clock
         self.every = every
         self.batch = batch
-        self.name = "outbox-pruner"
 
-    async def prune(self) -> int:
-        """One pruning pass, in batches; returns how many events went."""
-        total = 0
+    async def prune(self, stop: asyncio.Event | None = None) -> Counts:
+        """One pruning pass, in batches, until one comes back short (or `stop` is set: the
+        rest waits for the next pass); how many rows went (per table, as `step` counts)."""
+        total: Counts | None = None
         while True:
             async with self.store.transaction(principal=TRUSTED) as repo:
-                count = await schedule.prune(repo, self.clock() - self.retention, self.batch)
-            total += count
-            if count < self.batch:
+                counts = await self.step(repo, self.clock() - self.retention, self.batch)
+            total = counts if total is None else _plus(total, counts)
+            if _most(counts) < self.batch or (stop is not None and stop.is_set()):
                 return total
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                await self.prune()
+                await self.prune(stop)
             except FhirError as error:
                 log.warning("%s: %s; retrying", self.name, type(error).__name__)
             if await pause(stop, self.every):

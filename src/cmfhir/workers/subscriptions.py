@@ -4,65 +4,44 @@ delivered notifications and attempts."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from cmfhir.auth.principal import TRUSTED
-from cmfhir.errors import FhirError
 from cmfhir.interactions.context import FhirContext
-from cmfhir.store import Store, SubscriptionRows, consumers
+from cmfhir.store import Repository, Store, SubscriptionRows, consumers
 from cmfhir.subscriptions import SUBSCRIPTION_CHANNEL, SubscriptionMatcher, SubscriptionSender
 from cmfhir.subscriptions.matcher import Clock, system_clock
 from cmfhir.workers.outbox import OutboxConsumer
-from cmfhir.workers.runtime import Worker, pause
+from cmfhir.workers.runtime import Worker
+from cmfhir.workers.scheduled import Pruner
 
-__all__ = ["NotificationPruner", "subscription_workers"]
-
-log = logging.getLogger(__name__)
+__all__ = ["notification_pruner", "prune_notifications", "subscription_workers"]
 
 
-class NotificationPruner:
-    """Deletes, every `every` seconds, the notifications older than `retention` that were
-    delivered (or whose Subscription is off or gone) and the delivery attempts older than
-    it (docs/subscriptions.md, "Tables")."""
+async def prune_notifications(repo: Repository, before: datetime, limit: int) -> tuple[int, int]:
+    """The subscription pruner's step: up to `limit` notifications from before `before`
+    that were delivered (or whose Subscription is off or gone), and up to `limit` delivery
+    attempts from before it (docs/subscriptions.md, "Tables")."""
+    return await SubscriptionRows(repo.conn).prune(before, limit)
 
-    def __init__(
-        self,
-        store: Store,
-        retention: timedelta,
-        *,
-        clock: Clock = system_clock,
-        every: float = 3600.0,
-        batch: int = 10_000,
-    ) -> None:
-        self.store = store
-        self.retention = retention
-        self.clock = clock
-        self.every = every
-        self.batch = batch
-        self.name = "subscriptions:pruner"
 
-    async def prune(self) -> tuple[int, int]:
-        """One pass, in batches: (notifications, attempts) deleted."""
-        totals = (0, 0)
-        while True:
-            async with self.store.transaction(principal=TRUSTED) as repo:
-                counts = await SubscriptionRows(repo.conn).prune(
-                    self.clock() - self.retention, self.batch
-                )
-            totals = (totals[0] + counts[0], totals[1] + counts[1])
-            if max(counts) < self.batch:
-                return totals
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.prune()
-            except FhirError as error:
-                log.warning("%s: %s; retrying", self.name, type(error).__name__)
-            if await pause(stop, self.every):
-                return
+def notification_pruner(
+    store: Store,
+    retention: timedelta,
+    *,
+    clock: Clock = system_clock,
+    every: float = 3600.0,
+    batch: int = 10_000,
+) -> Pruner[tuple[int, ...]]:
+    """The `subscriptions:pruner` worker: counts are (notifications, attempts)."""
+    return Pruner(
+        store,
+        retention,
+        prune_notifications,
+        name="subscriptions:pruner",
+        clock=clock,
+        every=every,
+        batch=batch,
+    )
 
 
 def subscription_workers(
@@ -80,5 +59,5 @@ def subscription_workers(
         SubscriptionSender(
             ctx, ctx.subscriptions, listener.subscribe(SUBSCRIPTION_CHANNEL), clock=clock
         ),
-        NotificationPruner(ctx.store, retention, clock=clock),
+        notification_pruner(ctx.store, retention, clock=clock),
     ]

@@ -1,0 +1,347 @@
+"""CPU of the subscription matcher per event, in one process, A against B interleaved:
+`python -m bench.matcher_cpu [--subscriptions 100] [--events 500] [--ref main]`.
+
+A is the matcher of git ref `--ref` (loaded from `git show`), B the checkout's. Both handle
+the same outbox events, in batches of `--bundle` (one ingest transaction Bundle each), in
+transactions rolled back afterwards, so each round starts from the same state. Scenarios:
+
+- `members`: `--subscriptions` Subscriptions to the admission/discharge topic by a client
+  that sees everything, each filtered to one member (`Encounter?patient=Patient/N`, what
+  bench/subscriptions.py runs); admissions of those members.
+- `care-managers`: `--subscriptions` Subscriptions to the same topic without filters, each
+  by a care manager (a SMART user: only their members visible), as the care-team console
+  makes them; the same admissions.
+- `sender` (not A/B): the `members` notifications sent, CPU per send, cProfile on stderr.
+
+Reports per scenario and side: Python CPU per event (`time.process_time`, the matcher's own
+process; PostgreSQL's CPU is not in it), the searches run, and the wall time per event.
+Uses a scratch database in the tests' embedded PostgreSQL (.data/test) unless
+`--database-url` names one. Not part of the test suite; figures in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+import types
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+from cmfhir.app import open_context
+from cmfhir.auth.principal import OPEN, TRUSTED, Principal
+from cmfhir.config import Settings
+from cmfhir.interactions import FhirContext, create, process_bundle
+from cmfhir.store import Event, SubscriptionRows
+from cmfhir.store import consumers as positions
+from cmfhir.store.database import embedded_url
+from cmfhir.store.outbox import START
+from cmfhir.subscriptions.matcher import CONSUMER, SubscriptionMatcher
+from cmfhir.subscriptions.sender import SubscriptionSender
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+TOPIC = "https://cmfhir.org/fhir/SubscriptionTopic/encounter-admission-discharge"
+
+
+class _Rollback(Exception):
+    pass
+
+
+def _old_matcher(ref: str) -> tuple[type[Any], types.ModuleType]:
+    """The matcher class of `ref`, and its matching module (to count its searches)."""
+
+    def source(path: str) -> str:
+        return subprocess.check_output(["git", "show", f"{ref}:{path}"], cwd=ROOT, text=True)
+
+    matching = types.ModuleType("bench_old_matching")
+    sys.modules[matching.__name__] = matching
+    exec(
+        compile(source("src/cmfhir/subscriptions/matching.py"), "old_matching", "exec"),
+        matching.__dict__,
+    )
+    matcher = types.ModuleType("bench_old_matcher")
+    sys.modules[matcher.__name__] = matcher
+    text = source("src/cmfhir/subscriptions/matcher.py").replace(
+        "from cmfhir.subscriptions.matching import", "from bench_old_matching import"
+    )
+    exec(compile(text, "old_matcher", "exec"), matcher.__dict__)
+    return matcher.SubscriptionMatcher, matching
+
+
+def _subscription(filters: Sequence[str]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "resourceType": "Subscription",
+        "status": "active",
+        "reason": "bench",
+        "criteria": TOPIC,
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": "http://127.0.0.1:9/notify",
+            "payload": "application/fhir+json",
+            "_payload": {
+                "extension": [
+                    {"url": BACKPORT + "backport-payload-content", "valueCode": "id-only"}
+                ]
+            },
+        },
+    }
+    if filters:
+        body["_criteria"] = {
+            "extension": [
+                {"url": BACKPORT + "backport-filter-criteria", "valueString": f} for f in filters
+            ]
+        }
+    return body
+
+
+def _admissions(patients: list[str]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "request": {"method": "POST", "url": "Encounter"},
+                "resource": {
+                    "resourceType": "Encounter",
+                    "status": "in-progress",
+                    "class": {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                        "code": "IMP",
+                    },
+                    "subject": {"reference": f"Patient/{p}"},
+                },
+            }
+            for p in patients
+        ],
+    }
+
+
+async def _id(ctx: FhirContext, resource: dict[str, Any]) -> str:
+    result = await create(ctx, resource["resourceType"], resource)
+    assert result.status == 201 and result.id is not None, result.body
+    return result.id
+
+
+async def _setup(
+    ctx: FhirContext, args: argparse.Namespace, scenario: str
+) -> tuple[list[str], list[Event]]:
+    """The scenario's Subscriptions (ids) and admissions (events)."""
+    admin = replace(ctx, principal=TRUSTED)
+    patients = [await _id(admin, {"resourceType": "Patient"}) for _ in range(args.subscriptions)]
+    subscriptions = []
+    for patient in patients:
+        if scenario == "members":
+            subscriptions.append(
+                await _id(
+                    replace(ctx, principal=OPEN),
+                    _subscription([f"Encounter?patient=Patient/{patient}"]),
+                )
+            )
+        else:
+            manager = await _id(admin, {"resourceType": "Practitioner"})
+            user = Principal(
+                "user",
+                client_id="bench",
+                fhir_user=f"Practitioner/{manager}",
+                scopes=("user/Encounter.rs", "user/Subscription.cruds"),
+            )
+            subscriptions.append(await _id(replace(ctx, principal=user), _subscription([])))
+    async with ctx.store.transaction(principal=TRUSTED) as repo:
+        _, before = await repo.read_events(START, 1_000_000)
+    written = 0
+    for start in range(0, args.events, args.bundle):
+        chosen = [patients[(start + n) % len(patients)] for n in range(args.bundle)]
+        await process_bundle(admin, _admissions(chosen), base="")
+        written += len(chosen)
+    while True:  # gap-free: wait for older transactions (of the whole cluster) to end
+        async with ctx.store.transaction(principal=TRUSTED) as repo:
+            events, _ = await repo.read_events(before, 1_000_000)
+        admissions = [e for e in events if e.resource_type == "Encounter"]
+        if len(admissions) >= written:
+            return subscriptions, admissions
+        await asyncio.sleep(0.2)
+
+
+async def _round(ctx: FhirContext, matcher: Any, events: list[Event], bundle: int) -> float:
+    """Every batch handled and rolled back; wall seconds."""
+    started = time.perf_counter()
+    for start in range(0, len(events), bundle):
+        try:
+            async with ctx.store.transaction(principal=TRUSTED) as repo:
+                matcher._after = (await positions.positions(repo)).get(CONSUMER)
+                await matcher.handle(repo, events[start : start + bundle])
+                raise _Rollback
+        except _Rollback:
+            pass
+    return time.perf_counter() - started
+
+
+async def _scenario(
+    ctx: FhirContext, args: argparse.Namespace, scenario: str, old: type[Any], old_matching: Any
+) -> dict[str, Any]:
+    subscriptions, events = await _setup(ctx, args, scenario)
+    searches = {"A": 0}
+    visible = old_matching.visible
+
+    async def counted(*a: Any, **k: Any) -> bool:
+        searches["A"] += 1
+        return bool(await visible(*a, **k))
+
+    old_matching.visible = counted
+    sides: dict[str, Any] = {}
+    async with ctx.store.transaction(principal=TRUSTED) as repo:
+        await positions.register(repo, CONSUMER, from_start=False)
+    for name, cls in (("A", old), ("B", SubscriptionMatcher)):
+        matcher = cls(ctx, ctx.subscriptions)
+        async with ctx.store.transaction(principal=TRUSTED) as repo:
+            for sid in subscriptions:
+                matcher._subscriptions[sid] = await ctx.subscriptions.load(repo, sid)
+        sides[name] = matcher
+    cpu: dict[str, list[float]] = {"A": [], "B": []}
+    wall: dict[str, list[float]] = {"A": [], "B": []}
+    counts: dict[str, int] = {}
+    for _ in range(args.rounds):
+        for name in ("A", "B"):
+            matcher = sides[name]
+            searches["A"] = 0
+            matcher_work = getattr(matcher, "work", None)
+            if matcher_work is not None:
+                matcher_work.clear()
+            before = time.process_time()
+            seconds = await _round(ctx, matcher, events, args.bundle)
+            cpu[name].append((time.process_time() - before) / len(events))
+            wall[name].append(seconds / len(events))
+            counts[name] = searches["A"] if name == "A" else matcher_work["searches"]
+            if matcher_work is not None:
+                counts["B_checked"] = matcher_work["checked"]
+    old_matching.visible = visible
+    return {
+        "scenario": scenario,
+        "subscriptions": args.subscriptions,
+        "events": len(events),
+        "cpu_ms_per_event": {k: round(statistics.median(v) * 1000, 3) for k, v in cpu.items()},
+        "wall_ms_per_event": {k: round(statistics.median(v) * 1000, 3) for k, v in wall.items()},
+        "searches_per_round": {"A": counts["A"], "B": counts["B"]},
+        "B_subscriptions_checked_per_event": round(counts["B_checked"] / len(events), 2),
+    }
+
+
+async def _sender(ctx: FhirContext, args: argparse.Namespace) -> dict[str, Any]:
+    """The sender's CPU per notification (this checkout only), with a cProfile of it on
+    stderr: the `members` Subscriptions made active, their admissions numbered (committed),
+    then sent to an endpoint that answers 200 at once (an httpx mock transport: no sockets,
+    so what is measured is the sender and its queries)."""
+    subscriptions, events = await _setup(ctx, args, "members")
+    matcher = SubscriptionMatcher(ctx, ctx.subscriptions)
+    async with ctx.store.transaction(principal=TRUSTED) as repo:
+        await positions.register(repo, CONSUMER, from_start=False)
+        for sid in subscriptions:
+            matcher._subscriptions[sid] = await ctx.subscriptions.load(repo, sid)
+            loaded = matcher._subscriptions[sid]
+            assert loaded is not None
+            await SubscriptionRows(repo.conn).sync(
+                sid, topic=TOPIC, channel="rest-hook", status="active", heartbeat_s=None,
+                now=datetime.now(UTC),
+            )  # fmt: skip
+    for start in range(0, len(events), args.bundle):
+        async with ctx.store.transaction(principal=TRUSTED) as repo:
+            matcher._after = (await positions.positions(repo)).get(CONSUMER)
+            await matcher.handle(repo, events[start : start + args.bundle])
+    transport = httpx.MockTransport(lambda request: httpx.Response(200))
+    sender = SubscriptionSender(ctx, ctx.subscriptions, transport=transport)
+    profile = cProfile.Profile()
+    before = time.process_time()
+    started = time.perf_counter()
+    profile.enable()
+    steps = 0
+    while served := await sender.send_once():
+        steps += served
+    profile.disable()
+    cpu = time.process_time() - before
+    wall = time.perf_counter() - started
+    await sender.aclose()
+    pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
+    return {
+        "scenario": "sender",
+        "subscriptions": len(subscriptions),
+        "notifications": len(events),
+        "sends": steps,
+        "cpu_ms_per_send": round(cpu / max(steps, 1) * 1000, 3),
+        "cpu_ms_per_notification": round(cpu / len(events) * 1000, 3),
+        "wall_ms_per_send": round(wall / max(steps, 1) * 1000, 3),
+    }
+
+
+async def _admin(url: str, statement: str) -> None:
+    parsed = make_url(url)
+    conn = await asyncpg.connect(
+        user=parsed.username,
+        password=parsed.password,
+        host=parsed.query.get("host") or parsed.host,
+        port=parsed.port,
+        database=parsed.database,
+    )
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def _run(args: argparse.Namespace, url: str) -> list[dict[str, Any]]:
+    old, old_matching = _old_matcher(args.ref)
+    settings = Settings(database_url=url, workers=False, subscription_allow_loopback=True)
+    results = []
+    async with open_context(settings) as ctx:
+        for scenario in args.scenarios.split(","):
+            if scenario == "sender":
+                results.append(await _sender(ctx, args))
+            else:
+                results.append(await _scenario(ctx, args, scenario, old, old_matching))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.matcher_cpu", description=__doc__)
+    parser.add_argument("--subscriptions", type=int, default=100)
+    parser.add_argument("--events", type=int, default=500)
+    parser.add_argument("--bundle", type=int, default=25, help="events per batch")
+    parser.add_argument("--rounds", type=int, default=3, help="A then B, this many times")
+    parser.add_argument("--ref", default="main", help="git ref of side A")
+    parser.add_argument("--scenarios", default="members,care-managers")
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args(argv)
+    url = args.database_url
+    scratch = None
+    if url is None:
+        admin = make_url(embedded_url(ROOT / ".data" / "test")).set(drivername="postgresql")
+        scratch = f"bench_matcher_{uuid.uuid4().hex[:8]}"
+        admin_url = admin.render_as_string(hide_password=False)
+        asyncio.run(_admin(admin_url, f"CREATE DATABASE {scratch}"))
+        url = admin.set(database=scratch).render_as_string(hide_password=False)
+    try:
+        results = asyncio.run(_run(args, url))
+    finally:
+        if scratch is not None:
+            asyncio.run(_admin(admin_url, f"DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
+    json.dump(results, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
