@@ -130,7 +130,8 @@ versions AS (
               ELSE h.last_updated END AS valid_from,
          lead(h.last_updated) OVER w AS valid_until
   FROM (SELECT DISTINCT ON (rid) * FROM episodes) e
-  JOIN resource_history h ON h.rid = e.rid AND h.content IS NOT NULL
+  JOIN resource_history h ON h.rid = e.rid AND h.resource_type = 'EpisodeOfCare'
+       AND h.content IS NOT NULL
   WINDOW w AS (PARTITION BY h.rid ORDER BY h.version)
 ),
 dated AS (
@@ -259,23 +260,31 @@ _CASELOAD = (
   FROM recorded v
   WHERE v.month = {_LAST_MONTH} AND v.enrolled_from IS NOT NULL
 ),
+outside AS (
+  -- Beside each enrollment, the periods of the member's other enrollments out of scope
+  -- (a member has a few: arrays per member, never a join of every enrollment with every
+  -- other).
+  SELECT l.*,
+    array_agg(l.enrolled_from) FILTER (WHERE NOT l.in_scope) OVER (PARTITION BY l.member)
+      AS others_from,
+    array_agg(l.enrolled_until) FILTER (WHERE NOT l.in_scope) OVER (PARTITION BY l.member)
+      AS others_until
+  FROM latest l
+),
 moves AS (
   SELECT e.episode, e.member,
-    COALESCE(bool_or(o.enrolled_until BETWEEN e.enrolled_from - interval '31 days'
-                                          AND e.enrolled_from + interval '31 days'),
-             false) AS came_in,
-    COALESCE(bool_or(o.enrolled_from BETWEEN e.enrolled_until - interval '31 days'
-                                         AND e.enrolled_until + interval '31 days'),
-             false) AS went_out,
+    EXISTS (SELECT 1 FROM unnest(e.others_until) o
+            WHERE o BETWEEN e.enrolled_from - interval '31 days'
+                        AND e.enrolled_from + interval '31 days') AS came_in,
+    EXISTS (SELECT 1 FROM unnest(e.others_from) o
+            WHERE o BETWEEN e.enrolled_until - interval '31 days'
+                        AND e.enrolled_until + interval '31 days') AS went_out,
     e.enrolled_from >= b.period_start AND e.enrolled_from < b.period_end AS started,
     COALESCE(e.enrolled_until >= b.period_start AND e.enrolled_until < b.period_end,
              false) AS ended,
     e.exclusion
-  FROM latest e CROSS JOIN bounds b
-  LEFT JOIN latest o ON o.member = e.member AND NOT o.in_scope
+  FROM outside e CROSS JOIN bounds b
   WHERE e.in_scope
-  GROUP BY e.episode, e.member, e.enrolled_from, e.enrolled_until, e.exclusion,
-           b.period_start, b.period_end
 ),
 events AS (
   SELECT CASE WHEN came_in THEN 'transferred-in' ELSE 'new' END AS kind, member,
@@ -491,6 +500,12 @@ async def _statements(
     """Each part of report `name` as a statement and its parameters, narrowed to what the
     repository's principal may count (worked out once for the run)."""
     access: ReportAccess | None = await report_access(repo.conn, repo.principal, types)
+    # Every join of a report is between whole sets of the period (member-months, contacts,
+    # responses): hashed, each set read once. PostgreSQL's estimates of the CTEs' rows
+    # (after the month-range join and DISTINCT ON) are far too low, and a nested loop over a
+    # CTE re-reads it for every outer row: quadratic. For the rest of this (read-only,
+    # report-only) transaction.
+    await repo.conn.execute(text("SET LOCAL enable_nestloop = off"))
     given = dict(parameters) | (access.parameters() if access is not None else {})
     out = []
     for part, sql in REPORT_SQL[name].items():
