@@ -92,10 +92,35 @@ def _extension(content: str, url_param: str, value: str) -> str:
     )
 
 
+def _row(alias: str, resource_type: str, rid: str, where: str = "") -> str:
+    """The current row `rid` of `resource_type` as `alias` (rid, id, patient_id, content),
+    if not deleted and visible: a lateral lookup by primary key, so that the report reads
+    only the rows its index-table scan found, whatever the join settings."""
+    return (
+        f"CROSS JOIN LATERAL (SELECT {alias}.rid, {alias}.id, {alias}.patient_id,"
+        f" {alias}.content FROM resource {alias} WHERE {alias}.rid = {rid}"
+        f" AND {alias}.resource_type = '{resource_type}' AND NOT {alias}.deleted"
+        f" AND {_visible(alias)}{where} OFFSET 0) {alias}"
+    )
+
+
+def _has_token(alias: str, resource_type: str, rid: str, condition: str) -> str:
+    """A lateral check that row `rid` has an index row of `idx_token` meeting `condition`."""
+    return (
+        f"CROSS JOIN LATERAL (SELECT 1 FROM idx_token {alias} WHERE {alias}.rid = {rid}"
+        f" AND {alias}.resource_type = '{resource_type}' AND {condition} LIMIT 1) {alias}"
+    )
+
+
 def _month_of(instant: str) -> str:
     """The first day of the report month (in its time zone) of a timestamptz."""
     return f"date_trunc('month', ({instant}) AT TIME ZONE :tz)::date"
 
+
+# A member among the member-months in scope, as a filter evaluated against one hashed set
+# (not turned into a join).
+_IN_SCOPED = " AND COALESCE({member} IN (SELECT member FROM scoped), false)"
+_IN_MEMBERS = " AND COALESCE({member} IN (SELECT member FROM members), false)"
 
 # The member-months of the period in scope (see the module docstring). Each enrollment's
 # versions carry the interval of month ends they hold for: a version holds from the time it
@@ -117,21 +142,21 @@ group_members AS (
     AND NOT COALESCE((m->>'inactive')::boolean, false)
 ),
 episodes AS (
-  SELECT r.rid, r.id, r.patient_id
-  FROM resource r
-  JOIN idx_token t ON t.rid = r.rid AND t.resource_type = 'EpisodeOfCare' AND t.param = 'type'
-       AND t.system = :program_system AND t.code = :program_code
-  WHERE r.resource_type = 'EpisodeOfCare' AND NOT r.deleted AND r.patient_id IS NOT NULL
-    AND {_visible("r")}
+  SELECT DISTINCT r.rid, r.id, r.patient_id
+  FROM idx_token t
+  {_row("r", "EpisodeOfCare", "t.rid", " AND r.patient_id IS NOT NULL")}
+  WHERE t.resource_type = 'EpisodeOfCare' AND t.param = 'type'
+    AND t.system = :program_system AND t.code = :program_code
 ),
 versions AS (
   SELECT e.id AS episode, e.patient_id AS member, h.content,
          CASE WHEN row_number() OVER w = 1 THEN '-infinity'::timestamptz
               ELSE h.last_updated END AS valid_from,
          lead(h.last_updated) OVER w AS valid_until
-  FROM (SELECT DISTINCT ON (rid) * FROM episodes) e
-  JOIN resource_history h ON h.rid = e.rid AND h.resource_type = 'EpisodeOfCare'
-       AND h.content IS NOT NULL
+  FROM episodes e
+  CROSS JOIN LATERAL (
+    SELECT h.rid, h.version, h.last_updated, h.content FROM resource_history h
+    WHERE h.rid = e.rid AND h.content IS NOT NULL OFFSET 0) h
   WINDOW w AS (PARTITION BY h.rid ORDER BY h.version)
 ),
 dated AS (
@@ -175,18 +200,14 @@ contacts AS MATERIALIZED (
   SELECT c.rid, c.patient_id AS member, d.low AS sent, {_month_of("d.low")} AS month,
          bool_or(m.code = ANY(CAST(:in_person AS text[]))) AS in_person
   FROM idx_date d
-  JOIN resource c ON c.rid = d.rid
-  JOIN idx_token m ON m.rid = d.rid AND m.resource_type = 'Communication'
-       AND m.param = 'medium' AND m.system = :medium_system
-       AND m.code = ANY(CAST(:qualifying AS text[]))
+  {_row("c", "Communication", "d.rid", _IN_SCOPED.format(member="c.patient_id"))}
+  {_has_token("s", "Communication", "d.rid", "s.param = 'status' AND s.code = 'completed'")}
+  CROSS JOIN LATERAL (
+    SELECT m.code FROM idx_token m
+    WHERE m.rid = d.rid AND m.resource_type = 'Communication' AND m.param = 'medium'
+      AND m.system = :medium_system AND m.code = ANY(CAST(:qualifying AS text[])) OFFSET 0) m
   WHERE d.resource_type = 'Communication' AND d.param = 'sent'
     AND d.low >= (SELECT period_start FROM bounds) AND d.low < (SELECT period_end FROM bounds)
-    AND c.resource_type = 'Communication' AND NOT c.deleted AND {_visible("c")}
-    AND c.patient_id IN (SELECT member FROM scoped)
-    AND EXISTS (
-      SELECT 1 FROM idx_token s
-      WHERE s.rid = d.rid AND s.resource_type = 'Communication' AND s.param = 'status'
-        AND s.code = 'completed')
   GROUP BY c.rid, c.patient_id, d.low
 ),
 member_months AS (
@@ -216,10 +237,10 @@ _TCM_ENCOUNTERS = (
     + f"""
 , waiver AS (
   SELECT DISTINCT w.patient_id AS member
-  FROM resource w
-  JOIN idx_token t ON t.rid = w.rid AND t.resource_type = 'EpisodeOfCare'
-       AND t.param = 'type' AND t.system = :waiver_system AND t.code = :waiver_code
-  WHERE w.resource_type = 'EpisodeOfCare' AND NOT w.deleted AND {_visible("w")}
+  FROM idx_token t
+  {_row("w", "EpisodeOfCare", "t.rid")}
+  WHERE t.resource_type = 'EpisodeOfCare' AND t.param = 'type'
+    AND t.system = :waiver_system AND t.code = :waiver_code
     AND w.content->>'status' = ANY(CAST(:statuses AS text[]))
 )
 SELECT mm.member, to_char(mm.month, 'YYYY-MM') AS month,
@@ -311,15 +332,12 @@ ORDER BY 1, 2, 3, 4
 # Responses to a Questionnaire (`:{url}`), completed or amended, of the members in `members`.
 _RESPONSES = """
   SELECT q.rid, q.patient_id AS member, {authored} AS authored{content}
-  FROM resource q
-  WHERE q.resource_type = 'QuestionnaireResponse' AND NOT q.deleted AND {visible}
-    AND q.patient_id IN (SELECT member FROM {members})
-    AND split_part(q.content->>'questionnaire', '|', 1) = :{url}
+  FROM (SELECT DISTINCT s.rid FROM idx_token s
+        WHERE s.resource_type = 'QuestionnaireResponse' AND s.param = 'status'
+          AND s.code IN ('completed', 'amended')) s
+  {row}
+  WHERE split_part(q.content->>'questionnaire', '|', 1) = :{url}
     AND q.content->>'authored' IS NOT NULL
-    AND EXISTS (
-      SELECT 1 FROM idx_token s
-      WHERE s.rid = q.rid AND s.resource_type = 'QuestionnaireResponse'
-        AND s.param = 'status' AND s.code IN ('completed', 'amended'))
 """
 
 # Per member in scope at the period's end: the latest completed comprehensive assessment
@@ -333,18 +351,20 @@ assessments AS ({
         _RESPONSES.format(
             authored=_instant("q.content->>'authored'"),
             content="",
-            visible=_visible("q"),
-            members="members",
+            row=_row(
+                "q", "QuestionnaireResponse", "s.rid", _IN_MEMBERS.format(member="q.patient_id")
+            ),
             url="assessment_url",
         )
     }),
 plans AS (
   SELECT p.patient_id AS member, p.content->>'status' AS status,
          {_instant("COALESCE(p.content->>'created', p.content->'period'->>'start')")} AS made
-  FROM resource p
-  WHERE p.resource_type = 'CarePlan' AND NOT p.deleted AND {_visible("p")}
-    AND p.patient_id IN (SELECT member FROM members)
-    AND p.content->>'status' IN ('active', 'completed')
+  FROM (SELECT DISTINCT s.rid FROM idx_token s
+        WHERE s.resource_type = 'CarePlan' AND s.param = 'status'
+          AND s.code IN ('active', 'completed')) s
+  {_row("p", "CarePlan", "s.rid", _IN_MEMBERS.format(member="p.patient_id"))}
+  WHERE p.content->>'status' IN ('active', 'completed')
     AND COALESCE(p.content->>'created', p.content->'period'->>'start') IS NOT NULL
 ),
 measured AS (
@@ -388,12 +408,11 @@ _TIMELINESS_DISCHARGES = (
 , discharges AS (
   SELECT e.id AS encounter, e.patient_id AS member,
          {_instant("e.content->'period'->>'end'")} AS discharged
-  FROM resource e
-  JOIN idx_token k ON k.rid = e.rid AND k.resource_type = 'Encounter' AND k.param = 'class'
-       AND k.system = :class_system AND k.code = ANY(CAST(:classes AS text[]))
-  WHERE e.resource_type = 'Encounter' AND NOT e.deleted AND {_visible("e")}
-    AND e.patient_id IN (SELECT member FROM scoped)
-    AND e.content->>'status' = 'finished' AND e.content->'period'->>'end' IS NOT NULL
+  FROM (SELECT DISTINCT k.rid FROM idx_token k
+        WHERE k.resource_type = 'Encounter' AND k.param = 'class'
+          AND k.system = :class_system AND k.code = ANY(CAST(:classes AS text[]))) k
+  {_row("e", "Encounter", "k.rid", _IN_SCOPED.format(member="e.patient_id"))}
+  WHERE e.content->>'status' = 'finished' AND e.content->'period'->>'end' IS NOT NULL
 ),
 followed AS (
   SELECT d.encounter, d.member, d.discharged, s.care_manager, s.tier,
@@ -431,10 +450,11 @@ issues AS (
     (SELECT max({_instant("g->>'date'")}) FROM jsonb_array_elements(
         COALESCE(d.content->'mitigation', '[]'::jsonb)) g WHERE g->>'date' IS NOT NULL)
       AS closed
-  FROM resource d
-  WHERE d.resource_type = 'DetectedIssue' AND NOT d.deleted AND {_visible("d")}
-    AND d.patient_id IN (SELECT member FROM members)
-    AND d.content->>'identifiedDateTime' IS NOT NULL
+  FROM (SELECT DISTINCT k.rid FROM idx_token k
+        WHERE k.resource_type = 'DetectedIssue' AND k.param = 'code'
+          AND k.system = :gap_system) k
+  {_row("d", "DetectedIssue", "k.rid", _IN_MEMBERS.format(member="d.patient_id"))}
+  WHERE d.content->>'identifiedDateTime' IS NOT NULL
 )
 SELECT i.rule, i.status AS gap_status, m.care_manager, count(*) AS count,
   percentile_cont(0.5) WITHIN GROUP (ORDER BY
@@ -458,8 +478,9 @@ _EXPERIENCE = (
         _RESPONSES.format(
             authored=_instant("q.content->>'authored'"),
             content=", q.content",
-            visible=_visible("q"),
-            members="scoped",
+            row=_row(
+                "q", "QuestionnaireResponse", "s.rid", _IN_SCOPED.format(member="q.patient_id")
+            ),
             url="experience_url",
         )
     }),
