@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, not_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cmfhir.auth.principal import Principal
@@ -36,6 +36,7 @@ from cmfhir.store.access import (
     _filter,
     _not_hidden,
     _supervised_organizations,
+    members_query,
     visible,
 )
 from cmfhir.store.schema import idx_token, resource
@@ -89,6 +90,25 @@ def _filtered_types(principal: Principal, types: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
+def _population(principal: Principal) -> Select[Any]:
+    """The ids of the Patients in the principal's population now. A backend client's is
+    every member; a care-team user's, `members_query` (the predicate's own population
+    query); any other principal's, the predicate in full on the Patient rows. (Their
+    sensitive labels and granular filters are the hidden rows' part.)"""
+    patient = resource.alias("p")
+    live = select(patient.c.id).where(
+        patient.c.resource_type == "Patient", patient.c.deleted.is_(False)
+    )
+    families = {g.family for g in principal.grants if "s" in g.permissions}
+    if families == {"system"}:
+        return live
+    practitioner = principal.practitioner
+    if families == {"user"} and practitioner is not None:
+        members = members_query(practitioner).subquery()
+        return live.where(patient.c.id.in_(select(members.c[0])))
+    return live.where(visible(principal, patient, "s"))
+
+
 async def report_access(
     conn: AsyncConnection, principal: Principal | None, types: Iterable[str]
 ) -> ReportAccess | None:
@@ -99,42 +119,41 @@ async def report_access(
     if principal is None:
         return ReportAccess([], [], [], None, [])
     types = sorted(set(types) | {"Patient"})
-    patient = resource.alias("p")
-    members_now = [
+    members_now = [row[0] for row in await conn.execute(_population(principal))]
+    label = idx_token.alias("l")
+    labelled = [
         row[0]
         for row in await conn.execute(
-            select(patient.c.id).where(
-                patient.c.resource_type == "Patient",
-                patient.c.deleted.is_(False),
-                visible(principal, patient, "s"),
+            select(label.c.rid)
+            .where(
+                label.c.resource_type.in_(types),
+                label.c.param == "_security",
+                or_(*(and_(label.c.system == s, label.c.code == c) for s, c in SENSITIVE_LABELS)),
             )
+            .distinct()
         )
     ]
-    row = resource.alias("r")
-    label = idx_token.alias("l")
-    labelled = row.c.rid.in_(
-        select(label.c.rid).where(
-            label.c.resource_type.in_(types),
-            label.c.param == "_security",
-            or_(*(and_(label.c.system == s, label.c.code == c) for s, c in SENSITIVE_LABELS)),
-        )
-    )
     filtered = _filtered_types(principal, types)
-    candidates = or_(labelled, row.c.resource_type.in_(filtered)) if filtered else labelled
-    hidden = await conn.execute(
-        select(row.c.rid, row.c.resource_type, row.c.id).where(
-            row.c.resource_type.in_(types),
-            row.c.deleted.is_(False),
-            candidates,
-            not_(_apart_from_population(principal, row)),
-        )
-    )
     hidden_rids: list[int] = []
     hidden_members: list[str] = []
-    for rid, resource_type, id in hidden:
-        hidden_rids.append(rid)
-        if resource_type == "Patient":
-            hidden_members.append(id)
+    if labelled or filtered:
+        # Only the rows that could fail: the predicate is planned only when there are any.
+        row = resource.alias("r")
+        candidates: ColumnElement[bool] = row.c.rid.in_(labelled)
+        if filtered:
+            candidates = or_(candidates, row.c.resource_type.in_(filtered))
+        hidden = await conn.execute(
+            select(row.c.rid, row.c.resource_type, row.c.id).where(
+                row.c.resource_type.in_(types),
+                row.c.deleted.is_(False),
+                candidates,
+                not_(_apart_from_population(principal, row)),
+            )
+        )
+        for rid, resource_type, id in hidden:
+            hidden_rids.append(rid)
+            if resource_type == "Patient":
+                hidden_members.append(id)
     practitioner = principal.practitioner
     supervised: list[str] = []
     if practitioner is not None and any(g.family == "user" for g in principal.grants):
