@@ -104,14 +104,6 @@ def _row(alias: str, resource_type: str, rid: str, where: str = "") -> str:
     )
 
 
-def _has_token(alias: str, resource_type: str, rid: str, condition: str) -> str:
-    """A lateral check that row `rid` has an index row of `idx_token` meeting `condition`."""
-    return (
-        f"CROSS JOIN LATERAL (SELECT 1 FROM idx_token {alias} WHERE {alias}.rid = {rid}"
-        f" AND {alias}.resource_type = '{resource_type}' AND {condition} LIMIT 1) {alias}"
-    )
-
-
 def _month_of(instant: str) -> str:
     """The first day of the report month (in its time zone) of a timestamptz."""
     return f"date_trunc('month', ({instant}) AT TIME ZONE :tz)::date"
@@ -198,15 +190,16 @@ scoped AS MATERIALIZED (
 ),
 contacts AS MATERIALIZED (
   SELECT c.rid, c.patient_id AS member, d.low AS sent, {_month_of("d.low")} AS month,
-         bool_or(m.code = ANY(CAST(:in_person AS text[]))) AS in_person
+         bool_or(m->>'code' = ANY(CAST(:in_person AS text[]))) AS in_person
   FROM idx_date d
   {_row("c", "Communication", "d.rid", _IN_SCOPED.format(member="c.patient_id"))}
-  {_has_token("s", "Communication", "d.rid", "s.param = 'status' AND s.code = 'completed'")}
-  CROSS JOIN LATERAL (
-    SELECT m.code FROM idx_token m
-    WHERE m.rid = d.rid AND m.resource_type = 'Communication' AND m.param = 'medium'
-      AND m.system = :medium_system AND m.code = ANY(CAST(:qualifying AS text[])) OFFSET 0) m
+  -- Status and medium from the row already read (what their index rows hold), not
+  -- two more index probes per contact.
+  CROSS JOIN LATERAL jsonb_array_elements(COALESCE(c.content->'medium', '[]'::jsonb)) md
+  CROSS JOIN LATERAL jsonb_array_elements(COALESCE(md->'coding', '[]'::jsonb)) m
   WHERE d.resource_type = 'Communication' AND d.param = 'sent'
+    AND c.content->>'status' = 'completed'
+    AND m->>'system' = :medium_system AND m->>'code' = ANY(CAST(:qualifying AS text[]))
     AND d.low >= (SELECT period_start FROM bounds) AND d.low < (SELECT period_end FROM bounds)
   GROUP BY c.rid, c.patient_id, d.low
 ),
