@@ -54,6 +54,7 @@ class World:
     labelled: str  # the member with a contact labelled PSY
     closed: str  # the member whose only enrollment closed in September
     mover: str  # the member who moved from B to A on 11 October
+    reassigned: str  # the member whose care manager changed from cm0 to cm1 on 5 October
 
 
 def _id(reference: str) -> str:
@@ -96,6 +97,19 @@ def world(smart: Smart) -> World:
         [[Version(early, a, cm0, "low", date(2026, 7, 1), date(2026, 9, 30), "finished")]]
     )
     closed.contacts.append((datetime(2026, 9, 15, 10, tzinfo=NC), "PHONE", "completed"))
+    # At A with cm0 until the enrollment was recorded with cm1 on 5 October.
+    reassigned = load.add_member(
+        [
+            [
+                Version(early, a, cm0, "low", date(2026, 7, 1)),
+                Version(datetime(2026, 10, 5, 9, tzinfo=NC), a, cm1, "low", date(2026, 7, 1)),
+            ]
+        ]
+    )
+    reassigned.contacts += [
+        (datetime(2026, 9, 9, 10, tzinfo=NC), "FACE", "completed"),
+        (datetime(2026, 10, 9, 10, tzinfo=NC), "PHONE", "completed"),
+    ]
     load.write(smart.database_url)
 
     supervisors = {}
@@ -137,13 +151,18 @@ def world(smart: Smart) -> World:
         load._create(encounter)
     http.close()
 
-    active = {a: {m.id for m in members[:5]} | {mover.id}, b: {m.id for m in members[5:8]}}
+    active = {
+        a: {m.id for m in members[:5]} | {mover.id, reassigned.id},
+        b: {m.id for m in members[5:8]},
+    }
     caseloads = {
         cm0: {m.id for m in members[:3]},
-        cm1: {members[3].id, members[4].id, mover.id},
+        cm1: {members[3].id, members[4].id, mover.id, reassigned.id},
         cm2: {m.id for m in members[5:8]},
     }
-    return World(load, supervisors, active, caseloads, labelled.id, closed.id, mover.id)
+    return World(
+        load, supervisors, active, caseloads, labelled.id, closed.id, mover.id, reassigned.id
+    )
 
 
 def _report(bearer: Bearer, name: str, **query: str) -> dict[str, Any]:
@@ -160,14 +179,38 @@ def _visible(world: World, members: set[str]) -> list[Member]:
     return [m for m in world.load.members if m.id in members]
 
 
+MemberMonths = frozenset[tuple[str, str]]
+
+
+def _assigned(
+    world: World, organization: str | None = None, manager: str | None = None
+) -> MemberMonths:
+    """The member-months whose enrollment (as recorded at the month's end) was at
+    `organization` or with `manager`: a report for a past month counts them for that
+    organization's supervisor or that care manager, whoever holds the member now."""
+    return frozenset(
+        (member.id, f"{year}-{month:02d}")
+        for member in world.load.members
+        for year, month in MONTHS
+        if (v := _enrollment(member, year, month)) is not None
+        and (v.organization == organization or v.care_manager == manager)
+    )
+
+
 def _compliance(
-    world: World, members: set[str], organization: str | None, sensitive: bool = False
+    world: World,
+    members: set[str],
+    organization: str | None,
+    sensitive: bool = False,
+    assigned: MemberMonths = frozenset(),
 ) -> list[dict[str, Any]]:
     rows = []
-    for member in _visible(world, members):
+    for member in world.load.members:
         for year, month in MONTHS:
             v = _enrollment(member, year, month)
             if v is None or (organization is not None and v.organization != organization):
+                continue
+            if member.id not in members and (member.id, f"{year}-{month:02d}") not in assigned:
                 continue
             found = _qualifying(member, *_month_bounds(year, month))
             extra = sensitive and member.id == world.labelled and month == 10
@@ -187,18 +230,25 @@ def _compliance(
     return sorted(rows, key=lambda r: (r["member"], r["month"]))
 
 
-def _tcm(world: World, members: set[str], organization: str | None) -> set[tuple[str, ...]]:
+def _tcm(
+    world: World, members: set[str], organization: str | None, assigned: MemberMonths
+) -> set[tuple[str, ...]]:
     return {
         (r["member"], r["month"], r["care_manager"], r["acuity_tier"])
-        for r in _compliance(world, members, organization)
+        for r in _compliance(world, members, organization, assigned=assigned)
         if r["contacts"] > 0
     }
 
 
-def _at_end(world: World, members: set[str], organization: str | None) -> dict[str, str]:
+def _at_end(
+    world: World, members: set[str], organization: str | None, assigned: MemberMonths
+) -> dict[str, str]:
     """Member → care manager, for the members enrolled in the period's last month."""
     found = {}
-    for member in _visible(world, members):
+    last = f"{MONTHS[-1][0]}-{MONTHS[-1][1]:02d}"
+    for member in world.load.members:
+        if member.id not in members and (member.id, last) not in assigned:
+            continue
         v = _enrollment(member, *MONTHS[-1])
         if v is not None and (organization is None or v.organization == organization):
             found[member.id] = v.care_manager
@@ -210,27 +260,37 @@ def _query(organization: str | None) -> dict[str, str]:
 
 
 def _check_contacts(
-    bearer: Bearer, world: World, members: set[str], organization: str | None
+    bearer: Bearer,
+    world: World,
+    members: set[str],
+    organization: str | None,
+    assigned: MemberMonths,
 ) -> None:
-    """The contact-compliance rows for `bearer` are those of `members` (in `organization`)."""
+    """The contact-compliance rows for `bearer` are those of `members` and of the
+    `assigned` member-months (in `organization`)."""
     compliance = _report(bearer, "contact-compliance", **_query(organization))["rows"]
     assert sorted(compliance, key=lambda r: (r["member"], r["month"])) == _compliance(
-        world, members, organization
+        world, members, organization, assigned=assigned
     )
 
 
 def _check_every_report(
-    bearer: Bearer, world: World, members: set[str], organization: str | None
+    bearer: Bearer,
+    world: World,
+    members: set[str],
+    organization: str | None,
+    assigned: MemberMonths,
 ) -> None:
-    """Each report's figures for `bearer` are those of `members` (in `organization`)."""
+    """Each report's figures for `bearer` are those of `members` and of the `assigned`
+    member-months (in `organization`)."""
     query = _query(organization)
-    _check_contacts(bearer, world, members, organization)
+    _check_contacts(bearer, world, members, organization, assigned)
     tcm = _report(bearer, "tcm-encounters", **query)["rows"]
     assert {(r["member"], r["month"], r["care_manager"], r["acuity_tier"]) for r in tcm} == _tcm(
-        world, members, organization
+        world, members, organization, assigned
     )
 
-    at_end = _at_end(world, members, organization)
+    at_end = _at_end(world, members, organization, assigned)
     caseload = _report(bearer, "caseload", **query)["rows"]
     by_manager = {
         (r["care_manager"], r["acuity_tier"]): r["count"]
@@ -271,7 +331,8 @@ def _check_every_report(
     for index, score in ANSWERS:
         member = world.load.members[index]
         v = _enrollment(member, 2026, 10)
-        if member.id in members and v and (organization is None or v.organization == organization):
+        seen = member.id in members or (member.id, "2026-10") in assigned
+        if seen and v and (organization is None or v.organization == organization):
             scores.setdefault(v.care_manager, []).append(score)
     shown = {
         r["care_manager"]: (r["responses"], r["mean"], r["suppressed"])
@@ -290,7 +351,13 @@ def test_a_supervisor_sees_their_organizations_members(smart: Smart, world: Worl
     a, b = world.load.org_a, world.load.org_b
     for organization, other in ((a, b), (b, a)):
         supervisor = _supervisor(smart, world, organization)
-        _check_every_report(supervisor, world, world.active[organization], organization)
+        _check_every_report(
+            supervisor,
+            world,
+            world.active[organization],
+            organization,
+            _assigned(world, organization=organization),
+        )
         # Asked for the other organization: only their own members who were enrolled there
         # (A's supervisor sees the member who moved from B in September); B's members never.
         rows = _report(supervisor, "contact-compliance", organization=_id(other), period=PERIOD)[
@@ -299,20 +366,24 @@ def test_a_supervisor_sees_their_organizations_members(smart: Smart, world: Worl
         assert {r["member"] for r in rows} == ({world.mover} if organization == a else set())
     # Without an organization: the same members (the supervisor sees no others), each with
     # every enrollment of theirs in the period.
-    _check_contacts(_supervisor(smart, world, a), world, world.active[a], None)
+    _check_contacts(
+        _supervisor(smart, world, a), world, world.active[a], None, _assigned(world, organization=a)
+    )
 
 
 def test_a_care_manager_sees_their_caseload(smart: Smart, world: World) -> None:
     # cm1 gained the member who moved in October, cm2 lost them; cm0 only differs by data.
     for manager in world.load.managers[1:]:
         token = smart.as_token(STAFF_SCOPE, fhir_user=manager)
-        _check_every_report(token, world, world.caseloads[manager], None)
+        _check_every_report(
+            token, world, world.caseloads[manager], None, _assigned(world, manager=manager)
+        )
     cm0 = world.load.managers[0]
     token = smart.as_token(STAFF_SCOPE, fhir_user=cm0)
-    _check_contacts(token, world, world.caseloads[cm0], None)
+    _check_contacts(token, world, world.caseloads[cm0], None, _assigned(world, manager=cm0))
 
 
-def test_who_left_and_what_is_sensitive_count_only_where_visible(
+def test_who_left_counts_where_they_were_and_what_is_sensitive_only_where_visible(
     smart: Smart, world: World
 ) -> None:
     a, b = world.load.org_a, world.load.org_b
@@ -320,10 +391,9 @@ def test_who_left_and_what_is_sensitive_count_only_where_visible(
     system = smart.system()  # system/*.cruds with the sensitive scope
     mine = _report(supervisor, "contact-compliance", organization=_id(a), period=PERIOD)["rows"]
     everything = _report(system, "contact-compliance", organization=_id(a), period=PERIOD)["rows"]
-    # The predicate answers who may be seen now: the member whose enrollment closed in
-    # September is counted for a backend client but no longer for the supervisor.
-    assert world.closed in {r["member"] for r in everything}
-    assert world.closed not in {r["member"] for r in mine}
+    # The member whose enrollment at A closed in September is no one's now, but September
+    # was A's: the supervisor counts it, as the backend client does.
+    assert {r["month"] for r in mine if r["member"] == world.closed} == {"2026-09"}
     # The PSY-labelled contact: counted for the backend client allowed to see it, not for
     # a supervisor without the member's Consent.
     members = world.active[a] | {world.closed}
@@ -333,17 +403,46 @@ def test_who_left_and_what_is_sensitive_count_only_where_visible(
     october = {r["member"]: r["contacts"] for r in mine if r["month"] == "2026-10"}
     listed = {r["member"]: r["contacts"] for r in everything if r["month"] == "2026-10"}
     assert listed[world.labelled] == october[world.labelled] + 1
-    # Transfers: the backend client sees A's closure and B's transfer out; B's supervisor,
-    # who no longer sees the member who moved, does not.
-    assert _report(system, "caseload", organization=_id(a), period=PERIOD)["summary"]["closed"] == 1
-    assert (
-        _report(supervisor, "caseload", organization=_id(a), period=PERIOD)["summary"]["closed"]
-        == 0
-    )
-    out_b = _report(system, "caseload", organization=_id(b), period=PERIOD)["summary"]
-    assert out_b["transferred-out"] == 1
-    seen_b = _report(_supervisor(smart, world, b), "caseload", organization=_id(b), period=PERIOD)
-    assert seen_b["summary"]["transferred-out"] == 0
+    assert {k: v for k, v in listed.items() if k != world.labelled} == {
+        k: v for k, v in october.items() if k != world.labelled
+    }
+    # Transfers and closures count for whoever held the enrollment: A's closure for A's
+    # supervisor, the move out of B for B's supervisor (who no longer sees the member).
+    for who in (system, supervisor):
+        assert (
+            _report(who, "caseload", organization=_id(a), period=PERIOD)["summary"]["closed"] == 1
+        )
+    for who in (system, _supervisor(smart, world, b)):
+        out_b = _report(who, "caseload", organization=_id(b), period=PERIOD)["summary"]
+        assert out_b["transferred-out"] == 1
+
+
+def test_a_member_who_left_a_caseload_mid_period_counts_in_the_months_before(
+    smart: Smart, world: World
+) -> None:
+    cm0, cm1, cm2 = world.load.managers
+    months: dict[tuple[str, str], dict[str, str]] = {}
+    for manager in (cm0, cm1, cm2):
+        token = smart.as_token(STAFF_SCOPE, fhir_user=manager)
+        for member in (world.reassigned, world.mover):
+            rows = _report(token, "contact-compliance", period=PERIOD)["rows"]
+            months[(manager, member)] = {
+                r["month"]: r["care_manager"] for r in rows if r["member"] == member
+            }
+    # Reassigned from cm0 to cm1 on 5 October (a new version of the same enrollment): cm0
+    # keeps September; cm1, whose caseload the member is in now, sees both months.
+    assert months[(cm0, world.reassigned)] == {"2026-09": cm0}
+    assert months[(cm1, world.reassigned)] == {"2026-09": cm0, "2026-10": cm1}
+    assert months[(cm2, world.reassigned)] == {}
+    # Moved from B (cm2) to A (cm1) on 11 October: cm2 keeps September.
+    assert months[(cm2, world.mover)] == {"2026-09": cm2}
+    assert months[(cm1, world.mover)] == {"2026-09": cm2, "2026-10": cm1}
+    # The billable months follow: cm0's September claim for the reassigned member stays.
+    token = smart.as_token(STAFF_SCOPE, fhir_user=cm0)
+    tcm = _report(token, "tcm-encounters", period=PERIOD)["rows"]
+    assert {(r["member"], r["month"]) for r in tcm if r["member"] == world.reassigned} == {
+        (world.reassigned, "2026-09")
+    }
 
 
 def test_evaluate_measure_is_narrowed(smart: Smart, world: World) -> None:
@@ -355,7 +454,7 @@ def test_evaluate_measure_is_narrowed(smart: Smart, world: World) -> None:
     )
     assert response.status_code == 200, response.text
     expected: dict[str, bool] = {}
-    for row in _compliance(world, world.active[a], a):
+    for row in _compliance(world, world.active[a], a, assigned=_assigned(world, organization=a)):
         expected[row["member"]] = expected.get(row["member"], True) and row["compliant"]
     group = response.json()["group"][0]
     counts = {p["code"]["coding"][0]["code"]: p["count"] for p in group["population"]}

@@ -346,7 +346,9 @@ async def run_report(
     scope.check()
     _allowed(principal, name, scope)
     async with store.snapshot(principal) as repo:
-        found = await fetch_report(repo, name, _parameters(config, scope, period))
+        found = await fetch_report(
+            repo, name, _parameters(config, scope, period), reads(name, scope)
+        )
     rows = [{k: _plain(v) for k, v in row.items()} for row in found.pop("rows")]
     parts = {k: [{c: _plain(v) for c, v in r.items()} for r in rs] for k, rs in found.items()}
     report = Report(name, scope, period, REPORTS[name], rows, parts=parts)

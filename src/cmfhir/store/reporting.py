@@ -12,84 +12,66 @@ Months are calendar months in the configured time zone.
 The scope (`organization`, `practitioner`, `group`) narrows the member-months: the
 enrollment's managingOrganization, its careManager, or membership of the Group.
 
-Every report reads only what the transaction's principal may see (store/access.py), in SQL:
-the member-months are those of the members whose Patient the principal may search (one
-condition in `scoped`, shared by every report), and each resource row a report reads
-(enrollments, contacts, responses, care plans, encounters, DetectedIssues, the Group) is
-ANDed with the same predicate, so a resource hidden from the principal (a sensitive label
-without Consent, a granular scope's filter) is never counted. An unrestricted principal
-runs the SQL unchanged.
+Every report reads only what the transaction's principal may count (store/report_access.py),
+worked out once per run: a member-month is counted when the principal may see the member
+now or the month's enrollment was theirs (their caseload or their supervised
+organization's), and a resource row hidden from the principal (a sensitive label without
+Consent, a granular scope's filter) is never counted. An unrestricted principal runs the SQL
+unchanged.
+
+Each report is one pass over the index tables with the period as range predicates: every
+join is on the member (and month), never a subquery per row of another set, so the work
+grows with the rows of the period, not with their square.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.sql.elements import BindParameter, TextClause
+from sqlalchemy import text
+from sqlalchemy.sql.elements import TextClause
 
-from cmfhir.auth.principal import Principal
-from cmfhir.store.access_sql import visible_condition
+from cmfhir.store.report_access import ReportAccess, report_access
 from cmfhir.store.repository import Repository
 
-__all__ = ["REPORT_SQL", "fetch_report"]
+__all__ = ["REPORT_SQL", "explain_report", "fetch_report"]
 
 
 def _visible(alias: str) -> str:
-    """Where the access predicate on the resource rows `alias` goes (see `_narrowed`)."""
+    """Where the condition that the principal may see the resource row `alias` goes."""
     return f"__visible__({alias})"
 
 
-def _visible_member(member: str) -> str:
-    """Where the condition that the principal may see the member `member` goes."""
-    return f"__visible_member__({member})"
+def _visible_member(member: str, care_manager: str, organization: str) -> str:
+    """Where the condition that the principal may count the member-month goes: the member
+    `member`, enrolled that month under `care_manager` at `organization` (references)."""
+    return f"__visible_member__({member}, {care_manager}, {organization})"
 
 
 _VISIBLE = re.compile(r"__visible__\((\w+)\)")
-_VISIBLE_MEMBER = re.compile(r"__visible_member__\(([\w.]+)\)")
+_VISIBLE_MEMBER = re.compile(r"__visible_member__\(([^,()]+), ([^,()]+), ([^,()]+)\)")
 
 
-def _condition(principal: Principal | None, alias: str) -> tuple[str, list[BindParameter[Any]]]:
-    """`visible(principal, resource AS alias, "s")` as SQL text (store/access_sql.py) and its
-    parameters, named apart from the report's own (and from other aliases')."""
-    condition = visible_condition(principal, "s")
-    if condition is None:
-        return "TRUE", []
-    binds: list[BindParameter[Any]] = []
-
-    def bind(value: Any) -> str:
-        binds.append(bindparam(f"acl_{alias}_{len(binds)}", value))
-        # Parenthesized: the text casts its parameters (`$1::VARCHAR`), and text() would
-        # not read `:name::VARCHAR` as the parameter `name`.
-        return f"(:{binds[-1].key})"
-
-    return condition.render(alias, bind), binds
-
-
-def _narrowed(sql: str, principal: Principal | None) -> TextClause:
-    """The report's SQL with the access predicate filled in (module docstring)."""
-    if principal is not None and principal.unrestricted:
+def _narrowed(sql: str, narrowed: bool) -> TextClause:
+    """The report's SQL with the access conditions filled in (store/report_access.py)."""
+    if not narrowed:
         return text(_VISIBLE.sub("TRUE", _VISIBLE_MEMBER.sub("TRUE", sql)))
-    conditions: dict[str, str] = {}
-    binds: list[BindParameter[Any]] = []
-
-    def fill(alias: str) -> str:
-        if alias not in conditions:
-            conditions[alias], found = _condition(principal, alias)
-            binds.extend(found)
-        return conditions[alias]
-
     sql = _VISIBLE_MEMBER.sub(
         lambda m: (
-            f"{m[1]} IN (SELECT vp.id FROM resource vp WHERE vp.resource_type = 'Patient'"
-            f" AND NOT vp.deleted AND {fill('vp')})"
+            f"((({m[1]}) IN (SELECT unnest(CAST(:members_now AS text[])))"
+            f" OR {m[2]} = CAST(:me AS text)"
+            f" OR {m[3]} IN (SELECT unnest(CAST(:supervised AS text[]))))"
+            f" AND ({m[1]}) NOT IN (SELECT unnest(CAST(:hidden_members AS text[]))))"
         ),
         sql,
     )
-    sql = _VISIBLE.sub(lambda m: fill(m[1]), sql)
-    return text(sql).bindparams(*binds)
+    sql = _VISIBLE.sub(
+        lambda m: f"{m[1]}.rid NOT IN (SELECT unnest(CAST(:hidden_rids AS bigint[])))", sql
+    )
+    return text(sql)
 
 
 def _instant(expr: str) -> str:
@@ -110,10 +92,31 @@ def _extension(content: str, url_param: str, value: str) -> str:
     )
 
 
-_START = _instant("v.content->'period'->>'start'")
-_END = _instant("v.content->'period'->>'end'")
+def _row(alias: str, resource_type: str, rid: str, where: str = "") -> str:
+    """The current row `rid` of `resource_type` as `alias` (rid, id, patient_id, content),
+    if not deleted and visible: a lateral lookup by primary key, so that the report reads
+    only the rows its index-table scan found, whatever the join settings."""
+    return (
+        f"CROSS JOIN LATERAL (SELECT {alias}.rid, {alias}.id, {alias}.patient_id,"
+        f" {alias}.content FROM resource {alias} WHERE {alias}.rid = {rid}"
+        f" AND {alias}.resource_type = '{resource_type}' AND NOT {alias}.deleted"
+        f" AND {_visible(alias)}{where} OFFSET 0) {alias}"
+    )
 
-# The member-months of the period in scope (see the module docstring).
+
+def _month_of(instant: str) -> str:
+    """The first day of the report month (in its time zone) of a timestamptz."""
+    return f"date_trunc('month', ({instant}) AT TIME ZONE :tz)::date"
+
+
+# A member among the member-months in scope, as a filter evaluated against one hashed set
+# (not turned into a join).
+_IN_SCOPED = " AND COALESCE({member} IN (SELECT member FROM scoped), false)"
+_IN_MEMBERS = " AND COALESCE({member} IN (SELECT member FROM members), false)"
+
+# The member-months of the period in scope (see the module docstring). Each enrollment's
+# versions carry the interval of month ends they hold for: a version holds from the time it
+# was recorded (the first version: from always) until the next version was recorded.
 _BASE = f"""
 WITH months AS (
   SELECT m::date AS month,
@@ -131,25 +134,37 @@ group_members AS (
     AND NOT COALESCE((m->>'inactive')::boolean, false)
 ),
 episodes AS (
-  SELECT r.rid, r.id, r.patient_id
-  FROM resource r
-  WHERE r.resource_type = 'EpisodeOfCare' AND NOT r.deleted AND r.patient_id IS NOT NULL
-    AND {_visible("r")}
-    AND EXISTS (
-      SELECT 1 FROM idx_token t
-      WHERE t.rid = r.rid AND t.resource_type = 'EpisodeOfCare' AND t.param = 'type'
-        AND t.system = :program_system AND t.code = :program_code)
+  SELECT DISTINCT r.rid, r.id, r.patient_id
+  FROM idx_token t
+  {_row("r", "EpisodeOfCare", "t.rid", " AND r.patient_id IS NOT NULL")}
+  WHERE t.resource_type = 'EpisodeOfCare' AND t.param = 'type'
+    AND t.system = :program_system AND t.code = :program_code
+),
+versions AS (
+  SELECT e.id AS episode, e.patient_id AS member, h.content,
+         CASE WHEN row_number() OVER w = 1 THEN '-infinity'::timestamptz
+              ELSE h.last_updated END AS valid_from,
+         lead(h.last_updated) OVER w AS valid_until
+  FROM episodes e
+  CROSS JOIN LATERAL (
+    SELECT h.rid, h.version, h.last_updated, h.content FROM resource_history h
+    WHERE h.rid = e.rid AND h.content IS NOT NULL OFFSET 0) h
+  WINDOW w AS (PARTITION BY h.rid ORDER BY h.version)
+),
+dated AS (
+  SELECT v.episode, v.member, v.content, v.valid_from, v.valid_until,
+         {_instant("v.content->'period'->>'start'")} AS enrolled_from,
+         CASE WHEN v.content->'period'->>'end' IS NOT NULL
+              THEN {_instant("v.content->'period'->>'end'")} END AS enrolled_until
+  FROM versions v
+  WHERE v.valid_until IS NULL OR v.valid_until >= (SELECT min(month_end) FROM months)
 ),
 recorded AS (
-  SELECT e.id AS episode, e.patient_id AS member, mo.month, mo.month_start, mo.month_end,
-         v.content
-  FROM episodes e CROSS JOIN months mo
-  CROSS JOIN LATERAL (
-    SELECT h.content FROM resource_history h
-    WHERE h.rid = e.rid AND h.content IS NOT NULL
-    ORDER BY (h.last_updated < mo.month_end) DESC,
-             CASE WHEN h.last_updated < mo.month_end THEN -h.version ELSE h.version END
-    LIMIT 1) v
+  SELECT v.episode, v.member, mo.month, mo.month_start, mo.month_end, v.content,
+         v.enrolled_from, v.enrolled_until
+  FROM dated v
+  JOIN months mo ON v.valid_from < mo.month_end
+       AND (v.valid_until IS NULL OR v.valid_until >= mo.month_end)
 ),
 enrolled AS (
   SELECT DISTINCT ON (v.member, v.month)
@@ -157,38 +172,36 @@ enrolled AS (
          v.content->'careManager'->>'reference' AS care_manager,
          v.content->'managingOrganization'->>'reference' AS organization,
          COALESCE({_extension("v.content", "tier_url", "valueCode")}, 'unknown') AS tier,
-         {_START} AS enrolled_from,
-         {_END} AS enrolled_until
+         v.enrolled_from, v.enrolled_until
   FROM recorded v
   WHERE v.content->>'status' = ANY(CAST(:statuses AS text[]))
-    AND v.content->'period'->>'start' IS NOT NULL
-    AND {_START} < v.month_end
-    AND (v.content->'period'->>'end' IS NULL OR {_END} >= v.month_start)
-  ORDER BY v.member, v.month, {_START} DESC
+    AND v.enrolled_from IS NOT NULL
+    AND v.enrolled_from < v.month_end
+    AND (v.enrolled_until IS NULL OR v.enrolled_until >= v.month_start)
+  ORDER BY v.member, v.month, v.enrolled_from DESC
 ),
-scoped AS (
+scoped AS MATERIALIZED (
   SELECT * FROM enrolled e
   WHERE (CAST(:organization AS text) IS NULL OR e.organization = 'Organization/' || :organization)
     AND (CAST(:practitioner AS text) IS NULL OR e.care_manager = 'Practitioner/' || :practitioner)
     AND (CAST(:group AS text) IS NULL OR e.member IN (SELECT member FROM group_members))
     AND (CAST(:patient AS text) IS NULL OR e.member = :patient)
-    AND {_visible_member("e.member")}
+    AND {_visible_member("e.member", "e.care_manager", "e.organization")}
 ),
-contacts AS (
-  SELECT DISTINCT ON (c.rid) c.rid, c.id, c.patient_id AS member, d.low AS sent,
-         (m.code = ANY(CAST(:in_person AS text[]))) AS in_person
-  FROM resource c
-  JOIN idx_date d ON d.rid = c.rid AND d.resource_type = 'Communication' AND d.param = 'sent'
-  JOIN idx_token m ON m.rid = c.rid AND m.resource_type = 'Communication'
-       AND m.param = 'medium' AND m.system = :medium_system
-       AND m.code = ANY(CAST(:qualifying AS text[]))
-  JOIN idx_token s ON s.rid = c.rid AND s.resource_type = 'Communication'
-       AND s.param = 'status' AND s.code = 'completed'
-  WHERE c.resource_type = 'Communication' AND NOT c.deleted AND {_visible("c")}
-    AND c.patient_id IN (SELECT member FROM scoped)
-    AND d.low >= (SELECT period_start FROM bounds) - interval '400 days'
-    AND d.low < (SELECT period_end FROM bounds)
-  ORDER BY c.rid, (m.code = ANY(CAST(:in_person AS text[]))) DESC
+contacts AS MATERIALIZED (
+  SELECT c.rid, c.patient_id AS member, d.low AS sent, {_month_of("d.low")} AS month,
+         bool_or(m->>'code' = ANY(CAST(:in_person AS text[]))) AS in_person
+  FROM idx_date d
+  {_row("c", "Communication", "d.rid", _IN_SCOPED.format(member="c.patient_id"))}
+  -- Status and medium from the row already read (what their index rows hold), not
+  -- two more index probes per contact.
+  CROSS JOIN LATERAL jsonb_array_elements(COALESCE(c.content->'medium', '[]'::jsonb)) md
+  CROSS JOIN LATERAL jsonb_array_elements(COALESCE(md->'coding', '[]'::jsonb)) m
+  WHERE d.resource_type = 'Communication' AND d.param = 'sent'
+    AND c.content->>'status' = 'completed'
+    AND m->>'system' = :medium_system AND m->>'code' = ANY(CAST(:qualifying AS text[]))
+    AND d.low >= (SELECT period_start FROM bounds) AND d.low < (SELECT period_end FROM bounds)
+  GROUP BY c.rid, c.patient_id, d.low
 ),
 member_months AS (
   SELECT s.member, s.month, s.care_manager, s.organization, s.tier, s.episode,
@@ -197,8 +210,7 @@ member_months AS (
          min(c.sent) AS first_contact,
          (CAST(:requirements AS jsonb) ->> s.tier)::int AS required
   FROM scoped s
-  LEFT JOIN contacts c ON c.member = s.member AND c.sent >= s.month_start
-       AND c.sent < s.month_end
+  LEFT JOIN contacts c ON c.member = s.member AND c.month = s.month
   GROUP BY s.member, s.month, s.care_manager, s.organization, s.tier, s.episode
 )
 """
@@ -216,17 +228,18 @@ FROM member_months ORDER BY member, month
 _TCM_ENCOUNTERS = (
     _BASE
     + f"""
+, waiver AS (
+  SELECT DISTINCT w.patient_id AS member
+  FROM idx_token t
+  {_row("w", "EpisodeOfCare", "t.rid")}
+  WHERE t.resource_type = 'EpisodeOfCare' AND t.param = 'type'
+    AND t.system = :waiver_system AND t.code = :waiver_code
+    AND w.content->>'status' = ANY(CAST(:statuses AS text[]))
+)
 SELECT mm.member, to_char(mm.month, 'YYYY-MM') AS month,
        to_char(mm.first_contact AT TIME ZONE :tz, 'YYYY-MM-DD') AS first_contact_date,
        mm.care_manager, mm.tier AS acuity_tier,
-       EXISTS (
-         SELECT 1 FROM resource w
-         JOIN idx_token t ON t.rid = w.rid AND t.resource_type = 'EpisodeOfCare'
-              AND t.param = 'type' AND t.system = :waiver_system AND t.code = :waiver_code
-         WHERE w.resource_type = 'EpisodeOfCare' AND NOT w.deleted AND w.patient_id = mm.member
-           AND {_visible("w")}
-           AND w.content->>'status' = ANY(CAST(:statuses AS text[]))
-       ) AS waiver
+       mm.member IN (SELECT member FROM waiver) AS waiver
 FROM member_months mm WHERE mm.contacts > 0 ORDER BY mm.month, mm.member
 """
 )
@@ -238,30 +251,54 @@ _SCOPE_OF = f"""(
    OR {{c}}->'careManager'->>'reference' = 'Practitioner/' || :practitioner)
   AND (CAST(:group AS text) IS NULL OR {{m}} IN (SELECT member FROM group_members))
   AND (CAST(:patient AS text) IS NULL OR {{m}} = :patient)
-  AND {_visible_member("{m}")})"""
+  AND {
+    _visible_member(
+        "{m}",
+        "{c}->'careManager'->>'reference'",
+        "{c}->'managingOrganization'->>'reference'",
+    )
+})"""
 
+_LAST_MONTH = "(SELECT max(month) FROM months)"
+
+# Enrollment events: each enrollment as recorded at the period's end, in scope or not; an
+# enrollment in scope that started (ended) in the period within 31 days of another of the
+# member's ending (starting) outside the scope is a transfer in (out).
 _CASELOAD = (
     _BASE
     + f"""
-, latest AS (
-  SELECT v.episode, v.member, v.content, {_START} AS enrolled_from, {_END} AS enrolled_until,
+, latest AS MATERIALIZED (
+  SELECT v.episode, v.member, v.content, v.enrolled_from, v.enrolled_until,
          {_SCOPE_OF.format(c="v.content", m="v.member")} AS in_scope,
          {_extension("v.content", "exclusion_url", "valueCodeableConcept")} AS exclusion
   FROM recorded v
-  WHERE v.month = (SELECT max(month) FROM months) AND v.content->'period'->>'start' IS NOT NULL
+  WHERE v.month = {_LAST_MONTH} AND v.enrolled_from IS NOT NULL
+),
+outside AS (
+  -- Beside each enrollment, the periods of the member's other enrollments out of scope
+  -- (a member has a few: arrays per member, never a join of every enrollment with every
+  -- other).
+  SELECT l.*,
+    array_agg(l.enrolled_from) FILTER (WHERE NOT l.in_scope) OVER (PARTITION BY l.member)
+      AS others_from,
+    array_agg(l.enrolled_until) FILTER (WHERE NOT l.in_scope) OVER (PARTITION BY l.member)
+      AS others_until
+  FROM latest l
 ),
 moves AS (
   SELECT e.episode, e.member,
-    EXISTS (SELECT 1 FROM latest o WHERE o.member = e.member AND NOT o.in_scope
-            AND o.enrolled_until BETWEEN e.enrolled_from - interval '31 days'
-                                     AND e.enrolled_from + interval '31 days') AS came_in,
-    EXISTS (SELECT 1 FROM latest o WHERE o.member = e.member AND NOT o.in_scope
-            AND o.enrolled_from BETWEEN e.enrolled_until - interval '31 days'
-                                    AND e.enrolled_until + interval '31 days') AS went_out,
+    EXISTS (SELECT 1 FROM unnest(e.others_until) o
+            WHERE o BETWEEN e.enrolled_from - interval '31 days'
+                        AND e.enrolled_from + interval '31 days') AS came_in,
+    EXISTS (SELECT 1 FROM unnest(e.others_from) o
+            WHERE o BETWEEN e.enrolled_until - interval '31 days'
+                        AND e.enrolled_until + interval '31 days') AS went_out,
     e.enrolled_from >= b.period_start AND e.enrolled_from < b.period_end AS started,
-    e.enrolled_until >= b.period_start AND e.enrolled_until < b.period_end AS ended,
+    COALESCE(e.enrolled_until >= b.period_start AND e.enrolled_until < b.period_end,
+             false) AS ended,
     e.exclusion
-  FROM latest e CROSS JOIN bounds b WHERE e.in_scope
+  FROM outside e CROSS JOIN bounds b
+  WHERE e.in_scope
 ),
 events AS (
   SELECT CASE WHEN came_in THEN 'transferred-in' ELSE 'new' END AS kind, member,
@@ -278,14 +315,23 @@ events AS (
 )
 SELECT 'members' AS kind, care_manager, tier AS acuity_tier, NULL::text AS reason,
        count(*) AS count
-FROM scoped WHERE month = (SELECT max(month) FROM months) GROUP BY care_manager, tier
+FROM scoped WHERE month = {_LAST_MONTH} GROUP BY care_manager, tier
 UNION ALL
 SELECT kind, NULL, NULL, reason, count(DISTINCT member) FROM events GROUP BY kind, reason
 ORDER BY 1, 2, 3, 4
 """
 )
 
-_LAST_MONTH = "(SELECT max(month) FROM months)"
+# Responses to a Questionnaire (`:{url}`), completed or amended, of the members in `members`.
+_RESPONSES = """
+  SELECT q.rid, q.patient_id AS member, {authored} AS authored{content}
+  FROM (SELECT DISTINCT s.rid FROM idx_token s
+        WHERE s.resource_type = 'QuestionnaireResponse' AND s.param = 'status'
+          AND s.code IN ('completed', 'amended')) s
+  {row}
+  WHERE split_part(q.content->>'questionnaire', '|', 1) = :{url}
+    AND q.content->>'authored' IS NOT NULL
+"""
 
 # Per member in scope at the period's end: the latest completed comprehensive assessment
 # and care plan, and the intervals from enrollment to the first assessment and from that
@@ -293,83 +339,90 @@ _LAST_MONTH = "(SELECT max(month) FROM months)"
 _TIMELINESS_MEMBERS = (
     _BASE
     + f"""
-, members AS (SELECT * FROM scoped WHERE month = {_LAST_MONTH}),
-assessments AS (
-  SELECT q.patient_id AS member, {_instant("q.content->>'authored'")} AS authored
-  FROM resource q
-  JOIN idx_token s ON s.rid = q.rid AND s.resource_type = 'QuestionnaireResponse'
-       AND s.param = 'status' AND s.code IN ('completed', 'amended')
-  WHERE q.resource_type = 'QuestionnaireResponse' AND NOT q.deleted AND {_visible("q")}
-    AND q.patient_id IN (SELECT member FROM members)
-    AND split_part(q.content->>'questionnaire', '|', 1) = :assessment_url
-    AND q.content->>'authored' IS NOT NULL
-),
+, members AS MATERIALIZED (SELECT * FROM scoped WHERE month = {_LAST_MONTH}),
+assessments AS ({
+        _RESPONSES.format(
+            authored=_instant("q.content->>'authored'"),
+            content="",
+            row=_row(
+                "q", "QuestionnaireResponse", "s.rid", _IN_MEMBERS.format(member="q.patient_id")
+            ),
+            url="assessment_url",
+        )
+    }),
 plans AS (
   SELECT p.patient_id AS member, p.content->>'status' AS status,
          {_instant("COALESCE(p.content->>'created', p.content->'period'->>'start')")} AS made
-  FROM resource p
-  WHERE p.resource_type = 'CarePlan' AND NOT p.deleted AND {_visible("p")}
-    AND p.patient_id IN (SELECT member FROM members)
-    AND p.content->>'status' IN ('active', 'completed')
+  FROM (SELECT DISTINCT s.rid FROM idx_token s
+        WHERE s.resource_type = 'CarePlan' AND s.param = 'status'
+          AND s.code IN ('active', 'completed')) s
+  {_row("p", "CarePlan", "s.rid", _IN_MEMBERS.format(member="p.patient_id"))}
+  WHERE p.content->>'status' IN ('active', 'completed')
     AND COALESCE(p.content->>'created', p.content->'period'->>'start') IS NOT NULL
 ),
 measured AS (
-  SELECT m.member, m.care_manager, m.tier, m.enrolled_from,
-    (SELECT max(a.authored) FROM assessments a
-      WHERE a.member = m.member AND a.authored < b.period_end) AS last_assessment,
-    (SELECT min(a.authored) FROM assessments a
-      WHERE a.member = m.member AND a.authored >= m.enrolled_from) AS first_assessment,
-    (SELECT max(p.made) FROM plans p
-      WHERE p.member = m.member AND p.status = 'active' AND p.made < b.period_end)
-      AS last_care_plan,
-    b.period_end
+  SELECT m.member, m.care_manager, m.tier, m.enrolled_from, b.period_end,
+    max(a.authored) FILTER (WHERE a.authored < b.period_end) AS last_assessment,
+    min(a.authored) FILTER (WHERE a.authored >= m.enrolled_from) AS first_assessment
   FROM members m CROSS JOIN bounds b
+  LEFT JOIN assessments a ON a.member = m.member
+  GROUP BY m.member, m.care_manager, m.tier, m.enrolled_from, b.period_end
+),
+planned AS (
+  SELECT x.member,
+    max(p.made) FILTER (WHERE p.status = 'active' AND p.made < x.period_end)
+      AS last_care_plan,
+    min(p.made) FILTER (WHERE p.made >= x.first_assessment) AS first_care_plan
+  FROM measured x LEFT JOIN plans p ON p.member = x.member
+  GROUP BY x.member
 )
 SELECT x.member, x.care_manager, x.tier AS acuity_tier,
   to_char(x.enrolled_from AT TIME ZONE :tz, 'YYYY-MM-DD') AS enrolled,
   to_char(x.last_assessment AT TIME ZONE :tz, 'YYYY-MM-DD') AS last_assessment,
   COALESCE(x.last_assessment >= x.period_end - make_interval(days => :assessment_days), false)
     AS current_assessment,
-  to_char(x.last_care_plan AT TIME ZONE :tz, 'YYYY-MM-DD') AS last_care_plan,
-  COALESCE(x.last_care_plan >= x.period_end - make_interval(days => :care_plan_days), false)
+  to_char(y.last_care_plan AT TIME ZONE :tz, 'YYYY-MM-DD') AS last_care_plan,
+  COALESCE(y.last_care_plan >= x.period_end - make_interval(days => :care_plan_days), false)
     AS current_care_plan,
   (x.first_assessment AT TIME ZONE :tz)::date - (x.enrolled_from AT TIME ZONE :tz)::date
     AS days_to_assessment,
-  (SELECT (min(p.made) AT TIME ZONE :tz)::date FROM plans p
-    WHERE p.member = x.member AND p.made >= x.first_assessment)
-    - (x.first_assessment AT TIME ZONE :tz)::date AS days_to_care_plan
-FROM measured x ORDER BY x.member
+  (y.first_care_plan AT TIME ZONE :tz)::date - (x.first_assessment AT TIME ZONE :tz)::date
+    AS days_to_care_plan
+FROM measured x JOIN planned y ON y.member = x.member ORDER BY x.member
 """
 )
 
 # Each discharge in the period (an Encounter of an inpatient, emergency or observation
 # class whose period ended in it) of a member enrolled that month, and the first qualifying
-# contact after it.
+# contact after it (in the period).
 _TIMELINESS_DISCHARGES = (
     _BASE
     + f"""
 , discharges AS (
   SELECT e.id AS encounter, e.patient_id AS member,
          {_instant("e.content->'period'->>'end'")} AS discharged
-  FROM resource e
-  JOIN idx_token k ON k.rid = e.rid AND k.resource_type = 'Encounter' AND k.param = 'class'
-       AND k.system = :class_system AND k.code = ANY(CAST(:classes AS text[]))
-  WHERE e.resource_type = 'Encounter' AND NOT e.deleted AND {_visible("e")}
-    AND e.patient_id IN (SELECT member FROM scoped)
-    AND e.content->>'status' = 'finished' AND e.content->'period'->>'end' IS NOT NULL
+  FROM (SELECT DISTINCT k.rid FROM idx_token k
+        WHERE k.resource_type = 'Encounter' AND k.param = 'class'
+          AND k.system = :class_system AND k.code = ANY(CAST(:classes AS text[]))) k
+  {_row("e", "Encounter", "k.rid", _IN_SCOPED.format(member="e.patient_id"))}
+  WHERE e.content->>'status' = 'finished' AND e.content->'period'->>'end' IS NOT NULL
+),
+followed AS (
+  SELECT d.encounter, d.member, d.discharged, s.care_manager, s.tier,
+         min(c.sent) AS first_contact
+  FROM discharges d
+  JOIN scoped s ON s.member = d.member AND d.discharged >= s.month_start
+       AND d.discharged < s.month_end
+  LEFT JOIN contacts c ON c.member = d.member AND c.sent >= d.discharged
+  GROUP BY d.encounter, d.member, d.discharged, s.care_manager, s.tier
 )
-SELECT d.member, d.encounter, s.care_manager, s.tier AS acuity_tier,
-  to_char(d.discharged AT TIME ZONE :tz, 'YYYY-MM-DD') AS discharged,
+SELECT f.member, f.encounter, f.care_manager, f.tier AS acuity_tier,
+  to_char(f.discharged AT TIME ZONE :tz, 'YYYY-MM-DD') AS discharged,
   to_char(f.first_contact AT TIME ZONE :tz, 'YYYY-MM-DD') AS follow_up,
-  (f.first_contact AT TIME ZONE :tz)::date - (d.discharged AT TIME ZONE :tz)::date
+  (f.first_contact AT TIME ZONE :tz)::date - (f.discharged AT TIME ZONE :tz)::date
     AS days_to_follow_up
-FROM discharges d
-JOIN scoped s ON s.member = d.member AND d.discharged >= s.month_start
-     AND d.discharged < s.month_end
-CROSS JOIN LATERAL (
-  SELECT min(c.sent) AS first_contact FROM contacts c
-  WHERE c.member = d.member AND c.sent >= d.discharged) f
-ORDER BY d.discharged, d.member
+FROM followed f
+ORDER BY f.discharged, f.member
 """
 )
 
@@ -378,7 +431,7 @@ ORDER BY d.discharged, d.member
 _GAPS = (
     _BASE
     + f"""
-, members AS (SELECT * FROM scoped WHERE month = {_LAST_MONTH}),
+, members AS MATERIALIZED (SELECT * FROM scoped WHERE month = {_LAST_MONTH}),
 issues AS (
   SELECT d.id, d.patient_id AS member,
     (SELECT c->>'code' FROM jsonb_array_elements(COALESCE(d.content->'code'->'coding',
@@ -390,10 +443,11 @@ issues AS (
     (SELECT max({_instant("g->>'date'")}) FROM jsonb_array_elements(
         COALESCE(d.content->'mitigation', '[]'::jsonb)) g WHERE g->>'date' IS NOT NULL)
       AS closed
-  FROM resource d
-  WHERE d.resource_type = 'DetectedIssue' AND NOT d.deleted AND {_visible("d")}
-    AND d.patient_id IN (SELECT member FROM members)
-    AND d.content->>'identifiedDateTime' IS NOT NULL
+  FROM (SELECT DISTINCT k.rid FROM idx_token k
+        WHERE k.resource_type = 'DetectedIssue' AND k.param = 'code'
+          AND k.system = :gap_system) k
+  {_row("d", "DetectedIssue", "k.rid", _IN_MEMBERS.format(member="d.patient_id"))}
+  WHERE d.content->>'identifiedDateTime' IS NOT NULL
 )
 SELECT i.rule, i.status AS gap_status, m.care_manager, count(*) AS count,
   percentile_cont(0.5) WITHIN GROUP (ORDER BY
@@ -413,17 +467,16 @@ ORDER BY i.rule, i.status, m.care_manager
 _EXPERIENCE = (
     _BASE
     + f"""
-, responses AS (
-  SELECT q.rid, q.patient_id AS member, {_instant("q.content->>'authored'")} AS authored,
-         q.content
-  FROM resource q
-  JOIN idx_token s ON s.rid = q.rid AND s.resource_type = 'QuestionnaireResponse'
-       AND s.param = 'status' AND s.code IN ('completed', 'amended')
-  WHERE q.resource_type = 'QuestionnaireResponse' AND NOT q.deleted AND {_visible("q")}
-    AND q.patient_id IN (SELECT member FROM scoped)
-    AND split_part(q.content->>'questionnaire', '|', 1) = :experience_url
-    AND q.content->>'authored' IS NOT NULL
-),
+, responses AS ({
+        _RESPONSES.format(
+            authored=_instant("q.content->>'authored'"),
+            content=", q.content",
+            row=_row(
+                "q", "QuestionnaireResponse", "s.rid", _IN_SCOPED.format(member="q.patient_id")
+            ),
+            url="experience_url",
+        )
+    }),
 answers AS (
   SELECT r.rid, s.care_manager, item->>'linkId' AS item,
     CASE
@@ -435,8 +488,7 @@ answers AS (
         THEN (answer->'valueCoding'->>'code')::numeric
     END AS value
   FROM responses r
-  JOIN scoped s ON s.member = r.member AND r.authored >= s.month_start
-       AND r.authored < s.month_end
+  JOIN scoped s ON s.member = r.member AND s.month = {_month_of("r.authored")}
   CROSS JOIN LATERAL jsonb_path_query(r.content, 'lax $.**.item[*] ? (exists(@.answer))') AS item
   CROSS JOIN LATERAL jsonb_array_elements(item->'answer') AS answer
 )
@@ -456,16 +508,56 @@ REPORT_SQL: Mapping[str, Mapping[str, str]] = {
 }
 
 
-async def fetch_report(
-    repo: Repository, name: str, parameters: Mapping[str, Any]
-) -> dict[str, list[dict[str, Any]]]:
-    """The row sets of report `name`, each a list of column → value, from one snapshot,
-    counting only what the repository's principal may see (None: nothing)."""
-    found: dict[str, list[dict[str, Any]]] = {}
+async def _statements(
+    repo: Repository, name: str, parameters: Mapping[str, Any], types: Iterable[str]
+) -> list[tuple[str, TextClause, dict[str, Any]]]:
+    """Each part of report `name` as a statement and its parameters, narrowed to what the
+    repository's principal may count (worked out once for the run)."""
+    access: ReportAccess | None = await report_access(repo.conn, repo.principal, types)
+    # Every join of a report is between whole sets of the period (member-months, contacts,
+    # responses): hashed, each set read once. PostgreSQL's estimates of the CTEs' rows
+    # (after the month-range join and DISTINCT ON) are far too low, and a nested loop over a
+    # CTE re-reads it for every outer row: quadratic. For the rest of this (read-only,
+    # report-only) transaction.
+    await repo.conn.execute(text("SET LOCAL enable_nestloop = off"))
+    given = dict(parameters) | (access.parameters() if access is not None else {})
+    out = []
     for part, sql in REPORT_SQL[name].items():
-        # Narrowed to what the transaction's principal may see (the module docstring).
-        statement = _narrowed(sql, repo.principal)
-        wanted = {k: v for k, v in parameters.items() if f":{k}" in sql}
+        statement = _narrowed(sql, access is not None)
+        wanted = {k: v for k, v in given.items() if f":{k}" in statement.text}
+        out.append((part, statement, wanted))
+    return out
+
+
+async def fetch_report(
+    repo: Repository, name: str, parameters: Mapping[str, Any], types: Iterable[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The row sets of report `name` (reading resources of `types`), each a list of
+    column → value, from one snapshot, counting only what the repository's principal may
+    (None: nothing)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for part, statement, wanted in await _statements(repo, name, parameters, types):
         result = await repo.conn.execute(statement, wanted)
         found[part] = [dict(row._mapping) for row in result]
+    return found
+
+
+async def explain_report(
+    repo: Repository, name: str, parameters: Mapping[str, Any], types: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    """PostgreSQL's EXPLAIN (ANALYZE) of each part of report `name`: planning and
+    execution time in milliseconds, and the plan (bench/report_explain.py)."""
+    found: dict[str, dict[str, Any]] = {}
+    for part, statement, wanted in await _statements(repo, name, parameters, types):
+        explained = text("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement.text)
+        result = await repo.conn.execute(explained, wanted)
+        explained_plan = result.scalar_one()
+        if isinstance(explained_plan, str):
+            explained_plan = json.loads(explained_plan)
+        plan = explained_plan[0]
+        found[part] = {
+            "planning_ms": plan["Planning Time"],
+            "execution_ms": plan["Execution Time"],
+            "plan": plan["Plan"],
+        }
     return found
