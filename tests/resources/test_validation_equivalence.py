@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+import os
 import random
 from collections.abc import Iterator
 from decimal import Decimal
@@ -77,9 +78,12 @@ def test_examples_are_judged_alike() -> None:
 
 @pytest.mark.skipif(not SHARED_SYNTHEA.is_dir(), reason="the shared Synthea data is absent")
 def test_shared_synthea_is_judged_alike() -> None:
+    """Every 5th resource (CMFHIR_FULL_EQUIVALENCE=1: all 5,312, some 10 s of CPU)."""
     resources = []
     for path in sorted(SHARED_SYNTHEA.glob("*.json")):
         resources += _bundle_resources(path)
+    if os.environ.get("CMFHIR_FULL_EQUIVALENCE") != "1":
+        resources = resources[::5]
     assert _differences(resources) == []
 
 
@@ -89,7 +93,14 @@ TABLES = ElementTables({})
 
 
 BAD_DATES = {
-    "date": ["2021-02-30", "2019-02-29", "2021-13-01", "2021-1-1", "20210101", "2021-01-01T00:00:00Z"],
+    "date": [
+        "2021-02-30",
+        "2019-02-29",
+        "2021-13-01",
+        "2021-1-1",
+        "20210101",
+        "2021-01-01T00:00:00Z",
+    ],
     "dateTime": [
         "2021-02-30",
         "2021-04-31T10:00:00Z",
@@ -100,7 +111,12 @@ BAD_DATES = {
         "0000",
         "2021-00",
     ],
-    "instant": ["2021-01-01", "2021-02-29T10:00:00Z", "2021-01-01T10:00:00", "2021-01-01T10:00:61Z"],
+    "instant": [
+        "2021-01-01",
+        "2021-02-29T10:00:00Z",
+        "2021-01-01T10:00:00",
+        "2021-01-01T10:00:61Z",
+    ],
     "time": ["24:00:00", "10:00", "10:00:00Z", "10:60:00"],
 }
 GOOD_DATES = {
@@ -162,8 +178,8 @@ def _mutations(resource: dict[str, Any], rng: random.Random) -> Iterator[dict[st
         return rng.sample(candidates, min(count, len(candidates)))
 
     # A required element dropped (or replaced by an extension, or an id only).
-    for trail, table in pick([t for t in tables if t[1].required], 4):
-        for key, ext_key in table.required:
+    for trail, table in pick([t for t in tables if t[1].required], 3):
+        for key, ext_key, _ in table.required:
             obj = at(resource, trail)
             if key not in obj:
                 continue
@@ -180,7 +196,7 @@ def _mutations(resource: dict[str, Any], rng: random.Random) -> Iterator[dict[st
                     yield changed
     # Primitive values: bad and good dates, ranges, strings, wrong JSON types.
     primitives = [s for s in sites if s[2].kind == PRIMITIVE]
-    for trail, key, element, _ in pick(primitives, 12):
+    for trail, key, element, _ in pick(primitives, 6):
         values: list[Any] = [*BAD_DATES.get(element.type_name, ())]
         values += GOOD_DATES.get(element.type_name, ())
         values += INTEGERS.get(element.type_name, ())
@@ -193,30 +209,35 @@ def _mutations(resource: dict[str, Any], rng: random.Random) -> Iterator[dict[st
             obj[key] = [value] if element.is_list else value
             yield changed
     # Arrays where one value goes and the reverse.
-    for trail, key, element, _ in pick(sites, 6):
+    for trail, key, _, _ in pick(sites, 3):
         changed = copy.deepcopy(resource)
         obj = at(changed, trail)
         value = obj[key]
         obj[key] = value[0] if type(value) is list else [value]
         yield changed
     # Unknown elements, bad choice suffixes, a second type of a choice.
-    for trail, table in pick(tables, 3):
+    for trail, _ in pick(tables, 2):
         changed = copy.deepcopy(resource)
         at(changed, trail)["colour"] = "red"
         yield changed
-    for trail, key, element, table in pick([s for s in sites if s[2].choice], 3):
+    for trail, key, element, table in pick([s for s in sites if s[2].choice], 2):
         changed = copy.deepcopy(resource)
         obj = at(changed, trail)
         obj[f"{element.choice}Colour"] = obj.pop(key)
         yield changed
         changed = copy.deepcopy(resource)
         obj = at(changed, trail)
-        other = next(k for k, e in table.elements.items() if e.choice == element.choice and k != key)
+        other = next(
+            k for k, e in table.elements.items() if e.choice == element.choice and k != key
+        )
         obj[other] = obj[key]
         yield changed
     # Contained resources of an unknown type or with a problem of their own.
     if resource["resourceType"] not in ("Bundle", "Parameters", "Binary"):
-        for contained in ({"resourceType": "Robot", "id": "r"}, {"resourceType": "Observation", "id": "o"}):
+        for contained in (
+            {"resourceType": "Robot", "id": "r"},
+            {"resourceType": "Observation", "id": "o"},
+        ):
             changed = copy.deepcopy(resource)
             changed["contained"] = [contained]
             changed.setdefault("extension", []).append(
@@ -229,10 +250,12 @@ def _mutation_corpus() -> list[dict[str, Any]]:
     rng = random.Random(20261130)
     by_type: dict[str, list[dict[str, Any]]] = {}
     for resource in EXAMPLES:
-        by_type.setdefault(resource["resourceType"], []).append(resource)
+        # Small enough that copying and validating thousands of copies stays cheap.
+        if len(json.dumps(resource, default=str)) < 6000:
+            by_type.setdefault(resource["resourceType"], []).append(resource)
     bases = []
     for kind in sorted(by_type):
-        bases += rng.sample(by_type[kind], min(3, len(by_type[kind])))
+        bases += rng.sample(by_type[kind], min(1, len(by_type[kind])))
     return [changed for base in bases for changed in _mutations(base, rng)]
 
 
@@ -240,7 +263,7 @@ def test_mutations_are_judged_alike() -> None:
     mutations = _mutation_corpus()
     refused = sum(_refuses(WALK, resource) is not None for resource in mutations)
     # A generator that made only valid (or only invalid) documents would prove nothing.
-    assert len(mutations) > 3000
+    assert len(mutations) > 1500
     assert len(mutations) * 0.5 < refused < len(mutations)
     differences = _differences(mutations)
     assert differences == [], f"{len(differences)} differ, e.g. {differences[:5]}"
@@ -258,5 +281,6 @@ def test_a_uuid_of_any_version_is_accepted() -> None:
         ],
     }
     WALK.validate(resource)
-    with pytest.raises(InvalidResource, match="valueUuid"):
+    with pytest.raises(InvalidResource) as caught:
         MODELS.validate(resource)
+    assert caught.value.issues[0].expression == ("Patient.extension[0].valueUuid",)

@@ -233,10 +233,12 @@ class Table:
     is_resource: bool
     elements: dict[str, Element] = field(default_factory=dict)
     required_choices: tuple[str, ...] = ()
-    # Elements of minimum cardinality 1: (JSON key, key of its primitive extension or None).
-    # A required primitive may be absent when its `_key` holds an extension (a
-    # data-absent-reason): https://hl7.org/fhir/R4B/extensibility.html#Special-Case
-    required: tuple[tuple[str, str | None], ...] = ()
+    # Elements of minimum cardinality 1: (JSON key, key of its primitive extension or None,
+    # fhir.resources' own name for it when another: `class_fhir`). A required primitive may
+    # be absent when its `_key` holds an extension (a data-absent-reason):
+    # https://hl7.org/fhir/R4B/extensibility.html#Special-Case. The own name is refused as
+    # an unknown element; it is not reported missing besides, as the models did not.
+    required: tuple[tuple[str, str | None, str | None], ...] = ()
     # `_birthDate: {...}`: holds an id or extensions (an object of neither says nothing).
     needs_id_or_extension: bool = False
 
@@ -311,7 +313,7 @@ class ElementTables:
                 if isinstance(base, type) and issubclass(base, FHIRAbstractModel)
             ]
         required_choices: list[str] = []
-        minimum_one: list[tuple[str, str | None]] = []
+        minimum_one: list[tuple[str, str | None, str | None]] = []
         for field_name, info in model.model_fields.items():
             if field_name == "fhir_comments":  # not FHIR JSON; fhir.resources' own extra
                 continue
@@ -325,7 +327,7 @@ class ElementTables:
                 required_choices.append(choice)
             if info.is_required() or extra.get("element_required") is True:
                 ext_key = f"_{key}" if isinstance(target, str) else None
-                minimum_one.append((key, ext_key))
+                minimum_one.append((key, ext_key, field_name if field_name != key else None))
             if field_name.endswith("__ext"):
                 table.elements[key] = Element(
                     name=key[1:],

@@ -26,7 +26,6 @@ def _issue(expression: str, message: str, code: str) -> Issue:
     return Issue(f"{expression}: {message}", code=code, expression=(expression,))
 
 
-
 def model_issues(resource: dict[str, Any], resource_type: str, found: list[Issue]) -> list[Issue]:
     """Issues fhir.resources finds that the walk did not already report."""
     try:

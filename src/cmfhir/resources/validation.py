@@ -317,8 +317,12 @@ class ResourceValidator:
         for choice in table.required_choices:
             if choice not in chosen:
                 issues.append(_issue(f"{path}.{choice}", f"{choice}[x] is required", "required"))
-        for key, ext_key in table.required:
-            if obj.get(key) is None and (ext_key is None or not _has_extension(obj.get(ext_key))):
+        for key, ext_key, own_name in table.required:
+            if (
+                obj.get(key) is None
+                and (ext_key is None or not _has_extension(obj.get(ext_key)))
+                and (own_name is None or own_name not in obj)
+            ):
                 run.late.append(_issue(f"{path}.{key}", "required element is missing", "required"))
         if table.needs_id_or_extension and obj.get("id") is None and obj.get("extension") is None:
             run.late.append(_issue(path, "needs an id or an extension", "value"))
@@ -463,7 +467,7 @@ class ResourceValidator:
         kind = element.json_kind
         if kind == BOOLEAN:
             valid = value is True or value is False
-        elif kind == INTEGER or kind == DECIMAL:
+        elif kind in (INTEGER, DECIMAL):
             valid = type(value) is int or (kind == DECIMAL and isinstance(value, (Decimal, float)))
             if valid and element.value_check is not None:
                 problem = element.value_check(value)
