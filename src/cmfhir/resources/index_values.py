@@ -586,22 +586,6 @@ class _Composite(NamedTuple):
 class _Plan(NamedTuple):
     simple: tuple[_Simple, ...]
     composite: tuple[_Composite, ...]
-    # Which simple parameters a top-level key can give values to (positions in `simple`),
-    # so a resource looks up its own dozen keys instead of testing every parameter's keys.
-    by_key: dict[str, frozenset[int]]
-    always: frozenset[int]  # parameters whose keys are unknown: always evaluated
-
-
-def _key_dispatch(simple: tuple[_Simple, ...]) -> tuple[dict[str, frozenset[int]], frozenset[int]]:
-    by_key: dict[str, set[int]] = {}
-    always: set[int] = set()
-    for position, entry in enumerate(simple):
-        if entry.keys is None:
-            always.add(position)
-        else:
-            for key in entry.keys:
-                by_key.setdefault(key, set()).add(position)
-    return {key: frozenset(found) for key, found in by_key.items()}, frozenset(always)
 
 
 _plans: weakref.WeakKeyDictionary[SearchParameterRegistry, dict[str, _Plan]] = (
@@ -679,7 +663,7 @@ def _plan(registry: SearchParameterRegistry, resource_type: str) -> _Plan:
             )
             if found is not None
         )
-        plan = per_type[resource_type] = _Plan(simple, composite, *_key_dispatch(simple))
+        plan = per_type[resource_type] = _Plan(simple, composite)
     return plan
 
 
@@ -698,17 +682,10 @@ def extract_index(resource: dict[str, Any], registry: SearchParameterRegistry) -
     resource_type = resource["resourceType"]
     plan = _plan(registry, resource_type)
     current: SearchParameter | None = None
-    by_key = plan.by_key
-    wanted = set(plan.always)
-    for key in resource:
-        found = by_key.get(key)
-        if found is not None:
-            wanted |= found
-    simple = plan.simple
     try:
-        # In the plan's order, so entries come out as if every parameter were tested.
-        for position in sorted(wanted):
-            current, _, extract, convert = simple[position]
+        for current, keys, extract, convert in plan.simple:
+            if keys is not None and keys.isdisjoint(resource):
+                continue
             values = extract(resource)
             if values:
                 convert(current.code, values, out)
