@@ -284,3 +284,89 @@ def test_a_uuid_of_any_version_is_accepted() -> None:
     with pytest.raises(InvalidResource) as caught:
         MODELS.validate(resource)
     assert caught.value.issues[0].expression == ("Patient.extension[0].valueUuid",)
+
+
+# --- the walk's own messages for what the models found ------------------------------------
+
+OBS = {"resourceType": "Observation", "status": "final", "code": {"text": "BMI"}}
+ABSENT = {
+    "extension": [
+        {
+            "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+            "valueCode": "unknown",
+        }
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    ("resource", "location", "message"),
+    [
+        pytest.param(
+            {"resourceType": "Patient", "birthDate": "2019-02-29"},
+            "Patient.birthDate",
+            "not a valid FHIR date: no such day",
+            id="not-a-leap-year",
+        ),
+        pytest.param(
+            {**OBS, "issued": "2021-01-01T10:00:00"},
+            "Observation.issued",
+            "not a valid FHIR instant",
+            id="instant-without-zone",
+        ),
+        pytest.param(
+            {**OBS, "valueTime": "24:00:00"},
+            "Observation.valueTime",
+            "not a valid FHIR time",
+            id="time-24",
+        ),
+        pytest.param(
+            {**OBS, "valueSampledData": {"origin": {"value": 1}, "period": 1, "dimensions": 0}},
+            "Observation.valueSampledData.dimensions",
+            "must be greater than or equal to 1 (FHIR positiveInt)",
+            id="positiveInt-zero",
+        ),
+        pytest.param(
+            {"resourceType": "Patient", "name": [{"family": "\u00a0\u2028"}]},
+            "Patient.name[0].family",
+            "a string must hold more than whitespace",
+            id="unicode-whitespace-string",
+        ),
+        pytest.param(
+            {"resourceType": "Observation", "code": {"text": "x"}, "_status": {"id": "a"}},
+            "Observation.status",
+            "required element is missing",
+            id="required-primitive-id-only",
+        ),
+        pytest.param(
+            {"resourceType": "Patient", "_birthDate": {"fhir_comments": "x"}},
+            "Patient.birthDate.fhir_comments",
+            "unknown element",
+            id="primitive-extension-empty",
+        ),
+    ],
+)
+def test_the_walk_reports(resource: dict[str, Any], location: str, message: str) -> None:
+    assert _refuses(MODELS, resource) is not None
+    with pytest.raises(InvalidResource) as caught:
+        WALK.validate(resource)
+    issue = caught.value.issues[0]
+    assert issue.expression == (location,)
+    assert issue.diagnostics == f"{location}: {message}"
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        pytest.param({**OBS, "effectiveDateTime": "2016-12-31T23:59:60Z"}, id="leap-second"),
+        pytest.param({"resourceType": "Patient", "birthDate": "2000-02-29"}, id="leap-day"),
+        pytest.param(
+            {"resourceType": "Observation", "code": {"text": "x"}, "_status": ABSENT},
+            id="required-primitive-absent-reason",
+        ),
+        pytest.param({**OBS, "valueInteger": -(2**31)}, id="integer-lowest"),
+    ],
+)
+def test_the_walk_accepts(resource: dict[str, Any]) -> None:
+    assert _refuses(MODELS, resource) is None
+    WALK.validate(resource)
