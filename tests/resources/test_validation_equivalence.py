@@ -196,7 +196,7 @@ def _mutations(resource: dict[str, Any], rng: random.Random) -> Iterator[dict[st
                     yield changed
     # Primitive values: bad and good dates, ranges, strings, wrong JSON types.
     primitives = [s for s in sites if s[2].kind == PRIMITIVE]
-    for trail, key, element, _ in pick(primitives, 6):
+    for trail, key, element, _ in pick(primitives, 4):
         values: list[Any] = [*BAD_DATES.get(element.type_name, ())]
         values += GOOD_DATES.get(element.type_name, ())
         values += INTEGERS.get(element.type_name, ())
