@@ -1,7 +1,9 @@
-"""What FHIRPath invariant checking costs: every resource of the Synthea Bundles validated
-with and without the core invariants, in one process, best of `--repeat` alternating passes each.
+"""What validation costs: every resource of the Synthea Bundles validated with and without
+the core invariants, in one process, best of `--repeat` alternating passes each; and the
+walk that checks required elements, dates and ranges itself against the validation that
+built the fhir.resources model of each resource for them (`--models`, issue #10).
 
-    .venv/bin/python -m bench.validation_cost [--synthea DIR] [--repeat N]
+    .venv/bin/python -m bench.validation_cost [--synthea DIR] [--repeat N] [--models]
 
 Times are CPU time of this process (the machine may be shared). Prints resources/s for
 both, the invariants' cost per resource (the difference, and the time measured inside
@@ -75,15 +77,41 @@ def invariant_seconds(validator: ResourceValidator, resources: list[dict[str, An
     return spent
 
 
+def models_against_walk(resources: list[dict[str, Any]], repeat: int) -> tuple[float, float]:
+    """CPU seconds per resource of validation building the fhir.resources models and of the
+    walk alone, best of `repeat` alternating passes each (invariants on in both)."""
+    validators = {
+        True: ResourceValidator.from_profiles(ROOT / "profiles", models=True),
+        False: ResourceValidator.from_profiles(ROOT / "profiles"),
+    }
+    for validator in validators.values():
+        seconds(validator, resources[:500])
+    best = {True: float("inf"), False: float("inf")}
+    for _ in range(repeat):
+        for models, validator in validators.items():
+            best[models] = min(best[models], seconds(validator, resources))
+    return best[True] / len(resources), best[False] / len(resources)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--synthea", type=Path, default=DEFAULT_SYNTHEA)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--models", action="store_true", help="compare the models-based validation with the walk"
+    )
     args = parser.parse_args()
 
     resources = load_resources(args.synthea)
     if not resources:
         raise SystemExit(f"no Synthea Bundles in {args.synthea}")
+    if args.models:
+        models, walk = models_against_walk(resources, args.repeat)
+        print(f"{len(resources)} Synthea resources from {args.synthea}")
+        print(f"validation building the fhir.resources models: {models * 1e6:.0f} us (CPU) each")
+        print(f"validation by the walk alone:                  {walk * 1e6:.0f} us (CPU) each")
+        print(f"saved: {(models - walk) * 1e6:.0f} us per resource, {1 - walk / models:.1%}")
+        return
     validator = ResourceValidator.from_profiles(ROOT / "profiles")
     seconds(validator, resources[:500])  # element tables and compiled expressions
     without, with_invariants = rates(validator, resources, args.repeat)

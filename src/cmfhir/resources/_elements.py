@@ -1,19 +1,24 @@
 """Element tables: what each JSON property of a FHIR R4B type holds, read once per model
 class from the `fhir.resources.R4B` field annotations (https://hl7.org/fhir/R4B/json.html).
 
-The validator walks resources with these tables instead of re-reading annotations, so each
-model class is introspected once per `ElementTables`. A table also knows its element's
+The annotations are the R4B StructureDefinitions as fhir.resources generated them: type,
+cardinality (a list or one value; `element_required` or a required field for min 1) and
+choice groups. The validator walks resources with these tables instead of re-reading
+annotations or building models, so each model class is introspected once per
+`ElementTables` and no model is constructed per write. A table also knows its element's
 definition path (`Patient.contact`, `Timing.repeat`), which keys the required bindings.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import types
 import typing
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -51,8 +56,7 @@ _JSON_KINDS = {
 }
 
 # String formats fhir.resources does not enforce (its patterns are unanchored searches, or
-# absent). Dates, times and integer ranges it checks well, so they are left to it.
-# Regexes from https://hl7.org/fhir/R4B/datatypes.html#primitive.
+# absent). Regexes from https://hl7.org/fhir/R4B/datatypes.html#primitive.
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _CODE = re.compile(r"[^\s]+( [^\s]+)*")
 _NO_WHITESPACE = re.compile(r"\S+")
@@ -84,6 +88,116 @@ _FORMATS: dict[str, tuple[Callable[[str], object], str]] = {
 }
 
 
+# What the fhir.resources models checked on every write before the walk did it itself
+# (https://hl7.org/fhir/R4B/datatypes.html#primitive): dates and times by the spec's
+# regexes plus a real calendar day, integer ranges, and a string holding more than
+# whitespace. Each returns a message, or None for a valid value. Reported after the walk's
+# own problems, as the models' were (see validation.py).
+_DATE = re.compile(
+    r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
+    r"(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?"
+)
+_DATE_TIME = re.compile(
+    r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
+    r"(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])"
+    r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?"
+    r"(Z|[+\-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?"
+)
+_INSTANT = re.compile(
+    r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)-(0[1-9]|1[0-2])"
+    r"-(0[1-9]|[1-2][0-9]|3[0-1])T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?"
+    r"(Z|[+\-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
+)
+_TIME = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?")
+_DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+# Unicode White_Space but the four a FHIR string may hold: a string made only of these
+# (vertical tab, no-break space, line separator...) is not a FHIR string.
+_OTHER_WHITE_SPACE = (
+    "\x0b\x0c\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def _real_day(value: str) -> bool:
+    """Whether `YYYY-MM-DD...` names a day of the calendar (the regexes allow 02-31)."""
+    day = int(value[8:10])
+    if day <= 28:
+        return True
+    month = int(value[5:7])
+    if month != 2:
+        return day <= _DAYS_IN_MONTH[month]
+    year = int(value[:4])
+    return day == 29 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def _date(value: str) -> str | None:
+    if _DATE.fullmatch(value) is None:
+        return "not a valid FHIR date"
+    if len(value) == 10 and not _real_day(value):
+        return "not a valid FHIR date: no such day"
+    return None
+
+
+def _date_time(value: str) -> str | None:
+    if _DATE_TIME.fullmatch(value) is None:
+        return "not a valid FHIR dateTime"
+    if len(value) >= 10 and not _real_day(value):
+        return "not a valid FHIR dateTime: no such day"
+    return None
+
+
+def _instant(value: str) -> str | None:
+    if _INSTANT.fullmatch(value) is None:
+        return "not a valid FHIR instant"
+    if not _real_day(value):
+        return "not a valid FHIR instant: no such day"
+    return None
+
+
+def _time(value: str) -> str | None:
+    return None if _TIME.fullmatch(value) is not None else "not a valid FHIR time"
+
+
+def _string(value: str) -> str | None:
+    if value.strip(_OTHER_WHITE_SPACE):
+        return None
+    return "a string must hold more than whitespace"
+
+
+def _range(low: int, name: str) -> Callable[[Any], str | None]:
+    high = 2**31 - 1
+
+    def check(value: Any) -> str | None:
+        if value > high:
+            return f"must be less than or equal to {high} (FHIR {name})"
+        if value < low:
+            return f"must be greater than or equal to {low} (FHIR {name})"
+        return None
+
+    return check
+
+
+def _finite(value: Any) -> str | None:
+    # Parsed JSON holds only finite numbers; a float or Decimal handed in by code may not.
+    if type(value) is int:
+        return None
+    finite = value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)
+    return None if finite else "not a valid FHIR decimal"
+
+
+_VALUES: dict[str, Callable[[Any], str | None]] = {
+    "date": _date,
+    "dateTime": _date_time,
+    "instant": _instant,
+    "time": _time,
+    "string": _string,
+    "integer": _range(-(2**31), "integer"),
+    "unsignedInt": _range(0, "unsignedInt"),
+    "positiveInt": _range(1, "positiveInt"),
+    "decimal": _finite,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Binding:
     """A required binding: the element must hold one of `codes`."""
@@ -108,6 +222,7 @@ class Element:
     format_name: str = ""
     binding: Binding | None = None
     choice: str | None = None  # `deceased` for deceasedBoolean and deceasedDateTime
+    value_check: Callable[[Any], str | None] | None = None  # see _VALUES
 
 
 @dataclass(slots=True)
@@ -118,6 +233,14 @@ class Table:
     is_resource: bool
     elements: dict[str, Element] = field(default_factory=dict)
     required_choices: tuple[str, ...] = ()
+    # Elements of minimum cardinality 1: (JSON key, key of its primitive extension or None,
+    # fhir.resources' own name for it when another: `class_fhir`). A required primitive may
+    # be absent when its `_key` holds an extension (a data-absent-reason):
+    # https://hl7.org/fhir/R4B/extensibility.html#Special-Case. The own name is refused as
+    # an unknown element; it is not reported missing besides, as the models did not.
+    required: tuple[tuple[str, str | None, str | None], ...] = ()
+    # `_birthDate: {...}`: holds an id or extensions (an object of neither says nothing).
+    needs_id_or_extension: bool = False
 
 
 def _unwrap_optional(annotation: Any) -> Any:
@@ -158,8 +281,12 @@ def is_root_type(model: Model) -> bool:
 class ElementTables:
     """Element tables for every model class reached, built on first use and kept."""
 
-    def __init__(self, bindings: Mapping[str, Binding]) -> None:
+    def __init__(self, bindings: Mapping[str, Binding], *, own_checks: bool = True) -> None:
+        """With `own_checks` off the tables leave out what the fhir.resources models check
+        (required elements, dates, ranges): the validation before the walk did it, kept to
+        compare the two (see ResourceValidator's `models`)."""
         self._bindings = bindings
+        self._own_checks = own_checks
         self._tables: dict[Model, Table] = {}
         self._paths: dict[Model, str] = {}
 
@@ -186,6 +313,7 @@ class ElementTables:
                 if isinstance(base, type) and issubclass(base, FHIRAbstractModel)
             ]
         required_choices: list[str] = []
+        minimum_one: list[tuple[str, str | None, str | None]] = []
         for field_name, info in model.model_fields.items():
             if field_name == "fhir_comments":  # not FHIR JSON; fhir.resources' own extra
                 continue
@@ -197,6 +325,9 @@ class ElementTables:
             required = extra.get("one_of_many_required") is True
             if choice is not None and required and choice not in required_choices:
                 required_choices.append(choice)
+            if info.is_required() or extra.get("element_required") is True:
+                ext_key = f"_{key}" if isinstance(target, str) else None
+                minimum_one.append((key, ext_key, field_name if field_name != key else None))
             if field_name.endswith("__ext"):
                 table.elements[key] = Element(
                     name=key[1:],
@@ -224,6 +355,9 @@ class ElementTables:
                 if primitive is not None and primitive.choice is not None:
                     table.elements[key] = replace(element, choice=primitive.choice)
         table.required_choices = tuple(required_choices)
+        if self._own_checks:
+            table.required = tuple(minimum_one)
+            table.needs_id_or_extension = model.__name__ == "FHIRPrimitiveExtension"
         return table
 
     def _primitive(
@@ -246,6 +380,7 @@ class ElementTables:
             format_name=format_name,
             binding=binding,
             choice=choice,
+            value_check=_VALUES.get(type_name) if self._own_checks else None,
         )
 
     def _name_backbones(self, root: Model) -> None:

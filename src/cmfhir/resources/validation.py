@@ -18,10 +18,17 @@ Two passes, both reporting every problem with a FHIRPath-style location
    sub-extensions, never both: ext-1), narrative XHTML (txt-1, txt-2: `narrative.py`),
    contained resources and local references (dom-2, dom-3, dom-4, ref-1: `contained.py`)
    and the resource types each Reference element allows (`profiles/reference-targets.json`).
+   The same walk checks what the fhir.resources (pydantic) models used to check on every
+   write: required elements (minimum cardinality 1, in resources, backbone elements and
+   datatypes; a required primitive may carry only an extension), dates, dateTimes,
+   instants and times (the spec's regexes and a real calendar day), integer ranges
+   (integer, unsignedInt, positiveInt) and strings of more than whitespace. These are
+   reported after the others, as the models' errors were, and are dropped at or under a
+   location already reported. `tests/resources/test_validation_equivalence.py` runs both
+   over every example and a set of mutations (`model_check.py` keeps the model-based
+   check, `ResourceValidator(..., models=True)`, off the write path).
 2. The FHIRPath invariants of the core definitions on each element present
    (`invariants.py`, `profiles/invariants.json`), when the walk found nothing.
-3. `fhir.resources.R4B` (pydantic) for required elements, dates and times, numeric ranges.
-   Its errors at or under a location the walk already reported are dropped.
 
 `Parameters` and `OperationOutcome` are operation bodies and results, never stored: a
 write of one is refused (`validate(..., stored=False)` checks one as an operation body).
@@ -36,9 +43,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-
-from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
 
 from cmfhir.errors import InvalidResource, Issue, Unprocessable
 from cmfhir.resources._elements import (
@@ -57,6 +61,7 @@ from cmfhir.resources._elements import (
 from cmfhir.resources.contained import LocalReferences
 from cmfhir.resources.fhirpath import parse_reference
 from cmfhir.resources.invariants import Invariant, InvariantSet, load_invariants
+from cmfhir.resources.model_check import is_covered, model_issues
 from cmfhir.resources.narrative import NarrativeRules, load_narrative_rules
 from cmfhir.resources.types import is_resource_type
 
@@ -83,9 +88,6 @@ _CONDITIONAL_REFERENCE = re.compile(r"([A-Z][A-Za-z]+)\?")
 _MAX_DEPTH = 128
 _LISTED_CODES = 25  # a message names at most this many allowed codes
 _JSON_KIND_NAMES = {BOOLEAN: "boolean", INTEGER: "integer", DECIMAL: "number"}
-# fhir.resources' messages for choice elements, which the walk reports itself.
-_CHOICE_MESSAGES = ("Any of one field value is expected", "Expect any of field value")
-_FORMAT_MESSAGE = re.compile(r"(\w+) value string does not match spec regex")
 
 
 def load_required_bindings(path: Path) -> dict[str, Binding]:
@@ -126,6 +128,8 @@ class _Run:
     # Invariants broken, reported only when the structure is right (as FHIRPath ones are).
     broken: list[Issue] = field(default_factory=list)
     pending: list[tuple[tuple[Invariant, ...], Any, str, Any, Any]] = field(default_factory=list)
+    # What the models used to find (required elements, dates, ranges): reported last.
+    late: list[Issue] = field(default_factory=list)
     resource: Any = None
     root: Any = None
     local: LocalReferences = field(default_factory=LocalReferences)
@@ -150,8 +154,14 @@ class ResourceValidator:
         invariants: InvariantSet | None = None,
         targets: dict[str, frozenset[str]] | None = None,
         narrative: NarrativeRules | None = None,
+        *,
+        models: bool = False,
     ) -> None:
-        self._tables = ElementTables(bindings)
+        """`models`: check required elements, dates and ranges by building the
+        fhir.resources model instead of in the walk, as before; kept to compare the two
+        (tests, bench/validation_cost.py), never used on writes."""
+        self._models = models
+        self._tables = ElementTables(bindings, own_checks=not models)
         self._invariants = invariants or InvariantSet({})
         self._targets = targets or {}
         self._narrative = narrative
@@ -159,12 +169,13 @@ class ResourceValidator:
         self.check_invariants = True
 
     @classmethod
-    def from_profiles(cls, profiles_dir: Path) -> ResourceValidator:
+    def from_profiles(cls, profiles_dir: Path, *, models: bool = False) -> ResourceValidator:
         return cls(
             load_required_bindings(profiles_dir / "required-bindings.json"),
             load_invariants(profiles_dir / "invariants.json"),
             load_reference_targets(profiles_dir / "reference-targets.json"),
             load_narrative_rules(profiles_dir / "narrative-xhtml.json"),
+            models=models,
         )
 
     def validate(
@@ -209,7 +220,10 @@ class ResourceValidator:
                         issues.append(
                             _issue(location, f"{invariant.key}: {invariant.human}", "invariant")
                         )
-        issues += _model_issues(resource, resource_type, issues)
+        if self._models:
+            issues += model_issues(resource, resource_type, issues)
+        elif run.late:
+            issues += _late_issues(run.late, issues)
         if issues:
             count = "1 problem" if len(issues) == 1 else f"{len(issues)} problems"
             # The summary names no values: it is the part that may reach a log.
@@ -303,6 +317,15 @@ class ResourceValidator:
         for choice in table.required_choices:
             if choice not in chosen:
                 issues.append(_issue(f"{path}.{choice}", f"{choice}[x] is required", "required"))
+        for key, ext_key, own_name in table.required:
+            if (
+                obj.get(key) is None
+                and (ext_key is None or not _has_extension(obj.get(ext_key)))
+                and (own_name is None or own_name not in obj)
+            ):
+                run.late.append(_issue(f"{path}.{key}", "required element is missing", "required"))
+        if table.needs_id_or_extension and obj.get("id") is None and obj.get("extension") is None:
+            run.late.append(_issue(path, "needs an id or an extension", "value"))
 
     def _extension(self, obj: dict[str, Any], location: str, run: _Run) -> None:
         """Extension rules outside FHIRPath: ext-1 and the url. A sub-extension of a complex
@@ -444,10 +467,12 @@ class ResourceValidator:
         kind = element.json_kind
         if kind == BOOLEAN:
             valid = value is True or value is False
-        elif kind == INTEGER:
-            valid = type(value) is int
-        elif kind == DECIMAL:
-            valid = type(value) is int or isinstance(value, (Decimal, float))
+        elif kind in (INTEGER, DECIMAL):
+            valid = type(value) is int or (kind == DECIMAL and isinstance(value, (Decimal, float)))
+            if valid and element.value_check is not None:
+                problem = element.value_check(value)
+                if problem is not None:
+                    run.late.append(_issue(location, problem, "value"))
         elif type(value) is not str:
             valid = False
         elif not value:
@@ -475,6 +500,10 @@ class ResourceValidator:
                 )
             elif element.type_name in _URI_TYPES and value.startswith("#"):
                 run.local.uri(value)
+            elif element.value_check is not None:
+                problem = element.value_check(value)
+                if problem is not None:
+                    run.late.append(_issue(location, problem, "value"))
             return
         if not valid:
             expected = _JSON_KIND_NAMES.get(kind, "string")
@@ -486,6 +515,26 @@ class ResourceValidator:
                     "value",
                 )
             )
+
+
+def _has_extension(value: Any) -> bool:
+    """Whether a required primitive's `_key` stands in for its value (extensions present).
+    For a repeating one (`CapabilityStatement.format`) values are needed, as before."""
+    return type(value) is dict and bool(value.get("extension"))
+
+
+def _late_issues(late: list[Issue], found: list[Issue]) -> list[Issue]:
+    """The late issues not at or under a location already reported, each location once."""
+    if not found and len(late) == 1:
+        return late
+    covered = {issue.expression[0] for issue in found if issue.expression}
+    kept = []
+    for issue in late:
+        location = issue.expression[0]
+        if not is_covered(location, covered):
+            covered.add(location)
+            kept.append(issue)
+    return kept
 
 
 def _contained_index(location: str) -> int:
@@ -534,73 +583,6 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return type(value).__name__
-
-
-# --- fhir.resources ------------------------------------------------------------------------
-
-
-def _model_issues(resource: dict[str, Any], resource_type: str, found: list[Issue]) -> list[Issue]:
-    """Issues fhir.resources finds that the walk did not already report."""
-    try:
-        get_fhir_model_class(resource_type).model_validate(resource)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-    except Exception:
-        # fhir.resources raises AttributeError/KeyError on some malformed input (an integer
-        # url, an unknown contained type). The walk reports those; if it found nothing,
-        # the resource still must not pass.
-        if found:
-            return []
-        return [Issue(f"{resource_type}: the resource could not be validated", code="invalid")]
-    else:
-        return []
-
-    covered = {issue.expression[0] for issue in found if issue.expression}
-    issues: list[Issue] = []
-    for error in errors:
-        message = str(error["msg"])
-        if message.startswith("Value error, "):
-            message = message[len("Value error, ") :]
-        if message.startswith(_CHOICE_MESSAGES):
-            continue
-        location = _location(resource, resource_type, error["loc"])
-        if _is_covered(location, covered):
-            continue
-        code = "value"
-        if error["type"] in ("missing", "model_field_validation.missing"):
-            message, code = "required element is missing", "required"
-        elif error["type"] == "extra_forbidden":
-            message, code = "unknown element", "structure"
-        elif message == "One of field value is required.":  # `_birthDate: {}`-like objects
-            message = "needs an id or an extension"
-        elif (matched := _FORMAT_MESSAGE.match(message)) is not None:
-            message = f"not a valid FHIR {matched.group(1)[0].lower()}{matched.group(1)[1:]}"
-        covered.add(location)
-        issues.append(_issue(location, message, code))
-    return issues
-
-
-def _location(resource: dict[str, Any], resource_type: str, loc: tuple[int | str, ...]) -> str:
-    """A pydantic error location as a FHIRPath-style path, following the data so the
-    validator's own segments (`root`, union member names) drop out."""
-    path = resource_type
-    node: Any = resource
-    for segment in loc:
-        if isinstance(node, dict) and isinstance(segment, str) and segment in node:
-            node = node[segment]
-            path += "." + (segment[1:] if segment.startswith("_") else segment)
-        elif isinstance(node, list) and isinstance(segment, int) and 0 <= segment < len(node):
-            node = node[segment]
-            path += f"[{segment}]"
-        elif isinstance(segment, str) and segment.isidentifier() and isinstance(node, dict):
-            path += "." + segment  # a missing element: not in the data
-    return path
-
-
-def _is_covered(location: str, covered: set[str]) -> bool:
-    if location in covered:
-        return True
-    return any(char in ".[" and location[:index] in covered for index, char in enumerate(location))
 
 
 # --- the default validator -----------------------------------------------------------------
