@@ -30,10 +30,12 @@ __all__ = ["MemorySampler", "Server", "free_port", "start_server"]
 _READY_TIMEOUT_S = 180.0
 _CATCH_UP_TIMEOUT_S = 1800.0
 # Work the background workers still have: members queued for the gap engine, and events
-# after any outbox consumer's position.
+# after any outbox consumer's position; and 1 while the gap engine has not yet registered
+# as a consumer (a worker process still starting has read nothing).
 _BEHIND = """
 SELECT (SELECT count(*) FROM gap_member)
      + (SELECT count(*) FROM event e JOIN consumer c ON (e.xid, e.seq) > (c.xid, c.seq))
+     + (SELECT CASE WHEN EXISTS (SELECT 1 FROM consumer WHERE name = 'gaps') THEN 0 ELSE 1 END)
 """
 
 
