@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -116,9 +117,10 @@ def _paths(samples: dict[str, list[Any]], ids: dict[str, list[str]]) -> dict[str
     out["episodes_50_include"] = [
         base.format(quote(m)) + "&_include=EpisodeOfCare:patient" for m in managers
     ]
-    out["episodes_50_revinclude"] = [
-        base.format(quote(m)) + "&_revinclude=CareTeam:subject" for m in managers
-    ]
+    # A page of 50 Patients, and the EpisodeOfCare of each.
+    panels = [f"/fhir/Patient?gender={g}&_count=50" for g in ("female", "male")]
+    out["patients_50"] = panels
+    out["patients_50_revinclude"] = [f"{p}&_revinclude=EpisodeOfCare:patient" for p in panels]
     return out
 
 
@@ -155,6 +157,84 @@ async def _measure(
     }
 
 
+# Interactions called directly (no HTTP), as a principal that sees everything and as a
+# care manager (a `user/` token whose every query carries the access predicate).
+_INTERACTIONS = (
+    "interaction_read_open",
+    "interaction_read_care_manager",
+    "interaction_search_open",
+    "interaction_search_care_manager",
+)
+
+
+def _interaction_calls(
+    ctx: Any, name: str, ids: dict[str, list[str]], managers: tuple[str, ...]
+) -> list[Callable[[], Awaitable[Any]]]:
+    from dataclasses import replace
+
+    from cmfhir.auth.principal import Principal
+    from cmfhir.interactions import read, search
+
+    calls: list[Callable[[], Awaitable[Any]]] = []
+    patients = ids["Patient"]
+    for n, manager in enumerate(managers * 20):
+        as_manager = replace(
+            ctx,
+            principal=Principal(
+                "user", "bench", fhir_user=f"Practitioner/{manager}", scopes=("user/*.rs",)
+            ),
+        )
+        who = as_manager if name.endswith("care_manager") else ctx
+        if name.startswith("interaction_read"):
+            # Member i has care manager i % managers (bench/caseload.py): one it may see.
+            patient = patients[
+                n % len(patients) // len(managers) * len(managers) + n % len(managers)
+            ]
+            calls.append(functools.partial(read, who, "Patient", patient))
+        else:
+            query = [("care-manager", f"Practitioner/{manager}")]
+            calls.append(functools.partial(search, who, "EpisodeOfCare", query, base="x"))
+    return calls
+
+
+async def _measure_calls(
+    calls: list[Callable[[], Awaitable[Any]]], requests: int, trips: RoundTrips
+) -> dict[str, Any]:
+    for call in calls[:10]:
+        await call()
+    costs: list[float] = []
+    before_trips = trips.count
+    with _no_gc():
+        for n in range(requests):
+            started = time.process_time()
+            await calls[n % len(calls)]()
+            costs.append(time.process_time() - started)
+    return {
+        "cpu_ms_mean": round(1000 * statistics.fmean(costs), 3),
+        "cpu_ms_median": round(1000 * statistics.median(costs), 3),
+        "round_trips": (trips.count - before_trips) / requests,
+    }
+
+
+async def _client_only(requests: int) -> dict[str, Any]:
+    """What the client and the ASGI transport cost alone: the same httpx client asking an
+    application that answers a read-sized body at once. Subtract it from a request's
+    figure for the server's share."""
+    body = b"x" * 1500
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        headers = [(b"content-type", b"application/fhir+json"), (b"content-length", b"1500")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://cost", headers=client_headers()
+    ) as client:
+        paths = [f"/fhir/Patient/{n}" for n in range(100)]
+        return await _measure(client, paths, requests, RoundTrips())
+
+
 async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
     from cmfhir.app import create_app
     from cmfhir.config import Settings
@@ -183,10 +263,19 @@ async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         staff = make_staff(args.members)
         samples = await build_samples(url, staff, ids, args.members, args.seed)
         paths = _paths(samples, ids)
-        wanted = args.only.split(",") if args.only else list(paths)
+        wanted = args.only.split(",") if args.only else ["client_only", *paths, *_INTERACTIONS]
         out: dict[str, Any] = {}
         with RoundTrips() as trips:
             for name in wanted:
+                if name == "client_only":
+                    out[name] = await _client_only(args.requests)
+                    print(f"{name:40s} {json.dumps(out[name])}", flush=True)
+                    continue
+                if name in _INTERACTIONS:
+                    calls = _interaction_calls(app.state.fhir, name, ids, staff.care_managers)
+                    out[name] = await _measure_calls(calls, args.requests, trips)
+                    print(f"{name:40s} {json.dumps(out[name])}", flush=True)
+                    continue
                 if args.profile:
                     await _profile(client, paths[name], args.requests, name, args.profile)
                     continue
