@@ -79,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         "scenario runs read with it off and on",
     )
     parser.add_argument(
+        "--background",
+        choices=("apart", "in"),
+        default="apart",
+        help="where the background workers run: `apart` (default) in a `cmfhir worker` "
+        "beside `cmfhir serve --no-workers`, `in` inside the serve workers",
+    )
+    parser.add_argument(
         "--no-soak-control",
         action="store_true",
         help="skip the soak's control phase against a freshly started server",
@@ -105,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         fresh_connections=args.ingest_fresh_connections,
         server_gc=args.server_gc,
         audit=args.audit,
+        background=args.background,
         soak=SoakOptions(
             minutes=args.soak_minutes,
             rate=args.soak_rate,

@@ -57,6 +57,8 @@ def _snapshot(server: Server, other: OtherLoad) -> dict[str, float]:
     postgres = server.postgres_pids()
     return {
         "server": _cpu(server.pids()),
+        # `cmfhir worker`, when the background workers run apart (else 0).
+        "background_worker": _cpu(server.background_pids()),
         # The postmaster reaps its backends: their time moves to its children times.
         "postgres": _cpu(postgres[:1], reaped=True) + _cpu(postgres[1:]),
         # Reaped children of the harness: wrk runs and other finished subprocesses.

@@ -113,7 +113,7 @@ def print_summary(results: dict[str, Any]) -> None:
         f"other processes used {other['cpu_seconds']} CPU-s in {other['run_seconds']} s "
         f"({other['percent_of_machine']}% of the machine)"
     )
-    groups = ("server", "postgres", "harness_and_load", "other")
+    groups = ("server", "background_worker", "postgres", "harness_and_load", "other")
     report.print_table(
         f"CPU by process group, % of the machine ({os.cpu_count()} cores)",
         ["phase", "seconds", *groups, "each worker, % of a core"],
@@ -121,7 +121,7 @@ def print_summary(results: dict[str, Any]) -> None:
             [
                 name,
                 split["seconds"],
-                *(split[g]["percent_of_machine"] for g in groups),
+                *(split.get(g, {}).get("percent_of_machine", "") for g in groups),
                 " / ".join(str(x) for x in split.get("worker_percent_of_core", [])),
             ]
             for name, split in _cpu_phases(results)

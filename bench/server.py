@@ -1,8 +1,14 @@
 """The server under test: `cmfhir serve` as a subprocess over a fresh data directory, the
-embedded PostgreSQL it starts, and a sampler of both processes' memory."""
+embedded PostgreSQL it starts, and a sampler of both processes' memory.
+
+With `separate_worker`, `cmfhir serve --no-workers` answers the API and the background
+workers (gap engine, subscription matcher and sender, export and import jobs, pruning) run
+in a `cmfhir worker` process of their own, so the API's figures do not include the work a
+load leaves behind (`Server.catch_up` waits for it and says how long it took)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -15,12 +21,22 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import httpx
 import psutil
 
 __all__ = ["MemorySampler", "Server", "free_port", "start_server"]
 
 _READY_TIMEOUT_S = 180.0
+_CATCH_UP_TIMEOUT_S = 1800.0
+# Work the background workers still have: members queued for the gap engine, and events
+# after any outbox consumer's position; and 1 while the gap engine has not yet registered
+# as a consumer (a worker process still starting has read nothing).
+_BEHIND = """
+SELECT (SELECT count(*) FROM gap_member)
+     + (SELECT count(*) FROM event e JOIN consumer c ON (e.xid, e.seq) > (c.xid, c.seq))
+     + (SELECT CASE WHEN EXISTS (SELECT 1 FROM consumer WHERE name = 'gaps') THEN 0 ELSE 1 END)
+"""
 
 
 def free_port() -> int:
@@ -38,6 +54,20 @@ class Server:
     log_path: Path
     database_url: str = ""
     external_database: bool = False
+    # `cmfhir worker`, when the background workers run apart from `serve`.
+    worker: subprocess.Popen[bytes] | None = None
+
+    def background_pids(self) -> list[int]:
+        """The `cmfhir worker` process, if the workers run apart."""
+        if self.worker is None or self.worker.poll() is not None:
+            return []
+        return [self.worker.pid]
+
+    def catch_up(self) -> float:
+        """Wait until the background workers have done what the load left them (every
+        event read by every consumer, no member queued for the gap engine); the seconds
+        it took."""
+        return asyncio.run(_wait_caught_up(self.database_url))
 
     def pids(self) -> list[int]:
         """The serve process and its uvicorn workers."""
@@ -67,7 +97,15 @@ class Server:
             return ""
 
     def stop(self) -> None:
-        """SIGINT the serve process (uvicorn drains its workers), then release PostgreSQL."""
+        """SIGINT the serve process (uvicorn drains its workers) and the worker process,
+        then release PostgreSQL."""
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.send_signal(signal.SIGINT)
+            try:
+                self.worker.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait(timeout=10)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
@@ -92,8 +130,11 @@ def start_server(
     workers: int,
     database_url: str | None,
     extra_env: dict[str, str] | None = None,
+    *,
+    separate_worker: bool = False,
 ) -> Server:
-    """Start `cmfhir serve`, wait until it answers, and return it with its database URL."""
+    """Start `cmfhir serve`, wait until it answers, and return it with its database URL;
+    with `separate_worker`, `serve --no-workers` and a `cmfhir worker` beside it."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"
     env = dict(os.environ, CMFHIR_DATA_DIR=str(data_dir), CMFHIR_LOG_LEVEL="warning")
@@ -106,6 +147,8 @@ def start_server(
         env.pop("CMFHIR_DATABASE_URL", None)
     command = [sys.executable, "-m", "cmfhir", "serve", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--workers", str(workers)]
+    if separate_worker:
+        command.append("--no-workers")
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     server = Server(process, f"http://127.0.0.1:{port}/fhir", data_dir, log_path)
@@ -128,7 +171,44 @@ def start_server(
         from cmfhir.store.database import embedded_url
 
         server.database_url = embedded_url(data_dir)
+    if separate_worker:
+        server.worker = _start_worker(env, server.database_url, data_dir / "worker.log")
     return server
+
+
+def _start_worker(
+    env: dict[str, str], database_url: str, log_path: Path
+) -> subprocess.Popen[bytes]:
+    """`cmfhir worker` on the server's database (the embedded one by its URL: the worker
+    joins it, it does not start its own)."""
+    env = dict(env, CMFHIR_DATABASE_URL=database_url)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cmfhir", "worker"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    time.sleep(0.5)
+    if process.poll() is not None:
+        raise RuntimeError(
+            f"cmfhir worker exited ({process.returncode}):\n"
+            + log_path.read_text(errors="replace")[-2000:]
+        )
+    return process
+
+
+async def _wait_caught_up(database_url: str) -> float:
+    conn = await asyncpg.connect(database_url)
+    started = time.perf_counter()
+    try:
+        while await conn.fetchval(_BEHIND):
+            if time.perf_counter() - started > _CATCH_UP_TIMEOUT_S:
+                raise RuntimeError("the background workers did not catch up")
+            await asyncio.sleep(0.2)
+        return round(time.perf_counter() - started, 1)
+    finally:
+        await conn.close()
 
 
 @dataclass

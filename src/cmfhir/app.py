@@ -34,7 +34,7 @@ from cmfhir.resources.compartment import load_patient_compartment
 from cmfhir.resources.operations import load_operations
 from cmfhir.resources.search_parameters import load_registry
 from cmfhir.resources.types import RESOURCE_TYPES
-from cmfhir.routes import Edge, error_response, http_error_response, router
+from cmfhir.routes import DirectRoutes, Edge, error_response, http_error_response, router
 from cmfhir.routes.apps import apps_router
 from cmfhir.routes.audit import AuditMiddleware
 from cmfhir.routes.bulk import bulk_router
@@ -256,6 +256,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Large answers (the CapabilityStatement, search pages) compressed for clients that ask.
     # Innermost: the audit reads the members an answer holds before it is compressed.
+    # Innermost: reads and searches without the router (routes/fhir.py), audited as others.
+    app.add_middleware(DirectRoutes)
     app.add_middleware(AuditMiddleware)
     app.add_middleware(GZipMiddleware, minimum_size=8192, compresslevel=5)
     # Outermost, one layer: the access log, CORS when configured, the request id, nosniff and

@@ -1,7 +1,7 @@
 """The access predicate as SQL text (store/access_sql.py) chooses the same rows as
 `visible` itself (store/access.py), for every kind of principal and both permissions, when
 placed after a statement's own parameters on a row of another name; principals of the same
-shape share one text."""
+shape share one text, compiled once."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from cmfhir.auth.principal import OPEN, SENSITIVE_SCOPE, TRUSTED, Principal
 from cmfhir.config import Settings
 from cmfhir.store.access import CARE_TEAM_ROLE, visible
+from cmfhir.store.access_sql import compile_count, visible_condition
 from cmfhir.store.database import async_url
 from cmfhir.store.driver import driver_connection
 from cmfhir.store.schema import resource
@@ -238,3 +239,31 @@ def test_same_shape_same_text() -> None:
     numbers = [int(n) for n in re.findall(r"\$(\d+)", texts[0])]
     assert min(numbers) == 3 and max(numbers) == 2 + len(values[0])  # after the reserved two
     assert values[0] != values[1]
+
+
+def test_one_compile_per_shape_of_principal() -> None:
+    """Compiling the predicate takes SQLAlchemy a few hundred ms for a practitioner: it is
+    done once per shape (kind, scopes, which identities) and permission, not per principal;
+    each principal's own ids are its values."""
+    scopes = (f"user/Observation.rs?code=urn:test|{RUN}",)  # a shape no other test uses
+    before = compile_count()
+    conditions = [
+        visible_condition(
+            Principal("user", f"app-{p}", fhir_user=f"Practitioner/{_id(p)}", scopes=scopes), "s"
+        )
+        for p in PRACTITIONERS
+    ]
+    assert compile_count() == before + 1
+    assert all(c is not None and c.parts == conditions[0].parts for c in conditions)  # type: ignore[union-attr]
+    for name, condition in zip(PRACTITIONERS, conditions, strict=True):
+        assert condition is not None and _id(name) in condition.values
+    visible_condition(
+        Principal("user", "app", fhir_user=f"Practitioner/{_id('nurse')}", scopes=scopes), "r"
+    )
+    members = [
+        visible_condition(Principal("patient", "app", patient=_id(m), scopes=scopes), "s")
+        for m in ("member", "other")
+    ]
+    assert compile_count() == before + 3  # another permission, another kind: two more
+    assert members[0] is not None and _id("member") in members[0].values
+    assert members[1] is not None and _id("other") in members[1].values

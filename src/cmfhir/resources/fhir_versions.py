@@ -210,12 +210,19 @@ def served_types(version: str) -> frozenset[str]:
     return fhir_versions().served_types(version)
 
 
+@functools.lru_cache(maxsize=16)
+def _served_types(version: str) -> frozenset[str]:
+    """`served_types` of the checkout's profiles, computed once per version (every request
+    asks)."""
+    return fhir_versions().served_types(version)
+
+
 def check_type_in_version(resource_type: str, version: str) -> None:
     """Raise NotFound (404, as for an unknown type in a URL) when `resource_type` is not a
     type cmfhir serves in `version`, naming the version that has it."""
-    versions = fhir_versions()
-    if resource_type in versions.served_types(version):
+    if resource_type in _served_types(version):
         return
+    versions = fhir_versions()
     label = version_label(version)
     other = versions.other_version_of(resource_type, version)
     if other is not None:

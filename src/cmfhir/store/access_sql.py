@@ -2,11 +2,13 @@
 (store/search_sql.py, store/includes.py).
 
 There is one description of the rules, `visible`: here it is compiled by SQLAlchemy for
-PostgreSQL once per principal and permission, every value left a bound parameter. Each use
-names the resource row it applies to and renumbers the parameters after the statement's
-own, so principals of the same shape give the same text (asyncpg prepares it once per
-connection) and a principal's values travel as parameters. An unrestricted principal adds
-no condition at all.
+PostgreSQL once per shape of principal (kind and scopes, and whether it is a practitioner
+or a member, not which one) and permission, every value left a bound parameter; each
+principal's own ids take the place of stand-ins among the values. Each use names the
+resource row it applies to and renumbers the parameters after the statement's own, so
+principals of the same shape give the same text (asyncpg prepares it once per connection)
+and a principal's values travel as parameters. An unrestricted principal adds no
+condition at all.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from cmfhir.auth.principal import Principal
 from cmfhir.store.access import visible
 from cmfhir.store.schema import resource
 
-__all__ = ["Condition", "visible_condition"]
+__all__ = ["Condition", "compile_count", "visible_condition"]
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 _PLACEHOLDER = re.compile(r"\$(\d+)")
@@ -53,21 +55,56 @@ class Condition:
         return "".join(out).replace(f"{_ROW}.", f"{alias}.")
 
 
+# What differs between principals of one shape (the same kind and scopes): who they are.
+# The predicate is compiled once per shape with these stand-ins as the practitioner and
+# member ids, and each principal's own ids are put in their place among the values.
+_PRACTITIONER = "\x1fcmfhir:practitioner\x1f"
+_MEMBER = "\x1fcmfhir:member\x1f"
+
+
+def _shape(principal: Principal) -> Principal:
+    """The principal with its identities replaced by the stand-ins: what `visible` builds
+    for it depends on its kind and scopes and on which identities it has, not on whose."""
+    fhir_user = principal.fhir_user
+    if fhir_user is not None and "/" in fhir_user:
+        kind, _, _ = fhir_user.partition("/")
+        fhir_user = f"{kind}/{_PRACTITIONER if kind == 'Practitioner' else _MEMBER}"
+    return Principal(
+        principal.kind,
+        fhir_user=fhir_user,
+        patient=_MEMBER if principal.patient else None,
+        scopes=principal.scopes,
+    )
+
+
 def visible_condition(principal: Principal | None, permission: str) -> Condition | None:
     """`visible(principal, row, permission)` as text; None when the principal sees
     everything."""
-    if principal is not None and principal.unrestricted:
+    if principal is None:
+        return _compiled(None, permission)
+    if principal.unrestricted:
         return None
-    return _compiled(principal, permission)
+    shape = _compiled(_shape(principal), permission)
+    own = {_PRACTITIONER: principal.practitioner, _MEMBER: principal.member}
+    values = tuple(own[v] if isinstance(v, str) and v in own else v for v in shape.values)
+    for value in values:
+        # A stand-in inside another value would be a value made from an identity: this
+        # module would have to know how. None is, today.
+        if isinstance(value, str) and "\x1fcmfhir:" in value:
+            raise RuntimeError("An identity of the principal is bound in a derived value")
+    return Condition(shape.parts, shape.slots, values)
 
 
-# The text of one shape of principal, shared by the principals of that shape (a few).
-_shapes: dict[tuple[str, ...], tuple[str, ...]] = {}
-_MAX_SHAPES = 256
+def compile_count() -> int:
+    """How many times the predicate was compiled in this process (once per shape of
+    principal and permission)."""
+    return _compiled.cache_info().misses
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=256)
 def _compiled(principal: Principal | None, permission: str) -> Condition:
+    """The predicate of one shape of principal (see `_shape`), compiled by SQLAlchemy:
+    a few hundred milliseconds for a `user/` principal, so once per shape and process."""
     row = resource.alias(_ROW)
     # Compiled inside a SELECT from the row, so that the predicate's subqueries correlate
     # to it (compiled alone, each would add the table to its own FROM).
@@ -91,7 +128,4 @@ def _compiled(principal: Principal | None, permission: str) -> Condition:
     between = list(pieces[0::2])
     between[0] = "(" + between[0]
     between[-1] += ")"
-    parts = tuple(between)
-    if parts in _shapes or len(_shapes) < _MAX_SHAPES:
-        parts = _shapes.setdefault(parts, parts)
-    return Condition(parts, slots, values)
+    return Condition(tuple(between), slots, values)

@@ -32,6 +32,7 @@ from cmfhir.store.integrity import (
     referrers,
 )
 from cmfhir.store.outbox import Event, EventPosition, read_events
+from cmfhir.store.reads import read_current
 from cmfhir.store.records import Current, NewVersion, StoredVersion
 from cmfhir.store.schema import INDEX_TABLES, event, resource, resource_history
 from cmfhir.store.search_sql import SearchPage, run_search
@@ -120,20 +121,9 @@ class Repository:
     async def _read_narrowed(self, resource_type: str, id: str) -> StoredVersion | None:
         """A read by a principal that does not see everything: what it may not see is not
         found, exactly as what does not exist."""
-        row = (
-            await self.conn.execute(
-                select(
-                    resource.c.version, resource.c.last_updated, resource.c.deleted, _content_text
-                ).where(
-                    resource.c.resource_type == resource_type,
-                    resource.c.id == id,
-                    visible(self.principal, resource, "r"),
-                )
-            )
-        ).first()
-        if row is None:
-            return None
-        return StoredVersion(resource_type, id, row[0], row[1], row[2], row[3])
+        return await read_current(
+            await driver_connection(self.conn), self.principal, resource_type, id
+        )
 
     def _trusted(self, what: str) -> None:
         if self.principal is None or not self.principal.unrestricted:

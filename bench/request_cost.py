@@ -1,0 +1,332 @@
+"""CPU and database round trips per read and per search, in one process: the application
+is served through httpx's ASGI transport (no sockets, no uvicorn; the client's own CPU is
+included) over an embedded PostgreSQL holding a caseload loaded through the same
+application. The process's CPU time (`time.process_time`) per request moves far less with
+other load on the machine than latency does, so two checkouts can be compared A against B
+by running this alternately with each on PYTHONPATH (`--rounds`, interleaved by the caller).
+
+    python -m bench.request_cost DIR [--members 300] [--requests 200] [--out F.json]
+
+DIR holds the embedded PostgreSQL (`DIR/pg`); the caseload is loaded on the first run and
+kept. Round trips are counted at asyncpg's connection (every statement it sends, prepared
+or not, and every COPY), so they include SQLAlchemy's own statements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import gc
+import json
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import asyncpg
+import httpx
+
+from bench.caseload import make_staff, member_bundle, staff_bundle
+from bench.headers import client_headers
+from bench.queries import QUERIES, build_samples
+
+_FHIR = {"Content-Type": "application/fhir+json"}
+
+
+class RoundTrips:
+    """Counts the statements asyncpg sends (patched at its Python entry points)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def _wrap(self, owner: Any, name: str) -> None:
+        original = getattr(owner, name)
+        counter = self
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            counter.count += 1
+            return await original(*args, **kwargs)
+
+        self._undo.append((owner, name, original))
+        setattr(owner, name, counted)
+
+    def __enter__(self) -> RoundTrips:
+        from asyncpg import connection, prepared_stmt
+
+        # fetch/fetchrow/fetchval/execute with arguments go through `_execute`; an execute
+        # without arguments is a simple query; SQLAlchemy runs prepared statements.
+        self._wrap(connection.Connection, "_execute")
+        self._wrap(prepared_stmt.PreparedStatement, "_PreparedStatement__bind_execute")
+        original_execute = connection.Connection.execute
+        counter = self
+
+        async def execute(conn: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            if not args:
+                counter.count += 1
+            return await original_execute(conn, query, *args, **kwargs)
+
+        self._undo.append((connection.Connection, "execute", original_execute))
+        connection.Connection.execute = execute  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, name, original in reversed(self._undo):
+            setattr(owner, name, original)
+
+
+async def _load(client: httpx.AsyncClient, members: int, seed: int) -> None:
+    staff = make_staff(members)
+    answer = await client.post("/fhir", json=staff_bundle(staff), headers=_FHIR)
+    answer.raise_for_status()
+    for index in range(members):
+        answer = await client.post("/fhir", json=member_bundle(seed, index, staff), headers=_FHIR)
+        if answer.status_code != 200:
+            raise RuntimeError(f"member {index}: {answer.status_code} {answer.text[:300]}")
+
+
+async def _ids(url: str) -> dict[str, list[str]]:
+    conn = await asyncpg.connect(url)
+    try:
+        out: dict[str, list[str]] = {}
+        for kind in ("Patient", "Encounter"):
+            rows = await conn.fetch(
+                "SELECT id FROM resource WHERE resource_type = $1 AND NOT deleted ORDER BY rid",
+                kind,
+            )
+            out[kind] = [row[0] for row in rows]
+        return out
+    finally:
+        await conn.close()
+
+
+def _paths(samples: dict[str, list[Any]], ids: dict[str, list[str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {
+        "read_patient": [f"/fhir/Patient/{i}" for i in ids["Patient"][:500]],
+        "read_encounter": [f"/fhir/Encounter/{i}" for i in ids["Encounter"][:500]],
+    }
+    for query in QUERIES:
+        out[query.name] = [f"/fhir/{query.path(values)}" for values in samples[query.sample]]
+    managers = [values[0] for values in samples["care_manager"]]
+    base = "/fhir/EpisodeOfCare?care-manager=Practitioner/{0}&_count=50"
+    out["episodes_50"] = [base.format(quote(m)) for m in managers]
+    out["episodes_50_include"] = [
+        base.format(quote(m)) + "&_include=EpisodeOfCare:patient" for m in managers
+    ]
+    # A page of 50 Patients, and the EpisodeOfCare of each.
+    panels = [f"/fhir/Patient?gender={g}&_count=50" for g in ("female", "male")]
+    out["patients_50"] = panels
+    out["patients_50_revinclude"] = [f"{p}&_revinclude=EpisodeOfCare:patient" for p in panels]
+    return out
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    # Collections fall on whichever request allocates; counted apart, they blur the A/B.
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def _measure(
+    client: httpx.AsyncClient, paths: list[str], requests: int, trips: RoundTrips
+) -> dict[str, Any]:
+    for path in paths[:10]:  # warm caches and prepared statements
+        (await client.get(path)).raise_for_status()
+    costs: list[float] = []
+    before_trips = trips.count
+    with _no_gc():
+        for n in range(requests):
+            path = paths[n % len(paths)]
+            started = time.process_time()
+            answer = await client.get(path)
+            costs.append(time.process_time() - started)
+            if answer.status_code != 200:
+                raise RuntimeError(f"{path}: {answer.status_code} {answer.text[:300]}")
+    return {
+        "cpu_ms_mean": round(1000 * statistics.fmean(costs), 3),
+        "cpu_ms_median": round(1000 * statistics.median(costs), 3),
+        "round_trips": (trips.count - before_trips) / requests,
+    }
+
+
+# Interactions called directly (no HTTP), as a principal that sees everything and as a
+# care manager (a `user/` token whose every query carries the access predicate).
+_INTERACTIONS = (
+    "interaction_read_open",
+    "interaction_read_care_manager",
+    "interaction_search_open",
+    "interaction_search_care_manager",
+)
+
+
+def _interaction_calls(
+    ctx: Any, name: str, ids: dict[str, list[str]], managers: tuple[str, ...]
+) -> list[Callable[[], Awaitable[Any]]]:
+    from dataclasses import replace
+
+    from cmfhir.auth.principal import Principal
+    from cmfhir.interactions import read, search
+
+    calls: list[Callable[[], Awaitable[Any]]] = []
+    patients = ids["Patient"]
+    for n, manager in enumerate(managers * 20):
+        as_manager = replace(
+            ctx,
+            principal=Principal(
+                "user", "bench", fhir_user=f"Practitioner/{manager}", scopes=("user/*.rs",)
+            ),
+        )
+        who = as_manager if name.endswith("care_manager") else ctx
+        if name.startswith("interaction_read"):
+            # Member i has care manager i % managers (bench/caseload.py): one it may see.
+            patient = patients[
+                n % len(patients) // len(managers) * len(managers) + n % len(managers)
+            ]
+            calls.append(functools.partial(read, who, "Patient", patient))
+        else:
+            query = [("care-manager", f"Practitioner/{manager}")]
+            calls.append(functools.partial(search, who, "EpisodeOfCare", query, base="x"))
+    return calls
+
+
+async def _measure_calls(
+    calls: list[Callable[[], Awaitable[Any]]], requests: int, trips: RoundTrips
+) -> dict[str, Any]:
+    for call in calls[:10]:
+        await call()
+    costs: list[float] = []
+    before_trips = trips.count
+    with _no_gc():
+        for n in range(requests):
+            started = time.process_time()
+            await calls[n % len(calls)]()
+            costs.append(time.process_time() - started)
+    return {
+        "cpu_ms_mean": round(1000 * statistics.fmean(costs), 3),
+        "cpu_ms_median": round(1000 * statistics.median(costs), 3),
+        "round_trips": (trips.count - before_trips) / requests,
+    }
+
+
+async def _client_only(requests: int) -> dict[str, Any]:
+    """What the client and the ASGI transport cost alone: the same httpx client asking an
+    application that answers a read-sized body at once. Subtract it from a request's
+    figure for the server's share."""
+    body = b"x" * 1500
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        headers = [(b"content-type", b"application/fhir+json"), (b"content-length", b"1500")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://cost", headers=client_headers()
+    ) as client:
+        paths = [f"/fhir/Patient/{n}" for n in range(100)]
+        return await _measure(client, paths, requests, RoundTrips())
+
+
+async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    from cmfhir.app import create_app
+    from cmfhir.config import Settings
+
+    settings = Settings(
+        database_url=url,
+        data_dir=args.data_dir,
+        auth="off",
+        workers=False,
+        audit=args.audit == "on",
+    )
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        # As wrk sends: no Accept-Encoding, so no answer is compressed (bench/headers.py).
+        httpx.AsyncClient(
+            transport=transport, base_url="http://cost", headers=client_headers()
+        ) as client,
+    ):
+        if (await client.get("/fhir/Patient?_count=1&_total=accurate")).json()["total"] == 0:
+            started = time.monotonic()
+            await _load(client, args.members, args.seed)
+            print(f"loaded {args.members} members in {time.monotonic() - started:.0f} s")
+        ids = await _ids(url)
+        staff = make_staff(args.members)
+        samples = await build_samples(url, staff, ids, args.members, args.seed)
+        paths = _paths(samples, ids)
+        wanted = args.only.split(",") if args.only else ["client_only", *paths, *_INTERACTIONS]
+        out: dict[str, Any] = {}
+        with RoundTrips() as trips:
+            for name in wanted:
+                if name == "client_only":
+                    out[name] = await _client_only(args.requests)
+                    print(f"{name:40s} {json.dumps(out[name])}", flush=True)
+                    continue
+                if name in _INTERACTIONS:
+                    calls = _interaction_calls(app.state.fhir, name, ids, staff.care_managers)
+                    out[name] = await _measure_calls(calls, args.requests, trips)
+                    print(f"{name:40s} {json.dumps(out[name])}", flush=True)
+                    continue
+                if args.profile:
+                    await _profile(client, paths[name], args.requests, name, args.profile)
+                    continue
+                out[name] = await _measure(client, paths[name], args.requests, trips)
+                print(f"{name:40s} {json.dumps(out[name])}", flush=True)
+    return out
+
+
+async def _profile(
+    client: httpx.AsyncClient, paths: list[str], requests: int, name: str, top: int
+) -> None:
+    """cProfile over `requests` requests: the functions with the most time, inclusive and
+    own."""
+    import cProfile
+    import pstats
+
+    for path in paths[:10]:
+        await client.get(path)
+    profiler = cProfile.Profile(time.process_time)  # CPU, not the waits
+    with _no_gc():
+        profiler.enable()
+        for n in range(requests):
+            await client.get(paths[n % len(paths)])
+        profiler.disable()
+    print(f"== {name}: {requests} requests")
+    stats = pstats.Stats(profiler).strip_dirs()
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.request_cost")
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("--members", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--only", default="", help="comma-separated measurement names")
+    parser.add_argument("--audit", choices=("on", "off"), default="on")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--profile", type=int, default=0, help="cProfile instead, printing this many functions"
+    )
+    args = parser.parse_args()
+    from cmfhir.store.database import embedded_url
+
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    url = embedded_url(args.data_dir.resolve())
+    result = asyncio.run(_run(args, url))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
