@@ -6,7 +6,7 @@ is gaps/engine.py."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import text
@@ -161,14 +161,27 @@ async def queued(repo: Repository) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-async def compartments(repo: Repository, patient_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+async def compartments(
+    repo: Repository, patient_ids: Sequence[str], types: Collection[str] | None = None
+) -> list[tuple[str, str, str]]:
     """(patient id, resource type, content) of every live resource in the members'
-    Patient compartments, the Patients included."""
-    rows = await repo.conn.execute(
-        text(
-            "SELECT patient_id, resource_type, content::text FROM resource "
-            "WHERE patient_id = ANY(CAST(:ids AS text[])) AND NOT deleted"
-        ),
-        {"ids": list(patient_ids)},
-    )
+    Patient compartments, the Patients included; only those of `types` if given. One
+    query for the whole batch of members."""
+    if types is None:
+        rows = await repo.conn.execute(
+            text(
+                "SELECT patient_id, resource_type, content::text FROM resource "
+                "WHERE patient_id = ANY(CAST(:ids AS text[])) AND NOT deleted"
+            ),
+            {"ids": list(patient_ids)},
+        )
+    else:
+        rows = await repo.conn.execute(
+            text(
+                "SELECT patient_id, resource_type, content::text FROM resource "
+                "WHERE patient_id = ANY(CAST(:ids AS text[])) AND NOT deleted "
+                "AND resource_type = ANY(CAST(:types AS text[]))"
+            ),
+            {"ids": list(patient_ids), "types": sorted(types)},
+        )
     return [(r[0], r[1], r[2]) for r in rows]
