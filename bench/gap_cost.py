@@ -7,9 +7,9 @@ database of the worktree's embedded PostgreSQL (or `--database-url`), then sweep
 `--concurrency` batches at a time. Per sweep: this process's CPU (`time.process_time`),
 PostgreSQL's (its backends' CPU from /proc), wall time, members evaluated.
 
-Variants: `declared` (the rules' READS: only the types some rule reads are read) and
-`everything` (the same rules with their READS hidden: each member's whole compartment is
-read and parsed, as before the declarations).
+Variants: `after` (the engine as it is: only the types some rule reads, one row per
+member) and `before` (the snapshot read of `main` at 6717347, copied below: every
+resource of each member's compartment, one row each).
 """
 
 from __future__ import annotations
@@ -18,31 +18,37 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
+import orjson
 import psutil
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bench.caseload import make_staff, member_bundles, staff_bundle
 from cmfhir.app import open_context
 from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
+from cmfhir.gaps import engine as engine_module
 from cmfhir.gaps.engine import GapEngine
+from cmfhir.gaps.model import MemberSnapshot
 from cmfhir.gaps.ruleset import RuleSet, load_ruleset
 from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.transaction import process_bundle
-from cmfhir.store import gap_queue
+from cmfhir.store import Repository, gap_queue
 from cmfhir.store.database import embedded_url
 
 ROOT = Path(__file__).resolve().parents[1]
+CURRENT = engine_module.read_snapshots
 
 
 def _plain(url: str) -> str:
@@ -89,9 +95,57 @@ def _postgres_cpu() -> float:
     return total
 
 
-def _everything(ruleset: RuleSet) -> RuleSet:
-    hidden = [SimpleNamespace(CODE=r.CODE, evaluate=r.evaluate) for r in ruleset.rules]
-    return RuleSet(hidden, ruleset.config)  # type: ignore[arg-type]
+_OLD_REFERENCE = re.compile(
+    r'"reference":\s*"(Practitioner|PractitionerRole|Organization|Location)/([A-Za-z0-9.\-]{1,64})"'
+)
+
+
+def _old_shared(content: str) -> set[tuple[str, str]]:
+    return {(m.group(1), m.group(2)) for m in _OLD_REFERENCE.finditer(content)}
+
+
+async def _old_compartments(repo: Repository, patient_ids: Sequence[str]) -> list[Any]:
+    rows = await repo.conn.execute(
+        text(
+            "SELECT patient_id, resource_type, content::text FROM resource "
+            "WHERE patient_id = ANY(CAST(:ids AS text[])) AND NOT deleted"
+        ),
+        {"ids": list(patient_ids)},
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def old_read_snapshots(
+    repo: Repository, patient_ids: Sequence[str], *_: Any
+) -> dict[str, MemberSnapshot]:
+    """gaps/snapshot.py read_snapshots before the rules declared what they read."""
+    own: dict[str, list[dict[str, Any]]] = {p: [] for p in patient_ids}
+    texts: dict[str, list[str]] = {p: [] for p in patient_ids}
+    for patient_id, _, content in await _old_compartments(repo, patient_ids):
+        own[patient_id].append(orjson.loads(content))
+        texts[patient_id].append(content)
+    cites = {p: _old_shared("\n".join(found)) for p, found in texts.items()}
+    shared: dict[tuple[str, str], dict[str, Any]] = {}
+    further: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    wanted = set().union(*cites.values()) if cites else set()
+    for _ in range(2):
+        missing = sorted(wanted - shared.keys())
+        if not missing:
+            break
+        for key, content in (await repo.read_many(missing)).items():
+            shared[key] = orjson.loads(content)
+            further[key] = _old_shared(content)
+        wanted |= set().union(*(further[k] for k in missing if k in further))
+    snapshots = {}
+    for patient_id, resources in own.items():
+        mine = set(cites[patient_id])
+        for _ in range(2):
+            mine |= set().union(*(further.get(k, set()) for k in mine))
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        for resource in [*resources, *(shared[k] for k in sorted(mine) if k in shared)]:
+            by_type.setdefault(resource["resourceType"], []).append(resource)
+        snapshots[patient_id] = MemberSnapshot(patient_id, by_type)
+    return snapshots
 
 
 async def _load(ctx: FhirContext, members: int) -> None:
@@ -101,9 +155,12 @@ async def _load(ctx: FhirContext, members: int) -> None:
         await process_bundle(ctx, bundle, base="http://bench/fhir", representation=False)
 
 
-async def _sweep(ctx: FhirContext, ruleset: RuleSet, concurrency: int) -> dict[str, float]:
+async def _sweep(
+    ctx: FhirContext, ruleset: RuleSet, concurrency: int, *, before: bool = False
+) -> dict[str, float]:
     async with ctx.store.transaction(principal=TRUSTED) as repo:
         await gap_queue.enqueue_all(repo, None)
+    engine_module.read_snapshots = old_read_snapshots if before else CURRENT  # type: ignore[assignment]
     engine = GapEngine(ctx, ruleset)
     pg0, cpu0, wall0 = _postgres_cpu(), time.process_time(), time.perf_counter()
     evaluated = await engine.drain(concurrency=concurrency)
@@ -130,14 +187,14 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             ctx = replace(opened, principal=TRUSTED)
             if made is not None:
                 await _load(ctx, args.members)
-            declared = load_ruleset(settings.profiles_dir, args.rules)
-            variants = {"declared": declared, "everything": _everything(declared)}
-            await _sweep(ctx, declared, args.concurrency)  # warm-up: gaps written once
-            runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+            ruleset = load_ruleset(settings.profiles_dir, args.rules)
+            await _sweep(ctx, ruleset, args.concurrency)  # warm-up: gaps written once
+            runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
             for _ in range(args.rounds):
-                for name, ruleset in variants.items():
-                    runs[name].append(await _sweep(ctx, ruleset, args.concurrency))
-                    print(name, json.dumps(runs[name][-1]), file=sys.stderr)
+                for name in runs:
+                    found = await _sweep(ctx, ruleset, args.concurrency, before=name == "before")
+                    runs[name].append(found)
+                    print(name, json.dumps(found), file=sys.stderr)
             return {
                 name: {key: round(statistics.median(r[key] for r in found), 2) for key in found[0]}
                 for name, found in runs.items()

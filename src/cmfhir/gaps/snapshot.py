@@ -50,14 +50,12 @@ async def read_snapshots(
 
     Resources are parsed with orjson: rules see decimals as floats."""
     own: dict[str, list[dict[str, Any]]] = {p: [] for p in patient_ids}
-    texts: dict[str, list[str]] = {p: [] for p in patient_ids}
-    for patient_id, _, content in await gap_queue.compartments(repo, patient_ids, types):
-        own[patient_id].append(orjson.loads(content))
-        texts[patient_id].append(content)
+    cites: dict[str, set[tuple[str, str]]] = {p: set() for p in patient_ids}
     follow = frozenset(shared_types)
-    cites: dict[str, set[tuple[str, str]]] = {
-        p: _shared("\n".join(found), follow) if follow else set() for p, found in texts.items()
-    }
+    for patient_id, content in await gap_queue.compartments(repo, patient_ids, types):
+        own[patient_id] = orjson.loads(content)
+        if follow:
+            cites[patient_id] = _shared(content, follow)
     shared: dict[tuple[str, str], dict[str, Any]] = {}
     further: dict[tuple[str, str], set[tuple[str, str]]] = {}
     wanted = set().union(*cites.values()) if cites else set()
