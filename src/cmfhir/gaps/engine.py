@@ -226,6 +226,9 @@ class GapEngine:
             writes: list[dict[str, Any]] = []
             for patient_id, as_of, _ in members:
                 writes.extend(evaluate_member(snapshots[patient_id], as_of or now, self.ruleset))
+                # The rules are CPU work: let the process's other tasks (the gap feed,
+                # another evaluator, requests when in `cmfhir serve`) run between members.
+                await asyncio.sleep(0)
             self.evaluations += len(members)
             await self._write(repo, writes)
 

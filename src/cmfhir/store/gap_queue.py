@@ -115,17 +115,23 @@ async def claim(
 
 async def done(repo: Repository, claimed: Sequence[Claimed]) -> None:
     """The members evaluated leave the queue, unless queued again since they were leased
-    (their generation moved): those are freed to be evaluated again."""
-    ids = [c[0] for c in claimed]
+    (their generation moved): those are freed to be evaluated again. One statement."""
     await repo.conn.execute(
         text(
-            "DELETE FROM gap_member g "
-            "USING unnest(CAST(:ids AS text[]), CAST(:gens AS bigint[])) AS c(id, gen) "
-            "WHERE g.patient_id = c.id AND g.generation = c.gen"
+            """
+            WITH finished AS (
+                DELETE FROM gap_member g
+                USING unnest(CAST(:ids AS text[]), CAST(:gens AS bigint[])) AS c(id, gen)
+                WHERE g.patient_id = c.id AND g.generation = c.gen
+                RETURNING g.patient_id
+            )
+            UPDATE gap_member SET leased_until = NULL
+            WHERE patient_id = ANY(CAST(:ids AS text[])) AND leased_until IS NOT NULL
+              AND patient_id NOT IN (SELECT patient_id FROM finished)
+            """
         ),
-        {"ids": ids, "gens": [c[2] for c in claimed]},
+        {"ids": [c[0] for c in claimed], "gens": [c[2] for c in claimed]},
     )
-    await release(repo, ids)
 
 
 async def release(repo: Repository, patient_ids: Sequence[str]) -> None:
