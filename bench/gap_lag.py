@@ -8,8 +8,9 @@ and stamps, from its commit: the gap feed handling its event (`fed`), an evaluat
 taking the member (`claimed`), the evaluation committed (`written`). With `--load-members`
 members of the caseload are ingested meanwhile in the same process (`--load-clients`
 transactions at a time), as a server's own requests share its event loop with its
-workers. Figures are wall-clock on whatever else the machine runs: compare the hops, not
-the totals, across machines.
+workers; with `--load-apart` in a process of their own (as with `cmfhir serve
+--no-workers` beside `cmfhir worker`). Figures are wall-clock on whatever else the
+machine runs: compare the hops, not the totals, across machines.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import statistics
 import sys
 import time
@@ -26,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bench.caseload import make_staff, member_bundles, staff_bundle
@@ -99,6 +102,22 @@ async def _ingest(ctx: FhirContext, members: int, clients: int, stop: asyncio.Ev
     return done
 
 
+async def _patients(ctx: FhirContext) -> int:
+    async with ctx.store.transaction(read_only=True, principal=TRUSTED) as repo:
+        found = await repo.conn.execute(
+            text("SELECT count(*) FROM resource WHERE resource_type = 'Patient'")
+        )
+        return int(found.scalar_one())
+
+
+def _ingest_apart(url: str, members: int, clients: int) -> None:
+    async def run() -> None:
+        async with open_context(Settings(database_url=url)) as opened:
+            await _ingest(replace(opened, principal=TRUSTED), members, clients, asyncio.Event())
+
+    asyncio.run(run())
+
+
 def _quantiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50_ms": None, "max_ms": None}
@@ -136,7 +155,16 @@ async def _probe(ctx: FhirContext, args: argparse.Namespace) -> dict[str, Any]:
             created, _ = await create_in(ctx, repo, {"resourceType": "Patient"})
         member.append(created.id)
         await asyncio.sleep(2)
-        if args.load_members:
+        apart = None
+        if args.load_members and args.load_apart:
+            url = ctx.store.engine.url.render_as_string(hide_password=False)
+            apart = multiprocessing.get_context("spawn").Process(
+                target=_ingest_apart, args=(url, args.load_members, args.load_clients)
+            )
+            apart.start()
+            while await _patients(ctx) < 3 and apart.is_alive():  # noqa: ASYNC110
+                await asyncio.sleep(0.5)
+        elif args.load_members:
             stop_loading = asyncio.Event()
             loading = asyncio.create_task(
                 _ingest(ctx, args.load_members, args.load_clients, stop_loading)
@@ -156,7 +184,11 @@ async def _probe(ctx: FhirContext, args: argparse.Namespace) -> dict[str, Any]:
                 if marks[hop]:
                     hops[hop].append(marks[hop][0] - committed)
             await asyncio.sleep(args.interval)
-        ingested = None
+        ingested: Any = None
+        if apart is not None:
+            ingested = await _patients(ctx) - 1  # less the probe member
+            apart.terminate()
+            apart.join()
         if loading is not None and stop_loading is not None:
             stop_loading.set()
             ingested = await loading
@@ -165,6 +197,7 @@ async def _probe(ctx: FhirContext, args: argparse.Namespace) -> dict[str, Any]:
             "evaluators": args.evaluators,
             "batch": args.batch,
             "load_members_ingested": ingested,
+            "load_apart": args.load_apart,
             **{f"commit_to_{hop}": _quantiles(values) for hop, values in hops.items()},
             "evaluations": engine.evaluations,
         }
@@ -194,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--load-members", type=int, default=0)
     parser.add_argument("--load-clients", type=int, default=4)
+    parser.add_argument("--load-apart", action="store_true", help="ingest in another process")
     parser.add_argument("--rules", default="bench.gap_probe")
     args = parser.parse_args(argv)
     print(json.dumps(asyncio.run(_run(args)), indent=2))
