@@ -16,6 +16,7 @@ from cmfhir.config import Settings
 from cmfhir.gaps.engine import GapEngine, GapFeed
 from cmfhir.gaps.model import Gap, MemberSnapshot
 from cmfhir.gaps.ruleset import RuleSet, load_ruleset
+from cmfhir.gaps.snapshot import read_snapshots
 from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.create import create_in
 from cmfhir.workers import OutboxConsumer
@@ -121,3 +122,28 @@ async def test_a_rule_set_reading_encounters_sees_and_follows_only_them(ctx: Fhi
     # The snapshots held the Patient, the engine's own types and Encounters, nothing else.
     assert seen[-1] == {"Patient", "Encounter"}
     assert all(not kinds & {"Observation", "Goal", "Communication"} for kinds in seen)
+
+
+async def test_a_dispensed_medication_is_followed_by_reference(ctx: FhirContext) -> None:
+    # The adherence and new-medication rules read a dispense's Medication (its code and
+    # ingredients); a stored one, outside the member's compartment, is in the snapshot.
+    ruleset = load_ruleset(Settings().profiles_dir)
+    (patient,) = await _write(ctx, {"resourceType": "Patient"})
+    (medication,) = await _write(
+        ctx, {"resourceType": "Medication", "code": {"coding": [{"code": "617314"}]}}
+    )
+    dispense = {
+        "resourceType": "MedicationDispense",
+        "status": "completed",
+        "subject": {"reference": f"Patient/{patient}"},
+        "medicationReference": {"reference": f"Medication/{medication}"},
+    }
+    await _write(ctx, dispense, _of("Observation", patient))
+    async with ctx.store.transaction(read_only=True, principal=TRUSTED) as repo:
+        found = await read_snapshots(
+            repo, [patient], ruleset.compartment_types, ruleset.shared_types
+        )
+    snapshot = found[patient]
+    assert [m["id"] for m in snapshot.of("Medication")] == [medication]
+    assert len(snapshot.of("MedicationDispense")) == 1
+    assert snapshot.of("Observation") == ()
