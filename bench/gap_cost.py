@@ -48,7 +48,7 @@ from cmfhir.store import Repository, gap_queue
 from cmfhir.store.database import embedded_url
 
 ROOT = Path(__file__).resolve().parents[1]
-CURRENT = engine_module.read_snapshots
+CURRENT = engine_module.read_snapshots  # type: ignore[attr-defined]
 
 
 def _plain(url: str) -> str:
@@ -116,12 +116,12 @@ async def _old_compartments(repo: Repository, patient_ids: Sequence[str]) -> lis
 
 
 async def old_read_snapshots(
-    repo: Repository, patient_ids: Sequence[str], *_: Any
+    repo: Repository, patient_ids: Sequence[str], *_ignored: Any
 ) -> dict[str, MemberSnapshot]:
     """gaps/snapshot.py read_snapshots before the rules declared what they read."""
     own: dict[str, list[dict[str, Any]]] = {p: [] for p in patient_ids}
     texts: dict[str, list[str]] = {p: [] for p in patient_ids}
-    for patient_id, _, content in await _old_compartments(repo, patient_ids):
+    for patient_id, _kind, content in await _old_compartments(repo, patient_ids):
         own[patient_id].append(orjson.loads(content))
         texts[patient_id].append(content)
     cites = {p: _old_shared("\n".join(found)) for p, found in texts.items()}
@@ -160,7 +160,7 @@ async def _sweep(
 ) -> dict[str, float]:
     async with ctx.store.transaction(principal=TRUSTED) as repo:
         await gap_queue.enqueue_all(repo, None)
-    engine_module.read_snapshots = old_read_snapshots if before else CURRENT  # type: ignore[assignment]
+    engine_module.read_snapshots = old_read_snapshots if before else CURRENT  # type: ignore[attr-defined,assignment]
     engine = GapEngine(ctx, ruleset)
     pg0, cpu0, wall0 = _postgres_cpu(), time.process_time(), time.perf_counter()
     evaluated = await engine.drain(concurrency=concurrency)

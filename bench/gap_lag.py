@@ -43,7 +43,7 @@ from cmfhir.interactions.create import create_in
 from cmfhir.interactions.transaction import process_bundle
 from cmfhir.store import Event, Repository, consumers, gap_queue
 from cmfhir.store.database import embedded_url
-from cmfhir.workers import OutboxConsumer, run_workers
+from cmfhir.workers import OutboxConsumer, Worker, run_workers
 
 Marks = dict[str, list[float]]
 
@@ -135,7 +135,7 @@ async def _probe(ctx: FhirContext, args: argparse.Namespace) -> dict[str, Any]:
     marks: Marks = {"fed": [], "claimed": [], "written": [], "batch": []}
     listener = consumers.Listener(ctx.store.engine)
     engine = _TracedEngine(ctx, ruleset, member=member, marks=marks, batch=args.batch)
-    workers = [
+    workers: list[Worker] = [
         listener,
         OutboxConsumer(
             ctx.store,
