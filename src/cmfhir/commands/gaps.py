@@ -34,13 +34,15 @@ def _sweep(args: argparse.Namespace, with_context: WithContext) -> int:
     from cmfhir.auth.principal import TRUSTED
     from cmfhir.gaps.engine import GapEngine
     from cmfhir.gaps.ruleset import load_ruleset
-    from cmfhir.store import gap_queue
+    from cmfhir.store import consumers, gap_queue
 
     settings = Settings()
 
     async def work(ctx: FhirContext) -> tuple[int, int]:
         async with ctx.store.transaction(principal=TRUSTED) as repo:
             queued = await gap_queue.enqueue_all(repo, args.as_of)
+            # Wake a running server's evaluators: they share the sweep at once.
+            await consumers.notify(repo, gap_queue.GAP_CHANNEL)
         engine = GapEngine(
             replace(ctx, principal=TRUSTED), load_ruleset(settings.profiles_dir, settings.gap_rules)
         )

@@ -76,7 +76,8 @@ _NOT_CLINICAL = frozenset({"AuditEvent", "Provenance"})
 
 class GapFeed:
     """The outbox consumer `gaps`: queues the members each event concerns (the member the
-    resource is in, and the one it left), skipping the engine's own DetectedIssues."""
+    resource is in, and the one it left), skipping the engine's own DetectedIssues and
+    changes to types no rule reads (given the rule set: its rules' `READS`)."""
 
     name = ORIGIN
     from_start = True
@@ -84,11 +85,19 @@ class GapFeed:
     # every older transaction has ended (a long ingest would hold the gaps back).
     read_ahead = True
 
+    def __init__(self, ruleset: RuleSet | None = None) -> None:
+        self.ruleset = ruleset
+
+    def concerns(self, event: Event) -> bool:
+        """Whether the event can change a member's gaps."""
+        if event.origin == ORIGIN or event.resource_type in _NOT_CLINICAL:
+            return False
+        return self.ruleset is None or self.ruleset.triggered_by(event.resource_type)
+
     async def handle(self, repo: Repository, events: Sequence[Event]) -> None:
         members: set[str] = set()
         for event in events:
-            # The audit trail records who looked at a member: no gap rule reads it.
-            if event.origin == ORIGIN or event.resource_type in _NOT_CLINICAL:
+            if not self.concerns(event):
                 continue
             if event.patient_id is not None:
                 members.add(event.patient_id)
@@ -134,6 +143,8 @@ class GapEngine:
         # After a batch failed for other reasons than a race, members go one at a time
         # for a while, so the one that fails is found and put aside.
         self._isolating = 0
+        # Members evaluated (an evaluation retried after a race counts again).
+        self.evaluations = 0
 
     async def evaluate_due(self) -> int:
         """Evaluate one batch of due members; how many (0: none due, or a race to retry).
@@ -205,11 +216,20 @@ class GapEngine:
         async with self.ctx.store.transaction(principal=self.ctx.principal) as repo:
             await gap_queue.begin_repeatable_read(repo)
             await outbox.mark_origin(repo, ORIGIN)
-            snapshots = await read_snapshots(repo, [m[0] for m in members])
+            snapshots = await read_snapshots(
+                repo,
+                [m[0] for m in members],
+                self.ruleset.compartment_types,
+                self.ruleset.shared_types,
+            )
             now = self.clock()
             writes: list[dict[str, Any]] = []
             for patient_id, as_of, _ in members:
                 writes.extend(evaluate_member(snapshots[patient_id], as_of or now, self.ruleset))
+                # The rules are CPU work: let the process's other tasks (the gap feed,
+                # another evaluator, requests when in `cmfhir serve`) run between members.
+                await asyncio.sleep(0)
+            self.evaluations += len(members)
             await self._write(repo, writes)
 
     async def _write(self, repo: Repository, resources: Sequence[dict[str, Any]]) -> None:

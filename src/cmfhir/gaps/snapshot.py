@@ -8,42 +8,54 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from cmfhir.gaps.model import MemberSnapshot
+from cmfhir.gaps.ruleset import SHARED_TYPES
 from cmfhir.store import Repository, gap_queue
 
 __all__ = ["care_manager", "read_snapshots"]
 
-SHARED_TYPES = frozenset({"Practitioner", "PractitionerRole", "Organization", "Location"})
 CARE_TEAM_ROLES = "https://cmfhir.org/fhir/CodeSystem/care-team-role"
 
 
 # References to shared resources, found in the stored JSON text without parsing it (the
 # store's JSONB text puts one space after the colon; ids are FHIR ids).
 _SHARED_REFERENCE = re.compile(
-    r'"reference":\s*"(Practitioner|PractitionerRole|Organization|Location)/([A-Za-z0-9.\-]{1,64})"'
+    r'"reference":\s*"(Practitioner|PractitionerRole|Organization|Location|Medication)/'
+    r'([A-Za-z0-9.\-]{1,64})"'
 )
 
 
-def _shared(content: str) -> set[tuple[str, str]]:
-    return {(m.group(1), m.group(2)) for m in _SHARED_REFERENCE.finditer(content)}
+def _shared(content: str, types: Collection[str]) -> set[tuple[str, str]]:
+    return {
+        (m.group(1), m.group(2)) for m in _SHARED_REFERENCE.finditer(content) if m.group(1) in types
+    }
 
 
-async def read_snapshots(repo: Repository, patient_ids: Sequence[str]) -> dict[str, MemberSnapshot]:
-    """The snapshot of each member (one with no resources for a member with none).
+async def read_snapshots(
+    repo: Repository,
+    patient_ids: Sequence[str],
+    types: Collection[str] | None = None,
+    shared_types: Collection[str] = SHARED_TYPES,
+) -> dict[str, MemberSnapshot]:
+    """The snapshot of each member (one with no resources for a member with none): of
+    their compartment only the resources of `types` (all when None), and the shared
+    resources of `shared_types` they refer to. One query for every member's compartment,
+    then at most two for the shared resources.
 
     Resources are parsed with orjson: rules see decimals as floats."""
     own: dict[str, list[dict[str, Any]]] = {p: [] for p in patient_ids}
-    texts: dict[str, list[str]] = {p: [] for p in patient_ids}
-    for patient_id, _, content in await gap_queue.compartments(repo, patient_ids):
-        own[patient_id].append(orjson.loads(content))
-        texts[patient_id].append(content)
-    cites = {p: _shared("\n".join(found)) for p, found in texts.items()}
+    cites: dict[str, set[tuple[str, str]]] = {p: set() for p in patient_ids}
+    follow = frozenset(shared_types)
+    for patient_id, content in await gap_queue.compartments(repo, patient_ids, types):
+        own[patient_id] = orjson.loads(content)
+        if follow:
+            cites[patient_id] = _shared(content, follow)
     shared: dict[tuple[str, str], dict[str, Any]] = {}
     further: dict[tuple[str, str], set[tuple[str, str]]] = {}
     wanted = set().union(*cites.values()) if cites else set()
@@ -53,7 +65,7 @@ async def read_snapshots(repo: Repository, patient_ids: Sequence[str]) -> dict[s
             break
         for key, content in (await repo.read_many(missing)).items():
             shared[key] = orjson.loads(content)
-            further[key] = _shared(content)
+            further[key] = _shared(content, follow)
         wanted |= set().union(*(further[k] for k in missing if k in further))
     snapshots = {}
     for patient_id, resources in own.items():

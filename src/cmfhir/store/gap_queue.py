@@ -6,7 +6,7 @@ is gaps/engine.py."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import text
@@ -115,17 +115,23 @@ async def claim(
 
 async def done(repo: Repository, claimed: Sequence[Claimed]) -> None:
     """The members evaluated leave the queue, unless queued again since they were leased
-    (their generation moved): those are freed to be evaluated again."""
-    ids = [c[0] for c in claimed]
+    (their generation moved): those are freed to be evaluated again. One statement."""
     await repo.conn.execute(
         text(
-            "DELETE FROM gap_member g "
-            "USING unnest(CAST(:ids AS text[]), CAST(:gens AS bigint[])) AS c(id, gen) "
-            "WHERE g.patient_id = c.id AND g.generation = c.gen"
+            """
+            WITH finished AS (
+                DELETE FROM gap_member g
+                USING unnest(CAST(:ids AS text[]), CAST(:gens AS bigint[])) AS c(id, gen)
+                WHERE g.patient_id = c.id AND g.generation = c.gen
+                RETURNING g.patient_id
+            )
+            UPDATE gap_member SET leased_until = NULL
+            WHERE patient_id = ANY(CAST(:ids AS text[])) AND leased_until IS NOT NULL
+              AND patient_id NOT IN (SELECT patient_id FROM finished)
+            """
         ),
-        {"ids": ids, "gens": [c[2] for c in claimed]},
+        {"ids": [c[0] for c in claimed], "gens": [c[2] for c in claimed]},
     )
-    await release(repo, ids)
 
 
 async def release(repo: Repository, patient_ids: Sequence[str]) -> None:
@@ -161,14 +167,19 @@ async def queued(repo: Repository) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-async def compartments(repo: Repository, patient_ids: Sequence[str]) -> list[tuple[str, str, str]]:
-    """(patient id, resource type, content) of every live resource in the members'
-    Patient compartments, the Patients included."""
+async def compartments(
+    repo: Repository, patient_ids: Sequence[str], types: Collection[str] | None = None
+) -> list[tuple[str, str]]:
+    """(patient id, JSON array of the resources) of each member with live resources in
+    their Patient compartment, the Patient included; only those of `types` if given. One
+    query for the whole batch of members, one row (one text to parse) per member."""
+    narrowed = "" if types is None else "AND resource_type = ANY(CAST(:types AS text[])) "
     rows = await repo.conn.execute(
         text(
-            "SELECT patient_id, resource_type, content::text FROM resource "
-            "WHERE patient_id = ANY(CAST(:ids AS text[])) AND NOT deleted"
+            "SELECT patient_id, '[' || string_agg(content::text, ',') || ']' FROM resource "
+            "WHERE patient_id = ANY(CAST(:ids AS text[])) AND NOT deleted "
+            f"{narrowed}GROUP BY patient_id"
         ),
-        {"ids": list(patient_ids)},
+        {"ids": list(patient_ids), **({} if types is None else {"types": sorted(types)})},
     )
-    return [(r[0], r[1], r[2]) for r in rows]
+    return [(r[0], r[1]) for r in rows]

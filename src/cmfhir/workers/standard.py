@@ -40,7 +40,7 @@ def standard_workers(
     engine = GapEngine(ctx, ruleset, clock=clock)
     workers: list[Worker] = [
         listener,
-        OutboxConsumer(store, GapFeed(), listener.subscribe(consumers.EVENT_CHANNEL)),
+        OutboxConsumer(store, GapFeed(ruleset), listener.subscribe(consumers.EVENT_CHANNEL)),
         *(
             GapEvaluator(engine, listener.subscribe(gap_queue.GAP_CHANNEL), index=n)
             for n in range(max(settings.gap_evaluators, 1))

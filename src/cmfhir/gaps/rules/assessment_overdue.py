@@ -26,6 +26,10 @@ from cmfhir.gaps.rules._pending import (
 )
 
 CODE = "assessment-overdue"
+# The resource types it reads (gaps/ruleset.py).
+READS = frozenset(
+    {"EpisodeOfCare", "QuestionnaireResponse", "Encounter", "Organization", "Location"}
+)
 
 
 def evaluate(snapshot: MemberSnapshot, as_of: datetime, config: CareGapConfig) -> list[Gap]:

@@ -27,6 +27,10 @@ from cmfhir.gaps.rules._common import (
 )
 
 CODE = "bh-follow-up"
+# The resource types it reads (gaps/ruleset.py).
+READS = frozenset(
+    {"EpisodeOfCare", "Encounter", "Condition", "PractitionerRole", "Organization", "Location"}
+)
 
 
 def _principal_diagnosis(

@@ -28,6 +28,8 @@ from cmfhir.gaps.rules._pending import (
 )
 
 CODE = "care-plan-overdue"
+# The resource types it reads (gaps/ruleset.py).
+READS = frozenset({"EpisodeOfCare", "QuestionnaireResponse", "CarePlan"})
 
 
 def evaluate(snapshot: MemberSnapshot, as_of: datetime, config: CareGapConfig) -> list[Gap]:

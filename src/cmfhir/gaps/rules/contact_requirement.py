@@ -26,6 +26,8 @@ from cmfhir.gaps.rules._common import (
 )
 
 CODE = "contact-requirement"
+# The resource types it reads (gaps/ruleset.py).
+READS = frozenset({"EpisodeOfCare", "Communication"})
 _MONTHLY = ("qualifying-contacts", "month")
 _WORDS = {"qualifying-contacts": "qualifying contacts", "in-person-contacts": "in-person contacts"}
 

@@ -44,6 +44,18 @@ from cmfhir.gaps.rules._common import (
 )
 
 CODE = "medication-adherence"
+# The resource types it reads (gaps/ruleset.py).
+READS = frozenset(
+    {
+        "EpisodeOfCare",
+        "MedicationDispense",
+        "Medication",
+        "Condition",
+        "Procedure",
+        "ServiceRequest",
+        "Encounter",
+    }
+)
 
 _DAY = timedelta(days=1)
 

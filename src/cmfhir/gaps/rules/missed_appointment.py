@@ -20,6 +20,8 @@ from cmfhir.gaps.rules._common import (
 )
 
 CODE = "missed-appointment"
+# The resource types it reads (gaps/ruleset.py).
+READS = frozenset({"EpisodeOfCare", "Appointment", "Communication"})
 
 
 def evaluate(snapshot: MemberSnapshot, as_of: datetime, config: CareGapConfig) -> list[Gap]:

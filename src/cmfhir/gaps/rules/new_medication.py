@@ -24,6 +24,17 @@ from cmfhir.gaps.rules._common import (
 )
 
 CODE = "new-medication"
+# The resource types it reads (gaps/ruleset.py).
+READS = frozenset(
+    {
+        "EpisodeOfCare",
+        "MedicationStatement",
+        "MedicationRequest",
+        "MedicationDispense",
+        "Medication",
+        "Procedure",
+    }
+)
 
 _DATES = {
     "MedicationDispense": ("whenHandedOver", "whenPrepared"),

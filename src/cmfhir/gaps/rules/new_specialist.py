@@ -23,6 +23,10 @@ from cmfhir.gaps.rules._common import (
 )
 
 CODE = "new-specialist"
+# The resource types it reads (gaps/ruleset.py).
+READS = frozenset(
+    {"EpisodeOfCare", "Encounter", "PractitionerRole", "Organization", "Location", "DetectedIssue"}
+)
 
 
 def evaluate(snapshot: MemberSnapshot, as_of: datetime, config: CareGapConfig) -> list[Gap]:

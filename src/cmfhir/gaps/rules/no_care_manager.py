@@ -26,6 +26,18 @@ from cmfhir.gaps.rules._common import (
 )
 
 CODE = "no-care-manager"
+# The resource types it reads (gaps/ruleset.py).
+READS = frozenset(
+    {
+        "EpisodeOfCare",
+        "CareTeam",
+        "Practitioner",
+        "PractitionerRole",
+        "RelatedPerson",
+        "Organization",
+        "Patient",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

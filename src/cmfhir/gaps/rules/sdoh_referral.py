@@ -28,6 +28,8 @@ from cmfhir.gaps.rules._common import (
 )
 
 CODE = "sdoh-referral"
+# The resource types it reads (gaps/ruleset.py).
+READS = frozenset({"EpisodeOfCare", "QuestionnaireResponse", "Condition", "ServiceRequest", "Task"})
 
 
 @dataclass(frozen=True, slots=True)

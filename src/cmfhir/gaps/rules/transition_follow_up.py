@@ -23,6 +23,8 @@ from cmfhir.gaps.rules._common import (
 )
 
 CODE = "transition-follow-up"
+# The resource types it reads (gaps/ruleset.py).
+READS = frozenset({"EpisodeOfCare", "Encounter", "Communication", "Organization", "Location"})
 
 
 def evaluate(snapshot: MemberSnapshot, as_of: datetime, config: CareGapConfig) -> list[Gap]:
