@@ -61,6 +61,9 @@ __all__ = [
     "SHARED_TYPES",
     "check_writes",
     "members_query",
+    "not_hidden",
+    "supervised_organizations",
+    "token_filter",
     "visible",
 ]
 
@@ -135,7 +138,7 @@ def _refers(rid: Any, param: str, target_type: str, target_id: Any) -> ColumnEle
     )
 
 
-def _supervised_organizations(practitioner: str) -> Select[Any]:
+def supervised_organizations(practitioner: str) -> Select[Any]:
     """Organizations where the practitioner holds an active supervisor PractitionerRole."""
     role = resource.alias()
     org = idx_reference.alias()
@@ -195,7 +198,7 @@ def members_query(practitioner: str) -> Select[Any]:
             _active(supervised.c.rid),
             managing.c.param == "organization",
             managing.c.target_type == "Organization",
-            managing.c.target_id.in_(_supervised_organizations(practitioner)),
+            managing.c.target_id.in_(supervised_organizations(practitioner)),
         )
     )
     return select(union(on_team, manager, supervisor).subquery().c[0])
@@ -265,7 +268,7 @@ def _consented(res: Any, system: str, code: str, practitioner: str) -> ColumnEle
     )
 
 
-def _not_hidden(principal: Principal, scope: ResourceScope, res: Any) -> ColumnElement[bool]:
+def not_hidden(principal: Principal, scope: ResourceScope, res: Any) -> ColumnElement[bool]:
     """Sensitive rows this scope may not show."""
     if scope.family == "patient":
         return true()  # the member's own record (the population says whose)
@@ -303,7 +306,7 @@ def _population(principal: Principal, scope: ResourceScope, res: Any) -> ColumnE
     return or_(res.c.patient_id == member, shared) if member else shared
 
 
-def _filter(f: TokenFilter, res: Any) -> ColumnElement[bool]:
+def token_filter(f: TokenFilter, res: Any) -> ColumnElement[bool]:
     t = idx_token.alias()
     options: list[ColumnElement[bool]] = []
     for system, code in f.values:
@@ -335,9 +338,9 @@ def visible(principal: Principal | None, res: Any, permission: str = "r") -> Col
         parts: list[ColumnElement[bool]] = []
         if scope.resource_type != "*":
             parts.append(res.c.resource_type == scope.resource_type)
-        parts.extend(_filter(f, res) for f in scope.filters)
+        parts.extend(token_filter(f, res) for f in scope.filters)
         parts.append(_population(principal, scope, res))
-        parts.append(_not_hidden(principal, scope, res))
+        parts.append(not_hidden(principal, scope, res))
         options.append(and_(*parts))
     return or_(*options) if options else false()
 

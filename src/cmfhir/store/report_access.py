@@ -33,10 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cmfhir.auth.principal import Principal
 from cmfhir.store.access import (
     SENSITIVE_LABELS,
-    _filter,
-    _not_hidden,
-    _supervised_organizations,
     members_query,
+    not_hidden,
+    supervised_organizations,
+    token_filter,
     visible,
 )
 from cmfhir.store.schema import idx_token, resource
@@ -74,8 +74,8 @@ def _apart_from_population(principal: Principal, res: Any) -> ColumnElement[bool
         parts: list[ColumnElement[bool]] = []
         if scope.resource_type != "*":
             parts.append(res.c.resource_type == scope.resource_type)
-        parts.extend(_filter(f, res) for f in scope.filters)
-        parts.append(_not_hidden(principal, scope, res))
+        parts.extend(token_filter(f, res) for f in scope.filters)
+        parts.append(not_hidden(principal, scope, res))
         options.append(and_(*parts))
     return or_(*options) if options else false()
 
@@ -159,7 +159,7 @@ async def report_access(
     if practitioner is not None and any(g.family == "user" for g in principal.grants):
         supervised = [
             f"Organization/{r[0]}"
-            for r in await conn.execute(_supervised_organizations(practitioner).distinct())
+            for r in await conn.execute(supervised_organizations(practitioner).distinct())
         ]
     else:
         practitioner = None
