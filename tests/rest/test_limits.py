@@ -269,3 +269,23 @@ def test_default_budget_answers_a_batch_of_searches(client: httpx.Client, tagged
     response = client.post("", json=_searches(tagged, 20))
     assert response.status_code == 200
     assert all(e["response"]["status"].startswith("200") for e in response.json()["entry"])
+
+
+def test_one_search_page_past_the_byte_limit_is_refused(
+    client: httpx.Client, start_server: Any, settings: Settings, tagged: str
+) -> None:
+    page = client.get("Patient", params={"_tag": tagged, "_count": "1000"}).json()
+    resources = [json.dumps(e["resource"], separators=(",", ":")) for e in page["entry"]]
+    assert len(resources) == 30
+    # Room for about 15 of the 30 resources in one response.
+    limited = settings.model_copy(update={"max_response_bytes": sum(map(len, resources)) // 2})
+    with start_server(limited) as server, httpx.Client(base_url=server.base, timeout=60) as http:
+        refused = http.get("Patient", params={"_tag": tagged, "_count": "1000"})
+        smaller = http.get("Patient", params={"_tag": tagged, "_count": "10"})
+        in_batch = http.post("", json=_searches(tagged, 1))
+    outcome = _refusal(refused, 413)
+    assert outcome["issue"][0]["code"] == "too-costly"
+    assert "_count" in outcome["issue"][0]["diagnostics"]
+    assert smaller.status_code == 200
+    assert len(smaller.json()["entry"]) == 10
+    assert in_batch.json()["entry"][0]["response"]["status"].startswith("413")

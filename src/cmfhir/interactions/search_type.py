@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cmfhir.errors import BadRequest, Issue, NotFound
+from cmfhir.errors import BadRequest, Issue, NotFound, PayloadTooLarge
 from cmfhir.interactions.bundles import link, search_bundle
 from cmfhir.interactions.common import check_id, require_type
 from cmfhir.interactions.context import FhirContext, Result
@@ -91,6 +91,25 @@ async def _included(
     return found.resources
 
 
+def _check_size(
+    ctx: FhirContext,
+    matches: list[tuple[str, str, str]],
+    included: list[tuple[str, str, str]],
+) -> None:
+    """One page holds at most `max_response_bytes` of resources (docs/configuration.md,
+    Limits): past it the search is refused as too costly rather than answered, and the
+    client asks again with a smaller `_count` (or fewer `_include`s)."""
+    size = sum(len(content) for _, _, content in matches)
+    size += sum(len(content) for _, _, content in included)
+    limit = ctx.limits.max_response_bytes
+    if size > limit:
+        raise PayloadTooLarge(
+            f"This page would hold {len(matches) + len(included)} resources of {size} "
+            f"characters; one response holds at most {limit}. Ask for a smaller page "
+            "(_count) or fewer included resources"
+        )
+
+
 async def search_in(
     ctx: FhirContext,
     repo: Repository,
@@ -127,6 +146,7 @@ async def search_in(
         count_up_to = 0
     page = await repo.search(request, count_up_to=count_up_to)
     included = await _included(ctx, repo, request, page)
+    _check_size(ctx, page.matches, included)
     path = resource_type or ""
     if compartment is not None:
         path = f"{compartment.owner_type}/{compartment.owner_id}/{path}"
