@@ -46,6 +46,8 @@ async function accesses(api: Api): Promise<Seen[]> {
     for (const p of people) names.set(`Practitioner/${p.id}`, humanName(p));
   }
   return events
+    // Sign-ins (DICOM 110114, "User Authentication") are not looks at the record.
+    .filter((e) => e.type?.code !== "110114")
     .filter((e) => e.outcome === "0" || e.outcome === undefined)
     .map((event) => {
       const agent = event.agent?.[0]?.who ?? {};
