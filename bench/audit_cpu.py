@@ -17,57 +17,16 @@ import argparse
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
-import psutil
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 
+from bench.scratch import ROOT, admin_url, create_database, postgres_cpu
 from cmfhir.app import create_app
 from cmfhir.config import Settings
-from cmfhir.store.database import embedded_url
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _postgres_cpu(admin_url: str) -> float:
-    """User+system seconds of the embedded PostgreSQL: the postmaster with what it reaped
-    (backends gone) and the live backends."""
-    host = make_url(admin_url).query.get("host")
-    pid_file = Path(str(host)) / "postmaster.pid"
-    postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
-    times = postmaster.cpu_times()
-    total = times.user + times.system + times.children_user + times.children_system
-    for child in postmaster.children():
-        try:
-            t = child.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += t.user + t.system
-    return total
-
-
-async def _database(admin_url: str) -> str:
-    parsed = make_url(admin_url)
-    name = f"cmfhir_auditcpu_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(
-        user=parsed.username,
-        password=parsed.password,
-        host=parsed.query.get("host") or parsed.host,
-        port=parsed.port,
-        database=parsed.database,
-    )
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    return parsed.set(database=name).render_as_string(hide_password=False)
 
 
 async def _get(app: FastAPI, path: str) -> tuple[int, bytes]:
@@ -131,8 +90,8 @@ async def _load(http: httpx.AsyncClient, members: int) -> list[str]:
 
 
 async def run(members: int, rounds: int) -> dict[str, Any]:
-    admin = embedded_url(ROOT / ".data" / "test")
-    url = await _database(admin)
+    admin = admin_url()
+    url = await create_database(admin, "cmfhir_auditcpu")
     data_dir = ROOT / ".data" / "bench-audit-cpu"
     common: dict[str, Any] = {
         "database_url": url,
@@ -162,7 +121,7 @@ async def run(members: int, rounds: int) -> dict[str, Any]:
                 await trail.flush()
         for n in range(rounds):
             for name in ("off", "on") if n % 2 == 0 else ("on", "off"):
-                pg_before, before = _postgres_cpu(admin), time.process_time()
+                pg_before, before = postgres_cpu(admin), time.process_time()
                 for path in paths:
                     status, body = await _get(apps[name], path)
                     assert status == 200, body
@@ -172,7 +131,7 @@ async def run(members: int, rounds: int) -> dict[str, Any]:
                     await trail.flush()
                     flush += time.process_time() - flushing
                 cpu[name] += time.process_time() - before
-                postgres[name] += _postgres_cpu(admin) - pg_before
+                postgres[name] += postgres_cpu(admin) - pg_before
                 reads[name] += len(paths)
     out: dict[str, Any] = {"reads_per_side": reads["on"]}
     out["server_ms_per_read_writing_the_trail"] = round(1000 * flush / reads["on"], 3)

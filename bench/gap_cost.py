@@ -22,19 +22,15 @@ import re
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
-import psutil
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from bench.caseload import make_staff, member_bundles, staff_bundle
+from bench.scratch import admin_url, create_database, drop_database, postgres_cpu
 from cmfhir.app import open_context
 from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
@@ -45,54 +41,8 @@ from cmfhir.gaps.ruleset import RuleSet, load_ruleset
 from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.transaction import process_bundle
 from cmfhir.store import Repository, gap_queue
-from cmfhir.store.database import embedded_url
 
-ROOT = Path(__file__).resolve().parents[1]
 CURRENT = engine_module.read_snapshots  # type: ignore[attr-defined]
-
-
-def _plain(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def _admin(url: str, statement: str) -> None:
-    parsed = make_url(url)
-    conn = await asyncpg.connect(
-        user=parsed.username,
-        password=parsed.password,
-        host=parsed.query.get("host") or parsed.host,
-        port=parsed.port,
-        database=parsed.database,
-    )
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-def _postgres_cpu() -> float:
-    """CPU seconds of every PostgreSQL process of the embedded cluster (postmaster and its
-    live backends)."""
-    pidfile = ROOT / ".data" / "test" / "pg" / "data" / "postmaster.pid"
-    candidates = [pidfile, *ROOT.glob(".data/test/**/postmaster.pid")]
-    for found in candidates:
-        if found.exists():
-            pid = int(found.read_text().split()[0])
-            break
-    else:
-        return 0.0
-    total = 0.0
-    try:
-        root = psutil.Process(pid)
-        for proc in [root, *root.children(recursive=True)]:
-            try:
-                times = proc.cpu_times()
-                total += times.user + times.system
-            except psutil.Error:
-                continue
-    except psutil.Error:
-        return 0.0
-    return total
 
 
 _OLD_REFERENCE = re.compile(
@@ -162,9 +112,9 @@ async def _sweep(
         await gap_queue.enqueue_all(repo, None)
     engine_module.read_snapshots = old_read_snapshots if before else CURRENT  # type: ignore[attr-defined,assignment]
     engine = GapEngine(ctx, ruleset)
-    pg0, cpu0, wall0 = _postgres_cpu(), time.process_time(), time.perf_counter()
+    pg0, cpu0, wall0 = postgres_cpu(admin_url()), time.process_time(), time.perf_counter()
     evaluated = await engine.drain(concurrency=concurrency)
-    pg1, cpu1, wall1 = _postgres_cpu(), time.process_time(), time.perf_counter()
+    pg1, cpu1, wall1 = postgres_cpu(admin_url()), time.process_time(), time.perf_counter()
     return {
         "members": evaluated,
         "python_ms_per_member": (cpu1 - cpu0) * 1000 / max(evaluated, 1),
@@ -177,10 +127,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     url = args.database_url
     made = None
     if url is None:
-        admin = embedded_url(ROOT / ".data" / "test")
-        made = f"cmfhir_gapcost_{uuid.uuid4().hex[:8]}"
-        await _admin(admin, f"CREATE DATABASE {made}")
-        url = make_url(_plain(admin)).set(database=made).render_as_string(hide_password=False)
+        url = made = await create_database(admin_url(), "cmfhir_gapcost")
     try:
         settings = Settings(database_url=url)
         async with open_context(settings) as opened:
@@ -201,8 +148,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             }
     finally:
         if made is not None and not args.keep:
-            admin = embedded_url(ROOT / ".data" / "test")
-            await _admin(admin, f"DROP DATABASE IF EXISTS {made} WITH (FORCE)")
+            await drop_database(admin_url(), made)
         elif made is not None:
             print(f"kept: {url}", file=sys.stderr)
 

@@ -23,16 +23,14 @@ import multiprocessing
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from bench.caseload import make_staff, member_bundles, staff_bundle
-from bench.gap_cost import ROOT, _admin, _plain
+from bench.scratch import admin_url, create_database, drop_database
 from cmfhir.app import open_context
 from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
@@ -42,7 +40,6 @@ from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.create import create_in
 from cmfhir.interactions.transaction import process_bundle
 from cmfhir.store import Event, Repository, consumers, gap_queue
-from cmfhir.store.database import embedded_url
 from cmfhir.workers import OutboxConsumer, Worker, run_workers
 
 Marks = dict[str, list[float]]
@@ -208,15 +205,12 @@ async def _probe(ctx: FhirContext, args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    admin = embedded_url(ROOT / ".data" / "test")
-    name = f"cmfhir_gaplag_{uuid.uuid4().hex[:8]}"
-    await _admin(admin, f"CREATE DATABASE {name}")
-    url = make_url(_plain(admin)).set(database=name).render_as_string(hide_password=False)
+    url = await create_database(admin_url(), "cmfhir_gaplag")
     try:
         async with open_context(Settings(database_url=url)) as opened:
             return await _probe(replace(opened, principal=TRUSTED), args)
     finally:
-        await _admin(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await drop_database(admin_url(), url)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,24 +31,21 @@ import subprocess
 import sys
 import time
 import types
-import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
-from sqlalchemy.engine import make_url
 
+from bench.scratch import admin_url, create_database, drop_database
 from cmfhir.app import open_context
 from cmfhir.auth.principal import OPEN, TRUSTED, Principal
 from cmfhir.config import Settings
 from cmfhir.interactions import FhirContext, create, process_bundle
 from cmfhir.store import Event, SubscriptionRows
 from cmfhir.store import consumers as positions
-from cmfhir.store.database import embedded_url
 from cmfhir.store.outbox import START
 from cmfhir.subscriptions.matcher import CONSUMER, SubscriptionMatcher
 from cmfhir.subscriptions.sender import SubscriptionSender
@@ -287,21 +284,6 @@ async def _sender(ctx: FhirContext, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-async def _admin(url: str, statement: str) -> None:
-    parsed = make_url(url)
-    conn = await asyncpg.connect(
-        user=parsed.username,
-        password=parsed.password,
-        host=parsed.query.get("host") or parsed.host,
-        port=parsed.port,
-        database=parsed.database,
-    )
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 async def _run(args: argparse.Namespace, url: str) -> list[dict[str, Any]]:
     old, old_matching = _old_matcher(args.ref)
     settings = Settings(database_url=url, workers=False, subscription_allow_loopback=True)
@@ -328,16 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     url = args.database_url
     scratch = None
     if url is None:
-        admin = make_url(embedded_url(ROOT / ".data" / "test")).set(drivername="postgresql")
-        scratch = f"bench_matcher_{uuid.uuid4().hex[:8]}"
-        admin_url = admin.render_as_string(hide_password=False)
-        asyncio.run(_admin(admin_url, f"CREATE DATABASE {scratch}"))
-        url = admin.set(database=scratch).render_as_string(hide_password=False)
+        url = scratch = asyncio.run(create_database(admin_url(), "bench_matcher"))
     try:
         results = asyncio.run(_run(args, url))
     finally:
         if scratch is not None:
-            asyncio.run(_admin(admin_url, f"DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
+            asyncio.run(drop_database(admin_url(), scratch))
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
