@@ -159,3 +159,58 @@ def test_mllp_over_tls(
             except ConnectionResetError:
                 answer = b""
             assert START not in answer
+
+
+def test_every_sample_and_edge_case_over_one_socket(mllp: tuple[int, str]) -> None:
+    """The shared samples (each event type) and the hand-written edge cases, over MLLP:
+    the same answers the HTTP endpoint gives (tests/exchange/test_hl7v2.py), on one
+    connection."""
+    from tests.exchange.test_hl7v2 import SAMPLES, adt
+
+    port, base = mllp
+    unique = tag()
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+
+        def code(message: str) -> list[str]:
+            return segments(_exchange(sock, message))["MSA"]
+
+        def err(message: str) -> list[str]:
+            answer = segments(_exchange(sock, message))
+            return [answer["MSA"][1], answer["ERR"][2], answer["ERR"][3].split("^")[0]]
+
+        for name, _, _ in SAMPLES:
+            # Each sample made unique on its own, as the HTTP test does; an A08 updates a
+            # visit admitted first.
+            own = f"{unique}{name[4:6]}{name[-6:-4]}"
+            if "A08" in name:
+                assert code(sample("ADT-A01-02.hl7", own, MSG00001="ADMIT"))[1] == "AA"
+            assert code(sample(name, own))[1] == "AA", name
+        missing_pid3 = adt("A01", f"C1{unique}", "", visit=f"V1{unique}", name=f"NOID{unique}^X")
+        assert err(missing_pid3) == ["AE", "PID^1^3", "101"]
+        assert err(adt("A99", f"C2{unique}", f"P2{unique}", visit=f"V2{unique}"))[0] == "AR"
+        bad_date = adt("A01", f"C3{unique}", f"P3{unique}", visit=f"V3{unique}", admit="20240230")
+        assert err(bad_date) == ["AE", "PV1^1^44", "102"]
+        admit = adt("A01", f"C4{unique}", f"P4{unique}", visit=f"V4{unique}")
+        assert code(admit)[1:3] == ["AA", f"C4{unique}"]
+        assert code(admit)[1] == "AA"  # the same MSH-10 again: answered, nothing changed
+        assert code(adt("A04", f"C5{unique}", f"S5{unique}", visit=f"V5{unique}"))[1] == "AA"
+        merge = adt("A40", f"C6{unique}", f"S5{unique}", mrg=f"P4{unique}")
+        assert code(merge)[1] == "AA"
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for name, mrn, visit in SAMPLES:
+            own = f"{unique}{name[4:6]}{name[-6:-4]}"
+            assert search(client, f"Patient?identifier={mrn}{own}"), name
+            if visit is not None:
+                assert len(search(client, f"Encounter?identifier={visit}{own}")) == 1, name
+        assert search(client, f"Patient?family=NOID{unique}") == []
+        assert search(client, f"Patient?identifier=P2{unique}") == []
+        assert search(client, f"Patient?identifier=P3{unique}") == []
+        # The merge: the prior record marked replaced, its visit moved to the survivor, who
+        # now carries both identifiers.
+        [prior] = [
+            p for p in search(client, f"Patient?identifier=P4{unique}") if p.get("active") is False
+        ]
+        assert prior["link"][0]["type"] == "replaced-by"
+        survivor = prior["link"][0]["other"]["reference"]
+        [moved] = search(client, f"Encounter?identifier=V4{unique}")
+        assert moved["subject"]["reference"] == survivor
