@@ -19,7 +19,7 @@ import httpx
 
 from bench.caseload import AS_OF
 
-__all__ = ["add_report_activity"]
+__all__ = ["add_report_activity", "assessment_items"]
 
 _MODE = "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode"
 _TIER = "https://cmfhir.org/fhir/StructureDefinition/acuity-tier"
@@ -42,7 +42,10 @@ def _when(day: date, minutes: int) -> str:
     return f"{day.isoformat()}T{minutes // 60:02d}:{minutes % 60:02d}:00-05:00"
 
 
-def _assessment_items() -> list[dict[str, Any]]:
+def assessment_items() -> list[dict[str, Any]]:
+    """The least a completed comprehensive assessment holds (its required items); also
+    used by tests/reports."""
+
     def answered(link_id: str, **value: Any) -> dict[str, Any]:
         return {"linkId": link_id, "answer": [value]}
 
@@ -121,7 +124,7 @@ def _member_activity(
                 "status": "completed",
                 "subject": {"reference": member},
                 "authored": day.isoformat(),
-                "item": _assessment_items(),
+                "item": assessment_items(),
             }
         )
     update = None

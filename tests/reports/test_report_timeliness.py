@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from bench.report_data import assessment_items
 from tests.reports.test_reports import NC, Caseload, Version, _report
 
 ASSESSMENT = "https://cmfhir.org/fhir/Questionnaire/comprehensive-assessment"
@@ -85,8 +86,8 @@ def small(client: httpx.Client, database_url: str) -> tuple[Caseload, str, str, 
     t1.contacts.append((datetime(2026, 11, 6, 9, tzinfo=NC), "PHONE", "completed"))
     load.write(database_url)
     create = load._create
-    create(_response(t1.id, ASSESSMENT, "2026-07-21", _assessment_items()))
-    create(_response(t2.id, ASSESSMENT, "2025-10-01", _assessment_items()))
+    create(_response(t1.id, ASSESSMENT, "2026-07-21", assessment_items()))
+    create(_response(t2.id, ASSESSMENT, "2025-10-01", assessment_items()))
     create(
         {
             "resourceType": "CarePlan",
@@ -105,38 +106,6 @@ def small(client: httpx.Client, database_url: str) -> tuple[Caseload, str, str, 
     for score in (1, 2):
         create(_response(t2.id, SATISFACTION, "2026-11-08", [_answer(score)]))
     return load, t1.id, t2.id, a.split("/")[1]
-
-
-def _assessment_items() -> list[Any]:
-    """The least a completed comprehensive assessment holds (its required items)."""
-
-    def answered(link_id: str, **value: Any) -> dict[str, Any]:
-        return {"linkId": link_id, "answer": [value]}
-
-    no = {"valueCoding": {"system": "http://loinc.org", "code": "LA32-8"}}
-    screening = {
-        "food": ["food-worry", "food-did-not-last"],
-        "housing": ["housing-stayed-outside", "housing-worried-losing", "utilities-unable"],
-        "transportation-group": ["transportation"],
-        "safety": ["safety-unsafe", "safety-hurt"],
-    }
-    return [
-        {
-            "linkId": "physical-health",
-            "item": [
-                answered("overall-health", valueString="Good"),
-                answered("has-pcp", valueBoolean=True),
-            ],
-        },
-        {"linkId": "medications", "item": [answered("takes-medications", valueBoolean=False)]},
-        {
-            "linkId": "sdoh",
-            "item": [
-                {"linkId": group, "item": [answered(code, **no) for code in codes]}
-                for group, codes in screening.items()
-            ],
-        },
-    ]
 
 
 def _answer(score: int) -> dict[str, Any]:
