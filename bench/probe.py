@@ -29,7 +29,8 @@ from bench.search import run_search
 from bench.server import free_port, start_server
 
 
-async def _ids(database_url: str) -> dict[str, list[str]]:
+async def stored_ids(database_url: str) -> dict[str, list[str]]:
+    """The ids of the stored Patients and Encounters, in the order they were written."""
     conn = await asyncpg.connect(database_url)
     try:
         out: dict[str, list[str]] = {}
@@ -60,7 +61,7 @@ def main() -> None:
     try:
         with OtherLoad(server.postgres_pids) as other:
             meter = functools.partial(cpu_split, server, other)
-            ids = asyncio.run(_ids(server.database_url))
+            ids = asyncio.run(stored_ids(server.database_url))
             if "read" in scenarios:
                 results["read"] = run_read(server.base_url, ids, args.duration, 1, meter)
                 printout.print_read(results["read"])

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import asyncpg
 import httpx
 
 from bench.caseload import make_staff, member_bundle, staff_bundle
 from bench.headers import client_headers
+from bench.probe import stored_ids
 from bench.queries import QUERIES, build_samples
 
 _FHIR = {"Content-Type": "application/fhir+json"}
@@ -87,21 +87,6 @@ async def _load(client: httpx.AsyncClient, members: int, seed: int) -> None:
         answer = await client.post("/fhir", json=member_bundle(seed, index, staff), headers=_FHIR)
         if answer.status_code != 200:
             raise RuntimeError(f"member {index}: {answer.status_code} {answer.text[:300]}")
-
-
-async def _ids(url: str) -> dict[str, list[str]]:
-    conn = await asyncpg.connect(url)
-    try:
-        out: dict[str, list[str]] = {}
-        for kind in ("Patient", "Encounter"):
-            rows = await conn.fetch(
-                "SELECT id FROM resource WHERE resource_type = $1 AND NOT deleted ORDER BY rid",
-                kind,
-            )
-            out[kind] = [row[0] for row in rows]
-        return out
-    finally:
-        await conn.close()
 
 
 def _paths(samples: dict[str, list[Any]], ids: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -259,7 +244,7 @@ async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
             started = time.monotonic()
             await _load(client, args.members, args.seed)
             print(f"loaded {args.members} members in {time.monotonic() - started:.0f} s")
-        ids = await _ids(url)
+        ids = await stored_ids(url)
         staff = make_staff(args.members)
         samples = await build_samples(url, staff, ids, args.members, args.seed)
         paths = _paths(samples, ids)
