@@ -40,6 +40,7 @@ from typing import Any
 import httpx
 
 from bench.scratch import admin_url, create_database, drop_database
+from bench.subscriptions import admission_bundle
 from cmfhir.app import open_context
 from cmfhir.auth.principal import OPEN, TRUSTED, Principal
 from cmfhir.config import Settings
@@ -106,28 +107,6 @@ def _subscription(filters: Sequence[str]) -> dict[str, Any]:
     return body
 
 
-def _admissions(patients: list[str]) -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {
-                "request": {"method": "POST", "url": "Encounter"},
-                "resource": {
-                    "resourceType": "Encounter",
-                    "status": "in-progress",
-                    "class": {
-                        "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                        "code": "IMP",
-                    },
-                    "subject": {"reference": f"Patient/{p}"},
-                },
-            }
-            for p in patients
-        ],
-    }
-
-
 async def _id(ctx: FhirContext, resource: dict[str, Any]) -> str:
     result = await create(ctx, resource["resourceType"], resource)
     assert result.status == 201 and result.id is not None, result.body
@@ -163,7 +142,7 @@ async def _setup(
     written = 0
     for start in range(0, args.events, args.bundle):
         chosen = [patients[(start + n) % len(patients)] for n in range(args.bundle)]
-        await process_bundle(admin, _admissions(chosen), base="")
+        await process_bundle(admin, admission_bundle(chosen), base="")
         written += len(chosen)
     while True:  # gap-free: wait for older transactions (of the whole cluster) to end
         async with ctx.store.transaction(principal=TRUSTED) as repo:

@@ -83,7 +83,8 @@ def _subscription(endpoint: str, patient: str) -> dict[str, Any]:
     }
 
 
-def _admissions(patients: list[str], count: int, rng: random.Random) -> dict[str, Any]:
+def admission_bundle(patients: list[str]) -> dict[str, Any]:
+    """A transaction admitting each of `patients` (an inpatient Encounter each)."""
     return {
         "resourceType": "Bundle",
         "type": "transaction",
@@ -97,10 +98,10 @@ def _admissions(patients: list[str], count: int, rng: random.Random) -> dict[str
                         "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
                         "code": "IMP",
                     },
-                    "subject": {"reference": f"Patient/{rng.choice(patients)}"},
+                    "subject": {"reference": f"Patient/{p}"},
                 },
             }
-            for _ in range(count)
+            for p in patients
         ],
     }
 
@@ -145,7 +146,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
 
             async def send(at: float) -> None:
                 await asyncio.sleep(max(0.0, at - time.monotonic()))
-                answer = await http.post("/", json=_admissions(patients, per_bundle, rng))
+                answer = await http.post(
+                    "/", json=admission_bundle([rng.choice(patients) for _ in range(per_bundle)])
+                )
                 done = time.monotonic()
                 answer.raise_for_status()
                 for entry in answer.json()["entry"]:
