@@ -166,29 +166,32 @@ function PeriodChoice(props: { first: string; last: string; onChoose: (months: s
   }
   return (
     <form class="filters" onSubmit={show} aria-label="Period of the reports">
-      <div class="field">
-        <label for="period-from">From the start of</label>
-        <select id="period-from" value={first} onChange={(e) => setFirst(e.currentTarget.value)}>
-          {newestFirst.map((m) => (
-            <option key={m} value={m}>
-              {monthName(m)}
-            </option>
-          ))}
-        </select>
-      </div>
-      <div class="field">
-        <label for="period-to">To the end of</label>
-        <select id="period-to" value={last} onChange={(e) => setLast(e.currentTarget.value)}>
-          {newestFirst.map((m) => (
-            <option key={m} value={m}>
-              {monthName(m)}
-            </option>
-          ))}
-        </select>
-      </div>
+      <MonthField id="period-from" label="From the start of" months={newestFirst} value={first} onChange={setFirst} />
+      <MonthField id="period-to" label="To the end of" months={newestFirst} value={last} onChange={setLast} />
       <button type="submit">Show the reports</button>
       <Problem text={error} />
     </form>
+  );
+}
+
+function MonthField(props: {
+  id: string;
+  label: string;
+  months: string[];
+  value: string;
+  onChange: (month: string) => void;
+}) {
+  return (
+    <div class="field">
+      <label for={props.id}>{props.label}</label>
+      <select id={props.id} value={props.value} onChange={(e) => props.onChange(e.currentTarget.value)}>
+        {props.months.map((m) => (
+          <option key={m} value={m}>
+            {monthName(m)}
+          </option>
+        ))}
+      </select>
+    </div>
   );
 }
 
