@@ -84,7 +84,7 @@ async def _evaluated_after(ctx: FhirContext, engine: GapEngine, feed: GapFeed, *
     before = engine.evaluations
     if writes:
         await _write(ctx, *writes)
-    await OutboxConsumer(ctx.store, feed).drain()
+    await OutboxConsumer(ctx.store, feed).catch_up()
     await engine.drain()
     return engine.evaluations - before
 

@@ -47,7 +47,7 @@ async def _members(ctx: FhirContext, count: int) -> list[str]:
         ids = [
             (await create_in(ctx, repo, {"resourceType": "Patient"}))[0].id for _ in range(count)
         ]
-    await OutboxConsumer(ctx.store, GapFeed()).drain()
+    await OutboxConsumer(ctx.store, GapFeed()).catch_up()
     return ids
 
 
@@ -95,7 +95,7 @@ async def test_two_engines_on_one_queue_write_each_gap_once(ctx: FhirContext) ->
     # Everything queued again (a replay): nothing changes.
     async with ctx.store.transaction(principal=TRUSTED) as repo:
         await repo.conn.execute(text("UPDATE consumer SET xid = 0, seq = 0"))
-    await OutboxConsumer(ctx.store, GapFeed()).drain()
+    await OutboxConsumer(ctx.store, GapFeed()).catch_up()
     await asyncio.gather(first.drain(), second.drain())
     async with ctx.store.transaction(read_only=True, principal=TRUSTED) as repo:
         versions = await repo.conn.execute(

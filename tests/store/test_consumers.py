@@ -117,10 +117,10 @@ async def test_a_new_consumer_starts_at_the_start_or_at_the_end(ctx: FhirContext
     from_start = Collect(f"s-{uuid.uuid4().hex[:8]}")
     from_end = Collect(f"e-{uuid.uuid4().hex[:8]}", from_start=False)
     for handler in (from_start, from_end):
-        await OutboxConsumer(ctx.store, handler).drain()
+        await OutboxConsumer(ctx.store, handler).catch_up()
     after = await _write(ctx, 2)
     for handler in (from_start, from_end):
-        await OutboxConsumer(ctx.store, handler).drain()
+        await OutboxConsumer(ctx.store, handler).catch_up()
     assert set(before) <= {e.id for e in from_start.seen}
     assert [e.id for e in from_end.seen] == after
 
@@ -129,14 +129,9 @@ async def test_a_worker_tells_its_own_events(ctx: FhirContext) -> None:
     mine = await _write(ctx, 2, origin="gaps")
     theirs = await _write(ctx, 1)
     handler = Collect(f"o-{uuid.uuid4().hex[:8]}")
-    consumer = OutboxConsumer(ctx.store, handler)
-    # A drain stops behind a transaction still running (the session server's workers may
-    # hold one), so drain again until the events written here are in.
-    deadline = asyncio.get_running_loop().time() + 20
-    while not {*mine, *theirs} <= {e.id for e in handler.seen}:
-        assert asyncio.get_running_loop().time() < deadline, "gave up waiting"
-        await consumer.drain()
-        await asyncio.sleep(0.02)
+    # A drain stops behind a transaction still running (another test's, or the session
+    # server's workers'); catching up waits them out.
+    await OutboxConsumer(ctx.store, handler).catch_up()
     origins = {e.id: e.origin for e in handler.seen}
     assert [origins[i] for i in mine] == ["gaps", "gaps"]
     assert origins[theirs[0]] is None
@@ -145,7 +140,7 @@ async def test_a_worker_tells_its_own_events(ctx: FhirContext) -> None:
 async def test_pruning_keeps_what_a_consumer_has_not_passed(ctx: FhirContext) -> None:
     old = await _write(ctx, 4)
     handler = Collect("lagging")
-    await OutboxConsumer(ctx.store, handler).drain()
+    await OutboxConsumer(ctx.store, handler).catch_up()
     later = await _write(ctx, 3)  # written after the consumer's position
     future = datetime.now(UTC) + timedelta(days=1)
     pruner = Pruner(ctx.store, timedelta(days=0), clock=lambda: future)
@@ -154,7 +149,7 @@ async def test_pruning_keeps_what_a_consumer_has_not_passed(ctx: FhirContext) ->
         kept = {r[0] for r in await repo.conn.execute(text("SELECT id FROM event"))}
     assert not kept & set(old)
     assert set(later) <= kept
-    await OutboxConsumer(ctx.store, handler).drain()
+    await OutboxConsumer(ctx.store, handler).catch_up()
     assert [e.id for e in handler.seen if e.id in later] == later
     # Pruned events are retention, not a loss.
     assert await check(ctx) == {}
@@ -191,6 +186,31 @@ async def test_a_scheduled_job_runs_once_per_interval_by_the_clock(ctx: FhirCont
     now += timedelta(hours=1)
     assert await asyncio.gather(first.tick(), second.tick()) in ([True, False], [False, True])
     assert runs == [datetime(2026, 11, 30, 2, tzinfo=UTC), datetime(2026, 12, 1, 2, tzinfo=UTC)]
+
+
+async def test_catching_up_waits_out_an_older_running_transaction(ctx: FhirContext) -> None:
+    handler = Collect(f"c-{uuid.uuid4().hex[:8]}")
+    consumer = OutboxConsumer(ctx.store, handler)
+    await consumer.catch_up()
+    release = asyncio.Event()
+
+    async def long_writer() -> str:
+        async with ctx.store.transaction(principal=TRUSTED) as repo:
+            record, _ = await create_in(ctx, repo, _patient("long"))
+            await release.wait()
+        return record.id
+
+    slow = asyncio.create_task(long_writer())
+    await asyncio.sleep(0.3)
+    [quick] = await _write(ctx)
+    assert await consumer.drain() == 0  # a drain stops behind the running transaction
+    catching_up = asyncio.create_task(consumer.catch_up())
+    await asyncio.sleep(0.3)
+    assert not catching_up.done()
+    release.set()
+    slow_id = await slow
+    await catching_up
+    assert [e.id for e in handler.seen][-2:] == [slow_id, quick]
 
 
 class Ahead(Collect):

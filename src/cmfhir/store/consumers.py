@@ -34,6 +34,7 @@ __all__ = [
     "claim_schedule",
     "held_back",
     "mark_origin",
+    "newest",
     "notify",
     "positions",
     "prune",
@@ -108,6 +109,16 @@ async def held_back(repo: Repository, after: EventPosition) -> bool:
         {"x": after.xid, "s": after.seq},
     )
     return bool(found.scalar_one())
+
+
+async def newest(repo: Repository) -> EventPosition | None:
+    """The position of the newest event written (committed or not), None while there is none."""
+    row = (
+        await repo.conn.execute(
+            text("SELECT xid, seq FROM event ORDER BY xid DESC, seq DESC LIMIT 1")
+        )
+    ).first()
+    return EventPosition(row[0], row[1]) if row else None
 
 
 async def read_ahead(
