@@ -114,10 +114,11 @@ async def _sweep(
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    admin = admin_url()  # started (or joined) also when reusing a database of it
     url = args.database_url
     made = None
     if url is None:
-        url = made = await create_database(admin_url(), "cmfhir_gapcost")
+        url = made = await create_database(admin, "cmfhir_gapcost")
     try:
         settings = Settings(database_url=url)
         async with open_context(settings) as opened:
