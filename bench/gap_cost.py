@@ -4,12 +4,13 @@ variants interleaved (A, B, A, B ...) so that the machine's load falls on both a
 It loads `--members` members of the caseload (in-process transactions, no HTTP) into a
 database of the worktree's embedded PostgreSQL (or `--database-url`), then sweeps them
 `--rounds` times with each variant: every member queued, then evaluated by one engine with
-`--concurrency` batches at a time. Per sweep: this process's CPU (`time.process_time`),
-PostgreSQL's (its backends' CPU from /proc), wall time, members evaluated.
+`--concurrency` batches at a time, `--sweep-batch` members a batch. Per sweep: this
+process's CPU (`time.process_time`), PostgreSQL's (its backends' CPU from /proc), wall
+time, members evaluated, and the statements and transactions sent per member (counted).
 
-Variants: `after` (the engine as it is: only the types some rule reads, one row per
-member) and `before` (the snapshot read of `main` at 6717347, copied below: every
-resource of each member's compartment, one row each).
+Variants: `after` (the engine as it is: a batch's members taken off the queue in the
+transaction that leases the next batch) and `before` (each batch in three transactions:
+lease, evaluate, take off the queue), as `main` ran it at 9d5f583.
 """
 
 from __future__ import annotations
@@ -18,84 +19,62 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import statistics
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import orjson
-from sqlalchemy import text
+from sqlalchemy import event
 
 from bench.caseload import make_staff, member_bundles, staff_bundle
 from bench.scratch import admin_url, create_database, drop_database, postgres_cpu
 from cmfhir.app import open_context
 from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
-from cmfhir.gaps import engine as engine_module
 from cmfhir.gaps.engine import GapEngine
-from cmfhir.gaps.model import MemberSnapshot
 from cmfhir.gaps.ruleset import RuleSet, load_ruleset
 from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.transaction import process_bundle
-from cmfhir.store import Repository, gap_queue
-
-CURRENT = engine_module.read_snapshots  # type: ignore[attr-defined]
+from cmfhir.store import gap_queue
 
 
-_OLD_REFERENCE = re.compile(
-    r'"reference":\s*"(Practitioner|PractitionerRole|Organization|Location)/([A-Za-z0-9.\-]{1,64})"'
-)
+class _Counter:
+    """Statements and commits sent through the store's engine."""
+
+    def __init__(self, ctx: FhirContext) -> None:
+        self.statements = 0
+        self.commits = 0
+        sync = ctx.store.engine.sync_engine
+        event.listen(sync, "before_cursor_execute", self._statement)
+        event.listen(sync, "commit", self._commit)
+
+    def _statement(self, *_: Any) -> None:
+        self.statements += 1
+
+    def _commit(self, *_: Any) -> None:
+        self.commits += 1
 
 
-def _old_shared(content: str) -> set[tuple[str, str]]:
-    return {(m.group(1), m.group(2)) for m in _OLD_REFERENCE.finditer(content)}
+async def _drain_before(engine: GapEngine, concurrency: int) -> int:
+    """GapEngine.drain as it was: every batch taken off the queue in its own transaction."""
 
+    async def loop() -> int:
+        total = 0
+        while True:
+            count = await engine.evaluate_due()
+            total += count
+            if count:
+                continue
+            async with engine.ctx.store.transaction(
+                read_only=True, principal=engine.ctx.principal
+            ) as repo:
+                _, due = await gap_queue.queued(repo)
+            if not due:
+                return total
+            await asyncio.sleep(0.05)
 
-async def _old_compartments(repo: Repository, patient_ids: Sequence[str]) -> list[Any]:
-    rows = await repo.conn.execute(
-        text(
-            "SELECT patient_id, resource_type, content::text FROM resource "
-            "WHERE patient_id = ANY(CAST(:ids AS text[])) AND NOT deleted"
-        ),
-        {"ids": list(patient_ids)},
-    )
-    return [(r[0], r[1], r[2]) for r in rows]
-
-
-async def old_read_snapshots(
-    repo: Repository, patient_ids: Sequence[str], *_ignored: Any
-) -> dict[str, MemberSnapshot]:
-    """gaps/snapshot.py read_snapshots before the rules declared what they read."""
-    own: dict[str, list[dict[str, Any]]] = {p: [] for p in patient_ids}
-    texts: dict[str, list[str]] = {p: [] for p in patient_ids}
-    for patient_id, _kind, content in await _old_compartments(repo, patient_ids):
-        own[patient_id].append(orjson.loads(content))
-        texts[patient_id].append(content)
-    cites = {p: _old_shared("\n".join(found)) for p, found in texts.items()}
-    shared: dict[tuple[str, str], dict[str, Any]] = {}
-    further: dict[tuple[str, str], set[tuple[str, str]]] = {}
-    wanted = set().union(*cites.values()) if cites else set()
-    for _ in range(2):
-        missing = sorted(wanted - shared.keys())
-        if not missing:
-            break
-        for key, content in (await repo.read_many(missing)).items():
-            shared[key] = orjson.loads(content)
-            further[key] = _old_shared(content)
-        wanted |= set().union(*(further[k] for k in missing if k in further))
-    snapshots = {}
-    for patient_id, resources in own.items():
-        mine = set(cites[patient_id])
-        for _ in range(2):
-            mine |= set().union(*(further.get(k, set()) for k in mine))
-        by_type: dict[str, list[dict[str, Any]]] = {}
-        for resource in [*resources, *(shared[k] for k in sorted(mine) if k in shared)]:
-            by_type.setdefault(resource["resourceType"], []).append(resource)
-        snapshots[patient_id] = MemberSnapshot(patient_id, by_type)
-    return snapshots
+    return sum(await asyncio.gather(*(loop() for _ in range(max(concurrency, 1)))))
 
 
 async def _load(ctx: FhirContext, members: int) -> None:
@@ -106,28 +85,40 @@ async def _load(ctx: FhirContext, members: int) -> None:
 
 
 async def _sweep(
-    ctx: FhirContext, ruleset: RuleSet, concurrency: int, *, before: bool = False
+    ctx: FhirContext,
+    ruleset: RuleSet,
+    args: argparse.Namespace,
+    counter: _Counter,
+    *,
+    before: bool = False,
 ) -> dict[str, float]:
     async with ctx.store.transaction(principal=TRUSTED) as repo:
         await gap_queue.enqueue_all(repo, None)
-    engine_module.read_snapshots = old_read_snapshots if before else CURRENT  # type: ignore[attr-defined,assignment]
-    engine = GapEngine(ctx, ruleset)
+    engine = GapEngine(ctx, ruleset, sweep_batch=args.sweep_batch)
+    statements, commits = counter.statements, counter.commits
     pg0, cpu0, wall0 = postgres_cpu(admin_url()), time.process_time(), time.perf_counter()
-    evaluated = await engine.drain(concurrency=concurrency)
+    if before:
+        evaluated = await _drain_before(engine, args.concurrency)
+    else:
+        evaluated = await engine.drain(concurrency=args.concurrency)
     pg1, cpu1, wall1 = postgres_cpu(admin_url()), time.process_time(), time.perf_counter()
+    each = max(evaluated, 1)
     return {
         "members": evaluated,
-        "python_ms_per_member": (cpu1 - cpu0) * 1000 / max(evaluated, 1),
-        "postgres_ms_per_member": (pg1 - pg0) * 1000 / max(evaluated, 1),
+        "python_ms_per_member": (cpu1 - cpu0) * 1000 / each,
+        "postgres_ms_per_member": (pg1 - pg0) * 1000 / each,
+        "statements_per_member": (counter.statements - statements) / each,
+        "transactions_per_member": (counter.commits - commits) / each,
         "members_per_s": evaluated / (wall1 - wall0),
     }
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    admin = admin_url()  # started (or joined) also when reusing a database of it
     url = args.database_url
     made = None
     if url is None:
-        url = made = await create_database(admin_url(), "cmfhir_gapcost")
+        url = made = await create_database(admin, "cmfhir_gapcost")
     try:
         settings = Settings(database_url=url)
         async with open_context(settings) as opened:
@@ -135,11 +126,13 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             if made is not None:
                 await _load(ctx, args.members)
             ruleset = load_ruleset(settings.profiles_dir, args.rules)
-            await _sweep(ctx, ruleset, args.concurrency)  # warm-up: gaps written once
+            counter = _Counter(ctx)
+            for _ in range(2):  # warm-up: gaps written, then what cites them
+                await _sweep(ctx, ruleset, args, counter)
             runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
             for _ in range(args.rounds):
                 for name in runs:
-                    found = await _sweep(ctx, ruleset, args.concurrency, before=name == "before")
+                    found = await _sweep(ctx, ruleset, args, counter, before=name == "before")
                     runs[name].append(found)
                     print(name, json.dumps(found), file=sys.stderr)
             return {
@@ -158,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--members", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--sweep-batch", type=int, default=100)
     parser.add_argument("--rules", default=os.environ.get("BENCH_GAP_RULES", "cmfhir.gaps.rules"))
     parser.add_argument("--database-url", default=None, help="a loaded database to reuse")
     parser.add_argument("--keep", action="store_true", help="keep the database made")

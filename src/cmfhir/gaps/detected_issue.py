@@ -78,12 +78,14 @@ def build(
     identified: datetime,
     care_manager: str | None,
     closed_at: datetime | None = None,
+    resource_id: str | None = None,
 ) -> dict[str, Any]:
-    """The DetectedIssue of `gap` (open, prospective, or closed at `closed_at`)."""
+    """The DetectedIssue of `gap` (open, prospective, or closed at `closed_at`), with the id
+    derived from its identifier unless given (that of the stored one)."""
     identifier = gap.identifier(patient_id)
     resource: dict[str, Any] = {
         "resourceType": "DetectedIssue",
-        "id": issue_id(identifier),
+        "id": resource_id or issue_id(identifier),
         "modifierExtension": [_status_extension(gap.status)],
     }
     if care_manager is not None:

@@ -146,21 +146,30 @@ class GapEngine:
         # Members evaluated (an evaluation retried after a race counts again).
         self.evaluations = 0
 
-    async def evaluate_due(self) -> int:
+    async def evaluate_due(self, finished: list[gap_queue.Claimed] | None = None) -> int:
         """Evaluate one batch of due members; how many (0: none due, or a race to retry).
 
         Three transactions: the members are leased (committed at once, so that queueing
         them again never waits for this evaluation), evaluated and their DetectedIssues
         written in one REPEATABLE READ transaction, then taken off the queue (unless queued
         again meanwhile). A crash between the last two evaluates them again when the lease
-        runs out: evaluating twice writes nothing new."""
+        runs out: evaluating twice writes nothing new.
+
+        A caller that evaluates batch after batch passes `finished`, its own list: the
+        members this call evaluates are left in it, and the next call takes them off the
+        queue in the transaction that leases its batch (two transactions a batch instead of
+        three). A caller that stops with members left in it gives them to `finish`."""
         size = 1 if self._isolating else self.batch
         store, principal = self.ctx.store, self.ctx.principal
         async with store.transaction(principal=principal) as repo:
+            if finished:
+                await gap_queue.done(repo, finished)
             members = await gap_queue.claim(repo, size, self.lease, sweep=False)
             if not members:
                 wanted = self.sweep_batch if size > 1 else 1
                 members = await gap_queue.claim(repo, wanted, self.lease, sweep=True)
+        if finished:
+            finished.clear()  # committed with the lease
         if not members:
             return 0
         ids = [m[0] for m in members]
@@ -202,11 +211,20 @@ class GapEngine:
             with contextlib.suppress(Exception):
                 await self._release(ids)
             raise
-        async with store.transaction(principal=principal) as repo:
-            await gap_queue.done(repo, members)
+        if finished is None:
+            await self.finish(members)
+        else:
+            finished.extend(members)
         if size == 1 and self._isolating:
             self._isolating -= 1
         return len(members)
+
+    async def finish(self, members: Sequence[gap_queue.Claimed]) -> None:
+        """Take evaluated members off the queue (unless queued again since they were
+        leased)."""
+        if members:
+            async with self.ctx.store.transaction(principal=self.ctx.principal) as repo:
+                await gap_queue.done(repo, members)
 
     async def _release(self, ids: Sequence[str]) -> None:
         async with self.ctx.store.transaction(principal=self.ctx.principal) as repo:
@@ -268,8 +286,14 @@ class GapEngine:
 
         async def loop() -> int:
             total = 0
+            finished: list[gap_queue.Claimed] = []
             while True:
-                count = await self.evaluate_due()
+                try:
+                    count = await self.evaluate_due(finished)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await self.finish(finished)
+                    raise
                 total += count
                 if count:
                     continue
@@ -297,12 +321,20 @@ class GapEvaluator:
         self._poll = poll
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self._wake.clear()
-            try:
-                if await self.engine.evaluate_due():
-                    continue
-            except FhirError as error:
-                log.warning("%s: %s; retrying", self.name, type(error).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(either(self._wake, stop), self._poll)
+        # Members evaluated, taken off the queue with the next lease (GapEngine.evaluate_due).
+        finished: list[gap_queue.Claimed] = []
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    if await self.engine.evaluate_due(finished):
+                        continue
+                except FhirError as error:
+                    log.warning("%s: %s; retrying", self.name, type(error).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(either(self._wake, stop), self._poll)
+        finally:
+            # Stopping: what is left goes off the queue now (else evaluated again when its
+            # lease runs out, which writes nothing new).
+            with contextlib.suppress(Exception):
+                await self.engine.finish(finished)

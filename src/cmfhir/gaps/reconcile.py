@@ -75,14 +75,18 @@ def reconcile(
                 identified=gap.identified or as_of,
                 care_manager=di.care_manager_of(old),
                 closed_at=as_of,
+                resource_id=old["id"],
             )
         else:
             new = di.build(
-                patient_id, gap, identified=gap.identified or as_of, care_manager=care_manager
+                patient_id,
+                gap,
+                identified=gap.identified or as_of,
+                care_manager=care_manager,
+                resource_id=old["id"],
             )
         if gap.identified is None and "identifiedDateTime" in old:
             new["identifiedDateTime"] = old["identifiedDateTime"]
-        new["id"] = old["id"]
         if new != _content(old):
             writes[identifier] = new
     for identifier, old in by_identifier.items():

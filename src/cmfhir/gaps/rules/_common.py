@@ -55,9 +55,10 @@ def codings(concept: Any) -> list[Mapping[str, Any]]:
     """The codings of a CodeableConcept (or of a list of them)."""
     if isinstance(concept, list):
         return [c for item in concept for c in codings(item)]
-    if not isinstance(concept, Mapping):
+    # Parsed JSON: dicts (isinstance against the Mapping ABC costs several times more).
+    if not isinstance(concept, dict):
         return []
-    return [c for c in concept.get("coding") or () if isinstance(c, Mapping)]
+    return [c for c in concept.get("coding") or () if isinstance(c, dict)]
 
 
 def has_coding(concept: Any, specs: tuple[Coding, ...]) -> bool:
@@ -133,9 +134,12 @@ def days_text(count: int) -> str:
     return f"{count} day" if abs(count) == 1 else f"{count} days"
 
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def short_date(day: date, on: date) -> str:
     """`3 Oct`, with the year when it is not the year of `on`."""
-    text = f"{day.day} {day:%b}"
+    text = f"{day.day} {_MONTHS[day.month - 1]}"
     return text if day.year == on.year else f"{text} {day.year}"
 
 
@@ -286,7 +290,7 @@ def medication_ingredients(snapshot: MemberSnapshot, resource: Resource) -> list
 def encounter_class_in(encounter: Resource, specs: tuple[Coding, ...]) -> bool:
     value = encounter.get("class")
     classes = value if isinstance(value, list) else [value]
-    return any(isinstance(c, Mapping) and matches_any(specs, c) for c in classes)
+    return any(isinstance(c, dict) and matches_any(specs, c) for c in classes)
 
 
 def _participants(snapshot: MemberSnapshot, encounter: Resource) -> Iterator[Resource]:

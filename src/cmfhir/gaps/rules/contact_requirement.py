@@ -11,7 +11,7 @@ when the configuration says partial periods count."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cmfhir.gaps.config import ANY_TIER, CareGapConfig
 from cmfhir.gaps.model import Gap, MemberSnapshot
@@ -56,6 +56,9 @@ def evaluate(snapshot: MemberSnapshot, as_of: datetime, config: CareGapConfig) -
         start, _ = period_of(first, calendar)
         if start < first and not rule.measure_partial_first_period:
             start = next_period(start, calendar)
+        # Periods that ended more than the lookback ago are not looked at: start at the one
+        # holding the lookback's first day (not at the enrollment's, years back).
+        start = max(start, period_of(on - timedelta(days=rule.lookback.days), calendar)[0])
         while start <= on:
             period_start, period_end = period_of(start, calendar)
             start = next_period(period_start, calendar)

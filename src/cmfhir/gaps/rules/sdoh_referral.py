@@ -41,23 +41,23 @@ class Finding:
 
 def _items(items: Any) -> Iterator[Mapping[str, Any]]:
     for item in items or ():
-        if not isinstance(item, Mapping):
+        if not isinstance(item, dict):
             continue
         yield item
         yield from _items(item.get("item"))
         for answer in item.get("answer") or ():
-            if isinstance(answer, Mapping):
+            if isinstance(answer, dict):
                 yield from _items(answer.get("item"))
 
 
 def _answered(item: Mapping[str, Any], boolean: bool, codes: Any) -> bool:
     for answer in item.get("answer") or ():
-        if not isinstance(answer, Mapping):
+        if not isinstance(answer, dict):
             continue
         if answer.get("valueBoolean") is boolean:
             return True
         coding = answer.get("valueCoding")
-        if isinstance(coding, Mapping) and matches_any(codes, coding):
+        if isinstance(coding, dict) and matches_any(codes, coding):
             return True
     return False
 
