@@ -9,10 +9,10 @@ import asyncio
 from typing import Any
 
 import httpx
+from bench.round_trips import round_trips
 from tests.subscriptions.conftest import Delivery, subscription
 from tests.subscriptions.fhir import encounter, patient_, subscribe
 from tests.subscriptions.receiver import Receiver
-from tests.subscriptions.round_trips import round_trips
 
 TOPIC = "encounter-admission-discharge"
 MANY = 12
