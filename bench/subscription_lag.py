@@ -149,7 +149,11 @@ async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         listener = positions.Listener(ctx.store.engine)
         matcher = SubscriptionMatcher(ctx, ctx.subscriptions)
         consumer = OutboxConsumer(
-            ctx.store, matcher, listener.subscribe(positions.EVENT_CHANNEL), poll=0.5
+            ctx.store,
+            matcher,
+            listener.subscribe(positions.EVENT_CHANNEL),
+            batch=args.matcher_batch,
+            poll=0.5,
         )
         sender = SubscriptionSender(
             ctx, ctx.subscriptions, listener.subscribe(SUBSCRIPTION_CHANNEL)
@@ -208,6 +212,7 @@ async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 steps[stage].append(marks[b] - marks[a])
     result |= {
         "subscriptions": args.subscriptions,
+        "matcher_batch": args.matcher_batch,
         "admissions": len(committed),
         "rate_target": args.rate,
         "rate_achieved": round(len(committed) / elapsed, 1),
@@ -229,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=int, default=25, help="admissions per Bundle")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--matcher-batch", type=int, default=1000, help="events per matcher transaction"
+    )
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args(argv)
     url = args.database_url
