@@ -156,7 +156,14 @@ _CLAIM = text(
           AND (s.next_attempt_at <= :now
                OR (s.channel = 'rest-hook' AND s.failures = 0
                    AND coalesce(c.events_since_start, 0) > s.delivered_through))
-        ORDER BY s.next_attempt_at NULLS FIRST, s.last_sent_at NULLS FIRST
+        -- Longest waiting first: since its retry, handshake or heartbeat came due, or,
+        -- with notifications waiting, since its last send.
+        ORDER BY least(
+            s.next_attempt_at,
+            CASE WHEN s.channel = 'rest-hook' AND s.failures = 0
+                      AND coalesce(c.events_since_start, 0) > s.delivered_through
+                 THEN coalesce(s.last_sent_at, '-infinity') END
+        ) NULLS FIRST
         LIMIT :n
         FOR UPDATE OF s SKIP LOCKED
     ), leased AS (
