@@ -12,6 +12,9 @@ transactions rolled back afterwards, so each round starts from the same state. S
   by a care manager (a SMART user: only their members visible), as the care-team console
   makes them; the same admissions.
 - `sender` (not A/B): the `members` notifications sent, CPU per send, cProfile on stderr.
+- `sender-ab`: the sender of `--ref` against this checkout's, interleaved, one notification
+  for each `members` Subscription per round: CPU (Python and PostgreSQL), database round
+  trips and wall time per notification.
 
 Reports per scenario and side: Python CPU per event (`time.process_time`, the matcher's own
 process; PostgreSQL's CPU is not in it), the searches run, and the wall time per event.
@@ -39,7 +42,8 @@ from typing import Any
 
 import httpx
 
-from bench.scratch import admin_url, create_database, drop_database
+from bench.round_trips import round_trips
+from bench.scratch import admin_url, create_database, drop_database, postgres_cpu
 from bench.subscriptions import admission_bundle
 from cmfhir.app import open_context
 from cmfhir.auth.principal import OPEN, TRUSTED, Principal
@@ -50,6 +54,7 @@ from cmfhir.store import consumers as positions
 from cmfhir.store.outbox import START
 from cmfhir.subscriptions.matcher import CONSUMER, SubscriptionMatcher
 from cmfhir.subscriptions.sender import SubscriptionSender
+from cmfhir.workers import OutboxConsumer
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
@@ -79,6 +84,37 @@ def _old_matcher(ref: str) -> tuple[type[Any], types.ModuleType]:
     )
     exec(compile(text, "old_matcher", "exec"), matcher.__dict__)
     return matcher.SubscriptionMatcher, matching
+
+
+def _old_sender(ref: str) -> type[Any]:
+    """The sender class of `ref`, with that ref's delivery rows and notification events."""
+
+    def source(path: str) -> str:
+        return subprocess.check_output(["git", "show", f"{ref}:{path}"], cwd=ROOT, text=True)
+
+    def module(name: str, text: str) -> types.ModuleType:
+        made = types.ModuleType(name)
+        sys.modules[name] = made
+        exec(compile(text, name, "exec"), made.__dict__)
+        return made
+
+    module("bench_old_rows", source("src/cmfhir/store/subscriptions.py"))
+    rows = "from bench_old_rows import SubscriptionRows"
+    events = source("src/cmfhir/subscriptions/events.py").replace(
+        "from cmfhir.store import Repository, SubscriptionRows",
+        f"from cmfhir.store import Repository\n{rows}",
+    )
+    module("bench_old_events", events)
+    sender = (
+        source("src/cmfhir/subscriptions/sender.py")
+        .replace(
+            "from cmfhir.store import Repository, SubscriptionRows",
+            f"from cmfhir.store import Repository\n{rows}",
+        )
+        .replace("from cmfhir.store.subscriptions import", "from bench_old_rows import")
+        .replace("from cmfhir.subscriptions.events import", "from bench_old_events import")
+    )
+    return module("bench_old_sender", sender).SubscriptionSender  # type: ignore[no-any-return]
 
 
 def _subscription(filters: Sequence[str]) -> dict[str, Any]:
@@ -263,6 +299,75 @@ async def _sender(ctx: FhirContext, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def _sender_ab(ctx: FhirContext, args: argparse.Namespace, url: str) -> dict[str, Any]:
+    """The sender, A (`--ref`) against B (this checkout), interleaved: each round numbers
+    one admission for each of the `members` Subscriptions (committed), then one side sends
+    them all to an endpoint answering 200 at once (an httpx mock transport). Per
+    notification: Python CPU, PostgreSQL CPU, database round trips (bench/round_trips.py),
+    wall time."""
+    subscriptions, _ = await _setup(
+        ctx, argparse.Namespace(**{**vars(args), "events": 0}), "members"
+    )
+    admin = replace(ctx, principal=TRUSTED)
+    async with ctx.store.transaction(principal=TRUSTED) as repo:
+        await positions.register(repo, CONSUMER, from_start=False)
+        for sid in subscriptions:
+            await SubscriptionRows(repo.conn).sync(
+                sid, topic=TOPIC, channel="rest-hook", status="active", heartbeat_s=None,
+                now=datetime.now(UTC),
+            )  # fmt: skip
+    patients = []
+    async with ctx.store.transaction(read_only=True, principal=TRUSTED) as repo:
+        for sid in subscriptions:
+            loaded = await ctx.subscriptions.load(repo, sid)
+            patients.append(loaded.config.filters[0][1][0][1].rpartition("/")[2])
+    consumer = OutboxConsumer(ctx.store, SubscriptionMatcher(ctx, ctx.subscriptions))
+    await consumer.drain()
+    transport = httpx.MockTransport(lambda request: httpx.Response(200))
+    sides = {
+        "A": _old_sender(args.ref)(ctx, ctx.subscriptions, transport=transport),
+        "B": SubscriptionSender(ctx, ctx.subscriptions, transport=transport),
+    }
+    figures: dict[str, dict[str, list[float]]] = {
+        k: {"cpu": [], "pg": [], "trips": [], "wall": []} for k in sides
+    }
+    admin_pg = admin_url() if args.database_url is None else None
+    for _ in range(args.rounds):
+        for name, sender in sides.items():
+            for start in range(0, len(patients), args.bundle):
+                bundle = admission_bundle(patients[start : start + args.bundle])
+                await process_bundle(admin, bundle, base="")
+            while await consumer.drain() == 0:  # noqa: ASYNC110 (older transactions to end)
+                await asyncio.sleep(0.05)
+            pg = postgres_cpu(admin_pg) if admin_pg else 0.0
+            cpu, wall = time.process_time(), time.perf_counter()
+            async with round_trips(ctx.store.engine) as counted:
+                while await sender.send_once():
+                    pass
+            n = len(patients)
+            figures[name]["cpu"].append((time.process_time() - cpu) / n)
+            figures[name]["wall"].append((time.perf_counter() - wall) / n)
+            figures[name]["trips"].append(counted.count / n)
+            if admin_pg:
+                figures[name]["pg"].append((postgres_cpu(admin_pg) - pg) / n)
+    for sender in sides.values():
+        await sender.aclose()
+
+    def median(values: list[float], scale: float = 1000.0) -> float | None:
+        return round(statistics.median(values) * scale, 3) if values else None
+
+    return {
+        "scenario": "sender-ab",
+        "subscriptions": len(subscriptions),
+        "notifications_per_round": len(patients),
+        "rounds": args.rounds,
+        "cpu_ms_per_notification": {k: median(v["cpu"]) for k, v in figures.items()},
+        "postgres_cpu_ms_per_notification": {k: median(v["pg"]) for k, v in figures.items()},
+        "round_trips_per_notification": {k: median(v["trips"], 1.0) for k, v in figures.items()},
+        "wall_ms_per_notification": {k: median(v["wall"]) for k, v in figures.items()},
+    }
+
+
 async def _run(args: argparse.Namespace, url: str) -> list[dict[str, Any]]:
     old, old_matching = _old_matcher(args.ref)
     settings = Settings(database_url=url, workers=False, subscription_allow_loopback=True)
@@ -271,6 +376,8 @@ async def _run(args: argparse.Namespace, url: str) -> list[dict[str, Any]]:
         for scenario in args.scenarios.split(","):
             if scenario == "sender":
                 results.append(await _sender(ctx, args))
+            elif scenario == "sender-ab":
+                results.append(await _sender_ab(ctx, args, url))
             else:
                 results.append(await _scenario(ctx, args, scenario, old, old_matching))
     return results

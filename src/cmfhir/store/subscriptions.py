@@ -10,29 +10,21 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Text,
     and_,
-    case,
-    cast,
     func,
-    insert,
-    literal,
-    or_,
     select,
     text,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cmfhir.store.schema import resource_history
 from cmfhir.store.subscription_tables import (
     subscription_attempt,
     subscription_counter,
@@ -41,7 +33,15 @@ from cmfhir.store.subscription_tables import (
     subscription_state,
 )
 
-__all__ = ["Attempt", "DeliveryState", "NewNotification", "Notification", "SubscriptionRows"]
+__all__ = [
+    "Attempt",
+    "Claimed",
+    "DeliveryState",
+    "NewNotification",
+    "Notification",
+    "Outcome",
+    "SubscriptionRows",
+]
 
 _STATE_COLUMNS = (
     subscription_state.c.subscription_id,
@@ -99,16 +99,160 @@ class NewNotification:
     occurred_at: datetime
 
 
-_COUNT = text(
+# Numbers the new notifications in one statement: those whose (Subscription, version) has one
+# already are left out (a change seen again), each Subscription's counter moves on by as many
+# as it gets, and they are numbered after its last number in the order given; the senders are
+# NOTIFYed when there is any.
+_NUMBER = text(
     """
-    UPDATE subscription_counter AS c
-    SET events_since_start = c.events_since_start + v.n
-    FROM unnest(CAST(:ids AS text[]), CAST(:ns AS bigint[])) AS v(id, n)
-    WHERE c.subscription_id = v.id
-    RETURNING c.subscription_id, c.events_since_start
+    WITH made AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:focus_ids AS text[]),
+            CAST(:versions AS integer[]), CAST(:methods AS text[]),
+            CAST(:occurred AS timestamptz[])
+        ) WITH ORDINALITY
+            AS m(subscription_id, focus_type, focus_id, focus_version, method, occurred_at, ord)
+    ), fresh AS (
+        SELECT m.* FROM made m
+        WHERE NOT EXISTS (
+            SELECT 1 FROM subscription_notification n
+            WHERE n.subscription_id = m.subscription_id AND n.focus_type = m.focus_type
+              AND n.focus_id = m.focus_id AND n.focus_version = m.focus_version
+        )
+    ), counts AS (
+        SELECT subscription_id, count(*) AS n FROM fresh GROUP BY subscription_id
+    ), counted AS (
+        UPDATE subscription_counter c SET events_since_start = c.events_since_start + counts.n
+        FROM counts
+        WHERE c.subscription_id = counts.subscription_id
+        RETURNING c.subscription_id, c.events_since_start - counts.n AS before
+    ), added AS (
+        INSERT INTO subscription_notification
+            (subscription_id, event_number, focus_type, focus_id, focus_version, method,
+             occurred_at)
+        SELECT f.subscription_id,
+               counted.before + row_number() OVER (PARTITION BY f.subscription_id ORDER BY f.ord),
+               f.focus_type, f.focus_id, f.focus_version, f.method, f.occurred_at
+        FROM fresh f JOIN counted ON counted.subscription_id = f.subscription_id
+        RETURNING 1
+    ), notified AS (
+        SELECT pg_notify(:channel, '') FROM (SELECT 1 FROM added LIMIT 1) AS any_added
+    )
+    SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM notified)
     """
 )
 
+# Leases up to :n Subscriptions with something to send now (`claim`), and returns each one's
+# delivery state, its Subscription resource as stored (version and JSON text; none when
+# deleted) and its next notifications (at most its limit, in number order).
+_CLAIM = text(
+    """
+    WITH chosen AS (
+        SELECT s.subscription_id
+        FROM subscription_state s
+        LEFT JOIN subscription_counter c ON c.subscription_id = s.subscription_id
+        WHERE s.status IN ('requested', 'active')
+          AND (s.leased_until IS NULL OR s.leased_until <= :now)
+          AND (s.next_attempt_at <= :now
+               OR (s.channel = 'rest-hook' AND s.failures = 0
+                   AND coalesce(c.events_since_start, 0) > s.delivered_through))
+        -- Longest waiting first: since its retry, handshake or heartbeat came due, or,
+        -- with notifications waiting, since its last send.
+        ORDER BY least(
+            s.next_attempt_at,
+            CASE WHEN s.channel = 'rest-hook' AND s.failures = 0
+                      AND coalesce(c.events_since_start, 0) > s.delivered_through
+                 THEN coalesce(s.last_sent_at, '-infinity') END
+        ) NULLS FIRST
+        LIMIT :n
+        FOR UPDATE OF s SKIP LOCKED
+    ), leased AS (
+        UPDATE subscription_state s SET leased_until = :until
+        FROM chosen
+        WHERE s.subscription_id = chosen.subscription_id
+        RETURNING s.*
+    )
+    SELECT l.subscription_id, l.topic, l.channel, l.status, l.heartbeat_s,
+           coalesce(c.events_since_start, 0), l.delivered_through, l.next_attempt_at,
+           l.failing_since, l.failures, l.last_error, l.last_sent_at,
+           r.version, CAST(r.content AS text),
+           notes.numbers, notes.types, notes.ids, notes.versions, notes.methods, notes.occurred
+    FROM leased l
+    LEFT JOIN subscription_counter c ON c.subscription_id = l.subscription_id
+    LEFT JOIN resource r
+        ON r.resource_type = 'Subscription' AND r.id = l.subscription_id AND NOT r.deleted
+    LEFT JOIN LATERAL (
+        SELECT array_agg(n.event_number ORDER BY n.event_number) AS numbers,
+               array_agg(n.focus_type ORDER BY n.event_number) AS types,
+               array_agg(n.focus_id ORDER BY n.event_number) AS ids,
+               array_agg(n.focus_version ORDER BY n.event_number) AS versions,
+               array_agg(n.method ORDER BY n.event_number) AS methods,
+               array_agg(n.occurred_at ORDER BY n.event_number) AS occurred
+        FROM (
+            SELECT * FROM subscription_notification n
+            WHERE l.channel = 'rest-hook'
+              AND n.subscription_id = l.subscription_id
+              AND n.event_number > l.delivered_through
+            ORDER BY n.event_number
+            LIMIT coalesce(
+                (SELECT k.n FROM unnest(CAST(:limit_ids AS text[]), CAST(:limits AS integer[]))
+                     AS k(id, n)
+                 WHERE k.id = l.subscription_id),
+                :per
+            )
+        ) n
+    ) notes ON true
+    ORDER BY l.subscription_id
+    """
+)
+
+# Records the outcome of each step of a round (`record`): the delivery state (unless the
+# Subscription's own write changed its status meanwhile: then only what was delivered), the
+# lease freed, and an attempt row for each send.
+_RECORD = text(
+    """
+    WITH v AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS text[]), CAST(:claimed AS text[]), CAST(:statuses AS text[]),
+            CAST(:through AS bigint[]), CAST(:next_at AS timestamptz[]),
+            CAST(:failing_since AS timestamptz[]), CAST(:failures AS integer[]),
+            CAST(:last_errors AS text[]), CAST(:last_sent AS timestamptz[]),
+            CAST(:kinds AS text[]), CAST(:attempted_at AS timestamptz[]),
+            CAST(:firsts AS bigint[]), CAST(:lasts AS bigint[]), CAST(:outcomes AS text[]),
+            CAST(:codes AS integer[]), CAST(:errors AS text[])
+        ) WITH ORDINALITY AS v(
+            id, claimed, status, through, next_at, failing_since, failures, last_error,
+            last_sent, kind, attempted_at, first_event, last_event, outcome, http_status,
+            error, ord
+        )
+    ), recorded AS (
+        UPDATE subscription_state s SET
+            status = CASE WHEN s.status = coalesce(v.claimed, s.status)
+                          THEN v.status ELSE s.status END,
+            delivered_through = greatest(s.delivered_through, v.through),
+            next_attempt_at = CASE WHEN s.status = coalesce(v.claimed, s.status)
+                                   THEN v.next_at ELSE s.next_attempt_at END,
+            failing_since = CASE WHEN s.status = coalesce(v.claimed, s.status)
+                                 THEN v.failing_since ELSE s.failing_since END,
+            failures = CASE WHEN s.status = coalesce(v.claimed, s.status)
+                            THEN v.failures ELSE s.failures END,
+            last_error = CASE WHEN s.status = coalesce(v.claimed, s.status)
+                              THEN v.last_error ELSE s.last_error END,
+            last_sent_at = v.last_sent,
+            leased_until = NULL
+        FROM v
+        WHERE s.subscription_id = v.id
+    )
+    INSERT INTO subscription_attempt
+        (subscription_id, attempted_at, kind, first_event, last_event, outcome, http_status,
+         error)
+    SELECT v.id, v.attempted_at, v.kind, v.first_event, v.last_event, v.outcome,
+           v.http_status, v.error
+    FROM v
+    WHERE v.kind IS NOT NULL
+    ORDER BY v.ord
+    """
+)
 
 _PRUNE_NOTIFICATIONS = text(
     """
@@ -141,6 +285,62 @@ class Attempt:
     outcome: str
     http_status: int | None
     error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A Subscription leased by `claim`: its delivery state, its resource as stored (None
+    once deleted) and its next notifications."""
+
+    state: DeliveryState
+    version: int | None
+    content: str | None
+    notifications: list[Notification]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a step of the sender leaves behind (`record`): the delivery state to keep and,
+    when something was sent, the attempt."""
+
+    subscription_id: str
+    status: str
+    delivered_through: int
+    next_attempt_at: datetime | None
+    failing_since: datetime | None
+    failures: int
+    last_error: str | None
+    last_sent_at: datetime | None
+    # The status when the step began; None: the outcome stands whatever the status is now.
+    claimed_status: str | None
+    attempt: Attempt | None = None
+
+
+_CONTENTS = text(
+    """
+    SELECT h.rid, h.version, CAST(h.content AS text)
+    FROM resource_history h
+    JOIN unnest(CAST(:rids AS bigint[]), CAST(:versions AS integer[])) AS k(rid, version)
+        ON h.rid = k.rid AND h.version = k.version
+    WHERE h.content IS NOT NULL
+    """
+)
+_LEASE = text(
+    """
+    UPDATE subscription_state SET leased_until = :until
+    WHERE subscription_id = ANY(CAST(:ids AS text[]))
+    """
+)
+_VERSIONS = text(
+    """
+    SELECT h.resource_type, h.id, h.version, CAST(h.content AS text)
+    FROM resource_history h
+    JOIN unnest(CAST(:types AS text[]), CAST(:ids AS text[]), CAST(:versions AS integer[]))
+        AS k(resource_type, id, version)
+        ON h.resource_type = k.resource_type AND h.id = k.id AND h.version = k.version
+    WHERE h.content IS NOT NULL
+    """
+)
 
 
 def _state(row: Any) -> DeliveryState:
@@ -251,147 +451,119 @@ class SubscriptionRows:
             .values(status=status)
         )
 
-    async def add_notifications(self, made: Sequence[NewNotification]) -> None:
-        """Number the new notifications, each Subscription's in the order given, after its
-        last number: one statement for the counters, one for the rows."""
-        counts: dict[str, int] = {}
-        for item in made:
-            counts[item.subscription_id] = counts.get(item.subscription_id, 0) + 1
-        ids = sorted(counts)
-        counted = await self.conn.execute(_COUNT, {"ids": ids, "ns": [counts[i] for i in ids]})
-        lasts: dict[str, int] = {str(r[0]): int(r[1]) for r in counted}
-        next_number = {i: lasts[i] - counts[i] + 1 for i in ids if i in lasts}
-        values = []
-        for item in made:
-            if item.subscription_id not in next_number:
-                continue  # its Subscription is gone
-            number = next_number[item.subscription_id]
-            next_number[item.subscription_id] = number + 1
-            values.append(
-                {
-                    "subscription_id": item.subscription_id,
-                    "event_number": number,
-                    "focus_type": item.focus_type,
-                    "focus_id": item.focus_id,
-                    "focus_version": item.focus_version,
-                    "method": item.method,
-                    "occurred_at": item.occurred_at,
-                }
-            )
-        if values:
-            await self.conn.execute(insert(subscription_notification).values(values))
-
-    async def numbered(self, made: Sequence[NewNotification]) -> set[tuple[str, str, str, int]]:
-        """Which of these (Subscription, focus version) pairs already have a notification:
-        a change the matcher saw before (read ahead, or before a restart)."""
+    async def add_notifications(self, made: Sequence[NewNotification], channel: str) -> int:
+        """Number the new notifications in one statement, each Subscription's in the order
+        given, after its last number, leaving out any whose (Subscription, version) has a
+        number already (a change seen again: read ahead, or before a restart) and those of
+        Subscriptions gone; NOTIFY `channel` when any was numbered. How many were."""
         if not made:
-            return set()
-        n = subscription_notification.c
-        keys = sorted(
-            {(m.subscription_id, m.focus_type, m.focus_id, m.focus_version) for m in made}
-        )
-        rows = await self.conn.execute(
-            select(n.subscription_id, n.focus_type, n.focus_id, n.focus_version).where(
-                tuple_(n.subscription_id, n.focus_type, n.focus_id, n.focus_version).in_(keys)
+            return 0
+        row = (
+            await self.conn.execute(
+                _NUMBER,
+                {
+                    "ids": [m.subscription_id for m in made],
+                    "types": [m.focus_type for m in made],
+                    "focus_ids": [m.focus_id for m in made],
+                    "versions": [m.focus_version for m in made],
+                    "methods": [m.method for m in made],
+                    "occurred": [m.occurred_at for m in made],
+                    "channel": channel,
+                },
             )
-        )
-        return {(r[0], r[1], r[2], r[3]) for r in rows}
+        ).one()
+        return int(row[0])
 
     async def contents(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], str]:
         """Versions' content (JSON text) by (rid, version), deleted ones left out."""
+        wanted = sorted(set(keys))
         rows = await self.conn.execute(
-            select(
-                resource_history.c.rid,
-                resource_history.c.version,
-                cast(resource_history.c.content, Text),
-            ).where(
-                tuple_(resource_history.c.rid, resource_history.c.version).in_(list(set(keys))),
-                resource_history.c.content.is_not(None),
-            )
+            _CONTENTS, {"rids": [k[0] for k in wanted], "versions": [k[1] for k in wanted]}
         )
         return {(r[0], r[1]): r[2] for r in rows}
 
-    async def claim_due(
-        self, now: datetime, channel: str, lease_until: datetime
-    ) -> DeliveryState | None:
-        """Lease one Subscription with something to send now until `lease_until` (or until
-        `after_attempt` frees it): other senders skip it, so its notifications go out one
-        batch at a time and in order, and the lease commits at once, so no transaction
-        stays open across the send. A sender that dies leaves its lease to run out. Due: a
-        handshake, retry or heartbeat whose time has come, or (unless failing)
-        notifications past those delivered."""
-        state = subscription_state.c
-        pending = subscription_counter.c.events_since_start > state.delivered_through
-        chosen = (
-            select(state.subscription_id)
-            .select_from(_STATE)
-            .where(
-                state.channel == channel,
-                state.status.in_(("requested", "active")),
-                or_(state.leased_until.is_(None), state.leased_until <= now),
-                or_(state.next_attempt_at <= now, and_(state.failures == 0, pending)),
-            )
-            .order_by(state.next_attempt_at.nulls_first())
-            .limit(1)
-            .with_for_update(of=subscription_state, skip_locked=True)
-            .scalar_subquery()
-        )
-        leased = (
-            await self.conn.execute(
-                update(subscription_state)
-                .where(state.subscription_id == chosen)
-                .values(leased_until=lease_until)
-                .returning(state.subscription_id)
-            )
-        ).first()
-        if leased is None:
-            return None
-        return await self.state(str(leased[0]))
-
-    async def lease(self, subscription_id: str, until: datetime) -> None:
-        """Extend the lease `claim_due` took (a send allowed to take longer)."""
-        await self.conn.execute(
-            update(subscription_state)
-            .where(subscription_state.c.subscription_id == subscription_id)
-            .values(leased_until=until)
-        )
-
-    async def after_attempt(
+    async def claim(
         self,
-        subscription_id: str,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
         *,
-        status: str,
-        delivered_through: int,
-        next_attempt_at: datetime | None,
-        failing_since: datetime | None,
-        failures: int,
-        last_error: str | None,
-        last_sent_at: datetime | None,
-        claimed_status: str | None = None,
-    ) -> None:
-        """Record a step's outcome and free the lease. With `claimed_status` (the status
-        when the step began): if the Subscription's own write changed the status meanwhile
-        (the matcher follows those), only what was delivered is recorded, so that the
-        owner's change decides what happens next."""
-        c = subscription_state.c
-        same = c.status == (claimed_status or c.status)
+        per_subscription: int,
+        limits: Mapping[str, int] | None = None,
+    ) -> list[Claimed]:
+        """Lease up to `limit` Subscriptions with something to send now, until `lease_until`
+        (or until `record` frees them), in one statement: other senders skip them, so a
+        Subscription's notifications go out one batch at a time and in order, and the lease
+        commits with the caller's (short) transaction, so none stays open across the sends.
+        A sender that dies leaves its leases to run out. Due: a handshake, retry or
+        heartbeat whose time has come, or (rest-hook, unless failing) notifications past
+        those delivered; with each, its next notifications (at most `limits[id]`, else
+        `per_subscription`). For the server itself (it reads the Subscription resources)."""
+        chosen = sorted((limits or {}).items())
+        rows = await self.conn.execute(
+            _CLAIM,
+            {
+                "now": now,
+                "until": lease_until,
+                "n": limit,
+                "per": per_subscription,
+                "limit_ids": [k for k, _ in chosen],
+                "limits": [v for _, v in chosen],
+            },
+        )
+        out = []
+        for row in rows:
+            numbers = row[14] or []
+            notes = (
+                [
+                    Notification(*fields)
+                    for fields in zip(
+                        numbers, row[15], row[16], row[17], row[18], row[19], strict=True
+                    )
+                ]
+                if numbers
+                else []
+            )
+            out.append(Claimed(_state(row[:12]), row[12], row[13], notes))
+        return out
 
-        def unless_changed(value: Any, column: Any) -> Any:
-            return case((same, literal(value, column.type)), else_=column)
+    async def lease(self, subscription_ids: Sequence[str], until: datetime) -> None:
+        """Move the lease `claim` took to `until`: later for a send allowed to take longer,
+        now to give it back (a send abandoned)."""
+        await self.conn.execute(_LEASE, {"ids": sorted(subscription_ids), "until": until})
+
+    async def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Record the outcomes of a round of steps in one statement and free their leases.
+        With `claimed_status` (the status when the step began): if the Subscription's own
+        write changed the status meanwhile (the matcher follows those), only what was
+        delivered is recorded, so that the owner's change decides what happens next."""
+        if not outcomes:
+            return
+        assert len({o.subscription_id for o in outcomes}) == len(outcomes), "one per lease"
+
+        def attempt(field: str) -> list[Any]:
+            return [getattr(o.attempt, field) if o.attempt else None for o in outcomes]
 
         await self.conn.execute(
-            update(subscription_state)
-            .where(c.subscription_id == subscription_id)
-            .values(
-                status=unless_changed(status, c.status),
-                delivered_through=func.greatest(c.delivered_through, delivered_through),
-                next_attempt_at=unless_changed(next_attempt_at, c.next_attempt_at),
-                failing_since=unless_changed(failing_since, c.failing_since),
-                failures=unless_changed(failures, c.failures),
-                last_error=unless_changed(last_error, c.last_error),
-                last_sent_at=last_sent_at,
-                leased_until=None,
-            )
+            _RECORD,
+            {
+                "ids": [o.subscription_id for o in outcomes],
+                "claimed": [o.claimed_status for o in outcomes],
+                "statuses": [o.status for o in outcomes],
+                "through": [o.delivered_through for o in outcomes],
+                "next_at": [o.next_attempt_at for o in outcomes],
+                "failing_since": [o.failing_since for o in outcomes],
+                "failures": [o.failures for o in outcomes],
+                "last_errors": [o.last_error for o in outcomes],
+                "last_sent": [o.last_sent_at for o in outcomes],
+                "kinds": attempt("kind"),
+                "attempted_at": attempt("attempted_at"),
+                "firsts": attempt("first_event"),
+                "lasts": attempt("last_event"),
+                "outcomes": attempt("outcome"),
+                "codes": attempt("http_status"),
+                "errors": attempt("error"),
+            },
         )
 
     # -- notifications and attempts -----------------------------------------------------------
@@ -421,30 +593,23 @@ class SubscriptionRows:
         )
         return [Notification(*r) for r in rows]
 
-    async def record_attempt(
-        self,
-        subscription_id: str,
-        *,
-        attempted_at: datetime,
-        kind: str,
-        first_event: int | None,
-        last_event: int | None,
-        outcome: str,
-        http_status: int | None,
-        error: str | None,
-    ) -> None:
-        await self.conn.execute(
-            insert(subscription_attempt).values(
-                subscription_id=subscription_id,
-                attempted_at=attempted_at,
-                kind=kind,
-                first_event=first_event,
-                last_event=last_event,
-                outcome=outcome,
-                http_status=http_status,
-                error=error,
-            )
+    async def version_contents(
+        self, keys: Sequence[tuple[str, str, int]]
+    ) -> dict[tuple[str, str, int], str]:
+        """Versions' content (JSON text) by (type, id, version), deleted ones left out: one
+        query for all."""
+        if not keys:
+            return {}
+        wanted = sorted(set(keys))
+        rows = await self.conn.execute(
+            _VERSIONS,
+            {
+                "types": [k[0] for k in wanted],
+                "ids": [k[1] for k in wanted],
+                "versions": [k[2] for k in wanted],
+            },
         )
+        return {(r[0], r[1], r[2]): r[3] for r in rows}
 
     async def attempts(self, subscription_id: str) -> list[Attempt]:
         rows = await self.conn.execute(

@@ -86,7 +86,12 @@ class SubscriptionFeature:
         found = await repo.read("Subscription", subscription_id)
         if found is None or found.deleted or found.content is None:
             return None
-        config = read_config(parse_json(found.content))
+        return self.loaded(subscription_id, found.content)
+
+    def loaded(self, subscription_id: str, content: str | bytes) -> Loaded:
+        """A stored Subscription's settings, with its seal opened (JSON text of its
+        current version)."""
+        config = read_config(parse_json(content))
         sealed = self.sealer.open(config.sealed, subscription_id, config.endpoint)
         return Loaded(
             config,

@@ -140,15 +140,9 @@ class SubscriptionMatcher:
                     )
                 )
         if made:
-            seen = await rows.numbered(made)
-            made = [
-                m
-                for m in made
-                if (m.subscription_id, m.focus_type, m.focus_id, m.focus_version) not in seen
-            ]
-        if made:
-            await rows.add_notifications(made)
-            await positions.notify(repo, SUBSCRIPTION_CHANNEL)
+            # Numbered and the senders NOTIFYed in one statement (a change numbered before
+            # for a Subscription is left out).
+            self.work["numbered"] += await rows.add_notifications(made, SUBSCRIPTION_CHANNEL)
 
     def advanced(self, position: EventPosition) -> None:
         """Where the position will be once this batch commits (workers/outbox.py); if it

@@ -1,13 +1,21 @@
 """The sender: a worker that sends each Subscription's notifications to its rest-hook
 endpoint (R5 Backport IG 1.1.0, "Notifications", "Handshake", "Heartbeat", "Errors").
 
-It leases one due Subscription at a time (store/subscriptions.py `claim_due`), sends the
-handshake, its next batch (in number order, at most max-count) or a heartbeat, and records
-the attempt. A failed send is retried with exponential backoff (5 s doubling, at most 10
-minutes) for `retry_window` (24 h), after which the Subscription goes to `error`; setting it
-back to `requested` re-activates it and the backlog follows the handshake. A sender that
-dies mid-send loses its lease when it runs out, and the batch is sent again: at least once,
-in order. Time comes from an injectable clock.
+It works in rounds. A round is one short transaction of two statements: the outcomes of the
+sends finished since the last round recorded (delivery state, attempts, leases freed:
+store/subscriptions.py `record`), and up to `concurrency` due Subscriptions leased with
+their next notifications (`claim`). Then, with no transaction open, it builds each one's
+handshake, next batch (in number order, at most max-count) or heartbeat, and posts them all
+at once; the next round starts when they have all answered or after `round_wait_s`, so an
+endpoint that is slow to answer holds back nobody else's (its send is recorded in a later
+round). The database work is per round, not per notification: what a round costs is the
+same for one Subscription as for a hundred.
+
+A failed send is retried with exponential backoff (5 s doubling, at most 10 minutes) for
+`retry_window` (24 h), after which the Subscription goes to `error`; setting it back to
+`requested` re-activates it and the backlog follows the handshake. A sender that dies
+mid-send loses its leases when they run out, and the batches are sent again: at least once,
+in order, with the same event numbers. Time comes from an injectable clock.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,9 +36,9 @@ from cmfhir.errors import FhirError
 from cmfhir.interactions import update
 from cmfhir.interactions.context import FhirContext
 from cmfhir.resources.fhirjson import dump_json, parse_json
-from cmfhir.store import Repository, SubscriptionRows
-from cmfhir.store.subscriptions import DeliveryState
-from cmfhir.subscriptions.events import foci
+from cmfhir.store import SubscriptionRows
+from cmfhir.store.subscriptions import Attempt, Claimed, DeliveryState, Notification, Outcome
+from cmfhir.subscriptions.events import Batch, foci_of
 from cmfhir.subscriptions.feature import Loaded, SubscriptionFeature
 from cmfhir.subscriptions.matcher import Clock, system_clock
 from cmfhir.subscriptions.notifications import Focus, notification_bundle, status_parameters
@@ -45,11 +55,15 @@ MAX_BACKOFF = timedelta(minutes=10)
 MAX_TIMEOUT_S = DEFAULT_TIMEOUT_S
 LEASE_MARGIN_S = 5
 
+# A Subscription resource's status to set (after the outcome is recorded): (id, status, error).
+_Change = tuple[str, str, str | None]
+
 
 @dataclass(frozen=True, slots=True)
 class _Step:
     """A send prepared under a lease: what to POST, and what it stands for."""
 
+    state: DeliveryState
     loaded: Loaded
     kind: str
     bundle: dict[str, Any]
@@ -57,14 +71,12 @@ class _Step:
     now: datetime
 
 
-async def _done_or_set(task: asyncio.Future[Any], event: asyncio.Event) -> None:
-    """Return once `task` is done or `event` is set (`task` is left running)."""
-    waiting = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait((task, waiting), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiting.cancel()
-        await asyncio.gather(waiting, return_exceptions=True)
+@dataclass(frozen=True, slots=True)
+class _Done:
+    """A step's outcome to record, and the resource status it changes (if any)."""
+
+    outcome: Outcome
+    change: _Change | None
 
 
 def backoff(failures: int) -> timedelta:
@@ -84,7 +96,8 @@ class SubscriptionSender:
         *,
         clock: Clock = system_clock,
         poll_s: float = 0.5,
-        concurrency: int = 8,
+        concurrency: int = 64,
+        round_wait_s: float = 0.2,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.ctx = replace(ctx, principal=TRUSTED)
@@ -92,12 +105,18 @@ class SubscriptionSender:
         self.clock = clock
         self.poll_s = poll_s
         self.concurrency = concurrency
+        self.round_wait_s = round_wait_s
         self._wake = wake or asyncio.Event()
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
-        # Set when the worker is asked to stop: no new send starts, and one under way is
-        # abandoned (its batch is sent again later: at least once).
+        # Set when the worker is asked to stop: no new send starts, and those under way are
+        # abandoned (their batches are sent again later: at least once).
         self._stop = asyncio.Event()
+        # Each Subscription's settings and opened seal by the version they were read from:
+        # parsed again only when the Subscription changes.
+        self._loaded: dict[str, tuple[int, Loaded]] = {}
+        # The work done so far: `rounds` (transactions), `claimed`, `sent`, `recorded`.
+        self.work: Counter[str] = Counter()
 
     async def run(self, stop: asyncio.Event) -> None:
         self._stop = stop
@@ -123,53 +142,145 @@ class SubscriptionSender:
             self._http = None
 
     async def send_once(self) -> int:
-        """Serve every Subscription whose next step is due, `concurrency` sends at a time,
-        until none is due; how many steps. Each of the concurrent loops takes the next due
-        Subscription as soon as its own send ends (no waiting for the slowest of a round)."""
-
-        async def loop(channel: str) -> int:
-            served = 0
-            while not self._stop.is_set() and await self._serve_one(channel):
-                served += 1
-            return served
-
+        """Serve every Subscription whose next step is due, in rounds, until none is due and
+        every send has been recorded; how many steps."""
         served = 0
-        # One look first: when nothing is due (every poll of an idle server) that is one
-        # query, not one per concurrent loop.
-        if not self._stop.is_set() and await self._serve_one("rest-hook"):
-            loops = (loop("rest-hook") for _ in range(self.concurrency))
-            served = 1 + sum(await asyncio.gather(*loops))
-        return served + await loop("websocket")
+        sending: dict[asyncio.Future[tuple[int | None, str | None]], _Step] = {}
+        finished: list[_Done] = []
+        loop = asyncio.get_running_loop()
+        look, looked = True, loop.time()
+        try:
+            while True:
+                self._wake.clear()
+                stopping = self._stop.is_set()
+                abandoned: list[str] = []
+                if stopping and sending:
+                    abandoned = await self._abandon(sending)
+                room = 0 if stopping or not look else self.concurrency - len(sending)
+                started: list[asyncio.Future[tuple[int | None, str | None]]] = []
+                if finished or abandoned or room > 0:
+                    steps, settled = await self._round(finished, abandoned, room)
+                    served += len(finished)
+                    await self._set_statuses(d.change for d in finished if d.change)
+                    finished = settled
+                    if room > 0:
+                        # Claimed as many as there was room for: more may be due.
+                        look, looked = len(steps) + len(settled) == room, loop.time()
+                    for step in steps:
+                        post = asyncio.ensure_future(self._post(step.loaded, step.bundle))
+                        sending[post] = step
+                        started.append(post)
+                if not sending:
+                    if finished:
+                        continue
+                    return served
+                # The round's sends all answered (or, past `round_wait_s`, those that did);
+                # with none started, the first of those still under way, a wake-up or the
+                # poll's time (a retry or heartbeat may have come due).
+                if started:
+                    await self._until(started, every=True, within=self.round_wait_s)
+                else:
+                    await self._until(list(sending), every=False, within=self.poll_s)
+                done = [p for p in sending if p.done()]
+                for posting in done:
+                    finished.append(self._sent(sending.pop(posting), *posting.result()))
+                # A finished send may leave more of its backlog to claim.
+                look = look or bool(done) or self._wake.is_set()
+                look = look or loop.time() - looked >= self.poll_s
+        finally:
+            for posting in sending:
+                posting.cancel()
+            await asyncio.gather(*sending, return_exceptions=True)
 
-    async def _serve_one(self, channel: str) -> int:
-        """One step of one due Subscription: leased in a short transaction, sent with no
-        transaction open (a transaction holding a row lock across the HTTP request would
-        hold back every gap-free outbox reader meanwhile), then recorded and released."""
+    async def _until(
+        self, futures: Sequence[asyncio.Future[Any]], *, every: bool, within: float
+    ) -> None:
+        """Wait until every one (or the first) of `futures` is done, the worker is asked to
+        stop, or `within` seconds pass; waiting for the first, a wake-up ends the wait too."""
+        how = asyncio.ALL_COMPLETED if every else asyncio.FIRST_COMPLETED
+        waits: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(asyncio.wait(futures, return_when=how))
+        ]
+        waits.append(asyncio.ensure_future(self._stop.wait()))
+        if not every:
+            waits.append(asyncio.ensure_future(self._wake.wait()))
+        try:
+            await asyncio.wait(waits, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()  # not the futures waited for: they go on
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    async def _abandon(
+        self, sending: dict[asyncio.Future[tuple[int | None, str | None]], _Step]
+    ) -> list[str]:
+        """Asked to stop: the sends under way are abandoned (no attempt recorded) and their
+        leases are given back at once, so that the next sender (in this process after a
+        restart, or in another one) sends those batches again without waiting for the
+        leases to run out; the endpoints may have received them (at least once). Those
+        that answered meanwhile are recorded as usual."""
+        for posting in sending:
+            posting.cancel()
+        await asyncio.gather(*sending, return_exceptions=True)
+        abandoned = []
+        for posting, step in list(sending.items()):
+            if posting.cancelled():
+                abandoned.append(step.state.subscription_id)
+                del sending[posting]
+        return abandoned
+
+    async def _round(
+        self, finished: Sequence[_Done], abandoned: Sequence[str], room: int
+    ) -> tuple[list[_Step], list[_Done]]:
+        """One transaction: the finished steps recorded, the abandoned leases given back,
+        up to `room` due Subscriptions leased. Then what to send to each (the sends to
+        start), or its outcome when there is nothing to send (recorded next round)."""
         now = self.clock()
+        self.work["rounds"] += 1
         async with self.ctx.store.transaction(principal=TRUSTED) as repo:
             rows = SubscriptionRows(repo.conn)
-            state = await rows.claim_due(now, channel, now + self._lease(None))
-            if state is None:
-                return 0
-            loaded = await self.feature.load(repo, state.subscription_id)
-            if channel == "websocket" or loaded is None or loaded.config.status == "off":
-                changed = await self._settle(rows, state, loaded, now)
-                step = None
-            else:
-                if (loaded.config.timeout_s or 0) > MAX_TIMEOUT_S:
-                    await rows.lease(state.subscription_id, now + self._lease(loaded))
-                step = await self._prepare(repo, rows, state, loaded, now)
-                changed = None if isinstance(step, _Step) else step
-        if isinstance(step, _Step):
-            sent = await self._post_unless_stopped(step)
-            if sent is None:
-                return 1
-            code, error = sent
-            async with self.ctx.store.transaction(principal=TRUSTED) as repo:
-                changed = await self._record(SubscriptionRows(repo.conn), state, step, code, error)
-        if changed is not None:
-            await self._set_resource_status(state.subscription_id, *changed)
-        return 1
+            await rows.record([d.outcome for d in finished])
+            if abandoned:
+                await rows.lease(abandoned, now)
+            claimed: list[Claimed] = []
+            if room > 0:
+                claimed = await rows.claim(
+                    now,
+                    now + self._lease(None),
+                    room,
+                    per_subscription=DEFAULT_MAX_COUNT,
+                    limits=self._limits(),
+                )
+            loaded = [self._load(c) for c in claimed]
+            longer: dict[timedelta, list[str]] = {}
+            for c, found in zip(claimed, loaded, strict=True):
+                if found is not None and (found.config.timeout_s or 0) > MAX_TIMEOUT_S:
+                    longer.setdefault(self._lease(found), []).append(c.state.subscription_id)
+            for lease, ids in longer.items():  # rare: a timeout longer than the default
+                await rows.lease(ids, now + lease)
+        self.work["recorded"] += len(finished)
+        self.work["claimed"] += len(claimed)
+        return await self._prepare(claimed, loaded, now)
+
+    def _limits(self) -> dict[str, int]:
+        """The batch size of each Subscription known to set one other than the default."""
+        return {
+            sid: loaded.config.max_count
+            for sid, (_, loaded) in self._loaded.items()
+            if loaded.config.max_count and loaded.config.max_count != DEFAULT_MAX_COUNT
+        }
+
+    def _load(self, claimed: Claimed) -> Loaded | None:
+        sid = claimed.state.subscription_id
+        if claimed.content is None or claimed.version is None:
+            self._loaded.pop(sid, None)
+            return None
+        known = self._loaded.get(sid)
+        if known is not None and known[0] == claimed.version:
+            return known[1]
+        loaded = self.feature.loaded(sid, claimed.content)
+        self._loaded[sid] = (claimed.version, loaded)
+        return loaded
 
     def _lease(self, loaded: Loaded | None) -> timedelta:
         """How long a send may take before another sender may take the Subscription over:
@@ -177,32 +288,78 @@ class SubscriptionSender:
         timeout = loaded.config.timeout_s if loaded is not None else None
         return timedelta(seconds=max(timeout or 0, MAX_TIMEOUT_S) + LEASE_MARGIN_S)
 
-    async def _settle(
-        self,
-        rows: SubscriptionRows,
-        state: DeliveryState,
-        loaded: Loaded | None,
-        now: datetime,
-    ) -> tuple[str, str | None] | None:
-        """A step that sends nothing over REST: a Subscription gone or off, or a websocket
-        one (its bound connections send)."""
-        if loaded is None or loaded.config.status == "off":
-            return await self._finish(rows, state, now=now, status="off")
-        return await self._websocket_step(rows, state, loaded, now)
+    async def _prepare(
+        self, claimed: Sequence[Claimed], loaded: Sequence[Loaded | None], now: datetime
+    ) -> tuple[list[_Step], list[_Done]]:
+        """What to send to each leased Subscription, or its outcome when there is nothing
+        to send (gone or off, a websocket one, a seal that does not open, nothing due)."""
+        settled: list[_Done] = []
+        plans: list[tuple[DeliveryState, Loaded, str, Sequence[Notification]]] = []
+        for c, found in zip(claimed, loaded, strict=True):
+            state = c.state
+            if found is None or found.config.status == "off":
+                settled.append(self._outcome(state, now, status="off"))
+            elif state.channel == "websocket":
+                settled.append(self._websocket(state))
+            elif found.principal is None:
+                log.warning("subscription seal cannot be opened; nothing delivered")
+                settled.append(
+                    self._outcome(state, now, status="error", failed="sealed data unreadable")
+                )
+            elif state.status == "requested":
+                plans.append((state, found, "handshake", ()))
+            elif state.events_since_start > state.delivered_through and (
+                state.failures == 0 or (state.next_attempt_at or now) <= now
+            ):
+                limit = found.config.max_count or DEFAULT_MAX_COUNT
+                plans.append((state, found, "event-notification", c.notifications[:limit]))
+            elif state.heartbeat_s and (
+                state.last_sent_at is None
+                or state.last_sent_at + timedelta(seconds=state.heartbeat_s) <= now
+            ):
+                plans.append((state, found, "heartbeat", ()))
+            else:
+                settled.append(self._outcome(state, now))
+        batches: list[Batch] = [
+            (found, notes, found.config.content) for _, found, _, notes in plans
+        ]
+        events = await foci_of(self.ctx, batches) if plans else []
+        steps = []
+        for (state, found, kind, _), shown in zip(plans, events, strict=True):
+            config = found.config
+            status = status_parameters(
+                base=self.feature.base,
+                subscription_id=config.id,
+                topic=config.topic,
+                status=state.status,
+                kind=kind,
+                events_since_start=state.events_since_start,
+                events=shown,
+            )
+            bundle = notification_bundle(
+                status,
+                base=self.feature.base,
+                subscription_id=config.id,
+                now=now,
+                events=shown,
+                content=config.content,
+            )
+            steps.append(_Step(state, found, kind, bundle, shown, now))
+        return steps, settled
 
-    async def _finish(
+    def _outcome(
         self,
-        rows: SubscriptionRows,
         state: DeliveryState,
-        *,
         now: datetime,
+        *,
         status: str | None = None,
         through: int | None = None,
         sent: bool = False,
         failed: str | None = None,
-    ) -> tuple[str, str | None] | None:
-        """Record the outcome and when the next handshake, retry or heartbeat is due; the
-        new status when it changed to one the Subscription resource shows."""
+        attempt: Attempt | None = None,
+    ) -> _Done:
+        """The outcome to record and when the next handshake, retry or heartbeat is due;
+        the resource's new status when it changed to one the Subscription resource shows."""
         status = status or state.status
         failing_since, failures = state.failing_since, state.failures
         last_sent = now if sent else state.last_sent_at
@@ -220,7 +377,7 @@ class SubscriptionSender:
                 next_at = now
             elif status == "active" and state.heartbeat_s and last_sent is not None:
                 next_at = last_sent + timedelta(seconds=state.heartbeat_s)
-        await rows.after_attempt(
+        outcome = Outcome(
             state.subscription_id,
             status=status,
             delivered_through=max(state.delivered_through, through or 0),
@@ -230,19 +387,17 @@ class SubscriptionSender:
             last_error=failed,
             last_sent_at=last_sent,
             claimed_status=state.status,
+            attempt=attempt,
         )
+        change = None
         if status != state.status and status in ("active", "error"):
-            return status, failed
-        return None
+            change = (state.subscription_id, status, failed)
+        return _Done(outcome, change)
 
-    async def _websocket_step(
-        self, rows: SubscriptionRows, state: DeliveryState, loaded: Loaded | None, now: datetime
-    ) -> tuple[str, str | None] | None:
+    def _websocket(self, state: DeliveryState) -> _Done:
         """Websocket Subscriptions are sent to by their bound connections
         (subscriptions/websocket.py); here they only become active."""
-        if loaded is None or loaded.config.status == "off":
-            return await self._finish(rows, state, now=now, status="off")
-        await rows.after_attempt(
+        outcome = Outcome(
             state.subscription_id,
             status="active",
             delivered_through=state.delivered_through,
@@ -251,79 +406,17 @@ class SubscriptionSender:
             failures=0,
             last_error=None,
             last_sent_at=state.last_sent_at,
+            claimed_status=None,
         )
-        return ("active", None) if state.status != "active" else None
+        change = None if state.status == "active" else (state.subscription_id, "active", None)
+        return _Done(outcome, change)
 
-    async def _prepare(
-        self,
-        repo: Repository,
-        rows: SubscriptionRows,
-        state: DeliveryState,
-        loaded: Loaded,
-        now: datetime,
-    ) -> _Step | tuple[str, str | None] | None:
-        """What to send to a leased rest-hook Subscription (a `_Step`), or, when there is
-        nothing to send, the outcome recorded at once."""
-        if loaded.principal is None:
-            log.warning("subscription seal cannot be opened; nothing delivered")
-            return await self._finish(
-                rows, state, now=now, status="error", failed="sealed data unreadable"
-            )
-        config = loaded.config
-        events: list[Focus] = []
-        if state.status == "requested":
-            kind = "handshake"
-        elif state.events_since_start > state.delivered_through and (
-            state.failures == 0 or (state.next_attempt_at or now) <= now
-        ):
-            kind = "event-notification"
-            events = await foci(
-                self.ctx,
-                loaded,
-                state.delivered_through + 1,
-                None,
-                config.max_count or DEFAULT_MAX_COUNT,
-                repo=repo,
-            )
-        elif state.heartbeat_s and (
-            state.last_sent_at is None
-            or state.last_sent_at + timedelta(seconds=state.heartbeat_s) <= now
-        ):
-            kind = "heartbeat"
-        else:
-            return await self._finish(rows, state, now=now)
-        status = status_parameters(
-            base=self.feature.base,
-            subscription_id=config.id,
-            topic=config.topic,
-            status=state.status,
-            kind=kind,
-            events_since_start=state.events_since_start,
-            events=events,
-        )
-        bundle = notification_bundle(
-            status,
-            base=self.feature.base,
-            subscription_id=config.id,
-            now=now,
-            events=events,
-            content=config.content,
-        )
-        return _Step(loaded, kind, bundle, events, now)
-
-    async def _record(
-        self,
-        rows: SubscriptionRows,
-        state: DeliveryState,
-        step: _Step,
-        code: int | None,
-        error: str | None,
-    ) -> tuple[str, str | None] | None:
-        """The attempt recorded, the lease freed, the next step scheduled."""
+    def _sent(self, step: _Step, code: int | None, error: str | None) -> _Done:
+        """A send's outcome: the attempt, the lease freed, the next step scheduled."""
+        self.work["sent"] += 1
         first = step.events[0].event_number if step.events else None
         last = step.events[-1].event_number if step.events else None
-        await rows.record_attempt(
-            step.loaded.config.id,
+        attempt = Attempt(
             attempted_at=step.now,
             kind=step.kind,
             first_event=first,
@@ -333,34 +426,15 @@ class SubscriptionSender:
             error=error,
         )
         if error is not None:
-            return await self._finish(rows, state, now=step.now, failed=error)
-        return await self._finish(
-            rows,
-            state,
-            now=step.now,
+            return self._outcome(step.state, step.now, failed=error, attempt=attempt)
+        return self._outcome(
+            step.state,
+            step.now,
             status="active" if step.kind == "handshake" else None,
             through=last,
             sent=True,
+            attempt=attempt,
         )
-
-    async def _post_unless_stopped(self, step: _Step) -> tuple[int | None, str | None] | None:
-        """The POST's outcome; None when the worker was asked to stop first. Then the send
-        is abandoned and its lease given back at once, so that the next sender (in this
-        process after a restart, or in another one) sends the batch again without waiting
-        for the lease to run out; the endpoint may have received it (at least once)."""
-        posting = asyncio.ensure_future(self._post(step.loaded, step.bundle))
-        try:
-            await _done_or_set(posting, self._stop)
-        finally:
-            if not posting.done():
-                posting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await posting
-        if not posting.cancelled():
-            return posting.result()
-        async with self.ctx.store.transaction(principal=TRUSTED) as repo:
-            await SubscriptionRows(repo.conn).lease(step.loaded.config.id, step.now)
-        return None
 
     async def _post(self, loaded: Loaded, bundle: dict[str, Any]) -> tuple[int | None, str | None]:
         config = loaded.config
@@ -371,7 +445,10 @@ class SubscriptionSender:
             if name.strip():
                 headers[name.strip()] = value.strip()
         if self._http is None:
-            self._http = httpx.AsyncClient(transport=self._transport)
+            limits = httpx.Limits(
+                max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+            )
+            self._http = httpx.AsyncClient(transport=self._transport, limits=limits)
         try:
             response = await self._http.post(
                 config.endpoint,
@@ -384,6 +461,10 @@ class SubscriptionSender:
         if 200 <= response.status_code < 300:
             return response.status_code, None
         return response.status_code, f"HTTP {response.status_code}"
+
+    async def _set_statuses(self, changes: Iterable[_Change]) -> None:
+        for subscription_id, status, error in changes:
+            await self._set_resource_status(subscription_id, status, error)
 
     async def _set_resource_status(
         self, subscription_id: str, status: str, error: str | None
