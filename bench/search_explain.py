@@ -73,6 +73,29 @@ async def _load(ctx: FhirContext, members: int, concurrency: int) -> None:
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
+# `_include` and `_revinclude` of one level on a 50-row page, each beside the same search
+# without it (issue #10: at most 2x).
+INCLUDES = tuple(
+    Query(name, name, fhir, "", "care_manager")
+    for name, fhir in (
+        ("episodes_50", "EpisodeOfCare?care-manager=Practitioner/{0}&_count=50"),
+        (
+            "episodes_50_include",
+            "EpisodeOfCare?care-manager=Practitioner/{0}&_count=50&_include=EpisodeOfCare:patient",
+        ),
+        (
+            "patients_50",
+            "Patient?_has:EpisodeOfCare:patient:care-manager=Practitioner/{0}&_count=50",
+        ),
+        (
+            "patients_50_revinclude",
+            "Patient?_has:EpisodeOfCare:patient:care-manager=Practitioner/{0}&_count=50"
+            "&_revinclude=EpisodeOfCare:patient",
+        ),
+    )
+)
+
+
 # -- capturing what a search sends -----------------------------------------------------------
 
 _captured: list[tuple[str, tuple[Any, ...]]] | None = None
@@ -190,8 +213,10 @@ async def _explain_query(
             await _search(ctx, query.path(values))
         statements = [(sql, a) for sql, a in sent if sql.lstrip().upper().startswith("SELECT ")
                       and "FROM" in sql]  # fmt: skip
-        hand = (query.sql, (*query.sql_args(values), _PAGE + 1))
-        for label, (sql, args) in [*((_label(s), (s, a)) for s, a in statements), ("sql", hand)]:
+        found = [(_label(s), (s, a)) for s, a in statements]
+        if query.sql:
+            found.append(("sql", (query.sql, (*query.sql_args(values), _PAGE + 1))))
+        for label, (sql, args) in found:
             for mode in _MODES:
                 found = await explain_statement(conn, sql, args, mode)
                 per_statement.setdefault(label, {}).setdefault(mode, []).append(found)
@@ -238,7 +263,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             samples = await build_samples(url, make_staff(members), ids, members, 1)
             ctx = replace(opened, principal=OPEN)
             only = {x for x in args.only.split(",") if x}
-            for query in QUERIES:
+            for query in (*QUERIES, *INCLUDES):
                 if only and query.name not in only:
                     continue
                 values = samples.get(query.sample, [])
