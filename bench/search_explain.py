@@ -198,7 +198,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _label(sql: str) -> str:
     if sql.startswith("SELECT count(*)"):
         return "count"
-    if "unnest($1::text[], $2::text[])" in sql:
+    if "FROM resource r WHERE r.rid IN (" in sql or "unnest($1::text[], $2::text[])" in sql:
         return "include"
     return "page"
 
@@ -243,7 +243,8 @@ async def _server_cpu(ctx: FhirContext, paths: list[str], requests: int) -> dict
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    url = args.database_url or await create_database(admin_url(), "cmfhir_search")
+    admin = admin_url()  # the embedded PostgreSQL started (or joined) for this process
+    url = args.database_url or await create_database(admin, "cmfhir_search")
     print(f"database: {url}", file=sys.stderr, flush=True)
     settings = Settings(database_url=url, pool_size=4)
     out: dict[str, Any] = {"database_url": url, "rows": []}

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
@@ -400,14 +401,15 @@ async def test_included_resources_are_capped(corpus: None, settings: Settings) -
     try:
         async with Store(database.engine).transaction(principal=TRUSTED, read_only=True) as repo:
             everything = Include("*", "*", None, iterate=True, reverse=False)
-            found = await repo.included(
-                [("Organization", rid("a0"))], [everything], [], max_depth=10, max_total=2
+            a0 = await repo.conn.scalar(
+                text("SELECT rid FROM resource WHERE resource_type = 'Organization' AND id = :id"),
+                {"id": rid("a0")},
             )
+            org = [(a0, "Organization", rid("a0"))]
+            found = await repo.included(org, [everything], [], max_depth=10, max_total=2)
             assert [r[1] for r in found.resources] == [rid("a1"), rid("a2")]
             assert found.capped
-            whole = await repo.included(
-                [("Organization", rid("a0"))], [everything], [], max_depth=10, max_total=100
-            )
+            whole = await repo.included(org, [everything], [], max_depth=10, max_total=100)
             assert [r[1] for r in whole.resources] == [rid(f"a{i}") for i in range(1, 6)]
             assert not whole.capped
             assert not whole.deep

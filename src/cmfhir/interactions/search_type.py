@@ -63,7 +63,7 @@ async def _included(
     if not page.matches or not (request.include or request.revinclude):
         return []
     found = await repo.included(
-        [(resource_type, id) for resource_type, id, _ in page.matches],
+        [(rid, t, i) for rid, (t, i, _) in zip(page.rids, page.matches, strict=True)],
         request.include,
         request.revinclude,
         max_depth=ctx.limits.max_include_depth,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -683,6 +683,7 @@ class SearchPage:
     matches: list[tuple[str, str, str]]  # resource_type, id, content text
     next_cursor: str | None
     total: int | None
+    rids: list[int] = field(default_factory=list)  # of the matches, in their order
 
 
 async def run_search(
@@ -702,6 +703,7 @@ async def run_search(
     is made only when asked for (`_total=accurate`). A first page that holds every match
     knows its total without counting."""
     matches: list[tuple[str, str, str]] = []
+    rids: list[int] = []
     next_cursor = None
     if request.count > 0:
         page, width = page_statement(request, request.count, principal)
@@ -710,6 +712,7 @@ async def run_search(
             rows = rows[: request.count]
             next_cursor = encode_cursor(list(rows[-1][:width]))
         matches = [(row[width], row[width + 1], row[width + 2]) for row in rows]
+        rids = [row[width - 1] for row in rows]  # every order ends with the rid
     total = None
     if request.count > 0 and next_cursor is None and request.cursor is None:
         total = None if request.total == "none" else len(matches)
@@ -717,4 +720,4 @@ async def run_search(
         count = count_statement(request, count_up_to, principal)
         counted: int = await driver.fetchval(count.sql, *count.args)
         total = counted if count_up_to is None or counted <= count_up_to else None
-    return SearchPage(matches, next_cursor, total)
+    return SearchPage(matches, next_cursor, total, rids)
