@@ -24,7 +24,7 @@ import psutil
 
 from bench.caseload import make_staff
 from bench.headers import client_headers
-from bench.probe import _ids
+from bench.probe import stored_ids
 from bench.queries import QUERIES, build_samples
 from bench.server import Server, free_port, start_server
 
@@ -96,7 +96,7 @@ def main() -> None:
     server = start_server(args.data_dir.resolve(), free_port(), 1, None)
     out: dict[str, Any] = {"load_average_start": os.getloadavg(), "rows": []}
     try:
-        ids = asyncio.run(_ids(server.database_url))
+        ids = asyncio.run(stored_ids(server.database_url))
         samples = asyncio.run(
             build_samples(server.database_url, make_staff(args.members), ids, args.members, 1)
         )

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
@@ -345,6 +346,7 @@ def test_iterate_star_over_the_graph_terminates(client: httpx.Client, corpus: No
 def test_includes_follow_each_page(client: httpx.Client, corpus: None, base: str) -> None:
     url: str | None = (
         f"{base}/Observation?_id={_ids('o1', 'o2', 'o3')}&_include=Observation:encounter&_count=1"
+        "&_total=accurate"
     )
     pages: list[tuple[list[str], list[str]]] = []
     totals: list[int] = []
@@ -399,14 +401,15 @@ async def test_included_resources_are_capped(corpus: None, settings: Settings) -
     try:
         async with Store(database.engine).transaction(principal=TRUSTED, read_only=True) as repo:
             everything = Include("*", "*", None, iterate=True, reverse=False)
-            found = await repo.included(
-                [("Organization", rid("a0"))], [everything], [], max_depth=10, max_total=2
+            a0 = await repo.conn.scalar(
+                text("SELECT rid FROM resource WHERE resource_type = 'Organization' AND id = :id"),
+                {"id": rid("a0")},
             )
+            org = [(a0, "Organization", rid("a0"))]
+            found = await repo.included(org, [everything], [], max_depth=10, max_total=2)
             assert [r[1] for r in found.resources] == [rid("a1"), rid("a2")]
             assert found.capped
-            whole = await repo.included(
-                [("Organization", rid("a0"))], [everything], [], max_depth=10, max_total=100
-            )
+            whole = await repo.included(org, [everything], [], max_depth=10, max_total=100)
             assert [r[1] for r in whole.resources] == [rid(f"a{i}") for i in range(1, 6)]
             assert not whole.capped
             assert not whole.deep

@@ -121,8 +121,31 @@ def test_driven_page_keeps_every_criterion(
 
 
 def test_driven_first_page_states_the_total(client: httpx.Client, corpus: None) -> None:
-    bundle = client.get(
-        "Observation", params={"code": CODE, "status": "final", "_count": "2"}
-    ).json()
-    assert bundle["total"] == 12
+    """One criterion: its index rows alone are counted, by default."""
+    bundle = client.get("Observation", params={"code": CODE, "_count": "2"}).json()
+    assert bundle["total"] == 24
     assert len(bundle["entry"]) == 2
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param({"status": "final"}, id="second-criterion"),
+        pytest.param({"_lastUpdated": "gt2000-01-01"}, id="resource-row"),
+    ],
+)
+def test_count_that_probes_each_candidate_only_when_asked(
+    client: httpx.Client, corpus: None, extra: dict[str, str]
+) -> None:
+    """A count that tests each candidate for another criterion costs a probe per match up
+    to the bound: a first page states such a total only when `_total` asks for it."""
+    params = {"code": CODE, **extra, "_count": "2"}
+    unasked = client.get("Observation", params=params).json()
+    assert "total" not in unasked
+    assert len(unasked["entry"]) == 2
+    expected = 12 if "status" in extra else 24
+    for total in ("accurate", "estimate"):
+        asked = client.get("Observation", params={**params, "_total": total}).json()
+        assert asked["total"] == expected
+    everything = client.get("Observation", params={**params, "_count": "100"}).json()
+    assert everything["total"] == expected, "a page holding every match states its total"

@@ -22,7 +22,9 @@ import pytest
 from cmfhir.auth.principal import OPEN
 from cmfhir.config import Settings
 from cmfhir.resources.search_parameters import load_registry
+from cmfhir.search.model import Include
 from cmfhir.search.parse import parse_search
+from cmfhir.store.includes import _level_sql
 from cmfhir.store.search_sql import Statement, count_statement, page_statement
 
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -214,3 +216,49 @@ def test_population_wide_page_reads_only_its_rows(
     returned = plan[0]["Plan"]["Actual Rows"]
     assert returned == count + 1, f"the corpus has {matches} matches; the page is full"
     assert _resource_rows(plan) <= count + 1, json.dumps(plan)[:3000]
+
+
+INCLUDES = [
+    pytest.param(
+        Include("Patient", "general-practitioner", None, iterate=False, reverse=False),
+        id="include",
+    ),
+    pytest.param(Include("Observation", "subject", None, iterate=False, reverse=True), id="rev"),
+]
+
+
+@pytest.mark.parametrize("include", INCLUDES)
+def test_include_level_reads_only_what_it_brings(
+    loaded: None, settings: Settings, include: Include
+) -> None:
+    """One statement per level and page: from the page's rids, through the index rows, to
+    the resources brought; no sequential scan, and no resource row read but each brought
+    resource (twice for `_include`: found by type and id, then read)."""
+    url = settings.database_url or ""
+
+    async def page() -> tuple[list[int], list[str]]:
+        conn = await asyncpg.connect(url)
+        try:
+            rows = await conn.fetch(
+                "SELECT rid, id FROM resource WHERE resource_type = 'Patient' AND id LIKE $1 "
+                "ORDER BY rid LIMIT 20",
+                f"plan-{RUN}-%",
+            )
+            return [row[0] for row in rows], [row[1] for row in rows]
+        finally:
+            await conn.close()
+
+    rids, ids = asyncio.run(page())
+    forward = () if include.reverse else (include,)
+    reverse = (include,) if include.reverse else ()
+    text, access = _level_sql(forward, reverse, OPEN)
+    assert access == []
+    args: tuple[Any, ...] = (rids, rids, 1001)
+    if include.reverse:
+        args += (["Patient"] * len(ids), ids)
+    (plan,) = asyncio.run(_explain(url, [Statement(text, args)], analyze=True))
+    assert [rel for node, rel in _scans(plan) if node == "Seq Scan"] == []
+    brought = plan[0]["Plan"]["Actual Rows"]
+    assert brought == (80 if include.reverse else 5)
+    references = 20 if not include.reverse else 0  # one general practitioner each
+    assert _resource_rows(plan) <= brought + references

@@ -63,7 +63,7 @@ async def _included(
     if not page.matches or not (request.include or request.revinclude):
         return []
     found = await repo.included(
-        [(resource_type, id) for resource_type, id, _ in page.matches],
+        [(rid, t, i) for rid, (t, i, _) in zip(page.rids, page.matches, strict=True)],
         request.include,
         request.revinclude,
         max_depth=ctx.limits.max_include_depth,
@@ -137,7 +137,9 @@ async def search_in(
     if request.summary == "count":
         request.count = 0
     # Counting every match is a second pass over them. Asked for, it is done in full; by
-    # default a first page counts up to a bound and gives the total when it is below it.
+    # default a first page counts up to a bound and gives the total when it is below it,
+    # if that count reads one criterion's index rows alone (store/search_sql.py
+    # `run_search`): a count that probes each candidate is not made unless asked for.
     if request.count == 0 or request.total in ("accurate", "estimate"):
         count_up_to: int | None = None
     elif request.total is None and request.cursor is None:

@@ -20,9 +20,9 @@ from cmfhir.search.model import Include
 from cmfhir.store.driver import driver_connection
 from cmfhir.store.search_sql import SearchSql, literal
 
-__all__ = ["Include", "Included", "fetch_included"]
+__all__ = ["Include", "Included", "Key", "fetch_included"]
 
-Key = tuple[str, str]  # resource_type, id
+Key = tuple[int, str, str]  # rid, resource_type, id
 
 
 @dataclass(slots=True)
@@ -53,10 +53,15 @@ def _matches(x: str, includes: Sequence[Include]) -> str:
     return f"({' OR '.join(conditions)}) AND {x}.url NOT LIKE '%:%'"
 
 
-# $1, $2: the frontier's types and ids; $3, $4: those already seen; $5: room left; then
-# the values of the access predicate, if any.
-_FRONTIER = "unnest($1::text[], $2::text[]) AS f(resource_type, id)"
-_OWN_PARAMETERS = 5
+# $1: the frontier's rids; $2: the rids already seen; $3: room left; with `_revinclude`s,
+# $4, $5: the frontier's types and ids; then the values of the access predicate, if any.
+# `_include` goes from the rids (the page's rows carry them): its sources are not looked up
+# again. `_revinclude` goes from the types and ids, which PostgreSQL matches on the index of
+# `(resource_type, param, target_id, target_type, rid)`; joined to the sources' rows instead,
+# it took the index of `(target_type, target_id)` and read every reference to each member
+# (9.6 ms against 0.8 for a 20-member page at 1,000 members).
+_FORWARD_FRONTIER = "unnest($1::bigint[]) AS f(rid)"
+_REVERSE_FRONTIER = "unnest($4::text[], $5::text[]) AS g(resource_type, id)"
 
 
 @lru_cache(maxsize=256)
@@ -65,18 +70,16 @@ def _walk_sql(forward: tuple[Include, ...], reverse: tuple[Include, ...]) -> str
     found: list[str] = []
     if forward:
         found.append(
-            f"SELECT target.rid FROM {_FRONTIER} "
-            "JOIN resource source ON source.resource_type = f.resource_type "
-            "AND source.id = f.id "
-            "JOIN idx_reference x ON x.rid = source.rid "
+            f"SELECT target.rid FROM {_FORWARD_FRONTIER} "
+            "JOIN idx_reference x ON x.rid = f.rid "
             "JOIN resource target ON target.resource_type = x.target_type "
             "AND target.id = x.target_id "
             f"WHERE {_matches('x', forward)}"
         )
     if reverse:
         found.append(
-            f"SELECT y.rid FROM {_FRONTIER} "
-            "JOIN idx_reference y ON y.target_type = f.resource_type AND y.target_id = f.id "
+            f"SELECT y.rid FROM {_REVERSE_FRONTIER} "
+            "JOIN idx_reference y ON y.target_type = g.resource_type AND y.target_id = g.id "
             f"WHERE {_matches('y', reverse)}"
         )
     return " UNION ".join(found)
@@ -90,17 +93,19 @@ def _level_sql(
     predicate, bound after the walk's own."""
     # The one place where included resource rows (alias `r`) are selected: what the
     # principal may read is ANDed to this WHERE, as a condition on `r` (store/access.py).
-    sql = SearchSql(principal, reserved=_OWN_PARAMETERS)
+    own = 5 if reverse else 3
+    sql = SearchSql(principal, reserved=own)
     visible = sql.visible("r", "r")
+    # $1 appears in the text even without `_include`s: every placeholder needs a type.
+    rids = "" if forward else "AND cardinality($1::bigint[]) > 0 "
     text = (
-        "SELECT r.resource_type, r.id, r.content::text FROM resource r "
+        "SELECT r.resource_type, r.id, r.content::text, r.rid FROM resource r "
         f"WHERE r.rid IN ({_walk_sql(forward, reverse)}) AND NOT r.deleted "
-        f"{'' if visible is None else f'AND {visible} '}"
-        "AND (r.resource_type, r.id) NOT IN "
-        "(SELECT * FROM unnest($3::text[], $4::text[]) AS seen(resource_type, id)) "
-        "ORDER BY r.rid LIMIT $5"
+        f"{'' if visible is None else f'AND {visible} '}{rids}"
+        "AND r.rid <> ALL($2::bigint[]) "
+        "ORDER BY r.rid LIMIT $3"
     )
-    return text, sql.args[_OWN_PARAMETERS:]
+    return text, sql.args[own:]
 
 
 async def fetch_included(
@@ -113,11 +118,16 @@ async def fetch_included(
     max_total: int,
     principal: Principal | None,
 ) -> Included:
-    """The resources `include` and `revinclude` bring for `matches`, none of them a match
-    and none twice, at most `max_total` of them, followed at most `max_depth` levels deep."""
+    """The resources `include` and `revinclude` bring for the matches (rid, type and id of
+    each), none of them a match and none twice, at most `max_total` of them, followed at
+    most `max_depth` levels deep."""
     out = Included()
-    seen: dict[Key, None] = dict.fromkeys(matches)
-    frontier: list[Key] = list(seen)
+    seen: dict[int, None] = {}
+    frontier: list[Key] = []
+    for key in matches:
+        if key[0] not in seen:
+            seen[key[0]] = None
+            frontier.append(key)
     driver = None
     for depth in range(max_depth):
         forward = tuple(i for i in include if depth == 0 or i.iterate)
@@ -127,20 +137,15 @@ async def fetch_included(
         room = max_total - len(out.resources)
         driver = driver or await driver_connection(conn)
         text, access = _level_sql(forward, reverse, principal)
-        rows = await driver.fetch(
-            text,
-            [k[0] for k in frontier],
-            [k[1] for k in frontier],
-            [k[0] for k in seen],
-            [k[1] for k in seen],
-            room + 1,
-            *access,
-        )
+        own: list[object] = [[k[0] for k in frontier], list(seen), room + 1]
+        if reverse:
+            own += [[k[1] for k in frontier], [k[2] for k in frontier]]
+        rows = await driver.fetch(text, *own, *access)
         if len(rows) > room:
             rows = rows[:room]
             out.capped = True
-        frontier = [(row[0], row[1]) for row in rows]
-        seen.update(dict.fromkeys(frontier))
+        frontier = [(row[3], row[0], row[1]) for row in rows]
+        seen.update((row[3], None) for row in rows)
         out.resources.extend((row[0], row[1], row[2]) for row in rows)
         if out.capped:
             return out

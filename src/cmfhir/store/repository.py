@@ -544,14 +544,15 @@ class Repository:
 
     async def included(
         self,
-        matches: Sequence[tuple[str, str]],
+        matches: Sequence[tuple[int, str, str]],
         include: Sequence[Include],
         revinclude: Sequence[Include],
         *,
         max_depth: int,
         max_total: int,
     ) -> Included:
-        """The resources `_include` and `_revinclude` add to a page of matches."""
+        """The resources `_include` and `_revinclude` add to a page of matches (rid, type
+        and id of each: `SearchPage.rids` beside `SearchPage.matches`)."""
         return await fetch_included(
             self.conn,
             matches,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -51,6 +51,7 @@ __all__ = [
     "SearchSql",
     "Statement",
     "count_statement",
+    "counts_from_index",
     "criterion_condition",
     "decode_cursor",
     "encode_cursor",
@@ -642,6 +643,16 @@ def page_statement(
     return Statement(text, tuple(sql.args)), len(components)
 
 
+def counts_from_index(request: SearchRequest, principal: Principal | None) -> bool:
+    """Whether the matches can be counted from the index rows of one criterion alone: one
+    criterion that drives the page, no other condition on the rid or the resource row. Any
+    other count tests each candidate (a probe of another index, or the resource row)."""
+    driver = _driver(request)
+    if driver is None or any(c is not driver for c in request.criteria):
+        return False
+    return _resource_rows(request, SearchSql(principal), driven=True) == _live_of_type(request)
+
+
 def count_statement(
     request: SearchRequest, up_to: int | None, principal: Principal | None
 ) -> Statement:
@@ -672,6 +683,7 @@ class SearchPage:
     matches: list[tuple[str, str, str]]  # resource_type, id, content text
     next_cursor: str | None
     total: int | None
+    rids: list[int] = field(default_factory=list)  # of the matches, in their order
 
 
 async def run_search(
@@ -683,9 +695,15 @@ async def run_search(
 ) -> SearchPage:
     """One page of matches (`request.count` of them) and the total, on the asyncpg
     connection `driver`, of what `principal` may see: counted in full when `count_up_to`
-    is None, given only if at most `count_up_to` otherwise (0: not counted). A first page
-    that holds every match knows its total without counting."""
+    is None; otherwise given only if at most `count_up_to` (0: not counted), and counted
+    only when the count reads one criterion's index rows alone (`counts_from_index`). A
+    count that tests each candidate (a second criterion, `_id`, a sort, an access
+    predicate) costs one probe per candidate, up to the bound: 17 ms for
+    `Observation?code=X&date=ge2025` at 1,000 members against 0.6 ms for its page, so it
+    is made only when asked for (`_total=accurate`). A first page that holds every match
+    knows its total without counting."""
     matches: list[tuple[str, str, str]] = []
+    rids: list[int] = []
     next_cursor = None
     if request.count > 0:
         page, width = page_statement(request, request.count, principal)
@@ -694,11 +712,12 @@ async def run_search(
             rows = rows[: request.count]
             next_cursor = encode_cursor(list(rows[-1][:width]))
         matches = [(row[width], row[width + 1], row[width + 2]) for row in rows]
+        rids = [row[width - 1] for row in rows]  # every order ends with the rid
     total = None
     if request.count > 0 and next_cursor is None and request.cursor is None:
         total = None if request.total == "none" else len(matches)
-    elif count_up_to is None or count_up_to > 0:
+    elif count_up_to is None or (count_up_to > 0 and counts_from_index(request, principal)):
         count = count_statement(request, count_up_to, principal)
         counted: int = await driver.fetchval(count.sql, *count.args)
         total = counted if count_up_to is None or counted <= count_up_to else None
-    return SearchPage(matches, next_cursor, total)
+    return SearchPage(matches, next_cursor, total, rids)
