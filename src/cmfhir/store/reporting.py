@@ -526,10 +526,15 @@ async def _statements(
     access: ReportAccess | None = await report_access(repo.conn, repo.principal, types)
     # Every join of a report is between whole sets of the period (member-months, contacts,
     # responses): hashed, each set read once. PostgreSQL's estimates of the CTEs' rows
-    # (after the month-range join and DISTINCT ON) are far too low, and a nested loop over a
-    # CTE re-reads it for every outer row: quadratic. For the rest of this (read-only,
-    # report-only) transaction.
+    # (after the month-range join and DISTINCT ON) are far too low (1 for tens of
+    # thousands), and a nested loop over a CTE re-reads it for every outer row: quadratic.
+    # The lookups by primary key stay nested loops (they are lateral: the setting cannot
+    # turn them into hash joins over `resource`; no plan scans `resource`). The member-month
+    # sort and hashes of a year at 10,000 members (120,000 rows) need more than the default
+    # 4 MB to stay in memory. Set after the access queries, for the report's statements
+    # only (the rest of this read-only, report-only transaction).
     await repo.conn.execute(text("SET LOCAL enable_nestloop = off"))
+    await repo.conn.execute(text("SET LOCAL work_mem = '32MB'"))
     given = dict(parameters) | (access.parameters() if access is not None else {})
     out = []
     for part, sql in REPORT_SQL[name].items():
