@@ -21,6 +21,13 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from cmfhir.app import open_context
+from cmfhir.auth.principal import TRUSTED
+from cmfhir.config import Settings
+from cmfhir.reports.config import load_report_config
+from cmfhir.reports.run import REPORTS, Scope, _parameters, parse_period, reads
+from cmfhir.store.reporting import explain_report
+
 NC = ZoneInfo("America/New_York")
 PROGRAM = "https://cmfhir.org/fhir/CodeSystem/program"
 TIER = "https://cmfhir.org/fhir/StructureDefinition/acuity-tier"
@@ -541,3 +548,35 @@ def test_the_command_prints_a_table(
         r for r in _expected_compliance(caseload, caseload.org_a) if r["month"] == "2026-10"
     ]
     assert f"member months: {len(expected)}" in out
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    children: list[dict[str, Any]] = plan.get("Plans", [])
+    return [plan, *(n for child in children for n in _nodes(child))]
+
+
+def test_each_report_reads_each_set_once(settings: Settings, caseload: Caseload) -> None:
+    """The plans (EXPLAIN ANALYZE) of every report: no CTE of the period's sets is re-read
+    per row of another (a nested loop over a CTE: quadratic), and no scan of `resource` or
+    `resource_history` (rows are looked up by primary key from the index tables)."""
+
+    async def explain() -> dict[str, dict[str, Any]]:
+        config = load_report_config(settings.profiles_dir)
+        scope = Scope(caseload.org_a.split("/")[1])
+        found = {}
+        async with open_context(settings) as ctx:
+            for name in REPORTS:
+                async with ctx.store.snapshot(TRUSTED) as repo:
+                    parameters = _parameters(config, scope, parse_period("2026-09..2026-11"))
+                    for part, p in (
+                        await explain_report(repo, name, parameters, reads(name, scope))
+                    ).items():
+                        found[f"{name}/{part}"] = p["plan"]
+        return found
+
+    for report, plan in asyncio.run(explain()).items():
+        for node in _nodes(plan):
+            if node["Node Type"] == "CTE Scan" and node["CTE Name"] not in ("months", "bounds"):
+                assert node["Actual Loops"] <= 1, (report, node["CTE Name"])
+            if node["Node Type"] in ("Seq Scan", "Bitmap Heap Scan"):
+                assert node["Relation Name"] not in ("resource", "resource_history"), report

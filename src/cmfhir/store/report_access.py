@@ -9,7 +9,10 @@ assigned to then (docs/reports.md, "Who may run them"). So a report splits the p
 - the members the principal may see now: `visible()` itself, on the Patient rows, run once;
 - the member-months of a past period assigned to the principal then: their enrollment as it
   was recorded at the month's end names the principal as care manager, or an Organization
-  where the principal is a supervisor (the same supervisor rule as the predicate's);
+  where the principal is a supervisor (the same supervisor rule as the predicate's), or the
+  member's CareTeam as it was recorded at the month's end was active with the principal
+  among its participants (the predicate's care-team rule, read from the versions:
+  `team_intervals`);
 - every row a report reads must also pass the rest of the predicate — its type and
   granular filters, and the sensitive labels (with the member's Consent): evaluated once,
   by the predicate's own conditions, on the few rows that could fail it (the rows carrying
@@ -23,11 +26,13 @@ predicate once per run, on one table, instead of once per resource alias per que
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cmfhir.auth.principal import Principal
@@ -41,7 +46,7 @@ from cmfhir.store.access import (
 )
 from cmfhir.store.schema import idx_token, resource
 
-__all__ = ["ReportAccess", "report_access"]
+__all__ = ["ReportAccess", "report_access", "team_intervals"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,9 @@ class ReportAccess:
     hidden_rids: list[int]  # rows of the report's types the principal may not see
     practitioner: str | None  # "Practitioner/<id>" for a care-team user, else None
     supervised: list[str]  # "Organization/<id>" where that practitioner is a supervisor
+    # When that practitioner was on a member's active CareTeam: (member, from, until) per
+    # CareTeam version (from None: the first version; until None: the current one).
+    teams: list[tuple[str, datetime | None, datetime | None]] = field(default_factory=list)
 
     def parameters(self) -> dict[str, Any]:
         return {
@@ -61,7 +69,44 @@ class ReportAccess:
             "hidden_rids": self.hidden_rids,
             "me": self.practitioner,
             "supervised": self.supervised,
+            "team_members": [t[0] for t in self.teams],
+            "team_from": [t[1] for t in self.teams],
+            "team_until": [t[2] for t in self.teams],
         }
+
+
+# The CareTeam versions naming the practitioner (`:names`, a containment pattern) as a
+# participant while the team was active, each with the interval of month ends it holds for:
+# from when it was recorded (the first version: from always) until the next version was
+# recorded (a deletion ends it too). As for enrollments (store/reporting.py), a month ends
+# with the version recorded last before it.
+_TEAM_INTERVALS = text(
+    """
+WITH teams AS (
+  SELECT DISTINCT h.rid FROM resource_history h
+  WHERE h.resource_type = 'CareTeam' AND h.content @> CAST(:names AS jsonb)
+),
+versions AS (
+  SELECT h.patient_id, h.content,
+         CASE WHEN row_number() OVER w > 1 THEN h.last_updated END AS valid_from,
+         lead(h.last_updated) OVER w AS valid_until
+  FROM resource_history h JOIN teams t ON t.rid = h.rid
+  WINDOW w AS (PARTITION BY h.rid ORDER BY h.version)
+)
+SELECT patient_id, valid_from, valid_until FROM versions
+WHERE patient_id IS NOT NULL AND content @> CAST(:names AS jsonb)
+  AND content->>'status' = 'active'
+"""
+)
+
+
+async def team_intervals(
+    conn: AsyncConnection, practitioner: str
+) -> list[tuple[str, datetime | None, datetime | None]]:
+    """When `practitioner` (an id) was a participant of each member's active CareTeam."""
+    names = json.dumps({"participant": [{"member": {"reference": f"Practitioner/{practitioner}"}}]})
+    found = await conn.execute(_TEAM_INTERVALS, {"names": names})
+    return [(row[0], row[1], row[2]) for row in found]
 
 
 def _apart_from_population(principal: Principal, res: Any) -> ColumnElement[bool]:
@@ -156,11 +201,13 @@ async def report_access(
                 hidden_members.append(id)
     practitioner = principal.practitioner
     supervised: list[str] = []
+    teams: list[tuple[str, datetime | None, datetime | None]] = []
     if practitioner is not None and any(g.family == "user" for g in principal.grants):
         supervised = [
             f"Organization/{r[0]}"
             for r in await conn.execute(supervised_organizations(practitioner).distinct())
         ]
+        teams = await team_intervals(conn, practitioner)
     else:
         practitioner = None
     return ReportAccess(
@@ -169,4 +216,5 @@ async def report_access(
         hidden_rids,
         f"Practitioner/{practitioner}" if practitioner is not None else None,
         supervised,
+        teams,
     )

@@ -45,14 +45,15 @@ def _visible(alias: str) -> str:
     return f"__visible__({alias})"
 
 
-def _visible_member(member: str, care_manager: str, organization: str) -> str:
+def _visible_member(member: str, care_manager: str, organization: str, month_end: str) -> str:
     """Where the condition that the principal may count the member-month goes: the member
-    `member`, enrolled that month under `care_manager` at `organization` (references)."""
-    return f"__visible_member__({member}, {care_manager}, {organization})"
+    `member`, enrolled that month under `care_manager` at `organization` (references), the
+    month ending at `month_end`."""
+    return f"__visible_member__({member}, {care_manager}, {organization}, {month_end})"
 
 
 _VISIBLE = re.compile(r"__visible__\((\w+)\)")
-_VISIBLE_MEMBER = re.compile(r"__visible_member__\(([^,()]+), ([^,()]+), ([^,()]+)\)")
+_VISIBLE_MEMBER = re.compile(r"__visible_member__\(([^,()]+), ([^,()]+), ([^,()]+), ([^,()]+)\)")
 
 
 def _narrowed(sql: str, narrowed: bool) -> TextClause:
@@ -63,7 +64,12 @@ def _narrowed(sql: str, narrowed: bool) -> TextClause:
         lambda m: (
             f"((({m[1]}) IN (SELECT unnest(CAST(:members_now AS text[])))"
             f" OR {m[2]} = CAST(:me AS text)"
-            f" OR {m[3]} IN (SELECT unnest(CAST(:supervised AS text[]))))"
+            f" OR {m[3]} IN (SELECT unnest(CAST(:supervised AS text[])))"
+            f" OR EXISTS (SELECT 1 FROM unnest(CAST(:team_members AS text[]),"
+            f" CAST(:team_from AS timestamptz[]), CAST(:team_until AS timestamptz[]))"
+            f" AS t(member, valid_from, valid_until) WHERE t.member = ({m[1]})"
+            f" AND (t.valid_from IS NULL OR t.valid_from < {m[4]})"
+            f" AND (t.valid_until IS NULL OR t.valid_until >= {m[4]})))"
             f" AND ({m[1]}) NOT IN (SELECT unnest(CAST(:hidden_members AS text[]))))"
         ),
         sql,
@@ -110,8 +116,9 @@ def _month_of(instant: str) -> str:
 
 
 # A member among the member-months in scope, as a filter evaluated against one hashed set
-# (not turned into a join).
-_IN_SCOPED = " AND COALESCE({member} IN (SELECT member FROM scoped), false)"
+# (not turned into a join): the distinct members (a tenth of a year's member-months), so
+# that the set stays small enough for PostgreSQL to hash it at 10,000 members.
+_IN_SCOPED = " AND COALESCE({member} IN (SELECT member FROM scoped_members), false)"
 _IN_MEMBERS = " AND COALESCE({member} IN (SELECT member FROM members), false)"
 
 # The member-months of the period in scope (see the module docstring). Each enrollment's
@@ -151,8 +158,15 @@ versions AS (
     WHERE h.rid = e.rid AND h.content IS NOT NULL OFFSET 0) h
   WINDOW w AS (PARTITION BY h.rid ORDER BY h.version)
 ),
-dated AS (
-  SELECT v.episode, v.member, v.content, v.valid_from, v.valid_until,
+dated AS MATERIALIZED (
+  -- What the reports read of each version, extracted once per version (not once per
+  -- member-month: a year multiplies the versions by twelve, and the content is wide).
+  SELECT v.episode, v.member, v.valid_from, v.valid_until,
+         v.content->>'status' AS status,
+         v.content->'careManager'->>'reference' AS care_manager,
+         v.content->'managingOrganization'->>'reference' AS organization,
+         COALESCE({_extension("v.content", "tier_url", "valueCode")}, 'unknown') AS tier,
+         {_extension("v.content", "exclusion_url", "valueCodeableConcept")} AS exclusion,
          {_instant("v.content->'period'->>'start'")} AS enrolled_from,
          CASE WHEN v.content->'period'->>'end' IS NOT NULL
               THEN {_instant("v.content->'period'->>'end'")} END AS enrolled_until
@@ -160,21 +174,19 @@ dated AS (
   WHERE v.valid_until IS NULL OR v.valid_until >= (SELECT min(month_end) FROM months)
 ),
 recorded AS (
-  SELECT v.episode, v.member, mo.month, mo.month_start, mo.month_end, v.content,
-         v.enrolled_from, v.enrolled_until
+  SELECT v.episode, v.member, mo.month, mo.month_start, mo.month_end, v.status,
+         v.care_manager, v.organization, v.tier, v.exclusion, v.enrolled_from,
+         v.enrolled_until
   FROM dated v
   JOIN months mo ON v.valid_from < mo.month_end
        AND (v.valid_until IS NULL OR v.valid_until >= mo.month_end)
 ),
 enrolled AS (
   SELECT DISTINCT ON (v.member, v.month)
-         v.member, v.month, v.month_start, v.month_end, v.episode,
-         v.content->'careManager'->>'reference' AS care_manager,
-         v.content->'managingOrganization'->>'reference' AS organization,
-         COALESCE({_extension("v.content", "tier_url", "valueCode")}, 'unknown') AS tier,
-         v.enrolled_from, v.enrolled_until
+         v.member, v.month, v.month_start, v.month_end, v.episode, v.care_manager,
+         v.organization, v.tier, v.enrolled_from, v.enrolled_until
   FROM recorded v
-  WHERE v.content->>'status' = ANY(CAST(:statuses AS text[]))
+  WHERE v.status = ANY(CAST(:statuses AS text[]))
     AND v.enrolled_from IS NOT NULL
     AND v.enrolled_from < v.month_end
     AND (v.enrolled_until IS NULL OR v.enrolled_until >= v.month_start)
@@ -186,8 +198,9 @@ scoped AS MATERIALIZED (
     AND (CAST(:practitioner AS text) IS NULL OR e.care_manager = 'Practitioner/' || :practitioner)
     AND (CAST(:group AS text) IS NULL OR e.member IN (SELECT member FROM group_members))
     AND (CAST(:patient AS text) IS NULL OR e.member = :patient)
-    AND {_visible_member("e.member", "e.care_manager", "e.organization")}
+    AND {_visible_member("e.member", "e.care_manager", "e.organization", "e.month_end")}
 ),
+scoped_members AS MATERIALIZED (SELECT DISTINCT member FROM scoped),
 contacts AS MATERIALIZED (
   SELECT c.rid, c.patient_id AS member, d.low AS sent, {_month_of("d.low")} AS month,
          bool_or(m->>'code' = ANY(CAST(:in_person AS text[]))) AS in_person
@@ -245,19 +258,12 @@ FROM member_months mm WHERE mm.contacts > 0 ORDER BY mm.month, mm.member
 )
 
 _SCOPE_OF = f"""(
-  (CAST(:organization AS text) IS NULL
-   OR {{c}}->'managingOrganization'->>'reference' = 'Organization/' || :organization)
-  AND (CAST(:practitioner AS text) IS NULL
-   OR {{c}}->'careManager'->>'reference' = 'Practitioner/' || :practitioner)
+  (CAST(:organization AS text) IS NULL OR {{o}} = 'Organization/' || :organization)
+  AND (CAST(:practitioner AS text) IS NULL OR {{c}} = 'Practitioner/' || :practitioner)
   AND (CAST(:group AS text) IS NULL OR {{m}} IN (SELECT member FROM group_members))
   AND (CAST(:patient AS text) IS NULL OR {{m}} = :patient)
-  AND {
-    _visible_member(
-        "{m}",
-        "{c}->'careManager'->>'reference'",
-        "{c}->'managingOrganization'->>'reference'",
-    )
-})"""
+  AND {_visible_member("{m}", "{c}", "{o}", "{e}")}
+)"""
 
 _LAST_MONTH = "(SELECT max(month) FROM months)"
 
@@ -268,9 +274,10 @@ _CASELOAD = (
     _BASE
     + f"""
 , latest AS MATERIALIZED (
-  SELECT v.episode, v.member, v.content, v.enrolled_from, v.enrolled_until,
-         {_SCOPE_OF.format(c="v.content", m="v.member")} AS in_scope,
-         {_extension("v.content", "exclusion_url", "valueCodeableConcept")} AS exclusion
+  SELECT v.episode, v.member, v.enrolled_from, v.enrolled_until,
+         {_SCOPE_OF.format(c="v.care_manager", o="v.organization", m="v.member", e="v.month_end")}
+           AS in_scope,
+         v.exclusion
   FROM recorded v
   WHERE v.month = {_LAST_MONTH} AND v.enrolled_from IS NOT NULL
 ),
@@ -322,14 +329,17 @@ ORDER BY 1, 2, 3, 4
 """
 )
 
-# Responses to a Questionnaire (`:{url}`), completed or amended, of the members in `members`.
+# Responses to a Questionnaire (`:{url}`), completed or amended, of the members in `members`:
+# found through the `questionnaire` index rows (the canonical without its version), so that
+# only that Questionnaire's responses are read, not every completed response.
 _RESPONSES = """
   SELECT q.rid, q.patient_id AS member, {authored} AS authored{content}
-  FROM (SELECT DISTINCT s.rid FROM idx_token s
-        WHERE s.resource_type = 'QuestionnaireResponse' AND s.param = 'status'
-          AND s.code IN ('completed', 'amended')) s
+  FROM (SELECT DISTINCT s.rid FROM idx_reference s
+        WHERE s.resource_type = 'QuestionnaireResponse' AND s.param = 'questionnaire'
+          AND s.url = :{url}) s
   {row}
   WHERE split_part(q.content->>'questionnaire', '|', 1) = :{url}
+    AND q.content->>'status' IN ('completed', 'amended')
     AND q.content->>'authored' IS NOT NULL
 """
 
@@ -516,10 +526,15 @@ async def _statements(
     access: ReportAccess | None = await report_access(repo.conn, repo.principal, types)
     # Every join of a report is between whole sets of the period (member-months, contacts,
     # responses): hashed, each set read once. PostgreSQL's estimates of the CTEs' rows
-    # (after the month-range join and DISTINCT ON) are far too low, and a nested loop over a
-    # CTE re-reads it for every outer row: quadratic. For the rest of this (read-only,
-    # report-only) transaction.
+    # (after the month-range join and DISTINCT ON) are far too low (1 for tens of
+    # thousands), and a nested loop over a CTE re-reads it for every outer row: quadratic.
+    # The lookups by primary key stay nested loops (they are lateral: the setting cannot
+    # turn them into hash joins over `resource`; no plan scans `resource`). The member-month
+    # sort and hashes of a year at 10,000 members (120,000 rows) need more than the default
+    # 4 MB to stay in memory. Set after the access queries, for the report's statements
+    # only (the rest of this read-only, report-only transaction).
     await repo.conn.execute(text("SET LOCAL enable_nestloop = off"))
+    await repo.conn.execute(text("SET LOCAL work_mem = '32MB'"))
     given = dict(parameters) | (access.parameters() if access is not None else {})
     out = []
     for part, sql in REPORT_SQL[name].items():
