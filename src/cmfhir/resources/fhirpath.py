@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import NamedTuple
 from collections.abc import Callable
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import fhirpathpy
 from fhirpathpy.models import models as _fhirpath_models
@@ -44,8 +43,8 @@ from cmfhir.resources.fhirpath_syntax import (
 )
 
 __all__ = [
-    "Extractor",
     "Branch",
+    "Extractor",
     "FhirPathError",
     "compile_on_type",
     "compile_path",
