@@ -7,7 +7,9 @@ through ASGI, CPU counted per Bundle.
 
 Alternate Bundles extract index values with the shared evaluation (the default) and the
 generic one (`extract_index(..., generic=True)`), so the two are compared on the same
-run; both sides write the same kind of Bundle. CPU is `time.process_time()` of this
+run; both sides write the same kind of Bundle. To compare with another checkout's code,
+run this file with that checkout's `src` first on PYTHONPATH (both sides then run its
+default). CPU is `time.process_time()` of this
 process (the server, and httpx's ASGI client, which is the same for both) and the
 user+system time of the embedded PostgreSQL's processes. `--profile N` runs cProfile over
 the shared side's Bundles and prints the N functions with the most own time and the N with
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import cProfile
 import functools
+import inspect
 import json
 import pstats
 import time
@@ -62,7 +65,9 @@ async def run(members: int, profile: int) -> dict[str, Any]:
     )
     app = create_app(settings)
     shared = index_values.extract_index
-    generic = functools.partial(index_values.extract_index, generic=True)
+    # On a checkout without the generic evaluation both sides run the same code.
+    supported = "generic" in inspect.signature(shared).parameters
+    generic = functools.partial(shared, generic=True) if supported else shared
     cpu = {"shared": 0.0, "generic": 0.0}
     postgres = {"shared": 0.0, "generic": 0.0}
     bundles = {"shared": 0, "generic": 0}
@@ -90,7 +95,7 @@ async def run(members: int, profile: int) -> dict[str, Any]:
     finally:
         versions.extract_index = shared
         await drop_database(admin, url)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"generic_evaluation_available": supported}
     for side in ("generic", "shared"):
         out[side] = {
             "bundles": bundles[side],
@@ -100,6 +105,7 @@ async def run(members: int, profile: int) -> dict[str, Any]:
             "postgres_us_per_resource": round(1e6 * postgres[side] / resources[side], 1),
         }
     if profiler is not None:
+        profiler.dump_stats(str(ROOT / ".data" / "write_cost.prof"))
         stats = pstats.Stats(profiler)
         stats.sort_stats("tottime").print_stats(profile)
         stats.sort_stats("cumulative").print_stats(profile)
