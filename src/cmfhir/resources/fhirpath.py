@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import fhirpathpy
 from fhirpathpy.models import models as _fhirpath_models
@@ -43,13 +43,16 @@ from cmfhir.resources.fhirpath_syntax import (
 )
 
 __all__ = [
+    "Branch",
     "Extractor",
     "FhirPathError",
+    "compile_on_type",
     "compile_path",
     "parse_reference",
     "reference_type",
     "required_keys",
     "split_union",
+    "union_branches",
     "uses_fast_path",
 ]
 
@@ -225,7 +228,12 @@ def _members(root: str | None, members: list[Member]) -> _Fn:
 
     def member_path(items: list[Any]) -> list[Any]:
         if root is not None:
-            items = [i for i in items if type(i) is dict and i.get("resourceType") == root]
+            if len(items) == 1:  # one resource, as the indexer passes it
+                item = items[0]
+                if type(item) is not dict or item.get("resourceType") != root:
+                    return []
+            else:
+                items = [i for i in items if type(i) is dict and i.get("resourceType") == root]
         for name, choice in steps:
             if not items:
                 return items
@@ -490,6 +498,104 @@ def _fallback(expression: str) -> Extractor:
         return [_plain(v) for v in values]
 
     return evaluate
+
+
+class Branch(NamedTuple):
+    """One operand of a union: `base` alone, or `base.where(resolve() is resolve_type)`."""
+
+    base: str
+    resolve_type: str | None
+
+
+def _leaves(node: Any) -> list[Any]:
+    if isinstance(node, Binary) and node.op == "|":
+        return [*_leaves(node.left), *_leaves(node.right)]
+    return [node]
+
+
+_RESOLVE_SUFFIX = re.compile(r"\.where\(\s*resolve\(\)\s+is\s+([A-Za-z]+)\s*\)$")
+
+
+def _branch(part: str, leaf: Any) -> Branch:
+    match = _RESOLVE_SUFFIX.search(part)
+    if match is not None and isinstance(leaf, Chain) and leaf.steps:
+        base = part[: match.start()]
+        try:
+            same = Parser(base).parse() == Chain(leaf.root, leaf.steps[:-1])
+        except Unsupported:
+            same = False
+        if same:
+            return Branch(base, match.group(1))
+    return Branch(part, None)
+
+
+@lru_cache(maxsize=4096)
+def union_branches(expression: str) -> tuple[Branch, ...] | None:
+    """The operands of a top-level union, in order, when evaluating each alone and
+    concatenating the results gives what `compile_path(expression)` gives: every operand a
+    path (`A.b.c`, `(A.b as T)`, `A.b.where(resolve() is T)`) on the fast path. None for
+    anything else (the expression is then evaluated whole).
+
+    The indexer evaluates an operand shared by several parameters of a type once per
+    resource (`Observation.code` in `code` and `combo-code`), and `x.where(resolve() is T)`
+    by filtering the values of `x`, which `subject` has already read."""
+    try:
+        leaves = _leaves(Parser(expression).parse())
+        parts = split_union(expression)
+        if len(parts) != len(leaves):
+            return None
+        branches = []
+        for part, leaf in zip(parts, leaves, strict=True):
+            if not isinstance(leaf, Chain | TypeOp) or Parser(part).parse() != leaf:
+                return None
+            if isinstance(leaf, TypeOp) and leaf.op != "as":
+                return None
+            _compile(leaf)
+            branches.append(_branch(part, leaf))
+    except Unsupported:
+        return None
+    return tuple(branches)
+
+
+def _direct(names: tuple[tuple[str, bool], ...]) -> Extractor:
+    """A member path read straight off the resource (no type test, no error wrapper: reading
+    dicts cannot fail); the values of the first member are the resource's own list."""
+    if len(names) == 1 and not names[0][1]:
+        name = names[0][0]
+
+        def one(resource: dict[str, Any]) -> list[Any]:
+            value = resource.get(name)
+            if value is None:
+                return []
+            return value if type(value) is list else [value]
+
+        return one
+    path = _members(None, [Member(name, choice) for name, choice in names])
+    return lambda resource: path([resource])
+
+
+@lru_cache(maxsize=8192)
+def compile_on_type(expression: str) -> Extractor:
+    """`compile_path(expression)` for an input known to be a resource of the expression's
+    root type (the indexer's plan is per type): a path of members (`Observation.code`,
+    `(Observation.value as Quantity)`) reads the dict directly. The values are the same;
+    they may share lists with the resource, so callers must not change them."""
+    try:
+        node = Parser(expression).parse()
+        if isinstance(node, TypeOp) and node.op == "as" and isinstance(node.operand, Chain):
+            node = _retype(node.operand, node.type_name)
+        elif isinstance(node, Chain):
+            node = _resolve_types(node)
+        else:
+            return compile_path(expression)
+    except Unsupported:
+        return compile_path(expression)
+    steps = node.steps
+    if node.root in _ANY_RESOURCE or node.root not in _PARENTS or not steps:
+        return compile_path(expression)
+    if not all(isinstance(step, Member) for step in steps):
+        return compile_path(expression)
+    return _direct(tuple((m.name, bool(m.choice)) for m in steps))
 
 
 @lru_cache(maxsize=8192)

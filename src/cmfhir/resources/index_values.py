@@ -31,17 +31,20 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation, localcontext
-from functools import partial
+from decimal import Context, Decimal, InvalidOperation, localcontext
+from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
 from cmfhir.errors import Unprocessable
 from cmfhir.resources.fhirpath import (
     Extractor,
     FhirPathError,
+    compile_on_type,
     compile_path,
     parse_reference,
+    reference_type,
     required_keys,
+    union_branches,
 )
 from cmfhir.resources.search_parameters import (
     SearchParameter,
@@ -225,6 +228,7 @@ def _utc(moment: datetime) -> datetime:
         return DATE_MIN if moment.year == 1 else DATE_MAX
 
 
+@lru_cache(maxsize=2048)
 def date_range(text: str) -> tuple[datetime, datetime]:
     """The UTC range [low, high) a FHIR date, dateTime or instant covers, at its precision:
     year, month, day, minute, second or fraction of a second (microseconds at most).
@@ -288,11 +292,24 @@ def number_range(
         raise ValueError(f"not a finite number: {value!r}")
     shape = number.as_tuple()
     assert isinstance(shape.exponent, int)
-    half = Decimal(5).scaleb(shape.exponent - (2 if exponent_form else 1))
+    exponent = shape.exponent - (2 if exponent_form else 1)
+    half = _HALVES.get(exponent)
+    if half is None:
+        half = Decimal(5).scaleb(exponent)
+        if len(_HALVES) < 256:
+            _HALVES[exponent] = half
     # Exact: the default context would round past 28 significant digits.
+    if len(shape.digits) + 3 <= _EXACT.prec:
+        return _EXACT.subtract(number, half), _EXACT.add(number, half)
     with localcontext() as exact:
         exact.prec = len(shape.digits) + 3
         return number - half, number + half
+
+
+# Half a unit of the last digit by exponent, and a context in which the ends of the range of
+# a number of up to 61 digits are exact (the result does not depend on the precision then).
+_HALVES: dict[int, Decimal] = {}
+_EXACT = Context(prec=64)
 
 
 def normalize_string(text: str) -> str:
@@ -672,12 +689,86 @@ def _plan(registry: SearchParameterRegistry, resource_type: str) -> _Plan:
 _CONVERSION_ERRORS = (ArithmeticError, AttributeError, KeyError, TypeError, ValueError)
 
 
-def extract_index(resource: dict[str, Any], registry: SearchParameterRegistry) -> ResourceIndex:
+def extract_index(
+    resource: dict[str, Any], registry: SearchParameterRegistry, *, generic: bool = False
+) -> ResourceIndex:
     """The index entries of a resource for every search parameter of its type.
 
     Each parameter's entries are free of duplicates; a value that does not fit its
     parameter's type (a date that does not parse, a Quantity without value) is left out.
-    Raises IndexingFailed when a parameter's expression fails on the resource."""
+    Raises IndexingFailed when a parameter's expression fails on the resource.
+
+    Values read by several parameters of the type (`Observation.code` by `code` and
+    `combo-code`, `subject` by `subject` and `patient`) are read and converted once, and a
+    composite's group for a repetition once (`code-value-quantity` and
+    `combo-code-value-quantity`), then copied under each parameter's code. `generic=True`
+    evaluates every parameter's whole expression instead: the reference the shared
+    evaluation is tested against (tests/resources/test_index_equivalence.py)."""
+    if generic:
+        return _extract_generic(resource, registry)
+    out = ResourceIndex()
+    resource_type = resource["resourceType"]
+    plan = _shared_plan(registry, resource_type)
+    program = plan.program(resource)
+    current: SearchParameter | None = None
+    operands = plan.operands
+    values: list[list[Any] | None] = [None] * len(operands)
+    converted: dict[int, list[tuple[list[Any], list[Any]]]] = {}
+    try:
+        for current, convert, families, reads in program:
+            code = current.code
+            for slot, shared in reads:
+                if shared >= 0:
+                    done = converted.get(shared)
+                    if done is not None:
+                        for family, entries in done:
+                            if entries:
+                                family.extend([_retag(code, e) for e in entries])
+                        continue
+                found = values[slot]
+                if found is None:
+                    extract = operands[slot].extract
+                    if extract is not None:
+                        found = values[slot] = extract(resource)
+                    else:
+                        found = plan.evaluate(slot, resource, values)
+                if shared < 0:
+                    if found:
+                        convert(code, found, out)
+                    continue
+                lists = families(out)
+                starts = [len(family) for family in lists]
+                if found:
+                    convert(code, found, out)
+                converted[shared] = [
+                    (family, family[start:]) for family, start in zip(lists, starts, strict=True)
+                ]
+        groups: dict[tuple[int, int], tuple[str, ResourceIndex | None]] = {}
+        roots: dict[Extractor, list[Any]] = {}
+        for composite, shape in plan.composite:
+            current = composite.parameter
+            if composite.keys is None or not composite.keys.isdisjoint(resource):
+                items = roots.get(composite.extract)
+                if items is None:
+                    items = roots[composite.extract] = composite.extract(resource)
+                _extract_composite(resource, items, composite, out, groups, shape)
+    except FhirPathError as error:
+        assert current is not None
+        raise IndexingFailed(current, f"this {resource_type}", error.cause) from error
+    except _CONVERSION_ERRORS as error:
+        assert current is not None
+        cause = f"{type(error).__name__} while indexing its values"
+        raise IndexingFailed(current, f"this {resource_type}", cause) from error
+    _dedupe_families(out)
+    return out
+
+
+def _retag(code: str, entry: Any) -> Any:
+    """The same entry under another parameter code (entries are NamedTuples, code first)."""
+    return type(entry)(code, *entry[1:])
+
+
+def _extract_generic(resource: dict[str, Any], registry: SearchParameterRegistry) -> ResourceIndex:
     out = ResourceIndex()
     resource_type = resource["resourceType"]
     plan = _plan(registry, resource_type)
@@ -708,6 +799,160 @@ def extract_index(resource: dict[str, Any], registry: SearchParameterRegistry) -
     return out
 
 
+# --- the shared plan: each union operand read once per resource ---------------------------
+
+_Families = Callable[[ResourceIndex], tuple[list[Any], ...]]
+# The lists of a ResourceIndex each converter appends to.
+_FAMILIES: dict[str, _Families] = {
+    "token": lambda out: (out.token, out.identifier_types),
+    "string": lambda out: (out.string,),
+    "date": lambda out: (out.date,),
+    "number": lambda out: (out.number,),
+    "quantity": lambda out: (out.quantity,),
+    "reference": lambda out: (out.reference, out.reference_identifiers),
+    "uri": lambda out: (out.uri,),
+}
+# A Read is (slot of the operand's values, slot of its converted entries when another
+# parameter converts the same operand the same way, else -1).
+_Read = tuple[int, int]
+_Step = tuple[SearchParameter, _Converter, _Families, tuple[_Read, ...]]
+# Programs kept per type: one per distinct set of top-level keys (resources of one type
+# written by one system have few); past this many, programs are built and not kept.
+_MAX_PROGRAMS = 512
+
+
+class _Operand(NamedTuple):
+    keys: frozenset[str] | None
+    extract: Extractor | None  # None for a `where(resolve() is T)` filter of `base`
+    base: int
+    resolve_type: str | None
+
+
+class _SharedPlan:
+    """The parameters of one type as reads of union operands (`_Operand`) shared between
+    them, and for each set of top-level keys a resource has, the steps that can yield
+    something on it (the others are skipped without a test per parameter)."""
+
+    def __init__(
+        self,
+        steps: list[tuple[SearchParameter, _Converter, _Families, tuple[_Read, ...]]],
+        operands: list[_Operand],
+        composite: tuple[tuple[_Composite, int], ...],
+    ) -> None:
+        self.steps = steps
+        self.operands = operands
+        self.composite = composite
+        self._programs: dict[frozenset[str], tuple[_Step, ...]] = {}
+
+    def program(self, resource: dict[str, Any]) -> tuple[_Step, ...]:
+        present = frozenset(resource)
+        found = self._programs.get(present)
+        if found is None:
+            found = tuple(self._select(present))
+            if len(self._programs) < _MAX_PROGRAMS:
+                self._programs[present] = found
+        return found
+
+    def _select(self, present: frozenset[str]) -> list[_Step]:
+        selected = []
+        for parameter, convert, families, reads in self.steps:
+            kept = tuple(
+                read
+                for read in reads
+                if (keys := self.operands[read[0]].keys) is None or not keys.isdisjoint(present)
+            )
+            if kept:
+                selected.append((parameter, convert, families, kept))
+        return selected
+
+    def evaluate(
+        self, slot: int, resource: dict[str, Any], values: list[list[Any] | None]
+    ) -> list[Any]:
+        operand = self.operands[slot]
+        if operand.extract is not None:
+            found = operand.extract(resource)
+        else:
+            base = values[operand.base]
+            if base is None:
+                base = self.evaluate(operand.base, resource, values)
+            wanted = operand.resolve_type
+            found = [v for v in base if reference_type(v) == wanted]
+        values[slot] = found
+        return found
+
+
+def _operand_slot(
+    operands: list[_Operand], slots: dict[tuple[str, str | None], int], base: str, kind: str | None
+) -> int:
+    slot = slots.get((base, kind))
+    if slot is None:
+        if kind is None:
+            operand = _Operand(required_keys(base), compile_on_type(base), -1, None)
+        else:
+            of = _operand_slot(operands, slots, base, None)
+            operand = _Operand(operands[of].keys, None, of, kind)
+        slot = slots[(base, kind)] = len(operands)
+        operands.append(operand)
+    return slot
+
+
+_shared_plans: weakref.WeakKeyDictionary[SearchParameterRegistry, dict[str, _SharedPlan]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _shared_plan(registry: SearchParameterRegistry, resource_type: str) -> _SharedPlan:
+    per_type = _shared_plans.get(registry)
+    if per_type is None:
+        per_type = _shared_plans[registry] = {}
+    plan = per_type.get(resource_type)
+    if plan is None:
+        plan = per_type[resource_type] = _build_shared_plan(registry, resource_type)
+    return plan
+
+
+def _build_shared_plan(registry: SearchParameterRegistry, resource_type: str) -> _SharedPlan:
+    operands: list[_Operand] = []
+    slots: dict[tuple[str, str | None], int] = {}
+    raw: list[tuple[SearchParameter, _Converter, list[tuple[int, Any]]]] = []
+    for simple in _plan(registry, resource_type).simple:
+        parameter = simple.parameter
+        expression = parameter.expression_for(resource_type)
+        assert expression is not None
+        branches = union_branches(expression)
+        if branches is None:  # evaluated whole, as its own operand
+            slot = slots[(expression, "")] = len(operands)
+            operands.append(_Operand(simple.keys, simple.extract, -1, None))
+            raw.append((parameter, simple.convert, [(slot, simple.convert)]))
+            continue
+        reads = [
+            (_operand_slot(operands, slots, b.base, b.resolve_type), simple.convert)
+            for b in branches
+        ]
+        raw.append((parameter, simple.convert, reads))
+    # A conversion (operand, converter) made by several parameters is made once.
+    uses: dict[tuple[int, Any], int] = {}
+    for _, _, reads in raw:
+        for read in dict.fromkeys(reads):
+            uses[read] = uses.get(read, 0) + 1
+    shared = {read: n for n, read in enumerate(r for r, count in uses.items() if count > 1)}
+    steps = [
+        (
+            parameter,
+            convert,
+            _FAMILIES[parameter.type],
+            tuple((slot, shared.get((slot, conv), -1)) for slot, conv in reads),
+        )
+        for parameter, convert, reads in raw
+    ]
+    shapes: dict[tuple[Any, ...], int] = {}
+    composite = []
+    for found in _plan(registry, resource_type).composite:
+        shape = tuple((c.extract, c.on_resource, c.convert) for c in found.components)
+        composite.append((found, shapes.setdefault(shape, len(shapes))))
+    return _SharedPlan(steps, operands, tuple(composite))
+
+
 def _families(index: ResourceIndex) -> tuple[list[Any], ...]:
     return (
         index.token,
@@ -723,29 +968,51 @@ def _families(index: ResourceIndex) -> tuple[list[Any], ...]:
 
 
 def _extract_composite(
-    resource: dict[str, Any], items: list[Any], plan: _Composite, out: ResourceIndex
+    resource: dict[str, Any],
+    items: list[Any],
+    plan: _Composite,
+    out: ResourceIndex,
+    groups: dict[tuple[int, int], tuple[str, ResourceIndex | None]] | None = None,
+    shape: int = 0,
 ) -> None:
     """One CompositeGroup per repetition (of `items`) in which every component has a value:
-    a repetition missing one can never match."""
+    a repetition missing one can never match. With `groups`, the group of a repetition
+    under composites of the same components (`shape`) is built once and copied."""
     for item in items:
         if type(item) is not dict:
             continue
-        for component in plan.components:  # first the cheap test of every component
-            keys = component.keys
-            if keys is not None and keys.isdisjoint(resource if component.on_resource else item):
-                break
-        else:
-            found = []
-            for component in plan.components:
-                values = component.extract(resource if component.on_resource else item)
-                if not values:
-                    break
-                found.append(values)
-            else:
-                _add_group(plan, found, out)
+        if groups is not None:
+            known = groups.get((id(item), shape))
+            if known is not None:
+                code, group = known
+                if group is not None:
+                    copy = _renamed(group, code, plan.parameter.code)
+                    out.composite.append(CompositeGroup(len(out.composite), copy))
+                continue
+        built = _group_of(resource, item, plan)
+        if built is not None:
+            out.composite.append(CompositeGroup(len(out.composite), built))
+        if groups is not None:
+            groups[(id(item), shape)] = (plan.parameter.code, built)
 
 
-def _add_group(plan: _Composite, found: list[list[Any]], out: ResourceIndex) -> None:
+def _group_of(
+    resource: dict[str, Any], item: dict[str, Any], plan: _Composite
+) -> ResourceIndex | None:
+    for component in plan.components:  # first the cheap test of every component
+        keys = component.keys
+        if keys is not None and keys.isdisjoint(resource if component.on_resource else item):
+            return None
+    found = []
+    for component in plan.components:
+        values = component.extract(resource if component.on_resource else item)
+        if not values:
+            return None
+        found.append(values)
+    return _group(plan, found)
+
+
+def _group(plan: _Composite, found: list[list[Any]]) -> ResourceIndex | None:
     """The group of one repetition's component values, unless one of them does not fit its
     type (a date that does not parse)."""
     group = ResourceIndex()
@@ -753,8 +1020,16 @@ def _add_group(plan: _Composite, found: list[list[Any]], out: ResourceIndex) -> 
         component.convert(component.param, values, group)
     _dedupe_families(group)
     params = {entry.param for entries in _families(group) for entry in entries}
-    if len(params) == len(plan.components):
-        out.composite.append(CompositeGroup(len(out.composite), group))
+    return group if len(params) == len(plan.components) else None
+
+
+def _renamed(group: ResourceIndex, old: str, new: str) -> ResourceIndex:
+    """A composite's group under another composite's code (`old$j` becomes `new$j`)."""
+    size = len(old)
+    copy = ResourceIndex()
+    for source, target in zip(_families(group), _families(copy), strict=True):
+        target.extend([_retag(new + e.param[size:], e) for e in source])
+    return copy
 
 
 def _dedupe_families(index: ResourceIndex) -> None:

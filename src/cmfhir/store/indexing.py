@@ -15,7 +15,7 @@ from typing import Any
 
 from cmfhir.resources.index_values import ResourceIndex
 
-__all__ = ["MAX_INDEXED_BYTES", "index_rows"]
+__all__ = ["MAX_INDEXED_BYTES", "RECORD_COLUMNS", "index_records", "index_rows"]
 
 MAX_INDEXED_BYTES = 1024
 # Up to 4 bytes a character: a string this short always fits, without encoding it.
@@ -31,77 +31,84 @@ def _fit(text: str | None) -> str | None:
     return encoded[:MAX_INDEXED_BYTES].decode(errors="ignore")
 
 
+# The columns of each family's rows, in the order of `index_records`' tuples (the COPY
+# names them, so they need not follow the tables' order).
+RECORD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "token": ("rid", "resource_type", "grp", "param", "system", "code", "text"),
+    "string": ("rid", "resource_type", "grp", "param", "value", "exact"),
+    "date": ("rid", "resource_type", "grp", "param", "low", "high"),
+    "number": ("rid", "resource_type", "grp", "param", "value", "low", "high"),
+    "quantity": (
+        "rid",
+        "resource_type",
+        "grp",
+        "param",
+        "system",
+        "code",
+        "unit",
+        "value",
+        "low",
+        "high",
+    ),
+    "reference": ("rid", "resource_type", "grp", "param", "target_type", "target_id", "url"),
+    "uri": ("rid", "resource_type", "grp", "param", "uri"),
+}
+
+Record = tuple[Any, ...]
+
+
 def index_rows(
     rid: int, resource_type: str, index: ResourceIndex
 ) -> dict[str, list[dict[str, Any]]]:
     """Rows per table family (`token`, `string`, ... as in schema.INDEX_TABLES)."""
-    rows = _rows({"rid": rid, "resource_type": resource_type, "grp": None}, index)
+    return {
+        kind: [dict(zip(RECORD_COLUMNS[kind], record, strict=True)) for record in records]
+        for kind, records in index_records(rid, resource_type, index).items()
+    }
+
+
+def index_records(rid: int, resource_type: str, index: ResourceIndex) -> dict[str, list[Record]]:
+    """`index_rows` as tuples in the order of `RECORD_COLUMNS`: what the store COPYs."""
+    records = _records(rid, resource_type, None, index)
     for group in index.composite:
-        more = _rows({"rid": rid, "resource_type": resource_type, "grp": group.group}, group.values)
+        more = _records(rid, resource_type, group.group, group.values)
         for kind, found in more.items():
-            rows[kind].extend(found)
-    return rows
+            records[kind].extend(found)
+    return records
 
 
-def _rows(common: dict[str, Any], index: ResourceIndex) -> dict[str, list[dict[str, Any]]]:
-    token = [
-        {**common, "param": e.param, "system": _fit(e.system), "code": _fit(e.code), "text": e.text}
-        for e in index.token
-    ]
+def _records(rid: int, kind: str, grp: int | None, index: ResourceIndex) -> dict[str, list[Record]]:
+    fit = _fit
+    token = [(rid, kind, grp, e.param, fit(e.system), fit(e.code), e.text) for e in index.token]
     # `reference:identifier` and `identifier:of-type` are token searches under derived names.
     token.extend(
-        {
-            **common,
-            "param": e.param + ":identifier",
-            "system": _fit(e.system),
-            "code": _fit(e.value),
-            "text": None,
-        }
+        (rid, kind, grp, e.param + ":identifier", fit(e.system), fit(e.value), None)
         for e in index.reference_identifiers
     )
     token.extend(
-        {
-            **common,
-            "param": e.param + ":of-type",
-            "system": _fit(f"{e.type_system or ''}|{e.type_code}"),
-            "code": _fit(e.value),
-            "text": None,
-        }
+        (
+            rid,
+            kind,
+            grp,
+            e.param + ":of-type",
+            fit(f"{e.type_system or ''}|{e.type_code}"),
+            fit(e.value),
+            None,
+        )
         for e in index.identifier_types
     )
     return {
         "token": token,
-        "string": [
-            {**common, "param": e.param, "value": _fit(e.value), "exact": _fit(e.exact)}
-            for e in index.string
-        ],
-        "date": [{**common, "param": e.param, "low": e.low, "high": e.high} for e in index.date],
-        "number": [
-            {**common, "param": e.param, "value": e.value, "low": e.low, "high": e.high}
-            for e in index.number
-        ],
+        "string": [(rid, kind, grp, e.param, fit(e.value), fit(e.exact)) for e in index.string],
+        "date": [(rid, kind, grp, e.param, e.low, e.high) for e in index.date],
+        "number": [(rid, kind, grp, e.param, e.value, e.low, e.high) for e in index.number],
         "quantity": [
-            {
-                **common,
-                "param": e.param,
-                "system": _fit(e.system),
-                "code": _fit(e.code),
-                "unit": e.unit,
-                "value": e.value,
-                "low": e.low,
-                "high": e.high,
-            }
+            (rid, kind, grp, e.param, fit(e.system), fit(e.code), e.unit, e.value, e.low, e.high)
             for e in index.quantity
         ],
         "reference": [
-            {
-                **common,
-                "param": e.param,
-                "target_type": _fit(e.target_type),
-                "target_id": _fit(e.target_id),
-                "url": _fit(e.url),
-            }
+            (rid, kind, grp, e.param, fit(e.target_type), fit(e.target_id), fit(e.url))
             for e in index.reference
         ],
-        "uri": [{**common, "param": e.param, "uri": _fit(e.uri)} for e in index.uri],
+        "uri": [(rid, kind, grp, e.param, fit(e.uri)) for e in index.uri],
     }

@@ -24,7 +24,7 @@ from cmfhir.store.access import check_writes, visible
 from cmfhir.store.driver import driver_connection
 from cmfhir.store.history import history_query, just_after_now, restamp, watermark
 from cmfhir.store.includes import Include, Included, fetch_included
-from cmfhir.store.indexing import index_rows
+from cmfhir.store.indexing import RECORD_COLUMNS, index_records
 from cmfhir.store.integrity import (
     ReferencePolicy,
     dangling_issue,
@@ -50,7 +50,7 @@ _HISTORY_COLUMNS = [
     "patient_id",
     "content",
 ]
-_COPY_COLUMNS = {kind: [c.name for c in table.c] for kind, table in INDEX_TABLES.items()}
+_COPY_COLUMNS = {kind: list(columns) for kind, columns in RECORD_COLUMNS.items()}
 _READ = str(
     select(resource.c.version, resource.c.last_updated, resource.c.deleted, _content_text)
     .where(resource.c.resource_type == bindparam("t"), resource.c.id == bindparam("i"))
@@ -520,15 +520,13 @@ class Repository:
 
     async def _insert_index(self, items: Iterable[tuple[int, str, ResourceIndex]]) -> None:
         """Index rows of many versions, one COPY per index table."""
-        per_table: dict[str, list[dict[str, Any]]] = {}
+        per_table: dict[str, list[tuple[Any, ...]]] = {}
         for rid, resource_type, index in items:
-            for kind, rows in index_rows(rid, resource_type, index).items():
-                per_table.setdefault(kind, []).extend(rows)
-        for kind, rows in per_table.items():
-            if rows:
-                columns = _COPY_COLUMNS[kind]
-                records = [tuple(row[c] for c in columns) for row in rows]
-                await self._copy(INDEX_TABLES[kind].name, columns, records)
+            for kind, records in index_records(rid, resource_type, index).items():
+                if records:
+                    per_table.setdefault(kind, []).extend(records)
+        for kind, records in per_table.items():
+            await self._copy(INDEX_TABLES[kind].name, _COPY_COLUMNS[kind], records)
 
     async def _copy(self, table: str, columns: list[str], records: list[tuple[Any, ...]]) -> None:
         """COPY rows into `table` on this connection, inside its open transaction: several
