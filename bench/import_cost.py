@@ -67,9 +67,12 @@ def as_lines(bundle: Resource) -> list[bytes]:
 
 def _own_cpu() -> float:
     """CPU seconds of this process and of its children (the import's validators)."""
-    me = psutil.Process()
-    total = time.process_time()
-    for child in me.children(recursive=True):
+    return time.process_time() + _children_cpu()
+
+
+def _children_cpu() -> float:
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
         try:
             times = child.cpu_times()
         except psutil.Error:
@@ -121,7 +124,13 @@ async def _measure(
     staff = make_staff(args.members * (args.rounds + 1) * len(_SIDES))
     base = "http://localhost/fhir"
     sides: dict[str, dict[str, float]] = {
-        side: {"resources": 0, "cpu_s": 0.0, "postgres_cpu_s": 0.0, "wall_s": 0.0}
+        side: {
+            "resources": 0,
+            "cpu_s": 0.0,
+            "validators_cpu_s": 0.0,
+            "postgres_cpu_s": 0.0,
+            "wall_s": 0.0,
+        }
         for side in _SIDES
     }
     profiles = {
@@ -136,9 +145,9 @@ async def _measure(
         await process_bundle(ctx, staff_bundle(staff), base=base, representation=False)
         member = 0
         # Round 0 warms every side up (models built, statements prepared) and is not counted.
-        for round in range(args.rounds + 1):
-            for side in _SIDES[round % 3 :] + _SIDES[: round % 3]:
-                size = args.members if round else 3
+        for turn in range(args.rounds + 1):
+            for side in _SIDES[turn % 3 :] + _SIDES[: turn % 3]:
+                size = args.members if turn else 3
                 bundles = [member_bundle(args.seed, member + n, staff) for n in range(size)]
                 member += size
                 if side == "ingest":
@@ -147,8 +156,9 @@ async def _measure(
                 else:
                     lines = [line for b in bundles for line in as_lines(b)]
                     count = len(lines)
-                profile = profiles.get(side) if round else None
+                profile = profiles.get(side) if turn else None
                 pg, cpu, wall = _postgres_cpu(postmaster), _own_cpu(), time.perf_counter()
+                children = _children_cpu()
                 if profile is not None:
                     profile.enable()
                 if side == "ingest":
@@ -170,10 +180,11 @@ async def _measure(
                         raise RuntimeError(f"{progress.refused} lines refused")
                 if profile is not None:
                     profile.disable()
-                if not round:
+                if not turn:
                     continue
                 figures = sides[side]
                 figures["cpu_s"] += _own_cpu() - cpu
+                figures["validators_cpu_s"] += _children_cpu() - children
                 figures["wall_s"] += time.perf_counter() - wall
                 figures["postgres_cpu_s"] += _postgres_cpu(postmaster) - pg
                 figures["resources"] += count
@@ -194,6 +205,7 @@ async def _measure(
         out[side] = {
             "resources": int(figures["resources"]),
             "cpu_ms_per_resource": round(1000 * figures["cpu_s"] / n, 3),
+            "of_which_validators_ms": round(1000 * figures["validators_cpu_s"] / n, 3),
             "postgres_cpu_ms_per_resource": round(1000 * figures["postgres_cpu_s"] / n, 3),
             "wall_resources_per_second": round(n / figures["wall_s"], 1),
         }

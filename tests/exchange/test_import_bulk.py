@@ -144,7 +144,7 @@ async def test_a_batch_whose_name_was_taken_meanwhile_is_refused_whole(
 
 
 def test_default_validators() -> None:
-    assert [default_validators(cpus) for cpus in (1, 2, 3, 8)] == [1, 1, 2, 3]
+    assert [default_validators(cpus) for cpus in (1, 2, 3, 8)] == [1, 2, 3, 3]
 
 
 async def test_the_import_worker_reads_lines_in_validating_processes(

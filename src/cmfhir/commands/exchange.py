@@ -58,7 +58,7 @@ def add_commands(commands: Any) -> None:
         default=_default_validators(),
         metavar="N",
         help="processes that read, validate and index lines ahead of the writes (0: this "
-        "one does; default: one less than the CPUs, at least 1, at most 3: %(default)s)",
+        "one does; default: as many as the CPUs, at most 3: %(default)s)",
     )
     p_import.add_argument("--quiet", action="store_true", help="no progress bar")
     p_import.set_defaults(func=import_files)

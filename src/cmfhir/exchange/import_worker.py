@@ -3,8 +3,8 @@ a lease), imports each input as `cmfhir import` does (exchange/importing.py) as 
 that asked for it, and records after every committed batch how far it got, so a job whose
 worker died resumes after the last committed batch when another worker claims it. The loop
 is `jobs.JobWorker`, shared with the export worker. Lines are read, validated and indexed
-ahead of the writes in `validators` processes (`CMFHIR_IMPORT_VALIDATORS`, by default one
-less than the CPUs, at least one), started with the first job and kept until the worker
+ahead of the writes in `validators` processes (`CMFHIR_IMPORT_VALIDATORS`, by default as
+many as the CPUs, at most three), started with the first job and kept until the worker
 stops. Follows the worker protocol (`name`, `async run(stop)`)."""
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ class ExchangeSettings(BaseSettings):
     import_validators: int | None = Field(
         default=None,
         description="Processes that read, validate and index $import's lines ahead of its "
-        "writes (0: the worker does). Unset: one less than the CPUs, at least 1, at most 3.",
+        "writes (0: the worker does). Unset: as many as the CPUs, at most 3.",
     )
     import_worker: bool = Field(
         default=True, description="Run the import worker in the API process (cmfhir serve)."
