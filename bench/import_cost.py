@@ -1,8 +1,11 @@
-"""Import against ingest, A/B in one process: the CPU (this process's, and PostgreSQL's
-backends') per resource of NDJSON import (`exchange.importing.import_lines`, every line a
-`PUT Type/id`) and of ingest (a member's transaction Bundle through `process_bundle`, as a
-`POST /` does minus the HTTP stack), interleaved round by round on the same caseload
-generator, so the machine's load falls on both alike.
+"""Import against ingest, in one process: the CPU (this process's with its validating
+children, and PostgreSQL's backends') per resource of ingest (a member's transaction Bundle
+through `process_bundle`, as a `POST /` does minus the HTTP stack), of NDJSON import written
+entry by entry (`import_lines(ready=False)`: each line versioned and indexed by the writer
+and stored through `Repository.write`, as before the bulk path) and of NDJSON import as it
+runs (`ready=True`: lines made ready where they are read, new resources COPYed), every line
+a `PUT Type/id`; interleaved round by round (the order rotating) on the same caseload
+generator after an untimed warm-up round, so the machine's load falls on all alike.
 
     python -m bench.import_cost --database-url postgresql://... [--members 40 --rounds 4]
     python -m bench.import_cost --data-dir .data/bench-import   # embedded PostgreSQL
@@ -20,8 +23,6 @@ import json
 import sys
 import time
 import uuid
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,12 @@ def as_lines(bundle: Resource) -> list[bytes]:
 
 def _own_cpu() -> float:
     """CPU seconds of this process and of its children (the import's validators)."""
-    me = psutil.Process()
-    total = time.process_time()
-    for child in me.children(recursive=True):
+    return time.process_time() + _children_cpu()
+
+
+def _children_cpu() -> float:
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
         try:
             times = child.cpu_times()
         except psutil.Error:
@@ -104,52 +108,65 @@ def _postgres_cpu(postmaster: psutil.Process | None) -> float:
     return total
 
 
+_SIDES = ("ingest", "import_entries", "import")
+
+
 async def _measure(
     args: argparse.Namespace, url: str, postmaster: psutil.Process | None
 ) -> dict[str, Any]:
     from cmfhir.app import open_context
     from cmfhir.config import Settings
+    from cmfhir.exchange.import_validators import validator_pool
     from cmfhir.exchange.importing import ImportProgress, check_chunk, import_lines
     from cmfhir.interactions import process_bundle
 
     settings = Settings(database_url=url)
-    staff = make_staff(args.members * args.rounds * 2)
+    staff = make_staff(args.members * (args.rounds + 1) * len(_SIDES))
     base = "http://localhost/fhir"
     sides: dict[str, dict[str, float]] = {
-        side: {"resources": 0, "cpu_s": 0.0, "postgres_cpu_s": 0.0, "wall_s": 0.0}
-        for side in ("ingest", "import")
+        side: {
+            "resources": 0,
+            "cpu_s": 0.0,
+            "validators_cpu_s": 0.0,
+            "postgres_cpu_s": 0.0,
+            "wall_s": 0.0,
+        }
+        for side in _SIDES
     }
-    profile = cProfile.Profile() if args.profile else None
-    validators = (
-        ProcessPoolExecutor(args.validators, mp_context=get_context("spawn"))
-        if args.validators
-        else None
-    )
-    if validators is not None:  # started (definitions loaded) before anything is timed
-        list(validators.map(check_chunk, ["4.0"] * args.validators, [[]] * args.validators))
-        check_chunk("4.0", [(1, b'{"resourceType":"Patient","active":true}')])
+    profiles = {
+        side: cProfile.Profile() if path else None
+        for side, path in (("import", args.profile), ("ingest", args.profile_ingest))
+    }
     async with open_context(settings) as ctx:
+        validators = validator_pool(ctx, args.validators)
+        if validators is not None:  # started (definitions loaded) before anything is timed
+            n = args.validators
+            list(validators.map(check_chunk, ["4.0"] * n, [[]] * n))
         await process_bundle(ctx, staff_bundle(staff), base=base, representation=False)
         member = 0
-        for _ in range(args.rounds):
-            for side in ("import", "ingest") if member % 2 else ("ingest", "import"):
-                bundles = [member_bundle(args.seed, member + n, staff) for n in range(args.members)]
-                member += args.members
+        # Round 0 warms every side up (models built, statements prepared) and is not counted.
+        for turn in range(args.rounds + 1):
+            for side in _SIDES[turn % 3 :] + _SIDES[: turn % 3]:
+                size = args.members if turn else 3
+                bundles = [member_bundle(args.seed, member + n, staff) for n in range(size)]
+                member += size
                 if side == "ingest":
                     bodies = [orjson.dumps(b) for b in bundles]
                     count = sum(len(b["entry"]) for b in bundles)
                 else:
                     lines = [line for b in bundles for line in as_lines(b)]
                     count = len(lines)
+                profile = profiles.get(side) if turn else None
                 pg, cpu, wall = _postgres_cpu(postmaster), _own_cpu(), time.perf_counter()
+                children = _children_cpu()
+                if profile is not None:
+                    profile.enable()
                 if side == "ingest":
                     for body in bodies:
                         await process_bundle(
                             ctx, orjson.loads(body), base=base, representation=False
                         )
                 else:
-                    if profile is not None:
-                        profile.enable()
                     progress = await import_lines(
                         ctx,
                         lines,
@@ -157,23 +174,30 @@ async def _measure(
                         base=base,
                         batch=args.batch,
                         validators=validators,
+                        ready=side == "import",
                     )
-                    if profile is not None:
-                        profile.disable()
                     if progress.refused:
                         raise RuntimeError(f"{progress.refused} lines refused")
+                if profile is not None:
+                    profile.disable()
+                if not turn:
+                    continue
                 figures = sides[side]
                 figures["cpu_s"] += _own_cpu() - cpu
+                figures["validators_cpu_s"] += _children_cpu() - children
                 figures["wall_s"] += time.perf_counter() - wall
                 figures["postgres_cpu_s"] += _postgres_cpu(postmaster) - pg
                 figures["resources"] += count
-    if profile is not None:
-        profile.dump_stats(args.profile)
-    if validators is not None:
-        validators.shutdown()
+        if validators is not None:
+            validators.shutdown()
+    for side, path in (("import", args.profile), ("ingest", args.profile_ingest)):
+        profile = profiles[side]
+        if profile is not None:
+            profile.dump_stats(path)
     out: dict[str, Any] = {
         "members_per_round": args.members,
         "rounds": args.rounds,
+        "batch": args.batch,
         "validators": args.validators,
     }
     for side, figures in sides.items():
@@ -181,12 +205,14 @@ async def _measure(
         out[side] = {
             "resources": int(figures["resources"]),
             "cpu_ms_per_resource": round(1000 * figures["cpu_s"] / n, 3),
+            "of_which_validators_ms": round(1000 * figures["validators_cpu_s"] / n, 3),
             "postgres_cpu_ms_per_resource": round(1000 * figures["postgres_cpu_s"] / n, 3),
             "wall_resources_per_second": round(n / figures["wall_s"], 1),
         }
-    out["import_cpu_over_ingest_cpu"] = round(
-        out["import"]["cpu_ms_per_resource"] / out["ingest"]["cpu_ms_per_resource"], 3
-    )
+    ingest = out["ingest"]["cpu_ms_per_resource"] + out["ingest"]["postgres_cpu_ms_per_resource"]
+    for side in ("import_entries", "import"):
+        both = out[side]["cpu_ms_per_resource"] + out[side]["postgres_cpu_ms_per_resource"]
+        out[f"{side}_cpu_over_ingest_cpu"] = round(both / ingest, 3)
     return out
 
 
@@ -198,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--seed", type=int, default=int(time.time()), help="new members each run")
-    parser.add_argument("--profile")
+    parser.add_argument("--profile", help="a cProfile of the import side, to this file")
+    parser.add_argument("--profile-ingest", help="a cProfile of the ingest side, to this file")
     parser.add_argument(
         "--validators", type=int, default=0, help="import's validating processes (0: none)"
     )

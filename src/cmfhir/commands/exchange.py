@@ -8,10 +8,9 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +57,17 @@ def add_commands(commands: Any) -> None:
         type=int,
         default=_default_validators(),
         metavar="N",
-        help="processes that read and validate lines ahead of the writes (0: this one "
-        "does; default: one less than the CPUs, at most 3: %(default)s)",
+        help="processes that read, validate and index lines ahead of the writes (0: this "
+        "one does; default: as many as the CPUs, at most 3: %(default)s)",
     )
     p_import.add_argument("--quiet", action="store_true", help="no progress bar")
     p_import.set_defaults(func=import_files)
 
 
 def _default_validators() -> int:
-    return max(0, min(3, (os.cpu_count() or 1) - 1))
+    from cmfhir.exchange.import_validators import default_validators
+
+    return default_validators()
 
 
 @asynccontextmanager
@@ -225,14 +226,12 @@ def import_files(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> int:
+        from cmfhir.exchange.import_validators import validator_pool
+
         problems = 0
-        validators = (
-            ProcessPoolExecutor(args.validators, mp_context=get_context("spawn"))
-            if args.validators > 0
-            else None
-        )
-        try:
-            async with _context(settings) as ctx:
+        async with _context(settings) as ctx:
+            validators = validator_pool(ctx, args.validators)
+            try:
                 with Progress(
                     "[progress.description]{task.description}",
                     BarColumn(),
@@ -261,9 +260,9 @@ def import_files(args: argparse.Namespace) -> int:
                                 else ""
                             )
                         )
-        finally:
-            if validators is not None:
-                validators.shutdown()
+            finally:
+                if validators is not None:
+                    validators.shutdown()
         return 1 if problems else 0
 
     return asyncio.run(run())

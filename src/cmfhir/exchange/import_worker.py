@@ -2,13 +2,17 @@
 a lease), imports each input as `cmfhir import` does (exchange/importing.py) as the principal
 that asked for it, and records after every committed batch how far it got, so a job whose
 worker died resumes after the last committed batch when another worker claims it. The loop
-is `jobs.JobWorker`, shared with the export worker. Follows the worker protocol (`name`,
-`async run(stop)`)."""
+is `jobs.JobWorker`, shared with the export worker. Lines are read, validated and indexed
+ahead of the writes in `validators` processes (`CMFHIR_IMPORT_VALIDATORS`, by default as
+many as the CPUs, at most three), started with the first job and kept until the worker
+stops. Follows the worker protocol (`name`, `async run(stop)`)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ from typing import Any
 from cmfhir.errors import Issue, operation_outcome
 from cmfhir.exchange.export.files import file_path, job_dir
 from cmfhir.exchange.import_sources import SourceError, download
+from cmfhir.exchange.import_validators import default_validators, validator_pool
 from cmfhir.exchange.importing import ImportProgress, check_references, import_lines
 from cmfhir.exchange.jobs import Cancelled, JobWorker
 from cmfhir.exchange.settings import ExchangeSettings
@@ -44,6 +49,7 @@ class ImportWorker(JobWorker):
         poll_s: float = 1.0,
         lease_s: int = 120,
         batch: int = 500,
+        validators: int | None = None,
         jobs: ImportJobs | None = None,
     ) -> None:
         self.jobs: ImportJobs = jobs or ImportJobs(ctx.store.engine)
@@ -52,6 +58,26 @@ class ImportWorker(JobWorker):
         self.max_bytes = max_bytes
         self.fetch_timeout_s = fetch_timeout_s
         self.batch = batch
+        self.validators = default_validators() if validators is None else validators
+        # Started with the first job (a server that imports nothing starts no process).
+        self.pool: ProcessPoolExecutor | None = None
+
+    def _pool(self, ctx: FhirContext) -> ProcessPoolExecutor | None:
+        if self.pool is None:
+            self.pool = validator_pool(ctx, self.validators)
+        return self.pool
+
+    def close(self) -> None:
+        """Stop the validating processes (started again by the next job)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await super().run(stop)
+        finally:
+            self.close()
 
     async def _source(self, directory: Path, index: int, source: dict[str, Any]) -> Path:
         if "file" in source:
@@ -133,6 +159,7 @@ class ImportWorker(JobWorker):
                         base=base,
                         batch=self.batch,
                         on_commit=committed,
+                        validators=self._pool(ctx),
                     )
             except SourceError as error:
                 note([_unreadable(source["url"], str(error))])
@@ -178,4 +205,5 @@ def import_worker(ctx: FhirContext, settings: ExchangeSettings) -> ImportWorker:
         expiry_s=settings.export_expiry_s,
         max_bytes=settings.import_max_bytes,
         fetch_timeout_s=settings.import_fetch_timeout_s,
+        validators=settings.import_validators,
     )

@@ -1,8 +1,10 @@
-"""NDJSON import (`cmfhir import`, `$import`): each line a resource, validated once as it is
-read, then versioned, indexed and stored in transactions of up to `batch` resources through
-the store's write path for transactions (exchange/import_writer.py: `PUT Type/id` when the
-line has an id, so references between lines hold; `POST` otherwise). A line that cannot be
-stored is reported as an OperationOutcome line naming it; the valid lines are stored.
+"""NDJSON import (`cmfhir import`, `$import`): each line a resource, validated, indexed and
+made ready to store once as it is read (in a pool of validating processes when there is
+one, a few chunks ahead of the writes, so the next batches are made ready while one is
+written), then versioned and stored in transactions of up to `batch` resources
+(exchange/import_writer.py: `PUT Type/id` when the line has an id, so references between
+lines hold; `POST` otherwise; new resources COPYed). A line that cannot be stored is
+reported as an OperationOutcome line naming it; the valid lines are stored.
 
 Referential integrity is deferred: the batches are written without the per-write check
 (a reference may name a resource of a later line), and at the end the references of
@@ -24,7 +26,8 @@ from itertools import islice
 from typing import Any
 
 from cmfhir.errors import FhirError, Issue, operation_outcome
-from cmfhir.exchange.import_writer import Line, check_line, write_lines
+from cmfhir.exchange.import_validators import definitions, installed
+from cmfhir.exchange.import_writer import Definitions, Line, check_line, write_lines
 from cmfhir.interactions.context import FhirContext
 from cmfhir.store import ReferencePolicy, Store
 from cmfhir.store.exchange import dangling_since
@@ -116,12 +119,15 @@ async def import_lines(
     on_batch: Callable[[ImportProgress, list[dict[str, Any]]], None] | None = None,
     on_commit: Callable[[ImportProgress, list[dict[str, Any]]], Awaitable[None]] | None = None,
     validators: Executor | None = None,
+    ready: bool = True,
 ) -> ImportProgress:
     """Import NDJSON `lines` (all of the source: those before `progress.lines_done` are
     skipped). `on_batch` (or the coroutine `on_commit`) is called after each committed batch
     with the progress and the OperationOutcomes of the lines refused since the last call
     (persist both there). `validators`: a pool of processes that read and validate the
-    lines ahead of the writes (else this process does, line by line)."""
+    lines ahead of the writes (else this process does, line by line). `ready`: lines made
+    ready where they are read and new resources COPYed (False: each line versioned,
+    indexed and written by the writer, as a transaction Bundle's entry is)."""
     writer = deferred(ctx)
     pending: list[Line] = []
     keys: set[tuple[str, str]] = set()
@@ -144,8 +150,10 @@ async def import_lines(
         pending, refused = [], []
         keys.clear()
 
-    reader = _Reader(lines, progress.lines_done)
-    async for number, line in reader.checked(ctx.fhir_version, validators):
+    reader = _Reader(lines, progress.lines_done, ahead=max(_AHEAD, batch // _CHUNK + 2))
+    async for number, line in reader.checked(
+        ctx.fhir_version, validators, definitions(ctx) if ready else None, ready
+    ):
         if not isinstance(line, Line):
             refused.append(line)
             progress.refused += 1
@@ -162,29 +170,36 @@ async def import_lines(
     return progress
 
 
-def _check(version: str, number: int, raw: bytes) -> Line | dict[str, Any]:
-    """The line read and validated, or the OperationOutcome that refuses it."""
+def _check(
+    version: str, number: int, raw: bytes, found: Definitions | None
+) -> Line | dict[str, Any]:
+    """The line read, validated and made ready, or the OperationOutcome that refuses it."""
     try:
-        return check_line(version, number, raw)
+        return check_line(version, number, raw, found)
     except FhirError as error:
         return _outcome(number, error)
     except ValueError as error:
         return _outcome(number, str(error))
 
 
-def check_chunk(version: str, chunk: list[tuple[int, bytes]]) -> list[Line | dict[str, Any]]:
-    """`_check` of each line of `chunk` (run in a validating process)."""
-    return [_check(version, number, raw) for number, raw in chunk]
+def check_chunk(
+    version: str, chunk: list[tuple[int, bytes]], ready: bool = True
+) -> list[Line | dict[str, Any]]:
+    """`_check` of each line of `chunk` (run in a validating process, with the definitions
+    it was started with: import_validators.py)."""
+    found = installed() if ready else None
+    return [_check(version, number, raw, found) for number, raw in chunk]
 
 
 class _Reader:
     """The source's lines past `skip` (blank ones left out), each read and validated; with
-    a pool of processes, `_CHUNK` lines at a time in them, a few chunks ahead of the
-    writes, so the next batches are validated while one is written."""
+    a pool of processes, `_CHUNK` lines at a time in them, `ahead` chunks ahead of the
+    writes (more than a batch), so the next batch is made ready while one is written."""
 
-    def __init__(self, lines: Iterable[bytes], skip: int) -> None:
+    def __init__(self, lines: Iterable[bytes], skip: int, *, ahead: int = 8) -> None:
         self.lines = lines
         self.skip = skip
+        self.ahead = ahead
         self.last = 0  # the number of the last line read (blank or skipped ones too)
 
     def _numbered(self) -> Iterator[tuple[int, bytes]]:
@@ -194,12 +209,12 @@ class _Reader:
                 yield number, raw
 
     async def checked(
-        self, version: str, pool: Executor | None
+        self, version: str, pool: Executor | None, found: Definitions | None, ready: bool
     ) -> AsyncIterator[tuple[int, Line | dict[str, Any]]]:
         numbered = self._numbered()
         if pool is None:
             for number, raw in numbered:
-                yield number, _check(version, number, raw)
+                yield number, _check(version, number, raw, found)
             return
         loop = asyncio.get_running_loop()
         ahead: deque[tuple[list[int], asyncio.Future[list[Line | dict[str, Any]]]]] = deque()
@@ -207,10 +222,10 @@ class _Reader:
         def submit() -> None:
             chunk = list(islice(numbered, _CHUNK))
             if chunk:
-                work = loop.run_in_executor(pool, check_chunk, version, chunk)
+                work = loop.run_in_executor(pool, check_chunk, version, chunk, ready)
                 ahead.append(([number for number, _ in chunk], work))
 
-        for _ in range(_AHEAD):
+        for _ in range(self.ahead):
             submit()
         while ahead:
             numbers, work = ahead.popleft()

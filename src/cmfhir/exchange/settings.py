@@ -58,6 +58,11 @@ class ExchangeSettings(BaseSettings):
         default=Path(".data/imports"),
         description="Where $import keeps downloaded inputs and its OperationOutcome files.",
     )
+    import_validators: int | None = Field(
+        default=None,
+        description="Processes that read, validate and index $import's lines ahead of its "
+        "writes (0: the worker does). Unset: as many as the CPUs, at most 3.",
+    )
     import_worker: bool = Field(
         default=True, description="Run the import worker in the API process (cmfhir serve)."
     )

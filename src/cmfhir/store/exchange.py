@@ -15,7 +15,7 @@ from cmfhir.store.access import visible
 from cmfhir.store.repository import Repository
 from cmfhir.store.schema import resource, resource_history
 
-__all__ = ["compartment_page", "stream_deleted", "stream_resources"]
+__all__ = ["compartment_page", "resource_pages", "stream_deleted"]
 
 
 def _filters(
@@ -83,7 +83,7 @@ def _visible(repo: Repository) -> ColumnElement[bool]:
     return visible(repo.principal, resource, "s")
 
 
-async def stream_resources(
+async def resource_pages(
     repo: Repository,
     resource_type: str,
     *,
@@ -91,11 +91,11 @@ async def stream_resources(
     since: datetime | None = None,
     member_only: bool = False,
     batch: int = 2000,
-) -> AsyncIterator[tuple[str, str | None, str]]:
+) -> AsyncIterator[list[tuple[str, str | None, str]]]:
     """Every current resource of one type the repository's principal may see (of these
     members, or of any member when `member_only`; stamped at or after `since`),
-    `(id, patient_id, content)`, streamed from a server-side cursor: memory stays flat
-    whatever the count."""
+    `(id, patient_id, content)`, in pages of at most `batch` fetched in turn from a
+    server-side cursor: no more than a page is held, whatever the count."""
     query = select(resource.c.id, resource.c.patient_id, cast(resource.c.content, Text)).where(
         resource.c.resource_type == resource_type,
         resource.c.deleted.is_(False),
@@ -109,8 +109,7 @@ async def stream_resources(
         query = query.where(resource.c.last_updated >= since)
     result = await repo.conn.stream(query.execution_options(yield_per=batch))
     async for partition in result.partitions(batch):
-        for row in partition:
-            yield str(row[0]), row[1], str(row[2])
+        yield [(str(row[0]), row[1], str(row[2])) for row in partition]
 
 
 async def stream_deleted(

@@ -33,8 +33,8 @@ from cmfhir.store import Repository
 from cmfhir.store.exchange import (
     patient_ids_in_groups,
     relax_statement_timeout,
+    resource_pages,
     stream_deleted,
-    stream_resources,
 )
 from cmfhir.store.export_jobs import ExportJob, ExportJobs
 
@@ -42,6 +42,8 @@ __all__ = ["Cancelled", "run_export"]
 
 log = logging.getLogger(__name__)
 _HEARTBEAT_ROWS = 20_000
+# Rows fetched at a time from the snapshot's cursor: all an export holds of a type.
+PAGE_ROWS = 2000
 
 
 class _Writer:
@@ -54,6 +56,12 @@ class _Writer:
         self.handle.write(line.encode("utf-8"))
         self.handle.write(b"\n")
         self.count += 1
+
+    def write_page(self, lines: list[str]) -> None:
+        if lines:
+            self.handle.write("\n".join(lines).encode("utf-8"))
+            self.handle.write(b"\n")
+            self.count += len(lines)
 
     def close(self) -> None:
         self.handle.close()
@@ -157,18 +165,21 @@ async def run_export(
                     writer.write(content)
                     rows += 1
             elif not member_level or kind == "Patient" or ctx.compartment.params_for(kind):
-                stream = stream_resources(
+                pages = resource_pages(
                     repo,
                     kind,
                     patients=patients,
                     since=since,
                     member_only=member_level,
+                    batch=PAGE_ROWS,
                 )
-                async for _id, _, content in stream:
+                beat = rows + _HEARTBEAT_ROWS
+                async for page in pages:
                     writer = writer or _Writer(directory, f"{kind}.ndjson")
-                    writer.write(content)
-                    rows += 1
-                    if rows % _HEARTBEAT_ROWS == 0:
+                    writer.write_page([content for _, _, content in page])
+                    rows += len(page)
+                    if rows >= beat:
+                        beat = rows + _HEARTBEAT_ROWS
                         status = await jobs.heartbeat(
                             job.id,
                             f"{position - 1} of {len(types)} types; {rows} resources",
