@@ -356,9 +356,10 @@ async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
                     continue
                 if name.startswith("asgi_"):
                     # asgi_read_patient: read_patient's paths, straight to the application.
-                    out[name] = await _measure_asgi(
-                        app, paths[name.removeprefix("asgi_")], headers, args.requests, trips
-                    )
+                    with _profiled(name, args.profile):
+                        out[name] = await _measure_asgi(
+                            app, paths[name.removeprefix("asgi_")], headers, args.requests, trips
+                        )
                     print(f"{name:40s} {json.dumps(out[name])}", flush=True)
                     continue
                 if args.profile:
@@ -367,6 +368,27 @@ async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 out[name] = await _measure(client, paths[name], args.requests, trips)
                 print(f"{name:40s} {json.dumps(out[name])}", flush=True)
     return out
+
+
+@contextlib.contextmanager
+def _profiled(name: str, top: int) -> Iterator[None]:
+    """With `top`, cProfile (CPU time) over the block, printing that many functions."""
+    if not top:
+        yield
+        return
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        print(f"== {name}")
+        stats = pstats.Stats(profiler).strip_dirs()
+        stats.sort_stats("cumulative").print_stats(top)
+        stats.sort_stats("tottime").print_stats(top)
 
 
 async def _profile(
