@@ -329,13 +329,14 @@ async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
     transport = httpx.ASGITransport(app=app)
     headers = client_headers()
     staff = make_staff(args.members)
-    if args.auth != "off":
-        headers.update(_bearer(args, staff.care_managers[0]))
     async with (
         app.router.lifespan_context(app),
         # As wrk sends: no Accept-Encoding, so no answer is compressed (bench/headers.py).
         httpx.AsyncClient(transport=transport, base_url="http://cost", headers=headers) as client,
     ):
+        if args.auth != "off":  # the signing keys are made as the application starts
+            headers.update(_bearer(args, staff.care_managers[0]))
+            client.headers.update(headers)
         ids = await stored_ids(url)
         if args.auth == "user":
             ids = _managed(ids, len(staff.care_managers))
