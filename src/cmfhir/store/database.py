@@ -206,6 +206,11 @@ def driver_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+def reader_size(pool_size: int) -> int:
+    """The connections of the read pool (store/reader.py) beside `pool_size` others."""
+    return max(2, pool_size // 4)
+
+
 @dataclass
 class Database:
     engine: AsyncEngine
@@ -274,8 +279,9 @@ async def open_database(
         # A database that is down must fail requests fast (503), not hang them.
         connect_args=connect_args,
     )
-    # Connections opened as reads need them (none for a command that reads nothing).
-    reader = Reader(driver_dsn(url), size=pool_size, connect_args=connect_args)
+    # Connections opened as reads need them (none for a command that reads nothing), a
+    # quarter of the pool's: a read holds one for a single round trip.
+    reader = Reader(driver_dsn(url), size=reader_size(pool_size), connect_args=connect_args)
     attach(engine, reader)
     db = Database(engine=engine, url=url, reader=reader)
     if migrate:
