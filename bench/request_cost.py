@@ -6,6 +6,12 @@ other load on the machine than latency does, so two checkouts can be compared A 
 by running this alternately with each on PYTHONPATH (`--rounds`, interleaved by the caller).
 
     python -m bench.request_cost DIR [--members 300] [--requests 200] [--out F.json]
+        [--auth off|system|user] [--audit on|off] [--only read_patient,...]
+
+`--auth system` serves with CMFHIR_AUTH=smart and sends every request with one bearer
+token of the built-in server (`system/*.cruds`, seeing everything); `--auth user` with a
+care manager's `user/*.rs` token (every read narrowed by the access predicate). The
+caseload is loaded with auth off first (the same DIR serves both).
 
 DIR holds the embedded PostgreSQL (`DIR/pg`); the caseload is loaded on the first run and
 kept. Round trips are counted at asyncpg's connection (every statement it sends, prepared
@@ -201,6 +207,47 @@ async def _measure_calls(
     }
 
 
+async def _measure_asgi(
+    app: Any, paths: list[str], headers: dict[str, str], requests: int, trips: RoundTrips
+) -> dict[str, Any]:
+    """The server's CPU alone: the application called as an ASGI server calls it (an
+    `http` scope, one request message; the answer must be 200), without any client."""
+    raw_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    raw_headers.append((b"host", b"cost"))
+
+    def call(path: str) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": path,
+                "raw_path": path.encode(),
+                "query_string": b"",
+                "root_path": "",
+                "headers": raw_headers,
+                "client": ("127.0.0.1", 5000),
+                "server": ("cost", 80),
+                "app": app,
+            }
+            await app(scope, _receive, _sink)
+
+        return run
+
+    return await _measure_calls([call(path) for path in paths], requests, trips)
+
+
+async def _receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _sink(message: Any) -> None:
+    if message["type"] == "http.response.start" and message["status"] != 200:
+        raise RuntimeError(f"answered {message['status']}")
+
+
 async def _client_only(requests: int) -> dict[str, Any]:
     """What the client and the ASGI transport cost alone: the same httpx client asking an
     application that answers a read-sized body at once. Subtract it from a request's
@@ -220,22 +267,42 @@ async def _client_only(requests: int) -> dict[str, Any]:
         return await _measure(client, paths, requests, RoundTrips())
 
 
-async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
+def _bearer(args: argparse.Namespace, manager: str) -> dict[str, str]:
+    """The Authorization header of a token the built-in server would issue: a backend
+    client's `system/*.cruds` (`--auth system`) or a care manager's `user/*.rs`."""
+    from cmfhir.auth.keys import SigningKeys
+    from cmfhir.auth.tokens import issue_access_token
+
+    user = args.auth == "user"
+    issued = issue_access_token(
+        SigningKeys(args.data_dir / "auth-keys"),
+        issuer="http://cost/auth",
+        audience="http://cost/fhir",
+        client_id="bench",
+        scope="user/*.rs" if user else "system/*.cruds system/cmfhir-sensitive.read",
+        lifetime=3600,
+        fhir_user=f"Practitioner/{manager}" if user else None,
+    )
+    return {"Authorization": f"Bearer {issued.token}"}
+
+
+def _managed(ids: dict[str, list[str]], managers: int) -> dict[str, list[str]]:
+    """The Patients the first care manager may read (member i has care manager
+    i % managers, bench/caseload.py); their Encounters are not picked out, so with
+    `--auth user` measure reads of Patients only (`--only read_patient`)."""
+    return {"Patient": ids["Patient"][::managers], "Encounter": ids["Encounter"][:0]}
+
+
+async def _load_if_empty(args: argparse.Namespace, url: str) -> None:
+    """The caseload, loaded with auth off on the first run."""
     from cmfhir.app import create_app
     from cmfhir.config import Settings
 
-    settings = Settings(
-        database_url=url,
-        data_dir=args.data_dir,
-        auth="off",
-        workers=False,
-        audit=args.audit == "on",
-    )
+    settings = Settings(database_url=url, data_dir=args.data_dir, auth="off", workers=False)
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        # As wrk sends: no Accept-Encoding, so no answer is compressed (bench/headers.py).
         httpx.AsyncClient(
             transport=transport, base_url="http://cost", headers=client_headers()
         ) as client,
@@ -244,8 +311,35 @@ async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
             started = time.monotonic()
             await _load(client, args.members, args.seed)
             print(f"loaded {args.members} members in {time.monotonic() - started:.0f} s")
+
+
+async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    from cmfhir.app import create_app
+    from cmfhir.config import Settings
+
+    await _load_if_empty(args, url)
+    settings = Settings(
+        database_url=url,
+        data_dir=args.data_dir,
+        auth="off" if args.auth == "off" else "smart",
+        workers=False,
+        audit=args.audit == "on",
+    )
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    headers = client_headers()
+    staff = make_staff(args.members)
+    async with (
+        app.router.lifespan_context(app),
+        # As wrk sends: no Accept-Encoding, so no answer is compressed (bench/headers.py).
+        httpx.AsyncClient(transport=transport, base_url="http://cost", headers=headers) as client,
+    ):
+        if args.auth != "off":  # the signing keys are made as the application starts
+            headers.update(_bearer(args, staff.care_managers[0]))
+            client.headers.update(headers)
         ids = await stored_ids(url)
-        staff = make_staff(args.members)
+        if args.auth == "user":
+            ids = _managed(ids, len(staff.care_managers))
         samples = await build_samples(url, staff, ids, args.members, args.seed)
         paths = _paths(samples, ids)
         wanted = args.only.split(",") if args.only else ["client_only", *paths, *_INTERACTIONS]
@@ -261,12 +355,41 @@ async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
                     out[name] = await _measure_calls(calls, args.requests, trips)
                     print(f"{name:40s} {json.dumps(out[name])}", flush=True)
                     continue
+                if name.startswith("asgi_"):
+                    # asgi_read_patient: read_patient's paths, straight to the application.
+                    with _profiled(name, args.profile):
+                        out[name] = await _measure_asgi(
+                            app, paths[name.removeprefix("asgi_")], headers, args.requests, trips
+                        )
+                    print(f"{name:40s} {json.dumps(out[name])}", flush=True)
+                    continue
                 if args.profile:
                     await _profile(client, paths[name], args.requests, name, args.profile)
                     continue
                 out[name] = await _measure(client, paths[name], args.requests, trips)
                 print(f"{name:40s} {json.dumps(out[name])}", flush=True)
     return out
+
+
+@contextlib.contextmanager
+def _profiled(name: str, top: int) -> Iterator[None]:
+    """With `top`, cProfile (CPU time) over the block, printing that many functions."""
+    if not top:
+        yield
+        return
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        print(f"== {name}")
+        stats = pstats.Stats(profiler).strip_dirs()
+        stats.sort_stats("cumulative").print_stats(top)
+        stats.sort_stats("tottime").print_stats(top)
 
 
 async def _profile(
@@ -299,6 +422,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--only", default="", help="comma-separated measurement names")
     parser.add_argument("--audit", choices=("on", "off"), default="on")
+    parser.add_argument("--auth", choices=("off", "system", "user"), default="off")
     parser.add_argument("--out", type=Path)
     parser.add_argument(
         "--profile", type=int, default=0, help="cProfile instead, printing this many functions"

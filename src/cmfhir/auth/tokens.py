@@ -26,6 +26,8 @@ __all__ = [
     "ASSERTION_ALGORITHMS",
     "InvalidToken",
     "IssuedToken",
+    "Verified",
+    "VerifiedTokens",
     "issue_access_token",
     "issue_id_token",
     "principal",
@@ -185,3 +187,53 @@ def principal(claims: Mapping[str, Any]) -> Principal:
         patient=str(patient) if patient else None,
         scopes=scopes,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """What a verified access token stands for, kept until `until` (epoch seconds)."""
+
+    principal: Principal
+    jti: str
+    until: float
+
+
+class VerifiedTokens:
+    """Access tokens already verified, by their exact text and the audience and origin they
+    were verified for: checking a token's signature cost a read a third of its CPU, for
+    the same few tokens over and over. An entry lasts until the token expires, and at most
+    `REVERIFY_S` (so that a withdrawn signing key stops its tokens within that time); a
+    token that failed is never kept. Revocation is not decided here: the caller checks it
+    on every use, cached or not."""
+
+    REVERIFY_S = 300.0
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str, str], Verified] = {}
+
+    def get(self, token: str, audience: str, origin: str) -> Verified | None:
+        found = self._entries.get((token, audience, origin))
+        if found is None:
+            return None
+        if time.time() >= found.until:
+            del self._entries[(token, audience, origin)]
+            return None
+        return found
+
+    def put(
+        self, token: str, audience: str, origin: str, claims: Mapping[str, Any], who: Principal
+    ) -> Verified:
+        now = time.time()
+        until = min(float(claims.get("exp") or now), now + self.REVERIFY_S)
+        verified = Verified(who, str(claims.get("jti", "")), until)
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries = {k: v for k, v in self._entries.items() if v.until > now}
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+        if until > now:
+            self._entries[(token, audience, origin)] = verified
+        return verified
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -563,6 +563,10 @@ class ResourceServer:
     async def principal(self, token: str, fhir_base: str, origin: str) -> Principal:
         return principal(await self.claims(token, fhir_base, origin))
 
+    async def is_revoked(self, jti: str) -> bool:
+        """Whether the access token `jti` was revoked (as `claims` checks it)."""
+        return await self._is_revoked(jti)
+
     async def _is_revoked(self, jti: str) -> bool:
         # Revocations are read at most every few seconds, not once per request: a revoked
         # access token stops working within REVOKED_REFRESH seconds on every process.

@@ -157,8 +157,11 @@ async def read(
     conditions: Conditions | None = None,
 ) -> Result:
     require_type(resource_type, ctx.fhir_version)
-    async with ctx.store.transaction(principal=ctx.principal, read_only=True) as repo:
-        return await read_in(repo, resource_type, id, params, conditions)
+    check_id(id)
+    found = await ctx.store.read(ctx.principal, resource_type, id)
+    if found is None:
+        raise NotFound(f"{resource_type}/{id} is not known")
+    return _result(found, f"{resource_type}/{id}", params, conditions)
 
 
 async def vread_in(

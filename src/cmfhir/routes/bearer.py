@@ -5,19 +5,21 @@ principal, which narrows every store query (store/access.py)."""
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import replace
 
 from fastapi import Request
 
 from cmfhir.auth.principal import OPEN, Principal
-from cmfhir.auth.tokens import InvalidToken
+from cmfhir.auth.tokens import InvalidToken, VerifiedTokens
+from cmfhir.auth.tokens import principal as principal_of
 from cmfhir.errors import FhirError, Forbidden, Unauthorized
 from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.oauth import ResourceServer
 from cmfhir.interactions.request_url import parse_request_url
 from cmfhir.routes.http import base_url
 
-__all__ = ["PUBLIC_PATHS", "authorize_request", "required_permission"]
+__all__ = ["PUBLIC_PATHS", "authorize_request", "required_permission", "verified_tokens"]
 
 PUBLIC_PATHS = frozenset({"metadata", ".well-known/smart-configuration"})
 
@@ -63,6 +65,41 @@ def required_permission(method: str, path: str) -> tuple[str | None, str] | None
     return target.resource_type, letter
 
 
+# The tokens each resource server has verified (one per application).
+_VERIFIED: weakref.WeakKeyDictionary[ResourceServer, VerifiedTokens] = weakref.WeakKeyDictionary()
+
+
+def verified_tokens(resource: ResourceServer) -> VerifiedTokens:
+    cache = _VERIFIED.get(resource)
+    if cache is None:
+        cache = _VERIFIED[resource] = VerifiedTokens()
+    return cache
+
+
+def _invalid() -> Unauthorized:
+    return Unauthorized(
+        "The access token is invalid, expired, revoked or not for this server",
+        headers=_challenge("invalid_token"),
+    )
+
+
+async def _principal(resource: ResourceServer, token: str, fhir_base: str) -> Principal:
+    """The token's principal: verified once, then taken from `verified_tokens` until it
+    expires; whether it was revoked is asked every time."""
+    origin = fhir_base.rsplit("/fhir", 1)[0]
+    cache = verified_tokens(resource)
+    known = cache.get(token, fhir_base, origin)
+    if known is not None:
+        if await resource.is_revoked(known.jti):
+            raise _invalid()
+        return known.principal
+    try:
+        claims = await resource.claims(token, fhir_base, origin)
+    except InvalidToken as error:
+        raise _invalid() from error
+    return cache.put(token, fhir_base, origin, claims, principal_of(claims)).principal
+
+
 async def authorize_request(request: Request, context: FhirContext) -> FhirContext:
     """The request's context acting as its token's principal (OPEN with CMFHIR_AUTH=off)."""
     settings = request.app.state.settings
@@ -76,16 +113,7 @@ async def authorize_request(request: Request, context: FhirContext) -> FhirConte
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("A bearer access token is required", headers=_challenge())
     resource: ResourceServer = request.app.state.resource_server
-    fhir_base = base_url(request)
-    try:
-        principal = await resource.principal(
-            token.strip(), fhir_base, fhir_base.rsplit("/fhir", 1)[0]
-        )
-    except InvalidToken as error:
-        raise Unauthorized(
-            "The access token is invalid, expired, revoked or not for this server",
-            headers=_challenge("invalid_token"),
-        ) from error
+    principal = await _principal(resource, token.strip(), base_url(request))
     request.state.principal = principal
     # Outside /fhir (the /reports endpoint) the path names no FHIR interaction: what the
     # token may do there is the endpoint's to check (reports/run.py).

@@ -114,21 +114,22 @@ async def read_json(request: Request, *, patch: bool = False) -> Any:
     return document
 
 
-def _headers(result: Result, base: str) -> dict[str, str]:
+def _headers(result: Result, request: Request) -> dict[str, str]:
     headers = dict(result.headers)
     if result.etag:
         headers["ETag"] = result.etag
     if result.last_updated is not None:
         headers["Last-Modified"] = format_datetime(result.last_updated, usegmt=True)
     if result.location:
-        headers["Location"] = f"{base}/{result.location}"
+        # Only here: the base URL is rebuilt from the request's headers each time.
+        headers["Location"] = f"{base_url(request)}/{result.location}"
         if result.status == 201:
             headers["Content-Location"] = headers["Location"]
     return headers
 
 
 def render(result: Result, request: Request, *, write: bool = False) -> Response:
-    headers = _headers(result, base_url(request))
+    headers = _headers(result, request)
     wanted = prefer(request).get("return") if write else None
     body = result.body
     if wanted == "minimal":

@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cmfhir.resources.fhirjson import dump_json
+from cmfhir.store.reader import Reader, attach
 
 __all__ = ["Database", "EmbeddedPostgres", "async_url", "embedded_url", "open_database"]
 
@@ -200,12 +201,26 @@ def _json_serializer(value: Any) -> str:
     return dump_json(value).decode()
 
 
+def driver_dsn(url: str) -> str:
+    """The plain `postgresql://` form of a SQLAlchemy URL, as asyncpg takes it."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def reader_size(pool_size: int) -> int:
+    """The connections of the read pool (store/reader.py) beside `pool_size` others."""
+    return max(2, pool_size // 4)
+
+
 @dataclass
 class Database:
     engine: AsyncEngine
     url: str
+    # The pool the reads of one resource go through (store/reader.py).
+    reader: Reader | None = None
 
     async def dispose(self) -> None:
+        if self.reader is not None:
+            await self.reader.close()
         await self.engine.dispose()
 
     async def migrate(self) -> None:
@@ -240,6 +255,17 @@ async def open_database(
     if database_url is None:
         database_url = await asyncio.to_thread(embedded_url, data_dir)
     url = async_url(database_url)
+    connect_args: dict[str, Any] = {
+        "server_settings": {
+            "application_name": "cmfhir",
+            # A statement that runs away is stopped, not left running for nobody.
+            "statement_timeout": str(statement_timeout_ms),
+        },
+        "timeout": 5,
+        # Searches by a practitioner carry the access predicate (17 KB of SQL text):
+        # above asyncpg's default limit of 15 KB, they would be prepared anew each time.
+        "max_cacheable_statement_size": 64 * 1024,
+    }
     engine = create_async_engine(
         url,
         pool_size=pool_size,
@@ -251,19 +277,13 @@ async def open_database(
         pool_pre_ping=False,
         json_serializer=_json_serializer,
         # A database that is down must fail requests fast (503), not hang them.
-        connect_args={
-            "server_settings": {
-                "application_name": "cmfhir",
-                # A statement that runs away is stopped, not left running for nobody.
-                "statement_timeout": str(statement_timeout_ms),
-            },
-            "timeout": 5,
-            # Searches by a practitioner carry the access predicate (17 KB of SQL text):
-            # above asyncpg's default limit of 15 KB, they would be prepared anew each time.
-            "max_cacheable_statement_size": 64 * 1024,
-        },
+        connect_args=connect_args,
     )
-    db = Database(engine=engine, url=url)
+    # Connections opened as reads need them (none for a command that reads nothing), a
+    # quarter of the pool's: a read holds one for a single round trip.
+    reader = Reader(driver_dsn(url), size=reader_size(pool_size), connect_args=connect_args)
+    attach(engine, reader)
+    db = Database(engine=engine, url=url, reader=reader)
     if migrate:
         await db.migrate()
     log.info("database ready at %s", make_url(url).render_as_string(hide_password=True))

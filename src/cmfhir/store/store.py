@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cmfhir.auth.principal import Principal
 from cmfhir.errors import BadRequest, Conflict, FhirError, ServiceUnavailable
 from cmfhir.store.integrity import ReferencePolicy
+from cmfhir.store.reader import reader_for
+from cmfhir.store.records import StoredVersion
 from cmfhir.store.repository import Repository
 
 __all__ = ["BeforeCommit", "Store"]
@@ -115,6 +117,35 @@ class Store:
         self._snapshot = engine.execution_options(
             isolation_level="REPEATABLE READ", postgresql_readonly=True
         )
+        self.reader = reader_for(engine)
+
+    async def read(
+        self, principal: Principal | None, resource_type: str, id: str
+    ) -> StoredVersion | None:
+        """The current version of `resource_type/id` if `principal` may read it: through
+        the engine's `Reader` (store/reader.py) when it has one, else a read-only
+        transaction."""
+        if self.reader is None:
+            async with self.transaction(principal=principal, read_only=True) as repo:
+                return await repo.read(resource_type, id)
+        try:
+            return await self.reader.read(principal, resource_type, id)
+        except (asyncpg.PostgresError, *_CONNECTION_LOST) as error:
+            unavailable = isinstance(error, _CONNECTION_LOST)
+            translated = _translate(getattr(error, "sqlstate", None), unavailable, "read")
+            if translated is None:
+                raise
+            raise translated from error
+        except TimeoutError as error:  # no pooled connection came free in time
+            log.warning("database read pool exhausted")
+            raise ServiceUnavailable(
+                "The server is busy; retry shortly.", headers={"Retry-After": "2"}
+            ) from error
+        except (OSError, ConnectionError) as error:
+            log.warning("database unreachable: %s", type(error).__name__)
+            raise ServiceUnavailable(
+                "The database is unreachable; retry shortly.", headers={"Retry-After": "5"}
+            ) from error
 
     def with_before_commit(self, hook: BeforeCommit) -> Store:
         """This store (the same engine and pool) with `hook(repo)` run at the end of each of
