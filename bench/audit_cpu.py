@@ -18,7 +18,7 @@ import argparse
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -39,7 +39,7 @@ class GenericWriterTrail(AuditTrail):
     """The trail as it was written before store/audit_log.py: the versions through
     `Repository.write` (INSERT ... RETURNING for the current rows, COPY for the rest)."""
 
-    async def _write(self, records: Iterable[AuditRecord]) -> None:
+    async def _write(self, records: Sequence[AuditRecord]) -> None:
         versions = self.versions(records)
         store = Store(self.context.store.engine, ReferencePolicy(on_write=False))
         async with store.transaction(principal=TRUSTED) as repo:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -121,6 +121,8 @@ SINGLE_WRITES = frozenset(
 )
 _VERSION_ACTIONS = {"create": "create", "update": "update", "delete": "delete"}
 _ENTITIES_PER_EVENT = 50
+# AuditEvents built between two yields to the event loop when the buffer is written.
+_SLICE = 32
 
 
 @dataclass(slots=True)
@@ -332,7 +334,14 @@ class AuditTrail:
             for member in record.members or (None,)
         ]
 
-    async def _write(self, records: Iterable[AuditRecord]) -> None:
+    async def _write(self, records: Sequence[AuditRecord]) -> None:
+        # Built a slice at a time, letting the requests this process serves run between
+        # slices: building an event costs ~0.1 ms of CPU, and a whole batch at once would
+        # stall every request waiting on this event loop for as long.
+        versions: list[NewVersion] = []
+        for start in range(0, len(records), _SLICE):
+            versions += self.versions(records[start : start + _SLICE])
+            await asyncio.sleep(0)
         # Written by COPY alone (store/audit_log.py): no access or reference checks (the
         # trail names what was read, which may be deleted since), nothing to lock.
-        await append_new_versions(self.context.store.engine, self.versions(records))
+        await append_new_versions(self.context.store.engine, versions)
