@@ -1,14 +1,15 @@
-"""The CPU the audit trail costs a read, measured in one process: two servers in this process
-on one database (audit on, audit off; no workers, CMFHIR_AUTH=off), driven in turn through
-ASGI with the same reads, rounds interleaved, and the trail's buffer written (`flush`) at
-the end of each round of the audited one, so its cost lands in that round.
+"""The CPU the audit trail costs a read, measured in one process: three servers in this
+process on one database (audit off; audit on with the trail's COPY writer; audit on with
+the generic writer it replaced, `Repository.write`), no workers, CMFHIR_AUTH=off, driven
+in turn through ASGI with the same reads, rounds interleaved (the order rotates), and the
+trail's buffer written (`flush`) at the end of each round of an audited server, so its
+cost lands in that round.
 
-CPU is `time.process_time()` of this process (both servers, the HTTP client and the flush)
+CPU is `time.process_time()` of this process (the servers, the requests and the flush)
 and the user+system time of the embedded PostgreSQL's processes: counted, not timed, so a
-loaded machine slows the run without skewing the figures much. Run it on a checkout to
-compare two versions of the code:
+loaded machine slows the run without skewing the figures much:
 
-    .venv/bin/python -m bench.audit_cpu [--members 100] [--rounds 8]
+    .venv/bin/python -m bench.audit_cpu [--members 100] [--rounds 9]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import argparse
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -26,7 +27,23 @@ from fastapi import FastAPI
 
 from bench.scratch import ROOT, admin_url, create_database, postgres_cpu
 from cmfhir.app import create_app
+from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
+from cmfhir.interactions.audit import AuditRecord, AuditTrail
+from cmfhir.store import ReferencePolicy, Store
+
+SIDES = ("off", "on", "generic")
+
+
+class GenericWriterTrail(AuditTrail):
+    """The trail as it was written before store/audit_log.py: the versions through
+    `Repository.write` (INSERT ... RETURNING for the current rows, COPY for the rest)."""
+
+    async def _write(self, records: Sequence[AuditRecord]) -> None:
+        versions = self.versions(records)
+        store = Store(self.context.store.engine, ReferencePolicy(on_write=False))
+        async with store.transaction(principal=TRUSTED) as repo:
+            await repo.write(versions, as_server=True)
 
 
 async def _get(app: FastAPI, path: str) -> tuple[int, bytes]:
@@ -103,58 +120,75 @@ async def run(members: int, rounds: int) -> dict[str, Any]:
     apps = {
         "off": create_app(Settings(audit=False, **common)),
         "on": create_app(Settings(audit=True, **common)),
+        "generic": create_app(Settings(audit=True, **common)),
     }
-    cpu = {"off": 0.0, "on": 0.0}
-    postgres = {"off": 0.0, "on": 0.0}
-    reads = {"off": 0, "on": 0}
-    flush = 0.0  # of the server's CPU with audit on: writing the buffer
+    cpu = dict.fromkeys(SIDES, 0.0)
+    postgres = dict.fromkeys(SIDES, 0.0)
+    reads = dict.fromkeys(SIDES, 0)
+    flush = dict.fromkeys(SIDES, 0.0)  # of the server's CPU: writing the buffer
+    flush_postgres = dict.fromkeys(SIDES, 0.0)
     async with AsyncExitStack() as stack:
         clients = {
             name: await stack.enter_async_context(_served(app)) for name, app in apps.items()
         }
+        generic = apps["generic"]
+        generic.state.audit = GenericWriterTrail(generic.state.fhir, interval=3600.0)
         paths = await _load(clients["off"], members)
-        for name in ("off", "on"):  # untimed warm-up
+        for name in SIDES:  # untimed warm-up
             for path in paths:
                 await _get(apps[name], path)
             trail = getattr(apps[name].state, "audit", None)
             if trail is not None:
                 await trail.flush()
         for n in range(rounds):
-            for name in ("off", "on") if n % 2 == 0 else ("on", "off"):
+            order = SIDES[n % 3 :] + SIDES[: n % 3]
+            for name in order:
                 pg_before, before = postgres_cpu(admin), time.process_time()
                 for path in paths:
                     status, body = await _get(apps[name], path)
                     assert status == 200, body
                 trail = getattr(apps[name].state, "audit", None)
                 if trail is not None:
-                    flushing = time.process_time()
+                    pg_flushing, flushing = postgres_cpu(admin), time.process_time()
                     await trail.flush()
-                    flush += time.process_time() - flushing
+                    flush[name] += time.process_time() - flushing
+                    flush_postgres[name] += postgres_cpu(admin) - pg_flushing
                 cpu[name] += time.process_time() - before
                 postgres[name] += postgres_cpu(admin) - pg_before
                 reads[name] += len(paths)
     out: dict[str, Any] = {"reads_per_side": reads["on"]}
-    out["server_ms_per_read_writing_the_trail"] = round(1000 * flush / reads["on"], 3)
-    for name in ("off", "on"):
+    for name in SIDES:
         out[f"server_ms_per_read_{name}"] = round(1000 * cpu[name] / reads[name], 3)
         out[f"postgres_ms_per_read_{name}"] = round(1000 * postgres[name] / reads[name], 3)
-    for part in ("server", "postgres"):
-        out[f"{part}_ms_added_by_audit"] = round(
-            out[f"{part}_ms_per_read_on"] - out[f"{part}_ms_per_read_off"], 3
+    for name in ("on", "generic"):
+        out[f"server_ms_per_read_writing_the_trail_{name}"] = round(
+            1000 * flush[name] / reads[name], 3
         )
-    total_off = out["server_ms_per_read_off"] + out["postgres_ms_per_read_off"]
-    total_on = out["server_ms_per_read_on"] + out["postgres_ms_per_read_on"]
-    out["cpu_ms_per_read_off"] = round(total_off, 3)
-    out["cpu_ms_per_read_on"] = round(total_on, 3)
+        out[f"postgres_ms_per_read_writing_the_trail_{name}"] = round(
+            1000 * flush_postgres[name] / reads[name], 3
+        )
+        for part in ("server", "postgres"):
+            out[f"{part}_ms_added_by_audit_{name}"] = round(
+                out[f"{part}_ms_per_read_{name}"] - out[f"{part}_ms_per_read_off"], 3
+            )
+    total = {
+        name: out[f"server_ms_per_read_{name}"] + out[f"postgres_ms_per_read_{name}"]
+        for name in SIDES
+    }
+    for name in SIDES:
+        out[f"cpu_ms_per_read_{name}"] = round(total[name], 3)
     # What that CPU cost means for a CPU-bound server: reads/s scale with 1 / CPU per read.
-    out["cpu_bound_throughput_change_percent"] = round(100 * (total_off / total_on - 1), 1)
+    for name in ("on", "generic"):
+        out[f"cpu_bound_throughput_change_percent_{name}"] = round(
+            100 * (total["off"] / total[name] - 1), 1
+        )
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--members", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     print(json.dumps(asyncio.run(run(args.members, args.rounds)), indent=2))
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cmfhir.auth.principal import OPEN, TRUSTED, Principal
-from cmfhir.interactions.audit import AuditRecord, audit_event
+from cmfhir.interactions.audit import SUBTYPES, AuditRecord, audit_event
 from cmfhir.interactions.audit_index import audit_index, audit_version
 from cmfhir.interactions.versions import stamp
 from cmfhir.resources.compartment import load_patient_compartment, patient_compartment
@@ -140,6 +140,39 @@ KINDS: list[tuple[str, AuditRecord, str | None]] = [
         AuditRecord("login", 401, Principal("user", client_id="console"), (), (), None, "10.0.0.8"),
         None,
     ),
+    (
+        "authorize-ehr-launch",
+        AuditRecord(
+            "authorize",
+            200,
+            Principal("user", client_id="app"),
+            ("m1",),
+            subtypes=((SUBTYPES, "ehr-launch"),),
+        ),
+        "m1",
+    ),
+    (
+        "login-standalone-launch",
+        AuditRecord(
+            "login",
+            303,
+            MEMBER,
+            ("m1",),
+            address="::1",
+            alt_id="dana",
+            subtypes=((SUBTYPES, "standalone-launch"),),
+        ),
+        "m1",
+    ),
+    ("token", AuditRecord("token", 200, MEMBER, ("m1",), address="::1"), "m1"),
+    (
+        "introspect",
+        AuditRecord("introspect", 200, BACKEND, (), ("Practitioner/n1",), None, "10.0.0.9"),
+        None,
+    ),
+    ("introspect-refused", AuditRecord("introspect", 401, ANONYMOUS_REFUSED), None),
+    ("revoke", AuditRecord("revoke", 200, MEMBER, ("m1",), address="::1"), "m1"),
+    ("launch-context", AuditRecord("launch", 200, NURSE, ("m1",), address="10.0.0.8"), "m1"),
     (
         "refused-401",
         AuditRecord("read", 401, ANONYMOUS_REFUSED, (), ("Patient/m1",), None, "10.0.0.66"),

@@ -54,10 +54,16 @@ def test_logins_and_token_grants_are_audited(smart: Smart) -> None:
     assert failed["agent"][0]["network"]["address"] == "127.0.0.1"
     assert failed["type"]["code"] == "110114"
     accepted = _logins(system, f"altid={username}&outcome=0", 1)
-    assert len(accepted) == 1  # the form; the code exchange names no account
-    # The code exchange: the token's user and member, so the member finds it.
+    assert len(accepted) == 1  # the form; the code exchange names no account name
+    # The form and the code exchange (IHE IUA's ITI-71) name the user and the member, so
+    # the member finds both.
     me = smart.bearer(token["access_token"])
-    (grant,) = _logins(me, f"patient={member}", 1)
+    (grant,) = _logins(me, f"patient={member}&subtype=urn:ihe:event-type-code|ITI-71", 1)
+    assert {e["id"] for e in _logins(me, f"patient={member}", 2)} == {
+        accepted[0]["id"],
+        grant["id"],
+    }
+    assert accepted[0]["agent"][0]["who"]["reference"] == f"Patient/{member}"
     assert grant["agent"][0]["who"]["reference"].endswith(f"Patient/{member}")
     assert grant["outcome"] == "0"
     written = json.dumps([failed, *accepted, grant])

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -25,9 +24,18 @@ from cmfhir.interactions.audit_index import audit_version
 from cmfhir.interactions.context import FhirContext, instant, utcnow
 from cmfhir.interactions.versions import new_id, to_version
 from cmfhir.resources.fhir_versions import DEFAULT_VERSION
-from cmfhir.store import NewVersion, ReferencePolicy, Repository, Store
+from cmfhir.store import NewVersion, Repository
+from cmfhir.store.audit_log import append_new_versions
 
-__all__ = ["SINGLE_WRITES", "AuditRecord", "AuditRequest", "AuditTrail", "audited"]
+__all__ = [
+    "SINGLE_WRITES",
+    "SUBTYPES",
+    "AuditRecord",
+    "AuditRequest",
+    "AuditSubject",
+    "AuditTrail",
+    "audited",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +57,6 @@ _ACTIONS = {
     "transaction": "E",
     "batch": "E",
     "operation": "E",
-    "login": "E",
 }
 _INTERACTION = "http://hl7.org/fhir/restful-interaction"
 _EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"}
@@ -57,7 +64,22 @@ _EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type
 # server's logins and token grants (https://hl7.org/fhir/R4/valueset-audit-event-type.html).
 _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _LOGIN_TYPE = {"system": _DCM, "code": "110114"}
-_LOGIN_SUBTYPE = {"system": _DCM, "code": "110122"}
+_LOGIN = (_DCM, "110122")
+# IHE IUA's transactions, as IHE BALP's ITI-71 AuditEvent names them (urn:ihe:event-type-code).
+_IHE = "urn:ihe:event-type-code"
+# The SMART steps no standard code names (profiles/content/CodeSystem-audit-event-subtype.json).
+SUBTYPES = "https://cmfhir.org/fhir/CodeSystem/audit-event-subtype"
+# The authorization server's events, all of DICOM's User Authentication type, and their
+# subtypes: the authorize request that starts a launch, the login form, the token request,
+# introspection, revocation and the EHR's launch context (docs/security.md, Audit).
+_AUTH_SUBTYPES: dict[str, tuple[tuple[str, str], ...]] = {
+    "authorize": (),
+    "login": (_LOGIN,),
+    "token": (_LOGIN, (_IHE, "ITI-71")),
+    "introspect": ((_IHE, "ITI-102"),),
+    "revoke": ((SUBTYPES, "token-revocation"),),
+    "launch": ((SUBTYPES, "launch-context"),),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +100,18 @@ class AuditRecord:
     within: str | None = None
     # The account name a login gave (`agent.altId`), whether or not it was accepted.
     alt_id: str | None = None
+    # Codings (system, code) added to the interaction's own subtypes (the kind of launch).
+    subtypes: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSubject:
+    """What an authorization-server endpoint learned that its AuditEvent names: the user
+    and the patient in context of the login, launch or token concerned, and its client."""
+
+    fhir_user: str | None = None
+    patient: str | None = None
+    client_id: str | None = None
 
 
 # The interactions that write one resource: their AuditEvent is the one their transaction
@@ -87,6 +121,8 @@ SINGLE_WRITES = frozenset(
 )
 _VERSION_ACTIONS = {"create": "create", "update": "update", "delete": "delete"}
 _ENTITIES_PER_EVENT = 50
+# AuditEvents built between two yields to the event loop when the buffer is written.
+_SLICE = 32
 
 
 @dataclass(slots=True)
@@ -204,23 +240,27 @@ def audit_event(record: AuditRecord, member: str | None) -> dict[str, Any]:
     )
     if record.query:
         entities.append({"query": base64.b64encode(record.query.encode()).decode()})
-    login = record.interaction == "login"
-    event: dict[str, Any] = {
-        "resourceType": "AuditEvent",
-        "type": dict(_LOGIN_TYPE if login else _EVENT_TYPE),
-        "subtype": [dict(_LOGIN_SUBTYPE)]
-        if login
-        else [
+    auth = _AUTH_SUBTYPES.get(record.interaction)
+    subtypes: list[dict[str, Any]]
+    if auth is not None:
+        subtypes = [{"system": system, "code": code} for system, code in auth + record.subtypes]
+    else:
+        subtypes = [
             {"system": _INTERACTION, "code": code}
             for code in (record.interaction, record.within)
             if code is not None
-        ],
+        ]
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": dict(_LOGIN_TYPE if auth is not None else _EVENT_TYPE),
         "action": _ACTIONS.get(record.interaction, "E"),
         "recorded": instant(utcnow()),
         "outcome": _outcome(record.status),
         "agent": agents,
         "source": {"observer": {"display": "cmfhir"}},
     }
+    if subtypes:
+        event["subtype"] = subtypes
     if entities:
         event["entity"] = entities
     if record.request_id:
@@ -230,14 +270,18 @@ def audit_event(record: AuditRecord, member: str | None) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class AuditTrail:
-    """The buffer and the writer that empties it (a worker: `run(stop)`)."""
+    """The buffer and the writer that empties it (a worker: `run(stop)`): every `interval`
+    seconds, or as soon as `batch` events wait, whichever comes first, and once more when
+    it stops."""
 
     context: FhirContext
     interval: float = 1.0
     max_buffer: int = 100_000
+    batch: int = 1000
     name: str = "audit"
     _buffer: list[AuditRecord] = field(default_factory=list)
     _dropped: int = 0
+    _full: asyncio.Event = field(default_factory=asyncio.Event)
 
     def record(self, record: AuditRecord) -> None:
         if len(self._buffer) >= self.max_buffer:
@@ -248,12 +292,22 @@ class AuditTrail:
                 log.error("audit buffer full: %d audit events dropped", self._dropped)
             return
         self._buffer.append(record)
+        if len(self._buffer) >= self.batch:
+            self._full.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
-            await self.flush()
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                full = asyncio.ensure_future(self._full.wait())
+                await asyncio.wait(
+                    {stopping, full}, timeout=self.interval, return_when="FIRST_COMPLETED"
+                )
+                full.cancel()
+                self._full.clear()
+                await self.flush()
+        finally:
+            stopping.cancel()
 
     async def flush(self) -> int:
         records, self._buffer = self._buffer, []
@@ -268,18 +322,26 @@ class AuditTrail:
             return 0
         return len(records)
 
-    async def _write(self, records: Iterable[AuditRecord]) -> None:
-        ctx = replace(self.context, principal=TRUSTED)
+    def versions(self, records: Iterable[AuditRecord]) -> list[NewVersion]:
+        """The AuditEvents of `records`, one per member concerned, ready to store."""
+        ctx = self.context
         now = utcnow()
-        versions = [
+        return [
             audit_version(
                 ctx.registry, ctx.compartment, audit_event(record, member), id=new_id(), now=now
             )
             for record in records
             for member in record.members or (None,)
         ]
-        # References in the trail name what was read, which may be deleted since: the trail
-        # neither needs them to exist nor keeps them from being deleted.
-        store = Store(self.context.store.engine, ReferencePolicy(on_write=False))
-        async with store.transaction(principal=TRUSTED) as repo:
-            await repo.write(versions, as_server=True)
+
+    async def _write(self, records: Sequence[AuditRecord]) -> None:
+        # Built a slice at a time, letting the requests this process serves run between
+        # slices: building an event costs ~0.1 ms of CPU, and a whole batch at once would
+        # stall every request waiting on this event loop for as long.
+        versions: list[NewVersion] = []
+        for start in range(0, len(records), _SLICE):
+            versions += self.versions(records[start : start + _SLICE])
+            await asyncio.sleep(0)
+        # Written by COPY alone (store/audit_log.py): no access or reference checks (the
+        # trail names what was read, which may be deleted since), nothing to lock.
+        await append_new_versions(self.context.store.engine, versions)

@@ -46,6 +46,8 @@ __all__ = [
     "AuthorizeRequest",
     "OAuthError",
     "ResourceServer",
+    "Revoked",
+    "SignedIn",
     "smart_configuration",
 ]
 
@@ -135,6 +137,26 @@ class AuthorizeRequest:
     nonce: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """A login accepted: where the browser goes next (the client's redirect URI with the
+    code), the user and the patient in context (what the audit trail records)."""
+
+    redirect: str
+    fhir_user: str
+    patient: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """What a revocation revoked: the kind of token, its client, user and patient."""
+
+    token_type: str
+    client_id: str | None
+    fhir_user: str | None
+    patient: str | None
+
+
 @dataclass(slots=True)
 class AuthorizationServer:
     store: OAuthStore
@@ -188,7 +210,7 @@ class AuthorizationServer:
 
     async def login(
         self, request: AuthorizeRequest, username: str, password: str, address: str
-    ) -> str:
+    ) -> SignedIn:
         """Check the user's password and answer with the redirect carrying the code.
         Failed logins are counted per account and per address; past the limit within the
         window every attempt is refused (429), a right password included."""
@@ -237,7 +259,7 @@ class AuthorizationServer:
         )
         query = urlencode({"code": code, "state": request.state})
         joiner = "&" if "?" in request.redirect_uri else "?"
-        return f"{request.redirect_uri}{joiner}{query}"
+        return SignedIn(f"{request.redirect_uri}{joiner}{query}", user.fhir_user, patient)
 
     # -- token ----------------------------------------------------------------------------
 
@@ -431,22 +453,40 @@ class AuthorizationServer:
                 answer[name] = claims[name]
         return answer
 
-    async def revoke(self, token: str, resource: ResourceServer, fhir_base: str) -> None:
+    async def revoke(self, token: str, resource: ResourceServer, fhir_base: str) -> Revoked | None:
         """RFC 7009: revoke a refresh token or an access token; an unknown token is no
-        error."""
-        await self.store.revoke_grant(_digest(token))
+        error (None: nothing was revoked). A request without a token is refused."""
+        if not token:
+            raise OAuthError("invalid_request", "token is required")
+        digest = _digest(token)
+        grant = await self.store.find_grant(digest)
+        if grant is not None and not grant.used:
+            await self.store.revoke_grant(digest)
+            kind = "refresh_token" if grant.kind == "refresh" else grant.kind
+            return Revoked(kind, grant.client_id, grant.fhir_user, grant.patient)
         try:
             claims = await resource.claims(token, fhir_base)
         except InvalidToken:
-            return
+            return None
         expires = datetime.fromtimestamp(int(claims["exp"]), UTC)
         await self.store.revoke_access(str(claims.get("jti")), expires)
         resource.forget(str(claims.get("jti")))
+        return Revoked(
+            "access_token",
+            _claim(claims, "client_id"),
+            _claim(claims, "fhirUser"),
+            _claim(claims, "patient"),
+        )
 
     async def create_launch(self, patient: str | None) -> str:
         launch = secrets.token_urlsafe(16)
         await self.store.save_launch(launch, patient, _utc(LAUNCH_LIFETIME))
         return launch
+
+
+def _claim(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    return value if isinstance(value, str) and value else None
 
 
 def _fields(grant: Grant) -> dict[str, Any]:

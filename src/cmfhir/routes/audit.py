@@ -10,10 +10,12 @@ buffer once answered: no database round trip is added to the request. A transact
 batch or operation gets both: the events of its writes, in their transactions, and one for
 the request as a whole (its reads, and the entries of a batch that failed).
 
-Logins are audited too: each submission of the authorize form and each token request
-(`/auth/authorize`, `/auth/token`), accepted or refused, with the client, the account
-name given and, once granted, the token's user and patient (never a password, code or
-token).
+The authorization server's endpoints are audited too, accepted or refused: the authorize
+request that starts a standalone or EHR launch (`GET /auth/authorize`), each submission of
+the login form (`POST /auth/authorize`), each token request (`/auth/token`), introspection
+(`/auth/introspect`), revocation (`/auth/revoke`) and the EHR's launch contexts
+(`/auth/launch`), with the client, the account name given, the caller, and the user and
+patient concerned (never a password, code or token).
 
 A write may carry a `Provenance` in the `X-Provenance` header
 (https://hl7.org/fhir/R4/provenance.html#header): it is validated before the write (400
@@ -32,7 +34,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cmfhir.auth.principal import OPEN, Principal, PrincipalKind
 from cmfhir.errors import BadRequest, FhirError
-from cmfhir.interactions.audit import SINGLE_WRITES, AuditRecord, AuditRequest, AuditTrail
+from cmfhir.interactions.audit import (
+    SINGLE_WRITES,
+    SUBTYPES,
+    AuditRecord,
+    AuditRequest,
+    AuditSubject,
+    AuditTrail,
+)
 from cmfhir.interactions.request_url import parse_request_url
 from cmfhir.resources.fhirjson import parse_json
 from cmfhir.resources.version_validation import validate_for_version
@@ -48,8 +57,15 @@ _MEMBER = re.compile(
 )
 _SCANNED = 4 * 1024 * 1024  # the bytes of an answer looked at for members
 _MAX_MEMBERS = 200
-# The authorization server's endpoints that sign someone in (docs/security.md, Audit).
-_LOGINS = frozenset({"/auth/authorize", "/auth/token"})
+# The authorization server's endpoints and the event each records (docs/security.md, Audit).
+_AUTH = {
+    ("GET", "/auth/authorize"): "authorize",
+    ("POST", "/auth/authorize"): "login",
+    ("POST", "/auth/token"): "token",
+    ("POST", "/auth/introspect"): "introspect",
+    ("POST", "/auth/revoke"): "revoke",
+    ("POST", "/auth/launch"): "launch",
+}
 _FORM_BYTES = 64 * 1024
 _RESOURCE = re.compile(rb'"resourceType": ?"([A-Za-z]{1,64})", ?"id": ?"([A-Za-z0-9\-.]{1,64})"')
 
@@ -69,10 +85,11 @@ class AuditMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in _LOGINS:
+        kind = _AUTH.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
+        if kind is not None:
             logins: AuditTrail | None = getattr(scope["app"].state, "audit", None)
             if logins is not None:
-                await _login(self.app, logins, scope, receive, send)
+                await _authorization(self.app, logins, kind, scope, receive, send)
                 return
         if scope["type"] != "http" or not scope["path"].startswith("/fhir"):
             await self.app(scope, receive, send)
@@ -117,10 +134,10 @@ class AuditMiddleware:
                 _record(trail, scope, path, status, bytes(body))
 
 
-async def _login(
-    app: ASGIApp, trail: AuditTrail, scope: Scope, receive: Receive, send: Send
+async def _authorization(
+    app: ASGIApp, trail: AuditTrail, kind: str, scope: Scope, receive: Receive, send: Send
 ) -> None:
-    """A login (the authorize form submitted) or a token grant, accepted or refused."""
+    """A request to the authorization server, accepted or refused."""
     form = bytearray()
     status = 0
     answer = bytearray()
@@ -143,7 +160,7 @@ async def _login(
         await app(scope, read, capture)
     finally:
         if status:
-            trail.record(_login_record(scope, status, bytes(form), bytes(answer)))
+            trail.record(_authorization_record(kind, scope, status, bytes(form), bytes(answer)))
 
 
 def _claims(token: Any) -> dict[str, Any]:
@@ -163,38 +180,78 @@ def _text(value: Any) -> str | None:
     return value[:256] if isinstance(value, str) and value else None
 
 
-def _login_record(scope: Scope, status: int, form_bytes: bytes, answer: bytes) -> AuditRecord:
-    """Who tried to sign in or obtain a token: the client, the account name given, and
-    once granted the token's user and patient. Never a password, code or token."""
-    form = dict(parse_qsl(form_bytes.decode("utf-8", errors="replace")))
+def _patient_of(fhir_user: str | None) -> str | None:
+    if fhir_user and fhir_user.rsplit("/", 2)[-2:-1] == ["Patient"]:
+        return fhir_user.rsplit("/", 1)[-1]
+    return None
+
+
+def _authorization_record(
+    kind: str, scope: Scope, status: int, form_bytes: bytes, answer: bytes
+) -> AuditRecord:
+    """Who asked the authorization server for what: the client, the account name given,
+    the caller's token, and the user and patient the login, launch or token concerns.
+    Never a password, code or token."""
+    body = form_bytes.decode("utf-8", errors="replace")
+    form = dict(parse_qsl(body)) if kind != "launch" else {}
     query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    state: dict[str, Any] = scope.get("state", {})
+    subject: AuditSubject = state.get("audit_subject") or AuditSubject()
+    caller: Principal | None = state.get("principal")
     client_id = _text(query.get("client_id") or form.get("client_id"))
     if client_id is None:  # a backend client names itself in its assertion
         client_id = _text(_claims(form.get("client_assertion")).get("iss"))
-    granted: dict[str, Any] = {}
-    if status == 200 and scope["path"] == "/auth/token":
+    fhir_user, patient = _text(subject.fhir_user), _text(subject.patient)
+    subtypes: tuple[tuple[str, str], ...] = ()
+    resources: tuple[str, ...] = ()
+    if kind in ("authorize", "login"):
+        launch = "ehr-launch" if query.get("launch") else "standalone-launch"
+        subtypes = ((SUBTYPES, launch),)
+    if kind == "token" and status == 200:
         try:
             granted = _claims(json.loads(answer).get("access_token"))
         except (ValueError, AttributeError):
             granted = {}
-    fhir_user = _text(granted.get("fhirUser"))
-    patient = _text(granted.get("patient"))
-    kind: PrincipalKind = "system" if form.get("grant_type") == "client_credentials" else "user"
-    principal = Principal(
-        kind, client_id=_text(granted.get("client_id")) or client_id, fhir_user=fhir_user
-    )
-    members = {patient: None} if patient else {}
-    if fhir_user and fhir_user.rsplit("/", 2)[-2:-1] == ["Patient"]:
-        members[fhir_user.rsplit("/", 1)[-1]] = None
+        fhir_user, patient = _text(granted.get("fhirUser")), _text(granted.get("patient"))
+        client_id = _text(granted.get("client_id")) or client_id
+    if kind == "launch":
+        try:
+            asked = json.loads(body)
+        except ValueError:
+            asked = None
+        patient = _text(asked.get("patient")) if isinstance(asked, dict) else None
+    principal: Principal
+    if kind in ("introspect", "launch"):
+        # Asked with a token of the caller's own: the caller is the agent, and the token
+        # introspected (its user) or the launch's patient is what the event is about.
+        principal = caller or Principal("system", client_id=None, scopes=())
+        if kind == "introspect" and subject.fhir_user and not _patient_of(fhir_user):
+            resources = (subject.fhir_user,)
+            fhir_user = None
+    else:
+        if kind == "revoke":
+            client_id = _text(subject.client_id) or client_id
+        who: PrincipalKind = "system" if form.get("grant_type") == "client_credentials" else "user"
+        principal = Principal(who, client_id=client_id, fhir_user=fhir_user)
+    members: dict[str, None] = {}
+    for member in (
+        principal.member,
+        patient,
+        _patient_of(fhir_user),
+    ):
+        if member:
+            members[member] = None
     client = scope.get("client")
     return AuditRecord(
-        interaction="login",
+        interaction=kind,
         status=status,
         principal=principal,
         members=tuple(members),
+        resources=resources,
         address=client[0] if client else None,
-        request_id=scope.get("state", {}).get("request_id"),
-        alt_id=_text(form.get("username")),
+        request_id=state.get("request_id"),
+        alt_id=_text(form.get("username")) if kind == "login" else None,
+        subtypes=subtypes,
     )
 
 

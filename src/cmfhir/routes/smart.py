@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from cmfhir.errors import BadRequest, Forbidden, NotFound
+from cmfhir.interactions.audit import AuditSubject
 from cmfhir.interactions.oauth import (
     AuthorizationServer,
     OAuthError,
@@ -160,6 +161,8 @@ async def authorize_page(request: Request) -> Response:
         return _page(
             "Authorization refused", f"<p role=alert>{html.escape(error.description)}</p>", 400
         )
+    # The launch's patient (an EHR launch), for the audit trail (routes/audit.py).
+    request.state.audit_subject = AuditSubject(patient=checked.patient)
     return _page("Sign in", _login_form(request, checked.client_id, checked.scope, None))
 
 
@@ -176,13 +179,14 @@ async def authorize_submit(request: Request) -> Response:
     try:
         form = await _form(request)
         address = request.client.host if request.client else "unknown"
-        target = await server.login(
+        signed = await server.login(
             checked, form.get("username", ""), form.get("password", ""), address
         )
     except OAuthError as error:
         page = _login_form(request, checked.client_id, checked.scope, error.description)
         return _page("Sign in", page, error.status)
-    return RedirectResponse(target, status_code=303, headers=_NO_STORE)
+    request.state.audit_subject = AuditSubject(signed.fhir_user, signed.patient)
+    return RedirectResponse(signed.redirect, status_code=303, headers=_NO_STORE)
 
 
 @smart_router.post("/auth/token")
@@ -206,19 +210,42 @@ async def _caller(request: Request) -> None:
 async def introspect(request: Request) -> JSONResponse:
     server = _server(request)
     await _caller(request)
-    form = await _form(request)
+    try:
+        form = await _form(request)
+    except OAuthError as error:
+        return _oauth_error(error)
     answer = await server.introspect(
         form.get("token", ""), request.app.state.resource_server, base_url(request)
     )
+    if answer.get("active"):
+        # Whose token it is, for the audit trail (routes/audit.py): never the token itself.
+        request.state.audit_subject = AuditSubject(
+            _text(answer.get("fhirUser")),
+            _text(answer.get("patient")),
+            _text(answer.get("client_id")),
+        )
     return JSONResponse(answer, headers=_NO_STORE)
 
 
 @smart_router.post("/auth/revoke")
 async def revoke(request: Request) -> Response:
     server = _server(request)
-    form = await _form(request)
-    await server.revoke(form.get("token", ""), request.app.state.resource_server, base_url(request))
+    try:
+        form = await _form(request)
+        revoked = await server.revoke(
+            form.get("token", ""), request.app.state.resource_server, base_url(request)
+        )
+    except OAuthError as error:
+        return _oauth_error(error)
+    if revoked is not None:
+        request.state.audit_subject = AuditSubject(
+            revoked.fhir_user, revoked.patient, revoked.client_id
+        )
     return Response(status_code=200, headers=_NO_STORE)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 @smart_router.post("/auth/launch")
