@@ -181,10 +181,19 @@ def test_ehr_launch_is_audited(smart: Smart) -> None:
 
     # The app's authorize request with the launch: accepted, naming the launch's patient;
     # with a launch that does not exist: refused.
+    # The user signing in is on the member's care team (the launch alone opens nothing).
+    practitioner = system.post("/Practitioner", json={"resourceType": "Practitioner"}).json()["id"]
+    team = {
+        "resourceType": "CareTeam",
+        "status": "active",
+        "subject": {"reference": f"Patient/{member}"},
+        "participant": [{"member": {"reference": f"Practitioner/{practitioner}"}}],
+    }
+    assert system.post("/CareTeam", json=team).status_code == 201
     username, password = f"u-{uuid.uuid4().hex[:8]}", "correct horse battery"
     smart.cli(
         "user", "add", "--username", username, "--password", password,
-        "--fhir-user", "Practitioner/ehr-user",
+        "--fhir-user", f"Practitioner/{practitioner}",
     )  # fmt: skip
     params, verifier = _params(client_id, scope, smart, launch=created.json()["launch"])
     rid = uuid.uuid4().hex
@@ -215,7 +224,7 @@ def test_ehr_launch_is_audited(smart: Smart) -> None:
     assert answer.status_code == 303
     login = _one(system, rid)
     assert _subtypes(login) == {(DCM, "110122"), (OURS, "ehr-launch")}
-    assert login["agent"][0]["who"] == {"reference": "Practitioner/ehr-user"}
+    assert login["agent"][0]["who"] == {"reference": f"Practitioner/{practitioner}"}
     assert f"Patient/{member}" in _entities(login)
     code = parse_qs(urlsplit(answer.headers["location"]).query)["code"][0]
     token = httpx.post(

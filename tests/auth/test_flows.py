@@ -250,18 +250,60 @@ def test_failed_logins_are_rate_limited(smart: Smart) -> None:
     assert answer.status_code == 429
 
 
+def _practitioner_on_team(system: Bearer, member: str) -> str:
+    """A Practitioner on the member's active CareTeam: `Practitioner/ID`."""
+    answer = system.post("/Practitioner", json={"resourceType": "Practitioner"})
+    assert answer.status_code == 201, answer.text
+    practitioner = f"Practitioner/{answer.json()['id']}"
+    team = {
+        "resourceType": "CareTeam",
+        "status": "active",
+        "subject": {"reference": f"Patient/{member}"},
+        "participant": [{"member": {"reference": practitioner}}],
+    }
+    assert system.post("/CareTeam", json=team).status_code == 201
+    return practitioner
+
+
 def test_ehr_launch_context(smart: Smart) -> None:
     system = smart.system()
     member = _patient(system, "Launched")
     launch = system.post(f"{smart.origin}/auth/launch", json={"patient": member})
     assert launch.status_code == 200, launch.text
     client_id = _public_client(smart, "launch patient/*.rs openid fhirUser")
-    username, password = _user(smart, "Practitioner/ehr-user")
+    username, password = _user(smart, _practitioner_on_team(system, member))
     token = smart.login(
         client_id, username, password, "launch patient/*.rs", launch=launch.json()["launch"]
     )
     assert token["patient"] == member
     assert smart.bearer(token["access_token"]).get(f"/Patient/{member}").status_code == 200
+
+
+def test_an_ehr_launch_opens_only_a_member_the_user_may_see(smart: Smart) -> None:
+    """A launch context names a patient; signing in with it gives patient/ access to that
+    member only to a user on their care team. A user token may not create a launch for a
+    member it cannot see (404, as a read would say)."""
+    system = smart.system()
+    member = _patient(system, "Guarded")
+    launch = system.post(f"{smart.origin}/auth/launch", json={"patient": member}).json()["launch"]
+    client_id = _public_client(smart, "launch patient/*.rs openid fhirUser")
+    outsider = system.post("/Practitioner", json={"resourceType": "Practitioner"}).json()["id"]
+    username, password = _user(smart, f"Practitioner/{outsider}")
+    answer, _, _ = smart.authorize(
+        client_id, username, password, "launch patient/*.rs", launch=launch
+    )
+    assert answer.status_code == 403, answer.text
+    assert "may not open this member" in answer.text and "location" not in answer.headers
+    # On the team (the same launch, another user): allowed.
+    username, password = _user(smart, _practitioner_on_team(system, member))
+    token = smart.login(client_id, username, password, "launch patient/*.rs", launch=launch)
+    assert token["patient"] == member
+    # A care manager's own token: a launch for their member, none for another.
+    nurse = smart.as_token("user/*.rs", fhir_user=_practitioner_on_team(system, member))
+    assert nurse.post(f"{smart.origin}/auth/launch", json={"patient": member}).status_code == 200
+    stranger = _patient(system, "Stranger")
+    refused = nurse.post(f"{smart.origin}/auth/launch", json={"patient": stranger})
+    assert refused.status_code == 404 and refused.json()["resourceType"] == "OperationOutcome"
 
 
 def test_settings_refuse_unknown_mode_and_open_non_loopback() -> None:

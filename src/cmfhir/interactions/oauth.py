@@ -16,7 +16,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -209,11 +209,18 @@ class AuthorizationServer:
         )
 
     async def login(
-        self, request: AuthorizeRequest, username: str, password: str, address: str
+        self,
+        request: AuthorizeRequest,
+        username: str,
+        password: str,
+        address: str,
+        may_open: Callable[[str, str], Awaitable[bool]] | None = None,
     ) -> SignedIn:
         """Check the user's password and answer with the redirect carrying the code.
         Failed logins are counted per account and per address; past the limit within the
-        window every attempt is refused (429), a right password included."""
+        window every attempt is refused (429), a right password included. An EHR launch's
+        patient is the context only for a user who may open that member's record
+        (`may_open(fhir_user, patient)`: the care-team access), never the launch alone."""
         keys = [f"user:{username}", f"address:{address}"]
         window = timedelta(seconds=self.login_window)
         # An address may fail on a few accounts (a shared front desk, a NAT) before it is
@@ -230,6 +237,18 @@ class AuthorizationServer:
             raise OAuthError("access_denied", "Wrong username or password", 401)
         await self.store.clear_failures(f"user:{username}")
         patient = request.patient
+        if (
+            patient is not None
+            and user.fhir_user != f"Patient/{patient}"
+            and (
+                may_open is None
+                or not user.fhir_user
+                or not await may_open(user.fhir_user, patient)
+            )
+        ):
+            raise OAuthError(
+                "access_denied", "You may not open this member's record from this launch", 403
+            )
         scopes = request.scope.split()
         # Standalone launch: a member signing in is the patient in context.
         if (

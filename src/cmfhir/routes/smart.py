@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from cmfhir.auth.principal import Principal
 from cmfhir.errors import BadRequest, Forbidden, NotFound
 from cmfhir.interactions.audit import AuditSubject
 from cmfhir.interactions.oauth import (
@@ -180,7 +181,11 @@ async def authorize_submit(request: Request) -> Response:
         form = await _form(request)
         address = request.client.host if request.client else "unknown"
         signed = await server.login(
-            checked, form.get("username", ""), form.get("password", ""), address
+            checked,
+            form.get("username", ""),
+            form.get("password", ""),
+            address,
+            may_open=lambda fhir_user, patient: _may_open(request, fhir_user, patient),
         )
     except OAuthError as error:
         page = _login_form(request, checked.client_id, checked.scope, error.description)
@@ -244,6 +249,14 @@ async def revoke(request: Request) -> Response:
     return Response(status_code=200, headers=_NO_STORE)
 
 
+async def _may_open(request: Request, fhir_user: str, patient: str) -> bool:
+    """Whether the user may read the member's record under the access predicate (their care
+    teams, the organizations they supervise): an EHR launch's patient needs it."""
+    ctx = request.app.state.fhir
+    who = Principal("user", fhir_user=fhir_user, scopes=("user/Patient.rs",))
+    return await ctx.store.read(who, "Patient", patient) is not None
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -262,6 +275,13 @@ async def create_launch(request: Request) -> JSONResponse:
     except ValueError as error:
         raise BadRequest('The body must be JSON: {"patient": "ID"}') from error
     patient = body.get("patient") if isinstance(body, dict) else None
+    # The caller names a member it may see (its own access predicate), and says nothing of
+    # the others, not even whether they exist.
+    if (
+        patient
+        and await request.app.state.fhir.store.read(principal, "Patient", str(patient)) is None
+    ):
+        raise NotFound(f"Patient/{patient} is not known")
     launch = await server.create_launch(str(patient) if patient else None)
     query = urlencode({"launch": launch, "iss": base_url(request)})
     return JSONResponse({"launch": launch, "launch_url_query": query}, headers=_NO_STORE)
