@@ -12,56 +12,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import text
 
 from cmfhir.errors import BadRequest, Conflict, FhirError
 from cmfhir.resources.index_values import ResourceIndex
 from cmfhir.store.access import check_writes
+from cmfhir.store.copying import STAMP_AND_RIDS, copy_first_versions, to_millisecond
 from cmfhir.store.driver import driver_connection
-from cmfhir.store.indexing import index_rows
+from cmfhir.store.indexing import Record, index_records
 from cmfhir.store.records import NewVersion
 from cmfhir.store.repository import Repository
-from cmfhir.store.schema import INDEX_TABLES, event, resource, resource_history
 
 __all__ = ["BulkVersion", "create_many", "index_row_tuples"]
 
-IndexTuples = dict[str, list[tuple[Any, ...]]]
-
-_COLUMNS = {kind: [c.name for c in table.c] for kind, table in INDEX_TABLES.items()}
-_RID_AT = {kind: columns.index("rid") for kind, columns in _COLUMNS.items()}
-_RESOURCE_COLUMNS = [
-    "rid",
-    "resource_type",
-    "id",
-    "version",
-    "last_updated",
-    "deleted",
-    "patient_id",
-    "content",
-]
-_HISTORY_COLUMNS = [
-    "rid",
-    "version",
-    "resource_type",
-    "id",
-    "last_updated",
-    "method",
-    "patient_id",
-    "content",
-]
-_EVENT_COLUMNS = ["rid", "resource_type", "id", "version", "method", "patient_id"]
-# The transaction's id first (the history watermark relies on a stamp read after it, as in
-# `Repository.write`), then the clock and the new rows' rids in the same round trip.
-_STAMP_AND_RIDS = text(
-    "WITH assigned AS MATERIALIZED (SELECT pg_current_xact_id() AS xid) "
-    "SELECT xid, clock_timestamp(), ARRAY(SELECT nextval(pg_get_serial_sequence("
-    "'resource', 'rid')) FROM generate_series(1, :n)) FROM assigned"
-)
+IndexTuples = dict[str, list[Record]]
 _CONFLICTS = {"23505", "40001", "40P01"}
 
 
@@ -89,14 +57,9 @@ class BulkVersion:
 
 
 def index_row_tuples(resource_type: str, index: ResourceIndex) -> IndexTuples:
-    """The index rows of a version not yet stored (its rid is filled in by `create_many`),
-    per index table, in that table's column order."""
-    out: IndexTuples = {}
-    for kind, rows in index_rows(0, resource_type, index).items():
-        if rows:
-            columns = _COLUMNS[kind]
-            out[kind] = [tuple(row[c] for c in columns) for row in rows]
-    return out
+    """The index records of a version not yet stored (`rid` 0, first in each record, filled
+    in by `create_many`), per index family."""
+    return {kind: rows for kind, rows in index_records(0, resource_type, index).items() if rows}
 
 
 def _instant(moment: datetime) -> str:
@@ -118,9 +81,8 @@ async def create_many(repo: Repository, versions: Sequence[BulkVersion]) -> list
         repo.conn, repo.principal, [(v.resource_type, "c", v.patient_id, None) for v in versions]
     )
     # Through SQLAlchemy: it begins the transaction if nothing has yet.
-    _, clock, rids = (await repo.conn.execute(_STAMP_AND_RIDS, {"n": len(versions)})).one()
-    now = clock.astimezone(UTC)
-    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    _, clock, rids = (await repo.conn.execute(STAMP_AND_RIDS, {"n": len(versions)})).one()
+    now = to_millisecond(clock)
     stamp = _instant(now)
     records = [
         NewVersion(
@@ -136,38 +98,12 @@ async def create_many(repo: Repository, versions: Sequence[BulkVersion]) -> list
         )
         for v, rid in zip(versions, rids, strict=True)
     ]
-    per_table: IndexTuples = {}
+    index: IndexTuples = {}
     for v, rid in zip(versions, rids, strict=True):
         for kind, rows in v.rows.items():
-            at = _RID_AT[kind]
-            per_table.setdefault(kind, []).extend((*row[:at], rid, *row[at + 1 :]) for row in rows)
-    driver = await driver_connection(repo.conn)
+            index.setdefault(kind, []).extend((rid, *row[1:]) for row in rows)
     try:
-        await driver.copy_records_to_table(
-            resource.name,
-            columns=_RESOURCE_COLUMNS,
-            records=[
-                (r.rid, r.resource_type, r.id, 1, now, False, r.patient_id, r.content)
-                for r in records
-            ],
-        )
-        await driver.copy_records_to_table(
-            resource_history.name,
-            columns=_HISTORY_COLUMNS,
-            records=[
-                (r.rid, 1, r.resource_type, r.id, now, "create", r.patient_id, r.content)
-                for r in records
-            ],
-        )
-        for kind, rows in per_table.items():
-            await driver.copy_records_to_table(
-                INDEX_TABLES[kind].name, columns=_COLUMNS[kind], records=rows
-            )
-        await driver.copy_records_to_table(
-            event.name,
-            columns=_EVENT_COLUMNS,
-            records=[(r.rid, r.resource_type, r.id, 1, "create", r.patient_id) for r in records],
-        )
+        await copy_first_versions(await driver_connection(repo.conn), records, index)
     except asyncpg.PostgresError as error:
         refusal = _refusal(error)
         if refusal is None:

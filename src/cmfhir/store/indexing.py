@@ -15,7 +15,7 @@ from typing import Any
 
 from cmfhir.resources.index_values import ResourceIndex
 
-__all__ = ["MAX_INDEXED_BYTES", "RECORD_COLUMNS", "index_records", "index_rows"]
+__all__ = ["MAX_INDEXED_BYTES", "RECORD_COLUMNS", "Record", "index_records", "index_rows"]
 
 MAX_INDEXED_BYTES = 1024
 # Up to 4 bytes a character: a string this short always fits, without encoding it.

@@ -7,7 +7,7 @@ interaction's block ends, so a FHIR transaction Bundle is one database transacti
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Text, bindparam, cast, func, insert, select, text, tuple_, update
@@ -21,10 +21,11 @@ from cmfhir.resources.index_values import ResourceIndex
 from cmfhir.search.model import SearchRequest
 from cmfhir.store import check
 from cmfhir.store.access import check_writes, visible
+from cmfhir.store.copying import HISTORY_COLUMNS, INDEX_COLUMNS, copy_records, to_millisecond
 from cmfhir.store.driver import driver_connection
 from cmfhir.store.history import history_query, just_after_now, restamp, watermark
 from cmfhir.store.includes import Include, Included, fetch_included
-from cmfhir.store.indexing import RECORD_COLUMNS, index_records
+from cmfhir.store.indexing import index_records
 from cmfhir.store.integrity import (
     ReferencePolicy,
     dangling_issue,
@@ -40,17 +41,6 @@ from cmfhir.store.search_sql import SearchPage, run_search
 __all__ = ["HistoryPage", "Repository", "SearchPage"]
 
 _content_text = cast(resource.c.content, Text)
-_HISTORY_COLUMNS = [
-    "rid",
-    "version",
-    "resource_type",
-    "id",
-    "last_updated",
-    "method",
-    "patient_id",
-    "content",
-]
-_COPY_COLUMNS = {kind: list(columns) for kind, columns in RECORD_COLUMNS.items()}
 _READ = str(
     select(resource.c.version, resource.c.last_updated, resource.c.deleted, _content_text)
     .where(resource.c.resource_type == bindparam("t"), resource.c.id == bindparam("i"))
@@ -357,7 +347,7 @@ class Repository:
             await self._delete_index([v.rid for v in changed if v.rid is not None])
         await self._copy(
             resource_history.name,
-            _HISTORY_COLUMNS,
+            HISTORY_COLUMNS,
             [
                 (
                     v.rid,
@@ -428,8 +418,7 @@ class Repository:
         # Through SQLAlchemy, not the driver: it begins the transaction if nothing has yet,
         # and the stamp must be read inside it.
         clock: datetime = (await self.conn.execute(_STAMP)).one()[1]
-        now = clock.astimezone(UTC)
-        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        now = to_millisecond(clock)
         for v in versions:
             restamp(v, now)
 
@@ -526,15 +515,14 @@ class Repository:
                 if records:
                     per_table.setdefault(kind, []).extend(records)
         for kind, records in per_table.items():
-            await self._copy(INDEX_TABLES[kind].name, _COPY_COLUMNS[kind], records)
+            await self._copy(INDEX_TABLES[kind].name, INDEX_COLUMNS[kind], records)
 
     async def _copy(self, table: str, columns: list[str], records: list[tuple[Any, ...]]) -> None:
         """COPY rows into `table` on this connection, inside its open transaction: several
         times cheaper than INSERT for the many rows a write makes (history, index, outbox)."""
         if records:
             raw = await self.conn.get_raw_connection()
-            driver: Any = raw.driver_connection
-            await driver.copy_records_to_table(table, records=records, columns=columns)
+            await copy_records(raw.driver_connection, table, columns, records)
 
     async def now(self) -> datetime:
         value: datetime = (await self.conn.execute(select(func.clock_timestamp()))).scalar_one()
