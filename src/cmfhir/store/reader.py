@@ -61,11 +61,23 @@ class Reader:
             connection = self._idle.pop() if self._idle else await self._connect()
             try:
                 found = await read_current(connection, principal, resource_type, id)
-            except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
+            except (
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,  # a protocol in a broken state
+                asyncpg.PostgresConnectionError,
+                OSError,
+            ):
                 self._discard_all(connection)
                 raise
-            except asyncpg.PostgresError:
-                self._idle.append(connection)  # the statement failed, the session did not
+            except asyncpg.PostgresError as error:
+                # The server ended the session (57P01 "terminating connection due to
+                # administrator command", a restart) or it is gone: every idle one likely
+                # went with it. Otherwise the statement failed and the session did not.
+                state = str(getattr(error, "sqlstate", "") or "")
+                if connection.is_closed() or state.startswith(("57P", "08")):
+                    self._discard_all(connection)
+                else:
+                    self._idle.append(connection)
                 raise
             except BaseException:
                 # Cancelled mid-statement (the client went away): its protocol may still

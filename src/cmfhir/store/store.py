@@ -137,15 +137,9 @@ class Store:
                 raise
             raise translated from error
         except TimeoutError as error:  # no pooled connection came free in time
-            log.warning("database read pool exhausted")
-            raise ServiceUnavailable(
-                "The server is busy; retry shortly.", headers={"Retry-After": "2"}
-            ) from error
+            raise _busy("database read pool exhausted") from error
         except (OSError, ConnectionError) as error:
-            log.warning("database unreachable: %s", type(error).__name__)
-            raise ServiceUnavailable(
-                "The database is unreachable; retry shortly.", headers={"Retry-After": "5"}
-            ) from error
+            raise _unreachable(error) from error
 
     def with_before_commit(self, hook: BeforeCommit) -> Store:
         """This store (the same engine and pool) with `hook(repo)` run at the end of each of
@@ -217,12 +211,18 @@ class Store:
                 raise
             raise translated from error
         except sa_exc.TimeoutError as error:  # no pooled connection came free in time
-            log.warning("database connection pool exhausted")
-            raise ServiceUnavailable(
-                "The server is busy; retry shortly.", headers={"Retry-After": "2"}
-            ) from error
+            raise _busy("database connection pool exhausted") from error
         except (OSError, ConnectionError) as error:
-            log.warning("database unreachable: %s", type(error).__name__)
-            raise ServiceUnavailable(
-                "The database is unreachable; retry shortly.", headers={"Retry-After": "5"}
-            ) from error
+            raise _unreachable(error) from error
+
+
+def _busy(what: str) -> ServiceUnavailable:
+    log.warning("%s", what)
+    return ServiceUnavailable("The server is busy; retry shortly.", headers={"Retry-After": "2"})
+
+
+def _unreachable(error: BaseException) -> ServiceUnavailable:
+    log.warning("database unreachable: %s", type(error).__name__)
+    return ServiceUnavailable(
+        "The database is unreachable; retry shortly.", headers={"Retry-After": "5"}
+    )
