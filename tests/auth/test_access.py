@@ -104,13 +104,18 @@ def world(smart: Smart) -> World:
     )  # fmt: skip
 
 
+def _entry_id(entry: dict[str, Any]) -> str:
+    """`Type/id` of a Bundle entry: its resource's, or for a history entry of a delete
+    (no resource) its request's URL."""
+    if "resource" in entry:
+        return f"{entry['resource']['resourceType']}/{entry['resource']['id']}"
+    return "/".join(entry["request"]["url"].split("?")[0].split("/")[:2])
+
+
 def _ids(answer: Any, resource_type: str | None = None) -> set[str]:
     assert answer.status_code == 200, answer.text
-    return {
-        f"{e['resource']['resourceType']}/{e['resource']['id']}"
-        for e in answer.json().get("entry", [])
-        if resource_type is None or e["resource"]["resourceType"] == resource_type
-    }
+    found = {_entry_id(e) for e in answer.json().get("entry", [])}
+    return {i for i in found if resource_type is None or i.startswith(f"{resource_type}/")}
 
 
 def _patient_token(smart: Smart, world: World, scope: str = "patient/*.rs") -> Bearer:

@@ -26,6 +26,7 @@ helpers for every app:
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import socket
 import threading
@@ -243,7 +244,10 @@ def browser() -> Iterator[Any]:
         options.add_argument(argument)
     options.add_experimental_option("prefs", {"intl.accept_languages": "en-US,en"})
     options.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    # The browser's clock in North Carolina's time zone, where the reports count their
+    # months: the apps' "this month" then agrees with the server's near a month's end.
+    service = Service(str(CHROMEDRIVER), env={**os.environ, "TZ": "America/New_York"})
+    driver = webdriver.Chrome(options=options, service=service)
     driver.set_script_timeout(WAIT_S)
     try:
         yield driver
