@@ -188,20 +188,29 @@ async def test_a_scheduled_job_runs_once_per_interval_by_the_clock(ctx: FhirCont
     assert runs == [datetime(2026, 11, 30, 2, tzinfo=UTC), datetime(2026, 12, 1, 2, tzinfo=UTC)]
 
 
+async def _long_write(ctx: FhirContext, release: asyncio.Event) -> asyncio.Task[str]:
+    """A write whose transaction stays open until `release` is set; returned once it has
+    written (its event exists, uncommitted): the task's result is the resource's id."""
+    written = asyncio.Event()
+
+    async def long_writer() -> str:
+        async with ctx.store.transaction(principal=TRUSTED) as repo:
+            record, _ = await create_in(ctx, repo, _patient("long"))
+            written.set()
+            await release.wait()
+        return record.id
+
+    task = asyncio.create_task(long_writer())
+    await written.wait()
+    return task
+
+
 async def test_catching_up_waits_out_an_older_running_transaction(ctx: FhirContext) -> None:
     handler = Collect(f"c-{uuid.uuid4().hex[:8]}")
     consumer = OutboxConsumer(ctx.store, handler)
     await consumer.catch_up()
     release = asyncio.Event()
-
-    async def long_writer() -> str:
-        async with ctx.store.transaction(principal=TRUSTED) as repo:
-            record, _ = await create_in(ctx, repo, _patient("long"))
-            await release.wait()
-        return record.id
-
-    slow = asyncio.create_task(long_writer())
-    await asyncio.sleep(0.3)
+    slow = await _long_write(ctx, release)
     [quick] = await _write(ctx)
     assert await consumer.drain() == 0  # a drain stops behind the running transaction
     catching_up = asyncio.create_task(consumer.catch_up())
@@ -224,15 +233,7 @@ async def test_reading_ahead_handles_committed_events_behind_a_long_transaction_
     consumer = OutboxConsumer(ctx.store, handler)
     await consumer.drain()
     release = asyncio.Event()
-
-    async def long_writer() -> str:
-        async with ctx.store.transaction(principal=TRUSTED) as repo:
-            record, _ = await create_in(ctx, repo, _patient("long"))
-            await release.wait()
-        return record.id
-
-    slow = asyncio.create_task(long_writer())
-    await asyncio.sleep(0.3)
+    slow = await _long_write(ctx, release)
     [quick] = await _write(ctx)
     await consumer.step()
     assert quick in [e.id for e in handler.seen]  # handled while the older one runs
