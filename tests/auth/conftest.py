@@ -88,6 +88,24 @@ class Smart:
     def cli(self, *args: str) -> None:
         run_cli(self.database_url, self.data_dir, *args)
 
+    def public_client(self, scope: str) -> str:
+        """A public app registered for `scope` (redirect URI `REDIRECT`): its client id."""
+        client_id = f"app-{uuid.uuid4().hex[:8]}"
+        self.cli(
+            "client", "register", "--client-id", client_id, "--public",
+            "--redirect-uri", REDIRECT, "--scope", scope,
+        )  # fmt: skip
+        return client_id
+
+    def user(self, fhir_user: str) -> tuple[str, str]:
+        """An account whose fhirUser is `fhir_user`: (username, password)."""
+        username, password = f"u-{uuid.uuid4().hex[:8]}", "correct horse battery"
+        self.cli(
+            "user", "add", "--username", username, "--password", password,
+            "--fhir-user", fhir_user,
+        )  # fmt: skip
+        return username, password
+
     def assertion(self, client_id: str, **overrides: Any) -> str:
         claims = {
             "iss": client_id,
@@ -219,3 +237,19 @@ def smart(
             "--jwks-file", str(jwks), "--scope", SYSTEM_SCOPE + " system/Patient.rs",
         )  # fmt: skip
         yield state
+
+
+def practitioner_on_team(system: Any, member: str) -> str:
+    """A new Practitioner on the member's active CareTeam (`system`: a system-token
+    client): `Practitioner/ID`."""
+    answer = system.post("/Practitioner", json={"resourceType": "Practitioner"})
+    assert answer.status_code == 201, answer.text
+    practitioner = f"Practitioner/{answer.json()['id']}"
+    team = {
+        "resourceType": "CareTeam",
+        "status": "active",
+        "subject": {"reference": f"Patient/{member}"},
+        "participant": [{"member": {"reference": practitioner}}],
+    }
+    assert system.post("/CareTeam", json=team).status_code == 201
+    return practitioner

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from tests.auth.conftest import REDIRECT, Bearer, Smart
+from tests.auth.conftest import REDIRECT, Bearer, Smart, practitioner_on_team
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 IHE = "urn:ihe:event-type-code"
@@ -59,16 +59,8 @@ def _entities(event: dict[str, Any]) -> set[str]:
 def _member_app(smart: Smart, system: Bearer, scope: str) -> tuple[str, str, str, str]:
     """A member, a public app registered for `scope`, and the member's account."""
     member = system.post("/Patient", json={"resourceType": "Patient"}).json()["id"]
-    client_id = f"app-{uuid.uuid4().hex[:8]}"
-    smart.cli(
-        "client", "register", "--client-id", client_id, "--public",
-        "--redirect-uri", REDIRECT, "--scope", scope,
-    )  # fmt: skip
-    username, password = f"u-{uuid.uuid4().hex[:8]}", "correct horse battery"
-    smart.cli(
-        "user", "add", "--username", username, "--password", password,
-        "--fhir-user", f"Patient/{member}",
-    )  # fmt: skip
+    client_id = smart.public_client(scope)
+    username, password = smart.user(f"Patient/{member}")
     return member, client_id, username, password
 
 
@@ -182,19 +174,8 @@ def test_ehr_launch_is_audited(smart: Smart) -> None:
     # The app's authorize request with the launch: accepted, naming the launch's patient;
     # with a launch that does not exist: refused.
     # The user signing in is on the member's care team (the launch alone opens nothing).
-    practitioner = system.post("/Practitioner", json={"resourceType": "Practitioner"}).json()["id"]
-    team = {
-        "resourceType": "CareTeam",
-        "status": "active",
-        "subject": {"reference": f"Patient/{member}"},
-        "participant": [{"member": {"reference": f"Practitioner/{practitioner}"}}],
-    }
-    assert system.post("/CareTeam", json=team).status_code == 201
-    username, password = f"u-{uuid.uuid4().hex[:8]}", "correct horse battery"
-    smart.cli(
-        "user", "add", "--username", username, "--password", password,
-        "--fhir-user", f"Practitioner/{practitioner}",
-    )  # fmt: skip
+    practitioner = practitioner_on_team(system, member)
+    username, password = smart.user(practitioner)
     params, verifier = _params(client_id, scope, smart, launch=created.json()["launch"])
     rid = uuid.uuid4().hex
     page = httpx.get(f"{smart.origin}/auth/authorize", params=params, headers={"X-Request-Id": rid})
@@ -224,7 +205,7 @@ def test_ehr_launch_is_audited(smart: Smart) -> None:
     assert answer.status_code == 303
     login = _one(system, rid)
     assert _subtypes(login) == {(DCM, "110122"), (OURS, "ehr-launch")}
-    assert login["agent"][0]["who"] == {"reference": f"Practitioner/{practitioner}"}
+    assert login["agent"][0]["who"] == {"reference": practitioner}
     assert f"Patient/{member}" in _entities(login)
     code = parse_qs(urlsplit(answer.headers["location"]).query)["code"][0]
     token = httpx.post(

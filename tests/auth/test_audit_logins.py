@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from typing import Any
 
 import httpx
-from tests.auth.conftest import REDIRECT, Bearer, Smart
+from tests.auth.conftest import Bearer, Smart
 
 LOGIN = "subtype=http://dicom.nema.org/resources/ontology/DCM|110122"
 
@@ -32,17 +31,9 @@ def _logins(reader: Bearer, query: str, wanted: int) -> list[dict[str, Any]]:
 def test_logins_and_token_grants_are_audited(smart: Smart) -> None:
     system = smart.system()
     member = system.post("/Patient", json={"resourceType": "Patient"}).json()["id"]
-    client_id = f"app-{uuid.uuid4().hex[:8]}"
     scope = "launch/patient patient/*.rs"
-    smart.cli(
-        "client", "register", "--client-id", client_id, "--public",
-        "--redirect-uri", REDIRECT, "--scope", scope,
-    )  # fmt: skip
-    username, password = f"u-{uuid.uuid4().hex[:8]}", "correct horse battery"
-    smart.cli(
-        "user", "add", "--username", username, "--password", password,
-        "--fhir-user", f"Patient/{member}",
-    )  # fmt: skip
+    client_id = smart.public_client(scope)
+    username, password = smart.user(f"Patient/{member}")
 
     refused, _, _ = smart.authorize(client_id, username, "wrong password", scope)
     assert refused.status_code >= 400

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
-from tests.auth.conftest import REDIRECT, Bearer, Smart
+from tests.auth.conftest import REDIRECT, Bearer, Smart, practitioner_on_team
 
 from cmfhir.auth.keys import SigningKeys
 from cmfhir.auth.tokens import issue_access_token
@@ -22,24 +22,6 @@ def _patient(system: Bearer, name: str) -> str:
     answer = system.post("/Patient", json={"resourceType": "Patient", "name": [{"family": name}]})
     assert answer.status_code == 201, answer.text
     return str(answer.json()["id"])
-
-
-def _public_client(smart: Smart, scope: str) -> str:
-    client_id = f"app-{uuid.uuid4().hex[:8]}"
-    smart.cli(
-        "client", "register", "--client-id", client_id, "--public",
-        "--redirect-uri", REDIRECT, "--scope", scope,
-    )  # fmt: skip
-    return client_id
-
-
-def _user(smart: Smart, fhir_user: str) -> tuple[str, str]:
-    username = f"u-{uuid.uuid4().hex[:8]}"
-    password = "correct horse battery"
-    smart.cli(
-        "user", "add", "--username", username, "--password", password, "--fhir-user", fhir_user
-    )
-    return username, password
 
 
 def test_discovery_and_metadata_are_public(smart: Smart) -> None:
@@ -141,8 +123,8 @@ def test_client_assertion_replay_and_bad_signature_refused(smart: Smart) -> None
 def test_standalone_patient_launch_pkce_refresh_introspect_revoke(smart: Smart) -> None:
     system = smart.system()
     member = _patient(system, "Standalone")
-    client_id = _public_client(smart, "openid fhirUser launch/patient patient/*.rs offline_access")
-    username, password = _user(smart, f"Patient/{member}")
+    client_id = smart.public_client("openid fhirUser launch/patient patient/*.rs offline_access")
+    username, password = smart.user(f"Patient/{member}")
     token = smart.login(
         client_id,
         username,
@@ -196,8 +178,8 @@ def test_standalone_patient_launch_pkce_refresh_introspect_revoke(smart: Smart) 
 def test_pkce_and_redirect_uri_are_enforced(smart: Smart) -> None:
     system = smart.system()
     member = _patient(system, "Pkce")
-    client_id = _public_client(smart, "launch/patient patient/*.rs")
-    username, password = _user(smart, f"Patient/{member}")
+    client_id = smart.public_client("launch/patient patient/*.rs")
+    username, password = smart.user(f"Patient/{member}")
     answer, _, _ = smart.authorize(client_id, username, password, "launch/patient patient/*.rs")
     code = httpx.URL(answer.headers["location"]).params["code"]
     wrong = httpx.post(
@@ -240,8 +222,8 @@ def test_pkce_and_redirect_uri_are_enforced(smart: Smart) -> None:
 def test_failed_logins_are_rate_limited(smart: Smart) -> None:
     system = smart.system()
     member = _patient(system, "Limited")
-    client_id = _public_client(smart, "launch/patient patient/*.rs")
-    username, password = _user(smart, f"Patient/{member}")
+    client_id = smart.public_client("launch/patient patient/*.rs")
+    username, password = smart.user(f"Patient/{member}")
     for _ in range(5):
         answer, _, _ = smart.authorize(client_id, username, "wrong password", "patient/*.rs")
         assert answer.status_code == 401
@@ -250,28 +232,13 @@ def test_failed_logins_are_rate_limited(smart: Smart) -> None:
     assert answer.status_code == 429
 
 
-def _practitioner_on_team(system: Bearer, member: str) -> str:
-    """A Practitioner on the member's active CareTeam: `Practitioner/ID`."""
-    answer = system.post("/Practitioner", json={"resourceType": "Practitioner"})
-    assert answer.status_code == 201, answer.text
-    practitioner = f"Practitioner/{answer.json()['id']}"
-    team = {
-        "resourceType": "CareTeam",
-        "status": "active",
-        "subject": {"reference": f"Patient/{member}"},
-        "participant": [{"member": {"reference": practitioner}}],
-    }
-    assert system.post("/CareTeam", json=team).status_code == 201
-    return practitioner
-
-
 def test_ehr_launch_context(smart: Smart) -> None:
     system = smart.system()
     member = _patient(system, "Launched")
     launch = system.post(f"{smart.origin}/auth/launch", json={"patient": member})
     assert launch.status_code == 200, launch.text
-    client_id = _public_client(smart, "launch patient/*.rs openid fhirUser")
-    username, password = _user(smart, _practitioner_on_team(system, member))
+    client_id = smart.public_client("launch patient/*.rs openid fhirUser")
+    username, password = smart.user(practitioner_on_team(system, member))
     token = smart.login(
         client_id, username, password, "launch patient/*.rs", launch=launch.json()["launch"]
     )
@@ -286,20 +253,20 @@ def test_an_ehr_launch_opens_only_a_member_the_user_may_see(smart: Smart) -> Non
     system = smart.system()
     member = _patient(system, "Guarded")
     launch = system.post(f"{smart.origin}/auth/launch", json={"patient": member}).json()["launch"]
-    client_id = _public_client(smart, "launch patient/*.rs openid fhirUser")
+    client_id = smart.public_client("launch patient/*.rs openid fhirUser")
     outsider = system.post("/Practitioner", json={"resourceType": "Practitioner"}).json()["id"]
-    username, password = _user(smart, f"Practitioner/{outsider}")
+    username, password = smart.user(f"Practitioner/{outsider}")
     answer, _, _ = smart.authorize(
         client_id, username, password, "launch patient/*.rs", launch=launch
     )
     assert answer.status_code == 403, answer.text
     assert "may not open this member" in answer.text and "location" not in answer.headers
     # On the team (the same launch, another user): allowed.
-    username, password = _user(smart, _practitioner_on_team(system, member))
+    username, password = smart.user(practitioner_on_team(system, member))
     token = smart.login(client_id, username, password, "launch patient/*.rs", launch=launch)
     assert token["patient"] == member
     # A care manager's own token: a launch for their member, none for another.
-    nurse = smart.as_token("user/*.rs", fhir_user=_practitioner_on_team(system, member))
+    nurse = smart.as_token("user/*.rs", fhir_user=practitioner_on_team(system, member))
     assert nurse.post(f"{smart.origin}/auth/launch", json={"patient": member}).status_code == 200
     stranger = _patient(system, "Stranger")
     refused = nurse.post(f"{smart.origin}/auth/launch", json={"patient": stranger})
