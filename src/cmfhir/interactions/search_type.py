@@ -21,7 +21,7 @@ from cmfhir.resources.summary import (
 )
 from cmfhir.search.model import Compartment, SearchRequest
 from cmfhir.search.parse import parse_search
-from cmfhir.store import Repository, SearchPage
+from cmfhir.store import Searches, SearchPage
 
 __all__ = ["search", "search_compartment", "search_in"]
 
@@ -58,7 +58,7 @@ def _subset(
 
 
 async def _included(
-    ctx: FhirContext, repo: Repository, request: SearchRequest, page: SearchPage
+    ctx: FhirContext, repo: Searches, request: SearchRequest, page: SearchPage
 ) -> list[tuple[str, str, str]]:
     if not page.matches or not (request.include or request.revinclude):
         return []
@@ -112,7 +112,7 @@ def _check_size(
 
 async def search_in(
     ctx: FhirContext,
-    repo: Repository,
+    repo: Searches,
     resource_type: str | None,
     params: list[tuple[str, str]],
     *,
@@ -177,7 +177,7 @@ async def search(
     base: str,
     handling: str | None = None,
 ) -> Result:
-    async with ctx.store.transaction(principal=ctx.principal, read_only=True) as repo:
+    async with ctx.store.searching(ctx.principal) as repo:
         return await search_in(ctx, repo, resource_type, params, base=base, handling=handling)
 
 
@@ -197,7 +197,7 @@ async def search_compartment(
     if not params_for and resource_type != "Patient":
         raise NotFound(f"{resource_type} is not in the Patient compartment")
     compartment = Compartment("Patient", owner_id, params_for)
-    async with ctx.store.transaction(principal=ctx.principal, read_only=True) as repo:
+    async with ctx.store.searching(ctx.principal) as repo:
         return await search_in(
             ctx, repo, resource_type, params, base=base, handling=handling, compartment=compartment
         )

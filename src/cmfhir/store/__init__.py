@@ -6,6 +6,7 @@ from cmfhir.store.oauth import OAuthStore
 from cmfhir.store.outbox import START, Event, EventPosition
 from cmfhir.store.records import Current, Method, NewVersion, StoredVersion
 from cmfhir.store.repository import HistoryPage, Repository, SearchPage
+from cmfhir.store.searcher import Searcher, Searches
 from cmfhir.store.store import Store
 from cmfhir.store.subscriptions import SubscriptionRows
 
@@ -22,6 +23,8 @@ __all__ = [
     "ReferencePolicy",
     "Repository",
     "SearchPage",
+    "Searcher",
+    "Searches",
     "Store",
     "StoredVersion",
     "SubscriptionRows",

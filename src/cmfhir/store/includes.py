@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,7 +21,7 @@ from cmfhir.search.model import Include
 from cmfhir.store.driver import driver_connection
 from cmfhir.store.search_sql import SearchSql, literal
 
-__all__ = ["Include", "Included", "Key", "fetch_included"]
+__all__ = ["Include", "Included", "Key", "fetch_included", "walk_included"]
 
 Key = tuple[int, str, str]  # rid, resource_type, id
 
@@ -118,9 +119,33 @@ async def fetch_included(
     max_total: int,
     principal: Principal | None,
 ) -> Included:
+    """`walk_included` inside the SQLAlchemy connection `conn` (and its transaction)."""
+    if not matches or not (include or revinclude):
+        return Included()
+    return await walk_included(
+        await driver_connection(conn),
+        matches,
+        include,
+        revinclude,
+        max_depth=max_depth,
+        max_total=max_total,
+        principal=principal,
+    )
+
+
+async def walk_included(
+    driver: Any,
+    matches: Sequence[Key],
+    include: Sequence[Include],
+    revinclude: Sequence[Include],
+    *,
+    max_depth: int,
+    max_total: int,
+    principal: Principal | None,
+) -> Included:
     """The resources `include` and `revinclude` bring for the matches (rid, type and id of
     each), none of them a match and none twice, at most `max_total` of them, followed at
-    most `max_depth` levels deep."""
+    most `max_depth` levels deep, read on the asyncpg connection `driver`."""
     out = Included()
     seen: dict[int, None] = {}
     frontier: list[Key] = []
@@ -128,14 +153,12 @@ async def fetch_included(
         if key[0] not in seen:
             seen[key[0]] = None
             frontier.append(key)
-    driver = None
     for depth in range(max_depth):
         forward = tuple(i for i in include if depth == 0 or i.iterate)
         reverse = tuple(i for i in revinclude if depth == 0 or i.iterate)
         if not frontier or not (forward or reverse):
             return out
         room = max_total - len(out.resources)
-        driver = driver or await driver_connection(conn)
         text, access = _level_sql(forward, reverse, principal)
         own: list[object] = [[k[0] for k in frontier], list(seen), room + 1]
         if reverse:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -90,6 +92,56 @@ class Reader:
             else:
                 self._idle.append(connection)
             return found
+        finally:
+            self._free.release()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """A connection of the pool for the statements of the block, each on its own (no
+        transaction: READ COMMITTED gives each statement its snapshot), handled as `read`
+        handles its own: searches (store/searcher.py) come here. The block must leave the
+        session as it found it (no transaction, no settings)."""
+        if self._free.locked():
+            async with asyncio.timeout(ACQUIRE_TIMEOUT_S):
+                await self._free.acquire()
+        else:
+            await self._free.acquire()
+        try:
+            connection = self._idle.pop() if self._idle else await self._connect()
+            try:
+                yield connection
+            except (
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+                asyncpg.PostgresConnectionError,
+                OSError,
+            ):
+                self._discard_all(connection)
+                raise
+            except asyncpg.PostgresError as error:
+                state = str(getattr(error, "sqlstate", "") or "")
+                if connection.is_closed() or state.startswith(("57P", "08")):
+                    self._discard_all(connection)
+                else:
+                    self._idle.append(connection)
+                raise
+            except Exception:
+                # Failed in the caller's own code, between statements: the session is
+                # as it was.
+                if connection.is_closed():
+                    self._discard_all(connection)
+                else:
+                    self._idle.append(connection)
+                raise
+            except BaseException:
+                # Cancelled mid-statement (the client went away): its protocol may still
+                # wait for the answer, so it is not used again.
+                connection.terminate()
+                raise
+            if self._closed:
+                await connection.close()
+            else:
+                self._idle.append(connection)
         finally:
             self._free.release()
 

@@ -22,6 +22,7 @@ from cmfhir.store.integrity import ReferencePolicy
 from cmfhir.store.reader import reader_for
 from cmfhir.store.records import StoredVersion
 from cmfhir.store.repository import Repository
+from cmfhir.store.searcher import Searcher, Searches
 
 __all__ = ["BeforeCommit", "Store"]
 
@@ -141,6 +142,22 @@ class Store:
         except (OSError, ConnectionError) as error:
             raise _unreachable(error) from error
 
+    @asynccontextmanager
+    async def searching(self, principal: Principal | None) -> AsyncIterator[Searches]:
+        """What a search reads, for `principal`: a raw connection of the engine's `Reader`
+        (store/searcher.py) when it has one, else a read-only connection."""
+        if self.reader is None:
+            async with self.transaction(principal=principal, read_only=True) as repo:
+                yield repo
+            return
+        try:
+            async with self.reader.connection() as driver:
+                yield Searcher(driver, principal)
+        except _READER_ERRORS as error:
+            if (failure := _reader_failure(error, "search")) is None:
+                raise
+            raise failure from error
+
     def with_before_commit(self, hook: BeforeCommit) -> Store:
         """This store (the same engine and pool) with `hook(repo)` run at the end of each of
         its write transactions that wrote something."""
@@ -214,6 +231,21 @@ class Store:
             raise _busy("database connection pool exhausted") from error
         except (OSError, ConnectionError) as error:
             raise _unreachable(error) from error
+
+
+# What a statement on a raw connection of the `Reader` raises when it fails or none is free.
+_READER_ERRORS = (asyncpg.PostgresError, *_CONNECTION_LOST, TimeoutError, OSError, ConnectionError)
+
+
+def _reader_failure(error: BaseException, what: str) -> FhirError | None:
+    """The client's view of a failure on the `Reader`'s connections: a 4xx or 503, or None
+    for a bug (a 500)."""
+    if isinstance(error, asyncpg.PostgresError | _CONNECTION_LOST):
+        unavailable = isinstance(error, _CONNECTION_LOST)
+        return _translate(getattr(error, "sqlstate", None), unavailable, what)
+    if isinstance(error, TimeoutError):  # no pooled connection came free in time
+        return _busy(f"database {what} pool exhausted")
+    return _unreachable(error)
 
 
 def _busy(what: str) -> ServiceUnavailable:
