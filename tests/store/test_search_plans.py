@@ -25,7 +25,12 @@ from cmfhir.resources.search_parameters import load_registry
 from cmfhir.search.model import Include
 from cmfhir.search.parse import parse_search
 from cmfhir.store.includes import _level_sql
-from cmfhir.store.search_sql import Statement, count_statement, page_statement
+from cmfhir.store.search_sql import (
+    Statement,
+    count_statement,
+    counts_from_index,
+    page_statement,
+)
 
 FHIR = {"Content-Type": "application/fhir+json"}
 RUN = uuid.uuid4().hex[:8]
@@ -216,6 +221,63 @@ def test_population_wide_page_reads_only_its_rows(
     returned = plan[0]["Plan"]["Actual Rows"]
     assert returned == count + 1, f"the corpus has {matches} matches; the page is full"
     assert _resource_rows(plan) <= count + 1, json.dumps(plan)[:3000]
+
+
+# The ones whose first page counts its matches in its own statement, from the index alone.
+COUNTED_ALONG = [p for p in POPULATION_WIDE if p.id != "code-date"]
+
+
+@pytest.mark.parametrize(("resource_type", "params", "matches"), COUNTED_ALONG)
+def test_population_wide_page_with_its_count_reads_only_its_rows(
+    loaded: None,
+    settings: Settings,
+    resource_type: str,
+    params: list[tuple[str, str]],
+    matches: int,
+) -> None:
+    """A first page and its bounded total in one statement: the count reads index rows
+    only, so the page still reads no more resource rows than it returns, and the count
+    is every match (within the bound) or the bound plus one (past it)."""
+    registry = load_registry(settings.profiles_dir)
+    request = parse_search(registry, resource_type, [*params, ("_count", "20")], strict=True)
+    assert counts_from_index(request, OPEN)
+    statements = [
+        page_statement(request, request.count, OPEN, count_up_to=bound)[0]
+        for bound in (1000, matches - 5)
+    ]
+    plans = asyncio.run(_explain(settings.database_url or "", statements, analyze=True))
+    for plan in plans:
+        assert [rel for node, rel in _scans(plan) if node == "Seq Scan"] == []
+        assert plan[0]["Plan"]["Actual Rows"] == 21
+        assert _resource_rows(plan) <= 21, json.dumps(plan)[:3000]
+
+    async def counted() -> list[int]:
+        conn = await asyncpg.connect(settings.database_url or "")
+        try:
+            return [(await conn.fetch(s.sql, *s.args))[0][4] for s in statements]
+        finally:
+            await conn.close()
+
+    found = asyncio.run(counted())
+    if params[0][1].startswith(f"Practitioner/plan-{RUN}"):  # no other test makes these
+        assert found == [matches, matches - 4]
+    else:
+        assert found[0] >= matches and found[1] == matches - 4
+
+
+def test_a_count_along_the_page_is_refused_where_the_index_alone_cannot_count(
+    settings: Settings,
+) -> None:
+    registry = load_registry(settings.profiles_dir)
+    for params in (
+        [("code", "http://loinc.org|1-3"), ("date", "ge2021")],
+        [("code", "http://loinc.org|1-3"), ("_sort", "date")],
+        [("date", "ge2021")],
+    ):
+        request = parse_search(registry, "Observation", params, strict=True)
+        assert not counts_from_index(request, OPEN)
+        with pytest.raises(ValueError, match="counted"):
+            page_statement(request, 20, OPEN, count_up_to=1000)
 
 
 INCLUDES = [

@@ -608,12 +608,20 @@ def _live_of_type(request: SearchRequest) -> list[str]:
 
 
 def page_statement(
-    request: SearchRequest, limit: int, principal: Principal | None
+    request: SearchRequest,
+    limit: int,
+    principal: Principal | None,
+    *,
+    count_up_to: int | None = None,
 ) -> tuple[Statement, int]:
     """SELECT one page (plus one row, to know if there is a next page).
 
     Returns the statement and the number of leading sort values in each row before
-    resource_type, id and the content text (the next cursor is made of them).
+    resource_type, id and the content text (the next cursor is made of them). With
+    `count_up_to` (only for a search whose matches `counts_from_index`; any other raises
+    ValueError), each row ends with the number of matches, counted up to `count_up_to + 1`
+    from the index rows alone: once per statement (an uncorrelated subquery), in the
+    page's round trip.
     """
     sql = SearchSql(principal)
     driver = _driver(request)
@@ -624,12 +632,20 @@ def page_statement(
             after = sql.bind(decode_cursor(request.cursor, 1)[0])
         rids = _driven_rids(request, driver, after, sql)
         where = _resource_rows(request, sql, driven=True)
+        counted = ""
+        if count_up_to is not None:
+            if any(c is not driver for c in request.criteria) or where != _live_of_type(request):
+                raise ValueError("Only the matches of one criterion's index rows are counted")
+            matched = _driven_rids(request, driver, None, sql)
+            counted = f", (SELECT count(*) FROM ({matched} LIMIT {int(count_up_to) + 1}) c)"
         text = (
-            f"SELECT r.rid, r.resource_type, r.id, r.content::text FROM ({rids}) m "
+            f"SELECT r.rid, r.resource_type, r.id, r.content::text{counted} FROM ({rids}) m "
             f"JOIN resource r ON r.rid = m.rid WHERE {' AND '.join(where)} "
             f"ORDER BY m.rid LIMIT {int(limit) + 1}"
         )
         return Statement(text, tuple(sql.args)), 1
+    if count_up_to is not None:
+        raise ValueError("Only the matches of one criterion's index rows are counted")
     components = _sort_components(request, sql)
     where = _resource_rows(request, sql)
     if request.cursor is not None:
@@ -701,13 +717,23 @@ async def run_search(
     predicate) costs one probe per candidate, up to the bound: 17 ms for
     `Observation?code=X&date=ge2025` at 1,000 members against 0.6 ms for its page, so it
     is made only when asked for (`_total=accurate`). A first page that holds every match
-    knows its total without counting."""
+    knows its total without counting; a first page that does not counts from the index in
+    its own statement (`page_statement`'s `count_up_to`), one round trip for both."""
     matches: list[tuple[str, str, str]] = []
     rids: list[int] = []
     next_cursor = None
+    # A first page's bounded count from the index rows rides in the page's own statement:
+    # one round trip, not two.
+    indexed = count_up_to is not None and count_up_to > 0 and counts_from_index(request, principal)
+    along = indexed and request.count > 0 and request.cursor is None
+    counted_along: int | None = None
     if request.count > 0:
-        page, width = page_statement(request, request.count, principal)
+        page, width = page_statement(
+            request, request.count, principal, count_up_to=count_up_to if along else None
+        )
         rows = await driver.fetch(page.sql, *page.args)
+        if along and rows:
+            counted_along = rows[0][width + 3]
         if len(rows) > request.count:
             rows = rows[: request.count]
             next_cursor = encode_cursor(list(rows[-1][:width]))
@@ -716,7 +742,10 @@ async def run_search(
     total = None
     if request.count > 0 and next_cursor is None and request.cursor is None:
         total = None if request.total == "none" else len(matches)
-    elif count_up_to is None or (count_up_to > 0 and counts_from_index(request, principal)):
+    elif counted_along is not None:
+        assert count_up_to is not None
+        total = counted_along if counted_along <= count_up_to else None
+    elif count_up_to is None or indexed:
         count = count_statement(request, count_up_to, principal)
         counted: int = await driver.fetchval(count.sql, *count.args)
         total = counted if count_up_to is None or counted <= count_up_to else None
