@@ -44,6 +44,8 @@ def _subset(
     request: SearchRequest, resources: list[tuple[str, str, str]], *, matched: bool
 ) -> list[tuple[str, str, str | dict[str, Any]]]:
     """`_summary` and `_elements` applied: only then is the stored JSON parsed."""
+    if not request.elements and request.summary not in SUMMARY_MODES:
+        return list(resources)  # whole, as stored
     out: list[tuple[str, str, str | dict[str, Any]]] = []
     for resource_type, id, content in resources:
         if request.summary in SUMMARY_MODES:

@@ -240,7 +240,7 @@ _READER_ERRORS = (asyncpg.PostgresError, *_CONNECTION_LOST, TimeoutError, OSErro
 def _reader_failure(error: BaseException, what: str) -> FhirError | None:
     """The client's view of a failure on the `Reader`'s connections: a 4xx or 503, or None
     for a bug (a 500)."""
-    if isinstance(error, asyncpg.PostgresError | _CONNECTION_LOST):
+    if isinstance(error, (asyncpg.PostgresError, *_CONNECTION_LOST)):
         unavailable = isinstance(error, _CONNECTION_LOST)
         return _translate(getattr(error, "sqlstate", None), unavailable, what)
     if isinstance(error, TimeoutError):  # no pooled connection came free in time
