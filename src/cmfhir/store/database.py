@@ -208,7 +208,7 @@ def driver_dsn(url: str) -> str:
 
 def reader_size(pool_size: int) -> int:
     """The connections of the read pool (store/reader.py) beside `pool_size` others."""
-    return max(2, pool_size // 2)
+    return max(2, pool_size // 4)
 
 
 @dataclass
@@ -279,9 +279,8 @@ async def open_database(
         # A database that is down must fail requests fast (503), not hang them.
         connect_args=connect_args,
     )
-    # Connections opened as reads and searches need them (none for a command that reads
-    # nothing), half the pool's: a read holds one for a single round trip, a search for
-    # its page, count and includes.
+    # Connections opened as reads need them (none for a command that reads nothing), a
+    # quarter of the pool's: a read holds one for a single round trip.
     reader = Reader(driver_dsn(url), size=reader_size(pool_size), connect_args=connect_args)
     attach(engine, reader)
     db = Database(engine=engine, url=url, reader=reader)
