@@ -223,6 +223,20 @@ def test_population_wide_page_reads_only_its_rows(
     assert _resource_rows(plan) <= count + 1, json.dumps(plan)[:3000]
 
 
+def test_has_reads_no_row_of_its_sources(loaded: None, settings: Settings) -> None:
+    """`_has` with a criterion on the sources' index rows: index rows exist for live
+    resources only, so the sources' own rows are not read, only the matched resources'."""
+    registry = load_registry(settings.profiles_dir)
+    request = parse_search(
+        registry, "Patient", [("_has:Observation:subject:code", "2-2"), ("_count", "1000")]
+    )
+    page, _ = page_statement(request, request.count, OPEN)
+    (plan,) = asyncio.run(_explain(settings.database_url or "", [page], analyze=True))
+    returned = plan[0]["Plan"]["Actual Rows"]
+    assert returned >= MEMBERS // 7
+    assert _resource_rows(plan) <= returned, json.dumps(plan)[:3000]
+
+
 # The ones whose first page counts its matches in its own statement, from the index alone.
 COUNTED_ALONG = [p for p in POPULATION_WIDE if p.id != "code-date"]
 

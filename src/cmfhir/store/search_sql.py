@@ -84,6 +84,10 @@ class SearchSql:
         self._aliases += 1
         return f"{prefix}{self._aliases}"
 
+    def sees_all(self, permission: str) -> bool:
+        """Whether the principal's access predicate adds no condition (`visible` is None)."""
+        return visible_condition(self.principal, permission) is None
+
     def visible(self, alias: str, permission: str) -> str | None:
         """The principal's access predicate on the `resource` row `alias` ("r": read,
         "s": search), its values bound here; None for a principal that sees everything."""
@@ -338,6 +342,18 @@ def _has_condition(crit: Criterion, res: str, sql: SearchSql) -> str:
     assert crit.has is not None
     has = crit.has
     x = sql.alias("x")
+    if _on_rid_only(has.criterion) and sql.sees_all("s"):
+        # Index rows exist for live resources only: with nothing to test on the source's
+        # row (its id, type, timestamps, what the principal may see), its index rows say
+        # all, and the row is not read (a care manager's members: a third of the buffers).
+        where = [
+            f"{x}.resource_type = {literal(has.source_type)}",
+            f"{x}.param = {literal(has.param)}",
+            f"{x}.target_type = {res}.resource_type",
+            f"{x}.target_id = {res}.id",
+            criterion_condition(has.criterion, has.source_type, x, sql),
+        ]
+        return exists(sql, f"SELECT 1 FROM idx_reference {x} WHERE {' AND '.join(where)}")
     source = sql.alias("s")
     where = [
         f"{x}.resource_type = {literal(has.source_type)}",
