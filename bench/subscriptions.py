@@ -1,11 +1,20 @@
 """Notification lag: `python -m bench.subscriptions [--subscriptions 100] [--rate 500]`.
 
-Starts `cmfhir serve` on a fresh data directory, a rest-hook subscriber (aiohttp, loopback)
-and `--subscriptions` active Subscriptions to the admission/discharge topic, each filtered
-to one member. Then ingests transaction Bundles of admissions (Encounters of those members,
-in-progress) at `--rate` resources/s for `--seconds`, and measures for each admission the
-time from the answer to the Bundle that wrote it (its commit) to the arrival of its
-notification: p50, p99 and max, and whether every admission was notified once.
+Starts `cmfhir serve` on a fresh data directory (with `--background apart`, the default as
+in the main harness: `serve --no-workers` and a `cmfhir worker` beside it; `in`: the
+workers inside `serve`), a rest-hook subscriber (aiohttp, loopback) and `--subscriptions`
+active Subscriptions to the admission/discharge topic, each filtered to one member. Then
+ingests transaction Bundles of admissions (Encounters of those members, in-progress) at
+`--rate` resources/s for `--seconds`, and measures for each admission the time from the
+answer to the Bundle that wrote it (its commit) to the arrival of its notification: p50, p99
+and max, and whether every admission was notified once.
+
+Where a backlog builds: twice a second it samples the admissions answered, the
+notifications numbered by the matcher (`subscription_counter`) and those delivered
+(`subscription_state.delivered_through`): `behind_matcher` = answered - numbered (outbox
+events not yet matched), `behind_sender` = numbered - delivered (notifications not yet
+acknowledged); their mean and max over the run, and each process's CPU (serve, worker,
+PostgreSQL) over the ingest and the catch-up.
 Not part of the test suite; figures go in bench/README.md ("Subscriptions").
 """
 
@@ -13,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import random
 import shutil
 import statistics
@@ -22,10 +33,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
+import psutil
 from aiohttp import web
 
-from bench.server import free_port, start_server
+from bench.server import Server, free_port, start_server
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 TOPIC = "https://cmfhir.org/fhir/SubscriptionTopic/encounter-admission-discharge"
@@ -83,6 +96,67 @@ def _subscription(endpoint: str, patient: str) -> dict[str, Any]:
     }
 
 
+_COUNTS = """
+SELECT (SELECT coalesce(sum(events_since_start), 0) FROM subscription_counter),
+       (SELECT coalesce(sum(delivered_through), 0) FROM subscription_state)
+"""
+
+
+class Backlog:
+    """Samples, twice a second, how far behind the matcher and the sender are."""
+
+    def __init__(self, database_url: str, answered: dict[str, float]) -> None:
+        self.database_url = database_url
+        self.answered = answered
+        self.samples: list[tuple[float, int, int, int]] = []  # (t, answered, numbered, sent)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            while not stop.is_set():
+                numbered, delivered = await conn.fetchrow(_COUNTS)
+                self.samples.append(
+                    (time.monotonic(), len(self.answered), int(numbered), int(delivered))
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+        finally:
+            await conn.close()
+
+    def summary(self, until: float) -> dict[str, Any]:
+        during = [s for s in self.samples if s[0] <= until] or self.samples
+        matcher = [max(a - n, 0) for _, a, n, _ in during]
+        sender = [max(n - d, 0) for _, _, n, d in during]
+        return {
+            "behind_matcher_mean": round(statistics.fmean(matcher), 1) if matcher else None,
+            "behind_matcher_max": max(matcher, default=None),
+            "behind_sender_mean": round(statistics.fmean(sender), 1) if sender else None,
+            "behind_sender_max": max(sender, default=None),
+            "behind_at_end_of_ingest": {"matcher": matcher[-1], "sender": sender[-1]}
+            if during
+            else None,
+        }
+
+
+def _cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def _cpus(server: Server) -> dict[str, float]:
+    return {
+        "serve": _cpu(server.pids()),
+        "worker": _cpu(server.background_pids()),
+        "postgres": _cpu(server.postgres_pids()),
+    }
+
+
 def admission_bundle(patients: list[str]) -> dict[str, Any]:
     """A transaction admitting each of `patients` (an inpatient Encounter each)."""
     return {
@@ -107,6 +181,7 @@ def admission_bundle(patients: list[str]) -> dict[str, Any]:
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    load_start = [round(x, 2) for x in os.getloadavg()]
     subscriber = Subscriber()
     app = web.Application()
     app.router.add_post("/notify", subscriber.receive)
@@ -122,6 +197,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         args.workers,
         None,
         {"CMFHIR_SUBSCRIPTION_ALLOW_LOOPBACK": "true"},
+        separate_worker=args.background == "apart",
     )
     rng = random.Random(args.seed)
     try:
@@ -156,13 +232,23 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                     committed["/".join(location.split("/")[:2])] = done
 
             bundles = int(args.seconds * args.rate / per_bundle)
+            backlog = Backlog(server.database_url, committed)
+            stop_sampling = asyncio.Event()
+            sampling = asyncio.create_task(backlog.run(stop_sampling))
+            cpu_start = _cpus(server)
             await asyncio.gather(*(send(started + i * interval) for i in range(bundles)))
             elapsed = time.monotonic() - started
+            ingest_end = time.monotonic()
+            cpu_ingest = _cpus(server)
             deadline = time.monotonic() + 60
             while len(set(committed) & set(subscriber.arrived)) < len(committed):
                 if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
+            caught_up = time.monotonic() - ingest_end
+            cpu_end = _cpus(server)
+            stop_sampling.set()
+            await sampling
     finally:
         server.stop()
         await runner.cleanup()
@@ -182,6 +268,12 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "lag_p50_s": round(quantiles[49], 3),
         "lag_p99_s": round(quantiles[98], 3),
         "lag_max_s": round(lags[-1], 3) if lags else None,
+        "background": args.background,
+        "catch_up_s": round(caught_up, 1),
+        **backlog.summary(ingest_end),
+        "cpu_s_ingest": {k: round(cpu_ingest[k] - cpu_start[k], 1) for k in cpu_start},
+        "cpu_s_catch_up": {k: round(cpu_end[k] - cpu_ingest[k], 1) for k in cpu_start},
+        "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
     }
 
 
@@ -192,6 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=int, default=25, help="admissions per Bundle")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--workers", type=int, default=1, help="cmfhir serve --workers")
+    parser.add_argument(
+        "--background",
+        choices=("apart", "in"),
+        default="apart",
+        help="the background workers in a `cmfhir worker` beside the server, or in it",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--data-dir", default=".data/bench")
     parser.add_argument("--keep-data", action="store_true", help="keep the server's data dir")
