@@ -200,8 +200,18 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         separate_worker=args.background == "apart",
     )
     rng = random.Random(args.seed)
+    stop_sampling = asyncio.Event()
+    sampling: asyncio.Task[None] | None = None
     try:
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as http:
+        # No pool timeout: on a loaded machine the Bundles due wait for a connection rather
+        # than fail the run (the lag is measured from their answers).
+        # Connections kept idle for less than the server's keep-alive (uvicorn: 5 s), so
+        # none is reused as the server closes it.
+        timeout = httpx.Timeout(120, pool=None)
+        limits = httpx.Limits(keepalive_expiry=2.0)
+        async with httpx.AsyncClient(
+            base_url=server.base_url, timeout=timeout, limits=limits
+        ) as http:
             patients = []
             for _ in range(args.subscriptions):
                 created = await http.post("/Patient", json={"resourceType": "Patient"})
@@ -216,24 +226,41 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.1)
 
             committed: dict[str, float] = {}
+            retried: list[int] = []
+            failed: list[str] = []
             per_bundle = args.bundle
             interval = per_bundle / args.rate
             started = time.monotonic()
 
             async def send(at: float) -> None:
                 await asyncio.sleep(max(0.0, at - time.monotonic()))
-                answer = await http.post(
-                    "/", json=admission_bundle([rng.choice(patients) for _ in range(per_bundle)])
-                )
+                bundle = admission_bundle([rng.choice(patients) for _ in range(per_bundle)])
+                answer: httpx.Response | None = None
+                for attempt in range(5):
+                    try:
+                        answer = await http.post("/", json=bundle)
+                    except httpx.TimeoutException:
+                        failed.append("timeout")  # may have committed: not counted
+                        return
+                    except (httpx.ReadError, httpx.RemoteProtocolError):
+                        # The connection dropped before an answer (a loaded machine): sent
+                        # again; if the first did commit, its admissions are not counted.
+                        retried.append(attempt)
+                        continue
+                    if answer.status_code != 503:
+                        break
+                    retried.append(attempt)  # the server's pool busy: nothing written
+                    await asyncio.sleep(0.5)
                 done = time.monotonic()
-                answer.raise_for_status()
+                if answer is None or answer.status_code >= 300:
+                    failed.append(str(answer.status_code if answer is not None else "dropped"))
+                    return
                 for entry in answer.json()["entry"]:
                     location = entry["response"]["location"]
                     committed["/".join(location.split("/")[:2])] = done
 
             bundles = int(args.seconds * args.rate / per_bundle)
             backlog = Backlog(server.database_url, committed)
-            stop_sampling = asyncio.Event()
             sampling = asyncio.create_task(backlog.run(stop_sampling))
             cpu_start = _cpus(server)
             await asyncio.gather(*(send(started + i * interval) for i in range(bundles)))
@@ -247,9 +274,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.1)
             caught_up = time.monotonic() - ingest_end
             cpu_end = _cpus(server)
-            stop_sampling.set()
-            await sampling
     finally:
+        stop_sampling.set()
+        if sampling is not None:
+            await asyncio.gather(sampling, return_exceptions=True)
         server.stop()
         await runner.cleanup()
         if not args.keep_data:
@@ -269,6 +297,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "lag_p99_s": round(quantiles[98], 3),
         "lag_max_s": round(lags[-1], 3) if lags else None,
         "background": args.background,
+        "bundles_sent_again": len(retried),
+        "bundles_failed": len(failed),
         "catch_up_s": round(caught_up, 1),
         **backlog.summary(ingest_end),
         "cpu_s_ingest": {k: round(cpu_ingest[k] - cpu_start[k], 1) for k in cpu_start},

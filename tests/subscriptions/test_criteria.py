@@ -18,9 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _admission() -> str:
     topic = json.loads(
-        (
-            ROOT / "profiles/content/SubscriptionTopic-encounter-admission-discharge.json"
-        ).read_text()
+        (ROOT / "profiles/content/SubscriptionTopic-encounter-admission-discharge.json").read_text()
     )
     expression: str = topic["resourceTrigger"][0]["fhirPathCriteria"]
     return expression

@@ -22,7 +22,7 @@ from cmfhir.auth.principal import Principal
 from cmfhir.errors import FhirError
 from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.search_type import search
-from cmfhir.resources.index_values import ResourceIndex, extract_index
+from cmfhir.resources.index_values import ResourceIndex, extract_index, extract_parameters
 from cmfhir.resources.search_parameters import SearchParameterRegistry
 from cmfhir.subscriptions.criteria import criteria
 from cmfhir.subscriptions.model import SubscriptionConfig
@@ -188,8 +188,11 @@ class EventCheck:
         method: str,
         current: dict[str, Any] | None,
         previous: dict[str, Any] | None,
+        params: Collection[str] | None = None,
     ) -> None:
         self.ctx = ctx
+        # The parameters whose index values are asked for (None: every parameter).
+        self.params = params
         self.resource_type = resource_type
         self.id = id
         self.method = method
@@ -224,10 +227,16 @@ class EventCheck:
         return True
 
     def index(self) -> ResourceIndex:
-        """The changed version's index values (extracted once, when first asked for)."""
+        """The changed version's index values (of `params`, or all; extracted once, when
+        first asked for)."""
         if self._index is None:
             assert self.current is not None
-            self._index = extract_index(self.current, self.ctx.registry)
+            registry = self.ctx.registry
+            self._index = (
+                extract_index(self.current, registry)
+                if self.params is None
+                else extract_parameters(self.current, registry, self.params)
+            )
         return self._index
 
     def keys(self, params: Iterable[str]) -> set[tuple[str, str]]:
