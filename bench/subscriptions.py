@@ -49,11 +49,12 @@ class Subscriber:
 
     def __init__(self) -> None:
         self.arrived: dict[str, float] = {}
+        self.arrived_wall: dict[str, float] = {}
         self.notifications = 0
         self.handshakes = 0
 
     async def receive(self, request: web.Request) -> web.Response:
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         bundle = await request.json()
         status = bundle["entry"][0]["resource"]
         kind = next(p["valueCode"] for p in status["parameter"] if p["name"] == "type")
@@ -65,7 +66,9 @@ class Subscriber:
             self.notifications += 1
             for part in parameter["part"]:
                 if part["name"] == "focus":
-                    self.arrived.setdefault(part["valueReference"]["reference"], now)
+                    focus = part["valueReference"]["reference"]
+                    self.arrived.setdefault(focus, now)
+                    self.arrived_wall.setdefault(focus, wall)
         return web.Response(status=200)
 
 
@@ -136,6 +139,32 @@ class Backlog:
             if during
             else None,
         }
+
+
+# When the delivered send that carried each focus started (its attempt's time).
+_SENT_AT = """
+SELECT n.focus_type || '/' || n.focus_id, extract(epoch FROM min(a.attempted_at))
+FROM subscription_notification n
+JOIN subscription_attempt a
+  ON a.subscription_id = n.subscription_id AND a.outcome = 'delivered'
+ AND n.event_number BETWEEN a.first_event AND a.last_event
+GROUP BY 1
+"""
+
+
+async def _sent_at(database_url: str) -> dict[str, float]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return {r[0]: float(r[1]) for r in await conn.fetch(_SENT_AT)}
+    finally:
+        await conn.close()
+
+
+def _p50_p99(values: list[float]) -> list[float] | None:
+    if len(values) < 2:
+        return None
+    q = statistics.quantiles(values, n=100)
+    return [round(q[49], 3), round(q[98], 3)]
 
 
 def _cpu(pids: list[int]) -> float:
@@ -226,6 +255,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.1)
 
             committed: dict[str, float] = {}
+            committed_wall: dict[str, float] = {}
             retried: list[int] = []
             failed: list[str] = []
             per_bundle = args.bundle
@@ -251,13 +281,15 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                         break
                     retried.append(attempt)  # the server's pool busy: nothing written
                     await asyncio.sleep(0.5)
-                done = time.monotonic()
+                done, wall = time.monotonic(), time.time()
                 if answer is None or answer.status_code >= 300:
                     failed.append(str(answer.status_code if answer is not None else "dropped"))
                     return
                 for entry in answer.json()["entry"]:
                     location = entry["response"]["location"]
-                    committed["/".join(location.split("/")[:2])] = done
+                    focus = "/".join(location.split("/")[:2])
+                    committed[focus] = done
+                    committed_wall[focus] = wall
 
             bundles = int(args.seconds * args.rate / per_bundle)
             backlog = Backlog(server.database_url, committed)
@@ -274,6 +306,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.1)
             caught_up = time.monotonic() - ingest_end
             cpu_end = _cpus(server)
+            sent_at = await _sent_at(server.database_url)
     finally:
         stop_sampling.set()
         if sampling is not None:
@@ -282,6 +315,14 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         await runner.cleanup()
         if not args.keep_data:
             shutil.rmtree(data_dir, ignore_errors=True)
+    # The lag in two: commit -> the send that delivered it started (matcher and the
+    # sender's queue), and that start -> arrival (building, posting, the subscriber).
+    waits = sorted(sent_at[k] - committed_wall[k] for k in committed_wall if k in sent_at)
+    posts = sorted(
+        subscriber.arrived_wall[k] - sent_at[k]
+        for k in committed_wall
+        if k in sent_at and k in subscriber.arrived_wall
+    )
     lags = sorted(
         subscriber.arrived[k] - committed[k] for k in committed if k in subscriber.arrived
     )
@@ -296,6 +337,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "lag_p50_s": round(quantiles[49], 3),
         "lag_p99_s": round(quantiles[98], 3),
         "lag_max_s": round(lags[-1], 3) if lags else None,
+        "commit_to_send_p50_p99_s": _p50_p99(waits),
+        "send_to_arrival_p50_p99_s": _p50_p99(posts),
         "background": args.background,
         "bundles_sent_again": len(retried),
         "bundles_failed": len(failed),
