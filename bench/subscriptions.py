@@ -14,7 +14,12 @@ notifications numbered by the matcher (`subscription_counter`) and those deliver
 (`subscription_state.delivered_through`): `behind_matcher` = answered - numbered (outbox
 events not yet matched), `behind_sender` = numbered - delivered (notifications not yet
 acknowledged); their mean and max over the run, and each process's CPU (serve, worker,
-PostgreSQL) over the ingest and the catch-up.
+PostgreSQL) over the ingest and the catch-up. The lag split in two, per notification: from
+the commit to the start of the sender round whose send delivered it (its attempt's
+`attempted_at`), and from then to its arrival. On a loaded machine Bundles the server
+answers 503 (its pool busy) or whose connection drops are sent again (`bundles_sent_again`;
+a dropped one may have committed: its admissions are then not counted) and timeouts are
+counted (`bundles_failed`).
 Not part of the test suite; figures go in bench/README.md ("Subscriptions").
 """
 
