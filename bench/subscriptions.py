@@ -1,11 +1,25 @@
 """Notification lag: `python -m bench.subscriptions [--subscriptions 100] [--rate 500]`.
 
-Starts `cmfhir serve` on a fresh data directory, a rest-hook subscriber (aiohttp, loopback)
-and `--subscriptions` active Subscriptions to the admission/discharge topic, each filtered
-to one member. Then ingests transaction Bundles of admissions (Encounters of those members,
-in-progress) at `--rate` resources/s for `--seconds`, and measures for each admission the
-time from the answer to the Bundle that wrote it (its commit) to the arrival of its
-notification: p50, p99 and max, and whether every admission was notified once.
+Starts `cmfhir serve` on a fresh data directory (with `--background apart`, the default as
+in the main harness: `serve --no-workers` and a `cmfhir worker` beside it; `in`: the
+workers inside `serve`), a rest-hook subscriber (aiohttp, loopback) and `--subscriptions`
+active Subscriptions to the admission/discharge topic, each filtered to one member. Then
+ingests transaction Bundles of admissions (Encounters of those members, in-progress) at
+`--rate` resources/s for `--seconds`, and measures for each admission the time from the
+answer to the Bundle that wrote it (its commit) to the arrival of its notification: p50, p99
+and max, and whether every admission was notified once.
+
+Where a backlog builds: twice a second it samples the admissions answered, the
+notifications numbered by the matcher (`subscription_counter`) and those delivered
+(`subscription_state.delivered_through`): `behind_matcher` = answered - numbered (outbox
+events not yet matched), `behind_sender` = numbered - delivered (notifications not yet
+acknowledged); their mean and max over the run, and each process's CPU (serve, worker,
+PostgreSQL) over the ingest and the catch-up. The lag split in two, per notification: from
+the commit to the start of the sender round whose send delivered it (its attempt's
+`attempted_at`), and from then to its arrival. On a loaded machine Bundles the server
+answers 503 (its pool busy) or whose connection drops are sent again (`bundles_sent_again`;
+a dropped one may have committed: its admissions are then not counted) and timeouts are
+counted (`bundles_failed`).
 Not part of the test suite; figures go in bench/README.md ("Subscriptions").
 """
 
@@ -13,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import random
 import shutil
 import statistics
@@ -22,10 +38,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
+import psutil
 from aiohttp import web
 
-from bench.server import free_port, start_server
+from bench.server import Server, free_port, start_server
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 TOPIC = "https://cmfhir.org/fhir/SubscriptionTopic/encounter-admission-discharge"
@@ -36,11 +54,12 @@ class Subscriber:
 
     def __init__(self) -> None:
         self.arrived: dict[str, float] = {}
+        self.arrived_wall: dict[str, float] = {}
         self.notifications = 0
         self.handshakes = 0
 
     async def receive(self, request: web.Request) -> web.Response:
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         bundle = await request.json()
         status = bundle["entry"][0]["resource"]
         kind = next(p["valueCode"] for p in status["parameter"] if p["name"] == "type")
@@ -52,7 +71,9 @@ class Subscriber:
             self.notifications += 1
             for part in parameter["part"]:
                 if part["name"] == "focus":
-                    self.arrived.setdefault(part["valueReference"]["reference"], now)
+                    focus = part["valueReference"]["reference"]
+                    self.arrived.setdefault(focus, now)
+                    self.arrived_wall.setdefault(focus, wall)
         return web.Response(status=200)
 
 
@@ -83,6 +104,93 @@ def _subscription(endpoint: str, patient: str) -> dict[str, Any]:
     }
 
 
+_COUNTS = """
+SELECT (SELECT coalesce(sum(events_since_start), 0) FROM subscription_counter),
+       (SELECT coalesce(sum(delivered_through), 0) FROM subscription_state)
+"""
+
+
+class Backlog:
+    """Samples, twice a second, how far behind the matcher and the sender are."""
+
+    def __init__(self, database_url: str, answered: dict[str, float]) -> None:
+        self.database_url = database_url
+        self.answered = answered
+        self.samples: list[tuple[float, int, int, int]] = []  # (t, answered, numbered, sent)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            while not stop.is_set():
+                numbered, delivered = await conn.fetchrow(_COUNTS)
+                self.samples.append(
+                    (time.monotonic(), len(self.answered), int(numbered), int(delivered))
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+        finally:
+            await conn.close()
+
+    def summary(self, until: float) -> dict[str, Any]:
+        during = [s for s in self.samples if s[0] <= until] or self.samples
+        matcher = [max(a - n, 0) for _, a, n, _ in during]
+        sender = [max(n - d, 0) for _, _, n, d in during]
+        return {
+            "behind_matcher_mean": round(statistics.fmean(matcher), 1) if matcher else None,
+            "behind_matcher_max": max(matcher, default=None),
+            "behind_sender_mean": round(statistics.fmean(sender), 1) if sender else None,
+            "behind_sender_max": max(sender, default=None),
+            "behind_at_end_of_ingest": {"matcher": matcher[-1], "sender": sender[-1]}
+            if during
+            else None,
+        }
+
+
+# When the delivered send that carried each focus started (its attempt's time).
+_SENT_AT = """
+SELECT n.focus_type || '/' || n.focus_id, extract(epoch FROM min(a.attempted_at))
+FROM subscription_notification n
+JOIN subscription_attempt a
+  ON a.subscription_id = n.subscription_id AND a.outcome = 'delivered'
+ AND n.event_number BETWEEN a.first_event AND a.last_event
+GROUP BY 1
+"""
+
+
+async def _sent_at(database_url: str) -> dict[str, float]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return {r[0]: float(r[1]) for r in await conn.fetch(_SENT_AT)}
+    finally:
+        await conn.close()
+
+
+def _p50_p99(values: list[float]) -> list[float] | None:
+    if len(values) < 2:
+        return None
+    q = statistics.quantiles(values, n=100)
+    return [round(q[49], 3), round(q[98], 3)]
+
+
+def _cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def _cpus(server: Server) -> dict[str, float]:
+    return {
+        "serve": _cpu(server.pids()),
+        "worker": _cpu(server.background_pids()),
+        "postgres": _cpu(server.postgres_pids()),
+    }
+
+
 def admission_bundle(patients: list[str]) -> dict[str, Any]:
     """A transaction admitting each of `patients` (an inpatient Encounter each)."""
     return {
@@ -107,6 +215,7 @@ def admission_bundle(patients: list[str]) -> dict[str, Any]:
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    load_start = [round(x, 2) for x in os.getloadavg()]
     subscriber = Subscriber()
     app = web.Application()
     app.router.add_post("/notify", subscriber.receive)
@@ -122,10 +231,21 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         args.workers,
         None,
         {"CMFHIR_SUBSCRIPTION_ALLOW_LOOPBACK": "true"},
+        separate_worker=args.background == "apart",
     )
     rng = random.Random(args.seed)
+    stop_sampling = asyncio.Event()
+    sampling: asyncio.Task[None] | None = None
     try:
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as http:
+        # No pool timeout: on a loaded machine the Bundles due wait for a connection rather
+        # than fail the run (the lag is measured from their answers).
+        # Connections kept idle for less than the server's keep-alive (uvicorn: 5 s), so
+        # none is reused as the server closes it.
+        timeout = httpx.Timeout(120, pool=None)
+        limits = httpx.Limits(keepalive_expiry=2.0)
+        async with httpx.AsyncClient(
+            base_url=server.base_url, timeout=timeout, limits=limits
+        ) as http:
             patients = []
             for _ in range(args.subscriptions):
                 created = await http.post("/Patient", json={"resourceType": "Patient"})
@@ -140,34 +260,74 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.1)
 
             committed: dict[str, float] = {}
+            committed_wall: dict[str, float] = {}
+            retried: list[int] = []
+            failed: list[str] = []
             per_bundle = args.bundle
             interval = per_bundle / args.rate
             started = time.monotonic()
 
             async def send(at: float) -> None:
                 await asyncio.sleep(max(0.0, at - time.monotonic()))
-                answer = await http.post(
-                    "/", json=admission_bundle([rng.choice(patients) for _ in range(per_bundle)])
-                )
-                done = time.monotonic()
-                answer.raise_for_status()
+                bundle = admission_bundle([rng.choice(patients) for _ in range(per_bundle)])
+                answer: httpx.Response | None = None
+                for attempt in range(5):
+                    try:
+                        answer = await http.post("/", json=bundle)
+                    except httpx.TimeoutException:
+                        failed.append("timeout")  # may have committed: not counted
+                        return
+                    except (httpx.ReadError, httpx.RemoteProtocolError):
+                        # The connection dropped before an answer (a loaded machine): sent
+                        # again; if the first did commit, its admissions are not counted.
+                        retried.append(attempt)
+                        continue
+                    if answer.status_code != 503:
+                        break
+                    retried.append(attempt)  # the server's pool busy: nothing written
+                    await asyncio.sleep(0.5)
+                done, wall = time.monotonic(), time.time()
+                if answer is None or answer.status_code >= 300:
+                    failed.append(str(answer.status_code if answer is not None else "dropped"))
+                    return
                 for entry in answer.json()["entry"]:
                     location = entry["response"]["location"]
-                    committed["/".join(location.split("/")[:2])] = done
+                    focus = "/".join(location.split("/")[:2])
+                    committed[focus] = done
+                    committed_wall[focus] = wall
 
             bundles = int(args.seconds * args.rate / per_bundle)
+            backlog = Backlog(server.database_url, committed)
+            sampling = asyncio.create_task(backlog.run(stop_sampling))
+            cpu_start = _cpus(server)
             await asyncio.gather(*(send(started + i * interval) for i in range(bundles)))
             elapsed = time.monotonic() - started
+            ingest_end = time.monotonic()
+            cpu_ingest = _cpus(server)
             deadline = time.monotonic() + 60
             while len(set(committed) & set(subscriber.arrived)) < len(committed):
                 if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
+            caught_up = time.monotonic() - ingest_end
+            cpu_end = _cpus(server)
+            sent_at = await _sent_at(server.database_url)
     finally:
+        stop_sampling.set()
+        if sampling is not None:
+            await asyncio.gather(sampling, return_exceptions=True)
         server.stop()
         await runner.cleanup()
         if not args.keep_data:
             shutil.rmtree(data_dir, ignore_errors=True)
+    # The lag in two: commit -> the send that delivered it started (matcher and the
+    # sender's queue), and that start -> arrival (building, posting, the subscriber).
+    waits = sorted(sent_at[k] - committed_wall[k] for k in committed_wall if k in sent_at)
+    posts = sorted(
+        subscriber.arrived_wall[k] - sent_at[k]
+        for k in committed_wall
+        if k in sent_at and k in subscriber.arrived_wall
+    )
     lags = sorted(
         subscriber.arrived[k] - committed[k] for k in committed if k in subscriber.arrived
     )
@@ -182,6 +342,16 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "lag_p50_s": round(quantiles[49], 3),
         "lag_p99_s": round(quantiles[98], 3),
         "lag_max_s": round(lags[-1], 3) if lags else None,
+        "commit_to_send_p50_p99_s": _p50_p99(waits),
+        "send_to_arrival_p50_p99_s": _p50_p99(posts),
+        "background": args.background,
+        "bundles_sent_again": len(retried),
+        "bundles_failed": len(failed),
+        "catch_up_s": round(caught_up, 1),
+        **backlog.summary(ingest_end),
+        "cpu_s_ingest": {k: round(cpu_ingest[k] - cpu_start[k], 1) for k in cpu_start},
+        "cpu_s_catch_up": {k: round(cpu_end[k] - cpu_ingest[k], 1) for k in cpu_start},
+        "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
     }
 
 
@@ -192,6 +362,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=int, default=25, help="admissions per Bundle")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--workers", type=int, default=1, help="cmfhir serve --workers")
+    parser.add_argument(
+        "--background",
+        choices=("apart", "in"),
+        default="apart",
+        help="the background workers in a `cmfhir worker` beside the server, or in it",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--data-dir", default=".data/bench")
     parser.add_argument("--keep-data", action="store_true", help="keep the server's data dir")

@@ -6,9 +6,12 @@ websocket Subscription that no client is bound to leaves the sender free."""
 from __future__ import annotations
 
 import asyncio
+import socket
+from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from bench.round_trips import round_trips
 from tests.subscriptions.conftest import Delivery, subscription
 from tests.subscriptions.fhir import encounter, patient_, subscribe
@@ -126,3 +129,27 @@ async def test_a_websocket_subscription_with_no_client_leaves_the_sender_free(
         # the sender's to send, and does not keep it busy.
         await asyncio.wait_for(delivery.sender.send_once(), 30)
     assert [s["type"] for s in receiver.statuses()] == ["handshake", "event-notification"]
+
+
+async def test_a_proxy_named_in_the_environment_is_used(
+    delivery: Delivery, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sender posts straight to its transport, except when the environment names
+    proxies: then through a client that applies them (here one that is not there)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        nobody = sock.getsockname()[1]
+    async with httpx.AsyncClient(base_url=delivery.base) as http:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{nobody}")
+        subscribed = await subscribe(http, subscription(TOPIC, receiver.url))
+        await delivery.step()
+        assert receiver.bundles == []
+        assert [(a.kind, a.outcome) for a in await delivery.attempts(subscribed)] == [
+            ("handshake", "failed")
+        ]
+        monkeypatch.delenv("HTTP_PROXY")
+        delivery.clock.now += timedelta(seconds=10)  # the retry's time
+        await delivery.step()
+    assert [s["type"] for s in receiver.statuses()] == ["handshake"]

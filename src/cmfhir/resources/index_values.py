@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Context, Decimal, InvalidOperation, localcontext
@@ -72,6 +72,7 @@ __all__ = [
     "composite_parameters",
     "date_range",
     "extract_index",
+    "extract_parameters",
     "normalize_string",
     "number_range",
     "parse_reference",
@@ -752,6 +753,33 @@ def extract_index(
                 if items is None:
                     items = roots[composite.extract] = composite.extract(resource)
                 _extract_composite(resource, items, composite, out, groups, shape)
+    except FhirPathError as error:
+        assert current is not None
+        raise IndexingFailed(current, f"this {resource_type}", error.cause) from error
+    except _CONVERSION_ERRORS as error:
+        assert current is not None
+        cause = f"{type(error).__name__} while indexing its values"
+        raise IndexingFailed(current, f"this {resource_type}", cause) from error
+    _dedupe_families(out)
+    return out
+
+
+def extract_parameters(
+    resource: dict[str, Any], registry: SearchParameterRegistry, codes: Collection[str]
+) -> ResourceIndex:
+    """The index entries of a resource for the (non-composite) search parameters `codes`
+    of its type only, each evaluated on its own: what `extract_index` gives for them, for a
+    reader that needs a few parameters of many resources (the subscription matcher)."""
+    out = ResourceIndex()
+    resource_type = resource["resourceType"]
+    current: SearchParameter | None = None
+    try:
+        for current, keys, extract, convert in _plan(registry, resource_type).simple:
+            if current.code not in codes or (keys is not None and keys.isdisjoint(resource)):
+                continue
+            values = extract(resource)
+            if values:
+                convert(current.code, values, out)
     except FhirPathError as error:
         assert current is not None
         raise IndexingFailed(current, f"this {resource_type}", error.cause) from error

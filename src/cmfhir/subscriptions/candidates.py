@@ -39,6 +39,8 @@ class _ByType:
     keyed: dict[tuple[str, str], list[Candidate]]
     # Decided by a search (as their creator, with their filters).
     searched: list[Candidate]
+    # The parameters of the keyed ones' filters: the only index values an event needs.
+    params: set[str]
 
 
 class SubscriptionIndex:
@@ -62,7 +64,7 @@ class SubscriptionIndex:
                     self._add(resource_type, Candidate(loaded, topic, pairs))
 
     def _add(self, resource_type: str, candidate: Candidate) -> None:
-        found = self._types.setdefault(resource_type, _ByType([], {}, []))
+        found = self._types.setdefault(resource_type, _ByType([], {}, [], set()))
         pairs = candidate.pairs
         assert candidate.loaded.principal is not None
         if not candidate.loaded.principal.unrestricted:
@@ -78,6 +80,13 @@ class SubscriptionIndex:
             kind = kinds[0]
             assert kind is not None
             found.keyed.setdefault((param, quick_key(kind, value)), []).append(candidate)
+            found.params.update(p for p, _ in pairs)
+
+    def params(self, resource_type: str) -> frozenset[str]:
+        """The search parameters whose index values decide the Subscriptions of
+        `resource_type` that are decided without a search."""
+        found = self._types.get(resource_type)
+        return frozenset(found.params) if found is not None else frozenset()
 
     def candidates(
         self, resource_type: str, keys: Callable[[set[str]], set[tuple[str, str]]]

@@ -183,7 +183,13 @@ class SubscriptionMatcher:
                     self._content(event.rid, event.version - 1) if event.version > 1 else None
                 )
                 check = EventCheck(
-                    self.ctx, event.resource_type, event.id, event.method, current, previous
+                    self.ctx,
+                    event.resource_type,
+                    event.id,
+                    event.method,
+                    current,
+                    previous,
+                    self.index.params(event.resource_type),
                 )
             return check
 

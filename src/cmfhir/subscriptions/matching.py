@@ -12,22 +12,19 @@ is run once per batch of events for all the Subscriptions sharing a creator and 
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
-
-import fhirpathpy
-from fhirpathpy.models import models as fhirpath_models
 
 from cmfhir.auth.principal import Principal
 from cmfhir.errors import FhirError
 from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.search_type import search
-from cmfhir.resources.index_values import ResourceIndex, extract_index
+from cmfhir.resources.index_values import ResourceIndex, extract_index, extract_parameters
 from cmfhir.resources.search_parameters import SearchParameterRegistry
+from cmfhir.subscriptions.criteria import criteria
 from cmfhir.subscriptions.model import SubscriptionConfig
 from cmfhir.subscriptions.topics import Topic, Trigger
 
@@ -44,15 +41,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_MODEL = fhirpath_models["r4"]
 # A Subscription's filters on one resource type, as search parameters, sorted.
 Pairs = tuple[tuple[str, str], ...]
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled(expression: str) -> Callable[[Any, Any], Any]:
-    """A topic's expression parsed once (parsing costs ~100 times evaluating)."""
-    return fhirpathpy.compile(expression, _MODEL)
 
 
 async def visible(
@@ -198,8 +188,11 @@ class EventCheck:
         method: str,
         current: dict[str, Any] | None,
         previous: dict[str, Any] | None,
+        params: Collection[str] | None = None,
     ) -> None:
         self.ctx = ctx
+        # The parameters whose index values are asked for (None: every parameter).
+        self.params = params
         self.resource_type = resource_type
         self.id = id
         self.method = method
@@ -220,18 +213,8 @@ class EventCheck:
         return self._triggers[topic.url]
 
     async def _fires(self, trigger: Trigger) -> bool:
-        if trigger.fhirpath:
-            environment: dict[str, Any] = {
-                "previous": self.previous or [],
-                "current": self.current or [],
-            }
-            try:
-                value = _compiled(trigger.fhirpath)(self.current or {}, environment)
-            except Exception as error:
-                log.warning("topic fhirPathCriteria failed: %s", type(error).__name__)
-                return False
-            if value != [True]:
-                return False
+        if trigger.fhirpath and not criteria(trigger.fhirpath).fires(self.current, self.previous):
+            return False
         if trigger.query_current:
             pairs = tuple(parse_qsl(trigger.query_current.partition("?")[2]))
             key = (Principal("trusted"), pairs)
@@ -244,10 +227,16 @@ class EventCheck:
         return True
 
     def index(self) -> ResourceIndex:
-        """The changed version's index values (extracted once, when first asked for)."""
+        """The changed version's index values (of `params`, or all; extracted once, when
+        first asked for)."""
         if self._index is None:
             assert self.current is not None
-            self._index = extract_index(self.current, self.ctx.registry)
+            registry = self.ctx.registry
+            self._index = (
+                extract_index(self.current, registry)
+                if self.params is None
+                else extract_parameters(self.current, registry, self.params)
+            )
         return self._index
 
     def keys(self, params: Iterable[str]) -> set[tuple[str, str]]:

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.request import getproxies
 
 import httpx
 
@@ -109,6 +110,7 @@ class SubscriptionSender:
         self._wake = wake or asyncio.Event()
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
+        self._sending: httpx.AsyncBaseTransport | None = None
         # Set when the worker is asked to stop: no new send starts, and those under way are
         # abandoned (their batches are sent again later: at least once).
         self._stop = asyncio.Event()
@@ -140,6 +142,9 @@ class SubscriptionSender:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        if self._sending is not None:
+            await self._sending.aclose()
+            self._sending = None
 
     async def send_once(self) -> int:
         """Serve every Subscription whose next step is due, in rounds, until none is due and
@@ -444,23 +449,58 @@ class SubscriptionSender:
             name, _, value = header.partition(":")
             if name.strip():
                 headers[name.strip()] = value.strip()
-        if self._http is None:
-            limits = httpx.Limits(
-                max_connections=self.concurrency, max_keepalive_connections=self.concurrency
-            )
-            self._http = httpx.AsyncClient(transport=self._transport, limits=limits)
+        timeout = config.timeout_s or DEFAULT_TIMEOUT_S
+        content = dump_json(bundle)
         try:
-            response = await self._http.post(
-                config.endpoint,
-                content=dump_json(bundle),
-                headers=headers,
-                timeout=config.timeout_s or DEFAULT_TIMEOUT_S,
-            )
+            transport = self._direct()
+            if transport is None:
+                # Proxies configured: the client picks the proxy (or none) per endpoint.
+                response = await self._client().post(
+                    config.endpoint, content=content, headers=headers, timeout=timeout
+                )
+            else:
+                # Straight to the transport: the client's per-request work (URL merging,
+                # cookies, redirects, auth) cost more CPU than the send itself.
+                request = httpx.Request(
+                    "POST",
+                    config.endpoint,
+                    content=content,
+                    headers=headers,
+                    extensions={"timeout": httpx.Timeout(timeout).as_dict()},
+                )
+                response = await transport.handle_async_request(request)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
         except httpx.HTTPError as error:
             return None, type(error).__name__
         if 200 <= response.status_code < 300:
             return response.status_code, None
         return response.status_code, f"HTTP {response.status_code}"
+
+    def _connection_limits(self) -> httpx.Limits:
+        return httpx.Limits(
+            max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+        )
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            limits = self._connection_limits()
+            self._http = httpx.AsyncClient(transport=self._transport, limits=limits)
+        return self._http
+
+    def _direct(self) -> httpx.AsyncBaseTransport | None:
+        """The transport to post through, or None when the environment names proxies
+        (`HTTPS_PROXY`, `NO_PROXY`...: then through a client, which applies them)."""
+        if self._sending is None:
+            if self._transport is not None:
+                self._sending = self._transport
+            elif getproxies():
+                return None
+            else:
+                self._sending = httpx.AsyncHTTPTransport(limits=self._connection_limits())
+        return self._sending
 
     async def _set_statuses(self, changes: Iterable[_Change]) -> None:
         for subscription_id, status, error in changes:
