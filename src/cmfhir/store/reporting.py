@@ -35,6 +35,7 @@ from sqlalchemy import text
 from sqlalchemy.sql.elements import TextClause
 
 from cmfhir.store.report_access import ReportAccess, report_access
+from cmfhir.store.report_tables import report_contact
 from cmfhir.store.repository import Repository
 
 __all__ = ["REPORT_SQL", "explain_report", "fetch_report"]
@@ -156,6 +157,18 @@ def _among_few(rid: str, resource_type: str, params: tuple[str, ...]) -> str:
     )
 
 
+# The qualifying (in-person) medium codings as report_contact holds them: 'system|code'
+# of the configured medium system. Computed once per statement.
+_QUALIFYING = (
+    "(SELECT array_agg(CAST(:medium_system AS text) || '|' || k)"
+    " FROM unnest(CAST(:qualifying AS text[])) k)"
+)
+_IN_PERSON = (
+    "(SELECT array_agg(CAST(:medium_system AS text) || '|' || k)"
+    " FROM unnest(CAST(:in_person AS text[])) k WHERE k = ANY(CAST(:qualifying AS text[])))"
+)
+
+
 # A member among the member-months in scope, as a filter evaluated against one hashed set
 # (not turned into a join): the distinct members (a tenth of a year's member-months), so
 # that the set stays small enough for PostgreSQL to hash it at 10,000 members.
@@ -270,54 +283,25 @@ few AS MATERIALIZED (
   SELECT CASE WHEN count(*) <= {_FEW_MEMBERS} THEN array_agg(member) END AS members
   FROM scoped_members
 ),
-subjects AS MATERIALIZED (
-  SELECT s.rid, s.target_id AS member FROM idx_reference s
-  WHERE s.resource_type = 'Communication' AND s.param = 'subject' AND s.target_type = 'Patient'
-    AND s.target_id = ANY(CAST((SELECT members FROM few) AS text[]))
-),
-subject_rids AS MATERIALIZED (SELECT array_agg(rid) AS rids FROM subjects),
 contacts AS (
-  -- Every field from the index rows (the date, the subject, the status and medium tokens):
-  -- no contact's resource row is read. An index row exists only while its resource is
-  -- not deleted. Of the two branches only one runs: the other's condition on `few` is
-  -- checked once, before it reads anything. One row per contact: a contact with several
-  -- qualifying medium codings has them folded into one row before the join.
-  SELECT d.rid, s.member, d.low AS sent, {_month_of("d.low")} AS month, m.in_person
-  FROM subjects s
-  JOIN idx_date d ON d.rid = s.rid
-  JOIN idx_token st ON st.rid = s.rid
-  JOIN (
-    SELECT m.rid, bool_or(m.code = ANY(CAST(:in_person AS text[]))) AS in_person
-    FROM idx_token m
-    WHERE m.resource_type = 'Communication' AND m.param = 'medium'
-      AND m.system = :medium_system AND m.code = ANY(CAST(:qualifying AS text[]))
-      AND m.rid = ANY(CAST((SELECT rids FROM subject_rids) AS bigint[]))
-    GROUP BY m.rid
-  ) m ON m.rid = s.rid
-  WHERE d.resource_type = 'Communication' AND d.param = 'sent' AND {_visible("d")}
-    AND d.rid = ANY(CAST((SELECT rids FROM subject_rids) AS bigint[]))
-    AND d.low >= (SELECT period_start FROM bounds) AND d.low < (SELECT period_end FROM bounds)
-    AND st.resource_type = 'Communication' AND st.param = 'status' AND st.code = 'completed'
-    AND st.rid = ANY(CAST((SELECT rids FROM subject_rids) AS bigint[]))
+  -- One narrow row per Communication (report_contact, kept by a trigger in the writing
+  -- transaction: store/report_tables.py), never the resource. Of the two branches only
+  -- one runs: the other's condition on `few` is checked once, before it reads anything.
+  SELECT c.rid, c.member, c.sent, {_month_of("c.sent")} AS month,
+         c.mediums && {_IN_PERSON} AS in_person
+  FROM {report_contact.name} c
+  WHERE c.member = ANY(CAST((SELECT members FROM few) AS text[]))
+    AND c.sent >= (SELECT period_start FROM bounds) AND c.sent < (SELECT period_end FROM bounds)
+    AND c.status = 'completed' AND c.mediums && {_QUALIFYING}
+    AND {_visible("c")}
   UNION ALL
-  SELECT d.rid, s.target_id, d.low, {_month_of("d.low")}, m.in_person
-  FROM idx_date d
-  JOIN idx_reference s ON s.rid = d.rid AND s.resource_type = 'Communication'
-       AND s.param = 'subject' AND s.target_type = 'Patient'
-  JOIN idx_token st ON st.rid = d.rid AND st.resource_type = 'Communication'
-       AND st.param = 'status' AND st.code = 'completed'
-  JOIN (
-    SELECT m.rid, bool_or(m.code = ANY(CAST(:in_person AS text[]))) AS in_person
-    FROM idx_token m
-    WHERE (SELECT members FROM few) IS NULL
-      AND m.resource_type = 'Communication' AND m.param = 'medium'
-      AND m.system = :medium_system AND m.code = ANY(CAST(:qualifying AS text[]))
-    GROUP BY m.rid
-  ) m ON m.rid = d.rid
+  SELECT c.rid, c.member, c.sent, {_month_of("c.sent")},
+         c.mediums && {_IN_PERSON}
+  FROM {report_contact.name} c
   WHERE (SELECT members FROM few) IS NULL
-    AND d.resource_type = 'Communication' AND d.param = 'sent' AND {_visible("d")}
-    AND d.low >= (SELECT period_start FROM bounds) AND d.low < (SELECT period_end FROM bounds)
-    {_IN_SCOPED.format(member="s.target_id")}
+    AND c.sent >= (SELECT period_start FROM bounds) AND c.sent < (SELECT period_end FROM bounds)
+    AND c.status = 'completed' AND c.mediums && {_QUALIFYING}
+    AND {_visible("c")} {_IN_SCOPED.format(member="c.member")}
 ),
 monthly AS (
   SELECT c.member, c.month, count(*) AS contacts,
@@ -646,10 +630,6 @@ async def _statements(
     # only (the rest of this read-only, report-only transaction).
     await repo.conn.execute(text("SET LOCAL enable_nestloop = off"))
     await repo.conn.execute(text("SET LOCAL work_mem = '32MB'"))
-    import os
-    for setting in os.environ.get("R4_SET", "").split(";"):
-        if setting:
-            await repo.conn.execute(text("SET LOCAL " + setting))
     given = dict(parameters) | (access.parameters() if access is not None else {})
     out = []
     for part, sql in REPORT_SQL[name].items():
