@@ -1,11 +1,13 @@
-"""report_totals: each Communication's contact facts for the reports
+"""report_totals: each Communication's contact facts and each DetectedIssue's gap facts
 
 `report_contact` holds, per current Communication with a `sent` and a local Patient
-`subject`, the member, the instant sent, the status and the medium codings: the
-care-management reports (store/reporting.py) read one narrow row per contact instead of
-joining four index tables. A trigger on `resource` keeps it in the writing transaction
-(create, update, delete, `$meta` changes), so a report sees exactly the committed
-Communications; the upgrade fills it from the stored ones.
+`subject`, the member, the instant sent, the status and the medium codings;
+`report_issue`, per current DetectedIssue with an `identifiedDateTime` and a local Patient,
+its codes, modifier extension codes and dates. The care-management reports
+(store/reporting.py) read one narrow row per contact or gap instead of the resource and its
+JSON. A trigger on `resource` keeps them in the writing transaction (create, update,
+delete, `$meta` changes), so a report sees exactly what is committed; the upgrade fills
+them from the stored resources.
 
 Revision ID: 0012_report_totals
 Revises: 0011_import_job
@@ -64,15 +66,67 @@ BEGIN
 END $$
 """
 
+# A DetectedIssue's row (nothing without an `identifiedDateTime` or a local Patient):
+# the member, the `code` codings and the modifier extensions' first codes in document
+# order ('system|code', 'url|code'), and the dates as written (the report reads them in
+# its time zone).
+_ISSUE = r"""
+CREATE FUNCTION report_issue_put(r_rid bigint, r_content jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_member text := substring(r_content->'patient'->>'reference'
+                             FROM '^Patient/([A-Za-z0-9.-]{1,64})(?:/_history/[^/]+)?$');
+  v_identified text := r_content->>'identifiedDateTime';
+  v_codes jsonb := r_content->'code'->'coding';
+  v_modifiers jsonb := r_content->'modifierExtension';
+  v_mitigation jsonb := r_content->'mitigation';
+BEGIN
+  IF v_member IS NULL OR v_identified IS NULL THEN
+    RETURN;
+  END IF;
+  INSERT INTO report_issue (rid, member, codes, modifiers, identified, mitigated)
+  VALUES (
+    r_rid, v_member,
+    ARRAY(
+      SELECT COALESCE(c->>'system', '') || '|' || (c->>'code')
+      FROM jsonb_array_elements(
+             CASE WHEN jsonb_typeof(v_codes) = 'array' THEN v_codes ELSE '[]' END)
+           WITH ORDINALITY AS e(c, n)
+      WHERE c->>'code' IS NOT NULL ORDER BY n),
+    ARRAY(
+      SELECT (x->>'url') || '|' || (x->'valueCodeableConcept'->'coding'->0->>'code')
+      FROM jsonb_array_elements(
+             CASE WHEN jsonb_typeof(v_modifiers) = 'array' THEN v_modifiers ELSE '[]' END)
+           WITH ORDINALITY AS e(x, n)
+      WHERE x->>'url' IS NOT NULL
+        AND x->'valueCodeableConcept'->'coding'->0->>'code' IS NOT NULL
+      ORDER BY n),
+    v_identified,
+    ARRAY(
+      SELECT g->>'date'
+      FROM jsonb_array_elements(
+             CASE WHEN jsonb_typeof(v_mitigation) = 'array' THEN v_mitigation ELSE '[]' END) g
+      WHERE g->>'date' IS NOT NULL));
+END $$
+"""
+
 _SYNC = """
-CREATE FUNCTION report_contact_sync() RETURNS trigger
+CREATE FUNCTION report_sync() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP <> 'INSERT' THEN
-    DELETE FROM report_contact WHERE rid = OLD.rid;
+    IF OLD.resource_type = 'Communication' THEN
+      DELETE FROM report_contact WHERE rid = OLD.rid;
+    ELSE
+      DELETE FROM report_issue WHERE rid = OLD.rid;
+    END IF;
   END IF;
   IF TG_OP <> 'DELETE' AND NOT NEW.deleted AND NEW.content IS NOT NULL THEN
-    PERFORM report_contact_put(NEW.rid, NEW.content);
+    IF NEW.resource_type = 'Communication' THEN
+      PERFORM report_contact_put(NEW.rid, NEW.content);
+    ELSE
+      PERFORM report_issue_put(NEW.rid, NEW.content);
+    END IF;
   END IF;
   RETURN NULL;
 END $$
@@ -90,17 +144,29 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("rid", name=op.f("pk_report_contact")),
     )
     op.create_index(op.f("ix_report_contact_member_sent"), "report_contact", ["member", "sent"])
+    op.create_table(
+        "report_issue",
+        sa.Column("rid", sa.BigInteger(), nullable=False),
+        sa.Column("member", sa.Text(), nullable=False),
+        sa.Column("codes", ARRAY(sa.Text()), nullable=False),
+        sa.Column("modifiers", ARRAY(sa.Text()), nullable=False),
+        sa.Column("identified", sa.Text(), nullable=False),
+        sa.Column("mitigated", ARRAY(sa.Text()), nullable=False),
+        sa.PrimaryKeyConstraint("rid", name=op.f("pk_report_issue")),
+    )
+    op.create_index(op.f("ix_report_issue_member"), "report_issue", ["member"])
     op.execute(_PUT)
+    op.execute(_ISSUE)
     op.execute(_SYNC)
     op.execute(
         "CREATE TRIGGER report_contact_written AFTER INSERT OR UPDATE ON resource"
-        " FOR EACH ROW WHEN (NEW.resource_type = 'Communication')"
-        " EXECUTE FUNCTION report_contact_sync()"
+        " FOR EACH ROW WHEN (NEW.resource_type IN ('Communication', 'DetectedIssue'))"
+        " EXECUTE FUNCTION report_sync()"
     )
     op.execute(
         "CREATE TRIGGER report_contact_removed AFTER DELETE ON resource"
-        " FOR EACH ROW WHEN (OLD.resource_type = 'Communication')"
-        " EXECUTE FUNCTION report_contact_sync()"
+        " FOR EACH ROW WHEN (OLD.resource_type IN ('Communication', 'DetectedIssue'))"
+        " EXECUTE FUNCTION report_sync()"
     )
     # Filling it reads every stored Communication once: a minute or so at 300,000.
     op.execute("SET LOCAL statement_timeout = 0")
@@ -108,14 +174,22 @@ def upgrade() -> None:
         "SELECT report_contact_put(rid, content) FROM resource"
         " WHERE resource_type = 'Communication' AND NOT deleted AND content IS NOT NULL"
     )
-    # The planner's figures for the filled table now, not at autovacuum's next pass.
+    op.execute(
+        "SELECT report_issue_put(rid, content) FROM resource"
+        " WHERE resource_type = 'DetectedIssue' AND NOT deleted AND content IS NOT NULL"
+    )
+    # The planner's figures for the filled tables now, not at autovacuum's next pass.
     op.execute("ANALYZE report_contact")
+    op.execute("ANALYZE report_issue")
 
 
 def downgrade() -> None:
     op.execute("DROP TRIGGER report_contact_removed ON resource")
     op.execute("DROP TRIGGER report_contact_written ON resource")
-    op.execute("DROP FUNCTION report_contact_sync()")
+    op.execute("DROP FUNCTION report_sync()")
+    op.execute("DROP FUNCTION report_issue_put(bigint, jsonb)")
     op.execute("DROP FUNCTION report_contact_put(bigint, jsonb)")
+    op.drop_index(op.f("ix_report_issue_member"), table_name="report_issue")
+    op.drop_table("report_issue")
     op.drop_index(op.f("ix_report_contact_member_sent"), table_name="report_contact")
     op.drop_table("report_contact")

@@ -35,7 +35,7 @@ from sqlalchemy import text
 from sqlalchemy.sql.elements import TextClause
 
 from cmfhir.store.report_access import ReportAccess, report_access
-from cmfhir.store.report_tables import report_contact
+from cmfhir.store.report_tables import report_contact, report_issue
 from cmfhir.store.repository import Repository
 
 __all__ = ["REPORT_SQL", "explain_report", "fetch_report"]
@@ -536,22 +536,22 @@ _GAPS = (
     + f"""
 , members AS MATERIALIZED (SELECT * FROM scoped WHERE month = {_LAST_MONTH}),
 issues AS (
-  SELECT d.id, d.patient_id AS member,
-    (SELECT c->>'code' FROM jsonb_array_elements(COALESCE(d.content->'code'->'coding',
-        '[]'::jsonb)) c WHERE c->>'system' = :gap_system LIMIT 1) AS rule,
-    (SELECT x->'valueCodeableConcept'->'coding'->0->>'code'
-       FROM jsonb_array_elements(COALESCE(d.content->'modifierExtension', '[]'::jsonb)) x
-       WHERE x->>'url' = :gap_status_url LIMIT 1) AS status,
-    {_instant("d.content->>'identifiedDateTime'")} AS identified,
-    (SELECT max({_instant("g->>'date'")}) FROM jsonb_array_elements(
-        COALESCE(d.content->'mitigation', '[]'::jsonb)) g WHERE g->>'date' IS NOT NULL)
-      AS closed
-  FROM (SELECT DISTINCT k.rid FROM idx_token k
-        WHERE k.resource_type = 'DetectedIssue' AND k.param = 'code'
-          AND k.system = :gap_system
-          {_among_few("k.rid", "DetectedIssue", ("patient",))}) k
-  {_row("d", "DetectedIssue", "k.rid", _IN_MEMBERS.format(member="d.patient_id"))}
-  WHERE d.content->>'identifiedDateTime' IS NOT NULL
+  -- One narrow row per DetectedIssue (report_issue, kept by a trigger in the writing
+  -- transaction: store/report_tables.py), never the resource: the rule is its first code
+  -- of the gap system, the gap status the first of its gapStatus modifier extension.
+  SELECT g.rid, g.member,
+    (SELECT substr(c, length(CAST(:gap_system AS text)) + 2)
+       FROM unnest(g.codes) WITH ORDINALITY AS u(c, n)
+       WHERE left(c, length(CAST(:gap_system AS text)) + 1) = :gap_system || '|'
+       ORDER BY n LIMIT 1) AS rule,
+    (SELECT substr(x, length(CAST(:gap_status_url AS text)) + 2)
+       FROM unnest(g.modifiers) WITH ORDINALITY AS u(x, n)
+       WHERE left(x, length(CAST(:gap_status_url AS text)) + 1) = :gap_status_url || '|'
+       ORDER BY n LIMIT 1) AS status,
+    {_instant("g.identified")} AS identified,
+    (SELECT max({_instant("x")}) FROM unnest(g.mitigated) x) AS closed
+  FROM {report_issue.name} g
+  WHERE {_visible("g")} {_IN_MEMBERS.format(member="g.member")}
 )
 SELECT i.rule, i.status AS gap_status, m.care_manager, count(*) AS count,
   percentile_cont(0.5) WITHIN GROUP (ORDER BY
