@@ -318,6 +318,17 @@ member_months AS (
 )
 """
 
+
+def _last_month_only(sql: str) -> str:
+    """`sql` (built on `_BASE`) expanding only the period's last month into member-months:
+    for the reports that count members as they stand at the period's end (caseload, gaps,
+    timeliness per member), a twelfth of a year's rows to sort and join. The period's
+    bounds stay the whole period."""
+    return sql.replace(
+        "JOIN months mo ON", "JOIN (SELECT * FROM months ORDER BY month DESC LIMIT 1) mo ON", 1
+    )
+
+
 _CONTACT_COMPLIANCE = (
     _BASE
     + """
@@ -604,10 +615,13 @@ GROUP BY care_manager, item ORDER BY care_manager, item
 )
 
 REPORT_SQL: Mapping[str, Mapping[str, str]] = {
-    "caseload": {"rows": _CASELOAD},
+    "caseload": {"rows": _last_month_only(_CASELOAD)},
     "contact-compliance": {"rows": _CONTACT_COMPLIANCE},
-    "timeliness": {"rows": _TIMELINESS_MEMBERS, "discharges": _TIMELINESS_DISCHARGES},
-    "gaps": {"rows": _GAPS},
+    "timeliness": {
+        "rows": _last_month_only(_TIMELINESS_MEMBERS),
+        "discharges": _TIMELINESS_DISCHARGES,
+    },
+    "gaps": {"rows": _last_month_only(_GAPS)},
     "member-experience": {"rows": _EXPERIENCE},
     "tcm-encounters": {"rows": _TCM_ENCOUNTERS},
 }
