@@ -1,5 +1,6 @@
 """The SQL of the care-management reports (reports/): computed in PostgreSQL over the index
-tables and the stored versions, never by loading resources into Python.
+tables, the stored versions and the reports' own narrow tables of contacts and care gaps
+(store/report_tables.py), never by loading resources into Python.
 
 Every report starts from the same member-months: for each month of the period, each member
 with a TCM enrollment (an EpisodeOfCare of the configured program type) whose period
