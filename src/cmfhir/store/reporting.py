@@ -1,5 +1,6 @@
 """The SQL of the care-management reports (reports/): computed in PostgreSQL over the index
-tables and the stored versions, never by loading resources into Python.
+tables, the stored versions and the reports' own narrow tables of contacts and care gaps
+(store/report_tables.py), never by loading resources into Python.
 
 Every report starts from the same member-months: for each month of the period, each member
 with a TCM enrollment (an EpisodeOfCare of the configured program type) whose period
@@ -35,6 +36,7 @@ from sqlalchemy import text
 from sqlalchemy.sql.elements import TextClause
 
 from cmfhir.store.report_access import ReportAccess, report_access
+from cmfhir.store.report_tables import report_contact, report_issue
 from cmfhir.store.repository import Repository
 
 __all__ = ["REPORT_SQL", "explain_report", "fetch_report"]
@@ -52,14 +54,35 @@ def _visible_member(member: str, care_manager: str, organization: str, month_end
     return f"__visible_member__({member}, {care_manager}, {organization}, {month_end})"
 
 
+def _may_count(member: str, care_manager: str, organization: str) -> str:
+    """Where a condition goes that holds for every member-month `_visible_member` admits
+    and is worked out per enrollment version, without the month: the member is visible now,
+    or on a CareTeam of the principal at some time, or the version names the principal as
+    care manager or one of their supervised organizations. The member-months are expanded
+    only for the members of which some version passes it (a care manager's caseload, not
+    the whole organization's)."""
+    return f"__may_count__({member}, {care_manager}, {organization})"
+
+
 _VISIBLE = re.compile(r"__visible__\((\w+)\)")
 _VISIBLE_MEMBER = re.compile(r"__visible_member__\(([^,()]+), ([^,()]+), ([^,()]+), ([^,()]+)\)")
+_MAY_COUNT = re.compile(r"__may_count__\(([^,()]+), ([^,()]+), ([^,()]+)\)")
 
 
 def _narrowed(sql: str, narrowed: bool) -> TextClause:
     """The report's SQL with the access conditions filled in (store/report_access.py)."""
     if not narrowed:
-        return text(_VISIBLE.sub("TRUE", _VISIBLE_MEMBER.sub("TRUE", sql)))
+        return text(_VISIBLE.sub("TRUE", _VISIBLE_MEMBER.sub("TRUE", _MAY_COUNT.sub("TRUE", sql))))
+    sql = _MAY_COUNT.sub(
+        lambda m: (
+            f"((({m[1]}) IN (SELECT unnest(CAST(:members_now AS text[])))"
+            f" OR ({m[1]}) IN (SELECT unnest(CAST(:team_members AS text[])))"
+            f" OR {m[2]} = CAST(:me AS text)"
+            f" OR {m[3]} IN (SELECT unnest(CAST(:supervised AS text[]))))"
+            f" AND ({m[1]}) NOT IN (SELECT unnest(CAST(:hidden_members AS text[]))))"
+        ),
+        sql,
+    )
     sql = _VISIBLE_MEMBER.sub(
         lambda m: (
             f"((({m[1]}) IN (SELECT unnest(CAST(:members_now AS text[])))"
@@ -115,6 +138,38 @@ def _month_of(instant: str) -> str:
     return f"date_trunc('month', ({instant}) AT TIME ZONE :tz)::date"
 
 
+# Up to how many members in scope a report finds their rows by member (an index probe
+# each) rather than reading every row of the period: about a care manager's caseload or a
+# small organization's, far below where probing costs more than reading everything.
+_FEW_MEMBERS = 1000
+
+
+def _among_few(rid: str, resource_type: str, params: tuple[str, ...]) -> str:
+    """The condition that row `rid` of `resource_type` is in the Patient compartment of one
+    of the members in scope when they are few (`few`): checked on its reference index rows
+    (the compartment's `params`) before the row itself is read, so that a care manager's
+    report reads their members' rows, not every member's. Always true when they are many."""
+    names = ", ".join(f"'{p}'" for p in params)
+    return (
+        f" AND ((SELECT members FROM few) IS NULL OR {rid} IN (SELECT f.rid FROM idx_reference f"
+        f" WHERE f.resource_type = '{resource_type}' AND f.param IN ({names})"
+        f" AND f.target_type = 'Patient'"
+        f" AND f.target_id = ANY(CAST((SELECT members FROM few) AS text[]))))"
+    )
+
+
+# The qualifying (in-person) medium codings as report_contact holds them: 'system|code'
+# of the configured medium system. Computed once per statement.
+_QUALIFYING = (
+    "(SELECT array_agg(CAST(:medium_system AS text) || '|' || k)"
+    " FROM unnest(CAST(:qualifying AS text[])) k)"
+)
+_IN_PERSON = (
+    "(SELECT array_agg(CAST(:medium_system AS text) || '|' || k)"
+    " FROM unnest(CAST(:in_person AS text[])) k WHERE k = ANY(CAST(:qualifying AS text[])))"
+)
+
+
 # A member among the member-months in scope, as a filter evaluated against one hashed set
 # (not turned into a join): the distinct members (a tenth of a year's member-months), so
 # that the set stays small enough for PostgreSQL to hash it at 10,000 members.
@@ -141,24 +196,26 @@ group_members AS (
     AND NOT COALESCE((m->>'inactive')::boolean, false)
 ),
 episodes AS (
-  SELECT DISTINCT r.rid, r.id, r.patient_id
-  FROM idx_token t
-  {_row("r", "EpisodeOfCare", "t.rid", " AND r.patient_id IS NOT NULL")}
+  -- The enrollments' current rows are not read: their index rows exist only while the
+  -- enrollment is not deleted, and its member is taken from its latest version.
+  SELECT DISTINCT t.rid FROM idx_token t
   WHERE t.resource_type = 'EpisodeOfCare' AND t.param = 'type'
-    AND t.system = :program_system AND t.code = :program_code
+    AND t.system = :program_system AND t.code = :program_code AND {_visible("t")}
 ),
 versions AS (
-  SELECT e.id AS episode, e.patient_id AS member, h.content,
+  SELECT h.rid AS episode, h.content,
+         last_value(h.patient_id) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING
+                                          AND UNBOUNDED FOLLOWING) AS member,
          CASE WHEN row_number() OVER w = 1 THEN '-infinity'::timestamptz
               ELSE h.last_updated END AS valid_from,
          lead(h.last_updated) OVER w AS valid_until
   FROM episodes e
   CROSS JOIN LATERAL (
-    SELECT h.rid, h.version, h.last_updated, h.content FROM resource_history h
+    SELECT h.rid, h.version, h.last_updated, h.patient_id, h.content FROM resource_history h
     WHERE h.rid = e.rid AND h.content IS NOT NULL OFFSET 0) h
   WINDOW w AS (PARTITION BY h.rid ORDER BY h.version)
 ),
-dated AS MATERIALIZED (
+extracted AS (
   -- What the reports read of each version, extracted once per version (not once per
   -- member-month: a year multiplies the versions by twelve, and the content is wide).
   SELECT v.episode, v.member, v.valid_from, v.valid_until,
@@ -171,7 +228,26 @@ dated AS MATERIALIZED (
          CASE WHEN v.content->'period'->>'end' IS NOT NULL
               THEN {_instant("v.content->'period'->>'end'")} END AS enrolled_until
   FROM versions v
-  WHERE v.valid_until IS NULL OR v.valid_until >= (SELECT min(month_end) FROM months)
+  WHERE v.member IS NOT NULL
+    AND (v.valid_until IS NULL OR v.valid_until >= (SELECT min(month_end) FROM months))
+),
+dated AS MATERIALIZED (
+  -- Only the members some version of whose enrollments could put a month in scope (the
+  -- scope and the principal's access, without the month): a narrowed or scoped run
+  -- expands the member-months of its members, not of every member. Every version of such
+  -- a member stays (a transfer compares a member's enrollments in and out of scope).
+  SELECT * FROM (
+    SELECT x.*, bool_or(
+        (CAST(:organization AS text) IS NULL
+           OR x.organization = 'Organization/' || :organization)
+        AND (CAST(:practitioner AS text) IS NULL
+           OR x.care_manager = 'Practitioner/' || :practitioner)
+        AND (CAST(:group AS text) IS NULL OR x.member IN (SELECT member FROM group_members))
+        AND (CAST(:patient AS text) IS NULL OR x.member = :patient)
+        AND {_may_count("x.member", "x.care_manager", "x.organization")}
+      ) OVER (PARTITION BY x.member) AS wanted
+    FROM extracted x) y
+  WHERE y.wanted
 ),
 recorded AS (
   SELECT v.episode, v.member, mo.month, mo.month_start, mo.month_end, v.status,
@@ -201,32 +277,58 @@ scoped AS MATERIALIZED (
     AND {_visible_member("e.member", "e.care_manager", "e.organization", "e.month_end")}
 ),
 scoped_members AS MATERIALIZED (SELECT DISTINCT member FROM scoped),
-contacts AS MATERIALIZED (
-  SELECT c.rid, c.patient_id AS member, d.low AS sent, {_month_of("d.low")} AS month,
-         bool_or(m->>'code' = ANY(CAST(:in_person AS text[]))) AS in_person
-  FROM idx_date d
-  {_row("c", "Communication", "d.rid", _IN_SCOPED.format(member="c.patient_id"))}
-  -- Status and medium from the row already read (what their index rows hold), not
-  -- two more index probes per contact.
-  CROSS JOIN LATERAL jsonb_array_elements(COALESCE(c.content->'medium', '[]'::jsonb)) md
-  CROSS JOIN LATERAL jsonb_array_elements(COALESCE(md->'coding', '[]'::jsonb)) m
-  WHERE d.resource_type = 'Communication' AND d.param = 'sent'
-    AND c.content->>'status' = 'completed'
-    AND m->>'system' = :medium_system AND m->>'code' = ANY(CAST(:qualifying AS text[]))
-    AND d.low >= (SELECT period_start FROM bounds) AND d.low < (SELECT period_end FROM bounds)
-  GROUP BY c.rid, c.patient_id, d.low
+few AS MATERIALIZED (
+  -- The members in scope as one array when they are few (a care manager's caseload):
+  -- their contacts are then found by member through the index (`few_contacts`), not by
+  -- reading every contact of the period and keeping theirs (`all_contacts`). NULL: many.
+  SELECT CASE WHEN count(*) <= {_FEW_MEMBERS} THEN array_agg(member) END AS members
+  FROM scoped_members
+),
+contacts AS (
+  -- One narrow row per Communication (report_contact, kept by a trigger in the writing
+  -- transaction: store/report_tables.py), never the resource. Of the two branches only
+  -- one runs: the other's condition on `few` is checked once, before it reads anything.
+  SELECT c.rid, c.member, c.sent, {_month_of("c.sent")} AS month,
+         c.mediums && {_IN_PERSON} AS in_person
+  FROM {report_contact.name} c
+  WHERE c.member = ANY(CAST((SELECT members FROM few) AS text[]))
+    AND c.sent >= (SELECT period_start FROM bounds) AND c.sent < (SELECT period_end FROM bounds)
+    AND c.status = 'completed' AND c.mediums && {_QUALIFYING}
+    AND {_visible("c")}
+  UNION ALL
+  SELECT c.rid, c.member, c.sent, {_month_of("c.sent")},
+         c.mediums && {_IN_PERSON}
+  FROM {report_contact.name} c
+  WHERE (SELECT members FROM few) IS NULL
+    AND c.sent >= (SELECT period_start FROM bounds) AND c.sent < (SELECT period_end FROM bounds)
+    AND c.status = 'completed' AND c.mediums && {_QUALIFYING}
+    AND {_visible("c")} {_IN_SCOPED.format(member="c.member")}
+),
+monthly AS (
+  SELECT c.member, c.month, count(*) AS contacts,
+         count(*) FILTER (WHERE c.in_person) AS in_person, min(c.sent) AS first_contact
+  FROM contacts c GROUP BY c.member, c.month
 ),
 member_months AS (
   SELECT s.member, s.month, s.care_manager, s.organization, s.tier, s.episode,
-         count(c.rid) AS contacts,
-         count(c.rid) FILTER (WHERE c.in_person) AS in_person,
-         min(c.sent) AS first_contact,
+         COALESCE(c.contacts, 0) AS contacts, COALESCE(c.in_person, 0) AS in_person,
+         c.first_contact,
          (CAST(:requirements AS jsonb) ->> s.tier)::int AS required
   FROM scoped s
-  LEFT JOIN contacts c ON c.member = s.member AND c.month = s.month
-  GROUP BY s.member, s.month, s.care_manager, s.organization, s.tier, s.episode
+  LEFT JOIN monthly c ON c.member = s.member AND c.month = s.month
 )
 """
+
+
+def _last_month_only(sql: str) -> str:
+    """`sql` (built on `_BASE`) expanding only the period's last month into member-months:
+    for the reports that count members as they stand at the period's end (caseload, gaps,
+    timeliness per member), a twelfth of a year's rows to sort and join. The period's
+    bounds stay the whole period."""
+    return sql.replace(
+        "JOIN months mo ON", "JOIN (SELECT * FROM months ORDER BY month DESC LIMIT 1) mo ON", 1
+    )
+
 
 _CONTACT_COMPLIANCE = (
     _BASE
@@ -336,7 +438,7 @@ _RESPONSES = """
   SELECT q.rid, q.patient_id AS member, {authored} AS authored{content}
   FROM (SELECT DISTINCT s.rid FROM idx_reference s
         WHERE s.resource_type = 'QuestionnaireResponse' AND s.param = 'questionnaire'
-          AND s.url = :{url}) s
+          AND s.url = :{url}{few}) s
   {row}
   WHERE split_part(q.content->>'questionnaire', '|', 1) = :{url}
     AND q.content->>'status' IN ('completed', 'amended')
@@ -358,6 +460,7 @@ assessments AS ({
                 "q", "QuestionnaireResponse", "s.rid", _IN_MEMBERS.format(member="q.patient_id")
             ),
             url="assessment_url",
+            few=_among_few("s.rid", "QuestionnaireResponse", ("subject", "author")),
         )
     }),
 plans AS (
@@ -365,7 +468,8 @@ plans AS (
          {_instant("COALESCE(p.content->>'created', p.content->'period'->>'start')")} AS made
   FROM (SELECT DISTINCT s.rid FROM idx_token s
         WHERE s.resource_type = 'CarePlan' AND s.param = 'status'
-          AND s.code IN ('active', 'completed')) s
+          AND s.code IN ('active', 'completed')
+          {_among_few("s.rid", "CarePlan", ("patient", "performer"))}) s
   {_row("p", "CarePlan", "s.rid", _IN_MEMBERS.format(member="p.patient_id"))}
   WHERE p.content->>'status' IN ('active', 'completed')
     AND COALESCE(p.content->>'created', p.content->'period'->>'start') IS NOT NULL
@@ -413,7 +517,8 @@ _TIMELINESS_DISCHARGES = (
          {_instant("e.content->'period'->>'end'")} AS discharged
   FROM (SELECT DISTINCT k.rid FROM idx_token k
         WHERE k.resource_type = 'Encounter' AND k.param = 'class'
-          AND k.system = :class_system AND k.code = ANY(CAST(:classes AS text[]))) k
+          AND k.system = :class_system AND k.code = ANY(CAST(:classes AS text[]))
+          {_among_few("k.rid", "Encounter", ("patient",))}) k
   {_row("e", "Encounter", "k.rid", _IN_SCOPED.format(member="e.patient_id"))}
   WHERE e.content->>'status' = 'finished' AND e.content->'period'->>'end' IS NOT NULL
 ),
@@ -443,21 +548,22 @@ _GAPS = (
     + f"""
 , members AS MATERIALIZED (SELECT * FROM scoped WHERE month = {_LAST_MONTH}),
 issues AS (
-  SELECT d.id, d.patient_id AS member,
-    (SELECT c->>'code' FROM jsonb_array_elements(COALESCE(d.content->'code'->'coding',
-        '[]'::jsonb)) c WHERE c->>'system' = :gap_system LIMIT 1) AS rule,
-    (SELECT x->'valueCodeableConcept'->'coding'->0->>'code'
-       FROM jsonb_array_elements(COALESCE(d.content->'modifierExtension', '[]'::jsonb)) x
-       WHERE x->>'url' = :gap_status_url LIMIT 1) AS status,
-    {_instant("d.content->>'identifiedDateTime'")} AS identified,
-    (SELECT max({_instant("g->>'date'")}) FROM jsonb_array_elements(
-        COALESCE(d.content->'mitigation', '[]'::jsonb)) g WHERE g->>'date' IS NOT NULL)
-      AS closed
-  FROM (SELECT DISTINCT k.rid FROM idx_token k
-        WHERE k.resource_type = 'DetectedIssue' AND k.param = 'code'
-          AND k.system = :gap_system) k
-  {_row("d", "DetectedIssue", "k.rid", _IN_MEMBERS.format(member="d.patient_id"))}
-  WHERE d.content->>'identifiedDateTime' IS NOT NULL
+  -- One narrow row per DetectedIssue (report_issue, kept by a trigger in the writing
+  -- transaction: store/report_tables.py), never the resource: the rule is its first code
+  -- of the gap system, the gap status the first of its gapStatus modifier extension.
+  SELECT g.rid, g.member,
+    (SELECT substr(c, length(CAST(:gap_system AS text)) + 2)
+       FROM unnest(g.codes) WITH ORDINALITY AS u(c, n)
+       WHERE left(c, length(CAST(:gap_system AS text)) + 1) = :gap_system || '|'
+       ORDER BY n LIMIT 1) AS rule,
+    (SELECT substr(x, length(CAST(:gap_status_url AS text)) + 2)
+       FROM unnest(g.modifiers) WITH ORDINALITY AS u(x, n)
+       WHERE left(x, length(CAST(:gap_status_url AS text)) + 1) = :gap_status_url || '|'
+       ORDER BY n LIMIT 1) AS status,
+    {_instant("g.identified")} AS identified,
+    (SELECT max({_instant("x")}) FROM unnest(g.mitigated) x) AS closed
+  FROM {report_issue.name} g
+  WHERE {_visible("g")} {_IN_MEMBERS.format(member="g.member")}
 )
 SELECT i.rule, i.status AS gap_status, m.care_manager, count(*) AS count,
   percentile_cont(0.5) WITHIN GROUP (ORDER BY
@@ -485,6 +591,7 @@ _EXPERIENCE = (
                 "q", "QuestionnaireResponse", "s.rid", _IN_SCOPED.format(member="q.patient_id")
             ),
             url="experience_url",
+            few=_among_few("s.rid", "QuestionnaireResponse", ("subject", "author")),
         )
     }),
 answers AS (
@@ -509,10 +616,13 @@ GROUP BY care_manager, item ORDER BY care_manager, item
 )
 
 REPORT_SQL: Mapping[str, Mapping[str, str]] = {
-    "caseload": {"rows": _CASELOAD},
+    "caseload": {"rows": _last_month_only(_CASELOAD)},
     "contact-compliance": {"rows": _CONTACT_COMPLIANCE},
-    "timeliness": {"rows": _TIMELINESS_MEMBERS, "discharges": _TIMELINESS_DISCHARGES},
-    "gaps": {"rows": _GAPS},
+    "timeliness": {
+        "rows": _last_month_only(_TIMELINESS_MEMBERS),
+        "discharges": _TIMELINESS_DISCHARGES,
+    },
+    "gaps": {"rows": _last_month_only(_GAPS)},
     "member-experience": {"rows": _EXPERIENCE},
     "tcm-encounters": {"rows": _TCM_ENCOUNTERS},
 }
