@@ -67,6 +67,8 @@ class ReadPath:
         # With CORS configured, a request with an Origin takes the stack (its CORS layer).
         self.cors = cors
         self._audited = AuditMiddleware(self._answer)
+        # Counted for tests: requests answered here.
+        self.served = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -98,6 +100,7 @@ class ReadPath:
         except FhirError:
             await self.app(scope, receive, send)  # the edge answers it (406)
             return
+        self.served += 1
         await self._serve(scope, receive, send, match, negotiated, sent_id, encoding)
 
     async def _serve(
