@@ -148,6 +148,11 @@ async def test_answers_as_the_stack_does(database_url: str) -> None:
         compressed = await fast.get(f"/fhir/Patient/{big}", headers={"Accept-Encoding": "gzip"})
         assert compressed.headers["content-encoding"] == "gzip"
         assert compressed.headers["vary"] == "Accept-Encoding"
+        # A vread is one statement on the read pool (store/reader.py), as a read is.
+        reader = app.state.fhir.store.reader
+        before = reader.reads
+        assert (await fast.get(f"/fhir/Patient/{one}/_history/1")).status_code == 200
+        assert reader.reads == before + 1
         small = await fast.get(f"/fhir/Patient/{one}", headers={"Accept-Encoding": "gzip"})
         assert "content-encoding" not in small.headers and "vary" not in small.headers
         assert small.json()["id"] == one
