@@ -99,6 +99,7 @@ def _paths(samples: dict[str, list[Any]], ids: dict[str, list[str]]) -> dict[str
     out: dict[str, list[str]] = {
         "read_patient": [f"/fhir/Patient/{i}" for i in ids["Patient"][:500]],
         "read_encounter": [f"/fhir/Encounter/{i}" for i in ids["Encounter"][:500]],
+        "vread_patient": [f"/fhir/Patient/{i}/_history/1" for i in ids["Patient"][:500]],
     }
     for query in QUERIES:
         out[query.name] = [f"/fhir/{query.path(values)}" for values in samples[query.sample]]

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from cmfhir import __version__
 from cmfhir.auth.keys import SigningKeys
@@ -39,9 +40,11 @@ from cmfhir.routes.apps import apps_router
 from cmfhir.routes.audit import AuditMiddleware
 from cmfhir.routes.bulk import bulk_router
 from cmfhir.routes.care_gaps import care_gaps_router
+from cmfhir.routes.compression import GZIP_LEVEL, GZIP_MINIMUM_BYTES
 from cmfhir.routes.cors import cors_options, parse_origins
 from cmfhir.routes.health import health_router
 from cmfhir.routes.hl7v2 import hl7v2_router
+from cmfhir.routes.read_path import ReadPath
 from cmfhir.routes.reports import reports_router
 from cmfhir.routes.smart import smart_router
 from cmfhir.routes.subscriptions_ws import ws_router
@@ -192,6 +195,17 @@ async def _audit_trail(
         await trail.flush()
 
 
+class Server(FastAPI):
+    """The application, with reads and vreads answered in front of its middleware stack
+    (routes/read_path.py)."""
+
+    # CORS configured: a browser's cross-origin read then takes the stack's CORS layer.
+    cors = False
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return ReadPath(super().build_middleware_stack(), cors=self.cors)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -216,7 +230,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if running is not None:
                     await running.close()
 
-    app = FastAPI(
+    app = Server(
         title="cmfhir",
         version=__version__,
         description="FHIR R4 (and R4B) care-management data system",
@@ -225,6 +239,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         # FastAPI's document describes paths, not the FHIR interactions: off unless asked for.
         openapi_url="/openapi.json" if settings.openapi else None,
+        # No OpenTelemetry from FastAPI: its logs would carry exception messages (which may
+        # quote member data), and asking whether it is configured cost every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.report_config = load_report_config(settings.profiles_dir)
@@ -259,9 +276,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Innermost: reads and searches without the router (routes/fhir.py), audited as others.
     app.add_middleware(DirectRoutes)
     app.add_middleware(AuditMiddleware)
-    app.add_middleware(GZipMiddleware, minimum_size=8192, compresslevel=5)
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES, compresslevel=GZIP_LEVEL)
     # Outermost, one layer: the access log, CORS when configured, the request id, nosniff and
     # the negotiated Content-Type, and the error guard (routes/edge.py says in which order).
+    # Reads and vreads are answered in front of all of these (`Server`).
     origins = parse_origins(settings.cors_origins)
     app.add_middleware(Edge, cors=cors_options(origins) if origins else None)
+    app.cors = bool(origins)
     return app

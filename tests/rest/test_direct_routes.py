@@ -13,6 +13,7 @@ from cmfhir.app import create_app
 from cmfhir.config import Settings
 from cmfhir.resources.fhir_versions import R4, R4B, fhir_versions
 from cmfhir.routes import fhir
+from cmfhir.routes.read_path import READ_PATH
 
 FHIR = {"Content-Type": "application/fhir+json"}
 
@@ -46,6 +47,10 @@ def test_direct_paths_are_the_router_s_read_and_search() -> None:
         assert fhir._READ.fullmatch(read) and fhir._SEARCH.fullmatch(search)
         assert _routed(routes, read) is fhir.read_instance, read
         assert _routed(routes, search) is fhir.search_type, search
+        # The read path (routes/read_path.py), in front of everything, takes reads and vreads.
+        vread = f"/fhir/{resource_type}/a-1.B/_history/2"
+        assert READ_PATH.fullmatch(read) and READ_PATH.fullmatch(vread)
+        assert _routed(routes, vread) is fhir.vread_instance, vread
     for path in ("/fhir/metadata", "/fhir/_history", "/fhir/$export", "/fhir/Patient/$export"):
         assert not fhir._READ.fullmatch(path) and not fhir._SEARCH.fullmatch(path)
     for path in ("/fhir/Patient/_history", "/fhir/.well-known/smart-configuration"):

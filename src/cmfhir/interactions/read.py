@@ -192,5 +192,12 @@ async def vread(
     conditions: Conditions | None = None,
 ) -> Result:
     require_type(resource_type, ctx.fhir_version)
-    async with ctx.store.transaction(principal=ctx.principal, read_only=True) as repo:
-        return await vread_in(repo, resource_type, id, version_id, params, conditions)
+    check_id(id)
+    version = parse_version(version_id)
+    if version is None:
+        raise NotFound(f"{resource_type}/{id} has no version '{version_id}'")
+    # One statement on the read pool, as a read (store/reader.py).
+    found = await ctx.store.vread(ctx.principal, resource_type, id, version)
+    if found is None:
+        raise NotFound(f"{resource_type}/{id} has no version {version_id}")
+    return _result(found, f"{resource_type}/{id}/_history/{version_id}", params, conditions)

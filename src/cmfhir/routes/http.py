@@ -4,7 +4,6 @@ an interaction's `Result` or error into a FHIR response."""
 from __future__ import annotations
 
 import logging
-from email.utils import format_datetime
 from typing import Any
 
 from fastapi import Request
@@ -23,6 +22,7 @@ from cmfhir.errors import (
 from cmfhir.interactions.context import Result
 from cmfhir.resources.fhirjson import dump_json, parse_json
 from cmfhir.resources.sizes import MAX_STRING_BYTES, check_string_sizes
+from cmfhir.routes.wire import http_date
 
 __all__ = [
     "FHIR_JSON",
@@ -119,7 +119,7 @@ def _headers(result: Result, request: Request) -> dict[str, str]:
     if result.etag:
         headers["ETag"] = result.etag
     if result.last_updated is not None:
-        headers["Last-Modified"] = format_datetime(result.last_updated, usegmt=True)
+        headers["Last-Modified"] = http_date(result.last_updated)
     if result.location:
         # Only here: the base URL is rebuilt from the request's headers each time.
         headers["Location"] = f"{base_url(request)}/{result.location}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -24,7 +25,14 @@ from cmfhir.errors import FhirError
 from cmfhir.resources.fhir_versions import VERSIONS
 from cmfhir.resources.fhirjson import dump_json
 
-__all__ = ["format_param", "request_id_from", "response_headers", "send_error"]
+__all__ = [
+    "CONTENT_TYPES",
+    "format_param",
+    "http_date",
+    "request_id_from",
+    "response_headers",
+    "send_error",
+]
 
 _FHIR_JSON = b"application/fhir+json"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -32,10 +40,24 @@ _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # restarts without a random draw (a system call) per request.
 _PREFIX = os.urandom(10).hex()
 _COUNTER = itertools.count(1)
-_CONTENT_TYPES = {
+CONTENT_TYPES = {
     version: b"application/fhir+json; fhirVersion=" + version.encode() + b"; charset=utf-8"
     for version in VERSIONS
 }
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(moment: datetime) -> str:
+    """An HTTP date (RFC 9110 5.6.7, `Last-Modified`) as `email.utils.format_datetime(moment,
+    usegmt=True)` writes it, in a third of its time."""
+    u = moment.astimezone(UTC)
+    return (
+        f"{_DAYS[u.weekday()]}, {u.day:02d} {_MONTHS[u.month - 1]} {u.year:04d} "
+        f"{u.hour:02d}:{u.minute:02d}:{u.second:02d} GMT"
+    )
 
 
 def request_id_from(header: bytes | None) -> str:
@@ -57,7 +79,7 @@ def format_param(query: bytes) -> str | None:
 
 def response_headers(headers: Any, rid: str, version: str) -> list[tuple[bytes, bytes]]:
     out: list[tuple[bytes, bytes]] = [
-        (name, _CONTENT_TYPES.get(version, value))
+        (name, CONTENT_TYPES.get(version, value))
         if name == b"content-type" and value.startswith(_FHIR_JSON)
         else (name, value)
         for name, value in headers

@@ -1,9 +1,9 @@
-"""The read of one current resource through a pool of raw asyncpg connections of its own,
-beside SQLAlchemy's: taking a pooled connection through SQLAlchemy (checkout, isolation
-level, reset on return) cost a quarter of a read's CPU, for one statement that needs none
-of it. The statement is prepared once per connection (asyncpg's statement cache) and only
-its values are bound; nothing is reset when a connection goes back, since nothing read
-here changes a session (no transaction, no settings, no LISTEN).
+"""The read of one current resource, and of one version, through a pool of raw asyncpg
+connections of its own, beside SQLAlchemy's: taking a pooled connection through SQLAlchemy
+(checkout, isolation level, reset on return) cost a quarter of a read's CPU, for one
+statement that needs none of it. The statement is prepared once per connection (asyncpg's
+statement cache) and only its values are bound; nothing is reset when a connection goes
+back, since nothing read here changes a session (no transaction, no settings, no LISTEN).
 
 `open_database` makes one `Reader` per engine and `attach`es it; `Store` finds it with
 `reader_for(engine)` (an engine made elsewhere has none, and its stores read through
@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from cmfhir.auth.principal import Principal
-from cmfhir.store.reads import read_current
+from cmfhir.store.reads import read_current, read_version
 from cmfhir.store.records import StoredVersion
 
 __all__ = ["Reader", "attach", "reader_for"]
@@ -54,6 +54,17 @@ class Reader:
         """The current version of `resource_type/id` if `principal` may read it. Raises
         asyncpg's errors, OSError, or TimeoutError when no connection came free in time
         (`Store.read` turns them into the client's answer)."""
+        return await self._fetch(read_current, principal, resource_type, id)
+
+    async def vread(
+        self, principal: Principal | None, resource_type: str, id: str, version: int
+    ) -> StoredVersion | None:
+        """Version `version` of `resource_type/id` if `principal` may read it; raises as
+        `read`."""
+        return await self._fetch(read_version, principal, resource_type, id, version)
+
+    async def _fetch(self, query: Any, *args: Any) -> StoredVersion | None:
+        """`query(connection, *args)` on a connection of the pool."""
         if self._free.locked():
             async with asyncio.timeout(ACQUIRE_TIMEOUT_S):
                 await self._free.acquire()
@@ -62,7 +73,7 @@ class Reader:
         try:
             connection = self._idle.pop() if self._idle else await self._connect()
             try:
-                found = await read_current(connection, principal, resource_type, id)
+                found: StoredVersion | None = await query(connection, *args)
             except (
                 asyncpg.InterfaceError,
                 asyncpg.InternalClientError,  # a protocol in a broken state

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -129,8 +129,23 @@ class Store:
         if self.reader is None:
             async with self.transaction(principal=principal, read_only=True) as repo:
                 return await repo.read(resource_type, id)
+        return await self._through_reader(self.reader.read(principal, resource_type, id))
+
+    async def vread(
+        self, principal: Principal | None, resource_type: str, id: str, version: int
+    ) -> StoredVersion | None:
+        """Version `version` of `resource_type/id` if `principal` may read it, as `read`."""
+        if self.reader is None:
+            async with self.transaction(principal=principal, read_only=True) as repo:
+                return await repo.vread(resource_type, id, version)
+        return await self._through_reader(self.reader.vread(principal, resource_type, id, version))
+
+    async def _through_reader(
+        self, reading: Coroutine[Any, Any, StoredVersion | None]
+    ) -> StoredVersion | None:
+        """A read of the `Reader`, its failures turned into the client's answer."""
         try:
-            return await self.reader.read(principal, resource_type, id)
+            return await reading
         except (asyncpg.PostgresError, *_CONNECTION_LOST) as error:
             unavailable = isinstance(error, _CONNECTION_LOST)
             translated = _translate(getattr(error, "sqlstate", None), unavailable, "read")
