@@ -146,16 +146,10 @@ class Store:
         """A read of the `Reader`, its failures turned into the client's answer."""
         try:
             return await reading
-        except (asyncpg.PostgresError, *_CONNECTION_LOST) as error:
-            unavailable = isinstance(error, _CONNECTION_LOST)
-            translated = _translate(getattr(error, "sqlstate", None), unavailable, "read")
-            if translated is None:
+        except _READER_ERRORS as error:
+            if (failure := _reader_failure(error, "read")) is None:
                 raise
-            raise translated from error
-        except TimeoutError as error:  # no pooled connection came free in time
-            raise _busy("database read pool exhausted") from error
-        except (OSError, ConnectionError) as error:
-            raise _unreachable(error) from error
+            raise failure from error
 
     @asynccontextmanager
     async def searching(self, principal: Principal | None) -> AsyncIterator[Searches]:
