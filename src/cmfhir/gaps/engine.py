@@ -250,8 +250,11 @@ class GapEngine:
             await gap_queue.release(repo, ids)
 
     async def _evaluate(self, members: Sequence[gap_queue.Claimed]) -> None:
-        async with self.ctx.store.transaction(principal=self.ctx.principal) as repo:
-            await gap_queue.begin_repeatable_read(repo)
+        # REPEATABLE READ (in the BEGIN): every read sees one snapshot, and a row changed by
+        # another transaction since then cannot be updated (40001, retried).
+        async with self.ctx.store.transaction(
+            principal=self.ctx.principal, repeatable_read=True
+        ) as repo:
             await outbox.mark_origin(repo, ORIGIN)
             read = await read_members(
                 repo,
