@@ -8,9 +8,15 @@ database of the worktree's embedded PostgreSQL (or `--database-url`), then sweep
 process's CPU (`time.process_time`), PostgreSQL's (its backends' CPU from /proc), wall
 time, members evaluated, and the statements and transactions sent per member (counted).
 
-Variants: `after` (the engine as it is: a batch's members taken off the queue in the
-transaction that leases the next batch) and `before` (each batch in three transactions:
-lease, evaluate, take off the queue), as `main` ran it at 9d5f583.
+With `--database-url` it sweeps a loaded database instead (the one a `python -m bench
+--keep-data` run kept: `--data-dir` names its data dir, for PostgreSQL's CPU), only the
+first `--members` members if given, as of `--as-of` (fixed, so that after the warm-up a
+sweep finds nothing to write and the rounds compare like with like).
+
+Variants: `after` (the engine as it is: each member's resources parsed and evaluated one
+member at a time with the cyclic garbage collector paused, a member's qualifying contacts
+found once for the three rules that read them) and `before` (as `main` ran it at 82deccd:
+the batch's snapshots all parsed first, the collector on, the contacts found by each rule).
 """
 
 from __future__ import annotations
@@ -23,20 +29,26 @@ import statistics
 import sys
 import time
 from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from bench.caseload import make_staff, member_bundles, staff_bundle
 from bench.scratch import admin_url, create_database, drop_database, postgres_cpu
 from cmfhir.app import open_context
 from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
-from cmfhir.gaps.engine import GapEngine
+from cmfhir.gaps import engine as gap_engine
+from cmfhir.gaps.engine import GapEngine, evaluate_member
+from cmfhir.gaps.rules import _common, contact_requirement, missed_appointment, transition_follow_up
 from cmfhir.gaps.ruleset import RuleSet, load_ruleset
+from cmfhir.gaps.snapshot import read_snapshots
 from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.transaction import process_bundle
 from cmfhir.store import gap_queue
+from cmfhir.store.database import embedded_url
 
 
 class _Counter:
@@ -56,25 +68,37 @@ class _Counter:
         self.commits += 1
 
 
-async def _drain_before(engine: GapEngine, concurrency: int) -> int:
-    """GapEngine.drain as it was: every batch taken off the queue in its own transaction."""
+class _EngineBefore(GapEngine):
+    """GapEngine._evaluate as it was: every snapshot of the batch parsed first, then the
+    rules run with the collector on."""
 
-    async def loop() -> int:
-        total = 0
-        while True:
-            count = await engine.evaluate_due()
-            total += count
-            if count:
-                continue
-            async with engine.ctx.store.transaction(
-                read_only=True, principal=engine.ctx.principal
-            ) as repo:
-                _, due = await gap_queue.queued(repo)
-            if not due:
-                return total
-            await asyncio.sleep(0.05)
+    async def _evaluate(self, members: Any) -> None:
+        async with self.ctx.store.transaction(principal=self.ctx.principal) as repo:
+            await gap_queue.begin_repeatable_read(repo)
+            await gap_engine.outbox.mark_origin(repo, gap_engine.ORIGIN)
+            snapshots = await read_snapshots(
+                repo,
+                [m[0] for m in members],
+                self.ruleset.compartment_types,
+                self.ruleset.shared_types,
+            )
+            now = self.clock()
+            writes: list[dict[str, Any]] = []
+            for patient_id, as_of, _ in members:
+                writes.extend(evaluate_member(snapshots[patient_id], as_of or now, self.ruleset))
+                await asyncio.sleep(0)
+            self.evaluations += len(members)
+            await self._write(repo, writes)
 
-    return sum(await asyncio.gather(*(loop() for _ in range(max(concurrency, 1)))))
+
+_RULES_WITH_CONTACTS = (contact_requirement, missed_appointment, transition_follow_up)
+
+
+def _contacts_per_rule(before: bool) -> None:
+    """The rules find the contacts each time (before) or once per snapshot (after)."""
+    found = _common._qualifying_contacts if before else _common.qualifying_contacts
+    for module in _RULES_WITH_CONTACTS:
+        module.qualifying_contacts = found  # type: ignore[attr-defined]
 
 
 async def _load(ctx: FhirContext, members: int) -> None:
@@ -93,15 +117,23 @@ async def _sweep(
     before: bool = False,
 ) -> dict[str, float]:
     async with ctx.store.transaction(principal=TRUSTED) as repo:
-        await gap_queue.enqueue_all(repo, None)
-    engine = GapEngine(ctx, ruleset, sweep_batch=args.sweep_batch)
+        await repo.conn.execute(
+            text(
+                "INSERT INTO gap_member (patient_id, as_of, sweep) "
+                "SELECT id, CAST(:as_of AS timestamptz), true FROM resource "
+                "WHERE resource_type = 'Patient' AND NOT deleted ORDER BY id LIMIT :n "
+                "ON CONFLICT (patient_id) DO NOTHING"
+            ),
+            {"as_of": args.as_of, "n": args.limit},
+        )
+    kind = _EngineBefore if before else GapEngine
+    engine = kind(ctx, ruleset, sweep_batch=args.sweep_batch)
+    _contacts_per_rule(before)
     statements, commits = counter.statements, counter.commits
-    pg0, cpu0, wall0 = postgres_cpu(admin_url()), time.process_time(), time.perf_counter()
-    if before:
-        evaluated = await _drain_before(engine, args.concurrency)
-    else:
-        evaluated = await engine.drain(concurrency=args.concurrency)
-    pg1, cpu1, wall1 = postgres_cpu(admin_url()), time.process_time(), time.perf_counter()
+    cluster = args.cluster or admin_url()
+    pg0, cpu0, wall0 = postgres_cpu(cluster), time.process_time(), time.perf_counter()
+    evaluated = await engine.drain(concurrency=args.concurrency)
+    pg1, cpu1, wall1 = postgres_cpu(cluster), time.process_time(), time.perf_counter()
     each = max(evaluated, 1)
     return {
         "members": evaluated,
@@ -114,7 +146,7 @@ async def _sweep(
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    admin = admin_url()  # started (or joined) also when reusing a database of it
+    admin = args.cluster or admin_url()  # started (or joined) also when reusing a database
     url = args.database_url
     made = None
     if url is None:
@@ -155,7 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules", default=os.environ.get("BENCH_GAP_RULES", "cmfhir.gaps.rules"))
     parser.add_argument("--database-url", default=None, help="a loaded database to reuse")
     parser.add_argument("--keep", action="store_true", help="keep the database made")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="the kept run's data dir (its pg/ started)"
+    )
+    parser.add_argument("--limit", type=int, default=None, help="sweep only this many members")
+    parser.add_argument("--as-of", type=datetime.fromisoformat, default=None)
     args = parser.parse_args(argv)
+    args.cluster = None
+    if args.data_dir is not None:
+        args.cluster = embedded_url(args.data_dir.resolve())
+        args.database_url = args.database_url or args.cluster
     print(json.dumps(asyncio.run(_run(args)), indent=2))
     return 0
 

@@ -95,8 +95,13 @@ class LagProbe:
                 self._stop.wait(self.interval)
 
     def figures(self) -> dict[str, Any]:
+        """The lags' quantiles; also the first probe's and which probe was the slowest (a
+        slow first one is the engine still starting, not its lag)."""
         ordered = sorted(self.lags)
+        slowest = max(range(len(self.lags)), key=self.lags.__getitem__) if self.lags else None
         return {
+            "first_ms": round(self.lags[0] * 1000, 1) if self.lags else None,
+            "slowest_probe": slowest,
             "probes": len(ordered),
             "gave_up": self.lost,
             "p50_ms": round(percentile(ordered, 50) * 1000, 1) if ordered else None,

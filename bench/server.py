@@ -20,6 +20,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -180,8 +181,11 @@ def _start_worker(
     env: dict[str, str], database_url: str, log_path: Path
 ) -> subprocess.Popen[bytes]:
     """`cmfhir worker` on the server's database (the embedded one by its URL: the worker
-    joins it, it does not start its own)."""
+    joins it, it does not start its own), once its workers run: a load started before that
+    (the worker takes seconds to start) measures the worker's start-up in its first gaps
+    and notifications."""
     env = dict(env, CMFHIR_DATABASE_URL=database_url)
+    started = asyncio.run(_database_now(database_url))
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "cmfhir", "worker"],
@@ -189,13 +193,44 @@ def _start_worker(
             stderr=subprocess.STDOUT,
             env=env,
         )
-    time.sleep(0.5)
-    if process.poll() is not None:
-        raise RuntimeError(
-            f"cmfhir worker exited ({process.returncode}):\n"
-            + log_path.read_text(errors="replace")[-2000:]
-        )
+    deadline = time.monotonic() + _READY_TIMEOUT_S
+    while not asyncio.run(_worker_running(database_url, started)):
+        if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is None:
+                process.kill()
+            raise RuntimeError(
+                f"cmfhir worker exited or not ready ({process.returncode}):\n"
+                + log_path.read_text(errors="replace")[-2000:]
+            )
+        time.sleep(0.3)
     return process
+
+
+async def _database_now(database_url: str) -> Any:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchval("SELECT now()")
+    finally:
+        await conn.close()
+
+
+# The worker's workers run: its outbox listener connected since it was started, and the
+# gap engine registered as an outbox consumer.
+_WORKER_RUNNING = """
+SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+               WHERE application_name = 'cmfhir-listen' AND backend_start >= $1)
+   AND EXISTS (SELECT 1 FROM consumer WHERE name = 'gaps')
+"""
+
+
+async def _worker_running(database_url: str, started: Any) -> bool:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return bool(await conn.fetchval(_WORKER_RUNNING, started))
+    except asyncpg.UndefinedTableError:
+        return False  # not migrated yet
+    finally:
+        await conn.close()
 
 
 async def _wait_caught_up(database_url: str) -> float:

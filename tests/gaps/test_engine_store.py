@@ -132,3 +132,61 @@ async def test_a_member_whose_patient_is_gone_is_left_alone(ctx: FhirContext) ->
     assert await _gaps(ctx) == []
     async with ctx.store.transaction(read_only=True, principal=TRUSTED) as repo:
         assert await gap_queue.queued(repo) == (0, 0)
+
+
+class _Recording(GapEngine):
+    """Notes the isolation level of the evaluation's transaction (where it writes)."""
+
+    levels: list[str]
+
+    async def _write(self, repo: Any, resources: Any) -> None:
+        level = await repo.conn.execute(text("SHOW transaction_isolation"))
+        self.levels.append(level.scalar_one())
+        await super()._write(repo, resources)
+
+
+async def test_an_evaluation_reads_one_snapshot_begun_as_such(ctx: FhirContext) -> None:
+    """REPEATABLE READ comes with the BEGIN (no SET TRANSACTION sent), the pooled connection
+    goes back to READ COMMITTED, and the rules run with the cyclic collector paused, which
+    is on again after."""
+    import gc
+
+    from sqlalchemy import event
+
+    collector: list[bool] = []
+
+    def _noting(snapshot: MemberSnapshot, as_of: datetime, config: Any) -> list[Gap]:
+        collector.append(gc.isenabled())
+        return _one_gap(snapshot, as_of, config)
+
+    ruleset = RuleSet([SimpleNamespace(CODE="probe", evaluate=_noting)])  # type: ignore[list-item]
+    await _members(ctx, 3)
+    sent: list[str] = []
+
+    def _statement(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    sync = ctx.store.engine.sync_engine
+    event.listen(sync, "before_cursor_execute", _statement)
+    try:
+        engine = _Recording(ctx, ruleset)
+        engine.levels = []
+        assert await engine.drain() == 3
+    finally:
+        event.remove(sync, "before_cursor_execute", _statement)
+    assert engine.levels == ["repeatable read"]
+    assert not [s for s in sent if "SET TRANSACTION" in s.upper()]
+    assert collector == [False, False, False] and gc.isenabled()
+    for _ in range(3):  # every pooled connection is back at the default level
+        async with ctx.store.transaction(principal=TRUSTED) as repo:
+            level = await repo.conn.execute(text("SHOW transaction_isolation"))
+            assert level.scalar_one() == "read committed"
+    assert sorted(await _gaps(ctx)) == sorted((f"Patient/{p}", 1) for p in await _patients(ctx))
+
+
+async def _patients(ctx: FhirContext) -> list[str]:
+    async with ctx.store.transaction(read_only=True, principal=TRUSTED) as repo:
+        rows = await repo.conn.execute(
+            text("SELECT id FROM resource WHERE resource_type = 'Patient'")
+        )
+        return [r[0] for r in rows]

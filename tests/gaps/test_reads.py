@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import random
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -51,6 +51,9 @@ class Recording:
     def get(self, reference: str) -> Mapping[str, Any] | None:
         self.asked.add(reference.partition("/")[0])
         return self._snapshot.get(reference)
+
+    def derived(self, key: object, make: Callable[[], Any]) -> Any:
+        return make()  # made each time: what it reads is noted for every rule asking
 
 
 def _case(path: Path) -> tuple[list[dict[str, Any]], datetime]:

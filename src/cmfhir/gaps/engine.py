@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ from cmfhir.gaps.detected_issue import gap_identifier
 from cmfhir.gaps.model import Gap, MemberSnapshot
 from cmfhir.gaps.reconcile import reconcile
 from cmfhir.gaps.ruleset import RuleSet
-from cmfhir.gaps.snapshot import care_manager, read_snapshots
+from cmfhir.gaps.snapshot import care_manager, read_members
 from cmfhir.interactions.context import FhirContext, utcnow
 from cmfhir.interactions.versions import to_version
 from cmfhir.resources.version_validation import validate_for_version
@@ -69,6 +70,24 @@ def evaluate_member(
         care_manager=care_manager(snapshot, as_of),
         evaluated_rules=evaluated,
     )
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for a block that makes and drops many objects
+    and never awaits (parsing a member's resources and running the rules: thousands of
+    dicts and lists, none in a cycle, freed by reference counting as soon as the member is
+    done). With the collector on, those objects set off collections that traverse them, and
+    every full one the whole heap: about a third of an evaluation's CPU in `cmfhir gaps
+    sweep` and `cmfhir worker`, whose start-up heap is not frozen (bench/README.md)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 _NOT_CLINICAL = frozenset({"AuditEvent", "Provenance"})
@@ -231,10 +250,13 @@ class GapEngine:
             await gap_queue.release(repo, ids)
 
     async def _evaluate(self, members: Sequence[gap_queue.Claimed]) -> None:
-        async with self.ctx.store.transaction(principal=self.ctx.principal) as repo:
-            await gap_queue.begin_repeatable_read(repo)
+        # REPEATABLE READ (in the BEGIN): every read sees one snapshot, and a row changed by
+        # another transaction since then cannot be updated (40001, retried).
+        async with self.ctx.store.transaction(
+            principal=self.ctx.principal, repeatable_read=True
+        ) as repo:
             await outbox.mark_origin(repo, ORIGIN)
-            snapshots = await read_snapshots(
+            read = await read_members(
                 repo,
                 [m[0] for m in members],
                 self.ruleset.compartment_types,
@@ -243,7 +265,11 @@ class GapEngine:
             now = self.clock()
             writes: list[dict[str, Any]] = []
             for patient_id, as_of, _ in members:
-                writes.extend(evaluate_member(snapshots[patient_id], as_of or now, self.ruleset))
+                # One member parsed at a time, dropped once evaluated.
+                with collector_paused():
+                    snapshot = read.snapshot(patient_id)
+                    writes.extend(evaluate_member(snapshot, as_of or now, self.ruleset))
+                    del snapshot
                 # The rules are CPU work: let the process's other tasks (the gap feed,
                 # another evaluator, requests when in `cmfhir serve`) run between members.
                 await asyncio.sleep(0)

@@ -9,10 +9,10 @@ member's stored DetectedIssues (one per `Gap.identifier` for the gap's whole lif
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 __all__ = ["Gap", "GapStatus", "MemberSnapshot"]
 
@@ -20,6 +20,7 @@ __all__ = ["Gap", "GapStatus", "MemberSnapshot"]
 GapStatus = Literal["open-gap", "prospective-gap", "closed-gap"]
 
 Resource = Mapping[str, Any]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,18 @@ class MemberSnapshot:
 
     patient_id: str
     resources: Mapping[str, Sequence[Resource]]
+    # What several rules derive alike from the snapshot (the member's qualifying contacts),
+    # computed once per snapshot: `derived`.
+    _derived: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def derived(self, key: Hashable, make: Callable[[], T]) -> T:
+        """`make()`, computed once for this snapshot under `key` (the snapshot is read-only,
+        so what is derived from it stays true; callers must not change what they get)."""
+        try:
+            found: T = self._derived[key]
+        except KeyError:
+            found = self._derived[key] = make()
+        return found
 
     def of(self, resource_type: str) -> Sequence[Resource]:
         return self.resources.get(resource_type, ())

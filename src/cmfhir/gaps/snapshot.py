@@ -9,6 +9,7 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ from cmfhir.gaps.model import MemberSnapshot
 from cmfhir.gaps.ruleset import SHARED_TYPES
 from cmfhir.store import Repository, gap_queue
 
-__all__ = ["care_manager", "read_snapshots"]
+__all__ = ["MemberTexts", "care_manager", "read_members", "read_snapshots"]
 
 CARE_TEAM_ROLES = "https://cmfhir.org/fhir/CodeSystem/care-team-role"
 
@@ -37,46 +38,72 @@ def _shared(content: str, types: Collection[str]) -> set[tuple[str, str]]:
     }
 
 
+@dataclass(slots=True)
+class MemberTexts:
+    """Members' resources as read (one JSON array text per member) and the shared resources
+    they cite, parsed: each member's snapshot is made (parsed) only when asked for
+    (`snapshot`), so that a batch holds one member's parsed resources at a time."""
+
+    texts: dict[str, str]
+    cites: dict[str, set[tuple[str, str]]]
+    shared: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    further: dict[tuple[str, str], set[tuple[str, str]]] = field(default_factory=dict)
+
+    def snapshot(self, patient_id: str) -> MemberSnapshot:
+        """The member's snapshot (one with no resources for a member with none)."""
+        text = self.texts.get(patient_id)
+        resources: list[dict[str, Any]] = orjson.loads(text) if text is not None else []
+        mine = set(self.cites.get(patient_id, ()))
+        for _ in range(2):
+            mine |= set().union(*(self.further.get(k, set()) for k in mine))
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        for resource in resources:
+            by_type.setdefault(resource["resourceType"], []).append(resource)
+        for key in sorted(mine):
+            found = self.shared.get(key)
+            if found is not None:
+                by_type.setdefault(found["resourceType"], []).append(found)
+        return MemberSnapshot(patient_id, by_type)
+
+
+async def read_members(
+    repo: Repository,
+    patient_ids: Sequence[str],
+    types: Collection[str] | None = None,
+    shared_types: Collection[str] = SHARED_TYPES,
+) -> MemberTexts:
+    """What the members' snapshots are made of: of their compartments only the resources
+    of `types` (all when None), and the shared resources of `shared_types` they refer to.
+    One query for every member's compartment, then at most two for the shared resources.
+
+    Resources are parsed with orjson: rules see decimals as floats."""
+    follow = frozenset(shared_types)
+    read = MemberTexts({}, {})
+    for patient_id, content in await gap_queue.compartments(repo, patient_ids, types):
+        read.texts[patient_id] = content
+        if follow:
+            read.cites[patient_id] = _shared(content, follow)
+    wanted = set().union(*read.cites.values()) if read.cites else set()
+    for _ in range(2):
+        missing = sorted(wanted - read.shared.keys())
+        if not missing:
+            break
+        for key, content in (await repo.read_many(missing)).items():
+            read.shared[key] = orjson.loads(content)
+            read.further[key] = _shared(content, follow)
+        wanted |= set().union(*(read.further[k] for k in missing if k in read.further))
+    return read
+
+
 async def read_snapshots(
     repo: Repository,
     patient_ids: Sequence[str],
     types: Collection[str] | None = None,
     shared_types: Collection[str] = SHARED_TYPES,
 ) -> dict[str, MemberSnapshot]:
-    """The snapshot of each member (one with no resources for a member with none): of
-    their compartment only the resources of `types` (all when None), and the shared
-    resources of `shared_types` they refer to. One query for every member's compartment,
-    then at most two for the shared resources.
-
-    Resources are parsed with orjson: rules see decimals as floats."""
-    own: dict[str, list[dict[str, Any]]] = {p: [] for p in patient_ids}
-    cites: dict[str, set[tuple[str, str]]] = {p: set() for p in patient_ids}
-    follow = frozenset(shared_types)
-    for patient_id, content in await gap_queue.compartments(repo, patient_ids, types):
-        own[patient_id] = orjson.loads(content)
-        if follow:
-            cites[patient_id] = _shared(content, follow)
-    shared: dict[tuple[str, str], dict[str, Any]] = {}
-    further: dict[tuple[str, str], set[tuple[str, str]]] = {}
-    wanted = set().union(*cites.values()) if cites else set()
-    for _ in range(2):
-        missing = sorted(wanted - shared.keys())
-        if not missing:
-            break
-        for key, content in (await repo.read_many(missing)).items():
-            shared[key] = orjson.loads(content)
-            further[key] = _shared(content, follow)
-        wanted |= set().union(*(further[k] for k in missing if k in further))
-    snapshots = {}
-    for patient_id, resources in own.items():
-        mine = set(cites[patient_id])
-        for _ in range(2):
-            mine |= set().union(*(further.get(k, set()) for k in mine))
-        by_type: dict[str, list[dict[str, Any]]] = {}
-        for resource in [*resources, *(shared[k] for k in sorted(mine) if k in shared)]:
-            by_type.setdefault(resource["resourceType"], []).append(resource)
-        snapshots[patient_id] = MemberSnapshot(patient_id, by_type)
-    return snapshots
+    """The snapshot of each member, all parsed at once (`read_members`)."""
+    read = await read_members(repo, patient_ids, types, shared_types)
+    return {patient_id: read.snapshot(patient_id) for patient_id in patient_ids}
 
 
 def _moment(value: Any, *, end: bool) -> datetime | None:

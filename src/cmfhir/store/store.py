@@ -118,6 +118,8 @@ class Store:
         self._snapshot = engine.execution_options(
             isolation_level="REPEATABLE READ", postgresql_readonly=True
         )
+        # Writing in one snapshot (the gap engine): the level goes with the BEGIN.
+        self._repeatable = engine.execution_options(isolation_level="REPEATABLE READ")
         self.reader = reader_for(engine)
 
     async def read(
@@ -189,6 +191,7 @@ class Store:
         principal: Principal | None = None,
         read_only: bool = False,
         snapshot: bool = False,
+        repeatable_read: bool = False,
     ) -> AsyncIterator[Repository]:
         """A transaction acting for `principal`: its reads see only what the principal may
         and its writes are refused unless permitted (store/access.py). Without one, nothing
@@ -204,7 +207,9 @@ class Store:
                         await _discard_if_broken(conn, error)
                         raise
                 return
-            engine = self._snapshot if snapshot else self.engine
+            engine = (
+                self._snapshot if snapshot else self._repeatable if repeatable_read else self.engine
+            )
             async with engine.connect() as conn, conn.begin():
                 repo = Repository(conn, self.references, principal)
                 try:

@@ -203,8 +203,15 @@ class Contact:
     in_person: bool
 
 
-def qualifying_contacts(snapshot: MemberSnapshot, config: CareGapConfig) -> list[Contact]:
-    """The member's qualifying contacts, oldest first."""
+def qualifying_contacts(snapshot: MemberSnapshot, config: CareGapConfig) -> Sequence[Contact]:
+    """The member's qualifying contacts, oldest first: found once per snapshot and
+    configuration (three rules read them)."""
+    return snapshot.derived(
+        ("qualifying-contacts", id(config)), lambda: tuple(_qualifying_contacts(snapshot, config))
+    )
+
+
+def _qualifying_contacts(snapshot: MemberSnapshot, config: CareGapConfig) -> list[Contact]:
     rules = config.qualifying_contact
     zone = config.zone
     out: list[Contact] = []
