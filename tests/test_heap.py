@@ -1,4 +1,4 @@
-"""The server's garbage-collector settings once it has started (cmfhir.app._settle_heap):
+"""The server's garbage-collector settings once it has started (cmfhir.workers.settle_heap):
 the start-up heap frozen, and full collections ten times rarer than Python's default, so a
 bulk load does not re-scan what requests promoted every few Bundles (bench/README.md)."""
 
@@ -8,7 +8,7 @@ import gc
 
 import httpx
 
-from cmfhir.app import GC_THRESHOLDS
+from cmfhir.workers import GC_THRESHOLDS
 
 
 def test_started_server_freezes_its_heap_and_collects_fully_less_often(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,7 +33,6 @@ from cmfhir.reports.evaluate_measure import evaluate_measure
 from cmfhir.resources.compartment import load_patient_compartment
 from cmfhir.resources.operations import load_operations
 from cmfhir.resources.search_parameters import load_registry
-from cmfhir.resources.types import RESOURCE_TYPES
 from cmfhir.routes import DirectRoutes, Edge, error_response, http_error_response, router
 from cmfhir.routes.apps import apps_router
 from cmfhir.routes.audit import AuditMiddleware
@@ -51,7 +49,7 @@ from cmfhir.routes.subscriptions_ws import ws_router
 from cmfhir.store import OAuthStore, ReferencePolicy, Store, open_database
 from cmfhir.store.readiness import Readiness
 from cmfhir.subscriptions import open_subscriptions
-from cmfhir.workers import standard_workers, start_workers
+from cmfhir.workers import settle_heap, standard_workers, start_workers
 
 __all__ = ["create_app", "open_context"]
 
@@ -110,27 +108,6 @@ async def open_context(settings: Settings) -> AsyncIterator[FhirContext]:
         )
     finally:
         await database.dispose()
-
-
-# A full collection after 100 middle-generation ones instead of 10. With the start-up heap
-# frozen, the oldest generation holds little, so the collector's "25% new since the last full
-# collection" condition is nearly always met: a bulk load set off one full collection every
-# few Bundles (418 in one 10,000-member run, median 34 ms, bench/README.md), each re-scanning
-# what requests had promoted. Young collections stay at 700: a larger first generation made
-# each of them traverse the live Bundle again and cost more than it saved.
-GC_THRESHOLDS = (700, 10, 100)
-
-
-def _settle_heap(context: FhirContext) -> None:
-    """Build the lazily compiled index extractors now, then move everything made at start-up
-    out of the garbage collector's sight: a full collection otherwise re-scans those
-    hundreds of thousands of long-lived objects and stalls a worker for ~100 ms every few
-    seconds under load, which was the p99 of reads and searches (bench/README.md)."""
-    for resource_type in RESOURCE_TYPES:
-        context.registry.extractors(resource_type)
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _start_auth(app: FastAPI, settings: Settings, context: FhirContext) -> None:
@@ -216,7 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await load_content(context, settings.profiles_dir / CONTENT_DIR)
             app.state.readiness = Readiness(context.store.engine)
             await _start_auth(app, settings, context)
-            _settle_heap(context)
+            settle_heap(context)
             running = (
                 start_workers(standard_workers(context, settings)) if settings.workers else None
             )

@@ -35,10 +35,12 @@ def _sweep(args: argparse.Namespace, with_context: WithContext) -> int:
     from cmfhir.gaps.engine import GapEngine
     from cmfhir.gaps.ruleset import load_ruleset
     from cmfhir.store import consumers, gap_queue
+    from cmfhir.workers import settle_heap
 
     settings = Settings()
 
     async def work(ctx: FhirContext) -> tuple[int, int]:
+        settle_heap(ctx)
         async with ctx.store.transaction(principal=TRUSTED) as repo:
             queued = await gap_queue.enqueue_all(repo, args.as_of)
             # Wake a running server's evaluators: they share the sweep at once.

@@ -25,7 +25,7 @@ WithContext = Callable[[Callable[["FhirContext"], Awaitable[Any]]], Any]
 
 def _worker(args: argparse.Namespace, with_context: WithContext) -> int:
     from cmfhir.logs import logging_config
-    from cmfhir.workers import run_workers, standard_workers
+    from cmfhir.workers import run_workers, settle_heap, standard_workers
 
     settings = Settings()
     logging.config.dictConfig(
@@ -44,6 +44,7 @@ def _worker(args: argparse.Namespace, with_context: WithContext) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         workers = standard_workers(ctx, settings)
+        settle_heap(ctx)
         log.info("running workers: %s", ", ".join(w.name for w in workers))
         await run_workers(workers, stop)
         log.info("workers stopped")
