@@ -43,7 +43,11 @@ def _worker(args: argparse.Namespace, with_context: WithContext) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        workers = standard_workers(ctx, settings)
+        workers = (
+            standard_workers(ctx, settings)
+            if args.only is None
+            else standard_workers(ctx, settings, groups=args.only)
+        )
         settle_heap(ctx)
         log.info("running workers: %s", ", ".join(w.name for w in workers))
         await run_workers(workers, stop)
@@ -53,7 +57,29 @@ def _worker(args: argparse.Namespace, with_context: WithContext) -> int:
     return 0
 
 
+def _groups(value: str) -> frozenset[str]:
+    from cmfhir.workers.standard import WORKER_GROUPS
+
+    names = frozenset(name.strip() for name in value.split(",") if name.strip())
+    unknown = sorted(names - set(WORKER_GROUPS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown worker group {', '.join(unknown) or repr(value)}: "
+            f"choose from {', '.join(WORKER_GROUPS)}"
+        )
+    return names
+
+
 def add_commands(commands: Any, with_context: WithContext) -> None:
-    summary = "run the background workers (gap engine, outbox pruning) until stopped"
+    summary = "run the background workers (gap engine, subscriptions, exchange, pruning)"
     p_worker = commands.add_parser("worker", help=summary, description=summary)
+    p_worker.add_argument(
+        "--only",
+        type=_groups,
+        default=None,
+        metavar="GROUP[,GROUP]",
+        help="run only these groups of workers (gaps, subscriptions, exchange, housekeeping; "
+        "default all), e.g. the gap engine and the subscription workers in processes of "
+        "their own",
+    )
     p_worker.set_defaults(func=lambda args: _worker(args, with_context))
