@@ -31,7 +31,10 @@ from cmfhir.auth.principal import OPEN, Principal
 from cmfhir.config import Settings
 from cmfhir.interactions.audit import AuditRecord, AuditTrail
 from cmfhir.interactions.context import FhirContext
-from cmfhir.store.audit_log import append_audit_rows, append_new_versions
+from cmfhir.store.audit_log import (
+    append_audit_rows,
+    append_new_versions,
+)
 
 NURSE = Principal("user", client_id="console", fhir_user="Practitioner/n1", scopes=("user/*.rs",))
 
@@ -125,7 +128,10 @@ async def rows_writer(ctx: FhirContext, batch: list[AuditRecord], size: int) -> 
     return await _write(ctx, batch, size, rows=True)
 
 
-SIDES: dict[str, Writer] = {"versions": versions_writer, "rows": rows_writer}
+SIDES: dict[str, Writer] = {
+    "versions": versions_writer,
+    "rows": rows_writer,
+}
 
 
 async def _counts(ctx: FhirContext) -> tuple[dict[str, int], int]:

@@ -41,14 +41,7 @@ __all__ = ["AuditRows"]
 _TYPE = "AuditEvent"
 _ACTION = "http://hl7.org/fhir/audit-event-action"
 _OUTCOME = "http://hl7.org/fhir/audit-event-outcome"
-_ENTITY_TYPE = (
-    _TYPE,
-    None,
-    "entity-type",
-    "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-    "1",
-    None,
-)
+_ENTITY_TYPE = ("entity-type", "http://terminology.hl7.org/CodeSystem/audit-entity-type", "1")
 _SOURCE = '"source":{"observer":{"display":"cmfhir"}'
 _HEAD = '{"resourceType":"AuditEvent","id":"'
 _META = '","meta":{"versionId":"1","lastUpdated":"'
@@ -75,7 +68,7 @@ def _json(value: Any) -> str:
 
 
 def _token(param: str, system: str | None, code: str | None) -> Record:
-    return (_TYPE, None, param, _fit(system), _fit(code), None)
+    return (param, _fit(system), _fit(code))
 
 
 @lru_cache(maxsize=8192)
@@ -94,7 +87,7 @@ def _reference(param: str, text: str) -> tuple[_Reference, ...]:
 @lru_cache(maxsize=8192)
 def _reference_row(ref: _Reference) -> Record:
     param, target_type, target_id, url, _ = ref
-    return (_TYPE, None, param, _fit(target_type), _fit(target_id), _fit(url))
+    return (param, _fit(target_type), _fit(target_id), _fit(url))
 
 
 def _references(param: str, texts: Iterable[str], out: list[_Reference]) -> None:
@@ -144,7 +137,7 @@ class AuditRows:
         members), recorded at `now`."""
         recorded = instant(now)
         low, high = date_range(recorded)
-        date = [(_TYPE, None, "date", low, high)]
+        date = [("date", low, high)]
         middle = f',"recorded":"{recorded}",'
         out: list[AuditRow] = []
         ids = _ids(sum(len(r.members) or 1 for r in records))
@@ -156,7 +149,7 @@ class AuditRows:
             token = kind.token + agent.token
             if site:
                 source = f'{_SOURCE},"site":{_json(site)}'
-                token = [*token, (_TYPE, None, "site", None, _fit(site), None)]
+                token = [*token, ("site", None, _fit(site))]
             fixed = f'"}},{kind.json}{middle}{agent.json},{source}}}'
             for member in record.members or (None,):
                 out.append(self._row(record, member, agent, token, date, fixed, ids.pop()))
@@ -240,7 +233,7 @@ def _agent(principal: Principal, alt_id: str | None, address: str | None) -> _Ag
         network = agent.get("network")
         if network is not None:
             text = network["address"]
-            string.append((_TYPE, None, "address", _fit(normalize_string(text)), _fit(text)))
+            string.append(("address", _fit(normalize_string(text)), _fit(text)))
     references: list[_Reference] = []
     _references("agent", texts, references)
     token += dict.fromkeys(identifiers)
