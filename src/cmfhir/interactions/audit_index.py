@@ -36,7 +36,7 @@ from cmfhir.resources.index_values import (
 from cmfhir.resources.search_parameters import SearchParameterRegistry
 from cmfhir.store import NewVersion
 
-__all__ = ["audit_index", "audit_version"]
+__all__ = ["audit_index", "audit_version", "registry_known"]
 
 # (code, type, expression for AuditEvent, code system of a bare code) of every AuditEvent
 # parameter the generic indexer extracts, as in R4B's definitions (profiles/).
@@ -106,7 +106,9 @@ _date_range = lru_cache(maxsize=256)(date_range)
 _known: weakref.WeakKeyDictionary[SearchParameterRegistry, bool] = weakref.WeakKeyDictionary()
 
 
-def _registry_known(registry: SearchParameterRegistry) -> bool:
+def registry_known(registry: SearchParameterRegistry) -> bool:
+    """Whether the AuditEvent search parameters of `registry` are the ones this module and
+    interactions/audit_rows.py were written for."""
     known = _known.get(registry)
     if known is None:
         found = set()
@@ -233,7 +235,7 @@ def _fast(event: dict[str, Any]) -> ResourceIndex:
 def audit_index(event: dict[str, Any], registry: SearchParameterRegistry) -> ResourceIndex:
     """The index entries of an AuditEvent made by `audit_event`, equal to
     `extract_index(event, registry)`."""
-    if _registry_known(registry):
+    if registry_known(registry):
         try:
             return _fast(event)
         except _OtherShape:

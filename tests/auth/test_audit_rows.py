@@ -1,0 +1,108 @@
+"""The rows the trail writes for its buffered records (interactions/audit_rows.py) against
+the generic path: for every kind of event, the same content as `audit_event` gives, the
+index rows the generic indexer extracts from that content, and the same compartment; and
+the generic path whenever the AuditEvent search parameters are not the ones it knows."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from tests.auth.test_audit_index import KINDS, PROFILES
+
+from cmfhir.app import open_context
+from cmfhir.config import Settings
+from cmfhir.interactions.audit import AuditRecord, AuditTrail, audit_event
+from cmfhir.interactions.audit_rows import AuditRows
+from cmfhir.resources.compartment import load_patient_compartment, patient_compartment
+from cmfhir.resources.fhirjson import parse_json
+from cmfhir.resources.index_values import extract_index
+from cmfhir.resources.search_parameters import (
+    SearchParameter,
+    SearchParameterRegistry,
+    load_registry,
+)
+from cmfhir.store.indexing import index_records
+
+_REQUESTOR = text(
+    "SELECT t.code FROM idx_token t JOIN resource r ON r.rid = t.rid "
+    "WHERE r.content->'source'->>'site' = :site AND t.param = 'requestor'"
+)
+NOW = datetime(2026, 11, 30, 12, 0, 0, 123000, tzinfo=UTC)
+STAMP = "2026-11-30T12:00:01.456Z"
+# Each kind as buffered: with its member among the record's members, and the record alone.
+BUFFERED = [(k, replace(r, members=r.members or ((m,) if m else ()))) for k, r, m in KINDS]
+
+
+def _stored(kind: str, record: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An `AuditRow` index record as the store writes it for rid 7 (store/indexing.py)."""
+    return (7, "AuditEvent", None, *record, *((None,) if kind == "token" else ()))
+
+
+def _counted(records: dict[str, list[tuple[Any, ...]]]) -> dict[str, Counter[tuple[Any, ...]]]:
+    return {kind: Counter(rows) for kind, rows in records.items() if rows}
+
+
+@pytest.mark.parametrize("record", [r for _, r in BUFFERED], ids=[k for k, _ in BUFFERED])
+def test_rows_are_the_generic_content_index_and_compartment(record: AuditRecord) -> None:
+    registry = load_registry(PROFILES)
+    compartment = load_patient_compartment(PROFILES)
+    rows = AuditRows().rows([record], NOW)
+    members = record.members or (None,)
+    assert len(rows) == len(members)
+    for row, member in zip(rows, members, strict=True):
+        served = parse_json(row.head + STAMP + row.tail)
+        assert served["id"] == row.id and uuid.UUID(row.id).version == 4
+        assert served["meta"] == {"versionId": "1", "lastUpdated": STAMP}
+        assert served["recorded"] == "2026-11-30T12:00:00.123Z"
+        expected = audit_event(record, member)
+        expected.update(id=row.id, meta=served["meta"], recorded=served["recorded"])
+        assert served == expected
+        generic = extract_index(served, registry)
+        wanted = index_records(7, "AuditEvent", generic)
+        got = {kind: [_stored(kind, r) for r in records] for kind, records in row.index.items()}
+        assert _counted(got) == _counted(wanted)
+        assert wanted["date"] and wanted["token"]  # not vacuous
+        patients = patient_compartment(served, compartment, generic)
+        assert row.patient_id == (patients[0] if patients else None)
+        if member:
+            assert row.patient_id == member
+
+
+def test_parts_kept_for_one_requestor_do_not_leak_into_another() -> None:
+    builder = AuditRows()
+    first, second = BUFFERED[0][1], BUFFERED[1][1]  # a practitioner's read, a member's
+    builder.rows([first], NOW)
+    (row,) = builder.rows([second], NOW)
+    served = parse_json(row.head + STAMP + row.tail)
+    assert served["agent"][0]["who"] == {"reference": "Patient/m1"}
+    assert ("agent", "Practitioner", "n1") not in {r[:3] for r in row.index["reference"]}
+
+
+async def test_the_trail_writes_rows_only_for_the_search_parameters_it_knows(
+    settings: Settings,
+) -> None:
+    """With a SearchParameter added on AuditEvent, the trail's buffer goes through the
+    generic indexer, which indexes it."""
+    extra = SearchParameter(
+        url="https://example.org/SearchParameter/audit-requestor",
+        code="requestor",
+        base=("AuditEvent",),
+        type="token",
+        expression="AuditEvent.agent.requestor",
+    )
+    site = uuid.uuid4().hex
+    async with open_context(settings) as ctx:
+        registry = ctx.registry
+        wider = SearchParameterRegistry([*registry.all(), extra], registry.code_systems)
+        trail = AuditTrail(replace(ctx, registry=wider), interval=3600)
+        trail.record(replace(BUFFERED[0][1], request_id=site))
+        assert await trail.flush() == 1
+        async with ctx.store.engine.connect() as conn:
+            found = await conn.execute(_REQUESTOR, {"site": site})
+            assert sorted(row[0] for row in found) == ["false", "true"]  # user, client
