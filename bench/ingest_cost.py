@@ -5,11 +5,14 @@ per resource stored, measured in one process on a scratch database: the server's
 statements the server sent and the rows it COPYd or inserted, per table.
 
     .venv/bin/python -m bench.ingest_cost [--members 60] [--side NAME ...] [--profile N]
+                                          [--waldump]
 
 Sides are named switches (`SIDES`) applied around alternate Bundles, so two ways of doing
 the same write are compared in the same run, interleaved; `same` (the default, twice)
 compares the code with itself, which shows the noise. `--profile N` runs cProfile over the
 first side's Bundles and prints the N functions with the most own and cumulative time.
+`--waldump` reads the WAL of the measured Bundles with `pg_waldump` and prints the bytes
+per resource by relation (heap, each index, TOAST) and by record type.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import asyncio
 import cProfile
 import json
 import pstats
+import re
+import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -58,45 +63,86 @@ class _Tally:
 
     def __init__(self) -> None:
         self.statements = 0
+        self.queries: list[str] = []
         self.rows: Counter[str] = Counter()
         self.on = False
 
+    def _count(self, query: str, rows: int) -> None:
+        self.statements += 1
+        self.queries.append(f"{rows} {query[:140]}")
+        if query.lstrip()[:6].upper() == "INSERT":
+            self.rows[_table_of(query)] += rows
+
     @contextmanager
     def installed(self) -> Iterator[None]:
-        conn = asyncpg.connection.Connection
-        execute, many, copy = conn._execute, conn._executemany, conn.copy_records_to_table
+        """Counting wrappers on the asyncpg calls the server makes: its own (`_execute`,
+        `executemany`, `copy_records_to_table`, `execute` without arguments: BEGIN and
+        COMMIT) and SQLAlchemy's (prepared statements)."""
+        conn, prepared = asyncpg.connection.Connection, asyncpg.prepared_stmt.PreparedStatement
+        saved = {
+            (conn, "_execute"): conn._execute,
+            (conn, "_executemany"): conn._executemany,
+            (conn, "copy_records_to_table"): conn.copy_records_to_table,
+            (conn, "execute"): conn.execute,
+            (prepared, "fetch"): prepared.fetch,
+            (prepared, "executemany"): prepared.executemany,
+        }
         tally = self
 
         async def _execute(self: Any, query: str, args: Any, *rest: Any, **kw: Any) -> Any:
             if tally.on:
-                tally.statements += 1
-                verb = query.lstrip().split(None, 1)[0].upper()
-                if verb == "INSERT":
-                    tally.rows[_table_of(query)] += 1
-            return await execute(self, query, args, *rest, **kw)
+                tally._count(query, 1)
+            return await saved[conn, "_execute"](self, query, args, *rest, **kw)
 
         async def _executemany(self: Any, query: str, args: Any, *rest: Any, **kw: Any) -> Any:
             args = list(args)
             if tally.on:
-                tally.statements += 1
-                if query.lstrip().upper().startswith("INSERT"):
-                    tally.rows[_table_of(query)] += len(args)
-            return await many(self, query, args, *rest, **kw)
+                tally._count(query, len(args))
+            return await saved[conn, "_executemany"](self, query, args, *rest, **kw)
 
-        async def _copy(self: Any, table_name: str, *, records: Any, **kw: Any) -> Any:
+        async def execute(self: Any, query: str, *args: Any, **kw: Any) -> Any:
+            if tally.on and not args:
+                tally._count(query, 1)
+            return await saved[conn, "execute"](self, query, *args, **kw)
+
+        async def copy(self: Any, table_name: str, *, records: Any, **kw: Any) -> Any:
             records = list(records)
             if tally.on:
                 tally.statements += 1
+                tally.queries.append(f"{len(records)} COPY {table_name}")
                 tally.rows[table_name] += len(records)
-            return await copy(self, table_name, records=records, **kw)
+            return await saved[conn, "copy_records_to_table"](
+                self, table_name, records=records, **kw
+            )
 
-        conn._execute, conn._executemany = _execute, _executemany  # type: ignore[method-assign]
-        conn.copy_records_to_table = _copy  # type: ignore[method-assign]
+        async def fetch(self: Any, *args: Any, **kw: Any) -> Any:
+            if tally.on:
+                query = self.get_query()
+                inserted = query.count("), (") + 1 if " VALUES " in query else 1
+                tally._count(query, inserted)
+            return await saved[prepared, "fetch"](self, *args, **kw)
+
+        async def prepared_many(self: Any, args: Any, **kw: Any) -> Any:
+            args = list(args)
+            if tally.on:
+                tally._count(self.get_query(), len(args))
+            return await saved[prepared, "executemany"](self, args, **kw)
+
+        wrappers = {
+            (conn, "_execute"): _execute,
+            (conn, "_executemany"): _executemany,
+            (conn, "copy_records_to_table"): copy,
+            (conn, "execute"): execute,
+            (prepared, "fetch"): fetch,
+            (prepared, "executemany"): prepared_many,
+        }
+        for (owner, name), wrapper in wrappers.items():
+            setattr(owner, name, wrapper)
         try:
             yield
         finally:
-            conn._execute, conn._executemany = execute, many  # type: ignore[method-assign]
-            conn.copy_records_to_table = copy  # type: ignore[method-assign]
+            for (owner, name), original in saved.items():
+                setattr(owner, name, original)
 
 
 def _table_of(query: str) -> str:
@@ -131,7 +177,52 @@ async def _connect(url: str) -> asyncpg.Connection:
     )
 
 
-async def run(members: int, sides: list[str], profile: int) -> dict[str, Any]:
+def _lsn(value: int) -> str:
+    """asyncpg's pg_lsn (an int) as PostgreSQL writes it."""
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def _waldump(start: str, end: str, resources: int, names: dict[int, str]) -> dict[str, Any]:
+    """WAL bytes per resource between two LSNs, by relation and by record type."""
+    import pgserver  # type: ignore[import-untyped]
+
+    binary = f"{pgserver.__path__[0]}/pginstall/bin/pg_waldump"
+    wal_dir = ROOT / ".data" / "test" / "pg" / "pg_wal"
+    done = subprocess.run(
+        [binary, "-p", str(wal_dir), "-s", start, "-e", end],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    text = done.stdout
+    if not text:
+        print(done.stderr)
+    per_relation: Counter[str] = Counter()
+    per_kind: Counter[str] = Counter()
+    pattern = re.compile(r"rmgr: (\w+)\s+len \(rec/tot\):\s+\d+/\s*(\d+),.*?desc: (\w+)")
+    for line in text.splitlines():
+        found = pattern.search(line)
+        if found is None:
+            continue
+        size = int(found.group(2))
+        rel = re.search(r"rel \d+/\d+/(\d+)", line)
+        name = names.get(int(rel.group(1)), rel.group(1)) if rel else "-"
+        fpw = "FPW" in line
+        per_relation[name] += size
+        per_kind[f"{found.group(1)}:{found.group(3)}{' +FPW' if fpw else ''}"] += size
+    return {
+        "by_relation": {k: round(v / resources) for k, v in per_relation.most_common(40)},
+        "by_record": {k: round(v / resources) for k, v in per_kind.most_common(25)},
+    }
+
+
+async def run(
+    members: int,
+    sides: list[str],
+    profile: int,
+    waldump: bool = False,
+    show_statements: bool = False,
+) -> dict[str, Any]:
     admin = admin_url()
     url = await create_database(admin, "cmfhir_ingestcost")
     settings = Settings(
@@ -151,6 +242,7 @@ async def run(members: int, sides: list[str], profile: int) -> dict[str, Any]:
             await _post(http, caseload.staff_bundle(staff))
             for index in range(4):  # warm-up: compiled plans, prepared statements
                 await _post(http, caseload.member_bundle(3, 10_000 + index, staff))
+            first_lsn = await watcher.fetchval("SELECT pg_current_wal_insert_lsn()")
             with tally.installed():
                 for index in range(members):
                     label = labels[index % len(labels)]
@@ -158,6 +250,7 @@ async def run(members: int, sides: list[str], profile: int) -> dict[str, Any]:
                     with SIDES[label.split(":", 1)[1]]():
                         wal = await watcher.fetchval("SELECT pg_current_wal_insert_lsn()")
                         tally.statements, tally.rows, tally.on = 0, Counter(), True
+                        tally.queries = []
                         pg_before, before = postgres_cpu(admin), time.process_time()
                         if profiler is not None and label == labels[0]:
                             profiler.enable()
@@ -170,6 +263,8 @@ async def run(members: int, sides: list[str], profile: int) -> dict[str, Any]:
                         wal_bytes = await watcher.fetchval(
                             "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1)", wal
                         )
+                    if show_statements and index == members - 1:
+                        print("\n".join(tally.queries))
                     t = totals[label]
                     t["cpu"] += spent
                     t["pg"] += pg
@@ -178,10 +273,22 @@ async def run(members: int, sides: list[str], profile: int) -> dict[str, Any]:
                     t["resources"] += count
                     t["statements"] += tally.statements
                     rows[label].update(tally.rows)
+        last_lsn = await watcher.fetchval("SELECT pg_current_wal_insert_lsn()")
+        names = {
+            r[0]: r[1]
+            for r in await watcher.fetch(
+                "SELECT pg_relation_filenode(c.oid), coalesce(t.relname || ':toast', c.relname)"
+                " FROM pg_class c LEFT JOIN pg_class t ON t.reltoastrelid = c.oid"
+                " WHERE pg_relation_filenode(c.oid) IS NOT NULL"
+            )
+        }
+        if waldump:  # before the database is dropped (a checkpoint recycles the WAL)
+            resources = sum(t["resources"] for t in totals.values())
+            wal = _waldump(_lsn(first_lsn), _lsn(last_lsn), resources, names)
     finally:
         await watcher.close()
         await drop_database(admin, url)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"wal": wal} if waldump else {}
     for label in labels:
         t = totals[label]
         n = t["resources"]
@@ -208,9 +315,12 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=60)
     parser.add_argument("--side", action="append", choices=sorted(SIDES), default=None)
     parser.add_argument("--profile", type=int, default=0, metavar="N")
+    parser.add_argument("--waldump", action="store_true")
+    parser.add_argument("--statements", action="store_true", help="list the last Bundle's")
     args = parser.parse_args()
     sides = args.side or ["same", "same"]
-    print(json.dumps(asyncio.run(run(args.members, sides, args.profile)), indent=2))
+    out = asyncio.run(run(args.members, sides, args.profile, args.waldump, args.statements))
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":
