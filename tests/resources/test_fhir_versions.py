@@ -29,7 +29,12 @@ from cmfhir.resources.fhir_versions import (
 )
 from cmfhir.resources.types import RESOURCE_TYPES
 from cmfhir.resources.validation import validate_resource
-from cmfhir.resources.version_validation import SetAside, r4_adjustments, validate_for_version
+from cmfhir.resources.version_validation import (
+    SetAside,
+    _nothing_to_adjust,
+    r4_adjustments,
+    validate_for_version,
+)
 
 ROOT = Path(__file__).parents[2]
 EXAMPLES = sorted((ROOT / "tests" / "data" / "r4-examples").glob("*.json"))
@@ -419,3 +424,35 @@ def test_reference_targets_are_each_versions_own() -> None:
     for version in (R4, R4B):
         [issue] = issues_of(patient, version)
         assert "(allowed: Organization)" in issue.diagnostics
+
+
+# --- the screen that skips the R4 walk ----------------------------------------------------------
+
+
+def _screen_cases() -> list[Any]:
+    cases: list[Any] = [json.loads(path.read_text()) for path in EXAMPLES]
+    patient = {"resourceType": "Patient", "id": "p"}
+    cases += [
+        {**patient, "extension": [{"url": "http://x", "valueMeta": {"versionId": "1"}}]},
+        {**patient, "extension": [{"url": "http://x", "valueRatioRange": {}}]},
+        {**patient, "contained": [{"resourceType": "NutritionProduct", "id": "n"}]},
+        {**patient, "contained": [{"resourceType": "Evidence", "id": "n"}]},
+        {**patient, "contained": [{"resourceType": "No\\u0074aType", "id": "n"}]},
+        {**patient, "name": [{"text": '"valueMeta":{}'}]},
+        {**patient, "name": [{"text": '"resourceType":"SubscriptionTopic"'}]},
+        {**patient, "birthDate": "2000-01-01", "_birthDate": {"extension": []}},
+    ]
+    return cases
+
+
+@pytest.mark.parametrize("resource", _screen_cases())
+def test_the_screen_skips_the_r4_walk_exactly_when_the_walk_finds_nothing(resource: Any) -> None:
+    view = r4_adjustments(resource)
+    found = bool(view.set_aside or view.foreign_types or view.r4b_only)
+    assert _nothing_to_adjust(resource) == (not found)
+
+
+def test_the_screen_leaves_what_it_cannot_read_to_the_walk() -> None:
+    odd = {"resourceType": "Patient", "contained": [{"resourceType": 7, "id": "n"}]}
+    assert not _nothing_to_adjust(odd)
+    assert not r4_adjustments(odd).foreign_types

@@ -292,6 +292,8 @@ def test_the_same_resource_repaired_passes(
     validate_resource(repaired)
 
 
+_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+_VER = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 SAMPLES: dict[str, list[dict[str, Any]]] = {
     "per-1": [
         {"start": "2024-01-01", "end": "2024-01-02"},
@@ -371,6 +373,67 @@ SAMPLES: dict[str, list[dict[str, Any]]] = {
         {"whenHandedOver": "2024-01-01T10:00:00Z", "whenPrepared": "2024-01-01T10:00:00Z"},
         {"whenHandedOver": "2024-01-01T09:00:00Z", "whenPrepared": "2024-01-01T10:00:00Z"},
         {"whenHandedOver": "2024-01-01", "whenPrepared": "2024-01-01T10:00:00-05:00"},
+    ],
+    "con-4": [
+        {"clinicalStatus": {"coding": [{"system": _CLINICAL, "code": "active"}]}},
+        {
+            "abatementDateTime": "2024-01-01",
+            "clinicalStatus": {"coding": [{"system": _CLINICAL, "code": "active"}]},
+        },
+        {
+            "abatementString": "gone",
+            "clinicalStatus": {"coding": [{"system": _CLINICAL, "code": "resolved"}]},
+        },
+        {
+            "abatementAge": {"value": 40},
+            "clinicalStatus": {"coding": [{"system": "http://other", "code": "resolved"}]},
+        },
+        {"abatementDateTime": "2024-01-01"},
+        {"abatementDateTime": "2024-01-01", "clinicalStatus": {"text": "over"}},
+        {
+            "abatementDateTime": "2024-01-01",
+            "clinicalStatus": {
+                "coding": [
+                    {"system": _CLINICAL, "code": "active"},
+                    {"system": _CLINICAL, "code": "remission"},
+                ]
+            },
+        },
+    ],
+    "con-5": [
+        {"clinicalStatus": {"coding": [{"system": _CLINICAL, "code": "active"}]}},
+        {"verificationStatus": {"coding": [{"system": _VER, "code": "entered-in-error"}]}},
+        {
+            "verificationStatus": {"coding": [{"system": _VER, "code": "entered-in-error"}]},
+            "clinicalStatus": {"coding": [{"system": _CLINICAL, "code": "active"}]},
+        },
+        {
+            "verificationStatus": {"coding": [{"system": _VER, "code": "confirmed"}]},
+            "clinicalStatus": {"coding": [{"system": _CLINICAL, "code": "active"}]},
+        },
+        {
+            "verificationStatus": {"coding": [{"system": "http://x", "code": "entered-in-error"}]},
+            "clinicalStatus": {"coding": [{"system": _CLINICAL, "code": "active"}]},
+        },
+    ],
+    "gol-1": [
+        {"measure": {"text": "A1c"}},
+        {"measure": {"text": "A1c"}, "detailQuantity": {"value": 7}},
+        {"detailQuantity": {"value": 7}},
+        {"detailString": "less"},
+        {"dueDate": "2024-01-01"},
+    ],
+    "cpt-2": [
+        {"system": "phone"},
+        {"value": "555-0100"},
+        {"system": "phone", "value": "555-0100"},
+        {"use": "home"},
+    ],
+    "cpl-3": [
+        {"detail": {"status": "completed"}},
+        {"reference": {"reference": "Appointment/1"}},
+        {"detail": {"status": "completed"}, "reference": {"reference": "Appointment/1"}},
+        {"outcomeReference": [{"reference": "Observation/1"}]},
     ],
 }
 

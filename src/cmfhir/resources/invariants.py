@@ -8,7 +8,8 @@ starts a path with is a key of that element: otherwise its result is the one it 
 element without those keys, computed once. The invariants that nearly every resource
 reaches (ref-1 on every Reference, per-1, qty-3, obs-6, obs-7, and those a care-management
 caseload reaches on each Appointment, MedicationDispense and QuestionnaireResponse item:
-app-1, app-2, app-3, mdd-1, qrs-1) and rng-2 (fhirpathpy cannot compare Quantities)
+app-1, app-2, app-3, mdd-1, qrs-1; and con-4, con-5, gol-1, cpt-2, cpl-3 on each Condition,
+Goal target, ContactPoint and CarePlan activity) and rng-2 (fhirpathpy cannot compare Quantities)
 have a Python equivalent (`EQUIVALENTS`, checked
 against fhirpathpy by the tests) that answers the common cases and hands the rest to
 fhirpathpy. An expression that fhirpathpy cannot evaluate on some input (an engine gap)
@@ -204,6 +205,74 @@ def _mdd_1(node: dict[str, Any], resource: Any) -> bool | None:
     return None
 
 
+_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+_VER_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+_ABATED = frozenset({"resolved", "remission", "inactive"})
+
+
+def _plain_codings(concept: Any) -> list[dict[str, Any]] | None:
+    """The codings of a CodeableConcept when every one is a plain object of plain text
+    `system` and `code` (no extensions on them); None otherwise (fhirpathpy answers)."""
+    if concept is None:
+        return []
+    if type(concept) is not dict:
+        return None
+    codings = concept.get("coding", [])
+    if type(codings) is not list:
+        return None
+    for coding in codings:
+        if type(coding) is not dict or "_system" in coding or "_code" in coding:
+            return None
+        if type(coding.get("system", "")) is not str or type(coding.get("code", "")) is not str:
+            return None
+    return codings
+
+
+def _con_4(node: dict[str, Any], resource: Any) -> bool | None:
+    # abatement.empty() or clinicalStatus.coding.where(system='…condition-clinical' and
+    #   (code='resolved' or code='remission' or code='inactive')).exists()
+    if any(k.startswith("_abatement") for k in node):
+        return None
+    if not any(k.startswith("abatement") for k in node):
+        return True
+    codings = _plain_codings(node.get("clinicalStatus"))
+    if codings is None:
+        return None
+    return any(c.get("system") == _CLINICAL and c.get("code") in _ABATED for c in codings)
+
+
+def _con_5(node: dict[str, Any], resource: Any) -> bool | None:
+    # verificationStatus.coding.where(system='…condition-ver-status' and
+    #   code='entered-in-error').empty() or clinicalStatus.empty()
+    if "clinicalStatus" not in node:
+        return True
+    codings = _plain_codings(node.get("verificationStatus"))
+    if codings is None or type(node["clinicalStatus"]) is not dict:
+        return None
+    if any(c.get("system") == _VER_STATUS and c.get("code") == "entered-in-error" for c in codings):
+        return False if node["clinicalStatus"] else None
+    return True
+
+
+def _gol_1(node: dict[str, Any], resource: Any) -> bool | None:
+    # (detail.exists() and measure.exists()) or detail.exists().not()
+    if any(k.startswith("_detail") for k in node):
+        return None
+    return "measure" in node or not any(k.startswith("detail") for k in node)
+
+
+def _cpt_2(node: dict[str, Any], resource: Any) -> bool | None:
+    # value.empty() or system.exists()
+    if "_value" in node or "_system" in node:
+        return None
+    return "value" not in node or "system" in node
+
+
+def _cpl_3(node: dict[str, Any], resource: Any) -> bool | None:
+    # detail.empty() or reference.empty()
+    return not ("detail" in node and "reference" in node)
+
+
 # Another version's expression an equivalent also answers for. R4's ref-1 lacks R4B's
 # `or (reference='#' and %rootResource!=%resource)`, which the equivalent hands to fhirpathpy.
 _ALSO_ANSWERS: dict[str, frozenset[str]] = {
@@ -227,6 +296,11 @@ EQUIVALENTS: dict[str, Equivalent] = {
     "app-2": _app_2,
     "app-3": _app_3,
     "mdd-1": _mdd_1,
+    "con-4": _con_4,
+    "con-5": _con_5,
+    "gol-1": _gol_1,
+    "cpt-2": _cpt_2,
+    "cpl-3": _cpl_3,
 }
 
 

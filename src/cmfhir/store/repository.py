@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, bindparam, cast, func, insert, select, text, tuple_, update
+from sqlalchemy import Text, bindparam, cast, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,7 +21,14 @@ from cmfhir.resources.index_values import ResourceIndex
 from cmfhir.search.model import SearchRequest
 from cmfhir.store import check
 from cmfhir.store.access import check_writes, visible
-from cmfhir.store.copying import HISTORY_COLUMNS, INDEX_COLUMNS, copy_records, to_millisecond
+from cmfhir.store.copying import (
+    HISTORY_COLUMNS,
+    INDEX_COLUMNS,
+    RESOURCE_COLUMNS,
+    STAMP_AND_RIDS,
+    copy_records,
+    to_millisecond,
+)
 from cmfhir.store.driver import driver_connection
 from cmfhir.store.history import history_query, just_after_now, restamp, watermark
 from cmfhir.store.includes import Include, Included, fetch_included
@@ -47,13 +54,6 @@ _READ = str(
     .compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
 )
 _history_text = cast(resource_history.c.content, Text)
-# The transaction's id first (assigning one if it has none), then the clock: the row of
-# the materialized CTE is made before the outer projection reads the clock. (The id must
-# be used outside: pg_current_xact_id() is stable, and an unused output would be dropped.)
-_STAMP = text(
-    "WITH assigned AS MATERIALIZED (SELECT pg_current_xact_id() AS xid) "
-    "SELECT xid, clock_timestamp() FROM assigned"
-)
 _EVENT_COLUMNS = [
     "rid",
     "resource_type",
@@ -302,7 +302,7 @@ class Repository:
                 ],
             )
             self.journal.extend(versions)
-        await self._stamp(versions)
+        rids = await self._stamp(versions, len(fresh))
         moved_from: list[str | None] = []
         for v in versions:
             before = previous.get(v.rid) if v.rid is not None else None
@@ -313,14 +313,27 @@ class Repository:
             else:
                 moved_from.append(before if before != v.patient_id else None)
         if fresh:
-            rows = await self.conn.execute(
-                insert(resource)
-                .values(content=cast(bindparam("body", type_=Text), JSONB))
-                .returning(resource.c.rid, sort_by_parameter_order=True),
-                [_current_params(v) for v in fresh],
-            )
-            for v, rid in zip(fresh, rows.scalars().all(), strict=True):
+            # Rids drawn with the stamp, then one COPY: no INSERT of a few hundred
+            # parameters for PostgreSQL to plan, nor for SQLAlchemy to build.
+            for v, rid in zip(fresh, rids, strict=True):
                 v.rid = rid
+            await self._copy(
+                resource.name,
+                RESOURCE_COLUMNS,
+                [
+                    (
+                        v.rid,
+                        v.resource_type,
+                        v.id,
+                        v.version,
+                        v.last_updated,
+                        v.method == "delete",
+                        v.patient_id,
+                        v.content,
+                    )
+                    for v in fresh
+                ],
+            )
         if changed:
             await self.conn.execute(
                 update(resource)
@@ -414,13 +427,16 @@ class Repository:
                     code="processing",
                 )
 
-    async def _stamp(self, versions: Sequence[NewVersion]) -> None:
+    async def _stamp(self, versions: Sequence[NewVersion], new_rids: int) -> list[int]:
+        """Stamp `versions` with the database clock; `new_rids` rids drawn in the same
+        round trip, for the versions of resources not stored yet."""
         # Through SQLAlchemy, not the driver: it begins the transaction if nothing has yet,
         # and the stamp must be read inside it.
-        clock: datetime = (await self.conn.execute(_STAMP)).one()[1]
+        _, clock, rids = (await self.conn.execute(STAMP_AND_RIDS, {"n": new_rids})).one()
         now = to_millisecond(clock)
         for v in versions:
             restamp(v, now)
+        return list(rids)
 
     async def _previous_members(self, rids: list[int]) -> dict[int, str | None]:
         """The compartment of each resource's current (previous, once written) version;
@@ -555,15 +571,3 @@ def _permission(v: NewVersion, exists: bool) -> str:
     if v.method == "delete":
         return "d"
     return "u" if exists else "c"
-
-
-def _current_params(v: NewVersion) -> dict[str, Any]:
-    return {
-        "resource_type": v.resource_type,
-        "id": v.id,
-        "version": v.version,
-        "last_updated": v.last_updated,
-        "deleted": v.method == "delete",
-        "patient_id": v.patient_id,
-        "body": v.content,
-    }
