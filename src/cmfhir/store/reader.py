@@ -65,53 +65,17 @@ class Reader:
 
     async def _fetch(self, query: Any, *args: Any) -> StoredVersion | None:
         """`query(connection, *args)` on a connection of the pool."""
-        if self._free.locked():
-            async with asyncio.timeout(ACQUIRE_TIMEOUT_S):
-                await self._free.acquire()
-        else:
-            await self._free.acquire()
-        try:
-            connection = self._idle.pop() if self._idle else await self._connect()
-            try:
-                found: StoredVersion | None = await query(connection, *args)
-            except (
-                asyncpg.InterfaceError,
-                asyncpg.InternalClientError,  # a protocol in a broken state
-                asyncpg.PostgresConnectionError,
-                OSError,
-            ):
-                self._discard_all(connection)
-                raise
-            except asyncpg.PostgresError as error:
-                # The server ended the session (57P01 "terminating connection due to
-                # administrator command", a restart) or it is gone: every idle one likely
-                # went with it. Otherwise the statement failed and the session did not.
-                state = str(getattr(error, "sqlstate", "") or "")
-                if connection.is_closed() or state.startswith(("57P", "08")):
-                    self._discard_all(connection)
-                else:
-                    self._idle.append(connection)
-                raise
-            except BaseException:
-                # Cancelled mid-statement (the client went away): its protocol may still
-                # wait for the answer, so it is not used again.
-                connection.terminate()
-                raise
-            self.reads += 1
-            if self._closed:
-                await connection.close()
-            else:
-                self._idle.append(connection)
-            return found
-        finally:
-            self._free.release()
+        async with self.connection() as connection:
+            found: StoredVersion | None = await query(connection, *args)
+        self.reads += 1
+        return found
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:
         """A connection of the pool for the statements of the block, each on its own (no
-        transaction: READ COMMITTED gives each statement its snapshot), handled as `read`
-        handles its own: searches (store/searcher.py) come here. The block must leave the
-        session as it found it (no transaction, no settings)."""
+        transaction: READ COMMITTED gives each statement its snapshot): reads, vreads and
+        searches (store/searcher.py). The block must leave the session as it found it (no
+        transaction, no settings). A lost session drops every idle connection with it."""
         if self._free.locked():
             async with asyncio.timeout(ACQUIRE_TIMEOUT_S):
                 await self._free.acquire()
