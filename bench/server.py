@@ -18,15 +18,19 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
 import psutil
 
 __all__ = ["MemorySampler", "Server", "free_port", "start_server"]
+
+T = TypeVar("T")
 
 _READY_TIMEOUT_S = 180.0
 _CATCH_UP_TIMEOUT_S = 1800.0
@@ -185,7 +189,7 @@ def _start_worker(
     (the worker takes seconds to start) measures the worker's start-up in its first gaps
     and notifications."""
     env = dict(env, CMFHIR_DATABASE_URL=database_url)
-    started = asyncio.run(_database_now(database_url))
+    started = _wait_for(_database_now(database_url))
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "cmfhir", "worker"],
@@ -194,7 +198,7 @@ def _start_worker(
             env=env,
         )
     deadline = time.monotonic() + _READY_TIMEOUT_S
-    while not asyncio.run(_worker_running(database_url, started)):
+    while not _wait_for(_worker_running(database_url, started)):
         if process.poll() is not None or time.monotonic() > deadline:
             if process.poll() is None:
                 process.kill()
@@ -204,6 +208,17 @@ def _start_worker(
             )
         time.sleep(0.3)
     return process
+
+
+def _wait_for(coroutine: Coroutine[Any, Any, T]) -> T:
+    """`coroutine` run to its end from this synchronous code, whether or not the caller is
+    itself inside an event loop (`bench.subscriptions` starts the server from one)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 async def _database_now(database_url: str) -> Any:
