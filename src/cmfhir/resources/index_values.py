@@ -705,6 +705,17 @@ def _plan(registry: SearchParameterRegistry, resource_type: str) -> _Plan:
 _CONVERSION_ERRORS = (ArithmeticError, AttributeError, KeyError, TypeError, ValueError)
 
 
+def _failed(
+    current: SearchParameter | None, resource_type: str, error: Exception
+) -> IndexingFailed:
+    """The refusal of a resource whose parameter `current` could not be indexed."""
+    assert current is not None
+    if isinstance(error, FhirPathError):
+        return IndexingFailed(current, f"this {resource_type}", error.cause)
+    cause = f"{type(error).__name__} while indexing its values"
+    return IndexingFailed(current, f"this {resource_type}", cause)
+
+
 def extract_index(
     resource: dict[str, Any], registry: SearchParameterRegistry, *, generic: bool = False
 ) -> ResourceIndex:
@@ -768,13 +779,8 @@ def extract_index(
                 if items is None:
                     items = roots[composite.extract] = composite.extract(resource)
                 _extract_composite(resource, items, composite, out, groups, shape)
-    except FhirPathError as error:
-        assert current is not None
-        raise IndexingFailed(current, f"this {resource_type}", error.cause) from error
-    except _CONVERSION_ERRORS as error:
-        assert current is not None
-        cause = f"{type(error).__name__} while indexing its values"
-        raise IndexingFailed(current, f"this {resource_type}", cause) from error
+    except (FhirPathError, *_CONVERSION_ERRORS) as error:
+        raise _failed(current, resource_type, error) from error
     _dedupe_families(out)
     return out
 
@@ -795,13 +801,8 @@ def extract_parameters(
             values = extract(resource)
             if values:
                 convert(current.code, values, out)
-    except FhirPathError as error:
-        assert current is not None
-        raise IndexingFailed(current, f"this {resource_type}", error.cause) from error
-    except _CONVERSION_ERRORS as error:
-        assert current is not None
-        cause = f"{type(error).__name__} while indexing its values"
-        raise IndexingFailed(current, f"this {resource_type}", cause) from error
+    except (FhirPathError, *_CONVERSION_ERRORS) as error:
+        raise _failed(current, resource_type, error) from error
     _dedupe_families(out)
     return out
 
@@ -831,13 +832,8 @@ def _extract_generic(resource: dict[str, Any], registry: SearchParameterRegistry
                 if items is None:
                     items = roots[composite.extract] = composite.extract(resource)
                 _extract_composite(resource, items, composite, out)
-    except FhirPathError as error:
-        assert current is not None
-        raise IndexingFailed(current, f"this {resource_type}", error.cause) from error
-    except _CONVERSION_ERRORS as error:
-        assert current is not None
-        cause = f"{type(error).__name__} while indexing its values"
-        raise IndexingFailed(current, f"this {resource_type}", cause) from error
+    except (FhirPathError, *_CONVERSION_ERRORS) as error:
+        raise _failed(current, resource_type, error) from error
     _dedupe_families(out)
     return out
 
