@@ -15,6 +15,7 @@ from cmfhir.interactions import FhirContext, create
 from cmfhir.resources.compartment import load_patient_compartment
 from cmfhir.resources.search_parameters import load_registry
 from cmfhir.store import Store, open_database
+from cmfhir.store.database import Database
 
 
 async def test_reads_go_through_the_reader_and_are_narrowed(settings: Settings) -> None:
@@ -48,6 +49,19 @@ async def test_reads_go_through_the_reader_and_are_narrowed(settings: Settings) 
         await database.dispose()
 
 
+async def kill_idle_connections(database: Database) -> None:
+    """Two connections put in the read pool, then both killed from the server's side."""
+    reader: Any = database.reader
+    first, second = await reader._connect(), await reader._connect()
+    reader._idle.extend([first, second])
+    pids = [first.get_server_pid(), second.get_server_pid()]
+    async with database.engine.connect() as admin:
+        raw = await admin.get_raw_connection()
+        driver: Any = raw.driver_connection
+        for pid in pids:
+            await driver.execute("SELECT pg_terminate_backend($1)", pid)
+
+
 async def test_a_dead_connection_is_one_503_then_reads_recover(settings: Settings) -> None:
     database = await open_database(
         settings.database_url, settings.data_dir, pool_size=2, migrate=False
@@ -55,15 +69,7 @@ async def test_a_dead_connection_is_one_503_then_reads_recover(settings: Setting
     try:
         store = Store(database.engine)
         reader: Any = store.reader
-        # Two connections in the pool, then both killed from the server's side.
-        first, second = await reader._connect(), await reader._connect()
-        reader._idle.extend([first, second])
-        pids = [first.get_server_pid(), second.get_server_pid()]
-        async with database.engine.connect() as admin:
-            raw = await admin.get_raw_connection()
-            driver: Any = raw.driver_connection
-            for pid in pids:
-                await driver.execute("SELECT pg_terminate_backend($1)", pid)
+        await kill_idle_connections(database)
         with pytest.raises(ServiceUnavailable):
             await store.read(OPEN, "Patient", "reader-never-stored")
         assert reader._idle == []  # the other dead one dropped with it

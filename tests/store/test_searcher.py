@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
+from tests.store.test_reader import kill_idle_connections
 
 from cmfhir.auth.principal import OPEN, TRUSTED, Principal
 from cmfhir.config import Settings, default_profiles_dir
@@ -104,14 +105,7 @@ async def test_a_dead_connection_is_one_503_then_searches_recover(settings: Sett
     try:
         store = Store(database.engine)
         reader: Any = store.reader
-        first, second = await reader._connect(), await reader._connect()
-        reader._idle.extend([first, second])
-        pids = [first.get_server_pid(), second.get_server_pid()]
-        async with database.engine.connect() as admin:
-            raw = await admin.get_raw_connection()
-            driver: Any = raw.driver_connection
-            for pid in pids:
-                await driver.execute("SELECT pg_terminate_backend($1)", pid)
+        await kill_idle_connections(database)
         params = [("code", f"urn:test:searcher|never-{RUN}")]
         with pytest.raises(ServiceUnavailable):
             await _ids(store, OPEN, params)
