@@ -117,9 +117,10 @@ def _ingest_apart(url: str, members: int, clients: int) -> None:
 
 def _quantiles(values: list[float]) -> dict[str, float | None]:
     if not values:
-        return {"p50_ms": None, "max_ms": None}
+        return {"first_ms": None, "p50_ms": None, "max_ms": None}
     ordered = sorted(values)
     return {
+        "first_ms": round(values[0] * 1000, 1),
         "p50_ms": round(statistics.median(ordered) * 1000, 1),
         "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))] * 1000, 1),
         "max_ms": round(ordered[-1] * 1000, 1),
