@@ -57,9 +57,15 @@ class _TracedFeed(GapFeed):
 
 
 class _TracedEngine(GapEngine):
-    def __init__(self, *args: Any, member: list[str], marks: Marks, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, member: list[str], marks: Marks, cold: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self._member, self._marks = member, marks
+        self._member, self._marks, self._cold = member, marks, cold
+
+    def warm_up(self) -> None:
+        if not self._cold:  # --cold: as before the engine warmed up (A/B)
+            super().warm_up()
 
     async def _evaluate(self, members: Sequence[gap_queue.Claimed]) -> None:
         mine = any(m[0] in self._member for m in members)
@@ -132,7 +138,9 @@ async def _probe(ctx: FhirContext, args: argparse.Namespace) -> dict[str, Any]:
     member: list[str] = []
     marks: Marks = {"fed": [], "claimed": [], "written": [], "batch": []}
     listener = consumers.Listener(ctx.store.engine)
-    engine = _TracedEngine(ctx, ruleset, member=member, marks=marks, batch=args.batch)
+    engine = _TracedEngine(
+        ctx, ruleset, member=member, marks=marks, batch=args.batch, cold=args.cold
+    )
     workers: list[Worker] = [
         listener,
         OutboxConsumer(
@@ -198,6 +206,7 @@ async def _probe(ctx: FhirContext, args: argparse.Namespace) -> dict[str, Any]:
             "load_apart": args.load_apart,
             **{f"commit_to_{hop}": _quantiles(values) for hop, values in hops.items()},
             "evaluations": engine.evaluations,
+            "cold": args.cold,
         }
     finally:
         stop.set()
@@ -224,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-clients", type=int, default=4)
     parser.add_argument("--load-apart", action="store_true", help="ingest in another process")
     parser.add_argument("--rules", default="bench.gap_probe")
+    parser.add_argument(
+        "--cold", action="store_true", help="no warm-up: the first DetectedIssue loads its model"
+    )
     args = parser.parse_args(argv)
     print(json.dumps(asyncio.run(_run(args)), indent=2))
     return 0

@@ -40,6 +40,11 @@ ORIGIN = "gaps"
 
 Clock = Callable[[], datetime]
 
+# How long `GapEngine.drain` waits before looking again for members it may take, when the
+# due ones are all leased: first, then doubling up to the last.
+_IDLE_FIRST = 0.05
+_IDLE_LAST = 0.5
+
 
 def _system_clock() -> datetime:
     return datetime.now(UTC)
@@ -341,6 +346,7 @@ class GapEngine:
         async def loop() -> int:
             total = 0
             finished: list[gap_queue.Claimed] = []
+            idle = _IDLE_FIRST
             while True:
                 try:
                     count = await self.evaluate_due(finished)
@@ -350,6 +356,7 @@ class GapEngine:
                     raise
                 total += count
                 if count:
+                    idle = _IDLE_FIRST
                     continue
                 async with self.ctx.store.transaction(
                     read_only=True, principal=self.ctx.principal
@@ -357,7 +364,11 @@ class GapEngine:
                     _, due = await gap_queue.queued(repo)
                 if not due:
                     return total
-                await asyncio.sleep(0.05)  # leased by another worker, or a race retried
+                # Leased by another evaluator (another process of the sweep, a server's),
+                # or a race to retry: look again soon, then less and less often, so that
+                # waiting for another process's last batches costs next to no CPU.
+                await asyncio.sleep(idle)
+                idle = min(idle * 2, _IDLE_LAST)
 
         return sum(await asyncio.gather(*(loop() for _ in range(max(concurrency, 1)))))
 
