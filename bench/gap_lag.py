@@ -10,7 +10,9 @@ members of the caseload are ingested meanwhile in the same process (`--load-clie
 transactions at a time), as a server's own requests share its event loop with its
 workers; with `--load-apart` in a process of their own (as with `cmfhir serve
 --no-workers` beside `cmfhir worker`). Figures are wall-clock on whatever else the
-machine runs: compare the hops, not the totals, across machines.
+machine runs: compare the hops, not the totals, across machines. Each hop's `first_ms` is
+the first probe's (the engine's first evaluation of a change); `--cold` skips the engine's
+warm-up (`GapEngine.warm_up`) to measure what it saves.
 """
 
 from __future__ import annotations

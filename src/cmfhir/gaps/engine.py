@@ -67,7 +67,12 @@ def evaluate_member(
             log.warning("care-gap rule %s failed (%s)", rule.CODE, type(error).__name__)
             continue
         evaluated.add(rule.CODE)
-    stored = [dict(r) for r in snapshot.of("DetectedIssue") if gap_identifier(dict(r))]
+    # As parsed (dicts already): reconcile copies what it changes.
+    stored = [
+        found
+        for found in (r if isinstance(r, dict) else dict(r) for r in snapshot.of("DetectedIssue"))
+        if gap_identifier(found)
+    ]
     return reconcile(
         snapshot.patient_id,
         computed,
