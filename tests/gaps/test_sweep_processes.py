@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 
 from cmfhir.app import open_context
 from cmfhir.auth.principal import TRUSTED
+from cmfhir.commands.gaps import sweep_processes
 from cmfhir.config import Settings
 from cmfhir.interactions.create import create_in
 from serving import run_cmfhir
@@ -87,3 +88,11 @@ def test_sweep_refuses_a_bad_number_of_processes(tmp_path: Path) -> None:
     done = run_cmfhir(None, tmp_path, "gaps", "sweep", "--processes", "-2")
     assert done.returncode == 2
     assert "'-2' is not a number of processes" in done.stderr
+
+
+def test_processes_by_default_one_per_core_and_whole_thousand_members() -> None:
+    assert sweep_processes(3, 10) == 3  # as asked
+    assert sweep_processes(0, 0) == 1
+    assert sweep_processes(0, 1999) == 1
+    assert 1 <= sweep_processes(0, 10_000) <= 10
+    assert sweep_processes(0, 10_000) == min(sweep_processes(0, 10**9), 10)

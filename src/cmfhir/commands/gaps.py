@@ -5,9 +5,9 @@ The command queues every member, then evaluates them in N processes at once (its
 N - 1 it starts), each leasing batches from the queue as a server's evaluators do (FOR
 UPDATE SKIP LOCKED: no member is evaluated by two at once); a running server's
 evaluators share the work too. The rules are CPU work in Python, so one process holds one
-core at most: by default the command takes every core it may use, one process per 1,000
-members queued at most (a process's start-up costs about as much as evaluating a few
-hundred members)."""
+core at most: by default the command takes every core it may use, but one process per
+whole 1,000 members queued at most (a process's start-up costs about 2 s of CPU, as much as
+evaluating about a thousand members)."""
 
 from __future__ import annotations
 
@@ -62,10 +62,10 @@ def _cores() -> int:
 
 def sweep_processes(asked: int, queued: int) -> int:
     """How many processes evaluate a sweep: as asked, or (0) one per core, but no more than
-    one per MEMBERS_PER_PROCESS members queued."""
+    one per whole MEMBERS_PER_PROCESS members queued (1,999 members: one process)."""
     if asked > 0:
         return asked
-    return max(1, min(_cores(), -(-queued // MEMBERS_PER_PROCESS)))
+    return max(1, min(_cores(), queued // MEMBERS_PER_PROCESS))
 
 
 async def _drain(ctx: FhirContext) -> int:
@@ -151,6 +151,6 @@ def add_commands(commands: Any, with_context: WithContext) -> None:
         default=0,
         metavar="N",
         help="evaluate in N processes at once, this one included (default 0: one per core "
-        f"this command may use, at most one per {MEMBERS_PER_PROCESS:,} members queued)",
+        f"this command may use, at most one per whole {MEMBERS_PER_PROCESS:,} members queued)",
     )
     p_sweep.set_defaults(func=lambda args: _sweep(args, with_context))
