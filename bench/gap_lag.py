@@ -10,7 +10,9 @@ members of the caseload are ingested meanwhile in the same process (`--load-clie
 transactions at a time), as a server's own requests share its event loop with its
 workers; with `--load-apart` in a process of their own (as with `cmfhir serve
 --no-workers` beside `cmfhir worker`). Figures are wall-clock on whatever else the
-machine runs: compare the hops, not the totals, across machines.
+machine runs: compare the hops, not the totals, across machines. Each hop's `first_ms` is
+the first probe's (the engine's first evaluation of a change); `--cold` skips the engine's
+warm-up (`GapEngine.warm_up`) to measure what it saves.
 """
 
 from __future__ import annotations
@@ -57,9 +59,15 @@ class _TracedFeed(GapFeed):
 
 
 class _TracedEngine(GapEngine):
-    def __init__(self, *args: Any, member: list[str], marks: Marks, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, member: list[str], marks: Marks, cold: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self._member, self._marks = member, marks
+        self._member, self._marks, self._cold = member, marks, cold
+
+    def warm_up(self) -> None:
+        if not self._cold:  # --cold: as before the engine warmed up (A/B)
+            super().warm_up()
 
     async def _evaluate(self, members: Sequence[gap_queue.Claimed]) -> None:
         mine = any(m[0] in self._member for m in members)
@@ -117,9 +125,10 @@ def _ingest_apart(url: str, members: int, clients: int) -> None:
 
 def _quantiles(values: list[float]) -> dict[str, float | None]:
     if not values:
-        return {"p50_ms": None, "max_ms": None}
+        return {"first_ms": None, "p50_ms": None, "max_ms": None}
     ordered = sorted(values)
     return {
+        "first_ms": round(values[0] * 1000, 1),
         "p50_ms": round(statistics.median(ordered) * 1000, 1),
         "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))] * 1000, 1),
         "max_ms": round(ordered[-1] * 1000, 1),
@@ -131,7 +140,9 @@ async def _probe(ctx: FhirContext, args: argparse.Namespace) -> dict[str, Any]:
     member: list[str] = []
     marks: Marks = {"fed": [], "claimed": [], "written": [], "batch": []}
     listener = consumers.Listener(ctx.store.engine)
-    engine = _TracedEngine(ctx, ruleset, member=member, marks=marks, batch=args.batch)
+    engine = _TracedEngine(
+        ctx, ruleset, member=member, marks=marks, batch=args.batch, cold=args.cold
+    )
     workers: list[Worker] = [
         listener,
         OutboxConsumer(
@@ -197,6 +208,7 @@ async def _probe(ctx: FhirContext, args: argparse.Namespace) -> dict[str, Any]:
             "load_apart": args.load_apart,
             **{f"commit_to_{hop}": _quantiles(values) for hop, values in hops.items()},
             "evaluations": engine.evaluations,
+            "cold": args.cold,
         }
     finally:
         stop.set()
@@ -223,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-clients", type=int, default=4)
     parser.add_argument("--load-apart", action="store_true", help="ingest in another process")
     parser.add_argument("--rules", default="bench.gap_probe")
+    parser.add_argument(
+        "--cold", action="store_true", help="no warm-up: the first DetectedIssue loads its model"
+    )
     args = parser.parse_args(argv)
     print(json.dumps(asyncio.run(_run(args)), indent=2))
     return 0

@@ -7,8 +7,12 @@ Per sweep: wall time (the command's start-up included, and apart), the command's
 /proc), the members queued and evaluated, and the DetectedIssue versions written. The
 rules are `--rules` (the harness's default `bench.gap_probe`, or `cmfhir.gaps.rules`); the
 instant `--as-of` (a fixed one makes repeated sweeps comparable: the second finds nothing
-to write). `--repeat N` sweeps N times. No server runs beside it: the command evaluates
-every member itself (the harness's sweep shares them with the server's evaluators).
+to write). `--repeat N` sweeps N times; `--processes N` is passed to the command (default:
+its own, one process per core). No server runs beside it: the command evaluates every
+member itself (the harness's sweep shares them with the server's evaluators). The
+command's CPU includes the processes it starts (reaped by it, so counted in its children's
+time). `--database-url` sweeps another database of the cluster in DATA_DIR/pg (a scratch
+one loaded by `bench.gap_cost --keep`); PostgreSQL's CPU is then the whole cluster's.
 """
 
 from __future__ import annotations
@@ -56,10 +60,14 @@ def _sweep(url: str, data_dir: Path, args: argparse.Namespace) -> dict[str, Any]
     command = [sys.executable, "-m", "cmfhir", "gaps", "sweep"]
     if args.as_of:
         command += ["--as-of", args.as_of]
+    if args.processes is not None:
+        command += ["--processes", str(args.processes)]
     written = asyncio.run(_count(url, _WRITTEN))
-    pg0, cpu0, wall0 = postgres_cpu(url), _children_cpu(), time.perf_counter()
+    cluster = args.cluster
+    load0 = os.getloadavg()[0]
+    pg0, cpu0, wall0 = postgres_cpu(cluster), _children_cpu(), time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    pg1, cpu1, wall1 = postgres_cpu(url), _children_cpu(), time.perf_counter()
+    pg1, cpu1, wall1 = postgres_cpu(cluster), _children_cpu(), time.perf_counter()
     if done.returncode != 0:
         raise RuntimeError(f"cmfhir gaps sweep failed: {done.stderr[-2000:]}")
     said = done.stdout.strip()
@@ -71,9 +79,10 @@ def _sweep(url: str, data_dir: Path, args: argparse.Namespace) -> dict[str, Any]
         "command_cpu_s": round(cpu1 - cpu0, 1),
         "postgres_cpu_s": round(pg1 - pg0, 1),
         "cpu_ms_per_member": round((cpu1 - cpu0 + pg1 - pg0) * 1000 / members, 2),
+        "members_per_cpu_s": round(members / (cpu1 - cpu0 + pg1 - pg0), 1),
         "written": asyncio.run(_count(url, _WRITTEN)) - written,
         "command_said": said,
-        "load_average": [round(x, 1) for x in os.getloadavg()],
+        "load_average": [round(load0, 1), *(round(x, 1) for x in os.getloadavg())],
     }
 
 
@@ -83,8 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules", default=os.environ.get("BENCH_GAP_RULES", "bench.gap_probe"))
     parser.add_argument("--as-of", default=None)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--processes", type=int, default=None)
+    parser.add_argument("--database-url", default=None)
     args = parser.parse_args(argv)
-    url = embedded_url(args.data_dir.resolve())
+    args.cluster = embedded_url(args.data_dir.resolve())
+    url = args.database_url or args.cluster
     for _ in range(args.repeat):
         print(json.dumps(_sweep(url, args.data_dir.resolve(), args)), flush=True)
     return 0

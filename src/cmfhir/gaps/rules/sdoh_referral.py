@@ -109,9 +109,13 @@ def _screen_findings(
 
 
 def _referrals(
-    snapshot: MemberSnapshot, rule: SdohReferral, zone: Any, on: date
+    snapshot: MemberSnapshot,
+    rule: SdohReferral,
+    zone: Any,
+    on: date,
+    findings: dict[str, list[Finding]],
 ) -> dict[str, list[tuple[date, str]]]:
-    """(day, reference) of the referrals for each need."""
+    """(day, reference) of the referrals for each need (`findings`: `_screen_findings`)."""
 
     def needs_of(resource: Resource, linked: dict[str, set[str]]) -> set[str]:
         found = codings(resource.get("code"))
@@ -133,7 +137,7 @@ def _referrals(
         return out
 
     linked: dict[str, set[str]] = {}
-    for need, found in _screen_findings(snapshot, rule, zone, on).items():
+    for need, found in findings.items():
         linked[need] = {f.reference for f in found}
     out: dict[str, list[tuple[date, str]]] = {}
     for kind in ("ServiceRequest", "Task"):
@@ -164,7 +168,9 @@ def evaluate(snapshot: MemberSnapshot, as_of: datetime, config: CareGapConfig) -
         return []
     on = today(as_of, zone)
     findings = _screen_findings(snapshot, rule, zone, on)
-    referrals = _referrals(snapshot, rule, zone, on)
+    if not findings:
+        return []  # no positive screen: no gap, whatever the referrals
+    referrals = _referrals(snapshot, rule, zone, on, findings)
     gaps: list[Gap] = []
     for need in sorted(findings):
         latest = max(f.day for f in findings[need])
