@@ -114,3 +114,16 @@ def test_what_audit_events_do_not_offer_is_refused(smart: Smart) -> None:
     _refused(system.get("/Patient?_revinclude=AuditEvent:patient"), 400, "not included")
     _refused(system.get("/AuditEvent?_include=AuditEvent:agent"), 400, "_include")
     _refused(system.get("/AuditEvent?_sort=action"), 400, "sorted by date")
+    async_export = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
+    exported = system.get("/Patient/$export?_type=AuditEvent", headers=async_export)
+    _refused(exported, 400, "not exported in bulk")
+    _refused(system.get(f"/Patient/{member}/$everything?_type=AuditEvent"), 400, "$everything")
+    statement = system.get("/metadata").json()
+    (entry,) = [r for r in statement["rest"][0]["resource"] if r["type"] == "AuditEvent"]
+    assert {i["code"] for i in entry["interaction"]} == {
+        "read",
+        "vread",
+        "history-instance",
+        "history-type",
+        "search-type",
+    }

@@ -80,3 +80,34 @@ async def search_page(
     return await search_events(
         await driver_of(repo), request, count_up_to=count_up_to, principal=principal
     )
+
+
+# What AuditEvent offers (CapabilityStatement): no client writes, no conditional ones.
+_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "search-type")
+_WRITE_ONLY = ("updateCreate", "conditionalCreate", "conditionalUpdate", "conditionalDelete")
+
+
+def capability(entry: dict[str, Any]) -> dict[str, Any]:
+    """A type's CapabilityStatement entry, AuditEvent's narrowed to what it offers."""
+    if entry.get("type") != AUDIT_EVENT:
+        return entry
+    out = {k: v for k, v in entry.items() if k not in _WRITE_ONLY}
+    out["interaction"] = [{"code": code} for code in _INTERACTIONS]
+    out["versioning"] = "no-version"
+    out["documentation"] = (
+        "Recorded by the server's audit trail and never changed; searched by its own "
+        "parameters (no chains, _has, _include or _revinclude); not in bulk export, "
+        "$everything or system-level search and history"
+    )
+    return out
+
+
+def refuse_bulk(kind: str, name: str) -> None:
+    """AuditEvents are not exported in bulk nor brought by `$everything` (400 when named):
+    they are searched at AuditEvent."""
+    if kind == AUDIT_EVENT:
+        raise BadRequest(
+            f"{name} names AuditEvent: AuditEvents are searched at AuditEvent "
+            "(AuditEvent?patient=...), not exported in bulk or by $everything",
+            expression=[name],
+        )

@@ -19,11 +19,11 @@ the server alone, never updated: each has one version.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import BigInteger, Column, Index, Table, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
@@ -92,12 +92,6 @@ def terms_of(references: Sequence[Sequence[Any]]) -> list[str]:
     return list(out)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
-
-
 class EventRow:
     """One AuditEvent to store: its content is `head`, the stamp (`meta.lastUpdated`) and
     `tail` (the stamp given by the database when `head` ends where it goes), or whole in
@@ -131,8 +125,8 @@ class EventRow:
         self.stamped = stamped
         self.patient_id = patient_id
         self.index = index
-        kept = {k: [[_jsonable(v) for v in r] for r in rs] for k, rs in index.items() if rs}
-        self.idx = json.dumps(kept, separators=(",", ":"))
+        # orjson writes datetimes as RFC 3339 text, which PostgreSQL reads back exactly.
+        self.idx = orjson.dumps({k: rs for k, rs in index.items() if rs}).decode()
         dates = [r[1] for r in index.get("date", ()) if r[0] == "date" and r[1] is not None]
         low = min(dates) if dates else None
         self.recorded = low if isinstance(low, datetime) else None
