@@ -114,6 +114,7 @@ def test_what_audit_events_do_not_offer_is_refused(smart: Smart) -> None:
     _refused(system.get("/Patient?_revinclude=AuditEvent:patient"), 400, "not included")
     _refused(system.get("/AuditEvent?_include=AuditEvent:agent"), 400, "_include")
     _refused(system.get("/AuditEvent?_sort=action"), 400, "sorted by date")
+    _refused(system.get("?_type=AuditEvent"), 400, "not in a search of all types")
     async_export = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
     exported = system.get("/Patient/$export?_type=AuditEvent", headers=async_export)
     _refused(exported, 400, "not exported in bulk")

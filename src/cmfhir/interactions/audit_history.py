@@ -1,8 +1,8 @@
 """History of AuditEvents (https://hl7.org/fhir/R4B/http.html#history), from their own
 table (store/audit_events.py): an AuditEvent has one version, its create, so the history
-of one is that version and the history of the type is every event, newest first (by
-`meta.lastUpdated`), with `_since`, `_at`, `_count` and paging as for other types. The
-Bundle's `meta.lastUpdated` is the database clock when the first page was read."""
+of one is that version and the history of the type is every event, the last stored
+first, with `_since`, `_at`, `_count` and paging as for other types. The Bundle's
+`meta.lastUpdated` is the server's clock when the first page was read."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from cmfhir.auth.principal import Principal
-from cmfhir.errors import BadRequest
+from cmfhir.errors import BadRequest, MethodNotAllowed
 from cmfhir.search.model import Criterion, SearchRequest
 from cmfhir.store import Repository, Searches, SearchPage, Store, StoredVersion
 from cmfhir.store.audit_queries import AUDIT_EVENT, driver_of, read_event, search_events
@@ -110,4 +110,14 @@ def refuse_bulk(kind: str, name: str) -> None:
             f"{name} names AuditEvent: AuditEvents are searched at AuditEvent "
             "(AuditEvent?patient=...), not exported in bulk or by $everything",
             expression=[name],
+        )
+
+
+def refuse_write(resource_type: str) -> None:
+    """A write of an AuditEvent that does not go through `Repository.write` (bulk import)
+    is refused as that one refuses it (405)."""
+    if resource_type == AUDIT_EVENT:
+        raise MethodNotAllowed(
+            "AuditEvents are recorded by the server and cannot be created, changed or "
+            "deleted through the API"
         )

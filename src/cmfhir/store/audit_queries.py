@@ -255,9 +255,10 @@ async def event_history(
     count: int,
     cursor: Sequence[Any] | None,
 ) -> tuple[list[StoredVersion], tuple[datetime, int] | None]:
-    """The AuditEvents (each a create, their only version), newest first: stored up to
-    `until`, after `since`, or current at `at` (stored before its end); after `cursor`
-    (last_updated, rid); and the cursor of the next page."""
+    """The AuditEvents (each a create, their only version), the last stored first (by rid:
+    the primary key's order, no index of its own): stamped up to `until`, after `since`,
+    or current at `at` (stamped before its end); after `cursor` (last_updated, rid); and
+    the cursor of the next page."""
     sql = SearchSql(principal)
     where = [f"r.last_updated <= {sql.bind(until)}"]
     if (seen := sql.visible("r", "s")) is not None:
@@ -267,14 +268,11 @@ async def event_history(
     if at is not None:
         where.append(f"r.last_updated < {sql.bind(at[1])}")
     if cursor is not None:
-        stamp, rid = cursor
-        where.append(
-            f"(r.last_updated, r.rid) < ({sql.bind(stamp)}::timestamptz, {sql.bind(rid)}::bigint)"
-        )
+        where.append(f"r.rid < {sql.bind(cursor[1])}::bigint")
     rows = await driver.fetch(
         f"SELECT r.id, r.last_updated, r.content::text, r.rid FROM {_ROWS} r "
         f"WHERE {' AND '.join(where)} "
-        f"ORDER BY r.last_updated DESC, r.rid DESC LIMIT {int(count) + 1}",
+        f"ORDER BY r.rid DESC LIMIT {int(count) + 1}",
         *sql.args,
     )
     versions = [
