@@ -2,12 +2,12 @@
 
 `audit_event`: one row per AuditEvent (its JSON, compartment, recorded instant, the index
 records of its search parameters as JSON, and the ids it references under `patient`,
-`agent` and `entity` behind a GIN index with a pending list), where the generic store spent
-a current row, a history row, an outbox event and a dozen index rows on each
-(src/cmfhir/store/audit_events.py). The AuditEvents already stored move there, with the
-index records they had; their rows leave `resource`, `resource_history` and the index
-tables. Their rids are kept: `audit_event.rid` is drawn from `resource`'s sequence, so an
-event's rid never names a resource row.
+`agent` and `entity` and its `site`, behind a GIN index with a pending list), where the
+generic store spent a current row, a history row, an outbox event and a dozen index rows
+on each (src/cmfhir/store/audit_events.py). The AuditEvents already stored move there,
+with the index records they had; their rows leave `resource`, `resource_history` and the
+index tables. Their rids are kept: `audit_event.rid` is drawn from `resource`'s sequence,
+so an event's rid never names a resource row.
 
 Revision ID: 0016_audit_event
 Revises: 0012_report_totals
@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("rid", name=op.f("pk_audit_event")),
         sa.UniqueConstraint("id", name=op.f("uq_audit_event_id")),
     )
+    op.create_index("ix_audit_event_recorded_rid", "audit_event", ["recorded", "rid"])
     op.create_index(
         "ix_audit_event_terms",
         "audit_event",
@@ -73,10 +74,14 @@ def upgrade() -> None:
         "SELECT r.rid, r.id, r.last_updated, "
         "(SELECT min(d.low) FROM idx_date d WHERE d.rid = r.rid AND d.param = 'date'), "
         "r.patient_id, "
-        "coalesce((SELECT array_agg(DISTINCT x.param || '|' || coalesce(x.target_id, x.url)) "
+        "coalesce((SELECT array_agg(DISTINCT t) FROM ("
+        "SELECT x.param || '|' || coalesce(x.target_id, x.url) AS t "
         "FROM idx_reference x WHERE x.rid = r.rid "
         "AND x.param IN ('patient', 'agent', 'entity') "
-        "AND coalesce(x.target_id, x.url) IS NOT NULL), '{}'::text[]), "
+        "AND coalesce(x.target_id, x.url) IS NOT NULL "
+        "UNION ALL SELECT 'site|' || x.code FROM idx_token x "
+        "WHERE x.rid = r.rid AND x.param = 'site' AND x.code IS NOT NULL) terms), "
+        "'{}'::text[]), "
         f"jsonb_build_object({families}), r.content "
         "FROM resource r WHERE r.resource_type = 'AuditEvent' AND NOT r.deleted"
     )
@@ -87,5 +92,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_audit_event_recorded_rid", table_name="audit_event")
     op.drop_index("ix_audit_event_terms", table_name="audit_event")
     op.drop_table("audit_event")

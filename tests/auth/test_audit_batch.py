@@ -78,6 +78,8 @@ async def _check_stored(ctx: FhirContext, ids: list[str]) -> set[str]:
                 f"patient|{p}" for p in patients
             }
             assert patient_id in patients | {None}
+            site = served["source"].get("site")
+            assert (f"site|{site}" in terms) == (site is not None)
         assert (await conn.execute(_GENERIC)).scalar_one() == 0
     return stamps
 

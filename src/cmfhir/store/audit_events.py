@@ -5,16 +5,17 @@ generic store spends a current row, a history row, an outbox event and a dozen i
 A row holds the event's JSON (`content`), its `rid` (from the `resource` table's sequence,
 so that it never names a resource row), `last_updated`, `recorded`, its compartment
 (`patient_id`), its index records (`idx`: per family, the records the generic indexer makes
-for every AuditEvent search parameter, without rid, type and group) and `terms`, the
-references of `patient`, `agent` and `entity` by id ('param|id', 'param|url'), under a GIN
-index with its pending list (`fastupdate`): an event adds a few entries to a list merged in
-bulk, not a dozen btree insertions.
+for every AuditEvent search parameter, without rid, type and group) and `terms`: the
+references of `patient`, `agent` and `entity` by id ('param|id', 'param|url') and its
+`site` ('site|code': the request id), under a GIN index with its pending list
+(`fastupdate`): an event adds a few entries to a list merged in bulk, not a dozen btree
+insertions.
 
 Searches are answered here with the generic engine's value conditions
 (store/search_sql.py) applied to the records of `idx`, so every parameter, modifier and
-prefix means what it means on any other type; `terms` narrows a reference search to the
-events that hold one of its ids before the records are tested. AuditEvents are written by
-the server alone, never updated: each has one version.
+prefix means what it means on any other type; `terms` narrows a search by those
+parameters to the events that hold one of its values before the records are tested.
+AuditEvents are written by the server alone, never updated: each has one version.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ audit_event_table = Table(
     Column("terms", ARRAY(Text), nullable=False),
     Column("idx", JSONB, nullable=False),
     Column("content", JSONB, nullable=False),
+    # The newest first (`_sort=-date`) without a scan of every event.
+    Index("ix_audit_event_recorded_rid", "recorded", "rid"),
     Index(
         "ix_audit_event_terms",
         "terms",
@@ -74,21 +77,27 @@ AUDIT_FAMILIES: dict[str, tuple[str, ...]] = {
     "reference": ("param", "target_type", "target_id", "url"),
     "uri": ("param", "uri"),
 }
-# The reference parameters whose ids go to `terms`.
+# The reference parameters whose ids go to `terms`, and the token parameters whose codes
+# do (`site`: the request id, to find a request's events).
 TERM_PARAMS = frozenset({"patient", "agent", "entity"})
+TERM_TOKENS = frozenset({"site"})
 _TERMS_SEPARATOR = "\x1e"
 
 
-def terms_of(references: Sequence[Sequence[Any]]) -> list[str]:
-    """The `terms` of reference records (param, target_type, target_id, url)."""
+def terms_of(index: Mapping[str, Sequence[Sequence[Any]]]) -> list[str]:
+    """The `terms` of an event's index records: 'param|id' (or 'param|url') of its
+    references under `TERM_PARAMS`, 'param|code' of its tokens under `TERM_TOKENS`."""
     out: dict[str, None] = {}
-    for param, _, target_id, url in references:
+    for param, _, target_id, url in index.get("reference", ()):
         if param not in TERM_PARAMS:
             continue
         if target_id is not None:
             out[f"{param}|{target_id}"] = None
         elif url is not None:
             out[f"{param}|{url}"] = None
+    for param, _, code, *_ in index.get("token", ()):
+        if param in TERM_TOKENS and code is not None:
+            out[f"{param}|{code}"] = None
     return list(out)
 
 
@@ -130,7 +139,7 @@ class EventRow:
         dates = [r[1] for r in index.get("date", ()) if r[0] == "date" and r[1] is not None]
         low = min(dates) if dates else None
         self.recorded = low if isinstance(low, datetime) else None
-        self.terms = _TERMS_SEPARATOR.join(terms_of(index.get("reference", ())))
+        self.terms = _TERMS_SEPARATOR.join(terms_of(index))
 
 
 # One statement for a batch: the stamp read once (the database clock, to the millisecond,

@@ -20,8 +20,8 @@ from typing import Any
 
 from cmfhir.auth.principal import Principal
 from cmfhir.errors import BadRequest
-from cmfhir.search.model import Criterion, ReferenceValue, SearchRequest
-from cmfhir.store.audit_events import AUDIT_FAMILIES, TERM_PARAMS
+from cmfhir.search.model import Criterion, ReferenceValue, SearchRequest, TokenValue
+from cmfhir.store.audit_events import AUDIT_FAMILIES, TERM_PARAMS, TERM_TOKENS
 from cmfhir.store.driver import driver_connection
 from cmfhir.store.records import StoredVersion
 from cmfhir.store.repository import Repository
@@ -84,16 +84,22 @@ def _index_kind(crit: Criterion) -> tuple[str, str]:
 
 
 def _narrowing(crit: Criterion, res: str, sql: SearchSql) -> str | None:
-    """`terms` holding one of the criterion's ids: what its GIN index answers."""
-    if crit.type != "reference" or crit.code not in TERM_PARAMS or crit.missing is not None:
+    """`terms` holding one of the criterion's ids or codes: what its GIN index answers."""
+    if crit.missing is not None:
         return None
-    if crit.modifier is not None and not crit.modifier[:1].isupper():
+    if crit.type == "reference" and crit.code in TERM_PARAMS:
+        if crit.modifier is not None and not crit.modifier[:1].isupper():
+            return None
+    elif crit.type != "token" or crit.code not in TERM_TOKENS or crit.modifier is not None:
         return None
     terms = []
     for value in crit.values:
-        if not isinstance(value, ReferenceValue):
+        if isinstance(value, ReferenceValue):
+            key = value.target_id if value.url is None else value.url
+        elif isinstance(value, TokenValue):
+            key = value.code
+        else:
             return None
-        key = value.target_id if value.url is None else value.url
         if key is None:
             return None
         terms.append(f"{crit.code}|{key}")
