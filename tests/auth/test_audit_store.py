@@ -83,6 +83,18 @@ def test_audit_events_are_read_searched_and_listed(smart: Smart) -> None:
     }
     assert ids <= _ids(system.get(f"/Patient/{member}/AuditEvent?_count=1000"))
 
+    # Another resource may name an AuditEvent (and not one that does not exist).
+    provenance = {
+        "resourceType": "Provenance",
+        "target": [{"reference": f"Patient/{member}"}],
+        "recorded": "2026-01-01T00:00:00Z",
+        "agent": [{"who": {"display": "auditor"}}],
+        "entity": [{"role": "source", "what": {"reference": f"AuditEvent/{first['id']}"}}],
+    }
+    assert system.post("/Provenance", json=provenance).status_code == 201
+    provenance["entity"][0]["what"] = {"reference": f"AuditEvent/{uuid.uuid4()}"}
+    assert system.post("/Provenance", json=provenance).status_code in (400, 409, 422)
+
     # history: an event's one version; the type's, newest first, paged.
     assert _ids(system.get(f"/AuditEvent/{first['id']}/_history")) == {first["id"]}
     page = system.get("/AuditEvent/_history?_count=2").json()
