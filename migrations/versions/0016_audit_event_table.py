@@ -5,9 +5,9 @@ records of its search parameters as JSON, and the ids it references under `patie
 `agent` and `entity` and its `site`, behind a GIN index with a pending list), where the
 generic store spent a current row, a history row, an outbox event and a dozen index rows
 on each (src/cmfhir/store/audit_events.py). The AuditEvents already stored move there,
-with the index records they had; their rows leave `resource`, `resource_history` and the
-index tables. Their rids are kept: `audit_event.rid` is drawn from `resource`'s sequence,
-so an event's rid never names a resource row.
+with the index records they had; their rows leave `resource`, `resource_history`, the
+index tables and the outbox. Their rids are kept: `audit_event.rid` is drawn from
+`resource`'s sequence, so an event's rid never names a resource row.
 
 Revision ID: 0016_audit_event
 Revises: 0012_report_totals
@@ -88,6 +88,9 @@ def upgrade() -> None:
     for table in _FAMILIES:
         op.execute(f"DELETE FROM {table} WHERE resource_type = 'AuditEvent'")
     op.execute("DELETE FROM resource_history WHERE resource_type = 'AuditEvent'")
+    # Their outbox events too: AuditEvents have none now, and pruning finds an event's
+    # version in the history, which they are no longer in.
+    op.execute("DELETE FROM event WHERE resource_type = 'AuditEvent'")
     op.execute("DELETE FROM resource WHERE resource_type = 'AuditEvent'")
 
 
