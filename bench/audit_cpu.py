@@ -1,6 +1,6 @@
-"""The CPU the audit trail costs a read, measured in one process: three servers in this
-process on one database (audit off; audit on with the trail's COPY writer; audit on with
-the generic writer it replaced, `Repository.write`), no workers, CMFHIR_AUTH=off, driven
+"""The CPU the audit trail costs a read, measured in one process: two servers in this
+process on one database (audit off; audit on, the trail writing AuditEvents to their own
+table, store/audit_events.py), no workers, CMFHIR_AUTH=off, driven
 in turn through ASGI with the same reads, rounds interleaved (the order rotates), and the
 trail's buffer written (`flush`) at the end of each round of an audited server, so its
 cost lands in that round.
@@ -18,7 +18,7 @@ import argparse
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -27,23 +27,9 @@ from fastapi import FastAPI
 
 from bench.scratch import ROOT, admin_url, create_database, postgres_cpu
 from cmfhir.app import create_app
-from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
-from cmfhir.interactions.audit import AuditRecord, AuditTrail
-from cmfhir.store import ReferencePolicy, Store
 
-SIDES = ("off", "on", "generic")
-
-
-class GenericWriterTrail(AuditTrail):
-    """The trail as it was written before store/audit_log.py: the versions through
-    `Repository.write` (INSERT ... RETURNING for the current rows, COPY for the rest)."""
-
-    async def _write(self, records: Sequence[AuditRecord]) -> None:
-        versions = self.versions(records)
-        store = Store(self.context.store.engine, ReferencePolicy(on_write=False))
-        async with store.transaction(principal=TRUSTED) as repo:
-            await repo.write(versions, as_server=True)
+SIDES = ("off", "on")
 
 
 async def _get(app: FastAPI, path: str) -> tuple[int, bytes]:
@@ -120,7 +106,6 @@ async def run(members: int, rounds: int) -> dict[str, Any]:
     apps = {
         "off": create_app(Settings(audit=False, **common)),
         "on": create_app(Settings(audit=True, **common)),
-        "generic": create_app(Settings(audit=True, **common)),
     }
     cpu = dict.fromkeys(SIDES, 0.0)
     postgres = dict.fromkeys(SIDES, 0.0)
@@ -131,8 +116,6 @@ async def run(members: int, rounds: int) -> dict[str, Any]:
         clients = {
             name: await stack.enter_async_context(_served(app)) for name, app in apps.items()
         }
-        generic = apps["generic"]
-        generic.state.audit = GenericWriterTrail(generic.state.fhir, interval=3600.0)
         paths = await _load(clients["off"], members)
         for name in SIDES:  # untimed warm-up
             for path in paths:
@@ -141,7 +124,7 @@ async def run(members: int, rounds: int) -> dict[str, Any]:
             if trail is not None:
                 await trail.flush()
         for n in range(rounds):
-            order = SIDES[n % 3 :] + SIDES[: n % 3]
+            order = SIDES[n % 2 :] + SIDES[: n % 2]
             for name in order:
                 pg_before, before = postgres_cpu(admin), time.process_time()
                 for path in paths:
@@ -160,7 +143,7 @@ async def run(members: int, rounds: int) -> dict[str, Any]:
     for name in SIDES:
         out[f"server_ms_per_read_{name}"] = round(1000 * cpu[name] / reads[name], 3)
         out[f"postgres_ms_per_read_{name}"] = round(1000 * postgres[name] / reads[name], 3)
-    for name in ("on", "generic"):
+    for name in ("on",):
         out[f"server_ms_per_read_writing_the_trail_{name}"] = round(
             1000 * flush[name] / reads[name], 3
         )
@@ -178,7 +161,7 @@ async def run(members: int, rounds: int) -> dict[str, Any]:
     for name in SIDES:
         out[f"cpu_ms_per_read_{name}"] = round(total[name], 3)
     # What that CPU cost means for a CPU-bound server: reads/s scale with 1 / CPU per read.
-    for name in ("on", "generic"):
+    for name in ("on",):
         out[f"cpu_bound_throughput_change_percent_{name}"] = round(
             100 * (total["off"] / total[name] - 1), 1
         )

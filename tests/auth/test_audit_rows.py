@@ -30,8 +30,8 @@ from cmfhir.resources.search_parameters import (
 from cmfhir.store.indexing import index_records
 
 _REQUESTOR = text(
-    "SELECT t.code FROM idx_token t JOIN resource r ON r.rid = t.rid "
-    "WHERE r.content->'source'->>'site' = :site AND t.param = 'requestor'"
+    "SELECT e->>2 FROM audit_event a, jsonb_array_elements(a.idx->'token') e "
+    "WHERE a.content->'source'->>'site' = :site AND e->>0 = 'requestor'"
 )
 NOW = datetime(2026, 11, 30, 12, 0, 0, 123000, tzinfo=UTC)
 STAMP = "2026-11-30T12:00:01.456Z"

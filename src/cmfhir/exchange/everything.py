@@ -12,6 +12,7 @@ from typing import Any
 
 from cmfhir.errors import BadRequest, NotFound
 from cmfhir.exchange.access import Forbidden
+from cmfhir.interactions.audit_store import refuse_bulk
 from cmfhir.interactions.bundles import link, search_bundle
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.interactions.operations.call import OperationCall
@@ -111,6 +112,8 @@ async def everything(ctx: FhirContext, call: OperationCall, *, base: str) -> Res
     ]
     if raw_types:
         types = sorted({t.strip() for raw in raw_types for t in raw.split(",") if t.strip()})
+        for kind in types:
+            refuse_bulk(kind, "_type")
     since_raw = call.value("_since")
     since = parse_instant("_since", str(since_raw)) if since_raw is not None else None
     start = _date(call, "start", end=False)

@@ -32,6 +32,7 @@ from typing import Any
 
 from cmfhir.errors import NotFound
 from cmfhir.interactions import process_bundle
+from cmfhir.interactions.audit_store import refuse_write
 from cmfhir.interactions.common import check_id, require_type
 from cmfhir.interactions.context import FhirContext, utcnow
 from cmfhir.interactions.questionnaire_responses import ResponseChecker
@@ -86,8 +87,10 @@ class Line:
 
 def line_version(resource_type: str, version: str) -> str:
     """The FHIR version a line of `resource_type` is read in (see the module's text);
-    404 (NotFound) for a type the server serves in no version."""
+    404 (NotFound) for a type the server serves in no version; 405 for AuditEvent, which
+    the server's audit trail alone records."""
     require_type(resource_type)
+    refuse_write(resource_type)
     try:
         check_type_in_version(resource_type, version)
         return version

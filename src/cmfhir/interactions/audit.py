@@ -31,7 +31,7 @@ from cmfhir.interactions.context import FhirContext, instant, utcnow
 from cmfhir.interactions.versions import new_id, to_version
 from cmfhir.resources.fhir_versions import DEFAULT_VERSION
 from cmfhir.store import NewVersion, Repository
-from cmfhir.store.audit_log import AuditRow, append_audit_rows, append_new_versions
+from cmfhir.store.audit_log import EventRow, append_events, append_events_in, event_row
 
 __all__ = [
     "SINGLE_WRITES",
@@ -90,16 +90,19 @@ def audited(ctx: FhirContext, request: AuditRequest) -> FhirContext:
     server = replace(ctx, principal=TRUSTED, fhir_version=DEFAULT_VERSION)
 
     async def record(repo: Repository) -> None:
-        versions = _write_events(server, ctx.principal, request, repo.journal)
-        await repo.write(versions, as_server=True)
-        request.written += len(versions)
+        events, provenance = _write_events(server, ctx.principal, request, repo.journal)
+        await append_events_in(repo, [event_row(v) for v in events])
+        await repo.write(provenance, as_server=True)
+        request.written += len(events) + len(provenance)
 
     return replace(ctx, store=ctx.store.with_before_commit(record))
 
 
 def _write_events(
     ctx: FhirContext, principal: Principal, request: AuditRequest, journal: list[NewVersion]
-) -> list[NewVersion]:
+) -> tuple[list[NewVersion], list[NewVersion]]:
+    """The AuditEvents of what a transaction wrote, and the Provenance of its X-Provenance
+    (none without one)."""
     single = request.interaction in SINGLE_WRITES
     groups: dict[tuple[str | None, str], list[str]] = {}
     for v in journal:
@@ -125,19 +128,16 @@ def _write_events(
                     ctx.registry, ctx.compartment, audit_event(record, member), id=new_id(), now=now
                 )
             )
-    if request.provenance is not None and single:
-        targets = [f"{v.resource_type}/{v.id}/_history/{v.version}" for v in journal]
-        provenance = {
-            "recorded": instant(now),
-            **request.provenance,
-            "target": [{"reference": t} for t in targets],
-        }
-        versions.append(
-            to_version(ctx, provenance, id=new_id(), version=1, now=now, method="create", rid=None)[
-                0
-            ]
-        )
-    return versions
+    if request.provenance is None or not single:
+        return versions, []
+    targets = [f"{v.resource_type}/{v.id}/_history/{v.version}" for v in journal]
+    provenance = {
+        "recorded": instant(now),
+        **request.provenance,
+        "target": [{"reference": t} for t in targets],
+    }
+    made = to_version(ctx, provenance, id=new_id(), version=1, now=now, method="create", rid=None)
+    return versions, [made[0]]
 
 
 @dataclass(slots=True)
@@ -207,7 +207,7 @@ class AuditTrail:
             for member in record.members or (None,)
         ]
 
-    def rows(self, records: Sequence[AuditRecord]) -> list[AuditRow]:
+    def rows(self, records: Sequence[AuditRecord]) -> list[EventRow]:
         """The AuditEvents of `records` as `versions` makes them, built as rows straight
         from the records (interactions/audit_rows.py)."""
         return self._rows.rows(records, utcnow())
@@ -216,19 +216,17 @@ class AuditTrail:
         # Built a slice at a time, letting the requests this process serves run between
         # slices: a whole batch at once would stall every request waiting on this event
         # loop for as long (1,000 events: ~25 ms as rows, ~100 ms through the generic
-        # indexer). Written by COPY alone (store/audit_log.py): no access or reference
-        # checks (the trail names what was read, which may be deleted since), nothing to lock.
+        # indexer). Written in one statement (store/audit_log.py): no access or reference
+        # checks (the trail names what was read, which may be deleted since).
         engine = self.context.store.engine
         now = utcnow()
+        rows: list[EventRow] = []
         if registry_known(self.context.registry):
-            rows: list[AuditRow] = []
             for start in range(0, len(records), _ROWS_SLICE):
                 rows += self._rows.rows(records[start : start + _ROWS_SLICE], now)
                 await asyncio.sleep(0)
-            await append_audit_rows(engine, rows)
-            return
-        versions: list[NewVersion] = []
-        for start in range(0, len(records), _SLICE):
-            versions += self.versions(records[start : start + _SLICE])
-            await asyncio.sleep(0)
-        await append_new_versions(engine, versions)
+        else:
+            for start in range(0, len(records), _SLICE):
+                rows += [event_row(v) for v in self.versions(records[start : start + _SLICE])]
+                await asyncio.sleep(0)
+        await append_events(engine, rows)

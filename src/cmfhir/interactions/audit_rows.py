@@ -33,7 +33,7 @@ from cmfhir.interactions.context import instant
 from cmfhir.resources.fhirjson import dump_json
 from cmfhir.resources.fhirpath import parse_reference
 from cmfhir.resources.index_values import date_range, normalize_string
-from cmfhir.store.audit_log import AuditRow
+from cmfhir.store.audit_events import EventRow
 from cmfhir.store.indexing import MAX_INDEXED_BYTES
 
 __all__ = ["AuditRows"]
@@ -125,21 +125,21 @@ class _Kind(NamedTuple):
 
 @dataclass(slots=True)
 class AuditRows:
-    """Builds the `AuditRow`s of buffered records, keeping the parts that repeat."""
+    """Builds the `EventRow`s of buffered records, keeping the parts that repeat."""
 
     _agents: dict[tuple[Principal, str | None, str | None], _Agent] = field(default_factory=dict)
     _kinds: dict[tuple[str, str | None, tuple[tuple[str, str], ...], str], _Kind] = field(
         default_factory=dict
     )
 
-    def rows(self, records: Sequence[AuditRecord], now: datetime) -> list[AuditRow]:
+    def rows(self, records: Sequence[AuditRecord], now: datetime) -> list[EventRow]:
         """One row per record and member concerned (one about nobody for a record without
         members), recorded at `now`."""
         recorded = instant(now)
         low, high = date_range(recorded)
         date = [("date", low, high)]
         middle = f',"recorded":"{recorded}",'
-        out: list[AuditRow] = []
+        out: list[EventRow] = []
         ids = _ids(sum(len(r.members) or 1 for r in records))
         for record in records:
             agent = self._agent(record.principal, record.alt_id, record.address)
@@ -164,7 +164,7 @@ class AuditRows:
         date: list[Record],
         fixed: str,
         id: str,
-    ) -> AuditRow:
+    ) -> EventRow:
         what = entities(member, record.resources, record.query)
         references = list(agent.references)
         tail = fixed + "}"
@@ -190,7 +190,7 @@ class AuditRows:
         }
         if agent.string:
             index["string"] = agent.string
-        return AuditRow(id, f"{_HEAD}{id}{_META}", tail, patient_id, index)
+        return EventRow(id, f"{_HEAD}{id}{_META}", tail, patient_id, index)
 
     def _agent(self, principal: Principal, alt_id: str | None, address: str | None) -> _Agent:
         key = (principal, alt_id, address)

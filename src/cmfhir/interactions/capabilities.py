@@ -8,6 +8,7 @@ from functools import cache
 from typing import Any
 
 from cmfhir import __version__
+from cmfhir.interactions.audit_store import capability as audit_capability
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.resources.fhir_versions import RELEASES, restrict_capability_statement
 from cmfhir.resources.index_values import composite_components
@@ -93,6 +94,7 @@ def _statement(
         }
         for resource_type in sorted(RESOURCE_TYPES)
     ]
+    resources = [audit_capability(r) for r in resources]  # AuditEvent offers less
     statement = {
         "resourceType": "CapabilityStatement",
         "status": "active",

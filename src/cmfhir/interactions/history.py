@@ -14,6 +14,7 @@ import json
 from datetime import datetime
 
 from cmfhir.errors import BadRequest, NotFound
+from cmfhir.interactions.audit_history import AUDIT_EVENT, audit_history
 from cmfhir.interactions.bundles import history_bundle, link
 from cmfhir.interactions.common import check_id, require_type
 from cmfhir.interactions.context import FhirContext, Result, instant
@@ -78,6 +79,8 @@ async def history(
         require_type(resource_type, ctx.fhir_version)
     if id is not None:
         check_id(id)
+    if resource_type == AUDIT_EVENT:
+        return await audit_history(ctx, id, params, base=base)
     since: datetime | None = None
     at: tuple[datetime, datetime] | None = None
     cursor: Cursor | None = None

@@ -14,6 +14,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from cmfhir.errors import BadRequest, Gone, NotFound
+from cmfhir.interactions.audit_store import AUDIT_EVENT, read_audit_event
 from cmfhir.interactions.common import check_id, parse_version, require_type
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.resources.fhirjson import parse_json
@@ -143,7 +144,10 @@ async def read_in(
 ) -> Result:
     require_type(resource_type)
     check_id(id)
-    found = await repo.read(resource_type, id)
+    if resource_type == AUDIT_EVENT:
+        found = await read_audit_event(repo, repo.principal, id)
+    else:
+        found = await repo.read(resource_type, id)
     if found is None:
         raise NotFound(f"{resource_type}/{id} is not known")
     return _result(found, f"{resource_type}/{id}", params, conditions)
@@ -158,7 +162,10 @@ async def read(
 ) -> Result:
     require_type(resource_type, ctx.fhir_version)
     check_id(id)
-    found = await ctx.store.read(ctx.principal, resource_type, id)
+    if resource_type == AUDIT_EVENT:
+        found = await read_audit_event(ctx.store, ctx.principal, id)
+    else:
+        found = await ctx.store.read(ctx.principal, resource_type, id)
     if found is None:
         raise NotFound(f"{resource_type}/{id} is not known")
     return _result(found, f"{resource_type}/{id}", params, conditions)
@@ -177,7 +184,10 @@ async def vread_in(
     version = parse_version(version_id)
     if version is None:
         raise NotFound(f"{resource_type}/{id} has no version '{version_id}'")
-    found = await repo.vread(resource_type, id, version)
+    if resource_type == AUDIT_EVENT:
+        found = await read_audit_event(repo, repo.principal, id, version)
+    else:
+        found = await repo.vread(resource_type, id, version)
     if found is None:
         raise NotFound(f"{resource_type}/{id} has no version {version_id}")
     return _result(found, f"{resource_type}/{id}/_history/{version_id}", params, conditions)
@@ -197,7 +207,10 @@ async def vread(
     if version is None:
         raise NotFound(f"{resource_type}/{id} has no version '{version_id}'")
     # One statement on the read pool, as a read (store/reader.py).
-    found = await ctx.store.vread(ctx.principal, resource_type, id, version)
+    if resource_type == AUDIT_EVENT:
+        found = await read_audit_event(ctx.store, ctx.principal, id, version)
+    else:
+        found = await ctx.store.vread(ctx.principal, resource_type, id, version)
     if found is None:
         raise NotFound(f"{resource_type}/{id} has no version {version_id}")
     return _result(found, f"{resource_type}/{id}/_history/{version_id}", params, conditions)

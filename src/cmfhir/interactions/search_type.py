@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from cmfhir.errors import BadRequest, Issue, NotFound, PayloadTooLarge
+from cmfhir.interactions.audit_store import search_page
 from cmfhir.interactions.bundles import link, search_bundle
 from cmfhir.interactions.common import check_id, require_type
 from cmfhir.interactions.context import FhirContext, Result
@@ -148,7 +149,7 @@ async def search_in(
         count_up_to = ctx.limits.default_total_bound
     else:
         count_up_to = 0
-    page = await repo.search(request, count_up_to=count_up_to)
+    page = await search_page(repo, request, count_up_to=count_up_to)
     included = await _included(ctx, repo, request, page)
     _check_size(ctx, page.matches, included)
     path = resource_type or ""

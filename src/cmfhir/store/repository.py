@@ -21,6 +21,7 @@ from cmfhir.resources.index_values import ResourceIndex
 from cmfhir.search.model import SearchRequest
 from cmfhir.store import check
 from cmfhir.store.access import check_writes, visible
+from cmfhir.store.audit_events import refuse_audit_writes
 from cmfhir.store.copying import (
     HISTORY_COLUMNS,
     INDEX_COLUMNS,
@@ -284,6 +285,7 @@ class Repository:
         `meta.lastUpdated` are replaced in the records, so callers answer with them."""
         if not versions:
             return
+        refuse_audit_writes(versions)  # AuditEvents have a table of their own
         fresh = [v for v in versions if v.rid is None]
         changed = [v for v in versions if v.rid is not None]
         previous = await self._previous_members([v.rid for v in changed if v.rid is not None])

@@ -76,7 +76,8 @@ def _types(ctx: FhirContext, request: ExportRequest) -> tuple[list[str], list[st
         asked = sorted(RESOURCE_TYPES)
     else:
         asked = sorted({"Patient", *ctx.compartment.params})
-    allowed = [t for t in asked if ctx.principal.allows(t, "s")]
+    # AuditEvents are kept apart and not exported (interactions/audit_store.py).
+    allowed = [t for t in asked if ctx.principal.allows(t, "s") and t != "AuditEvent"]
     refused = [t for t in asked if t not in allowed] if request.types is not None else []
     return allowed, refused
 

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from cmfhir.errors import BadRequest, FhirError
+from cmfhir.interactions.audit_store import refuse_bulk
 from cmfhir.interactions.common import require_type
 from cmfhir.interactions.context import FhirContext
 from cmfhir.interactions.operations.call import OperationCall
@@ -86,6 +87,7 @@ def export_request(
     types = [t.strip() for raw in _values(call, "_type") for t in str(raw).split(",") if t.strip()]
     for kind in types:
         _known(ctx, kind, "_type")
+        refuse_bulk(kind, "_type")
     if types:
         out.types = sorted(set(types))
     since = call.value("_since")

@@ -1,0 +1,188 @@
+"""The AuditEvents' own table (docs/security.md, Audit): one row per AuditEvent, where the
+generic store spends a current row, a history row, an outbox event and a dozen index rows
+(some fifty index entries) on each.
+
+A row holds the event's JSON (`content`), its `rid` (from the `resource` table's sequence,
+so that it never names a resource row), `last_updated`, `recorded`, its compartment
+(`patient_id`), its index records (`idx`: per family, the records the generic indexer makes
+for every AuditEvent search parameter, without rid, type and group) and `terms`: the
+references of `patient`, `agent` and `entity` by id ('param|id', 'param|url') and its
+`site` ('site|code': the request id), under a GIN index with its pending list
+(`fastupdate`): an event adds a few entries to a list merged in bulk, not a dozen btree
+insertions.
+
+Searches are answered here with the generic engine's value conditions
+(store/search_sql.py) applied to the records of `idx`, so every parameter, modifier and
+prefix means what it means on any other type; `terms` narrows a search by those
+parameters to the events that hold one of its values before the records are tested.
+AuditEvents are written by the server alone, never updated: each has one version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import BigInteger, Column, Index, Table, Text, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+from cmfhir.errors import MethodNotAllowed
+from cmfhir.store.schema import TS, metadata
+
+__all__ = [
+    "AUDIT_FAMILIES",
+    "EventRow",
+    "audit_event_table",
+    "insert_events",
+    "refuse_audit_writes",
+    "terms_of",
+]
+
+audit_event_table = Table(
+    "audit_event",
+    metadata,
+    Column(
+        "rid",
+        BigInteger,
+        primary_key=True,
+        server_default=text("nextval(pg_get_serial_sequence('resource', 'rid'))"),
+    ),
+    Column("id", Text, nullable=False, unique=True),
+    Column("last_updated", TS, nullable=False),
+    Column("recorded", TS),
+    Column("patient_id", Text),
+    Column("terms", ARRAY(Text), nullable=False),
+    Column("idx", JSONB, nullable=False),
+    Column("content", JSONB, nullable=False),
+    # The newest first (`_sort=-date`) without a scan of every event.
+    Index("ix_audit_event_recorded_rid", "recorded", "rid"),
+    Index(
+        "ix_audit_event_terms",
+        "terms",
+        postgresql_using="gin",
+        postgresql_with={"fastupdate": "on"},
+    ),
+)
+
+# The index families an AuditEvent's records are kept in, with the columns of a record
+# (as store/indexing.py's RECORD_COLUMNS, without rid, resource_type and grp).
+AUDIT_FAMILIES: dict[str, tuple[str, ...]] = {
+    "token": ("param", "system", "code", "text"),
+    "string": ("param", "value", "exact"),
+    "date": ("param", "low", "high"),
+    "number": ("param", "value", "low", "high"),
+    "quantity": ("param", "system", "code", "unit", "value", "low", "high"),
+    "reference": ("param", "target_type", "target_id", "url"),
+    "uri": ("param", "uri"),
+}
+# The reference parameters whose ids go to `terms`, and the token parameters whose codes
+# do (`site`: the request id, to find a request's events).
+TERM_PARAMS = frozenset({"patient", "agent", "entity"})
+TERM_TOKENS = frozenset({"site"})
+_TERMS_SEPARATOR = "\x1e"
+
+
+def terms_of(index: Mapping[str, Sequence[Sequence[Any]]]) -> list[str]:
+    """The `terms` of an event's index records: 'param|id' (or 'param|url') of its
+    references under `TERM_PARAMS`, 'param|code' of its tokens under `TERM_TOKENS`."""
+    out: dict[str, None] = {}
+    for param, _, target_id, url in index.get("reference", ()):
+        if param not in TERM_PARAMS:
+            continue
+        if target_id is not None:
+            out[f"{param}|{target_id}"] = None
+        elif url is not None:
+            out[f"{param}|{url}"] = None
+    for param, _, code, *_ in index.get("token", ()):
+        if param in TERM_TOKENS and code is not None:
+            out[f"{param}|{code}"] = None
+    return list(out)
+
+
+class EventRow:
+    """One AuditEvent to store: its content is `head`, the stamp (`meta.lastUpdated`) and
+    `tail` (the stamp given by the database when `head` ends where it goes), or whole in
+    `head` with `tail` None and `stamped` its instant."""
+
+    __slots__ = (
+        "head",
+        "id",
+        "idx",
+        "index",
+        "patient_id",
+        "recorded",
+        "stamped",
+        "tail",
+        "terms",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        head: str,
+        tail: str | None,
+        patient_id: str | None,
+        index: Mapping[str, Sequence[Sequence[Any]]],
+        *,
+        stamped: datetime | None = None,
+    ) -> None:
+        self.id = id
+        self.head = head
+        self.tail = tail
+        self.stamped = stamped
+        self.patient_id = patient_id
+        self.index = index
+        # orjson writes datetimes as RFC 3339 text, which PostgreSQL reads back exactly.
+        self.idx = orjson.dumps({k: rs for k, rs in index.items() if rs}).decode()
+        dates = [r[1] for r in index.get("date", ()) if r[0] == "date" and r[1] is not None]
+        low = min(dates) if dates else None
+        self.recorded = low if isinstance(low, datetime) else None
+        self.terms = _TERMS_SEPARATOR.join(terms_of(index))
+
+
+# One statement for a batch: the stamp read once (the database clock, to the millisecond,
+# as `Repository.write` stamps), then each event's row. Rows whose content is whole ($3
+# null tail) keep their own stamp ($8).
+_INSERT = (
+    "WITH stamp AS MATERIALIZED (SELECT at, to_char(at AT TIME ZONE 'UTC', "
+    '\'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\') AS text '
+    "FROM (SELECT date_trunc('milliseconds', clock_timestamp()) AS at) s) "
+    "INSERT INTO audit_event (id, last_updated, recorded, patient_id, terms, idx, content) "
+    "SELECT u.i, coalesce(u.s, stamp.at), u.r, u.p, "
+    "CASE WHEN u.g = '' THEN '{}'::text[] ELSE string_to_array(u.g, E'\\x1e') END, "
+    "u.x::jsonb, "
+    "(CASE WHEN u.t IS NULL THEN u.h ELSE u.h || stamp.text || u.t END)::jsonb "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
+    "$7::timestamptz[], $8::timestamptz[]) AS u(i, h, t, p, g, x, r, s), stamp"
+)
+
+
+async def insert_events(driver: Any, rows: Sequence[EventRow]) -> None:
+    """Store `rows` in one statement on the asyncpg connection `driver` (in its
+    transaction if it has one, else in one of its own)."""
+    if not rows:
+        return
+    await driver.execute(
+        _INSERT,
+        [r.id for r in rows],
+        [r.head for r in rows],
+        [r.tail for r in rows],
+        [r.patient_id for r in rows],
+        [r.terms for r in rows],
+        [r.idx for r in rows],
+        [r.recorded for r in rows],
+        [r.stamped for r in rows],
+    )
+
+
+def refuse_audit_writes(versions: Sequence[Any]) -> None:
+    """AuditEvents are recorded by the server's audit trail into their own table, never
+    through the generic write path: a client's create, update, patch or delete of one (in
+    any interaction or Bundle) is refused (405), nothing written."""
+    if any(v.resource_type == "AuditEvent" for v in versions):
+        raise MethodNotAllowed(
+            "AuditEvents are recorded by the server and cannot be created, changed or "
+            "deleted through the API"
+        )
