@@ -6,9 +6,10 @@ without changing paging or `total`; `_summary` and `_elements` trim what is retu
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from cmfhir.errors import BadRequest, Issue, NotFound, PayloadTooLarge
-from cmfhir.interactions.bundles import link, search_bundle
+from cmfhir.interactions.bundles import search_bundle
 from cmfhir.interactions.common import check_id, require_type
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.resources.fhirjson import parse_json
@@ -112,6 +113,18 @@ def _check_size(
         )
 
 
+def _with_cursor(url: str, echo: str, cursor: str | None) -> str:
+    """`url` with the encoded parameters `echo` and then `_cursor`, if any."""
+    query = echo
+    if cursor is not None:
+        query = (
+            f"{echo}&{urlencode([('_cursor', cursor)])}"
+            if echo
+            else urlencode([("_cursor", cursor)])
+        )
+    return f"{url}?{query}" if query else url
+
+
 async def search_in(
     ctx: FhirContext,
     repo: Searches,
@@ -154,12 +167,12 @@ async def search_in(
     path = resource_type or ""
     if compartment is not None:
         path = f"{compartment.owner_type}/{compartment.owner_id}/{path}"
-    self_params = list(request.echo)
-    if request.cursor is not None:
-        self_params.append(("_cursor", request.cursor))
-    links = {"self": link(base, path, self_params)}
+    # The parameters are encoded once for both links (as `link` would encode them).
+    echo = urlencode(request.echo)
+    url = f"{base}/{path}" if path else base
+    links = {"self": _with_cursor(url, echo, request.cursor)}
     if page.next_cursor is not None:
-        links["next"] = link(base, path, [*request.echo, ("_cursor", page.next_cursor)])
+        links["next"] = _with_cursor(url, echo, page.next_cursor)
     body = search_bundle(
         base,
         _subset(request, page.matches, matched=True),
