@@ -22,7 +22,8 @@ from cmfhir.resources.summary import (
 )
 from cmfhir.search.model import Compartment, SearchRequest
 from cmfhir.search.parse import parse_search
-from cmfhir.store import Searches, SearchPage
+from cmfhir.store import Searcher, Searches, SearchPage
+from cmfhir.store.includes import Included
 
 __all__ = ["search", "search_compartment", "search_in"]
 
@@ -62,16 +63,34 @@ def _subset(
 
 async def _included(
     ctx: FhirContext, repo: Searches, request: SearchRequest, page: SearchPage
-) -> list[tuple[str, str, str]]:
+) -> Included:
     if not page.matches or not (request.include or request.revinclude):
-        return []
-    found = await repo.included(
+        return Included()
+    return await repo.included(
         [(rid, t, i) for rid, (t, i, _) in zip(page.rids, page.matches, strict=True)],
         request.include,
         request.revinclude,
         max_depth=ctx.limits.max_include_depth,
         max_total=ctx.limits.max_included,
     )
+
+
+async def _page_and_included(
+    ctx: FhirContext, repo: Searches, request: SearchRequest, count_up_to: int | None
+) -> tuple[SearchPage, list[tuple[str, str, str]]]:
+    """The page and the resources its `_include`s and `_revinclude`s bring, with a warning
+    for each limit the walk reached. On the read pool, the first level of includes comes in
+    the page's own statement."""
+    if isinstance(repo, Searcher) and (request.include or request.revinclude):
+        page, found = await repo.search_including(
+            request,
+            count_up_to=count_up_to,
+            max_depth=ctx.limits.max_include_depth,
+            max_total=ctx.limits.max_included,
+        )
+    else:
+        page = await repo.search(request, count_up_to=count_up_to)
+        found = await _included(ctx, repo, request, page)
     if found.capped:
         request.warnings.append(
             Issue(
@@ -91,7 +110,7 @@ async def _included(
                 expression=("_include",),
             )
         )
-    return found.resources
+    return page, found.resources
 
 
 def _check_size(
@@ -161,8 +180,7 @@ async def search_in(
         count_up_to = ctx.limits.default_total_bound
     else:
         count_up_to = 0
-    page = await repo.search(request, count_up_to=count_up_to)
-    included = await _included(ctx, repo, request, page)
+    page, included = await _page_and_included(ctx, repo, request, count_up_to)
     _check_size(ctx, page.matches, included)
     path = resource_type or ""
     if compartment is not None:
