@@ -2,7 +2,9 @@
 called as an ASGI server calls it (no client, no sockets; `bench/request_cost.py`'s
 `asgi_` measurements) over the embedded PostgreSQL of a `bench.request_cost` data
 directory, for each of the 9 questions of the search scenario (`bench/queries.py`), a
-mix of them in turn, and pages of 50 with and without `_include` / `_revinclude`.
+mix of them in turn, pages of 50 with and without `_include` / `_revinclude`, and one
+search called as an interaction by a principal that sees everything and by a care manager
+(whose every statement carries the access predicate).
 
     PYTHONPATH=<checkout>/src python -m bench.search_ab DIR [--requests 200] [--rounds 2]
         [--audit off|on] [--profile N] [--only name,...] [--out F.json]
@@ -26,7 +28,14 @@ from bench.caseload import make_staff
 from bench.headers import client_headers
 from bench.probe import stored_ids
 from bench.queries import QUERIES, build_samples
-from bench.request_cost import RoundTrips, _load_if_empty, _measure_calls, _paths, _profiled
+from bench.request_cost import (
+    RoundTrips,
+    _interaction_calls,
+    _load_if_empty,
+    _measure_calls,
+    _paths,
+    _profiled,
+)
 
 
 async def _receive() -> dict[str, Any]:
@@ -67,6 +76,9 @@ def _asgi_call(app: Any, url: str) -> Callable[[], Awaitable[None]]:
 
 
 _PAGES = ("episodes_50", "episodes_50_include", "patients_50", "patients_50_revinclude")
+# `EpisodeOfCare?care-manager=X` called as an interaction (no HTTP), as a principal that
+# sees everything and as that care manager (`user/*.rs`: the access predicate in the SQL).
+_INTERACTIONS = ("interaction_search_open", "interaction_search_care_manager")
 
 
 def _mix(paths: dict[str, list[str]]) -> list[str]:
@@ -94,14 +106,17 @@ async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         samples = await build_samples(url, staff, ids, args.members, 1)
         paths = _paths(samples, ids)
         paths["mix"] = _mix(paths)
-        names = [q.name for q in QUERIES] + ["mix", *_PAGES]
+        names = [q.name for q in QUERIES] + ["mix", *_PAGES, *_INTERACTIONS]
         if args.only:
             names = args.only.split(",")
         with RoundTrips() as trips:
             for round_ in range(args.rounds):
                 for name in names:
-                    with _profiled(name, args.profile):
+                    if name in _INTERACTIONS:
+                        calls = _interaction_calls(app.state.fhir, name, ids, staff.care_managers)
+                    else:
                         calls = [_asgi_call(app, p) for p in paths[name]]
+                    with _profiled(name, args.profile):
                         row = await _measure_calls(calls, args.requests, trips)
                     out.setdefault(name, []).append(row)
                     print(f"{round_} {name:38s} {json.dumps(row)}", flush=True)

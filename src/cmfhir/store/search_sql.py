@@ -93,7 +93,7 @@ class SearchSql:
         """The principal's access predicate on the `resource` row `alias` ("r": read,
         "s": search), its values bound here; None for a principal that sees everything."""
         condition = visible_condition(self.principal, permission)
-        return None if condition is None else condition.render(alias, self.bind)
+        return None if condition is None else condition.render_into(alias, self.args)
 
 
 @dataclass(frozen=True, slots=True)
