@@ -91,13 +91,13 @@ class Searcher:
             first_level = brought
             return matched
 
-        wanted = max_depth > 0 and bool(request.include or request.revinclude)
+        wanted = bool(request.include or request.revinclude)
         page = await run_search(
             self.driver,
             request,
             count_up_to=count_up_to,
             principal=self.principal,
-            fetch_page=fetch_page if wanted else None,
+            fetch_page=fetch_page if wanted and max_depth > 0 else None,
         )
         if not page.matches or not wanted:
             return page, Included()
