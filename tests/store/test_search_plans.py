@@ -329,9 +329,10 @@ def test_include_level_reads_only_what_it_brings(
     reverse = (include,) if include.reverse else ()
     text, access = _level_sql(forward, reverse, OPEN)
     assert access == []
-    args: tuple[Any, ...] = (rids, rids, 1001)
+    joined = ",".join(map(str, rids))  # lists are bound as comma-separated text
+    args: tuple[Any, ...] = (joined, joined, 1001)
     if include.reverse:
-        args += (["Patient"] * len(ids), ids)
+        args += (",".join(["Patient"] * len(ids)), ",".join(ids))
     (plan,) = asyncio.run(_explain(url, [Statement(text, args)], analyze=True))
     assert [rel for node, rel in _scans(plan) if node == "Seq Scan"] == []
     brought = plan[0]["Plan"]["Actual Rows"]

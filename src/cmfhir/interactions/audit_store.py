@@ -16,6 +16,7 @@ from cmfhir.store.audit_queries import AUDIT_EVENT, driver_of, read_event, searc
 __all__ = [
     "AUDIT_EVENT",
     "read_audit_event",
+    "refuse_links",
     "search_page",
 ]
 
@@ -40,7 +41,7 @@ def _names_audit_events(crit: Criterion) -> bool:
     )
 
 
-def _refuse_links(request: SearchRequest) -> None:
+def refuse_links(request: SearchRequest) -> None:
     """Chains to AuditEvent, `_has:AuditEvent`, and `_include`/`_revinclude` from or to
     AuditEvent in a search of another type would find no AuditEvent (they read the other
     resources' index tables): refused, not answered wrong."""
@@ -74,7 +75,7 @@ async def search_page(
 ) -> SearchPage:
     """A search's page: AuditEvent's from its table, any other type's from the store."""
     if request.resource_type != AUDIT_EVENT:
-        _refuse_links(request)
+        refuse_links(request)
         return await repo.search(request, count_up_to=count_up_to)
     principal: Any = getattr(repo, "principal", None)
     return await search_events(

@@ -6,10 +6,11 @@ without changing paging or `total`; `_summary` and `_elements` trim what is retu
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from cmfhir.errors import BadRequest, Issue, NotFound, PayloadTooLarge
-from cmfhir.interactions.audit_store import search_page
-from cmfhir.interactions.bundles import link, search_bundle
+from cmfhir.interactions.audit_store import AUDIT_EVENT, refuse_links, search_page
+from cmfhir.interactions.bundles import search_bundle
 from cmfhir.interactions.common import check_id, require_type
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.resources.fhirjson import parse_json
@@ -22,7 +23,8 @@ from cmfhir.resources.summary import (
 )
 from cmfhir.search.model import Compartment, SearchRequest
 from cmfhir.search.parse import parse_search
-from cmfhir.store import Searches, SearchPage
+from cmfhir.store import Searcher, Searches, SearchPage
+from cmfhir.store.includes import Included
 
 __all__ = ["search", "search_compartment", "search_in"]
 
@@ -62,16 +64,36 @@ def _subset(
 
 async def _included(
     ctx: FhirContext, repo: Searches, request: SearchRequest, page: SearchPage
-) -> list[tuple[str, str, str]]:
+) -> Included:
     if not page.matches or not (request.include or request.revinclude):
-        return []
-    found = await repo.included(
+        return Included()
+    return await repo.included(
         [(rid, t, i) for rid, (t, i, _) in zip(page.rids, page.matches, strict=True)],
         request.include,
         request.revinclude,
         max_depth=ctx.limits.max_include_depth,
         max_total=ctx.limits.max_included,
     )
+
+
+async def _page_and_included(
+    ctx: FhirContext, repo: Searches, request: SearchRequest, count_up_to: int | None
+) -> tuple[SearchPage, list[tuple[str, str, str]]]:
+    """The page and the resources its `_include`s and `_revinclude`s bring, with a warning
+    for each limit the walk reached. On the read pool, the first level of includes comes in
+    the page's own statement."""
+    includes = request.include or request.revinclude
+    if isinstance(repo, Searcher) and includes and request.resource_type != AUDIT_EVENT:
+        refuse_links(request)  # AuditEvents are searched in their own table
+        page, found = await repo.search_including(
+            request,
+            count_up_to=count_up_to,
+            max_depth=ctx.limits.max_include_depth,
+            max_total=ctx.limits.max_included,
+        )
+    else:
+        page = await search_page(repo, request, count_up_to=count_up_to)
+        found = await _included(ctx, repo, request, page)
     if found.capped:
         request.warnings.append(
             Issue(
@@ -91,7 +113,7 @@ async def _included(
                 expression=("_include",),
             )
         )
-    return found.resources
+    return page, found.resources
 
 
 def _check_size(
@@ -111,6 +133,18 @@ def _check_size(
             f"characters; one response holds at most {limit}. Ask for a smaller page "
             "(_count) or fewer included resources"
         )
+
+
+def _with_cursor(url: str, echo: str, cursor: str | None) -> str:
+    """`url` with the encoded parameters `echo` and then `_cursor`, if any."""
+    query = echo
+    if cursor is not None:
+        query = (
+            f"{echo}&{urlencode([('_cursor', cursor)])}"
+            if echo
+            else urlencode([("_cursor", cursor)])
+        )
+    return f"{url}?{query}" if query else url
 
 
 async def search_in(
@@ -149,18 +183,17 @@ async def search_in(
         count_up_to = ctx.limits.default_total_bound
     else:
         count_up_to = 0
-    page = await search_page(repo, request, count_up_to=count_up_to)
-    included = await _included(ctx, repo, request, page)
+    page, included = await _page_and_included(ctx, repo, request, count_up_to)
     _check_size(ctx, page.matches, included)
     path = resource_type or ""
     if compartment is not None:
         path = f"{compartment.owner_type}/{compartment.owner_id}/{path}"
-    self_params = list(request.echo)
-    if request.cursor is not None:
-        self_params.append(("_cursor", request.cursor))
-    links = {"self": link(base, path, self_params)}
+    # The parameters are encoded once for both links (as `link` would encode them).
+    echo = urlencode(request.echo)
+    url = f"{base}/{path}" if path else base
+    links = {"self": _with_cursor(url, echo, request.cursor)}
     if page.next_cursor is not None:
-        links["next"] = link(base, path, [*request.echo, ("_cursor", page.next_cursor)])
+        links["next"] = _with_cursor(url, echo, page.next_cursor)
     body = search_bundle(
         base,
         _subset(request, page.matches, matched=True),

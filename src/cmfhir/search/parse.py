@@ -93,6 +93,8 @@ _PREFIX_RE = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[-+0-9.])")
 
 def split_escaped(value: str, sep: str) -> list[str]:
     """Split on `sep` unless escaped with a backslash; unescape `\\,` `\\|` `\\$` `\\\\`."""
+    if "\\" not in value:  # nothing escaped: the common case, without the loop
+        return value.split(sep)
     parts: list[str] = []
     current: list[str] = []
     chars = iter(value)
@@ -116,6 +118,8 @@ def split_escaped(value: str, sep: str) -> list[str]:
 
 
 def _unescape(value: str) -> str:
+    if "\\" not in value:
+        return value
     return re.sub(r"\\([,|$\\])", r"\1", value)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -47,6 +47,7 @@ from cmfhir.store.access_sql import visible_condition
 from cmfhir.store.schema import INDEX_TABLES
 
 __all__ = [
+    "FetchPage",
     "SearchPage",
     "SearchSql",
     "Statement",
@@ -92,7 +93,7 @@ class SearchSql:
         """The principal's access predicate on the `resource` row `alias` ("r": read,
         "s": search), its values bound here; None for a principal that sees everything."""
         condition = visible_condition(self.principal, permission)
-        return None if condition is None else condition.render(alias, self.bind)
+        return None if condition is None else condition.render_into(alias, self.args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -710,6 +711,11 @@ def count_statement(
     return Statement(f"SELECT count(*) FROM ({matches}) c", tuple(sql.args))
 
 
+# Runs the page statement (its width, and whether its rows end with the bounded count) and
+# gives back its rows, the same rows `driver.fetch` would (trailing columns may follow).
+FetchPage = Callable[[Statement, int, bool], Awaitable[Sequence[Any]]]
+
+
 @dataclass(slots=True)
 class SearchPage:
     matches: list[tuple[str, str, str]]  # resource_type, id, content text
@@ -724,6 +730,7 @@ async def run_search(
     *,
     count_up_to: int | None,
     principal: Principal | None,
+    fetch_page: FetchPage | None = None,
 ) -> SearchPage:
     """One page of matches (`request.count` of them) and the total, on the asyncpg
     connection `driver`, of what `principal` may see: counted in full when `count_up_to`
@@ -747,7 +754,10 @@ async def run_search(
         page, width = page_statement(
             request, request.count, principal, count_up_to=count_up_to if along else None
         )
-        rows = await driver.fetch(page.sql, *page.args)
+        if fetch_page is None:
+            rows = await driver.fetch(page.sql, *page.args)
+        else:  # e.g. with the first level of `_include`s in the same statement
+            rows = await fetch_page(page, width, along)
         if along and rows:
             counted_along = rows[0][width + 3]
         if len(rows) > request.count:
