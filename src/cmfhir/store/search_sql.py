@@ -248,17 +248,25 @@ def _values_condition(t: str, crit: Criterion, sql: SearchSql) -> str:
     return "(" + " OR ".join(_value_condition(t, crit, v, sql) for v in crit.values) + ")"
 
 
+def _param_condition(t: str, params: Sequence[str]) -> str:
+    """The index rows of `t` under one of `params` (the names a parameter's rows are
+    stored under: its own, or those `Criterion.stored` names)."""
+    if len(params) == 1:
+        return f"{t}.param = {literal(params[0])}"
+    return f"{t}.param IN ({', '.join(literal(p) for p in params)})"
+
+
 def _index_exists(
     kind: str,
     resource_type: str | None,
-    param: str,
+    params: Sequence[str],
     cond_for: Callable[[str], str] | None,
     res: str,
     sql: SearchSql,
 ) -> str:
-    """EXISTS an index row of `res` for `param` (matching `cond_for(alias)`, if given)."""
+    """EXISTS an index row of `res` under `params` (matching `cond_for(alias)`, if given)."""
     t = sql.alias("x")
-    where = [f"{t}.rid = {res}.rid", f"{t}.param = {literal(param)}"]
+    where = [f"{t}.rid = {res}.rid", _param_condition(t, params)]
     if resource_type is not None:
         where.append(f"{t}.resource_type = {literal(resource_type)}")
     if cond_for is not None:
@@ -269,7 +277,10 @@ def _index_exists(
 def _composite_exists(
     value: CompositeValue, resource_type: str | None, res: str, sql: SearchSql
 ) -> str:
-    """EXISTS rows of every component, from the same repetition (`grp`) of `res`."""
+    """EXISTS rows of every component, from the same repetition (`grp`) of `res`. A
+    composite stored as others' (`combo-code-value-quantity`) reads their components' rows:
+    `grp` numbers every group of a resource apart, so one `grp` is one repetition of one
+    of them."""
     where: list[str] = []
     tables: list[str] = []
     first = ""
@@ -281,7 +292,7 @@ def _composite_exists(
             where.append(f"{t}.rid = {res}.rid")
         else:
             where.extend((f"{t}.rid = {first}.rid", f"{t}.grp = {first}.grp"))
-        where.append(f"{t}.param = {literal(component.code)}")
+        where.append(_param_condition(t, component.stored or (component.code,)))
         if resource_type is not None:
             where.append(f"{t}.resource_type = {literal(resource_type)}")
         where.append(_values_condition(t, component, sql))
@@ -371,13 +382,14 @@ def _has_condition(crit: Criterion, res: str, sql: SearchSql) -> str:
     )
 
 
-def _index_kind(crit: Criterion) -> tuple[str, str]:
-    """The index table family and the parameter name a criterion's rows are under."""
+def _index_kind(crit: Criterion) -> tuple[str, tuple[str, ...]]:
+    """The index table family and the parameter names a criterion's rows are under."""
+    params = crit.stored or (crit.code,)
     if crit.type == "reference" and crit.modifier == "identifier":
-        return "token", crit.code + ":identifier"
+        return "token", tuple(p + ":identifier" for p in params)
     if crit.type == "token" and crit.modifier == "of-type":
-        return "token", crit.code + ":of-type"
-    return crit.type, crit.code
+        return "token", tuple(p + ":of-type" for p in params)
+    return crit.type, params
 
 
 def criterion_condition(
@@ -397,15 +409,15 @@ def criterion_condition(
             if isinstance(v, CompositeValue)
         ]
         return "(" + " OR ".join(options) + ")" if options else "FALSE"
-    kind, param = _index_kind(crit)
+    kind, params = _index_kind(crit)
     if crit.missing is not None:
-        found = _index_exists(kind, resource_type, param, None, res, sql)
+        found = _index_exists(kind, resource_type, params, None, res, sql)
         return f"NOT {found}" if crit.missing else found
 
     def matches(t: str) -> str:
         return _values_condition(t, crit, sql)
 
-    found = _index_exists(kind, resource_type, param, matches, res, sql)
+    found = _index_exists(kind, resource_type, params, matches, res, sql)
     return f"NOT {found}" if crit.modifier == "not" else found
 
 
@@ -466,11 +478,11 @@ def _driven_rids(
     pass.
     """
     assert request.resource_type is not None
-    kind, param = _index_kind(driver)
+    kind, params = _index_kind(driver)
     d = sql.alias("d")
     where = [
         f"{d}.resource_type = {literal(request.resource_type)}",
-        f"{d}.param = {literal(param)}",
+        _param_condition(d, params),
         _values_condition(d, driver, sql),
     ]
     if after is not None:
@@ -521,7 +533,7 @@ def _sort_components(request: SearchRequest, sql: SearchSql) -> list[_Component]
             else:
                 column = _SORT_VALUE[key.type]
             aggregate = "max" if key.descending else "min"
-            where = [f"{t}.rid = r.rid", f"{t}.param = {literal(key.code)}"]
+            where = [f"{t}.rid = r.rid", _param_condition(t, key.stored or (key.code,))]
             if request.resource_type is not None:
                 where.append(f"{t}.resource_type = {literal(request.resource_type)}")
             value = (
