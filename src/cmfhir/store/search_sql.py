@@ -468,7 +468,12 @@ def _on_rid_only(crit: Criterion) -> bool:
 
 
 def _driven_rids(
-    request: SearchRequest, driver: Criterion, after: str | None, sql: SearchSql
+    request: SearchRequest,
+    driver: Criterion,
+    after: str | None,
+    sql: SearchSql,
+    *,
+    first: int | None = None,
 ) -> str:
     """The rids (no repeats, in order) of the resources whose index rows match `driver`
     and whose other index rows match the other criteria that need only a rid.
@@ -476,9 +481,35 @@ def _driven_rids(
     Those other criteria are tested per candidate (`SearchSql.per_row`): the candidates
     come in rid order from the driver's index, and the page stops after `_count + 1` of them
     pass.
+
+    A driver whose rows are under several names (`Criterion.stored`) reads each name's rows
+    apart. PostgreSQL plans their union for all of its rows (sorting every match's rid and
+    probing the other criteria for each), so with `first` (the page needs only the first
+    ones, and nothing else removes any) each name gives only its first `first` rids: the
+    first `first` of the union are among them.
     """
     assert request.resource_type is not None
     kind, params = _index_kind(driver)
+    if len(params) == 1:
+        return _rids_under(request, driver, kind, params, after, sql)
+    branches = []
+    for param in params:
+        branch = _rids_under(request, driver, kind, (param,), after, sql)
+        branches.append(f"({branch} ORDER BY 1 LIMIT {int(first)})" if first else branch)
+    d = sql.alias("d")
+    return f"SELECT DISTINCT {d}.rid FROM ({' UNION ALL '.join(branches)}) {d}"
+
+
+def _rids_under(
+    request: SearchRequest,
+    driver: Criterion,
+    kind: str,
+    params: tuple[str, ...],
+    after: str | None,
+    sql: SearchSql,
+) -> str:
+    """`_driven_rids` from the rows under `params`."""
+    assert request.resource_type is not None
     d = sql.alias("d")
     where = [
         f"{d}.resource_type = {literal(request.resource_type)}",
@@ -658,7 +689,14 @@ def page_statement(
         after = None
         if request.cursor is not None:
             after = sql.bind(decode_cursor(request.cursor, 1)[0])
-        rids = _driven_rids(request, driver, after, sql)
+        # Index rows exist for live resources only, of their type: with nothing to test on
+        # the resource rows, the page's rids are the first ones the index rows give.
+        only = (
+            sql.sees_all("s")
+            and request.compartment is None
+            and all(_on_rid_only(c) for c in request.criteria)
+        )
+        rids = _driven_rids(request, driver, after, sql, first=int(limit) + 1 if only else None)
         where = _resource_rows(request, sql, driven=True)
         counted = ""
         if count_up_to is not None:
