@@ -64,12 +64,13 @@ def _all_rows() -> Iterator[None]:
     (`ResourceIndex.stored_elsewhere`): the layout before branch `index5`."""
     from cmfhir.store import indexing
 
-    kept = indexing._stored_here
+    kept = indexing._stored_here, indexing._first_param
     indexing._stored_here = lambda index, elsewhere: index
+    indexing._first_param = lambda index: None
     try:
         yield
     finally:
-        indexing._stored_here = kept
+        indexing._stored_here, indexing._first_param = kept
 
 
 class _Tally:

@@ -75,19 +75,18 @@ def index_rows(
 def index_records(rid: int, resource_type: str, index: ResourceIndex) -> dict[str, list[Record]]:
     """`index_rows` as tuples in the order of `RECORD_COLUMNS`: what the store COPYs."""
     elsewhere = index.stored_elsewhere
-    records = _records(rid, resource_type, None, index, elsewhere)
+    records = _records(rid, resource_type, None, _stored_here(index, elsewhere))
     for group in index.composite:
-        more = _records(rid, resource_type, group.group, group.values, elsewhere)
+        # A group's entries are all one composite's (`code$j`): stored, or not at all.
+        if elsewhere and _first_param(group.values) in elsewhere:
+            continue
+        more = _records(rid, resource_type, group.group, group.values)
         for kind, found in more.items():
             records[kind].extend(found)
     return records
 
 
-def _records(
-    rid: int, kind: str, grp: int | None, index: ResourceIndex, elsewhere: frozenset[str]
-) -> dict[str, list[Record]]:
-    if elsewhere:
-        index = _stored_here(index, elsewhere)
+def _records(rid: int, kind: str, grp: int | None, index: ResourceIndex) -> dict[str, list[Record]]:
     fit = _fit
     token = [(rid, kind, grp, e.param, fit(e.system), fit(e.code), e.text) for e in index.token]
     # `reference:identifier` and `identifier:of-type` are token searches under derived names.
@@ -124,8 +123,20 @@ def _records(
     }
 
 
+def _first_param(index: ResourceIndex) -> str | None:
+    for entries in (index.token, index.quantity, index.string, index.date, index.number):
+        if entries:
+            return entries[0].param
+    for other in (index.uri, index.reference):
+        if other:
+            return other[0].param
+    return None
+
+
 def _stored_here(index: ResourceIndex, elsewhere: frozenset[str]) -> ResourceIndex:
     """The entries of `index` that get rows of their own (composite groups aside)."""
+    if not elsewhere:
+        return index
     return ResourceIndex(
         token=[e for e in index.token if e.param not in elsewhere],
         string=[e for e in index.string if e.param not in elsewhere],
