@@ -16,6 +16,9 @@ Conventions the store and the query parser share:
   (each `Observation.component`): one `CompositeGroup` per repetition, holding the values
   of every component under `component_param(code, j)`, so a search matches the components
   within one repetition, never across two.
+- a parameter whose expression is the union of other parameters' (`combo-code`) has its
+  entries like any other, for readers of the values; `stored_elsewhere` names it, and the
+  store gives it no rows (`SearchParameterRegistry.stored_under`, store/indexing.py).
 - an expression that fails on a resource, or values its type cannot take, raise
   `IndexingFailed` naming the parameter: a resource is never left out of an index silently.
 - references inside the resource (`#id`) are skipped; `urn:uuid:` references keep only their
