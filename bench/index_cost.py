@@ -11,7 +11,9 @@ union operand read and converted once per resource, the default) with the generi
 (`extract_index(..., generic=True)`: every parameter's whole expression), and checks that
 both give the same entries. On a checkout whose `extract_index` has no `generic` (main
 before issue #10's change) it measures the default only, so two checkouts can be compared
-by running this in each. Times are CPU time of this process (`time.process_time`).
+by running this in each. Times are CPU time of this process (`time.process_time`). Also
+counts the index rows per resource, and those the parameters stored as others' rows
+(`SearchParameterRegistry.stored_under`) would add if they had rows of their own.
 `--profile N` prints the N functions with the most own time (cProfile) of the default.
 """
 
@@ -112,6 +114,36 @@ def differences(resources: list[dict[str, Any]], registry: SearchParameterRegist
     )
 
 
+def rows_per_resource(
+    resources: list[dict[str, Any]], registry: SearchParameterRegistry
+) -> dict[str, float]:
+    """Index rows per resource (and per Observation) that `index_records` stores, and those
+    it would store for the parameters stored under others' names
+    (`ResourceIndex.stored_elsewhere`) if they had rows of their own."""
+    stored = everything = observations = observation_rows = 0
+    for rid, resource in enumerate(resources):
+        index = extract_index(resource, registry)
+        kind = resource["resourceType"]
+        rows = sum(len(r) for r in indexing.index_records(rid, kind, index).values())
+        elsewhere = getattr(index, "stored_elsewhere", None)
+        if elsewhere:
+            index.stored_elsewhere = frozenset()
+            everything += sum(len(r) for r in indexing.index_records(rid, kind, index).values())
+            index.stored_elsewhere = elsewhere
+        else:
+            everything += rows
+        stored += rows
+        if kind == "Observation":
+            observations += 1
+            observation_rows += rows
+    n = len(resources)
+    return {
+        "stored": round(stored / n, 2),
+        "if every parameter had its own": round(everything / n, 2),
+        "per Observation": round(observation_rows / max(observations, 1), 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -133,6 +165,7 @@ def main() -> None:
         shown = ", ".join(f"{k} {v:.1f}" for k, v in figures.items())
         print(f"{name}: {len(resources)} resources; CPU µs per resource: {shown}")
         print(f"  resources whose entries differ: {differences(resources, registry)}")
+        print(f"  index rows per resource: {rows_per_resource(resources, registry)}")
     if args.profile:
         everything = synthea + members
         profile = cProfile.Profile()

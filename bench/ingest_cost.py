@@ -58,6 +58,21 @@ def _same() -> Iterator[None]:
     yield
 
 
+@side("all_rows")
+def _all_rows() -> Iterator[None]:
+    """Index rows stored for every parameter, those stored under others' names too
+    (`ResourceIndex.stored_elsewhere`): the layout before branch `index5`."""
+    from cmfhir.store import indexing
+
+    kept = indexing._stored_here, indexing._first_param
+    indexing._stored_here = lambda index, elsewhere: index
+    indexing._first_param = lambda index: None
+    try:
+        yield
+    finally:
+        indexing._stored_here, indexing._first_param = kept
+
+
 class _Tally:
     """Statements and rows the server sends, counted at the asyncpg connection."""
 
@@ -237,6 +252,10 @@ async def run(
     staff = caseload.make_staff(max(members, 50))
     tally = _Tally()
     watcher = await _connect(url)
+    # The time spent in PL/pgSQL functions (the report trigger's), from the server's
+    # connections opened after this.
+    database = make_url(url).database
+    await watcher.execute(f"ALTER DATABASE {database} SET track_functions = 'pl'")
     try:
         async with _served(app) as http:
             await _post(http, caseload.staff_bundle(staff))
@@ -274,6 +293,13 @@ async def run(
                     t["statements"] += tally.statements
                     rows[label].update(tally.rows)
         last_lsn = await watcher.fetchval("SELECT pg_current_wal_insert_lsn()")
+        await asyncio.sleep(1)  # statistics are flushed at the end of a transaction, lazily
+        functions = {
+            r[0]: (r[1], round(r[2], 1), round(r[3], 1))
+            for r in await watcher.fetch(
+                "SELECT funcname, calls, total_time, self_time FROM pg_stat_user_functions"
+            )
+        }
         names = {
             r[0]: r[1]
             for r in await watcher.fetch(
@@ -289,6 +315,8 @@ async def run(
         await watcher.close()
         await drop_database(admin, url)
     out: dict[str, Any] = {"wal": wal} if waldump else {}
+    # All sides together, warm-up included: (calls, total ms, own ms).
+    out["plpgsql_functions"] = functions
     for label in labels:
         t = totals[label]
         n = t["resources"]

@@ -42,7 +42,14 @@ def test_records_hold_the_rows() -> None:
     assert records.keys() == rows.keys()
     for kind, found in records.items():
         assert [dict(zip(RECORD_COLUMNS[kind], r, strict=True)) for r in found] == rows[kind]
-    assert any(r["grp"] == 1 for r in rows["quantity"])  # the second component's group
+    # each component's group apart
+    assert len({r["grp"] for r in rows["quantity"] if r["grp"] is not None}) == 2
+    # `combo-*` values are the rows of `code`, `component-code`...: none of their own
+    assert index.stored_elsewhere >= {"combo-code", "combo-code-value-quantity$1"}
+    assert {e.param for e in index.token} >= {"combo-code"}
+    stored = {r["param"].split("$")[0] for found in rows.values() for r in found}
+    assert {"code", "component-code", "component-code-value-quantity"} <= stored
+    assert not any(param.startswith("combo-") for param in stored)
     assert any(r["param"] == "identifier:of-type" for r in rows["token"])
     assert any(r["param"] == "subject:identifier" for r in rows["token"])
     cut = [r for r in rows["string"] if r["param"] == "value-string"]

@@ -16,6 +16,9 @@ Conventions the store and the query parser share:
   (each `Observation.component`): one `CompositeGroup` per repetition, holding the values
   of every component under `component_param(code, j)`, so a search matches the components
   within one repetition, never across two.
+- a parameter whose expression is the union of other parameters' (`combo-code`) has its
+  entries like any other, for readers of the values; `stored_elsewhere` names it, and the
+  store gives it no rows (`SearchParameterRegistry.stored_under`, store/indexing.py).
 - an expression that fails on a resource, or values its type cannot take, raise
   `IndexingFailed` naming the parameter: a resource is never left out of an index silently.
 - references inside the resource (`#id`) are skipped; `urn:uuid:` references keep only their
@@ -178,6 +181,10 @@ class ResourceIndex:
     reference_identifiers: list[ReferenceIdentifierEntry] = field(default_factory=list)
     identifier_types: list[IdentifierTypeEntry] = field(default_factory=list)
     composite: list[CompositeGroup] = field(default_factory=list)
+    # The parameter names (a composite's as its components', `code$j`) whose entries are
+    # here for readers of the values but get no index rows: their rows are those of other
+    # parameters (`SearchParameterRegistry.stored_under`, store/indexing.py).
+    stored_elsewhere: frozenset[str] = frozenset()
 
 
 class CompositeGroup(NamedTuple):
@@ -619,6 +626,7 @@ class _Composite(NamedTuple):
 class _Plan(NamedTuple):
     simple: tuple[_Simple, ...]
     composite: tuple[_Composite, ...]
+    stored_elsewhere: frozenset[str]
 
 
 _plans: weakref.WeakKeyDictionary[SearchParameterRegistry, dict[str, _Plan]] = (
@@ -696,8 +704,22 @@ def _plan(registry: SearchParameterRegistry, resource_type: str) -> _Plan:
             )
             if found is not None
         )
-        plan = per_type[resource_type] = _Plan(simple, composite)
+        plan = per_type[resource_type] = _Plan(
+            simple, composite, _stored_elsewhere(registry, resource_type, composite)
+        )
     return plan
+
+
+def _stored_elsewhere(
+    registry: SearchParameterRegistry, resource_type: str, composite: tuple[_Composite, ...]
+) -> frozenset[str]:
+    """`ResourceIndex.stored_elsewhere` of a type: the codes `stored_under` names, a
+    composite's as the names of its components' entries."""
+    codes = registry.stored_under(resource_type)
+    names = {
+        c.param for found in composite if found.parameter.code in codes for c in found.components
+    }
+    return frozenset(codes).union(names)
 
 
 # What a converter raises on values its type cannot take (a bug, or content no validation
@@ -782,6 +804,7 @@ def extract_index(
     except (FhirPathError, *_CONVERSION_ERRORS) as error:
         raise _failed(current, resource_type, error) from error
     _dedupe_families(out)
+    out.stored_elsewhere = plan.stored_elsewhere
     return out
 
 
@@ -835,6 +858,7 @@ def _extract_generic(resource: dict[str, Any], registry: SearchParameterRegistry
     except (FhirPathError, *_CONVERSION_ERRORS) as error:
         raise _failed(current, resource_type, error) from error
     _dedupe_families(out)
+    out.stored_elsewhere = plan.stored_elsewhere
     return out
 
 
@@ -877,10 +901,12 @@ class _SharedPlan:
         steps: list[tuple[SearchParameter, _Converter, _Families, tuple[_Read, ...]]],
         operands: list[_Operand],
         composite: tuple[tuple[_Composite, int], ...],
+        stored_elsewhere: frozenset[str],
     ) -> None:
         self.steps = steps
         self.operands = operands
         self.composite = composite
+        self.stored_elsewhere = stored_elsewhere
         self._programs: dict[frozenset[str], tuple[_Step, ...]] = {}
 
     def program(self, resource: dict[str, Any]) -> tuple[_Step, ...]:
@@ -989,7 +1015,8 @@ def _build_shared_plan(registry: SearchParameterRegistry, resource_type: str) ->
     for found in _plan(registry, resource_type).composite:
         shape = tuple((c.extract, c.on_resource, c.convert) for c in found.components)
         composite.append((found, shapes.setdefault(shape, len(shapes))))
-    return _SharedPlan(steps, operands, tuple(composite))
+    stored_elsewhere = _plan(registry, resource_type).stored_elsewhere
+    return _SharedPlan(steps, operands, tuple(composite), stored_elsewhere)
 
 
 def _families(index: ResourceIndex) -> tuple[list[Any], ...]:

@@ -49,6 +49,11 @@ _NOT_DOMAIN_RESOURCES = frozenset({"Binary", "Bundle", "Parameters"})
 _COMMON_BASES = ("Resource", "DomainResource")
 # Types whose values the indexer cannot take from a plain expression.
 _NOT_EXTRACTED = frozenset({"composite", "special"})
+# Types whose rows may be stored under other parameters' names (`stored_under`). Reference
+# rows are read by name outside search (includes, access, reports, integrity), so never.
+_STORED_UNDER_TYPES = frozenset(
+    {"token", "string", "date", "number", "quantity", "uri", "composite"}
+)
 _ROOT = re.compile(r"^\(*\s*([A-Za-z]+)")
 
 
@@ -187,6 +192,7 @@ class SearchParameterRegistry:
                 self._by_base.setdefault(base, {})[parameter.code] = parameter
         self._for_type: dict[str, dict[str, SearchParameter]] = {}
         self._compiled: dict[str, tuple[CompiledParameter, ...]] = {}
+        self._stored_under: dict[str, dict[str, tuple[str, ...]]] = {}
 
     def __iter__(self) -> Iterator[SearchParameter]:
         return iter(self._all.values())
@@ -244,6 +250,77 @@ class SearchParameterRegistry:
             compiled = tuple(out)
             self._compiled[resource_type] = compiled
         return compiled
+
+    def stored_under(self, resource_type: str) -> Mapping[str, tuple[str, ...]]:
+        """The parameters of a type whose index rows are those of other parameters, each
+        with the codes of those (in the order of its expression): a parameter whose
+        expression is the union of other parameters' expressions of the same type, read and
+        converted alike, has no rows of its own; a search reads the rows of the others.
+
+        `combo-code` (`Observation.code | Observation.component.code`) is stored as
+        `code` and `component-code`; the composite `combo-code-value-quantity`
+        (`Observation | Observation.component`, same components) as `code-value-quantity`
+        and `component-code-value-quantity`, whose groups are numbered apart within a
+        resource, so a repetition still pairs its own components. Derived from the
+        definitions, so the store (store/indexing.py) and the search (store/search_sql.py)
+        agree for any registry; a change of definitions needs `cmfhir reindex`, as any."""
+        found = self._stored_under.get(resource_type)
+        if found is None:
+            found = self._stored_under[resource_type] = _stored_under(self, resource_type)
+        return found
+
+
+def _stored_under(
+    registry: SearchParameterRegistry, resource_type: str
+) -> dict[str, tuple[str, ...]]:
+    """`SearchParameterRegistry.stored_under`: each parameter's union operands are covered,
+    exactly and without overlap, by those of parameters stored under their own code and
+    with fewer operands (or as many, first by code), else it is stored under its own."""
+    shapes: list[tuple[int, str, tuple[str, ...], tuple[Any, ...]]] = []
+    for parameter in registry.for_type(resource_type).values():
+        expression = parameter.expression_for(resource_type)
+        if parameter.type not in _STORED_UNDER_TYPES or expression is None:
+            continue
+        if parameter.code.startswith("_"):
+            continue
+        parts = tuple(dict.fromkeys(split_union(expression)))
+        shapes.append(
+            (len(parts), parameter.code, parts, _conversion(registry, parameter, expression))
+        )
+    shapes.sort()
+    own: list[tuple[str, frozenset[str], tuple[Any, ...]]] = []
+    out: dict[str, tuple[str, ...]] = {}
+    for _, code, parts, conversion in shapes:
+        left = set(parts)
+        cover: list[tuple[str, frozenset[str]]] = []
+        for other, other_parts, other_conversion in sorted(own, key=lambda o: -len(o[1])):
+            if other_conversion == conversion and other_parts <= left:
+                cover.append((other, other_parts))
+                left -= other_parts
+        if left or not cover:
+            own.append((code, frozenset(parts), conversion))
+            continue
+        order = {part: n for n, part in enumerate(parts)}
+        cover.sort(key=lambda c: min(order[p] for p in c[1]))
+        out[code] = tuple(other for other, _ in cover)
+    return out
+
+
+def _conversion(
+    registry: SearchParameterRegistry, parameter: SearchParameter, expression: str
+) -> tuple[Any, ...]:
+    """What decides how a parameter's values are converted, besides its expression: its
+    type, a token's code system from a required binding, a composite's components (each
+    definition's type and expression relative to the repetition)."""
+    if parameter.type == "composite":
+        components = []
+        for url, relative in parameter.component:
+            definition = registry.by_url(url)
+            if definition is None:
+                return ("composite", parameter.url)  # not searchable: stays its own
+            components.append((definition.type, relative))
+        return ("composite", tuple(components))
+    return (parameter.type, registry.code_systems.get(expression))
 
 
 def _read_json(path: Path) -> Any:

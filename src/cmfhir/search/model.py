@@ -109,7 +109,9 @@ class Criterion:
     `type` is the search parameter type, or "id" / "lastUpdated" / "type" for the columns of
     the resource table, "chain" for `ref:Type.param=...` (each link in `chain`), "has" for
     `_has:Type:ref:param=...`. `missing` is set for `:missing=true|false`, and then
-    `values` is empty.
+    `values` is empty. `stored` names the parameters whose index rows hold this one's
+    values when it has none of its own (`SearchParameterRegistry.stored_under`; for a
+    composite's component, their components' names); empty: its own, under `code`.
     """
 
     code: str
@@ -119,6 +121,7 @@ class Criterion:
     missing: bool | None = None
     chain: tuple[Chain, ...] = ()
     has: Has | None = None
+    stored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,11 +170,13 @@ class Compartment:
 
 @dataclass(frozen=True, slots=True)
 class SortKey:
-    """`code` with its parameter `type` (or "id" / "lastUpdated" for the columns)."""
+    """`code` with its parameter `type` (or "id" / "lastUpdated" for the columns);
+    `stored` as in `Criterion`."""
 
     code: str
     descending: bool
     type: str = "id"
+    stored: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

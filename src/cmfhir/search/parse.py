@@ -346,7 +346,10 @@ def _parameter(
     elif name == "_elements":
         request.elements.extend(e.strip() for e in raw.split(",") if e.strip())
     elif name == "_sort":
-        request.sort = [_sort_key(known, key) for key in raw.split(",")]
+        request.sort = [
+            _sort_key(known, key, registry.stored_under(request.resource_type or "Resource"))
+            for key in raw.split(",")
+        ]
     elif name.split(":")[0] in ("_include", "_revinclude"):
         include = _include(registry, name, raw)
         (request.revinclude if include.reverse else request.include).append(include)
@@ -411,7 +414,9 @@ def _include(registry: SearchParameterRegistry, name: str, raw: str) -> Include:
     return Include(source, code, target, bool(modifier), reverse)
 
 
-def _sort_key(known: Mapping[str, SearchParameter], key: str) -> SortKey:
+def _sort_key(
+    known: Mapping[str, SearchParameter], key: str, stored: Mapping[str, tuple[str, ...]]
+) -> SortKey:
     descending = key.startswith("-")
     code = key[1:] if descending else key
     if code == "_id":
@@ -421,7 +426,7 @@ def _sort_key(known: Mapping[str, SearchParameter], key: str) -> SortKey:
     param = known.get(code)
     if param is None or param.type not in SORTABLE or param.expression is None:
         raise _bad("_sort", f"cannot sort by '{code}': not a sortable search parameter here")
-    return SortKey(code, descending, param.type)
+    return SortKey(code, descending, param.type, stored.get(code, ()))
 
 
 class _Unknown(Exception):
@@ -502,10 +507,12 @@ def _criterion(
                 code="not-supported" if modifier in KNOWN_UNSUPPORTED else "invalid",
                 expression=[name],
             )
+    # A parameter whose rows are other parameters' (store/indexing.py) is searched in theirs.
+    stored = registry.stored_under(resource_type or "Resource").get(code, ())
     if modifier == "missing":
         if raw not in ("true", "false"):
             raise _bad(name, "':missing' takes true or false")
-        return Criterion(code, kind, modifier, (), missing=raw == "true")
+        return Criterion(code, kind, modifier, (), missing=raw == "true", stored=stored)
     if kind == "type":
         types = tuple(TokenValue(None, t) for t in _split_or(raw))
         for t in types:
@@ -514,8 +521,9 @@ def _criterion(
         return Criterion(code, kind, None, types)
     if kind == "composite":
         assert param is not None
-        return Criterion(code, kind, modifier, _composite(registry, name, raw, param))
-    return Criterion(code, kind, modifier, _values(name, kind, modifier, raw, param))
+        values = _composite(registry, name, raw, param, stored)
+        return Criterion(code, kind, modifier, values, stored=stored)
+    return Criterion(code, kind, modifier, _values(name, kind, modifier, raw, param), stored=stored)
 
 
 def _composite(
@@ -523,6 +531,7 @@ def _composite(
     name: str,
     raw: str,
     param: SearchParameter,
+    stored: tuple[str, ...] = (),
 ) -> tuple[Value, ...]:
     """`code-value-quantity=http://loinc.org|8480-6$gt100`: one value per component, all
     to be found in the same repetition (indexed under `component_param(code, j)`)."""
@@ -540,6 +549,7 @@ def _composite(
                 component.type,
                 None,
                 _values(name, component.type, None, text, component),
+                stored=tuple(component_param(other, position) for other in stored),
             )
             for position, (component, text) in enumerate(zip(parts_of, pieces, strict=True))
         )

@@ -5,6 +5,11 @@ A composite parameter's components are rows like any other, under `code$j`, with
 number of the repetition they come from (null on every other row): a composite search
 joins the rows of its components on (rid, grp).
 
+A parameter whose values are the union of other parameters' (`combo-code` is `code` and
+`component-code`; `SearchParameterRegistry.stored_under`) has no rows of its own: its
+entries are left out here (`ResourceIndex.stored_elsewhere`) and a search reads the rows of
+the others (store/search_sql.py). That is a third of an Observation's rows.
+
 A btree index entry holds at most 2704 bytes, so each text value is cut to its first
 `MAX_INDEXED_BYTES` of UTF-8 (two of them share an entry in the token index); a search
 compares a longer value by that much of it."""
@@ -69,8 +74,12 @@ def index_rows(
 
 def index_records(rid: int, resource_type: str, index: ResourceIndex) -> dict[str, list[Record]]:
     """`index_rows` as tuples in the order of `RECORD_COLUMNS`: what the store COPYs."""
-    records = _records(rid, resource_type, None, index)
+    elsewhere = index.stored_elsewhere
+    records = _records(rid, resource_type, None, _stored_here(index, elsewhere))
     for group in index.composite:
+        # A group's entries are all one composite's (`code$j`): stored, or not at all.
+        if elsewhere and _first_param(group.values) in elsewhere:
+            continue
         more = _records(rid, resource_type, group.group, group.values)
         for kind, found in more.items():
             records[kind].extend(found)
@@ -112,3 +121,30 @@ def _records(rid: int, kind: str, grp: int | None, index: ResourceIndex) -> dict
         ],
         "uri": [(rid, kind, grp, e.param, fit(e.uri)) for e in index.uri],
     }
+
+
+def _first_param(index: ResourceIndex) -> str | None:
+    for entries in (index.token, index.quantity, index.string, index.date, index.number):
+        if entries:
+            return entries[0].param
+    for other in (index.uri, index.reference):
+        if other:
+            return other[0].param
+    return None
+
+
+def _stored_here(index: ResourceIndex, elsewhere: frozenset[str]) -> ResourceIndex:
+    """The entries of `index` that get rows of their own (composite groups aside)."""
+    if not elsewhere:
+        return index
+    return ResourceIndex(
+        token=[e for e in index.token if e.param not in elsewhere],
+        string=[e for e in index.string if e.param not in elsewhere],
+        date=[e for e in index.date if e.param not in elsewhere],
+        number=[e for e in index.number if e.param not in elsewhere],
+        quantity=[e for e in index.quantity if e.param not in elsewhere],
+        reference=[e for e in index.reference if e.param not in elsewhere],
+        uri=[e for e in index.uri if e.param not in elsewhere],
+        reference_identifiers=[e for e in index.reference_identifiers if e.param not in elsewhere],
+        identifier_types=[e for e in index.identifier_types if e.param not in elsewhere],
+    )

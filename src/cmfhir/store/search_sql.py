@@ -249,17 +249,25 @@ def _values_condition(t: str, crit: Criterion, sql: SearchSql) -> str:
     return "(" + " OR ".join(_value_condition(t, crit, v, sql) for v in crit.values) + ")"
 
 
+def _param_condition(t: str, params: Sequence[str]) -> str:
+    """The index rows of `t` under one of `params` (the names a parameter's rows are
+    stored under: its own, or those `Criterion.stored` names)."""
+    if len(params) == 1:
+        return f"{t}.param = {literal(params[0])}"
+    return f"{t}.param IN ({', '.join(literal(p) for p in params)})"
+
+
 def _index_exists(
     kind: str,
     resource_type: str | None,
-    param: str,
+    params: Sequence[str],
     cond_for: Callable[[str], str] | None,
     res: str,
     sql: SearchSql,
 ) -> str:
-    """EXISTS an index row of `res` for `param` (matching `cond_for(alias)`, if given)."""
+    """EXISTS an index row of `res` under `params` (matching `cond_for(alias)`, if given)."""
     t = sql.alias("x")
-    where = [f"{t}.rid = {res}.rid", f"{t}.param = {literal(param)}"]
+    where = [f"{t}.rid = {res}.rid", _param_condition(t, params)]
     if resource_type is not None:
         where.append(f"{t}.resource_type = {literal(resource_type)}")
     if cond_for is not None:
@@ -270,7 +278,10 @@ def _index_exists(
 def _composite_exists(
     value: CompositeValue, resource_type: str | None, res: str, sql: SearchSql
 ) -> str:
-    """EXISTS rows of every component, from the same repetition (`grp`) of `res`."""
+    """EXISTS rows of every component, from the same repetition (`grp`) of `res`. A
+    composite stored as others' (`combo-code-value-quantity`) reads their components' rows:
+    `grp` numbers every group of a resource apart, so one `grp` is one repetition of one
+    of them."""
     where: list[str] = []
     tables: list[str] = []
     first = ""
@@ -282,7 +293,7 @@ def _composite_exists(
             where.append(f"{t}.rid = {res}.rid")
         else:
             where.extend((f"{t}.rid = {first}.rid", f"{t}.grp = {first}.grp"))
-        where.append(f"{t}.param = {literal(component.code)}")
+        where.append(_param_condition(t, component.stored or (component.code,)))
         if resource_type is not None:
             where.append(f"{t}.resource_type = {literal(resource_type)}")
         where.append(_values_condition(t, component, sql))
@@ -372,13 +383,14 @@ def _has_condition(crit: Criterion, res: str, sql: SearchSql) -> str:
     )
 
 
-def _index_kind(crit: Criterion) -> tuple[str, str]:
-    """The index table family and the parameter name a criterion's rows are under."""
+def _index_kind(crit: Criterion) -> tuple[str, tuple[str, ...]]:
+    """The index table family and the parameter names a criterion's rows are under."""
+    params = crit.stored or (crit.code,)
     if crit.type == "reference" and crit.modifier == "identifier":
-        return "token", crit.code + ":identifier"
+        return "token", tuple(p + ":identifier" for p in params)
     if crit.type == "token" and crit.modifier == "of-type":
-        return "token", crit.code + ":of-type"
-    return crit.type, crit.code
+        return "token", tuple(p + ":of-type" for p in params)
+    return crit.type, params
 
 
 def criterion_condition(
@@ -398,15 +410,15 @@ def criterion_condition(
             if isinstance(v, CompositeValue)
         ]
         return "(" + " OR ".join(options) + ")" if options else "FALSE"
-    kind, param = _index_kind(crit)
+    kind, params = _index_kind(crit)
     if crit.missing is not None:
-        found = _index_exists(kind, resource_type, param, None, res, sql)
+        found = _index_exists(kind, resource_type, params, None, res, sql)
         return f"NOT {found}" if crit.missing else found
 
     def matches(t: str) -> str:
         return _values_condition(t, crit, sql)
 
-    found = _index_exists(kind, resource_type, param, matches, res, sql)
+    found = _index_exists(kind, resource_type, params, matches, res, sql)
     return f"NOT {found}" if crit.modifier == "not" else found
 
 
@@ -457,7 +469,12 @@ def _on_rid_only(crit: Criterion) -> bool:
 
 
 def _driven_rids(
-    request: SearchRequest, driver: Criterion, after: str | None, sql: SearchSql
+    request: SearchRequest,
+    driver: Criterion,
+    after: str | None,
+    sql: SearchSql,
+    *,
+    first: int | None = None,
 ) -> str:
     """The rids (no repeats, in order) of the resources whose index rows match `driver`
     and whose other index rows match the other criteria that need only a rid.
@@ -465,13 +482,39 @@ def _driven_rids(
     Those other criteria are tested per candidate (`SearchSql.per_row`): the candidates
     come in rid order from the driver's index, and the page stops after `_count + 1` of them
     pass.
+
+    A driver whose rows are under several names (`Criterion.stored`) reads each name's rows
+    apart. PostgreSQL plans their union for all of its rows (sorting every match's rid and
+    probing the other criteria for each), so with `first` (the page needs only the first
+    ones, and nothing else removes any) each name gives only its first `first` rids: the
+    first `first` of the union are among them.
     """
     assert request.resource_type is not None
-    kind, param = _index_kind(driver)
+    kind, params = _index_kind(driver)
+    if len(params) == 1:
+        return _rids_under(request, driver, kind, params, after, sql)
+    branches = []
+    for param in params:
+        branch = _rids_under(request, driver, kind, (param,), after, sql)
+        branches.append(f"({branch} ORDER BY 1 LIMIT {int(first)})" if first else branch)
+    d = sql.alias("d")
+    return f"SELECT DISTINCT {d}.rid FROM ({' UNION ALL '.join(branches)}) {d}"
+
+
+def _rids_under(
+    request: SearchRequest,
+    driver: Criterion,
+    kind: str,
+    params: tuple[str, ...],
+    after: str | None,
+    sql: SearchSql,
+) -> str:
+    """`_driven_rids` from the rows under `params`."""
+    assert request.resource_type is not None
     d = sql.alias("d")
     where = [
         f"{d}.resource_type = {literal(request.resource_type)}",
-        f"{d}.param = {literal(param)}",
+        _param_condition(d, params),
         _values_condition(d, driver, sql),
     ]
     if after is not None:
@@ -522,7 +565,7 @@ def _sort_components(request: SearchRequest, sql: SearchSql) -> list[_Component]
             else:
                 column = _SORT_VALUE[key.type]
             aggregate = "max" if key.descending else "min"
-            where = [f"{t}.rid = r.rid", f"{t}.param = {literal(key.code)}"]
+            where = [f"{t}.rid = r.rid", _param_condition(t, key.stored or (key.code,))]
             if request.resource_type is not None:
                 where.append(f"{t}.resource_type = {literal(request.resource_type)}")
             value = (
@@ -647,7 +690,14 @@ def page_statement(
         after = None
         if request.cursor is not None:
             after = sql.bind(decode_cursor(request.cursor, 1)[0])
-        rids = _driven_rids(request, driver, after, sql)
+        # Index rows exist for live resources only, of their type: with nothing to test on
+        # the resource rows, the page's rids are the first ones the index rows give.
+        only = (
+            sql.sees_all("s")
+            and request.compartment is None
+            and all(_on_rid_only(c) for c in request.criteria)
+        )
+        rids = _driven_rids(request, driver, after, sql, first=int(limit) + 1 if only else None)
         where = _resource_rows(request, sql, driven=True)
         counted = ""
         if count_up_to is not None:
