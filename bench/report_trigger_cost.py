@@ -1,6 +1,6 @@
 """What the report trigger's Communication row costs PostgreSQL (`report_contact_put`, kept
 by the trigger of migration 0012_report_totals on every Communication written), before and
-after migration 0016_stored_under made it cheaper, measured in PostgreSQL itself.
+after migration 0017_stored_under made it cheaper, measured in PostgreSQL itself.
 
     .venv/bin/python -m bench.report_trigger_cost [--members 20] [--repeat 50]
 
@@ -108,7 +108,7 @@ async def run(members: int, repeat: int) -> dict[str, Any]:
             functions = {
                 "before": _definition(VERSIONS / "0012_report_totals.py", "_PUT", "pg_temp.f0"),
                 "after": _definition(
-                    VERSIONS / "0016_stored_under.py", "_CONTACT_PUT", "pg_temp.f1"
+                    VERSIONS / "0017_stored_under.py", "_CONTACT_PUT", "pg_temp.f1"
                 ),
             }
             for text in functions.values():
