@@ -33,6 +33,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -184,11 +185,34 @@ def _cpu(pids: list[int]) -> float:
 
 
 def _cpus(server: Server) -> dict[str, float]:
-    return {
+    cpus = {
         "serve": _cpu(server.pids()),
         "worker": _cpu(server.background_pids()),
         "postgres": _cpu(server.postgres_pids()),
+        "harness": _cpu([os.getpid()]),
     }
+    if server.more_workers:  # --background split: each worker process apart
+        for n, worker in enumerate(server.more_workers):
+            cpus[f"worker_{n}"] = _cpu([worker.pid])
+    return cpus
+
+
+# The worker processes of each --background (their `cmfhir worker --only` groups).
+_SPLIT = ("gaps,exchange,housekeeping", "subscriptions")
+
+
+def _profile(server: Server, out: Path, seconds: float) -> list[subprocess.Popen[bytes]]:
+    """py-spy sampling each worker process for `seconds` (flame-graph text per process)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for pid in server.background_pids():
+        command = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds))]
+        command += ["--rate", "200", "--format", "raw", "--nonblocking"]
+        command += ["--output", str(out / f"worker-{pid}.txt")]
+        quiet = subprocess.DEVNULL
+        spies.append(subprocess.Popen(command, stdout=quiet, stderr=quiet))
+    return spies
 
 
 def admission_bundle(patients: list[str]) -> dict[str, Any]:
@@ -232,6 +256,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         None,
         {"CMFHIR_SUBSCRIPTION_ALLOW_LOOPBACK": "true"},
         separate_worker=args.background == "apart",
+        worker_groups=_SPLIT if args.background == "split" else (),
     )
     rng = random.Random(args.seed)
     stop_sampling = asyncio.Event()
@@ -300,6 +325,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             backlog = Backlog(server.database_url, committed)
             sampling = asyncio.create_task(backlog.run(stop_sampling))
             cpu_start = _cpus(server)
+            spies = []
+            if args.profile:
+                spies = _profile(server, Path(args.profile), args.seconds + 10)
             await asyncio.gather(*(send(started + i * interval) for i in range(bundles)))
             elapsed = time.monotonic() - started
             ingest_end = time.monotonic()
@@ -312,6 +340,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             caught_up = time.monotonic() - ingest_end
             cpu_end = _cpus(server)
             sent_at = await _sent_at(server.database_url)
+            for spy in spies:
+                spy.wait()
     finally:
         stop_sampling.set()
         if sampling is not None:
@@ -364,9 +394,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="cmfhir serve --workers")
     parser.add_argument(
         "--background",
-        choices=("apart", "in"),
+        choices=("apart", "split", "in"),
         default="apart",
-        help="the background workers in a `cmfhir worker` beside the server, or in it",
+        help="the background workers in a `cmfhir worker` beside the server, in two "
+        "(split: `--only gaps,exchange,housekeeping` and `--only subscriptions`), or in it",
+    )
+    parser.add_argument(
+        "--profile", default=None, help="directory for py-spy profiles of the worker processes"
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--data-dir", default=".data/bench")

@@ -1,0 +1,175 @@
+"""The sender's HTTP client (subscriptions/posting.py) against a real loopback socket whose
+answers each test scripts: connections kept and reused, answers framed every way HTTP/1.x
+allows, a kept connection the endpoint closed, and the failures an attempt records."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+from cmfhir.subscriptions.posting import Endpoints, PostError
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+# An answer for each request read: (its number on its connection, its body) -> the bytes
+# to write back, or None: close the connection without answering.
+Answer = Callable[[int, bytes], bytes | None]
+
+
+class Endpoint:
+    """Reads requests (by Content-Length) and writes what `answer` says, per connection."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.requests: list[tuple[bytes, bytes]] = []
+        self.connections = 0
+        self.port = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            for nth in itertools.count():
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                body = await reader.readexactly(length)
+                self.requests.append((head, body))
+                out = self.answer(nth, body)
+                if out is None:
+                    return
+                writer.write(out)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+
+@asynccontextmanager
+async def endpoint(answer: Answer) -> AsyncIterator[Endpoint]:
+    found = Endpoint(answer)
+    server = await asyncio.start_server(found.serve, "127.0.0.1", 0)
+    found.port = server.sockets[0].getsockname()[1]
+    try:
+        yield found
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_sends_go_on_one_kept_connection_with_the_headers_given() -> None:
+    async with endpoint(lambda nth, body: OK) as ep:
+        client = Endpoints()
+        url = f"http://127.0.0.1:{ep.port}/notify?x=1"
+        codes = [
+            await client.post(url, b'{"n":%d}' % n, {"Authorization": "Bearer t"}, 5)
+            for n in range(3)
+        ]
+        await client.aclose()
+    assert codes == [200, 200, 200]
+    assert ep.connections == client.opened == 1
+    head, body = ep.requests[2]
+    assert head.startswith(b"POST /notify?x=1 HTTP/1.1\r\n")
+    assert f"Host: 127.0.0.1:{ep.port}\r\n".encode() in head
+    assert b"Authorization: Bearer t\r\n" in head
+    assert body == b'{"n":2}'
+
+
+CHUNKED = b"Transfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n10\r\n" + b"x" * 16
+TRAILER = b"\r\n0\r\nT: 1\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "kept"),
+    [
+        (b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\n\r\nhello", 201, True),
+        (b"HTTP/1.1 200 OK\r\n" + CHUNKED + TRAILER, 200, True),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", 204, True),
+        (b"HTTP/1.1 410 Gone\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", 410, False),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 200, False),
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", 200, True),
+    ],
+)
+async def test_every_framing_of_an_answer_is_read_to_its_end(
+    answer: bytes, code: int, kept: bool
+) -> None:
+    async with endpoint(lambda nth, body: answer) as ep:
+        client = Endpoints()
+        url = f"http://127.0.0.1:{ep.port}/"
+        codes = [await client.post(url, b"{}", {}, 5) for _ in range(2)]
+        await client.aclose()
+    assert codes == [code, code]
+    assert len(ep.requests) == 2
+    assert client.opened == (1 if kept else 2)
+
+
+async def test_a_body_up_to_the_close_ends_the_connection() -> None:
+    async def close_after(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)
+        writer.write(b"HTTP/1.1 202 Accepted\r\n\r\nall of it")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(close_after, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = Endpoints()
+    try:
+        assert await client.post(f"http://127.0.0.1:{port}/", b"{}", {}, 5) == 202
+        assert await client.post(f"http://127.0.0.1:{port}/", b"{}", {}, 5) == 202
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+    assert client.opened == 2
+
+
+async def test_a_kept_connection_the_endpoint_closed_is_replaced_and_the_send_delivered() -> None:
+    """The endpoint closes a kept connection as the next request arrives (its keep-alive
+    time ran out): nothing was answered on it, so the send goes again on a new one."""
+    async with endpoint(lambda nth, body: OK if nth == 0 else None) as ep:
+        client = Endpoints()
+        url = f"http://127.0.0.1:{ep.port}/"
+        codes = [await client.post(url, b"%d" % n, {}, 5) for n in range(2)]
+        await client.aclose()
+    assert codes == [200, 200]
+    assert [body for _, body in ep.requests] == [b"0", b"1", b"1"]
+    assert ep.connections == client.opened == 2
+
+
+async def test_failures_are_named_as_the_attempt_records_them() -> None:
+    client = Endpoints()
+    async with endpoint(lambda nth, body: None) as ep:
+        closed = ep.port
+        with pytest.raises(PostError) as dropped:
+            await client.post(f"http://127.0.0.1:{ep.port}/", b"{}", {}, 5)
+    with pytest.raises(PostError) as refused:
+        await client.post(f"http://127.0.0.1:{closed}/", b"{}", {}, 5)
+    gate = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await gate.wait()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(PostError) as slow:
+            await client.post(f"http://127.0.0.1:{port}/", b"{}", {}, 0.2)
+        with pytest.raises(PostError) as injected:
+            await client.post(f"http://127.0.0.1:{port}/", b"{}", {"X": "a\r\nB: c"}, 5)
+    finally:
+        gate.set()
+        server.close()
+        await server.wait_closed()
+        await client.aclose()
+    assert dropped.value.name == "RemoteProtocolError"
+    assert refused.value.name == "ConnectError"
+    assert slow.value.name == "ReadTimeout"
+    assert injected.value.name == "LocalProtocolError"
