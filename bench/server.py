@@ -186,8 +186,8 @@ def start_server(
     if separate_worker and not worker_groups:
         server.worker = _start_worker(env, server.database_url, data_dir / "worker.log")
     for n, groups in enumerate(worker_groups):
-        log = data_dir / f"worker-{n}.log"
-        server.more_workers.append(_start_worker(env, server.database_url, log, groups))
+        worker_log = data_dir / f"worker-{n}.log"
+        server.more_workers.append(_start_worker(env, server.database_url, worker_log, groups))
     return server
 
 
