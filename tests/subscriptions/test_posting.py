@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
@@ -173,3 +177,57 @@ async def test_failures_are_named_as_the_attempt_records_them() -> None:
     assert refused.value.name == "ConnectError"
     assert slow.value.name == "ReadTimeout"
     assert injected.value.name == "LocalProtocolError"
+
+
+async def test_connections_idle_too_long_are_closed_whatever_their_endpoint() -> None:
+    async with endpoint(lambda nth, body: OK) as first, endpoint(lambda nth, body: OK) as second:
+        client = Endpoints(idle_s=0.05)
+        assert await client.post(f"http://127.0.0.1:{first.port}/", b"{}", {}, 5) == 200
+        kept = client._origins[("http", "127.0.0.1", first.port)].idle
+        assert len(kept) == 1
+        await asyncio.sleep(0.1)
+        # A send elsewhere closes the first endpoint's idle connection.
+        assert await client.post(f"http://127.0.0.1:{second.port}/", b"{}", {}, 5) == 200
+        assert client._origins[("http", "127.0.0.1", first.port)].idle == []
+        await client.aclose()
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost, and its key."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+async def test_https_endpoints_must_show_a_trusted_certificate(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    ep = Endpoint(lambda nth, body: OK)
+    server = await asyncio.start_server(ep.serve, "127.0.0.1", 0, ssl=context)
+    url = f"https://localhost:{server.sockets[0].getsockname()[1]}/notify"
+    try:
+        untrusted = Endpoints()
+        with pytest.raises(PostError) as refused:
+            await untrusted.post(url, b"{}", {}, 5)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now trusted (as httpx reads it)
+        trusted = Endpoints()
+        codes = [await trusted.post(url, b"{}", {}, 5) for _ in range(2)]
+        await trusted.aclose()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert refused.value.name == "ConnectError"
+    assert codes == [200, 200]
+    assert trusted.opened == 1
+    assert [body for _, body in ep.requests] == [b"{}", b"{}"]

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import httpx
+
 __all__ = ["Endpoints", "PostError"]
 
 # What a header name or value may not hold (it would end the header, or the request).
@@ -72,6 +74,7 @@ class Endpoints:
         self._origins: dict[tuple[str, str, int], _Origin] = {}
         self._targets: dict[str, _Target] = {}
         self._ssl: ssl.SSLContext | None = None
+        self._swept = time.monotonic()
         # Connections opened so far (tests: reuse is seen as fewer opened than sent).
         self.opened = 0
 
@@ -80,6 +83,8 @@ class Endpoints:
         status code, within `limit_s` seconds in all (connecting included). Raises `PostError`."""
         target = self._target(url)
         origin = self._origins[target.origin]
+        if time.monotonic() - self._swept > self.idle_s:
+            self._sweep()
         lines = [target.head]
         for name, value in headers.items():
             if name != name.translate(_FORBIDDEN) or value != value.translate(_FORBIDDEN):
@@ -139,6 +144,17 @@ class Endpoints:
         self._targets[url] = target
         return target
 
+    def _sweep(self) -> None:
+        """Close every origin's connections idle too long (an endpoint no longer sent to
+        would otherwise keep its sockets open until the sender stops)."""
+        now = self._swept = time.monotonic()
+        for origin in self._origins.values():
+            kept = [c for c in origin.idle if now - c.idle_since < self.idle_s]
+            for connection in origin.idle:
+                if now - connection.idle_since >= self.idle_s:
+                    _close(connection)
+            origin.idle = kept
+
     def _idle(self, origin: _Origin) -> _Connection | None:
         now = time.monotonic()
         while origin.idle:
@@ -152,7 +168,8 @@ class Endpoints:
         context = None
         if origin.scheme == "https":
             if self._ssl is None:
-                self._ssl = ssl.create_default_context()
+                # The trust httpx gives (its CA bundle, SSL_CERT_FILE / SSL_CERT_DIR).
+                self._ssl = httpx.create_ssl_context()
             context = self._ssl
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):
