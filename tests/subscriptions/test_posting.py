@@ -71,14 +71,16 @@ async def test_sends_go_on_one_kept_connection_with_the_headers_given() -> None:
     async with endpoint(lambda nth, body: OK) as ep:
         client = Endpoints()
         url = f"http://127.0.0.1:{ep.port}/notify?x=1"
+        escaped = await client.post(f"http://127.0.0.1:{ep.port}/ü b?q=ä", b"{}", {}, 5)
         codes = [
             await client.post(url, b'{"n":%d}' % n, {"Authorization": "Bearer t"}, 5)
             for n in range(3)
         ]
         await client.aclose()
-    assert codes == [200, 200, 200]
+    assert codes == [200, 200, 200] and escaped == 200
     assert ep.connections == client.opened == 1
-    head, body = ep.requests[2]
+    assert ep.requests[0][0].startswith(b"POST /%C3%BC%20b?q=%C3%A4 HTTP/1.1\r\n")
+    head, body = ep.requests[3]
     assert head.startswith(b"POST /notify?x=1 HTTP/1.1\r\n")
     assert f"Host: 127.0.0.1:{ep.port}\r\n".encode() in head
     assert b"Authorization: Bearer t\r\n" in head
@@ -173,6 +175,9 @@ async def test_failures_are_named_as_the_attempt_records_them() -> None:
         server.close()
         await server.wait_closed()
         await client.aclose()
+    with pytest.raises(PostError) as unusable:
+        await client.post("http://127.0.0.1:99999/", b"{}", {}, 5)
+    assert unusable.value.name == "UnsupportedProtocol"
     assert dropped.value.name == "RemoteProtocolError"
     assert refused.value.name == "ConnectError"
     assert slow.value.name == "ReadTimeout"

@@ -20,7 +20,7 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -31,6 +31,8 @@ _FORBIDDEN = str.maketrans("", "", "\r\n\x00")
 # Longest status line or header line read; longest header block.
 _MAX_LINE = 16 * 1024
 _MAX_HEADERS = 100
+# What a request target keeps as it is (the rest %-escaped; a % kept: already escaped).
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%?"
 
 
 class PostError(Exception):
@@ -124,20 +126,26 @@ class Endpoints:
         found = self._targets.get(url)
         if found is not None:
             return found
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PostError("UnsupportedProtocol", "not an http(s) URL")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        key = (parts.scheme, parts.hostname, port)
+        try:
+            parts = urlsplit(url)
+            hostname, port = parts.hostname, parts.port  # a bad port raises ValueError
+            if parts.scheme not in ("http", "https") or not hostname:
+                raise ValueError(url)
+            # A name beyond ASCII in its IDNA form; a path's other characters %-escaped.
+            name = hostname.encode("idna").decode("ascii")
+        except (ValueError, UnicodeError):
+            raise PostError("UnsupportedProtocol", "not an http(s) URL") from None
+        standard = 443 if parts.scheme == "https" else 80
+        port = port or standard
+        key = (parts.scheme, name, port)
         if key not in self._origins:
-            self._origins[key] = _Origin(parts.scheme, parts.hostname, port)
-        default = port == (443 if parts.scheme == "https" else 80)
-        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        host = host if default else f"{host}:{port}"
-        path = parts.path or "/"
+            self._origins[key] = _Origin(parts.scheme, name, port)
+        host = name if ":" not in name else f"[{name}]"
+        host = host if port == standard else f"{host}:{port}"
+        path = quote(parts.path or "/", safe=_PATH_SAFE)
         if parts.query:
-            path += "?" + parts.query
-        head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\n".encode("ascii", "strict")
+            path += "?" + quote(parts.query, safe=_PATH_SAFE)
+        head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\n".encode("ascii")
         target = _Target(key, head)
         if len(self._targets) > 10_000:  # endpoints come and go: keep the cache bounded
             self._targets.clear()
