@@ -14,7 +14,8 @@ transactions rolled back afterwards, so each round starts from the same state. S
 - `sender` (not A/B): the `members` notifications sent, CPU per send, cProfile on stderr.
 - `sender-ab`: the sender of `--ref` against this checkout's, interleaved, one notification
   for each `members` Subscription per round: CPU (Python and PostgreSQL), database round
-  trips and wall time per notification.
+  trips and wall time per notification; posted to a mock transport, or with
+  `--real-endpoint` through each sender's own HTTP client to a receiver process.
 
 Reports per scenario and side: Python CPU per event (`time.process_time`, the matcher's own
 process; PostgreSQL's CPU is not in it), the searches run, and the wall time per event.
@@ -44,7 +45,8 @@ import httpx
 
 from bench.round_trips import round_trips
 from bench.scratch import admin_url, create_database, drop_database, postgres_cpu
-from bench.subscriptions import admission_bundle
+from bench.server import free_port
+from bench.subscriptions import admission_bundle, start_subscriber
 from cmfhir.app import open_context
 from cmfhir.auth.principal import OPEN, TRUSTED, Principal
 from cmfhir.config import Settings
@@ -117,7 +119,9 @@ def _old_sender(ref: str) -> type[Any]:
     return module("bench_old_sender", sender).SubscriptionSender  # type: ignore[no-any-return]
 
 
-def _subscription(filters: Sequence[str]) -> dict[str, Any]:
+def _subscription(
+    filters: Sequence[str], endpoint: str = "http://127.0.0.1:9/notify"
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "resourceType": "Subscription",
         "status": "active",
@@ -125,7 +129,7 @@ def _subscription(filters: Sequence[str]) -> dict[str, Any]:
         "criteria": TOPIC,
         "channel": {
             "type": "rest-hook",
-            "endpoint": "http://127.0.0.1:9/notify",
+            "endpoint": endpoint,
             "payload": "application/fhir+json",
             "_payload": {
                 "extension": [
@@ -161,7 +165,7 @@ async def _setup(
             subscriptions.append(
                 await _id(
                     replace(ctx, principal=OPEN),
-                    _subscription([f"Encounter?patient=Patient/{patient}"]),
+                    _subscription([f"Encounter?patient=Patient/{patient}"], args.endpoint),
                 )
             )
         else:
@@ -172,7 +176,8 @@ async def _setup(
                 fhir_user=f"Practitioner/{manager}",
                 scopes=("user/Encounter.rs", "user/Subscription.cruds"),
             )
-            subscriptions.append(await _id(replace(ctx, principal=user), _subscription([])))
+            made = _subscription([], args.endpoint)
+            subscriptions.append(await _id(replace(ctx, principal=user), made))
     async with ctx.store.transaction(principal=TRUSTED) as repo:
         _, before = await repo.read_events(START, 1_000_000)
     written = 0
@@ -323,7 +328,11 @@ async def _sender_ab(ctx: FhirContext, args: argparse.Namespace, url: str) -> di
             patients.append(loaded.config.filters[0][1][0][1].rpartition("/")[2])
     consumer = OutboxConsumer(ctx.store, SubscriptionMatcher(ctx, ctx.subscriptions))
     await consumer.drain()
-    transport = httpx.MockTransport(lambda request: httpx.Response(200))
+    # A mock transport answering 200 at once, or (--real-endpoint) none: each side's own
+    # HTTP client posts to the receiver process on loopback.
+    transport: httpx.AsyncBaseTransport | None = None
+    if not args.real_endpoint:
+        transport = httpx.MockTransport(lambda request: httpx.Response(200))
     sides = {
         "A": _old_sender(args.ref)(ctx, ctx.subscriptions, transport=transport),
         "B": SubscriptionSender(ctx, ctx.subscriptions, transport=transport),
@@ -361,6 +370,7 @@ async def _sender_ab(ctx: FhirContext, args: argparse.Namespace, url: str) -> di
         "subscriptions": len(subscriptions),
         "notifications_per_round": len(patients),
         "rounds": args.rounds,
+        "endpoint": "receiver process on loopback" if args.real_endpoint else "mock transport",
         "cpu_ms_per_notification": {k: median(v["cpu"]) for k, v in figures.items()},
         "postgres_cpu_ms_per_notification": {k: median(v["pg"]) for k, v in figures.items()},
         "round_trips_per_notification": {k: median(v["trips"], 1.0) for k, v in figures.items()},
@@ -392,7 +402,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ref", default="main", help="git ref of side A")
     parser.add_argument("--scenarios", default="members,care-managers")
     parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--real-endpoint",
+        action="store_true",
+        help="sender-ab: post to a receiver process on loopback (bench/subscription_receiver.py)"
+        " through each sender's own HTTP client, not to a mock transport",
+    )
     args = parser.parse_args(argv)
+    args.endpoint = "http://127.0.0.1:9/notify"
+    receiver = None
+    if args.real_endpoint:
+        port = free_port()
+        receiver = start_subscriber(port)
+        args.endpoint = f"http://127.0.0.1:{port}/notify"
     url = args.database_url
     scratch = None
     if url is None:
@@ -402,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if scratch is not None:
             asyncio.run(drop_database(admin_url(), scratch))
+        if receiver is not None:
+            receiver.terminate()
+            receiver.wait(timeout=10)
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,12 +61,13 @@ class Server:
     external_database: bool = False
     # `cmfhir worker`, when the background workers run apart from `serve`.
     worker: subprocess.Popen[bytes] | None = None
+    # More `cmfhir worker --only` processes (`start_server(worker_groups=...)`).
+    more_workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def background_pids(self) -> list[int]:
-        """The `cmfhir worker` process, if the workers run apart."""
-        if self.worker is None or self.worker.poll() is not None:
-            return []
-        return [self.worker.pid]
+        """The `cmfhir worker` processes, if the workers run apart."""
+        workers = [w for w in (self.worker, *self.more_workers) if w is not None]
+        return [w.pid for w in workers if w.poll() is None]
 
     def catch_up(self) -> float:
         """Wait until the background workers have done what the load left them (every
@@ -104,13 +105,17 @@ class Server:
     def stop(self) -> None:
         """SIGINT the serve process (uvicorn drains its workers) and the worker process,
         then release PostgreSQL."""
-        if self.worker is not None and self.worker.poll() is None:
-            self.worker.send_signal(signal.SIGINT)
+        for worker in (self.worker, *self.more_workers):
+            if worker is not None and worker.poll() is None:
+                worker.send_signal(signal.SIGINT)
+        for worker in (self.worker, *self.more_workers):
+            if worker is None:
+                continue
             try:
-                self.worker.wait(timeout=40)
+                worker.wait(timeout=40)
             except subprocess.TimeoutExpired:
-                self.worker.kill()
-                self.worker.wait(timeout=10)
+                worker.kill()
+                worker.wait(timeout=10)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
@@ -137,9 +142,11 @@ def start_server(
     extra_env: dict[str, str] | None = None,
     *,
     separate_worker: bool = False,
+    worker_groups: Sequence[str] = (),
 ) -> Server:
     """Start `cmfhir serve`, wait until it answers, and return it with its database URL;
-    with `separate_worker`, `serve --no-workers` and a `cmfhir worker` beside it."""
+    with `separate_worker`, `serve --no-workers` and a `cmfhir worker` beside it, or with
+    `worker_groups` one `cmfhir worker --only GROUPS` for each."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"
     env = dict(os.environ, CMFHIR_DATA_DIR=str(data_dir), CMFHIR_LOG_LEVEL="warning")
@@ -152,7 +159,7 @@ def start_server(
         env.pop("CMFHIR_DATABASE_URL", None)
     command = [sys.executable, "-m", "cmfhir", "serve", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--workers", str(workers)]
-    if separate_worker:
+    if separate_worker or worker_groups:
         command.append("--no-workers")
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -176,13 +183,16 @@ def start_server(
         from cmfhir.store.database import embedded_url
 
         server.database_url = embedded_url(data_dir)
-    if separate_worker:
+    if separate_worker and not worker_groups:
         server.worker = _start_worker(env, server.database_url, data_dir / "worker.log")
+    for n, groups in enumerate(worker_groups):
+        worker_log = data_dir / f"worker-{n}.log"
+        server.more_workers.append(_start_worker(env, server.database_url, worker_log, groups))
     return server
 
 
 def _start_worker(
-    env: dict[str, str], database_url: str, log_path: Path
+    env: dict[str, str], database_url: str, log_path: Path, groups: str | None = None
 ) -> subprocess.Popen[bytes]:
     """`cmfhir worker` on the server's database (the embedded one by its URL: the worker
     joins it, it does not start its own), once its workers run: a load started before that
@@ -190,15 +200,19 @@ def _start_worker(
     and notifications."""
     env = dict(env, CMFHIR_DATABASE_URL=database_url)
     started = _wait_for(_database_now(database_url))
+    only = ["--only", groups] if groups else []
+    # Started once its first group's outbox consumer (the gap engine's, else the
+    # subscription matcher's) has registered.
+    consumer = "subscriptions" if groups and "gaps" not in groups.split(",") else "gaps"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cmfhir", "worker"],
+            [sys.executable, "-m", "cmfhir", "worker", *only],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
         )
     deadline = time.monotonic() + _READY_TIMEOUT_S
-    while not _wait_for(_worker_running(database_url, started)):
+    while not _wait_for(_worker_running(database_url, started, consumer)):
         if process.poll() is not None or time.monotonic() > deadline:
             if process.poll() is None:
                 process.kill()
@@ -230,18 +244,18 @@ async def _database_now(database_url: str) -> Any:
 
 
 # The worker's workers run: its outbox listener connected since it was started, and the
-# gap engine registered as an outbox consumer.
+# gap engine (or the group's consumer) registered as an outbox consumer.
 _WORKER_RUNNING = """
 SELECT EXISTS (SELECT 1 FROM pg_stat_activity
                WHERE application_name = 'cmfhir-listen' AND backend_start >= $1)
-   AND EXISTS (SELECT 1 FROM consumer WHERE name = 'gaps')
+   AND EXISTS (SELECT 1 FROM consumer WHERE name = $2)
 """
 
 
-async def _worker_running(database_url: str, started: Any) -> bool:
+async def _worker_running(database_url: str, started: Any, consumer: str = "gaps") -> bool:
     conn = await asyncpg.connect(database_url)
     try:
-        return bool(await conn.fetchval(_WORKER_RUNNING, started))
+        return bool(await conn.fetchval(_WORKER_RUNNING, started, consumer))
     except asyncpg.UndefinedTableError:
         return False  # not migrated yet
     finally:

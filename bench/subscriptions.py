@@ -2,12 +2,15 @@
 
 Starts `cmfhir serve` on a fresh data directory (with `--background apart`, the default as
 in the main harness: `serve --no-workers` and a `cmfhir worker` beside it; `in`: the
-workers inside `serve`), a rest-hook subscriber (aiohttp, loopback) and `--subscriptions`
-active Subscriptions to the admission/discharge topic, each filtered to one member. Then
-ingests transaction Bundles of admissions (Encounters of those members, in-progress) at
-`--rate` resources/s for `--seconds`, and measures for each admission the time from the
-answer to the Bundle that wrote it (its commit) to the arrival of its notification: p50, p99
-and max, and whether every admission was notified once.
+workers inside `serve`; `split`: one `cmfhir worker --only subscriptions` beside one for the
+other groups), a rest-hook subscriber (aiohttp, loopback, a process of its own:
+bench/subscription_receiver.py) and `--subscriptions` active Subscriptions to the
+admission/discharge topic, each filtered to one member; once every one is shown active (the
+handshakes done) it ingests transaction Bundles of admissions (Encounters of those members,
+in-progress) at `--rate` resources/s for `--seconds`, and measures for each admission the
+time from the answer to the Bundle that wrote it (its commit) to the arrival of its
+notification (wall clocks of one machine): p50, p99 and max, and whether every admission was
+notified once.
 
 Where a backlog builds: twice a second it samples the admissions answered, the
 notifications numbered by the matcher (`subscription_counter`) and those delivered
@@ -33,15 +36,16 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import httpx
 import psutil
-from aiohttp import web
 
 from bench.server import Server, free_port, start_server
 
@@ -49,32 +53,20 @@ BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 TOPIC = "https://cmfhir.org/fhir/SubscriptionTopic/encounter-admission-discharge"
 
 
-class Subscriber:
-    """Records when each focus (`Encounter/id`) was first notified."""
-
-    def __init__(self) -> None:
-        self.arrived: dict[str, float] = {}
-        self.arrived_wall: dict[str, float] = {}
-        self.notifications = 0
-        self.handshakes = 0
-
-    async def receive(self, request: web.Request) -> web.Response:
-        now, wall = time.monotonic(), time.time()
-        bundle = await request.json()
-        status = bundle["entry"][0]["resource"]
-        kind = next(p["valueCode"] for p in status["parameter"] if p["name"] == "type")
-        if kind == "handshake":
-            self.handshakes += 1
-        for parameter in status["parameter"]:
-            if parameter["name"] != "notification-event":
-                continue
-            self.notifications += 1
-            for part in parameter["part"]:
-                if part["name"] == "focus":
-                    focus = part["valueReference"]["reference"]
-                    self.arrived.setdefault(focus, now)
-                    self.arrived_wall.setdefault(focus, wall)
-        return web.Response(status=200)
+def start_subscriber(port: int) -> subprocess.Popen[bytes]:
+    """The subscriber in a process of its own (bench/subscription_receiver.py)."""
+    command = [sys.executable, "-m", "bench.subscription_receiver", str(port)]
+    process = subprocess.Popen(command)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/count", timeout=2).raise_for_status()
+            return process
+        except httpx.HTTPError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.2)
 
 
 def _subscription(endpoint: str, patient: str) -> dict[str, Any]:
@@ -183,12 +175,36 @@ def _cpu(pids: list[int]) -> float:
     return total
 
 
-def _cpus(server: Server) -> dict[str, float]:
-    return {
+def _cpus(server: Server, subscriber: subprocess.Popen[bytes]) -> dict[str, float]:
+    cpus = {
         "serve": _cpu(server.pids()),
         "worker": _cpu(server.background_pids()),
         "postgres": _cpu(server.postgres_pids()),
+        "harness": _cpu([os.getpid()]),
+        "subscriber": _cpu([subscriber.pid]),
     }
+    if server.more_workers:  # --background split: each worker process apart
+        for n, worker in enumerate(server.more_workers):
+            cpus[f"worker_{n}"] = _cpu([worker.pid])
+    return cpus
+
+
+# The worker processes of each --background (their `cmfhir worker --only` groups).
+_SPLIT = ("gaps,exchange,housekeeping", "subscriptions")
+
+
+def _profile(server: Server, out: Path, seconds: float) -> list[subprocess.Popen[bytes]]:
+    """py-spy sampling each worker process for `seconds` (flame-graph text per process)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for pid in server.background_pids():
+        command = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds))]
+        command += ["--rate", "200", "--format", "raw", "--nonblocking"]
+        command += ["--output", str(out / f"worker-{pid}.txt")]
+        quiet = subprocess.DEVNULL
+        spies.append(subprocess.Popen(command, stdout=quiet, stderr=quiet))
+    return spies
 
 
 def admission_bundle(patients: list[str]) -> dict[str, Any]:
@@ -216,23 +232,24 @@ def admission_bundle(patients: list[str]) -> dict[str, Any]:
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     load_start = [round(x, 2) for x in os.getloadavg()]
-    subscriber = Subscriber()
-    app = web.Application()
-    app.router.add_post("/notify", subscriber.receive)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    endpoint = f"http://127.0.0.1:{port}/notify"
+    subscriber = start_subscriber(port)
+    receiver = f"http://127.0.0.1:{port}"
+    endpoint = f"{receiver}/notify"
     data_dir = Path(args.data_dir) / f"run-{int(time.time())}"
-    server = start_server(
-        data_dir,
-        free_port(),
-        args.workers,
-        None,
-        {"CMFHIR_SUBSCRIPTION_ALLOW_LOOPBACK": "true"},
-        separate_worker=args.background == "apart",
-    )
+    try:
+        server = start_server(
+            data_dir,
+            free_port(),
+            args.workers,
+            None,
+            {"CMFHIR_SUBSCRIPTION_ALLOW_LOOPBACK": "true"},
+            separate_worker=args.background == "apart",
+            worker_groups=_SPLIT if args.background == "split" else (),
+        )
+    except BaseException:
+        subscriber.kill()
+        raise
     rng = random.Random(args.seed)
     stop_sampling = asyncio.Event()
     sampling: asyncio.Task[None] | None = None
@@ -253,13 +270,23 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             for patient in patients:
                 response = await http.post("/Subscription", json=_subscription(endpoint, patient))
                 response.raise_for_status()
-            deadline = time.monotonic() + 60
-            while subscriber.handshakes < args.subscriptions:
+            deadline = time.monotonic() + 120
+            while (await http.get(f"{receiver}/count")).json()["handshakes"] < len(patients):
                 if time.monotonic() > deadline:
                     break
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.2)
+            # And every Subscription resource shown `active` (the sender writes that status
+            # after the handshake: 100 updates the matcher then follows), so that the
+            # admissions do not share the workers with that start.
+            while time.monotonic() < deadline:
+                counted = await http.get(
+                    "/Subscription", params={"status": "active", "_summary": "count"}
+                )
+                if counted.json().get("total", 0) >= len(patients):
+                    break
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(2)
 
-            committed: dict[str, float] = {}
             committed_wall: dict[str, float] = {}
             retried: list[int] = []
             failed: list[str] = []
@@ -267,81 +294,105 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             interval = per_bundle / args.rate
             started = time.monotonic()
 
+            # The Bundles go through aiohttp: httpx's pool, with the many connections a slow
+            # server leaves open, cost the harness milliseconds of CPU per Bundle, so that
+            # it read the answers (the lag's start) late.
+            ingest = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=2.0),
+                timeout=aiohttp.ClientTimeout(total=120),
+            )
+            headers = {"Content-Type": "application/fhir+json"}
+
             async def send(at: float) -> None:
                 await asyncio.sleep(max(0.0, at - time.monotonic()))
                 bundle = admission_bundle([rng.choice(patients) for _ in range(per_bundle)])
-                answer: httpx.Response | None = None
+                body = json.dumps(bundle).encode()
+                status, answer = None, None
                 for attempt in range(5):
                     try:
-                        answer = await http.post("/", json=bundle)
-                    except httpx.TimeoutException:
+                        async with ingest.post(
+                            f"{server.base_url}/", data=body, headers=headers
+                        ) as response:
+                            status, answer = response.status, await response.read()
+                    except TimeoutError:
                         failed.append("timeout")  # may have committed: not counted
                         return
-                    except (httpx.ReadError, httpx.RemoteProtocolError):
+                    except aiohttp.ClientConnectionError:
                         # The connection dropped before an answer (a loaded machine): sent
                         # again; if the first did commit, its admissions are not counted.
                         retried.append(attempt)
                         continue
-                    if answer.status_code != 503:
+                    if status != 503:
                         break
                     retried.append(attempt)  # the server's pool busy: nothing written
                     await asyncio.sleep(0.5)
-                done, wall = time.monotonic(), time.time()
-                if answer is None or answer.status_code >= 300:
-                    failed.append(str(answer.status_code if answer is not None else "dropped"))
+                wall = time.time()
+                if status is None or answer is None or status >= 300:
+                    failed.append(str(status or "dropped"))
                     return
-                for entry in answer.json()["entry"]:
+                for entry in json.loads(answer)["entry"]:
                     location = entry["response"]["location"]
                     focus = "/".join(location.split("/")[:2])
-                    committed[focus] = done
                     committed_wall[focus] = wall
 
             bundles = int(args.seconds * args.rate / per_bundle)
-            backlog = Backlog(server.database_url, committed)
+            backlog = Backlog(server.database_url, committed_wall)
             sampling = asyncio.create_task(backlog.run(stop_sampling))
-            cpu_start = _cpus(server)
-            await asyncio.gather(*(send(started + i * interval) for i in range(bundles)))
+            cpu_start = _cpus(server, subscriber)
+            spies = []
+            if args.profile:
+                spies = _profile(server, Path(args.profile), args.seconds + 10)
+            try:
+                await asyncio.gather(*(send(started + i * interval) for i in range(bundles)))
+            finally:
+                await ingest.close()
             elapsed = time.monotonic() - started
             ingest_end = time.monotonic()
-            cpu_ingest = _cpus(server)
+            cpu_ingest = _cpus(server, subscriber)
             deadline = time.monotonic() + 60
-            while len(set(committed) & set(subscriber.arrived)) < len(committed):
+            while (await http.get(f"{receiver}/count")).json()["foci"] < len(committed_wall):
                 if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
             caught_up = time.monotonic() - ingest_end
-            cpu_end = _cpus(server)
+            cpu_end = _cpus(server, subscriber)
             sent_at = await _sent_at(server.database_url)
+            received = (await http.get(f"{receiver}/arrivals")).json()
+            arrived: dict[str, float] = received["arrived"]
+            occurred: dict[str, float] = received["occurred"]
+            for spy in spies:
+                spy.wait()
     finally:
         stop_sampling.set()
         if sampling is not None:
             await asyncio.gather(sampling, return_exceptions=True)
         server.stop()
-        await runner.cleanup()
+        subscriber.terminate()
+        subscriber.wait(timeout=10)
         if not args.keep_data:
             shutil.rmtree(data_dir, ignore_errors=True)
     # The lag in two: commit -> the send that delivered it started (matcher and the
     # sender's queue), and that start -> arrival (building, posting, the subscriber).
     waits = sorted(sent_at[k] - committed_wall[k] for k in committed_wall if k in sent_at)
-    posts = sorted(
-        subscriber.arrived_wall[k] - sent_at[k]
-        for k in committed_wall
-        if k in sent_at and k in subscriber.arrived_wall
-    )
-    lags = sorted(
-        subscriber.arrived[k] - committed[k] for k in committed if k in subscriber.arrived
-    )
+    posts = sorted(arrived[k] - sent_at[k] for k in committed_wall if k in sent_at and k in arrived)
+    lags = sorted(arrived[k] - committed_wall[k] for k in committed_wall if k in arrived)
+    # From the change's own time (its transaction's start, in the notification): on a loaded
+    # machine the harness reads the answers to its Bundles late, sometimes after the
+    # notification arrived, which makes the lag from the answer small or negative.
+    written = sorted(arrived[k] - occurred[k] for k in committed_wall if k in occurred)
     quantiles = statistics.quantiles(lags, n=100) if len(lags) > 1 else lags * 99
     return {
         "subscriptions": args.subscriptions,
         "rate_target": args.rate,
-        "rate_achieved": round(len(committed) / elapsed, 1),
-        "admissions": len(committed),
+        "rate_achieved": round(len(committed_wall) / elapsed, 1),
+        "admissions": len(committed_wall),
         "notified": len(lags),
-        "notification_events": subscriber.notifications,
+        "notification_events": received["notifications"],
         "lag_p50_s": round(quantiles[49], 3),
         "lag_p99_s": round(quantiles[98], 3),
         "lag_max_s": round(lags[-1], 3) if lags else None,
+        "lag_from_write_p50_p99_s": _p50_p99(written),
+        "lag_from_write_max_s": round(written[-1], 3) if written else None,
         "commit_to_send_p50_p99_s": _p50_p99(waits),
         "send_to_arrival_p50_p99_s": _p50_p99(posts),
         "background": args.background,
@@ -364,9 +415,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="cmfhir serve --workers")
     parser.add_argument(
         "--background",
-        choices=("apart", "in"),
+        choices=("apart", "split", "in"),
         default="apart",
-        help="the background workers in a `cmfhir worker` beside the server, or in it",
+        help="the background workers in a `cmfhir worker` beside the server, in two "
+        "(split: `--only gaps,exchange,housekeeping` and `--only subscriptions`), or in it",
+    )
+    parser.add_argument(
+        "--profile", default=None, help="directory for py-spy profiles of the worker processes"
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--data-dir", default=".data/bench")

@@ -112,19 +112,16 @@ class Criteria:
         self._evaluate: Callable[[Any, Any], Any] = fhirpathpy.compile(expression, _MODEL)
         self.names = _names(expression)
         self._results: dict[bytes, bool] = {}
+        # Whether an element (by its key in the JSON) is read: decided once per key.
+        self._reads: dict[str, bool] = {}
         # Evaluations run (the rest were answered from what was kept).
         self.evaluated = 0
 
     def fires(self, current: dict[str, Any] | None, previous: dict[str, Any] | None) -> bool:
         if self.names is None:
             return self._run(current, previous)
-        names = self.names
-        seen_current = (
-            None if current is None else {k: v for k, v in current.items() if _kept(k, names)}
-        )
-        seen_previous = (
-            None if previous is None else {k: v for k, v in previous.items() if _kept(k, names)}
-        )
+        seen_current = None if current is None else self._seen(current)
+        seen_previous = None if previous is None else self._seen(previous)
         key = dump_json([seen_current, seen_previous])
         found = self._results.get(key)
         if found is None:
@@ -133,6 +130,21 @@ class Criteria:
                 self._results.clear()
                 self._results[key] = found
         return found
+
+    def _seen(self, version: dict[str, Any]) -> dict[str, Any]:
+        """The version's elements the expression may read."""
+        names, reads = self.names, self._reads
+        assert names is not None
+        seen = {}
+        for key, value in version.items():
+            kept = reads.get(key)
+            if kept is None:
+                kept = reads[key] = _kept(key, names)
+                if len(reads) > _CACHE_SIZE:
+                    reads.clear()
+            if kept:
+                seen[key] = value
+        return seen
 
     def _run(self, current: dict[str, Any] | None, previous: dict[str, Any] | None) -> bool:
         self.evaluated += 1

@@ -43,6 +43,7 @@ from cmfhir.subscriptions.events import Batch, foci_of
 from cmfhir.subscriptions.feature import Loaded, SubscriptionFeature
 from cmfhir.subscriptions.matcher import Clock, system_clock
 from cmfhir.subscriptions.notifications import Focus, notification_bundle, status_parameters
+from cmfhir.subscriptions.posting import Endpoints, PostError
 from cmfhir.waiting import either
 
 __all__ = ["SubscriptionSender", "backoff"]
@@ -110,7 +111,11 @@ class SubscriptionSender:
         self._wake = wake or asyncio.Event()
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
-        self._sending: httpx.AsyncBaseTransport | None = None
+        # Kept connections to the endpoints (no transport given, no proxies named).
+        self._endpoints = Endpoints(max_idle=concurrency)
+        # Whether the environment names proxies, looked at once a round (it reads the whole
+        # environment: per send, that was a tenth of the sender's CPU).
+        self._proxied = False
         # Set when the worker is asked to stop: no new send starts, and those under way are
         # abandoned (their batches are sent again later: at least once).
         self._stop = asyncio.Event()
@@ -142,9 +147,7 @@ class SubscriptionSender:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
-        if self._sending is not None:
-            await self._sending.aclose()
-            self._sending = None
+        await self._endpoints.aclose()
 
     async def send_once(self) -> int:
         """Serve every Subscription whose next step is due, in rounds, until none is due and
@@ -242,6 +245,7 @@ class SubscriptionSender:
         start), or its outcome when there is nothing to send (recorded next round)."""
         now = self.clock()
         self.work["rounds"] += 1
+        self._proxied = bool(getproxies())
         async with self.ctx.store.transaction(principal=TRUSTED) as repo:
             rows = SubscriptionRows(repo.conn)
             await rows.record([d.outcome for d in finished])
@@ -452,15 +456,17 @@ class SubscriptionSender:
         timeout = config.timeout_s or DEFAULT_TIMEOUT_S
         content = dump_json(bundle)
         try:
-            transport = self._direct()
-            if transport is None:
+            if self._transport is None and not self._proxied:
+                # Straight to the endpoint on a kept connection (subscriptions/posting.py):
+                # a general client's per-request work cost more CPU than the send itself.
+                code = await self._endpoints.post(config.endpoint, content, headers, timeout)
+                return code, None if 200 <= code < 300 else f"HTTP {code}"
+            if self._transport is None:
                 # Proxies configured: the client picks the proxy (or none) per endpoint.
                 response = await self._client().post(
                     config.endpoint, content=content, headers=headers, timeout=timeout
                 )
             else:
-                # Straight to the transport: the client's per-request work (URL merging,
-                # cookies, redirects, auth) cost more CPU than the send itself.
                 request = httpx.Request(
                     "POST",
                     config.endpoint,
@@ -468,11 +474,13 @@ class SubscriptionSender:
                     headers=headers,
                     extensions={"timeout": httpx.Timeout(timeout).as_dict()},
                 )
-                response = await transport.handle_async_request(request)
+                response = await self._transport.handle_async_request(request)
                 try:
                     await response.aread()
                 finally:
                     await response.aclose()
+        except PostError as error:
+            return None, error.name
         except httpx.HTTPError as error:
             return None, type(error).__name__
         if 200 <= response.status_code < 300:
@@ -489,18 +497,6 @@ class SubscriptionSender:
             limits = self._connection_limits()
             self._http = httpx.AsyncClient(transport=self._transport, limits=limits)
         return self._http
-
-    def _direct(self) -> httpx.AsyncBaseTransport | None:
-        """The transport to post through, or None when the environment names proxies
-        (`HTTPS_PROXY`, `NO_PROXY`...: then through a client, which applies them)."""
-        if self._sending is None:
-            if self._transport is not None:
-                self._sending = self._transport
-            elif getproxies():
-                return None
-            else:
-                self._sending = httpx.AsyncHTTPTransport(limits=self._connection_limits())
-        return self._sending
 
     async def _set_statuses(self, changes: Iterable[_Change]) -> None:
         for subscription_id, status, error in changes:
