@@ -1,21 +1,28 @@
 """Server CPU per read over loopback, one ASGI server (or server setting) against another:
-each round starts every variant in turn over the same embedded PostgreSQL, drives `GET
-Type/id` at it with wrk at a few connections, and reports the CPU seconds the serving
-processes and PostgreSQL's processes used per 10,000 reads (user + system, from the
-kernel). On a loaded machine CPU per request moves far less than throughput or latency.
+every variant serves at once over the same embedded PostgreSQL; each round drives `GET
+Type/id` at each in turn with wrk at a few connections, and reports the CPU seconds the
+serving process and PostgreSQL's processes used per 10,000 reads (user + system, from the
+kernel), with the medians over the rounds. On a loaded machine CPU per request moves far
+less than throughput or latency; it still falls as throughput rises (fewer wake-ups per
+read), so compare rounds of like throughput.
 
-    python -m bench.read_serving DIR [--variants uvicorn,granian] [--rounds 3]
-        [--seconds 8] [--connections 4] [--log-level warning] [--out F.json]
+    python -m bench.read_serving DIR [--variants uvicorn,granian] [--rounds 10]
+        [--seconds 3] [--connections 4] [--log-level warning] [--stored]
+        [--src A=PATH --src B=PATH --variants uvicorn@A,uvicorn@B] [--out F.json]
 
-DIR is a `bench.request_cost` directory (its caseload loaded there once). Variants:
+DIR is a `bench.request_cost` directory (its caseload loaded there once). Variants, each one
+process, no background workers, audit off:
 
-- `uvicorn`: `cmfhir serve --workers 1`, as configured (httptools with the request-head
-  guard of `cmfhir.connections`, the event loop uvicorn picks);
-- `uvicorn-plain`: uvicorn's own httptools protocol and uvloop, without the guard;
+- `uvicorn`: as `cmfhir serve` runs it (httptools under `cmfhir.connections`'
+  protocol, uvloop), uvicorn's access log off;
+- `uvicorn-plain`: uvicorn's own httptools protocol, without cmfhir's;
 - `uvicorn-asyncio`: as `uvicorn`, on asyncio's own event loop;
-- `granian`: `cmfhir serve --server granian` (one worker).
+- `granian`: granian's ASGI server, one worker (`pip install granian` first: it is not a
+  dependency of cmfhir).
 
-The wrk client's CPU is not counted. `--log-level info` writes the access log (to a file).
+`SERVER@LABEL` runs a variant on the checkout `--src LABEL=PATH` names (A against B).
+`--stored` answers reads from memory (`bench.read_stored`). The wrk client's CPU is not
+counted. `--log-level info` writes the access log (to DIR/serve-*.log).
 """
 
 from __future__ import annotations
