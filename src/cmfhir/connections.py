@@ -114,6 +114,10 @@ class _WholeResponse:
     def is_closing(self) -> bool:
         return self.transport.is_closing()
 
+    def __getattr__(self, name: str) -> Any:
+        # Anything else a cycle may ask of its transport, from the transport itself.
+        return getattr(self.transport, name)
+
 
 class GuardedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with request-head and stalled-body timeouts, a cap on
