@@ -1,6 +1,7 @@
 """Connections as `cmfhir serve` handles them over real sockets: silent ones and ones that
 trickle their headers are closed after CMFHIR_HEADER_TIMEOUT_S, at most
-CMFHIR_MAX_CONNECTIONS stay open, and a client that leaves mid-upload is no server error."""
+CMFHIR_MAX_CONNECTIONS stay open, a client that leaves mid-upload is no server error, and a
+small answer arrives in one piece (its head and body in one send)."""
 
 from __future__ import annotations
 
@@ -164,6 +165,51 @@ def test_client_leaving_mid_upload_is_not_a_server_error(
     log = served.output()
     assert "ERROR" not in log, log[-2000:]
     assert "Traceback" not in log, log[-2000:]
+
+
+def _answer_on(sock: socket.socket, request: bytes) -> tuple[bytes, bytes]:
+    """Send `request`; the first piece the socket gives back, and the whole answer (its
+    body read to its Content-Length; a HEAD answer's head alone)."""
+    sock.sendall(request)
+    first = sock.recv(65536)
+    answer = first
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(65536)
+    if request.startswith(b"HEAD"):
+        return first, answer
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return first, head + b"\r\n\r\n" + body
+
+
+def test_a_small_answer_arrives_in_one_piece(served_with: dict[str, Served]) -> None:
+    """The head of a response of known length leaves with its body: the client's first
+    read has all of it (sent apart, the first read would often hold the head alone)."""
+    with _connect(served_with["short"].base) as sock:
+        for _ in range(5):
+            first, whole = _answer_on(
+                sock, b"GET /fhir/Patient/no-such-member HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            assert whole.startswith(b"HTTP/1.1 404")
+            assert first == whole
+
+
+def test_answers_without_a_body_are_not_held_back(served_with: dict[str, Served]) -> None:
+    """A HEAD answer has a Content-Length and no body: it is sent at once, and the
+    connection serves the next request."""
+    with _connect(served_with["short"].base) as sock:
+        _, head = _answer_on(sock, b"HEAD /fhir/metadata HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 ")
+        assert head.endswith(b"\r\n\r\n")
+        assert b"content-length:" in head.lower()
+        _, whole = _answer_on(sock, b"GET /fhir/Patient/nobody HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert whole.startswith(b"HTTP/1.1 404")
 
 
 def test_settings_are_documented() -> None:
