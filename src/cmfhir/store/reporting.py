@@ -39,7 +39,7 @@ from cmfhir.store.report_access import ReportAccess, report_access
 from cmfhir.store.report_tables import report_contact, report_issue
 from cmfhir.store.repository import Repository
 
-__all__ = ["REPORT_SQL", "explain_report", "fetch_report"]
+__all__ = ["PAGED", "REPORT_SQL", "explain_report", "fetch_report"]
 
 
 def _visible(alias: str) -> str:
@@ -330,14 +330,39 @@ def _last_month_only(sql: str) -> str:
     )
 
 
-_CONTACT_COMPLIANCE = (
-    _BASE
-    + """
-SELECT member, to_char(month, 'YYYY-MM') AS month, care_manager, tier AS acuity_tier,
-       contacts, in_person, COALESCE(required, 1) AS required,
-       contacts >= COALESCE(required, 1) AS compliant
-FROM member_months ORDER BY member, month
+def _paged(detail: str, totals: str, columns: str, order: str) -> str:
+    """The final statement of a report whose detail rows are many (one per member-month):
+    its totals over every detail row, computed here, and one page of the rows
+    (`:row_count` from `:row_offset`; a NULL count is every row). One row of totals (the
+    aggregate of `totals`, prefixed `total_`) is joined with the page, so that the totals
+    come even with an empty page; a row of the page has its first column non-null. The
+    page is a nested loop's inner side under that one row: its rows come in its order.
+    `detail` selects the detail rows from `member_months`; `columns` the page's columns
+    from them (as `d`)."""
+    return f"""
+, detail AS MATERIALIZED ({detail})
+SELECT p.*, t.* FROM ({totals}) t
+LEFT JOIN LATERAL (
+  SELECT {columns} FROM detail d ORDER BY {order}
+  LIMIT CAST(:row_count AS bigint) OFFSET CAST(:row_offset AS bigint)) p ON true
 """
+
+
+_CONTACT_COMPLIANCE = _BASE + _paged(
+    detail="""
+  SELECT member, month, care_manager, tier, contacts, in_person, COALESCE(required, 1) AS required,
+         contacts >= COALESCE(required, 1) AS compliant
+  FROM member_months""",
+    totals="""
+  SELECT (SELECT count(*) FROM detail) AS total_member_months,
+    (SELECT count(*) FROM detail WHERE compliant) AS total_member_months_compliant,
+    (SELECT COALESCE(sum(contacts), 0)::bigint FROM detail) AS total_contacts,
+    (SELECT COALESCE(sum(in_person), 0)::bigint FROM detail) AS total_in_person,
+    count(*) AS total_members, count(*) FILTER (WHERE always) AS total_members_always
+  FROM (SELECT bool_and(compliant) AS always FROM detail GROUP BY member) m""",
+    columns="""d.member, to_char(d.month, 'YYYY-MM') AS month, d.care_manager,
+         d.tier AS acuity_tier, d.contacts, d.in_person, d.required, d.compliant""",
+    order="d.member, d.month",
 )
 
 _TCM_ENCOUNTERS = (
@@ -350,13 +375,18 @@ _TCM_ENCOUNTERS = (
   WHERE t.resource_type = 'EpisodeOfCare' AND t.param = 'type'
     AND t.system = :waiver_system AND t.code = :waiver_code
     AND w.content->>'status' = ANY(CAST(:statuses AS text[]))
-)
-SELECT mm.member, to_char(mm.month, 'YYYY-MM') AS month,
-       to_char(mm.first_contact AT TIME ZONE :tz, 'YYYY-MM-DD') AS first_contact_date,
-       mm.care_manager, mm.tier AS acuity_tier,
-       mm.member IN (SELECT member FROM waiver) AS waiver
-FROM member_months mm WHERE mm.contacts > 0 ORDER BY mm.month, mm.member
-"""
+)"""
+    + _paged(
+        detail="""
+  SELECT member, month, first_contact, care_manager, tier FROM member_months
+  WHERE contacts > 0""",
+        totals="SELECT count(*) AS total_member_months FROM detail",
+        columns="""d.member, to_char(d.month, 'YYYY-MM') AS month,
+         to_char(d.first_contact AT TIME ZONE :tz, 'YYYY-MM-DD') AS first_contact_date,
+         d.care_manager, d.tier AS acuity_tier,
+         d.member IN (SELECT member FROM waiver) AS waiver""",
+        order="d.month, d.member",
+    )
 )
 
 _SCOPE_OF = f"""(
@@ -615,6 +645,11 @@ GROUP BY care_manager, item ORDER BY care_manager, item
 """
 )
 
+# The reports whose rows (one per member-month) are computed with their totals in SQL and
+# returned a page at a time (`:row_count` rows from `:row_offset`): `fetch_report` gives
+# their totals as the part `rows_totals`.
+PAGED = frozenset({"contact-compliance", "tcm-encounters"})
+
 REPORT_SQL: Mapping[str, Mapping[str, str]] = {
     "caseload": {"rows": _last_month_only(_CASELOAD)},
     "contact-compliance": {"rows": _CONTACT_COMPLIANCE},
@@ -663,8 +698,26 @@ async def fetch_report(
     found: dict[str, list[dict[str, Any]]] = {}
     for part, statement, wanted in await _statements(repo, name, parameters, types):
         result = await repo.conn.execute(statement, wanted)
-        found[part] = [dict(row._mapping) for row in result]
+        rows = [dict(row._mapping) for row in result]
+        if name in PAGED:
+            found[f"{part}_totals"], rows = _split_totals(rows)
+        found[part] = rows
     return found
+
+
+def _split_totals(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A paged report's result (`_paged`): its totals (one row, without the `total_`
+    prefix) and its page's rows (without the totals)."""
+    if not rows:
+        return [], []
+    first = next(k for k in rows[0] if not k.startswith("total_"))
+    totals = {k.removeprefix("total_"): v for k, v in rows[0].items() if k.startswith("total_")}
+    page = [
+        {k: v for k, v in row.items() if not k.startswith("total_")}
+        for row in rows
+        if row[first] is not None
+    ]
+    return [totals], page
 
 
 async def explain_report(
