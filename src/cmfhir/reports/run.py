@@ -392,9 +392,9 @@ async def run_report(
     parts = {k: [{c: _plain(v) for c, v in r.items()} for r in rs] for k, rs in found.items()}
     if name in PAGED:
         # The SQL returned the page, and the totals over every row.
-        known = totals[0] if totals else {}
-        report = Report(name, scope, period, REPORTS[name], rows, totals=dict(known), parts=parts)
-        report.page, report.total_rows = page, int(known.get("member_months", 0))
+        counted: dict[str, Any] = totals[0] if totals else {}
+        report = Report(name, scope, period, REPORTS[name], rows, totals=counted, parts=parts)
+        report.page, report.total_rows = page, int(counted.get("member_months", 0))
         _summarise(report, config)
         return report
     # The rows are few (grouped counts, or one per member): all of them are summarised,

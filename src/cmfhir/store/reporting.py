@@ -36,7 +36,7 @@ from sqlalchemy import text
 from sqlalchemy.sql.elements import TextClause
 
 from cmfhir.store.report_access import ReportAccess, report_access
-from cmfhir.store.report_tables import report_contact, report_issue
+from cmfhir.store.report_tables import report_contact, report_issue, report_record
 from cmfhir.store.repository import Repository
 
 __all__ = ["PAGED", "REPORT_SQL", "explain_report", "fetch_report"]
@@ -142,20 +142,6 @@ def _month_of(instant: str) -> str:
 # each) rather than reading every row of the period: about a care manager's caseload or a
 # small organization's, far below where probing costs more than reading everything.
 _FEW_MEMBERS = 1000
-
-
-def _among_few(rid: str, resource_type: str, params: tuple[str, ...]) -> str:
-    """The condition that row `rid` of `resource_type` is in the Patient compartment of one
-    of the members in scope when they are few (`few`): checked on its reference index rows
-    (the compartment's `params`) before the row itself is read, so that a care manager's
-    report reads their members' rows, not every member's. Always true when they are many."""
-    names = ", ".join(f"'{p}'" for p in params)
-    return (
-        f" AND ((SELECT members FROM few) IS NULL OR {rid} IN (SELECT f.rid FROM idx_reference f"
-        f" WHERE f.resource_type = '{resource_type}' AND f.param IN ({names})"
-        f" AND f.target_type = 'Patient'"
-        f" AND f.target_id = ANY(CAST((SELECT members FROM few) AS text[]))))"
-    )
 
 
 # The qualifying (in-person) medium codings as report_contact holds them: 'system|code'
@@ -461,18 +447,15 @@ ORDER BY 1, 2, 3, 4
 """
 )
 
-# Responses to a Questionnaire (`:{url}`), completed or amended, of the members in `members`:
-# found through the `questionnaire` index rows (the canonical without its version), so that
-# only that Questionnaire's responses are read, not every completed response.
-_RESPONSES = """
-  SELECT q.rid, q.patient_id AS member, {authored} AS authored{content}
-  FROM (SELECT DISTINCT s.rid FROM idx_reference s
-        WHERE s.resource_type = 'QuestionnaireResponse' AND s.param = 'questionnaire'
-          AND s.url = :{url}{few}) s
-  {row}
-  WHERE split_part(q.content->>'questionnaire', '|', 1) = :{url}
-    AND q.content->>'status' IN ('completed', 'amended')
-    AND q.content->>'authored' IS NOT NULL
+# Responses to a Questionnaire (`:{url}`, the canonical without its version), completed or
+# amended, of the members `{members}` keeps: from their narrow rows (report_record, kept by
+# a trigger in the writing transaction: store/report_tables.py), never the resources.
+_RESPONSES = f"""
+  SELECT r.rid, r.member, {_instant("r.at")} AS authored
+  FROM {report_record.name} r
+  WHERE r.kind = 'QuestionnaireResponse' AND r.questionnaire = :{{url}}
+    AND r.status IN ('completed', 'amended') AND r.at IS NOT NULL
+    AND {_visible("r")}{{members}}
 """
 
 # Per member in scope at the period's end: the latest completed comprehensive assessment
@@ -483,26 +466,15 @@ _TIMELINESS_MEMBERS = (
     + f"""
 , members AS MATERIALIZED (SELECT * FROM scoped WHERE month = {_LAST_MONTH}),
 assessments AS ({
-        _RESPONSES.format(
-            authored=_instant("q.content->>'authored'"),
-            content="",
-            row=_row(
-                "q", "QuestionnaireResponse", "s.rid", _IN_MEMBERS.format(member="q.patient_id")
-            ),
-            url="assessment_url",
-            few=_among_few("s.rid", "QuestionnaireResponse", ("subject", "author")),
-        )
+        _RESPONSES.format(url="assessment_url", members=_IN_MEMBERS.format(member="r.member"))
     }),
 plans AS (
-  SELECT p.patient_id AS member, p.content->>'status' AS status,
-         {_instant("COALESCE(p.content->>'created', p.content->'period'->>'start')")} AS made
-  FROM (SELECT DISTINCT s.rid FROM idx_token s
-        WHERE s.resource_type = 'CarePlan' AND s.param = 'status'
-          AND s.code IN ('active', 'completed')
-          {_among_few("s.rid", "CarePlan", ("patient", "performer"))}) s
-  {_row("p", "CarePlan", "s.rid", _IN_MEMBERS.format(member="p.patient_id"))}
-  WHERE p.content->>'status' IN ('active', 'completed')
-    AND COALESCE(p.content->>'created', p.content->'period'->>'start') IS NOT NULL
+  -- Care plans from their narrow rows (report_record): `at` is `created`, else
+  -- `period.start`.
+  SELECT p.member, p.status, {_instant("p.at")} AS made
+  FROM {report_record.name} p
+  WHERE p.kind = 'CarePlan' AND p.status IN ('active', 'completed') AND p.at IS NOT NULL
+    AND {_visible("p")} {_IN_MEMBERS.format(member="p.member")}
 ),
 measured AS (
   SELECT m.member, m.care_manager, m.tier, m.enrolled_from, b.period_end,
@@ -543,14 +515,14 @@ _TIMELINESS_DISCHARGES = (
     _BASE
     + f"""
 , discharges AS (
-  SELECT e.id AS encounter, e.patient_id AS member,
-         {_instant("e.content->'period'->>'end'")} AS discharged
-  FROM (SELECT DISTINCT k.rid FROM idx_token k
-        WHERE k.resource_type = 'Encounter' AND k.param = 'class'
-          AND k.system = :class_system AND k.code = ANY(CAST(:classes AS text[]))
-          {_among_few("k.rid", "Encounter", ("patient",))}) k
-  {_row("e", "Encounter", "k.rid", _IN_SCOPED.format(member="e.patient_id"))}
-  WHERE e.content->>'status' = 'finished' AND e.content->'period'->>'end' IS NOT NULL
+  -- Encounters from their narrow rows (report_record): `at` is `period.end`, `codes` the
+  -- class coding as 'system|code'.
+  SELECT e.id AS encounter, e.member, {_instant("e.at")} AS discharged
+  FROM {report_record.name} e
+  WHERE e.kind = 'Encounter' AND e.status = 'finished' AND e.at IS NOT NULL
+    AND e.codes && (SELECT array_agg(CAST(:class_system AS text) || '|' || k)
+                    FROM unnest(CAST(:classes AS text[])) k)
+    AND {_visible("e")} {_IN_SCOPED.format(member="e.member")}
 ),
 followed AS (
   SELECT d.encounter, d.member, d.discharged, s.care_manager, s.tier,
@@ -614,15 +586,7 @@ _EXPERIENCE = (
     _BASE
     + f"""
 , responses AS ({
-        _RESPONSES.format(
-            authored=_instant("q.content->>'authored'"),
-            content=", q.content",
-            row=_row(
-                "q", "QuestionnaireResponse", "s.rid", _IN_SCOPED.format(member="q.patient_id")
-            ),
-            url="experience_url",
-            few=_among_few("s.rid", "QuestionnaireResponse", ("subject", "author")),
-        )
+        _RESPONSES.format(url="experience_url", members=_IN_SCOPED.format(member="r.member"))
     }),
 answers AS (
   SELECT r.rid, s.care_manager, item->>'linkId' AS item,
@@ -636,7 +600,11 @@ answers AS (
     END AS value
   FROM responses r
   JOIN scoped s ON s.member = r.member AND s.month = {_month_of("r.authored")}
-  CROSS JOIN LATERAL jsonb_path_query(r.content, 'lax $.**.item[*] ? (exists(@.answer))') AS item
+  -- The content of only the responses of the period's member-months, by key.
+  CROSS JOIN LATERAL (SELECT q.content FROM resource q
+                      WHERE q.rid = r.rid AND q.resource_type = 'QuestionnaireResponse'
+                      OFFSET 0) q
+  CROSS JOIN LATERAL jsonb_path_query(q.content, 'lax $.**.item[*] ? (exists(@.answer))') AS item
   CROSS JOIN LATERAL jsonb_array_elements(item->'answer') AS answer
 )
 SELECT care_manager, item, count(DISTINCT rid) AS responses, avg(value) AS mean
