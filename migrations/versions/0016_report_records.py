@@ -1,5 +1,5 @@
-"""report_records: the facts the timeliness and member-experience reports read of each
-QuestionnaireResponse, CarePlan and Encounter
+"""report_records: the facts the reports read of each QuestionnaireResponse, CarePlan and
+Encounter, and of each EpisodeOfCare version
 
 `report_record` holds, per current QuestionnaireResponse, CarePlan and Encounter with a
 Patient (`resource.patient_id`), its id, member, status, the Questionnaire it answers
@@ -9,8 +9,14 @@ reports (store/reporting.py) select the assessments, care plans, discharges and
 satisfaction answers of their members from these narrow rows instead of looking up and
 parsing every such resource; the member-experience report then reads the content of only
 its period's responses. A trigger on `resource` keeps the table in the writing transaction
-(create, update, delete), as `0012_report_totals` does for contacts and care gaps; the
-upgrade fills it from the stored resources.
+(create, update, delete), as `0012_report_totals` does for contacts and care gaps.
+
+`report_enrollment` holds, per stored EpisodeOfCare version with content, when it was
+recorded, its member and what the reports read of it (status, care manager, managing
+organization, extensions, period): every report's member-months are built from these
+narrow rows instead of a lookup and parse of every enrollment version. A trigger on
+`resource_history` keeps it. The upgrade fills both tables from the stored resources and
+versions.
 
 Revision ID: 0016_report_records
 Revises: 0012_report_totals
@@ -21,7 +27,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 revision: str = "0016_report_records"
 down_revision: str | None = "0012_report_totals"
@@ -78,6 +84,29 @@ END $$
 """
 
 
+# A stored EpisodeOfCare version's row (nothing for a deletion's version, which has no
+# content).
+_ENROLLMENT = """
+CREATE FUNCTION report_enrollment_sync() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP <> 'INSERT' THEN
+    DELETE FROM report_enrollment WHERE rid = OLD.rid AND version = OLD.version;
+  END IF;
+  IF TG_OP <> 'DELETE' AND NEW.content IS NOT NULL THEN
+    INSERT INTO report_enrollment (rid, version, recorded, member, status, care_manager,
+                                   organization, extension, period_start, period_end)
+    VALUES (NEW.rid, NEW.version, NEW.last_updated, NEW.patient_id, NEW.content->>'status',
+            NEW.content->'careManager'->>'reference',
+            NEW.content->'managingOrganization'->>'reference',
+            NEW.content->'extension', NEW.content->'period'->>'start',
+            NEW.content->'period'->>'end');
+  END IF;
+  RETURN NULL;
+END $$
+"""
+
+
 def upgrade() -> None:
     op.create_table(
         "report_record",
@@ -112,8 +141,47 @@ def upgrade() -> None:
     )
     op.execute("ANALYZE report_record")
 
+    op.create_table(
+        "report_enrollment",
+        sa.Column("rid", sa.BigInteger(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("recorded", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("member", sa.Text()),
+        sa.Column("status", sa.Text()),
+        sa.Column("care_manager", sa.Text()),
+        sa.Column("organization", sa.Text()),
+        sa.Column("extension", JSONB()),
+        sa.Column("period_start", sa.Text()),
+        sa.Column("period_end", sa.Text()),
+        sa.PrimaryKeyConstraint("rid", "version", name=op.f("pk_report_enrollment")),
+    )
+    op.execute(_ENROLLMENT)
+    op.execute(
+        "CREATE TRIGGER report_enrollment_written AFTER INSERT OR UPDATE ON resource_history"
+        " FOR EACH ROW WHEN (NEW.resource_type = 'EpisodeOfCare')"
+        " EXECUTE FUNCTION report_enrollment_sync()"
+    )
+    op.execute(
+        "CREATE TRIGGER report_enrollment_removed AFTER DELETE ON resource_history"
+        " FOR EACH ROW WHEN (OLD.resource_type = 'EpisodeOfCare')"
+        " EXECUTE FUNCTION report_enrollment_sync()"
+    )
+    op.execute(
+        "INSERT INTO report_enrollment (rid, version, recorded, member, status, care_manager,"
+        " organization, extension, period_start, period_end)"
+        " SELECT rid, version, last_updated, patient_id, content->>'status',"
+        " content->'careManager'->>'reference', content->'managingOrganization'->>'reference',"
+        " content->'extension', content->'period'->>'start', content->'period'->>'end'"
+        " FROM resource_history WHERE resource_type = 'EpisodeOfCare' AND content IS NOT NULL"
+    )
+    op.execute("ANALYZE report_enrollment")
+
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER report_enrollment_removed ON resource_history")
+    op.execute("DROP TRIGGER report_enrollment_written ON resource_history")
+    op.execute("DROP FUNCTION report_enrollment_sync()")
+    op.drop_table("report_enrollment")
     op.execute("DROP TRIGGER report_record_removed ON resource")
     op.execute("DROP TRIGGER report_record_written ON resource")
     op.execute("DROP FUNCTION report_record_sync()")

@@ -1,17 +1,19 @@
 """The tables the reports keep beside the resources (store/reporting.py): each
 Communication's contact facts and each DetectedIssue's gap facts (migration
 0012_report_totals), and each QuestionnaireResponse's, CarePlan's and Encounter's dates
-(0016_report_records), written by triggers on `resource` in the writing transaction, so
-that a report reads one narrow row per contact, gap, response, care plan or encounter,
-never the resource."""
+and each EpisodeOfCare version's enrollment facts (0016_report_records), written by
+triggers on `resource` and `resource_history` in the writing transaction, so that a report
+reads one narrow row per contact, gap, response, care plan, encounter or enrollment
+version, never the resource or the stored version."""
 
 from __future__ import annotations
 
-from sqlalchemy import ARRAY, BigInteger, Column, DateTime, Index, Table, Text
+from sqlalchemy import ARRAY, BigInteger, Column, DateTime, Index, Integer, Table, Text
+from sqlalchemy.dialects.postgresql import JSONB
 
 from cmfhir.store.schema import metadata
 
-__all__ = ["report_contact", "report_issue", "report_record"]
+__all__ = ["report_contact", "report_enrollment", "report_issue", "report_record"]
 
 # One row per current, not deleted Communication with a `sent` and a `subject` that is a
 # local Patient: `member` that Patient's id, `sent` the instant (the start of its precision,
@@ -60,4 +62,22 @@ report_record = Table(
     Column("codes", ARRAY(Text), nullable=False),
     Column("at", Text),
     Index(None, "kind", "member"),
+)
+
+# One row per stored EpisodeOfCare version with content (resource_history): `recorded` its
+# lastUpdated, `member` its patient_id, and as written its `status`, careManager and
+# managingOrganization references, `extension` array and `period` start and end.
+report_enrollment = Table(
+    "report_enrollment",
+    metadata,
+    Column("rid", BigInteger, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("recorded", DateTime(timezone=True), nullable=False),
+    Column("member", Text),
+    Column("status", Text),
+    Column("care_manager", Text),
+    Column("organization", Text),
+    Column("extension", JSONB),
+    Column("period_start", Text),
+    Column("period_end", Text),
 )

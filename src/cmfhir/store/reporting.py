@@ -36,7 +36,12 @@ from sqlalchemy import text
 from sqlalchemy.sql.elements import TextClause
 
 from cmfhir.store.report_access import ReportAccess, report_access
-from cmfhir.store.report_tables import report_contact, report_issue, report_record
+from cmfhir.store.report_tables import (
+    report_contact,
+    report_enrollment,
+    report_issue,
+    report_record,
+)
 from cmfhir.store.repository import Repository
 
 __all__ = ["PAGED", "REPORT_SQL", "explain_report", "fetch_report"]
@@ -114,9 +119,11 @@ def _instant(expr: str) -> str:
     )
 
 
-def _extension(content: str, url_param: str, value: str) -> str:
+def _extension(extensions: str, url_param: str, value: str) -> str:
+    """The `value` of the first of the `extensions` (a JSON array, or null) whose url is
+    `:url_param`."""
     return (
-        f"(SELECT x->>'{value}' FROM jsonb_array_elements(COALESCE({content}->'extension',"
+        f"(SELECT x->>'{value}' FROM jsonb_array_elements(COALESCE({extensions},"
         f" '[]'::jsonb)) x WHERE x->>'url' = :{url_param} LIMIT 1)"
     )
 
@@ -189,30 +196,30 @@ episodes AS (
     AND t.system = :program_system AND t.code = :program_code AND {_visible("t")}
 ),
 versions AS (
-  SELECT h.rid AS episode, h.content,
-         last_value(h.patient_id) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING
-                                          AND UNBOUNDED FOLLOWING) AS member,
+  -- Every version of each enrollment from its narrow row (report_enrollment, kept by a
+  -- trigger on resource_history in the writing transaction: store/report_tables.py),
+  -- never the stored version itself.
+  SELECT h.rid AS episode, h.status, h.care_manager, h.organization, h.extension,
+         h.period_start, h.period_end,
+         last_value(h.member) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING
+                                      AND UNBOUNDED FOLLOWING) AS member,
          CASE WHEN row_number() OVER w = 1 THEN '-infinity'::timestamptz
-              ELSE h.last_updated END AS valid_from,
-         lead(h.last_updated) OVER w AS valid_until
+              ELSE h.recorded END AS valid_from,
+         lead(h.recorded) OVER w AS valid_until
   FROM episodes e
-  CROSS JOIN LATERAL (
-    SELECT h.rid, h.version, h.last_updated, h.patient_id, h.content FROM resource_history h
-    WHERE h.rid = e.rid AND h.content IS NOT NULL OFFSET 0) h
+  JOIN {report_enrollment.name} h ON h.rid = e.rid
   WINDOW w AS (PARTITION BY h.rid ORDER BY h.version)
 ),
 extracted AS (
   -- What the reports read of each version, extracted once per version (not once per
-  -- member-month: a year multiplies the versions by twelve, and the content is wide).
-  SELECT v.episode, v.member, v.valid_from, v.valid_until,
-         v.content->>'status' AS status,
-         v.content->'careManager'->>'reference' AS care_manager,
-         v.content->'managingOrganization'->>'reference' AS organization,
-         COALESCE({_extension("v.content", "tier_url", "valueCode")}, 'unknown') AS tier,
-         {_extension("v.content", "exclusion_url", "valueCodeableConcept")} AS exclusion,
-         {_instant("v.content->'period'->>'start'")} AS enrolled_from,
-         CASE WHEN v.content->'period'->>'end' IS NOT NULL
-              THEN {_instant("v.content->'period'->>'end'")} END AS enrolled_until
+  -- member-month: a year multiplies the versions by twelve).
+  SELECT v.episode, v.member, v.valid_from, v.valid_until, v.status, v.care_manager,
+         v.organization,
+         COALESCE({_extension("v.extension", "tier_url", "valueCode")}, 'unknown') AS tier,
+         {_extension("v.extension", "exclusion_url", "valueCodeableConcept")} AS exclusion,
+         {_instant("v.period_start")} AS enrolled_from,
+         CASE WHEN v.period_end IS NOT NULL THEN {_instant("v.period_end")} END
+           AS enrolled_until
   FROM versions v
   WHERE v.member IS NOT NULL
     AND (v.valid_until IS NULL OR v.valid_until >= (SELECT min(month_end) FROM months))
