@@ -637,6 +637,11 @@ def test_the_command_prints_a_table(
         r for r in _expected_compliance(caseload, caseload.org_a) if r["month"] == "2026-10"
     ]
     assert f"member months: {len(expected)}" in out
+    # A page of the rows, as CSV: the header and two rows.
+    command = ["report", "contact-compliance", "--organization", caseload.org_a.split("/")[1]]
+    assert main([*command, "--period", "2026-10", "--format", "csv", "--count", "2"]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["member"] for r in table] == [r["member"] for r in expected[:2]]
 
 
 def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
