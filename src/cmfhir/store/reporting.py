@@ -532,20 +532,26 @@ _TIMELINESS_DISCHARGES = (
     AND {_visible("e")} {_IN_SCOPED.format(member="e.member")}
 ),
 followed AS (
-  SELECT d.encounter, d.member, d.discharged, s.care_manager, s.tier,
-         min(c.sent) AS first_contact
+  SELECT d.encounter, d.member, d.discharged, s.care_manager, s.tier
   FROM discharges d
   JOIN scoped s ON s.member = d.member AND d.discharged >= s.month_start
        AND d.discharged < s.month_end
-  LEFT JOIN contacts c ON c.member = d.member AND c.sent >= d.discharged
-  GROUP BY d.encounter, d.member, d.discharged, s.care_manager, s.tier
 )
 SELECT f.member, f.encounter, f.care_manager, f.tier AS acuity_tier,
   to_char(f.discharged AT TIME ZONE :tz, 'YYYY-MM-DD') AS discharged,
-  to_char(f.first_contact AT TIME ZONE :tz, 'YYYY-MM-DD') AS follow_up,
-  (f.first_contact AT TIME ZONE :tz)::date - (f.discharged AT TIME ZONE :tz)::date
+  to_char(c.first_contact AT TIME ZONE :tz, 'YYYY-MM-DD') AS follow_up,
+  (c.first_contact AT TIME ZONE :tz)::date - (f.discharged AT TIME ZONE :tz)::date
     AS days_to_follow_up
 FROM followed f
+-- The first qualifying contact after each discharge, in the period: found by member and
+-- time through report_contact's (member, sent) index, one probe per discharge, rather
+-- than by reading every contact of the period.
+LEFT JOIN LATERAL (
+  SELECT min(c.sent) AS first_contact FROM {report_contact.name} c
+  WHERE c.member = f.member AND c.sent >= f.discharged
+    AND c.sent < (SELECT period_end FROM bounds)
+    AND c.status = 'completed' AND c.mediums && {_QUALIFYING} AND {_visible("c")}
+) c ON true
 ORDER BY f.discharged, f.member
 """
 )
