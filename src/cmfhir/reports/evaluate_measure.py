@@ -74,7 +74,10 @@ def evaluate_measure(
             raise BadRequest(
                 "An individual report names its Patient in 'subject'", expression=["subject"]
             )
-        report = await run_report(ctx.store, config, ctx.principal, name, scope, period)
+        # Per member where the report has such rows (a MeasureReport counts members).
+        report = await run_report(
+            ctx.store, config, ctx.principal, name, scope, period, members=True
+        )
         body = measure_report(report, _MEASURE_BASE + name, report_type)
         return Result(200, body, resource_type="MeasureReport")
 

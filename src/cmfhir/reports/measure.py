@@ -106,7 +106,8 @@ def _by(
 
 def _compliance(b: _Builder) -> list[dict[str, Any]]:
     # One row per member with their last month's care manager and tier, and whether they
-    # met the requirement every month.
+    # met the requirement every month (from the report's member-month rows in order, or
+    # its rows per member: run_report(members=True)).
     members: dict[str, dict[str, Any]] = {}
     for row in b.report.rows:
         seen = members.setdefault(row["member"], {"member": row["member"], "compliant": True})

@@ -20,7 +20,7 @@ from cmfhir.auth.principal import Principal
 from cmfhir.errors import BadRequest, Forbidden
 from cmfhir.reports.config import ReportConfig
 from cmfhir.store import Store
-from cmfhir.store.reporting import PAGED, fetch_report
+from cmfhir.store.reporting import MEMBER_SQL, PAGED, fetch_report
 
 __all__ = [
     "ALL_ROWS",
@@ -375,9 +375,12 @@ async def run_report(
     scope: Scope,
     period: Period,
     page: Page = ALL_ROWS,
+    members: bool = False,
 ) -> Report:
     """Report `name` for `scope` and `period`, counting what `principal` may see: its
-    summary over every row, and the rows of `page` (every row by default)."""
+    summary over every row, and the rows of `page` (every row by default). `members`: for
+    a report with rows per member for its MeasureReport (MEMBER_SQL), those rows instead
+    (member, care_manager, acuity_tier, compliant), without a summary."""
     if name not in REPORTS:
         known = ", ".join(REPORTS)
         raise BadRequest(f"There is no report '{name}' (there are: {known})", expression=[name])
@@ -385,8 +388,16 @@ async def run_report(
     _allowed(principal, name, scope)
     async with store.snapshot(principal) as repo:
         found = await fetch_report(
-            repo, name, _parameters(config, scope, period, page), reads(name, scope)
+            repo,
+            name,
+            _parameters(config, scope, period, page),
+            reads(name, scope),
+            members and name in MEMBER_SQL,
         )
+    if members and name in MEMBER_SQL:
+        rows = [{k: _plain(v) for k, v in row.items()} for row in found["rows"]]
+        columns = ("member", "care_manager", "acuity_tier", "compliant")
+        return Report(name, scope, period, columns, rows, total_rows=len(rows))
     totals = found.pop("rows_totals", None)
     rows = [{k: _plain(v) for k, v in row.items()} for row in found.pop("rows")]
     parts = {k: [{c: _plain(v) for c, v in r.items()} for r in rs] for k, rs in found.items()}

@@ -44,7 +44,7 @@ from cmfhir.store.report_tables import (
 )
 from cmfhir.store.repository import Repository
 
-__all__ = ["PAGED", "REPORT_SQL", "explain_report", "fetch_report"]
+__all__ = ["MEMBER_SQL", "PAGED", "REPORT_SQL", "explain_report", "fetch_report"]
 
 
 def _visible(alias: str) -> str:
@@ -341,11 +341,13 @@ LEFT JOIN LATERAL (
 """
 
 
-_CONTACT_COMPLIANCE = _BASE + _paged(
-    detail="""
+_COMPLIANCE_DETAIL = """
   SELECT member, month, care_manager, tier, contacts, in_person, COALESCE(required, 1) AS required,
          contacts >= COALESCE(required, 1) AS compliant
-  FROM member_months""",
+  FROM member_months"""
+
+_CONTACT_COMPLIANCE = _BASE + _paged(
+    detail=_COMPLIANCE_DETAIL,
     totals="""
   SELECT (SELECT count(*) FROM detail) AS total_member_months,
     (SELECT count(*) FROM detail WHERE compliant) AS total_member_months_compliant,
@@ -356,6 +358,19 @@ _CONTACT_COMPLIANCE = _BASE + _paged(
     columns="""d.member, to_char(d.month, 'YYYY-MM') AS month, d.care_manager,
          d.tier AS acuity_tier, d.contacts, d.in_person, d.required, d.compliant""",
     order="d.member, d.month",
+)
+
+# contact-compliance's MeasureReport counts members, not member-months
+# (reports/measure.py): one row per member with the care manager and acuity tier of their
+# last month in the period and whether they met the requirement in every month.
+_COMPLIANCE_MEMBERS = (
+    _BASE
+    + f"""
+, detail AS MATERIALIZED ({_COMPLIANCE_DETAIL})
+SELECT DISTINCT ON (member) member, care_manager, tier AS acuity_tier,
+       bool_and(compliant) OVER (PARTITION BY member) AS compliant
+FROM detail ORDER BY member, month DESC
+"""
 )
 
 _TCM_ENCOUNTERS = (
@@ -626,6 +641,10 @@ GROUP BY care_manager, item ORDER BY care_manager, item
 """
 )
 
+# The reports with rows per member for their MeasureReport (`fetch_report(members=True)`):
+# member, care_manager, acuity_tier, compliant.
+MEMBER_SQL: Mapping[str, str] = {"contact-compliance": _COMPLIANCE_MEMBERS}
+
 # The reports whose rows (one per member-month) are computed with their totals in SQL and
 # returned a page at a time (`:row_count` rows from `:row_offset`): `fetch_report` gives
 # their totals as the part `rows_totals`.
@@ -645,10 +664,15 @@ REPORT_SQL: Mapping[str, Mapping[str, str]] = {
 
 
 async def _statements(
-    repo: Repository, name: str, parameters: Mapping[str, Any], types: Iterable[str]
+    repo: Repository,
+    name: str,
+    parameters: Mapping[str, Any],
+    types: Iterable[str],
+    members: bool = False,
 ) -> list[tuple[str, TextClause, dict[str, Any]]]:
-    """Each part of report `name` as a statement and its parameters, narrowed to what the
-    repository's principal may count (worked out once for the run)."""
+    """Each part of report `name` (`members`: its rows per member, MEMBER_SQL) as a
+    statement and its parameters, narrowed to what the repository's principal may count
+    (worked out once for the run)."""
     access: ReportAccess | None = await report_access(repo.conn, repo.principal, types)
     # Every join of a report is between whole sets of the period (member-months, contacts,
     # responses): hashed, each set read once. PostgreSQL's estimates of the CTEs' rows
@@ -663,7 +687,8 @@ async def _statements(
     await repo.conn.execute(text("SET LOCAL work_mem = '32MB'"))
     given = dict(parameters) | (access.parameters() if access is not None else {})
     out = []
-    for part, sql in REPORT_SQL[name].items():
+    parts = {"rows": MEMBER_SQL[name]} if members else REPORT_SQL[name]
+    for part, sql in parts.items():
         statement = _narrowed(sql, access is not None)
         wanted = {k: v for k, v in given.items() if f":{k}" in statement.text}
         out.append((part, statement, wanted))
@@ -671,16 +696,20 @@ async def _statements(
 
 
 async def fetch_report(
-    repo: Repository, name: str, parameters: Mapping[str, Any], types: Iterable[str]
+    repo: Repository,
+    name: str,
+    parameters: Mapping[str, Any],
+    types: Iterable[str],
+    members: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
     """The row sets of report `name` (reading resources of `types`), each a list of
     column → value, from one snapshot, counting only what the repository's principal may
     (None: nothing)."""
     found: dict[str, list[dict[str, Any]]] = {}
-    for part, statement, wanted in await _statements(repo, name, parameters, types):
+    for part, statement, wanted in await _statements(repo, name, parameters, types, members):
         result = await repo.conn.execute(statement, wanted)
         rows = [dict(row._mapping) for row in result]
-        if name in PAGED:
+        if name in PAGED and not members:
             found[f"{part}_totals"], rows = _split_totals(rows)
         found[part] = rows
     return found
