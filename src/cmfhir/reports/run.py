@@ -20,7 +20,7 @@ from cmfhir.auth.principal import Principal
 from cmfhir.errors import BadRequest, Forbidden
 from cmfhir.reports.config import ReportConfig
 from cmfhir.store import Store
-from cmfhir.store.reporting import MEMBER_SQL, PAGED, fetch_report
+from cmfhir.store.reporting import MEASURE_SQL, PAGED, fetch_report
 
 __all__ = [
     "ALL_ROWS",
@@ -70,6 +70,13 @@ REPORTS: dict[str, tuple[str, ...]] = {
         "hcpcs",
         "modifiers",
     ),
+}
+
+# The columns of the rows a MeasureReport is built from, for the reports that have rows of
+# their own for it (reports/measure.py).
+_MEASURE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "contact-compliance": ("member", "care_manager", "acuity_tier", "compliant"),
+    "tcm-encounters": ("care_manager", "acuity_tier", "count"),
 }
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -375,12 +382,12 @@ async def run_report(
     scope: Scope,
     period: Period,
     page: Page = ALL_ROWS,
-    members: bool = False,
+    measure: bool = False,
 ) -> Report:
     """Report `name` for `scope` and `period`, counting what `principal` may see: its
-    summary over every row, and the rows of `page` (every row by default). `members`: for
-    a report with rows per member for its MeasureReport (MEMBER_SQL), those rows instead
-    (member, care_manager, acuity_tier, compliant), without a summary."""
+    summary over every row, and the rows of `page` (every row by default). `measure`: for
+    a report whose MeasureReport has rows of its own (store/reporting.py's MEASURE_SQL),
+    those rows instead (`_MEASURE_COLUMNS`), without a summary."""
     if name not in REPORTS:
         known = ", ".join(REPORTS)
         raise BadRequest(f"There is no report '{name}' (there are: {known})", expression=[name])
@@ -392,12 +399,11 @@ async def run_report(
             name,
             _parameters(config, scope, period, page),
             reads(name, scope),
-            members and name in MEMBER_SQL,
+            measure and name in MEASURE_SQL,
         )
-    if members and name in MEMBER_SQL:
+    if measure and name in MEASURE_SQL:
         rows = [{k: _plain(v) for k, v in row.items()} for row in found["rows"]]
-        columns = ("member", "care_manager", "acuity_tier", "compliant")
-        return Report(name, scope, period, columns, rows, total_rows=len(rows))
+        return Report(name, scope, period, _MEASURE_COLUMNS[name], rows, total_rows=len(rows))
     totals = found.pop("rows_totals", None)
     rows = [{k: _plain(v) for k, v in row.items()} for row in found.pop("rows")]
     parts = {k: [{c: _plain(v) for c, v in r.items()} for r in rs] for k, rs in found.items()}

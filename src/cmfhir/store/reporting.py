@@ -44,7 +44,7 @@ from cmfhir.store.report_tables import (
 )
 from cmfhir.store.repository import Repository
 
-__all__ = ["MEMBER_SQL", "PAGED", "REPORT_SQL", "explain_report", "fetch_report"]
+__all__ = ["MEASURE_SQL", "PAGED", "REPORT_SQL", "explain_report", "fetch_report"]
 
 
 def _visible(alias: str) -> str:
@@ -373,6 +373,15 @@ FROM detail ORDER BY member, month DESC
 """
 )
 
+# tcm-encounters' MeasureReport: the billable member-months by care manager and tier.
+_TCM_COUNTS = (
+    _BASE
+    + """
+SELECT care_manager, tier AS acuity_tier, count(*) AS count
+FROM member_months WHERE contacts > 0 GROUP BY care_manager, tier ORDER BY 1, 2
+"""
+)
+
 _TCM_ENCOUNTERS = (
     _BASE
     + f"""
@@ -641,9 +650,14 @@ GROUP BY care_manager, item ORDER BY care_manager, item
 """
 )
 
-# The reports with rows per member for their MeasureReport (`fetch_report(members=True)`):
-# member, care_manager, acuity_tier, compliant.
-MEMBER_SQL: Mapping[str, str] = {"contact-compliance": _COMPLIANCE_MEMBERS}
+# The reports whose MeasureReport is built from rows of its own (`fetch_report(measure=
+# True)`), fewer than the report's member-months: contact-compliance's per member
+# (member, care_manager, acuity_tier, compliant), tcm-encounters' counts by care manager
+# and acuity tier (care_manager, acuity_tier, count).
+MEASURE_SQL: Mapping[str, str] = {
+    "contact-compliance": _COMPLIANCE_MEMBERS,
+    "tcm-encounters": _TCM_COUNTS,
+}
 
 # The reports whose rows (one per member-month) are computed with their totals in SQL and
 # returned a page at a time (`:row_count` rows from `:row_offset`): `fetch_report` gives
@@ -668,9 +682,9 @@ async def _statements(
     name: str,
     parameters: Mapping[str, Any],
     types: Iterable[str],
-    members: bool = False,
+    measure: bool = False,
 ) -> list[tuple[str, TextClause, dict[str, Any]]]:
-    """Each part of report `name` (`members`: its rows per member, MEMBER_SQL) as a
+    """Each part of report `name` (`measure`: its MeasureReport's rows, MEASURE_SQL) as a
     statement and its parameters, narrowed to what the repository's principal may count
     (worked out once for the run)."""
     access: ReportAccess | None = await report_access(repo.conn, repo.principal, types)
@@ -687,7 +701,7 @@ async def _statements(
     await repo.conn.execute(text("SET LOCAL work_mem = '32MB'"))
     given = dict(parameters) | (access.parameters() if access is not None else {})
     out = []
-    parts = {"rows": MEMBER_SQL[name]} if members else REPORT_SQL[name]
+    parts = {"rows": MEASURE_SQL[name]} if measure else REPORT_SQL[name]
     for part, sql in parts.items():
         statement = _narrowed(sql, access is not None)
         wanted = {k: v for k, v in given.items() if f":{k}" in statement.text}
@@ -700,16 +714,16 @@ async def fetch_report(
     name: str,
     parameters: Mapping[str, Any],
     types: Iterable[str],
-    members: bool = False,
+    measure: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
     """The row sets of report `name` (reading resources of `types`), each a list of
     column → value, from one snapshot, counting only what the repository's principal may
     (None: nothing)."""
     found: dict[str, list[dict[str, Any]]] = {}
-    for part, statement, wanted in await _statements(repo, name, parameters, types, members):
+    for part, statement, wanted in await _statements(repo, name, parameters, types, measure):
         result = await repo.conn.execute(statement, wanted)
         rows = [dict(row._mapping) for row in result]
-        if name in PAGED and not members:
+        if name in PAGED and not measure:
             found[f"{part}_totals"], rows = _split_totals(rows)
         found[part] = rows
     return found
