@@ -699,6 +699,10 @@ async def _statements(
     # only (the rest of this read-only, report-only transaction).
     await repo.conn.execute(text("SET LOCAL enable_nestloop = off"))
     await repo.conn.execute(text("SET LOCAL work_mem = '32MB'"))
+    # Grouping by hashing, not by sorting, where PostgreSQL has the choice: counting a
+    # year's 218,000 contacts per member and month at 10,000 members by a sort took twice
+    # as long as by a hash (the sorts a result needs, DISTINCT ON, ORDER BY, windows, stay).
+    await repo.conn.execute(text("SET LOCAL enable_sort = off"))
     given = dict(parameters) | (access.parameters() if access is not None else {})
     out = []
     parts = {"rows": MEASURE_SQL[name]} if measure else REPORT_SQL[name]
