@@ -726,26 +726,35 @@ async def fetch_report(
     found: dict[str, list[dict[str, Any]]] = {}
     for part, statement, wanted in await _statements(repo, name, parameters, types, measure):
         result = await repo.conn.execute(statement, wanted)
-        rows = [dict(row._mapping) for row in result]
         if name in PAGED and not measure:
-            found[f"{part}_totals"], rows = _split_totals(rows)
-        found[part] = rows
+            found[f"{part}_totals"], found[part] = _split_totals(list(result.keys()), result)
+        else:
+            found[part] = [dict(row._mapping) for row in result]
     return found
 
 
-def _split_totals(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _split_totals(
+    keys: list[str], rows: Iterable[Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A paged report's result (`_paged`): its totals (one row, without the `total_`
-    prefix) and its page's rows (without the totals)."""
-    if not rows:
-        return [], []
-    first = next(k for k in rows[0] if not k.startswith("total_"))
-    totals = {k.removeprefix("total_"): v for k, v in rows[0].items() if k.startswith("total_")}
-    page = [
-        {k: v for k, v in row.items() if not k.startswith("total_")}
-        for row in rows
-        if row[first] is not None
-    ]
-    return [totals], page
+    prefix; none without a row) and its page's rows (without the totals), each built once
+    from the row's values."""
+    own = [(i, k) for i, k in enumerate(keys) if not k.startswith("total_")]
+    first = own[0][0]
+    totals: list[dict[str, Any]] = []
+    page = []
+    for row in rows:
+        if not totals:
+            totals.append(
+                {
+                    k.removeprefix("total_"): row[i]
+                    for i, k in enumerate(keys)
+                    if k.startswith("total_")
+                }
+            )
+        if row[first] is not None:
+            page.append({k: row[i] for i, k in own})
+    return totals, page
 
 
 async def explain_report(
