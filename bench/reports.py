@@ -60,7 +60,9 @@ def run_reports(root_url: str, organization: str, repeats: int = 3) -> list[dict
                     )
                     seconds.append(time.perf_counter() - started)
                     response.raise_for_status()
-                    count = len(response.json()["rows"])
+                    # The summary over every row and the first page of rows (the JSON
+                    # default); the count is of every row.
+                    count = response.json()["page"]["total"]
                 rows.append(
                     {
                         "report": name,
@@ -131,7 +133,7 @@ async def _narrowed(
                 {
                     "report": name,
                     "period": f"quarter ({period}), as supervisor, in-process",
-                    "rows": len(found.rows),
+                    "rows": found.total_rows,
                     "median_s": round(seconds, 3),
                     "max_s": round(seconds, 3),
                     "meets_target": seconds <= TARGET_SECONDS,

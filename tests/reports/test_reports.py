@@ -408,6 +408,92 @@ def test_tcm_encounters_csv_lists_billable_member_months(
     assert got[caseload.members[9].id][0] == "2026-10-31"
 
 
+def test_member_month_reports_give_their_totals_and_a_page(
+    client: httpx.Client, caseload: Caseload
+) -> None:
+    """contact-compliance and tcm-encounters compute their totals over every member-month
+    in SQL and return a page of the rows (`_count`, `_offset`): the totals never depend on
+    the page, and the pages are the report's rows in order."""
+    org = caseload.org_a.split("/")[1]
+    expected = _expected_compliance(caseload, caseload.org_a)
+    always: dict[str, bool] = defaultdict(lambda: True)
+    for row in expected:
+        always[row["member"]] = always[row["member"]] and row["compliant"]
+    contacts = sum(r["contacts"] for r in expected)
+    summary = {
+        "members": len(always),
+        "members_compliant_every_month": sum(always.values()),
+        "member_months": len(expected),
+        "member_months_compliant": sum(1 for r in expected if r["compliant"]),
+        "contacts": contacts,
+        "in_person_share": round(sum(r["in_person"] for r in expected) / contacts, 3),
+    }
+    period = "2026-09..2026-11"
+    whole = _report(client, "contact-compliance", organization=org, period=period, _count="all")
+    assert whole["rows"] == expected
+    assert whole["summary"] == summary
+    assert whole["page"] == {"offset": 0, "size": len(expected), "total": len(expected)}
+    for count, offset in (("5", "3"), ("0", "0"), ("4", str(len(expected) - 2)), ("3", "999")):
+        page = _report(
+            client,
+            "contact-compliance",
+            organization=org,
+            period=period,
+            _count=count,
+            _offset=offset,
+        )
+        rows = expected[int(offset) : int(offset) + int(count)]
+        assert page["rows"] == rows
+        assert page["summary"] == summary
+        assert page["page"] == {"offset": int(offset), "size": len(rows), "total": len(expected)}
+    # Without `_count`, JSON gives a page of at most 100 rows (all of these).
+    assert _report(client, "contact-compliance", organization=org, period=period)["rows"] == (
+        expected
+    )
+
+    base = f"{client.base_url.scheme}://{client.base_url.host}:{client.base_url.port}"
+    table = list(
+        csv.DictReader(
+            io.StringIO(
+                client.get(
+                    f"{base}/reports/tcm-encounters",
+                    params={"organization": org, "period": period, "format": "csv"},
+                ).text
+            )
+        )
+    )
+    billable = [r for r in expected if r["contacts"] > 0]
+    assert len(table) == len(billable)
+    assert [(r["month"], r["member"]) for r in table] == sorted(
+        (r["month"], r["member"]) for r in billable
+    )
+    page = _report(
+        client, "tcm-encounters", organization=org, period=period, _count="3", _offset="2"
+    )
+    assert [{k: str(v) for k, v in r.items()} for r in page["rows"]] == table[2:5]
+    assert page["summary"] == {"billable_member_months": len(billable)}
+    assert page["page"] == {"offset": 2, "size": 3, "total": len(billable)}
+    # A CSV page, when asked for.
+    response = client.get(
+        f"{base}/reports/tcm-encounters",
+        params={"organization": org, "period": period, "format": "csv", "_count": "2"},
+    )
+    assert list(csv.DictReader(io.StringIO(response.text))) == table[:2]
+
+
+def test_other_reports_are_paged_after_their_summary(
+    client: httpx.Client, caseload: Caseload
+) -> None:
+    org = caseload.org_a.split("/")[1]
+    whole = _report(client, "timeliness", organization=org, period="2026-11", _count="all")
+    page = _report(
+        client, "timeliness", organization=org, period="2026-11", _count="2", _offset="1"
+    )
+    assert page["summary"] == whole["summary"]
+    assert page["rows"] == whole["rows"][1:3]
+    assert page["page"] == {"offset": 1, "size": 2, "total": whole["summary"]["members"]}
+
+
 def test_caseload_counts_new_transferred_and_closed(
     client: httpx.Client, caseload: Caseload
 ) -> None:
@@ -487,6 +573,9 @@ def test_evaluate_measure_answers_a_measure_report(
         ({"period": "2026-10", "colour": "blue"}, "colour"),
         ({}, "period"),
         ({"period": "2026-10", "format": "xlsx"}, "format"),
+        ({"period": "2026-10", "_count": "-1"}, "_count"),
+        ({"period": "2026-10", "_count": "ten"}, "_count"),
+        ({"period": "2026-10", "_offset": "1.5"}, "_offset"),
     ],
 )
 def test_bad_report_requests_are_refused(
@@ -548,6 +637,11 @@ def test_the_command_prints_a_table(
         r for r in _expected_compliance(caseload, caseload.org_a) if r["month"] == "2026-10"
     ]
     assert f"member months: {len(expected)}" in out
+    # A page of the rows, as CSV: the header and two rows.
+    command = ["report", "contact-compliance", "--organization", caseload.org_a.split("/")[1]]
+    assert main([*command, "--period", "2026-10", "--format", "csv", "--count", "2"]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["member"] for r in table] == [r["member"] for r in expected[:2]]
 
 
 def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:

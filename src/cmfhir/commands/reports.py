@@ -1,4 +1,5 @@
-"""`cmfhir report <name> --organization ID --period 2026-10 --format csv|table|json`."""
+"""`cmfhir report <name> --organization ID --period 2026-10 --format csv|table|json`
+(every row, or `--count N [--offset N]` for a page of them)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def _report(args: argparse.Namespace) -> int:
     from cmfhir.errors import FhirError
     from cmfhir.reports.config import load_report_config
     from cmfhir.reports.render import as_csv, as_table
-    from cmfhir.reports.run import Scope, parse_period, run_report
+    from cmfhir.reports.run import Page, Scope, parse_period, run_report
 
     settings = Settings()
 
@@ -40,6 +41,7 @@ def _report(args: argparse.Namespace) -> int:
                 args.name,
                 Scope(args.organization, args.practitioner, args.group),
                 parse_period(args.period),
+                Page(args.offset, args.count),
             )
 
     try:
@@ -56,6 +58,12 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _whole(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number, 0 or more")
+    return int(value)
+
+
 def add_commands(commands: Any) -> None:
     summary = "print a care-management report (docs/reports.md)"
     parser: argparse.ArgumentParser = commands.add_parser(
@@ -70,4 +78,10 @@ def add_commands(commands: Any) -> None:
         "--period", required=True, metavar="YYYY-MM[..YYYY-MM]", help="whole months"
     )
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument(
+        "--count", type=_whole, metavar="N", help="this many rows (default: every row)"
+    )
+    parser.add_argument(
+        "--offset", type=_whole, default=0, metavar="N", help="from this row (0: the first)"
+    )
     parser.set_defaults(func=_report)

@@ -74,7 +74,11 @@ def evaluate_measure(
             raise BadRequest(
                 "An individual report names its Patient in 'subject'", expression=["subject"]
             )
-        report = await run_report(ctx.store, config, ctx.principal, name, scope, period)
+        # From the report's rows for a MeasureReport where it has them (fewer than its
+        # member-months: store/reporting.py's MEASURE_SQL).
+        report = await run_report(
+            ctx.store, config, ctx.principal, name, scope, period, measure=True
+        )
         body = measure_report(report, _MEASURE_BASE + name, report_type)
         return Result(200, body, resource_type="MeasureReport")
 

@@ -106,7 +106,8 @@ def _by(
 
 def _compliance(b: _Builder) -> list[dict[str, Any]]:
     # One row per member with their last month's care manager and tier, and whether they
-    # met the requirement every month.
+    # met the requirement every month (from the report's member-month rows in order, or
+    # its rows per member: run_report(measure=True)).
     members: dict[str, dict[str, Any]] = {}
     for row in b.report.rows:
         seen = members.setdefault(row["member"], {"member": row["member"], "compliant": True})
@@ -231,7 +232,9 @@ def _experience(b: _Builder) -> list[dict[str, Any]]:
 
 
 def _encounters(b: _Builder) -> list[dict[str, Any]]:
-    rows = [{**r, "count": 1} for r in b.report.rows]
+    # Each member-month counts one; the report's rows for a MeasureReport
+    # (run_report(measure=True)) are counts by care manager and tier.
+    rows = [{**r, "count": r.get("count", 1)} for r in b.report.rows]
     return [_counted(b, rows, "billable-member-months", ("care_manager", "acuity_tier"))]
 
 

@@ -20,9 +20,19 @@ from cmfhir.auth.principal import Principal
 from cmfhir.errors import BadRequest, Forbidden
 from cmfhir.reports.config import ReportConfig
 from cmfhir.store import Store
-from cmfhir.store.reporting import fetch_report
+from cmfhir.store.reporting import MEASURE_SQL, PAGED, fetch_report
 
-__all__ = ["REPORTS", "Period", "Report", "Scope", "parse_period", "reads", "run_report"]
+__all__ = [
+    "ALL_ROWS",
+    "REPORTS",
+    "Page",
+    "Period",
+    "Report",
+    "Scope",
+    "parse_period",
+    "reads",
+    "run_report",
+]
 
 # The columns of each report's rows, in order (the CSV header).
 REPORTS: dict[str, tuple[str, ...]] = {
@@ -60,6 +70,13 @@ REPORTS: dict[str, tuple[str, ...]] = {
         "hcpcs",
         "modifiers",
     ),
+}
+
+# The columns of the rows a MeasureReport is built from, for the reports that have rows of
+# their own for it (reports/measure.py).
+_MEASURE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "contact-compliance": ("member", "care_manager", "acuity_tier", "compliant"),
+    "tcm-encounters": ("care_manager", "acuity_tier", "count"),
 }
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -126,6 +143,23 @@ class Scope:
         return "all members"
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Which of a report's rows to return: `count` rows from the `offset`th (0 the first),
+    in the report's order; `count` None is every row from `offset`. The summary always
+    counts every row."""
+
+    offset: int = 0
+    count: int | None = None
+
+    def take(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        end = None if self.count is None else self.offset + self.count
+        return rows[self.offset : end]
+
+
+ALL_ROWS = Page()
+
+
 @dataclass(slots=True)
 class Report:
     name: str
@@ -134,8 +168,13 @@ class Report:
     columns: tuple[str, ...]
     rows: list[dict[str, Any]]
     summary: dict[str, Any] = field(default_factory=dict)
+    # Totals computed in SQL over every row (the reports in store/reporting.py's PAGED).
+    totals: dict[str, Any] = field(default_factory=dict)
     # Further row sets (timeliness: the discharges).
     parts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # `rows` are this page of the report's rows (all of them by default), of `total_rows`.
+    page: Page = ALL_ROWS
+    total_rows: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -143,6 +182,7 @@ class Report:
             "scope": self.scope.label,
             "period": self.period.label,
             "summary": self.summary,
+            "page": {"offset": self.page.offset, "size": len(self.rows), "total": self.total_rows},
             "rows": self.rows,
             **self.parts,
         }
@@ -167,8 +207,12 @@ def parse_period(value: str, where: str = "period") -> Period:
     return period
 
 
-def _parameters(config: ReportConfig, scope: Scope, period: Period) -> dict[str, Any]:
+def _parameters(
+    config: ReportConfig, scope: Scope, period: Period, page: Page = ALL_ROWS
+) -> dict[str, Any]:
     return {
+        "row_count": page.count,
+        "row_offset": page.offset,
         "tz": config.timezone.value,
         "first_month": period.first,
         "last_month": period.last,
@@ -221,19 +265,17 @@ def _quantiles(values: list[int]) -> dict[str, float | None]:
 def _summarise(report: Report, config: ReportConfig) -> None:
     rows = report.rows
     if report.name == "contact-compliance":
-        members: dict[str, bool] = {}
-        for row in rows:
-            members[row["member"]] = members.get(row["member"], True) and row["compliant"]
-        months = len(rows)
+        # Over every member-month, computed in SQL with the page (store/reporting.py).
+        totals = report.totals
         report.summary = {
-            "members": len(members),
-            "members_compliant_every_month": sum(members.values()),
-            "member_months": months,
-            "member_months_compliant": sum(1 for r in rows if r["compliant"]),
-            "contacts": sum(r["contacts"] for r in rows),
+            "members": totals.get("members", 0),
+            "members_compliant_every_month": totals.get("members_always", 0),
+            "member_months": totals.get("member_months", 0),
+            "member_months_compliant": totals.get("member_months_compliant", 0),
+            "contacts": totals.get("contacts", 0),
             "in_person_share": (
-                round(sum(r["in_person"] for r in rows) / total, 3)
-                if (total := sum(r["contacts"] for r in rows))
+                round(totals["in_person"] / contacts, 3)
+                if (contacts := totals.get("contacts", 0))
                 else None
             ),
         }
@@ -270,7 +312,7 @@ def _summarise(report: Report, config: ReportConfig) -> None:
             row["modifiers"] = " ".join(
                 config.billing.waiver_modifiers if waiver else config.billing.modifiers
             )
-        report.summary = {"billable_member_months": len(rows)}
+        report.summary = {"billable_member_months": report.totals.get("member_months", 0)}
     elif report.name == "caseload":
         report.summary = {
             kind: sum(r["count"] for r in rows if r["kind"] == kind)
@@ -339,7 +381,13 @@ async def run_report(
     name: str,
     scope: Scope,
     period: Period,
+    page: Page = ALL_ROWS,
+    measure: bool = False,
 ) -> Report:
+    """Report `name` for `scope` and `period`, counting what `principal` may see: its
+    summary over every row, and the rows of `page` (every row by default). `measure`: for
+    a report whose MeasureReport has rows of its own (store/reporting.py's MEASURE_SQL),
+    those rows instead (`_MEASURE_COLUMNS`), without a summary."""
     if name not in REPORTS:
         known = ", ".join(REPORTS)
         raise BadRequest(f"There is no report '{name}' (there are: {known})", expression=[name])
@@ -347,10 +395,29 @@ async def run_report(
     _allowed(principal, name, scope)
     async with store.snapshot(principal) as repo:
         found = await fetch_report(
-            repo, name, _parameters(config, scope, period), reads(name, scope)
+            repo,
+            name,
+            _parameters(config, scope, period, page),
+            reads(name, scope),
+            measure and name in MEASURE_SQL,
         )
+    if measure and name in MEASURE_SQL:
+        rows = [{k: _plain(v) for k, v in row.items()} for row in found["rows"]]
+        return Report(name, scope, period, _MEASURE_COLUMNS[name], rows, total_rows=len(rows))
+    totals = found.pop("rows_totals", None)
     rows = [{k: _plain(v) for k, v in row.items()} for row in found.pop("rows")]
     parts = {k: [{c: _plain(v) for c, v in r.items()} for r in rs] for k, rs in found.items()}
+    if name in PAGED:
+        # The SQL returned the page, and the totals over every row.
+        counted: dict[str, Any] = totals[0] if totals else {}
+        report = Report(name, scope, period, REPORTS[name], rows, totals=counted, parts=parts)
+        report.page, report.total_rows = page, int(counted.get("member_months", 0))
+        _summarise(report, config)
+        return report
+    # The rows are few (grouped counts, or one per member): all of them are summarised,
+    # then the page is taken.
     report = Report(name, scope, period, REPORTS[name], rows, parts=parts)
     _summarise(report, config)
+    report.page, report.total_rows = page, len(report.rows)
+    report.rows = page.take(report.rows)
     return report
