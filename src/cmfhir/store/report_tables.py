@@ -1,7 +1,7 @@
 """The tables the reports keep beside the resources (store/reporting.py): each
 Communication's contact facts and each DetectedIssue's gap facts (migration
 0012_report_totals), and each QuestionnaireResponse's, CarePlan's and Encounter's dates
-and each EpisodeOfCare version's enrollment facts (0016_report_records), written by
+and each EpisodeOfCare version's enrollment facts (0018_report_records), written by
 triggers on `resource` and `resource_history` in the writing transaction, so that a report
 reads one narrow row per contact, gap, response, care plan, encounter or enrollment
 version, never the resource or the stored version."""

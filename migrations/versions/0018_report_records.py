@@ -18,8 +18,8 @@ narrow rows instead of a lookup and parse of every enrollment version. A trigger
 `resource_history` keeps it. The upgrade fills both tables from the stored resources and
 versions.
 
-Revision ID: 0016_report_records
-Revises: 0012_report_totals
+Revision ID: 0018_report_records
+Revises: 0017_stored_under
 Create Date: 2026-12-01 07:30:00
 """
 
@@ -29,8 +29,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-revision: str = "0016_report_records"
-down_revision: str | None = "0012_report_totals"
+revision: str = "0018_report_records"
+down_revision: str | None = "0017_stored_under"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
