@@ -6,15 +6,17 @@ connections: the sender's client before `subscriptions/posting.py`), B through t
 sender's `Endpoints` (kept connections per origin). Both post the same notification Bundle
 (`--events` id-only events, as the sender builds it) to a receiver answering 200 in a
 process of its own (aiohttp on loopback, so its CPU is not counted), `--concurrency` at a
-time as a sender round does, for `--rounds` alternations. Reports the Python CPU per send
-(`time.process_time` of this process) and the connections each side opened. Not part of
-the test suite; figures in bench/README.md.
+time as a sender round does, for `--rounds` alternations. `--compare FILE` adds C: the
+`Endpoints` of another posting.py (an earlier commit's, from `git show`), in the same
+alternation. Reports the Python CPU per send (`time.process_time` of this process) and the
+connections each side opened. Not part of the test suite; figures in bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import statistics
 import subprocess
@@ -22,6 +24,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
@@ -42,6 +45,16 @@ app = web.Application()
 app.router.add_post("/notify", receive)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
+
+
+def _load(path: str) -> Any:
+    """The `Endpoints` class of the posting.py at `path`."""
+    spec = importlib.util.spec_from_file_location("posting_compared", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.Endpoints
 
 
 def _bundle(events: int) -> bytes:
@@ -101,16 +114,29 @@ async def _run(args: argparse.Namespace, url: str) -> dict[str, object]:
     async def b() -> int:
         return await endpoints.post(url, body, headers, 10)
 
-    figures: dict[str, dict[str, list[float]]] = {k: {"cpu": [], "wall": []} for k in "AB"}
-    await _side(a, args.concurrency, args.concurrency)  # connections opened: not measured
-    await _side(b, args.concurrency, args.concurrency)
+    sides: dict[str, Callable[[], Awaitable[int]]] = {"A": a, "B": b}
+    compared = _load(args.compare)(max_idle=args.concurrency) if args.compare else None
+    if compared is not None:
+
+        async def c() -> int:
+            code: int = await compared.post(url, body, headers, 10)
+            return code
+
+        sides["C"] = c
+    figures: dict[str, dict[str, list[float]]] = {k: {"cpu": [], "wall": []} for k in sides}
+    for post in sides.values():  # connections opened: not measured
+        await _side(post, args.concurrency, args.concurrency)
     for _ in range(args.rounds):
-        for name, post in (("A", a), ("B", b)):
+        for name, post in sides.items():
             cpu, wall = await _side(post, args.sends, args.concurrency)
             figures[name]["cpu"].append(cpu)
             figures[name]["wall"].append(wall)
     await transport.aclose()
     await endpoints.aclose()
+    opened = {"A": max(opened_a, default=0), "B": endpoints.opened}
+    if compared is not None:
+        await compared.aclose()
+        opened["C"] = compared.opened
     return {
         "sends_per_round": args.sends,
         "concurrency": args.concurrency,
@@ -122,7 +148,7 @@ async def _run(args: argparse.Namespace, url: str) -> dict[str, object]:
         "wall_ms_per_send": {
             k: round(statistics.median(v["wall"]) * 1000, 3) for k, v in figures.items()
         },
-        "connections_opened": {"A": max(opened_a, default=0), "B": endpoints.opened},
+        "connections_opened": opened,
     }
 
 
@@ -132,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--events", type=int, default=1, help="notification events per Bundle")
     parser.add_argument("--rounds", type=int, default=3, help="A then B, this many times")
+    parser.add_argument("--compare", metavar="FILE", help="another posting.py, measured as C")
     args = parser.parse_args(argv)
     port = free_port()
     receiver = subprocess.Popen([sys.executable, "-c", _RECEIVER, str(port)])

@@ -99,7 +99,8 @@ TRAILER = b"\r\n0\r\nT: 1\r\n\r\n"
         (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", 204, True),
         (b"HTTP/1.1 410 Gone\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", 410, False),
         (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 200, False),
-        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", 200, True),
+        # HTTP/1.0 keep-alive is not honoured (as h11 and httpx): a new connection each time.
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", 200, False),
     ],
 )
 async def test_every_framing_of_an_answer_is_read_to_its_end(
@@ -177,6 +178,12 @@ async def test_failures_are_named_as_the_attempt_records_them() -> None:
         await client.aclose()
     with pytest.raises(PostError) as unusable:
         await client.post("http://127.0.0.1:99999/", b"{}", {}, 5)
+    endless = b"HTTP/1.1 200 OK\r\nX: " + b"x" * 200_000 + b"\r\n\r\n"
+    async with endpoint(lambda nth, body: endless) as ep:
+        with pytest.raises(PostError) as oversized:
+            await client.post(f"http://127.0.0.1:{ep.port}/", b"{}", {}, 5)
+        await client.aclose()
+    assert oversized.value.name == "RemoteProtocolError"
     assert unusable.value.name == "UnsupportedProtocol"
     assert dropped.value.name == "RemoteProtocolError"
     assert refused.value.name == "ConnectError"

@@ -2,14 +2,14 @@
 per endpoint origin (scheme, host, port) and reused one request at a time.
 
 A rest-hook send is one small POST whose answer only matters by its status, so this does
-only that: write the request, read the status line, the headers and the body (by
-Content-Length, chunked, or up to the close), and put the connection back when both sides
-keep it. That costs a fraction of the CPU of a general client's send (httpx: URL and header
-models, a pool that looks at every connection of every origin for each request), which on
-the sender's busy rounds is most of what a notification costs. No proxies (the sender uses
-httpx when the environment names any), no redirects (a 3xx is an answer: not delivered),
-no HTTP/2, no pipelining. Errors are `PostError`s named as httpx names them
-(`ConnectError`, `ReadTimeout`, ...): the name is what the attempt records.
+only that: an `h11.Connection` per kept socket writes the request and reads the answer to
+its end (Content-Length, chunked or up to the close), and the socket goes back for the next
+send when both sides keep it. That costs a fraction of the CPU of a general client's send
+(httpx: URL and header models, a pool that looks at every connection of every origin for
+each request), which on the sender's busy rounds is most of what a notification costs. No
+proxies (the sender uses httpx when the environment names any), no redirects (a 3xx is an
+answer: not delivered), no HTTP/2, no pipelining. Errors are `PostError`s named as httpx
+names them (`ConnectError`, `ReadTimeout`, ...): the name is what the attempt records.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
+import h11
 import httpx
 
 __all__ = ["Endpoints", "PostError"]
 
-# What a header name or value may not hold (it would end the header, or the request).
-_FORBIDDEN = str.maketrans("", "", "\r\n\x00")
-# Longest status line or header line read; longest header block.
-_MAX_LINE = 16 * 1024
-_MAX_HEADERS = 100
+# Longest answer head (status line and headers) read before giving up on it (h11 checks
+# it while the head is incomplete: one arriving whole may pass it by up to one read).
+_MAX_HEAD = 64 * 1024
+_READ = 65536
 # What a request target keeps as it is (the rest %-escaped; a % kept: already escaped).
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%?"
 
@@ -47,6 +47,7 @@ class PostError(Exception):
 class _Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    protocol: h11.Connection
     idle_since: float = 0.0
 
 
@@ -61,7 +62,8 @@ class _Origin:
 @dataclass(frozen=True, slots=True)
 class _Target:
     origin: tuple[str, str, int]
-    head: bytes  # "POST /path HTTP/1.1\r\nHost: ...\r\n"
+    path: bytes  # the request target: path and query, %-escaped
+    host: bytes  # the Host header
 
 
 class Endpoints:
@@ -87,20 +89,22 @@ class Endpoints:
         origin = self._origins[target.origin]
         if time.monotonic() - self._swept > self.idle_s:
             self._sweep()
-        lines = [target.head]
+        fields = [(b"Host", target.host)]
         for name, value in headers.items():
-            if name != name.translate(_FORBIDDEN) or value != value.translate(_FORBIDDEN):
-                raise PostError("LocalProtocolError", "a header holds a line break")
-            lines.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
-        lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
-        request = b"".join(lines) + body
+            fields.append((name.encode("latin-1", "replace"), value.encode("latin-1", "replace")))
+        fields.append((b"Content-Length", b"%d" % len(body)))
+        try:
+            # h11 checks each name and value (a line break in one would end the request).
+            request = h11.Request(method=b"POST", target=target.path, headers=fields)
+        except h11.LocalProtocolError as error:
+            raise PostError("LocalProtocolError", str(error)) from None
         deadline = time.monotonic() + limit_s
         while True:
             connection, reused = self._idle(origin), True
             if connection is None:
                 connection, reused = await self._connect(origin, deadline), False
             try:
-                status, keep = await self._exchange(connection, request, deadline, reused)
+                status, keep = await _exchange(connection, request, body, deadline, reused)
             except _Stale:
                 # The server closed the kept connection before reading this request: nothing
                 # was delivered on it, so the request goes again on a new connection.
@@ -145,8 +149,7 @@ class Endpoints:
         path = quote(parts.path or "/", safe=_PATH_SAFE)
         if parts.query:
             path += "?" + quote(parts.query, safe=_PATH_SAFE)
-        head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\n".encode("ascii")
-        target = _Target(key, head)
+        target = _Target(key, path.encode("ascii"), host.encode("ascii"))
         if len(self._targets) > 10_000:  # endpoints come and go: keep the cache bounded
             self._targets.clear()
         self._targets[url] = target
@@ -182,64 +185,65 @@ class Endpoints:
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):
                 reader, writer = await asyncio.open_connection(
-                    origin.host, origin.port, ssl=context, limit=_MAX_LINE * 4
+                    origin.host, origin.port, ssl=context
                 )
         except TimeoutError:
             raise PostError("ConnectTimeout") from None
         except (OSError, ssl.SSLError) as error:
             raise PostError("ConnectError", type(error).__name__) from None
         self.opened += 1
-        return _Connection(reader, writer)
+        protocol = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
+        return _Connection(reader, writer, protocol)
 
-    async def _exchange(
-        self, connection: _Connection, request: bytes, deadline: float, reused: bool
-    ) -> tuple[int, bool]:
-        """Write the request, read the answer: (status, whether the connection may serve
-        another request)."""
-        reader, writer = connection.reader, connection.writer
-        written = received = False
-        try:
-            async with asyncio.timeout_at(_loop_time(deadline)):
-                writer.write(request)
-                await writer.drain()
-                written = True
-                while True:
-                    line = await reader.readuntil(b"\r\n")
+
+async def _exchange(
+    connection: _Connection, request: h11.Request, body: bytes, deadline: float, reused: bool
+) -> tuple[int, bool]:
+    """Write the request, read the answer to its end: (status, whether the connection may
+    serve another request)."""
+    reader, writer, protocol = connection.reader, connection.writer, connection.protocol
+    written = received = closed = False
+    status = 0
+    try:
+        async with asyncio.timeout_at(_loop_time(deadline)):
+            head = protocol.send(request) or b""
+            writer.write(head + (protocol.send(h11.Data(data=body)) or b""))
+            protocol.send(h11.EndOfMessage())  # Content-Length framing: nothing to write
+            await writer.drain()
+            written = True
+            while True:
+                event = protocol.next_event()
+                if event is h11.NEED_DATA:
+                    data = await reader.read(_READ)
+                    if not data:
+                        if not received and reused:
+                            raise _Stale
+                        closed = True
                     received = True
-                    status, keep = _status(line)
-                    headers = await _headers(reader)
-                    if 100 <= status < 200:  # informational: the answer follows
-                        continue
+                    protocol.receive_data(data)
+                elif type(event) is h11.Response:
+                    status = event.status_code
+                elif type(event) is h11.EndOfMessage:
                     break
-                keep = _keeps(headers, keep)
-                if status in (204, 304):
-                    return status, keep
-                chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-                if chunked:
-                    await _chunked(reader)
-                elif "content-length" in headers:
-                    try:
-                        length = int(headers["content-length"])
-                    except ValueError:
-                        raise PostError("RemoteProtocolError", "bad Content-Length") from None
-                    await _discard(reader, length)
-                else:
-                    await _discard(reader, None)  # the body runs to the close
-                    keep = False
-                return status, keep
-        except TimeoutError:
-            raise PostError("ReadTimeout" if written else "WriteTimeout") from None
-        except (asyncio.IncompleteReadError, ConnectionError) as error:
-            if reused and not received:
-                raise _Stale from None
-            name = "ReadError" if isinstance(error, ConnectionError) else "RemoteProtocolError"
-            raise PostError(name, type(error).__name__) from None
-        except asyncio.LimitOverrunError:
-            raise PostError("RemoteProtocolError", "a line too long") from None
-        except OSError as error:
-            if reused and not received:
-                raise _Stale from None
-            raise PostError("ReadError", type(error).__name__) from None
+                elif event is h11.PAUSED or type(event) is h11.ConnectionClosed:
+                    raise PostError("RemoteProtocolError", "no complete answer")
+                # Informational answers (1xx) and the body's Data: read past.
+    except TimeoutError:
+        raise PostError("ReadTimeout" if written else "WriteTimeout") from None
+    except h11.RemoteProtocolError as error:
+        raise PostError("RemoteProtocolError", str(error)) from None
+    except h11.LocalProtocolError as error:
+        raise PostError("LocalProtocolError", str(error)) from None
+    except OSError as error:  # ConnectionError, ssl.SSLError among them
+        if reused and not received:
+            raise _Stale from None
+        raise PostError("ReadError" if written else "WriteError", type(error).__name__) from None
+    # Kept when both sides are done with this exchange and neither ends the connection
+    # (Connection: close, HTTP/1.0, or a body that ran to the close).
+    keep = not closed and protocol.our_state is h11.DONE and protocol.their_state is h11.DONE
+    if keep:
+        protocol.start_next_cycle()
+    return status, keep
 
 
 class _Stale(Exception):
@@ -250,64 +254,6 @@ def _loop_time(deadline: float) -> float:
     """`deadline` (time.monotonic) on the running loop's clock."""
     loop = asyncio.get_running_loop()
     return loop.time() + (deadline - time.monotonic())
-
-
-def _status(line: bytes) -> tuple[int, bool]:
-    """The status code of a status line, and whether its version keeps the connection by
-    default (HTTP/1.1)."""
-    version, _, rest = line.partition(b" ")
-    code = rest[:3]
-    if not version.startswith(b"HTTP/1.") or not code.isdigit():
-        raise PostError("RemoteProtocolError", "not an HTTP/1.x answer")
-    return int(code), version == b"HTTP/1.1"
-
-
-async def _headers(reader: asyncio.StreamReader) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for _ in range(_MAX_HEADERS):
-        line = await reader.readuntil(b"\r\n")
-        if line == b"\r\n":
-            return headers
-        name, colon, value = line.decode("latin-1").partition(":")
-        if not colon:
-            raise PostError("RemoteProtocolError", "a header without a colon")
-        key = name.strip().lower()
-        value = value.strip()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    raise PostError("RemoteProtocolError", "too many headers")
-
-
-def _keeps(headers: Mapping[str, str], default: bool) -> bool:
-    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-    if "close" in tokens:
-        return False
-    return default or "keep-alive" in tokens
-
-
-async def _chunked(reader: asyncio.StreamReader) -> None:
-    while True:
-        size_line = await reader.readuntil(b"\r\n")
-        try:
-            size = int(size_line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise PostError("RemoteProtocolError", "bad chunk size") from None
-        if size == 0:
-            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
-                pass
-            return
-        await _discard(reader, size + 2)
-
-
-async def _discard(reader: asyncio.StreamReader, length: int | None) -> None:
-    """Read `length` bytes (None: up to the end) without keeping them."""
-    while length is None or length > 0:
-        chunk = await reader.read(65536 if length is None else min(length, 65536))
-        if not chunk:
-            if length is None:
-                return
-            raise asyncio.IncompleteReadError(b"", length)
-        if length is not None:
-            length -= len(chunk)
 
 
 def _close(connection: _Connection) -> None:
