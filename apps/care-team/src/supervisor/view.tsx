@@ -65,7 +65,8 @@ async function organizations(api: Api): Promise<Org[]> {
 async function loadReports(api: Api, org: string, period: string[]): Promise<Reports> {
   const scope = `organization=${encodeURIComponent(org)}`;
   const whole = `${period[0]}..${period[period.length - 1]}`;
-  const get = (name: string, months: string) => api.json<Json>("GET", `/reports/${name}?${scope}&period=${months}`);
+  // Every row (`_count=all`): the charts below add up the member-month rows per care manager.
+  const get = (name: string, months: string) => api.json<Json>("GET", `/reports/${name}?${scope}&period=${months}&_count=all`);
   const [caseload, compliance, timeliness, gapsWhole, experience, tcm, ...gaps] = await Promise.all([
     get("caseload", whole),
     get("contact-compliance", whole),
