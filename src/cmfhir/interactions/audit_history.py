@@ -6,66 +6,27 @@ first, with `_since`, `_at`, `_count` and paging as for other types. The Bundle'
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import datetime
 
-from cmfhir.errors import BadRequest, NotFound
+from cmfhir.errors import NotFound
 from cmfhir.interactions.audit_store import AUDIT_EVENT, read_audit_event
 from cmfhir.interactions.bundles import history_bundle, link
 from cmfhir.interactions.context import FhirContext, Result, instant, utcnow
-from cmfhir.resources.index_values import date_range
-from cmfhir.search.parse import parse_instant
+from cmfhir.interactions.history_params import decode_cursor, encode_cursor, history_params
 from cmfhir.store.audit_queries import driver_of, event_history
 
 __all__ = ["AUDIT_EVENT", "audit_history"]
 
 
-def _encode(stamp: datetime, rid: int, until: datetime) -> str:
-    raw = json.dumps([stamp.isoformat(), rid, until.isoformat()]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode(text: str) -> tuple[datetime, int, datetime]:
-    try:
-        stamp, rid, until = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        moments = datetime.fromisoformat(stamp), datetime.fromisoformat(until)
-        if any(m.tzinfo is None for m in moments):
-            raise ValueError("cursor time without a zone")
-        return moments[0], int(rid), moments[1]
-    except (ValueError, TypeError, OverflowError, RecursionError) as error:
-        raise BadRequest("Invalid paging cursor", expression=["_cursor"]) from error
-
-
-def _count(value: str, max_count: int) -> int:
-    digits = value.lstrip("0")
-    if not (value.isascii() and value.isdigit()) or not digits:
-        raise BadRequest(f"_count '{value}' must be a positive integer", expression=["_count"])
-    if len(digits) > len(str(max_count)):
-        return max_count
-    return min(int(digits), max_count)
-
-
 async def audit_history(
     ctx: FhirContext, id: str | None, params: list[tuple[str, str]], *, base: str
 ) -> Result:
-    since: datetime | None = None
-    at: tuple[datetime, datetime] | None = None
+    asked = history_params(params, ctx.limits.default_count, ctx.limits.max_count)
+    since, at, count, echo = asked.since, asked.at, asked.count, asked.echo
     cursor: tuple[datetime, int, datetime] | None = None
-    count = ctx.limits.default_count
-    echo: list[tuple[str, str]] = []
-    for name, value in params:
-        if name == "_cursor":
-            cursor = _decode(value)
-            continue
-        echo.append((name, value))
-        if name == "_since":
-            since = parse_instant(name, value)
-        elif name == "_at":
-            parse_instant(name, value)
-            at = date_range(value)
-        elif name == "_count":
-            count = _count(value, ctx.limits.max_count)
+    if asked.cursor is not None:
+        stamp, rid, until_then = decode_cursor(asked.cursor, (datetime, int, datetime))
+        cursor = stamp, rid, until_then
     path = "/".join(p for p in (AUDIT_EVENT, id, "_history") if p)
     links = {"self": link(base, path, echo)}
     until = cursor[2] if cursor is not None else utcnow()
@@ -94,7 +55,9 @@ async def audit_history(
             )
         total = None
         if next_cursor is not None:
-            links["next"] = link(base, path, [*echo, ("_cursor", _encode(*next_cursor, until))])
+            links["next"] = link(
+                base, path, [*echo, ("_cursor", encode_cursor(*next_cursor, until))]
+            )
         elif cursor is None:
             total = len(versions)
         bundle = history_bundle(base, versions, links, total=total)

@@ -9,17 +9,14 @@ current at that instant (each version current during the period, for a coarser d
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import datetime
 
-from cmfhir.errors import BadRequest, NotFound
+from cmfhir.errors import NotFound
 from cmfhir.interactions.audit_history import AUDIT_EVENT, audit_history
 from cmfhir.interactions.bundles import history_bundle, link
 from cmfhir.interactions.common import check_id, require_type
 from cmfhir.interactions.context import FhirContext, Result, instant
-from cmfhir.resources.index_values import date_range
-from cmfhir.search.parse import parse_instant
+from cmfhir.interactions.history_params import decode_cursor, encode_cursor, history_params
 
 __all__ = ["history"]
 
@@ -27,44 +24,6 @@ __all__ = ["history"]
 # How long a `_since` answer waits for the write transactions running when it is asked.
 _SETTLE_S = 2.0
 Cursor = tuple[tuple[datetime, int, int], datetime]  # (stamp, rid, version), watermark
-
-
-def _encode(cursor: Cursor) -> str:
-    (lu, rid, version), until = cursor
-    raw = json.dumps([lu.isoformat(), rid, version, until.isoformat()]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode(text: str) -> Cursor:
-    # A forged cursor fails in any of these ways: not base64 or JSON, another shape, `1e999`
-    # (int(inf) overflows), a time without a zone, or nested past the JSON decoder's
-    # recursion limit.
-    try:
-        lu, rid, version, until = json.loads(
-            base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        )
-        moments = datetime.fromisoformat(lu), datetime.fromisoformat(until)
-        if any(m.tzinfo is None for m in moments):
-            raise ValueError("cursor time without a zone")
-        return (moments[0], int(rid), int(version)), moments[1]
-    except (ValueError, TypeError, OverflowError, RecursionError) as error:
-        raise BadRequest("Invalid paging cursor", expression=["_cursor"]) from error
-
-
-def _at(name: str, value: str) -> tuple[datetime, datetime]:
-    parse_instant(name, value)  # the same checks and message as `_since`
-    return date_range(value)
-
-
-def _count(value: str, max_count: int) -> int:
-    # isascii: isdigit() also takes digits int() refuses (`²`); a number of thousands of
-    # digits int() refuses too, and it is past the cap anyway.
-    digits = value.lstrip("0")
-    if not (value.isascii() and value.isdigit()) or not digits:
-        raise BadRequest(f"_count '{value}' must be a positive integer", expression=["_count"])
-    if len(digits) > len(str(max_count)):
-        return max_count
-    return min(int(digits), max_count)
 
 
 async def history(
@@ -81,22 +40,12 @@ async def history(
         check_id(id)
     if resource_type == AUDIT_EVENT:
         return await audit_history(ctx, id, params, base=base)
-    since: datetime | None = None
-    at: tuple[datetime, datetime] | None = None
+    asked = history_params(params, ctx.limits.default_count, ctx.limits.max_count)
+    since, at, count, echo = asked.since, asked.at, asked.count, asked.echo
     cursor: Cursor | None = None
-    count = ctx.limits.default_count
-    echo: list[tuple[str, str]] = []
-    for name, value in params:
-        if name == "_cursor":
-            cursor = _decode(value)
-            continue
-        echo.append((name, value))
-        if name == "_since":
-            since = parse_instant(name, value)
-        elif name == "_at":
-            at = _at(name, value)
-        elif name == "_count":
-            count = _count(value, ctx.limits.max_count)
+    if asked.cursor is not None:
+        lu, rid, version, until = decode_cursor(asked.cursor, (datetime, int, int, datetime))
+        cursor = (lu, rid, version), until
     total: int | None = None
     async with ctx.store.transaction(principal=ctx.principal, read_only=True) as repo:
         if id is not None and resource_type is not None:
@@ -131,7 +80,9 @@ async def history(
     path = "/".join(p for p in (resource_type, id, "_history") if p)
     links = {"self": link(base, path, echo)}
     if page.next_cursor is not None:
-        links["next"] = link(base, path, [*echo, ("_cursor", _encode((page.next_cursor, until)))])
+        links["next"] = link(
+            base, path, [*echo, ("_cursor", encode_cursor(*page.next_cursor, until))]
+        )
     bundle = history_bundle(base, page.versions, links, total=total)
     # The watermark is where a follower goes on from (never before the `_since` it sent:
     # the watermark may fall back while a transaction that started earlier writes).
