@@ -5,6 +5,7 @@ the store consistent; it does find damage when there is some."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 import uuid
@@ -50,8 +51,11 @@ def _bundle(marker: str) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
-async def _load(base: str, until: float) -> tuple[list[str], list[str]]:
-    """Send transactions from 8 clients until `until` or the server dies."""
+async def _load(
+    base: str, until: float, under_way: asyncio.Event | None = None
+) -> tuple[list[str], list[str]]:
+    """Send transactions from 8 clients until `until` or the server dies; `under_way` is
+    set once 20 of them are acknowledged."""
     acknowledged: list[str] = []
     sent: list[str] = []
 
@@ -66,6 +70,8 @@ async def _load(base: str, until: float) -> tuple[list[str], list[str]]:
                     return
                 if response.status_code == 200:
                     acknowledged.append(marker)
+                    if under_way is not None and len(acknowledged) >= 20:
+                        under_way.set()
 
     await asyncio.gather(*(client() for _ in range(8)))
     return sent, acknowledged
@@ -83,11 +89,15 @@ def _count(http: httpx.Client, marker: str) -> int:
 
 def test_kill_9_during_transactions_loses_nothing(scratch_database: str, tmp_path: Path) -> None:
     with serve(scratch_database, tmp_path) as served:
-        killer_at = time.monotonic() + 2.5
 
         async def load_then_kill() -> tuple[list[str], list[str]]:
-            task = asyncio.create_task(_load(served.base, time.monotonic() + 30))
-            await asyncio.sleep(max(0.0, killer_at - time.monotonic()))
+            # Killed once the load is under way (on a busy machine that takes a while), in
+            # the middle of transactions.
+            under_way = asyncio.Event()
+            task = asyncio.create_task(_load(served.base, time.monotonic() + 90, under_way))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(under_way.wait(), 60)
+            await asyncio.sleep(0.5)
             served.process.send_signal(signal.SIGKILL)
             return await task
 

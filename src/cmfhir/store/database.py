@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import threading
@@ -77,6 +78,30 @@ _LOG_HYGIENE = (
 )
 
 
+# The embedded server's own settings (ALTER SYSTEM, so they outlive restarts). The defaults
+# of initdb (100 connections, 128 MB of shared buffers, 1 GB of WAL between checkpoints) are
+# too small for several processes, each with its pools, beside tools and test processes.
+EMBEDDED_SETTINGS = {
+    "max_connections": "400",
+    "shared_buffers": "256MB",
+    "max_wal_size": "2GB",
+}
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+_APPLY_SETTINGS = (
+    "".join(f"ALTER SYSTEM SET {name} = {_quoted(v)};" for name, v in EMBEDDED_SETTINGS.items())
+    + "SELECT pg_reload_conf();"
+)
+_PENDING_RESTART = (
+    "\\pset format unaligned\n\\pset tuples_only on\n"
+    "SELECT 'pending=' || count(*) FROM pg_settings WHERE pending_restart;"
+)
+
+
 class EmbeddedPostgres:
     """The embedded PostgreSQL in `data_dir/pg`, from the pgserver wheel.
 
@@ -96,15 +121,46 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or adopt) PostgreSQL and return its URL."""
+        import fasteners
+
         pgserver = _pgserver()
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self.pgdata.mkdir(exist_ok=True)
-        with pgserver.PostgresServer._lock:
-            self._forget_dead_holders()
-        self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
-        self._server.psql(_LOG_HYGIENE)
+        # cmfhir's processes join one at a time (pgserver's own lock covers only its steps),
+        # so the first can restart PostgreSQL for new settings before anyone else holds it.
+        with fasteners.InterProcessLock(self.pgdata.parent / ".pg-start.lock"):
+            with pgserver.PostgresServer._lock:
+                self._forget_dead_holders()
+            self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+            self._server.psql(_LOG_HYGIENE + _APPLY_SETTINGS)
+            self._restart_for_settings()
         uri: str = self._server.get_uri()
         return uri
+
+    def _restart_for_settings(self) -> None:
+        """Restart PostgreSQL if a setting waits for it and no other process holds it."""
+        from pgserver.utils import DiskList
+
+        pg_ctl = importlib.import_module("pgserver._commands").pg_ctl  # made at import
+
+        answer = self._server.psql(_PENDING_RESTART)
+        pending = next(
+            (int(line[8:]) for line in answer.splitlines() if line.startswith("pending=")), 0
+        )
+        if not pending:
+            return
+        with type(self._server)._lock:
+            holders = DiskList(self.pgdata / ".handle_pids.json").get()
+            if holders != [os.getpid()]:
+                log.warning(
+                    "embedded PostgreSQL: %d setting(s) apply at its next restart "
+                    "(other processes hold it now)",
+                    pending,
+                )
+                return
+            log.info("embedded PostgreSQL: restarting for %d new setting(s)", pending)
+            pg_ctl(["-w", "stop"], pgdata=self.pgdata, user=self._server.system_user)
+            self._server.ensure_postgres_running()
 
     def _forget_dead_holders(self) -> None:
         from pgserver.utils import DiskList

@@ -97,19 +97,28 @@ _AUDIT_EVENTS = text("SELECT id FROM audit_event WHERE id = ANY(CAST(:ids AS tex
 # Run once the transaction's writes are done: resources it deleted have no index rows
 # left, so deleting several resources that point at each other works; a target it created
 # again after deleting it is there, and is not asked about.
+# The targets drive the plan (materialized, so it cannot change): the rows pointing at each
+# are found through the target index, however many targets a transaction deletes. Left to
+# choose, the planner could walk every resource in `rid` order for the ORDER BY ... LIMIT
+# and probe each, which took over a minute for a 20,000-entry delete on a busy server.
 _REFERRERS = f"""
-    SELECT src.resource_type, src.id, ref.param, ref.target_type || '/' || ref.target_id
-    FROM idx_reference ref
-    JOIN resource src ON src.rid = ref.rid
-    JOIN resource target
-      ON target.resource_type = ref.target_type AND target.id = ref.target_id
-    WHERE (ref.target_type, ref.target_id) IN (
-            SELECT * FROM unnest(CAST(:types AS text[]), CAST(:ids AS text[])))
-      AND target.deleted
-      AND NOT src.deleted
-      AND src.resource_type <> 'AuditEvent'
-      AND {_LOCAL}
-    ORDER BY src.rid, ref.param
+    WITH gone AS MATERIALIZED (
+        SELECT target.resource_type, target.id
+        FROM unnest(CAST(:types AS text[]), CAST(:ids AS text[])) AS k(t, i)
+        JOIN resource target ON target.resource_type = k.t AND target.id = k.i
+        WHERE target.deleted
+    ), pointing AS MATERIALIZED (
+        SELECT ref.rid, ref.param, ref.target_type, ref.target_id
+        FROM gone
+        JOIN idx_reference ref
+          ON ref.target_type = gone.resource_type AND ref.target_id = gone.id
+        WHERE {_LOCAL}
+    )
+    SELECT src.resource_type, src.id, p.param, p.target_type || '/' || p.target_id
+    FROM pointing p
+    JOIN resource src ON src.rid = p.rid
+    WHERE NOT src.deleted AND src.resource_type <> 'AuditEvent'
+    ORDER BY src.rid, p.param
     LIMIT {SAMPLE}"""
 
 

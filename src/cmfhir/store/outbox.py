@@ -6,8 +6,11 @@ Each event carries the id of the transaction that wrote it (`xid`). Events are r
 (`pg_snapshot_xmin(pg_current_snapshot())`): every transaction below it has ended, and
 every transaction still to write gets a larger id, so nothing can ever appear behind a
 position a consumer has passed. A long transaction holds the reader back until it ends,
-never makes it skip. A `seq` order alone would skip: a transaction that took its `seq`
-early and commits late lands behind consumers that already moved on.
+never makes it skip. Transaction ids are the cluster's, not the database's: a long
+transaction in another database of the same PostgreSQL server holds the reader back too
+(give cmfhir its own server, or keep other databases' transactions short). A `seq` order
+alone would skip: a transaction that took its `seq` early and commits late lands behind
+consumers that already moved on.
 """
 
 from __future__ import annotations
