@@ -3,10 +3,12 @@ database, stopped by a signal, and `cmfhir migrate`."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,21 +157,32 @@ def test_sigterm_drains_in_flight_requests(database_url: str, tmp_path: Path) ->
         }
         for n in range(6000)
     ]
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    body = json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})
     with serve(database_url, tmp_path) as served:
         result: dict[str, httpx.Response] = {}
+        sending = threading.Event()
 
         answered_at = 0.0
+
+        def chunks() -> Iterator[bytes]:
+            # The server has the request's head and first bytes before SIGTERM is sent.
+            yield body[:1000].encode()
+            sending.set()
+            yield body[1000:].encode()
 
         def send() -> None:
             nonlocal answered_at
             result["response"] = httpx.post(
-                served.base, json=bundle, headers={**FHIR, "Prefer": "return=minimal"}, timeout=120
+                served.base,
+                content=chunks(),
+                headers={**FHIR, "Prefer": "return=minimal"},
+                timeout=120,
             )
             answered_at = time.monotonic()
 
         sender = threading.Thread(target=send)
         sender.start()
+        assert sending.wait(60), "the request was never sent"
         time.sleep(0.2)  # the request is being read or processed now (it takes seconds)
         signalled_at = time.monotonic()
         code, _ = served.stop(signal.SIGTERM)

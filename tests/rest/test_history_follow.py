@@ -62,9 +62,15 @@ async def _start(http: httpx.AsyncClient) -> str:
     return str((await _page(http, "_history", {"_count": "1"}))["meta"]["lastUpdated"])
 
 
-async def _held_create(ctx: FhirContext, tag: str, hold: float, commit: bool = True) -> Key:
+async def _held_create(
+    ctx: FhirContext,
+    tag: str,
+    hold: float,
+    commit: bool = True,
+    written: asyncio.Event | None = None,
+) -> Key:
     """Create a Patient in a transaction that stays open `hold` seconds after writing (and
-    is rolled back when not `commit`)."""
+    is rolled back when not `commit`); `written` is set once it has written."""
 
     class Abandon(Exception):
         pass
@@ -72,6 +78,8 @@ async def _held_create(ctx: FhirContext, tag: str, hold: float, commit: bool = T
     try:
         async with ctx.store.transaction(principal=TRUSTED) as repo:
             record, _ = await create_in(ctx, repo, _patient(tag))
+            if written is not None:
+                written.set()
             await asyncio.sleep(hold)
             if not commit:
                 raise Abandon
@@ -88,8 +96,9 @@ async def test_a_transaction_held_open_is_not_skipped(base: str, settings: Setti
     ):
         since = await _start(http)
         # Held longer than a `_since` answer waits for running writes (2 s).
-        held = asyncio.create_task(_held_create(ctx, tag, hold=4.0))
-        await asyncio.sleep(0.3)  # written (stamped), not committed
+        written = asyncio.Event()
+        held = asyncio.create_task(_held_create(ctx, tag, hold=4.0, written=written))
+        await written.wait()  # written (stamped), not committed
         quick = (await http.post("Patient", json=_patient(tag), headers=FHIR)).json()
         first, since_next = await _poll(http, since)
         # The quick one committed after the held one was stamped: it waits with it.
@@ -188,8 +197,9 @@ async def test_history_without_since_shows_own_write_beside_a_held_transaction(
         open_context(settings) as ctx,
         httpx.AsyncClient(base_url=base, timeout=60) as http,
     ):
-        held = asyncio.create_task(_held_create(ctx, tag, hold=1.5))
-        await asyncio.sleep(0.3)  # written (stamped), not committed
+        written = asyncio.Event()
+        held = asyncio.create_task(_held_create(ctx, tag, hold=1.5, written=written))
+        await written.wait()  # written (stamped), not committed
         quick = (await http.post("Patient", json=_patient(tag), headers=FHIR)).json()
         bundle = await _page(http, "Patient/_history", {"_count": "1"})
         await held
@@ -209,8 +219,9 @@ async def test_a_follow_waits_for_a_short_running_write_and_holds_the_clients_ow
         httpx.AsyncClient(base_url=base, timeout=60) as http,
     ):
         since = await _start(http)
-        held = asyncio.create_task(_held_create(ctx, tag, hold=0.8))
-        await asyncio.sleep(0.3)  # written (stamped), not committed
+        written = asyncio.Event()
+        held = asyncio.create_task(_held_create(ctx, tag, hold=0.8, written=written))
+        await written.wait()  # written (stamped), not committed
         quick = (await http.post("Patient", json=_patient(tag), headers=FHIR)).json()
         seen, _ = await _poll(http, since)
         held_key = await held

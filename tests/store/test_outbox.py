@@ -73,11 +73,20 @@ class Abandon(Exception):
     pass
 
 
-async def _write(ctx: FhirContext, tag: str, hold: float, commit: bool = True) -> str:
-    """Create a Patient, keep the transaction open `hold` seconds, then commit or roll back."""
+async def _write(
+    ctx: FhirContext,
+    tag: str,
+    hold: float,
+    commit: bool = True,
+    written: asyncio.Event | None = None,
+) -> str:
+    """Create a Patient, keep the transaction open `hold` seconds, then commit or roll back;
+    `written` is set once it has written."""
     try:
         async with ctx.store.transaction(principal=TRUSTED) as repo:
             record, _ = await create_in(ctx, repo, _patient(tag))
+            if written is not None:
+                written.set()
             await asyncio.sleep(hold)
             if not commit:
                 raise Abandon
@@ -89,8 +98,9 @@ async def _write(ctx: FhirContext, tag: str, hold: float, commit: bool = True) -
 async def test_an_open_transaction_holds_the_reader_back(ctx: FhirContext) -> None:
     _, position = await _drain(ctx, START)
     tag = uuid.uuid4().hex
-    slow = asyncio.create_task(_write(ctx, tag, hold=1.0))
-    await asyncio.sleep(0.3)  # the slow one has written its event (and taken its seq)
+    written = asyncio.Event()
+    slow = asyncio.create_task(_write(ctx, tag, hold=1.0, written=written))
+    await written.wait()  # the slow one has written its event (and taken its seq)
     quick = await _write(ctx, tag, hold=0)
     before, position_before = await _drain(ctx, position)
     # The quick one committed, but it is behind the slow one, which has not.
