@@ -217,6 +217,18 @@ def test_granular_scope_narrows_by_category(smart: Smart, world: World) -> None:
     assert labs.get(f"/Patient/{world.member}").status_code == 403
 
 
+def test_granular_scope_on_a_union_parameter(smart: Smart, world: World) -> None:
+    """`combo-code` has no index rows of its own (they are `code`'s and `component-code`'s):
+    a scope filtered on it still matches by them."""
+    mine = {f"Observation/{i}" for i in (world.lab, world.vital, world.sud)}
+    coded = _patient_token(smart, world, f"patient/Observation.rs?combo-code=urn:test|{world.tag}")
+    assert _ids(coded.get(f"/Observation?code=urn:test|{world.tag}")) == mine
+    assert coded.get(f"/Observation/{world.lab}").status_code == 200
+    other = _patient_token(smart, world, "patient/Observation.rs?combo-code=urn:test|none")
+    assert _ids(other.get(f"/Observation?code=urn:test|{world.tag}")) == set()
+    assert other.get(f"/Observation/{world.lab}").status_code == 404
+
+
 def test_user_scope_follows_care_team_and_episodes(smart: Smart, world: World) -> None:
     def sees(practitioner: str) -> set[str]:
         token = smart.as_token("user/*.rs", fhir_user=f"Practitioner/{practitioner}")

@@ -52,7 +52,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cmfhir.auth.principal import Principal
 from cmfhir.auth.scopes import ResourceScope, TokenFilter
+from cmfhir.config import default_profiles_dir
 from cmfhir.errors import Forbidden
+from cmfhir.resources.search_parameters import load_registry
 from cmfhir.store.schema import idx_reference, idx_token, resource
 
 __all__ = [
@@ -306,8 +308,22 @@ def _population(principal: Principal, scope: ResourceScope, res: Any) -> ColumnE
     return or_(res.c.patient_id == member, shared) if member else shared
 
 
-def token_filter(f: TokenFilter, res: Any) -> ColumnElement[bool]:
+def _stored_as(resource_type: str, param: str) -> tuple[str, ...]:
+    """The names `param`'s index rows of `resource_type` are stored under: its own, or for a
+    union of other parameters (`combo-code` is `code` and `component-code`) theirs, as the
+    indexer stores them (store/indexing.py). The definitions are the core's, which is
+    where such unions come from."""
+    if resource_type == "*":
+        return (param,)
+    stored = load_registry(default_profiles_dir()).stored_under(resource_type).get(param)
+    return stored or (param,)
+
+
+def token_filter(f: TokenFilter, res: Any, resource_type: str = "*") -> ColumnElement[bool]:
+    """Rows of `res` (of `resource_type`, "*" for any) with a token value of the filter's
+    parameter matching one of its values."""
     t = idx_token.alias()
+    names = _stored_as(resource_type, f.param)
     options: list[ColumnElement[bool]] = []
     for system, code in f.values:
         parts: list[ColumnElement[bool]] = []
@@ -319,7 +335,11 @@ def token_filter(f: TokenFilter, res: Any) -> ColumnElement[bool]:
     return exists(
         select(literal(1))
         .select_from(t)
-        .where(t.c.rid == res.c.rid, t.c.param == f.param, or_(*options))
+        .where(
+            t.c.rid == res.c.rid,
+            t.c.param == names[0] if len(names) == 1 else t.c.param.in_(names),
+            or_(*options),
+        )
     )
 
 
@@ -338,7 +358,7 @@ def visible(principal: Principal | None, res: Any, permission: str = "r") -> Col
         parts: list[ColumnElement[bool]] = []
         if scope.resource_type != "*":
             parts.append(res.c.resource_type == scope.resource_type)
-        parts.extend(token_filter(f, res) for f in scope.filters)
+        parts.extend(token_filter(f, res, scope.resource_type) for f in scope.filters)
         parts.append(_population(principal, scope, res))
         parts.append(not_hidden(principal, scope, res))
         options.append(and_(*parts))

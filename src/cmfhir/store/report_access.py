@@ -119,7 +119,7 @@ def _apart_from_population(principal: Principal, res: Any) -> ColumnElement[bool
         parts: list[ColumnElement[bool]] = []
         if scope.resource_type != "*":
             parts.append(res.c.resource_type == scope.resource_type)
-        parts.extend(token_filter(f, res) for f in scope.filters)
+        parts.extend(token_filter(f, res, scope.resource_type) for f in scope.filters)
         parts.append(not_hidden(principal, scope, res))
         options.append(and_(*parts))
     return or_(*options) if options else false()
