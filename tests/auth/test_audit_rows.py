@@ -30,7 +30,7 @@ from cmfhir.resources.search_parameters import (
 from cmfhir.store.indexing import index_records
 
 _REQUESTOR = text(
-    "SELECT e->>2 FROM audit_event a, jsonb_array_elements(a.idx->'token') e "
+    "SELECT e->>2 FROM audit_event a, json_array_elements(a.idx->'token') e "
     "WHERE a.content->'source'->>'site' = :site AND e->>0 = 'requestor'"
 )
 NOW = datetime(2026, 11, 30, 12, 0, 0, 123000, tzinfo=UTC)

@@ -50,21 +50,34 @@ class Target:
     query: str | None = None  # the query string as sent (not decoded)
 
 
-def _match(pattern: tuple[str, ...], segments: list[str]) -> dict[str, str] | None:
-    if len(pattern) != len(segments):
-        return None
-    values: dict[str, str] = {}
-    for part, segment in zip(pattern, segments, strict=True):
-        if part.startswith("{"):
-            values[part[1:-1]] = segment
-        elif part != segment:
-            return None
-    return values
+# A route as matched: (literal segments, named segments, method -> interaction), the
+# segments as (position, text).
+_Compiled = tuple[tuple[tuple[int, str], ...], tuple[tuple[int, str], ...], dict[str, str]]
+
+
+def _compile(
+    routes: tuple[tuple[tuple[str, ...], dict[str, str]], ...],
+) -> dict[int, list[_Compiled]]:
+    """ROUTES by number of segments, in order, each as (literal segments, named segments,
+    methods): what a request's path is matched against (a parse per request)."""
+    compiled: dict[int, list[_Compiled]] = {}
+    for pattern, methods in routes:
+        literals = tuple((n, part) for n, part in enumerate(pattern) if not part.startswith("{"))
+        names = tuple((n, part[1:-1]) for n, part in enumerate(pattern) if part.startswith("{"))
+        compiled.setdefault(len(pattern), []).append((literals, names, methods))
+    return compiled
+
+
+_BY_LENGTH = _compile(ROUTES)
 
 
 def _path(url: str, base: str) -> tuple[str, str | None]:
     """The path below the base and the query string of a relative URL, or of an absolute
     one on this server."""
+    if ":" not in url and "#" not in url and not url.startswith("//"):
+        # A plain relative URL (every request's own path): nothing for urlsplit to find.
+        path, mark, query = url.partition("?")
+        return path, (query if mark else None)
     if urlsplit(url).scheme:
         root = base.rstrip("/")
         if url != root and not url.startswith((root + "/", root + "?")):
@@ -84,16 +97,19 @@ def parse_request_url(method: str, url: str, base: str) -> Target:
     as the HTTP server does.
     """
     path, query = _path(url, base)
-    path = unquote(path.removeprefix("/"))
+    path = path.removeprefix("/")
+    if "%" in path:
+        path = unquote(path)
     if path.endswith("/"):
         path = path[:-1]
     segments = path.split("/") if path else []
     verb = "GET" if method == "HEAD" else method
     allowed: set[str] = set()
-    for pattern, methods in ROUTES:
-        values = None if "" in segments else _match(pattern, segments)
-        if values is None:
+    candidates = () if "" in segments else _BY_LENGTH.get(len(segments), ())
+    for literals, names, methods in candidates:
+        if any(segments[n] != literal for n, literal in literals):
             continue
+        values = {name: segments[n] for n, name in names}
         interaction = methods.get(verb)
         if interaction is None:
             allowed.update(methods)

@@ -21,12 +21,12 @@ AuditEvents are written by the server alone, never updated: each has one version
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import BigInteger, Column, Index, Table, Text, text
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSON
 
 from cmfhir.errors import MethodNotAllowed
 from cmfhir.store.schema import TS, metadata
@@ -54,8 +54,10 @@ audit_event_table = Table(
     Column("recorded", TS),
     Column("patient_id", Text),
     Column("terms", ARRAY(Text), nullable=False),
-    Column("idx", JSONB, nullable=False),
-    Column("content", JSONB, nullable=False),
+    # As written (`json`, migration 0019): parsed by the rare search that reads them, not
+    # by every insert.
+    Column("idx", JSON, nullable=False),
+    Column("content", JSON, nullable=False),
     # The newest first (`_sort=-date`) without a scan of every event.
     Index("ix_audit_event_recorded_rid", "recorded", "rid"),
     Index(
@@ -142,39 +144,43 @@ class EventRow:
         self.terms = _TERMS_SEPARATOR.join(terms_of(index))
 
 
-# One statement for a batch: the stamp read once (the database clock, to the millisecond,
-# as `Repository.write` stamps), then each event's row. Rows whose content is whole ($3
-# null tail) keep their own stamp ($8).
-_INSERT = (
-    "WITH stamp AS MATERIALIZED (SELECT at, to_char(at AT TIME ZONE 'UTC', "
-    '\'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\') AS text '
-    "FROM (SELECT date_trunc('milliseconds', clock_timestamp()) AS at) s) "
-    "INSERT INTO audit_event (id, last_updated, recorded, patient_id, terms, idx, content) "
-    "SELECT u.i, coalesce(u.s, stamp.at), u.r, u.p, "
-    "CASE WHEN u.g = '' THEN '{}'::text[] ELSE string_to_array(u.g, E'\\x1e') END, "
-    "u.x::jsonb, "
-    "(CASE WHEN u.t IS NULL THEN u.h ELSE u.h || stamp.text || u.t END)::jsonb "
-    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
-    "$7::timestamptz[], $8::timestamptz[]) AS u(i, h, t, p, g, x, r, s), stamp"
-)
+# The database clock, to the millisecond, as `Repository.write` stamps: read once for a
+# batch, then written into the content of each event that ends where it goes.
+_CLOCK = "SELECT date_trunc('milliseconds', clock_timestamp())"
+_COLUMNS = ("id", "last_updated", "recorded", "patient_id", "terms", "idx", "content")
+
+
+def _stamp(at: datetime) -> str:
+    """`at` as `meta.lastUpdated` (RFC 3339 in UTC, milliseconds): the text PostgreSQL's
+    to_char gives for the generic store's stamps."""
+    utc = at.astimezone(UTC)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
 
 async def insert_events(driver: Any, rows: Sequence[EventRow]) -> None:
-    """Store `rows` in one statement on the asyncpg connection `driver` (in its
-    transaction if it has one, else in one of its own)."""
+    """Store `rows` on the asyncpg connection `driver` (in its transaction if it has one):
+    one binary COPY, after one read of the clock if a row takes its stamp from it. COPY
+    costs PostgreSQL a quarter less per row than an INSERT of unnested arrays."""
     if not rows:
         return
-    await driver.execute(
-        _INSERT,
-        [r.id for r in rows],
-        [r.head for r in rows],
-        [r.tail for r in rows],
-        [r.patient_id for r in rows],
-        [r.terms for r in rows],
-        [r.idx for r in rows],
-        [r.recorded for r in rows],
-        [r.stamped for r in rows],
-    )
+    at: datetime | None = None
+    text = ""
+    if any(r.tail is not None or r.stamped is None for r in rows):
+        at = await driver.fetchval(_CLOCK)
+        text = _stamp(at)
+    records = [
+        (
+            r.id,
+            r.stamped if r.stamped is not None else at,
+            r.recorded,
+            r.patient_id,
+            r.terms.split(_TERMS_SEPARATOR) if r.terms else [],
+            r.idx,
+            r.head if r.tail is None else r.head + text + r.tail,
+        )
+        for r in rows
+    ]
+    await driver.copy_records_to_table("audit_event", records=records, columns=_COLUMNS)
 
 
 def refuse_audit_writes(versions: Sequence[Any]) -> None:

@@ -46,7 +46,12 @@ __all__ = [
 
 AUDIT_EVENT = "AuditEvent"
 # The events as rows the access predicate reads (it names `resource_type`).
-_ROWS = "(SELECT a.*, 'AuditEvent'::text AS resource_type FROM audit_event a)"
+# The content as `jsonb` for the access predicate (its label test), cast only for the rows
+# a statement reads it of: the table keeps it as written (`json`).
+_ROWS = (
+    "(SELECT a.rid, a.id, a.last_updated, a.recorded, a.patient_id, a.terms, a.idx, "
+    "a.content::jsonb AS content, 'AuditEvent'::text AS resource_type FROM audit_event a)"
+)
 # Typed columns of a family's records, read from the JSON arrays of `idx`.
 _CASTS = {"low": "timestamptz", "high": "timestamptz", "value": "numeric"}
 _NUMERIC_FAMILIES = frozenset({"number", "quantity"})
@@ -71,7 +76,7 @@ def _records(kind: str, res: str) -> str:
             cast = None
         value = f"e->>{n}"
         columns.append(f"({value})::{cast} AS {name}" if cast else f"{value} AS {name}")
-    return f"(SELECT {', '.join(columns)} FROM jsonb_array_elements({res}.idx->'{kind}') e)"
+    return f"(SELECT {', '.join(columns)} FROM json_array_elements({res}.idx->'{kind}') e)"
 
 
 def _index_kind(crit: Criterion) -> tuple[str, str]:
