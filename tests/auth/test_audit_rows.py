@@ -27,6 +27,7 @@ from cmfhir.resources.search_parameters import (
     SearchParameterRegistry,
     load_registry,
 )
+from cmfhir.store.audit_events import terms_of
 from cmfhir.store.indexing import index_records
 
 _REQUESTOR = text(
@@ -68,6 +69,9 @@ def test_rows_are_the_generic_content_index_and_compartment(record: AuditRecord)
         got = {kind: [_stored(kind, r) for r in records] for kind, records in row.index.items()}
         assert _counted(got) == _counted(wanted)
         assert wanted["date"] and wanted["token"]  # not vacuous
+        # The terms and instant the rows carry are those of their records.
+        assert row.terms == terms_of(row.index)
+        assert row.recorded == min(r[1] for r in row.index["date"] if r[0] == "date")
         patients = patient_compartment(served, compartment, generic)
         assert row.patient_id == (patients[0] if patients else None)
         if member:

@@ -33,7 +33,7 @@ from cmfhir.interactions.context import instant
 from cmfhir.resources.fhirjson import dump_json
 from cmfhir.resources.fhirpath import parse_reference
 from cmfhir.resources.index_values import date_range, normalize_string
-from cmfhir.store.audit_events import EventRow
+from cmfhir.store.audit_events import TERM_PARAMS, EventRow
 from cmfhir.store.indexing import MAX_INDEXED_BYTES
 
 __all__ = ["AuditRows"]
@@ -88,6 +88,13 @@ def _reference(param: str, text: str) -> tuple[_Reference, ...]:
 def _reference_row(ref: _Reference) -> Record:
     param, target_type, target_id, url, _ = ref
     return (param, _fit(target_type), _fit(target_id), _fit(url))
+
+
+def _term(ref: _Reference) -> str | None:
+    param, _, target_id, url, _ = ref
+    if target_id is not None:
+        return f"{param}|{_fit(target_id)}"
+    return None if url is None else f"{param}|{_fit(url)}"
 
 
 def _references(param: str, texts: Iterable[str], out: list[_Reference]) -> None:
@@ -152,7 +159,8 @@ class AuditRows:
                 token = [*token, ("site", None, _fit(site))]
             fixed = f'"}},{kind.json}{middle}{agent.json},{source}}}'
             for member in record.members or (None,):
-                out.append(self._row(record, member, agent, token, date, fixed, ids.pop()))
+                row = self._row(record, member, agent, token, date, fixed, ids.pop(), site)
+                out.append(row)
         return out
 
     def _row(
@@ -164,6 +172,7 @@ class AuditRows:
         date: list[Record],
         fixed: str,
         id: str,
+        site: str | None,
     ) -> EventRow:
         what = entities(member, record.resources, record.query)
         references = list(agent.references)
@@ -190,7 +199,19 @@ class AuditRows:
         }
         if agent.string:
             index["string"] = agent.string
-        return EventRow(id, f"{_HEAD}{id}{_META}", tail, patient_id, index)
+        # As store/audit_events.py `terms_of` reads them from the records.
+        terms = dict.fromkeys(_term(r) for r in unique if r[0] in TERM_PARAMS)
+        if site:
+            terms[f"site|{_fit(site)}"] = None
+        return EventRow(
+            id,
+            f"{_HEAD}{id}{_META}",
+            tail,
+            patient_id,
+            index,
+            terms=[t for t in terms if t is not None],
+            recorded=date[0][1],
+        )
 
     def _agent(self, principal: Principal, alt_id: str | None, address: str | None) -> _Agent:
         key = (principal, alt_id, address)

@@ -282,10 +282,15 @@ def _provenance(scope: Scope) -> dict[str, Any] | None:
 
 
 def _record(trail: AuditTrail, scope: Scope, path: str, status: int, body: bytes) -> None:
-    interaction, resource_type, id = _interaction(scope["method"], path)
+    state: dict[str, Any] = scope.get("state", {})
+    read = state.get("read_path")  # a read or vread answered by routes/read_path.py
+    if read is not None:
+        resource_type, id, version = read.groups()
+        interaction = "vread" if version else "read"
+    else:
+        interaction, resource_type, id = _interaction(scope["method"], path)
     if not interaction or interaction == "capabilities":
         return
-    state: dict[str, Any] = scope.get("state", {})
     request: AuditRequest | None = state.get("audit")
     if request is not None and request.written and status < 400 and interaction in SINGLE_WRITES:
         return  # its AuditEvent committed with the write

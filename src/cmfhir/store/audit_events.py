@@ -83,7 +83,6 @@ AUDIT_FAMILIES: dict[str, tuple[str, ...]] = {
 # do (`site`: the request id, to find a request's events).
 TERM_PARAMS = frozenset({"patient", "agent", "entity"})
 TERM_TOKENS = frozenset({"site"})
-_TERMS_SEPARATOR = "\x1e"
 
 
 def terms_of(index: Mapping[str, Sequence[Sequence[Any]]]) -> list[str]:
@@ -129,7 +128,11 @@ class EventRow:
         index: Mapping[str, Sequence[Sequence[Any]]],
         *,
         stamped: datetime | None = None,
+        terms: list[str] | None = None,
+        recorded: datetime | None = None,
     ) -> None:
+        """`terms` and `recorded`, when the caller knows them, are what `terms_of(index)`
+        and the earliest `date` record would give."""
         self.id = id
         self.head = head
         self.tail = tail
@@ -138,10 +141,12 @@ class EventRow:
         self.index = index
         # orjson writes datetimes as RFC 3339 text, which PostgreSQL reads back exactly.
         self.idx = orjson.dumps({k: rs for k, rs in index.items() if rs}).decode()
-        dates = [r[1] for r in index.get("date", ()) if r[0] == "date" and r[1] is not None]
-        low = min(dates) if dates else None
-        self.recorded = low if isinstance(low, datetime) else None
-        self.terms = _TERMS_SEPARATOR.join(terms_of(index))
+        if recorded is None:
+            dates = [r[1] for r in index.get("date", ()) if r[0] == "date" and r[1] is not None]
+            low = min(dates) if dates else None
+            recorded = low if isinstance(low, datetime) else None
+        self.recorded = recorded
+        self.terms = terms_of(index) if terms is None else terms
 
 
 # The database clock, to the millisecond, as `Repository.write` stamps: read once for a
@@ -174,7 +179,7 @@ async def insert_events(driver: Any, rows: Sequence[EventRow]) -> None:
             r.stamped if r.stamped is not None else at,
             r.recorded,
             r.patient_id,
-            r.terms.split(_TERMS_SEPARATOR) if r.terms else [],
+            r.terms,
             r.idx,
             r.head if r.tail is None else r.head + text + r.tail,
         )
