@@ -1,23 +1,31 @@
-"""Scenario `audit`: the read scenario twice on the loaded database, with the audit trail
-off and then on (issue 12: p99 still <= 10 ms, throughput down <= 25%), each on a server of
-its own started for it with `CMFHIR_AUDIT` set and no background workers (and warmed up by
-one untimed second of load), while the run's server idles. Beside requests/s and latency,
-the CPU each read cost (the serving processes, the run's server and PostgreSQL, per
-request), which stays meaningful on a loaded machine where the rates do not."""
+"""Scenario `audit`: reads of the loaded database with the audit trail off and on (issue 12:
+p99 still <= 10 ms, throughput down <= 25%), each side on a server of its own started for it
+with `CMFHIR_AUDIT` set and no background workers (warmed up by one untimed second of load),
+while the run's server idles. The two sides take turns phase by phase (each interaction and
+connection count, `ROUNDS` times, the order swapped each round), so a machine whose speed
+drifts during the run (a shared virtual machine) slows both alike; a side's figures are its
+rounds together (requests over time, CPU over requests, the mean of the rounds' latency
+percentiles). Beside requests/s and latency, the CPU each read cost (the serving processes,
+the run's server and PostgreSQL, per request), which stays meaningful on a loaded machine
+where the rates do not."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from bench.cpu_split import cpu_seconds, cpu_split
 from bench.load import run_load
 from bench.other_load import OtherLoad
-from bench.read import run_read
+from bench.read import CONNECTIONS, SAMPLE
 from bench.server import Server, free_port, start_server
 
 __all__ = ["compare_audit", "run_audit"]
+
+SIDES = ("off", "on")
+ROUNDS = 2
 
 
 def run_audit(
@@ -28,42 +36,82 @@ def run_audit(
     other: OtherLoad,
     workers: int,
 ) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = []
-    for audit in ("off", "on"):
-        sibling = start_server(
-            server.data_dir / f"audit-{audit}",
-            free_port(),
-            workers=workers,
-            database_url=server.database_url,
-            extra_env={"CMFHIR_AUDIT": "true" if audit == "on" else "false",
-                       "CMFHIR_WORKERS": "false"},
-        )  # fmt: skip
-        try:
+    rng = random.Random(f"read:{seed}")
+    with ExitStack() as stack:
+        siblings: dict[str, Server] = {}
+        for audit in SIDES:
+            sibling = start_server(
+                server.data_dir / f"audit-{audit}",
+                free_port(),
+                workers=workers,
+                database_url=server.database_url,
+                extra_env={"CMFHIR_AUDIT": "true" if audit == "on" else "false",
+                           "CMFHIR_WORKERS": "false"},
+            )  # fmt: skip
+            stack.callback(sibling.stop)
+            siblings[audit] = sibling
+        for sibling in siblings.values():
             # Untimed: the new server's connections, caches and first garbage collections.
             run_load(sibling.base_url, _warm_paths(ids), 16, 1.0)
-
-            @contextmanager
-            def meter(sibling: Server = sibling) -> Iterator[dict[str, Any]]:
-                figures: dict[str, Any] = {}
-                before = _used(sibling, server)
-                with cpu_split(sibling, other) as serving:
-                    yield figures
-                figures.update(serving)
-                # Unrounded (cpu_split rounds to 0.1 s, too coarse for a short phase): the
-                # serving server, the idle run's server and the run's PostgreSQL.
-                figures["cpu_seconds_serving_and_postgres"] = round(
-                    _used(sibling, server) - before, 4
-                )
-
-            for row in run_read(sibling.base_url, ids, seconds, seed, meter):
-                used = row["cpu"]["cpu_seconds_serving_and_postgres"]
-                per = 1000 * used / row["requests"] if row["requests"] else None
-                rows.append(
-                    {"audit": audit, **row, "cpu_ms_per_request": round(per, 2) if per else None}
-                )
-        finally:
-            sibling.stop()
+        rows: list[dict[str, Any]] = []
+        for kind in ("Patient", "Encounter"):
+            known = ids.get(kind, [])
+            if not known:
+                continue
+            paths = [f"{kind}/{rid}" for rid in rng.sample(known, min(SAMPLE, len(known)))]
+            for connections in CONNECTIONS:
+                phases: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+                for n in range(ROUNDS):
+                    for side in SIDES if n % 2 == 0 else SIDES[::-1]:
+                        sibling = siblings[side]
+                        with _meter(sibling, server, other) as figures:
+                            result = run_load(sibling.base_url, paths, connections, seconds)
+                        phases[side].append({**result, "cpu": figures})
+                for side in SIDES:
+                    rows.append(
+                        {
+                            "audit": side,
+                            "interaction": f"GET {kind}/{{id}}",
+                            **_joined(phases[side]),
+                        }
+                    )
     return {"rows": rows, "comparison": compare_audit(rows)}
+
+
+@contextmanager
+def _meter(sibling: Server, server: Server, other: OtherLoad) -> Iterator[dict[str, Any]]:
+    figures: dict[str, Any] = {}
+    before = _used(sibling, server)
+    with cpu_split(sibling, other) as serving:
+        yield figures
+    figures.update(serving)
+    # Unrounded (cpu_split rounds to 0.1 s, too coarse for a short phase): the serving
+    # server, the idle run's server and the run's PostgreSQL.
+    figures["cpu_seconds_serving_and_postgres"] = round(_used(sibling, server) - before, 4)
+
+
+def _joined(phases: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's rounds of a phase as one row."""
+    requests = sum(p["requests"] for p in phases)
+    elapsed = sum(p["requests"] / p["per_second"] for p in phases if p["per_second"])
+    used = sum(p["cpu"]["cpu_seconds_serving_and_postgres"] for p in phases)
+    row: dict[str, Any] = {
+        "tool": phases[0]["tool"],
+        "connections": phases[0]["connections"],
+        "rounds": len(phases),
+        "requests": requests,
+        "per_second": round(requests / elapsed, 1) if elapsed else 0.0,
+        "errors": sum(p["errors"] for p in phases),
+        "per_second_by_round": [p["per_second"] for p in phases],
+        "cpu": {
+            "cpu_seconds_serving_and_postgres": round(used, 4),
+            "rounds": [p["cpu"] for p in phases],
+        },
+        "cpu_ms_per_request": round(1000 * used / requests, 2) if requests else None,
+    }
+    for key in ("p50_ms", "p95_ms", "p99_ms"):
+        row[key] = round(sum(p[key] for p in phases) / len(phases), 2)
+    return row
 
 
 def _warm_paths(ids: dict[str, list[str]]) -> list[str]:

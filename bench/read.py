@@ -13,7 +13,7 @@ from bench.load import run_load
 __all__ = ["CONNECTIONS", "run_read"]
 
 CONNECTIONS = (1, 16, 64)
-_SAMPLE = 5000
+SAMPLE = 5000
 
 
 def run_read(
@@ -30,7 +30,7 @@ def run_read(
         known = ids.get(kind, [])
         if not known:
             continue
-        paths = [f"{kind}/{rid}" for rid in rng.sample(known, min(_SAMPLE, len(known)))]
+        paths = [f"{kind}/{rid}" for rid in rng.sample(known, min(SAMPLE, len(known)))]
         for connections in CONNECTIONS:
             with cpu() if cpu else nullcontext({}) as split:
                 result = run_load(base_url, paths, connections, duration_s)
