@@ -11,10 +11,14 @@ where the rates do not."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import make_url
 
 from bench.cpu_split import cpu_seconds, cpu_split
 from bench.load import run_load
@@ -54,6 +58,8 @@ def run_audit(
             # Untimed: the new server's connections, caches and first garbage collections.
             run_load(sibling.base_url, _warm_paths(ids), 16, 1.0)
         rows: list[dict[str, Any]] = []
+        # After each phase: what PostgreSQL has done for the trail's table so far.
+        upkeep: list[dict[str, Any]] = [{"interaction": None, **_upkeep(server.database_url)}]
         for kind in ("Patient", "Encounter"):
             known = ids.get(kind, [])
             if not known:
@@ -67,6 +73,10 @@ def run_audit(
                         with _meter(sibling, server, other) as figures:
                             result = run_load(sibling.base_url, paths, connections, seconds)
                         phases[side].append({**result, "cpu": figures})
+                upkeep.append(
+                    {"interaction": f"GET {kind}/{{id}}", "connections": connections,
+                     **_upkeep(server.database_url)}
+                )  # fmt: skip
                 for side in SIDES:
                     rows.append(
                         {
@@ -75,7 +85,41 @@ def run_audit(
                             **_joined(phases[side]),
                         }
                     )
-    return {"rows": rows, "comparison": compare_audit(rows)}
+    return {"rows": rows, "comparison": compare_audit(rows), "upkeep": upkeep}
+
+
+_UPKEEP = """
+    SELECT (SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'audit_event'),
+           (SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'audit_event'),
+           (SELECT autoanalyze_count FROM pg_stat_user_tables WHERE relname = 'audit_event'),
+           (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter),
+           pg_current_wal_lsn() - '0/0'::pg_lsn
+"""
+
+
+def _upkeep(database_url: str) -> dict[str, Any]:
+    """Events stored, autovacuums and autoanalyzes of `audit_event`, checkpoints and WAL
+    bytes so far: the table's upkeep, which a phase's CPU includes when it falls in it."""
+
+    async def read() -> dict[str, Any]:
+        parsed = make_url(database_url)
+        conn = await asyncpg.connect(
+            user=parsed.username,
+            password=parsed.password,
+            host=parsed.query.get("host") or parsed.host,
+            port=parsed.port,
+            database=parsed.database,
+        )
+        try:
+            row = await conn.fetchrow(_UPKEEP)
+        finally:
+            await conn.close()
+        names = ("events", "autovacuums", "autoanalyzes", "checkpoints", "wal_bytes")
+        return {
+            name: (int(v) if v is not None else None) for name, v in zip(names, row, strict=True)
+        }
+
+    return asyncio.run(read())
 
 
 @contextmanager
