@@ -12,18 +12,15 @@ where the rates do not."""
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-import asyncpg
-from sqlalchemy.engine import make_url
-
 from bench.cpu_split import cpu_seconds, cpu_split
 from bench.load import run_load
 from bench.other_load import OtherLoad
-from bench.read import CONNECTIONS, SAMPLE
+from bench.read import CONNECTIONS, read_paths
+from bench.scratch import fetch_row
 from bench.server import Server, free_port, start_server
 
 __all__ = ["compare_audit", "run_audit"]
@@ -40,7 +37,6 @@ def run_audit(
     other: OtherLoad,
     workers: int,
 ) -> dict[str, Any]:
-    rng = random.Random(f"read:{seed}")
     with ExitStack() as stack:
         siblings: dict[str, Server] = {}
         for audit in SIDES:
@@ -60,11 +56,7 @@ def run_audit(
         rows: list[dict[str, Any]] = []
         # After each phase: what PostgreSQL has done for the trail's table so far.
         upkeep: list[dict[str, Any]] = [{"interaction": None, **_upkeep(server.database_url)}]
-        for kind in ("Patient", "Encounter"):
-            known = ids.get(kind, [])
-            if not known:
-                continue
-            paths = [f"{kind}/{rid}" for rid in rng.sample(known, min(SAMPLE, len(known)))]
+        for kind, paths in read_paths(ids, seed):
             for connections in CONNECTIONS:
                 phases: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
                 for n in range(ROUNDS):
@@ -101,25 +93,10 @@ def _upkeep(database_url: str) -> dict[str, Any]:
     """Events stored, autovacuums and autoanalyzes of `audit_event`, checkpoints and WAL
     bytes so far: the table's upkeep, which a phase's CPU includes when it falls in it."""
 
-    async def read() -> dict[str, Any]:
-        parsed = make_url(database_url)
-        conn = await asyncpg.connect(
-            user=parsed.username,
-            password=parsed.password,
-            host=parsed.query.get("host") or parsed.host,
-            port=parsed.port,
-            database=parsed.database,
-        )
-        try:
-            row = await conn.fetchrow(_UPKEEP)
-        finally:
-            await conn.close()
-        names = ("events", "autovacuums", "autoanalyzes", "checkpoints", "wal_bytes")
-        return {
-            name: (int(v) if v is not None else None) for name, v in zip(names, row, strict=True)
-        }
-
-    return asyncio.run(read())
+    row = asyncio.run(fetch_row(database_url, _UPKEEP))
+    assert row is not None
+    names = ("events", "autovacuums", "autoanalyzes", "checkpoints", "wal_bytes")
+    return {name: (int(v) if v is not None else None) for name, v in zip(names, row, strict=True)}
 
 
 @contextmanager

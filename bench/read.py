@@ -4,6 +4,7 @@ connections (https://hl7.org/fhir/R4B/http.html#read), ids drawn from what inges
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import Any
 
@@ -13,7 +14,17 @@ from bench.load import run_load
 __all__ = ["CONNECTIONS", "run_read"]
 
 CONNECTIONS = (1, 16, 64)
-SAMPLE = 5000
+_SAMPLE = 5000
+
+
+def read_paths(ids: dict[str, list[str]], seed: int) -> Iterator[tuple[str, list[str]]]:
+    """Per kind read (Patient, then Encounter), the sample of `Type/id` paths its phases
+    read, drawn alike for a given seed."""
+    rng = random.Random(f"read:{seed}")
+    for kind in ("Patient", "Encounter"):
+        known = ids.get(kind, [])
+        if known:
+            yield kind, [f"{kind}/{rid}" for rid in rng.sample(known, min(_SAMPLE, len(known)))]
 
 
 def run_read(
@@ -24,13 +35,8 @@ def run_read(
     cpu: CpuMeter | None = None,
 ) -> list[dict[str, Any]]:
     """One row per interaction and connection count; with `cpu`, each row's CPU split."""
-    rng = random.Random(f"read:{seed}")
     rows = []
-    for kind in ("Patient", "Encounter"):
-        known = ids.get(kind, [])
-        if not known:
-            continue
-        paths = [f"{kind}/{rid}" for rid in rng.sample(known, min(SAMPLE, len(known)))]
+    for kind, paths in read_paths(ids, seed):
         for connections in CONNECTIONS:
             with cpu() if cpu else nullcontext({}) as split:
                 result = run_load(base_url, paths, connections, duration_s)

@@ -14,7 +14,15 @@ from sqlalchemy.engine import make_url
 
 from cmfhir.store.database import embedded_url
 
-__all__ = ["ROOT", "admin_url", "create_database", "drop_database", "postgres_cpu"]
+__all__ = [
+    "ROOT",
+    "admin_url",
+    "connect",
+    "create_database",
+    "drop_database",
+    "fetch_row",
+    "postgres_cpu",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,15 +33,28 @@ def admin_url() -> str:
     return embedded_url(ROOT / ".data" / "test")
 
 
-async def _execute(url: str, statement: str) -> None:
+async def connect(url: str) -> asyncpg.Connection:
+    """A plain asyncpg connection to `url` (a socket directory in its `host=` query)."""
     parsed = make_url(url)
-    conn = await asyncpg.connect(
+    return await asyncpg.connect(
         user=parsed.username,
         password=parsed.password,
         host=parsed.query.get("host") or parsed.host,
         port=parsed.port,
         database=parsed.database,
     )
+
+
+async def fetch_row(url: str, statement: str) -> asyncpg.Record | None:
+    conn = await connect(url)
+    try:
+        return await conn.fetchrow(statement)
+    finally:
+        await conn.close()
+
+
+async def _execute(url: str, statement: str) -> None:
+    conn = await connect(url)
     try:
         await conn.execute(statement)
     finally:
