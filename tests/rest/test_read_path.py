@@ -1,7 +1,8 @@
-"""The read path (routes/read_path.py) answers `GET Type/id` and `GET Type/id/_history/vid`
-in front of the middleware stack: every answer — status, headers, body, the audit record —
-must be the one the whole stack gives. Each request is sent twice to one application: once
-as a server calls it, once straight to its middleware stack (what the read path sends on)."""
+"""The read path (routes/read_path.py) answers `GET Type/id`, `GET Type/id/_history/vid` and
+`GET Type?...` in front of the middleware stack: every answer — status, headers, body, the
+audit record — must be the one the whole stack gives. Each request is sent twice to one
+application: once as a server calls it, once straight to its middleware stack (what the read
+path sends on)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from cmfhir.app import create_app
 from cmfhir.auth.keys import SigningKeys
 from cmfhir.auth.tokens import issue_access_token
 from cmfhir.config import Settings
-from cmfhir.routes.read_path import READ_PATH, ReadPath
+from cmfhir.routes.read_path import READ_PATH, SEARCH_PATH, ReadPath
 
 FHIR = {"Content-Type": "application/fhir+json"}
 BASE = "http://reads"
@@ -141,10 +142,31 @@ async def test_answers_as_the_stack_does(database_url: str) -> None:
             ("vread deleted", f"/fhir/Patient/{gone}/_history/2", {}),
             ("vread before delete", f"/fhir/Patient/{gone}/_history/1", {}),
             ("vread _elements", f"/fhir/Patient/{one}/_history/1?_elements=active", {}),
+            ("search", f"/fhir/Patient?_id={one},{big}", {}),
+            ("search all", "/fhir/Patient", {}),
+            ("search R4B", f"/fhir/Patient?_id={one}", {"Accept": R4B}),
+            ("search _format", f"/fhir/Patient?_id={one}&_format=json", {}),
+            ("search _pretty", f"/fhir/Patient?_id={one}&_pretty=true", {}),
+            ("search _summary", f"/fhir/Patient?_id={one}&_summary=count", {}),
+            ("search _elements", f"/fhir/Patient?_id={one}&_elements=active", {}),
+            ("search _count paged", f"/fhir/Patient?_id={one},{big}&_count=1", {}),
+            ("search _revinclude", f"/fhir/Patient?_id={one}&_revinclude=Observation:subject", {}),
+            ("search unknown parameter", "/fhir/Patient?nonesuch=1", {}),
+            ("search lenient", "/fhir/Patient?nonesuch=1", {"Prefer": "handling=lenient"}),
+            ("search bad value", "/fhir/Patient?birthdate=notadate", {}),
+            ("search unknown type", "/fhir/Nonesuch?_id=1", {}),
+            ("search type not in R4", "/fhir/SubscriptionTopic", {}),
+            ("search utf-8", "/fhir/Patient?name=M%C3%BCller", {}),
+            ("search xml", f"/fhir/Patient?_id={one}", {"Accept": "application/fhir+xml"}),
+            ("search big gzip", f"/fhir/Patient?_id={big}", {"Accept-Encoding": "gzip"}),
+            ("search big", f"/fhir/Patient?_id={big}", {"Accept-Encoding": "identity"}),
         ]
         await _compare(fast, slow, recorder, cases)
         # Every case but the two refused in negotiation (406) took the read path.
-        assert path_served(app) - taken_before == len(cases) - 2
+        assert path_served(app) - taken_before == len(cases) - 3
+        searched = (await fast.get(f"/fhir/Patient?_id={one}&_count=1")).json()
+        assert [e["resource"]["id"] for e in searched["entry"]] == [one]
+        assert searched["link"][0]["url"] == f"{BASE}/fhir/Patient?_id={one}&_count=1"
         compressed = await fast.get(f"/fhir/Patient/{big}", headers={"Accept-Encoding": "gzip"})
         assert compressed.headers["content-encoding"] == "gzip"
         assert compressed.headers["vary"] == "Accept-Encoding"
@@ -181,6 +203,8 @@ async def test_audit_records_as_the_stack_does(database_url: str) -> None:
             ("audited read", f"/fhir/Observation/{body['id']}", {}),
             ("audited vread", f"/fhir/Observation/{body['id']}/_history/1", {}),
             ("audited missing", f"/fhir/Observation/no-{tag}", {}),
+            ("audited search", f"/fhir/Observation?subject=Patient/rp-member-{tag}", {}),
+            ("audited refused search", "/fhir/Observation?nonesuch=1", {}),
         ]
         await _compare(fast, slow, recorder, cases)
         recorder.records.clear()
@@ -188,6 +212,12 @@ async def test_audit_records_as_the_stack_does(database_url: str) -> None:
         (record,) = recorder.records
         assert record.members == (f"rp-member-{tag}",)
         assert record.interaction == "read" and record.status == 200
+        recorder.records.clear()
+        await fast.get(f"/fhir/Observation?subject=Patient/rp-member-{tag}")
+        (record,) = recorder.records
+        assert record.members == (f"rp-member-{tag}",)
+        assert record.interaction == "search-type" and record.status == 200
+        assert record.query == f"Observation?subject=Patient/rp-member-{tag}"
 
 
 async def test_tokens_and_scopes_as_the_stack_does(database_url: str, tmp_path: Path) -> None:
@@ -228,6 +258,10 @@ async def test_tokens_and_scopes_as_the_stack_does(database_url: str, tmp_path: 
             ("vread", f"/fhir/Patient/rp-auth-{tag}/_history/1", system),
             ("other type only", f"/fhir/Patient/rp-auth-{tag}", bearer("system/Observation.rs")),
             ("search only", f"/fhir/Patient/rp-auth-{tag}", bearer("system/Patient.s")),
+            ("search", f"/fhir/Patient?_id=rp-auth-{tag}", system),
+            ("search no token", f"/fhir/Patient?_id=rp-auth-{tag}", {}),
+            ("search read only", f"/fhir/Patient?_id=rp-auth-{tag}", bearer("system/Patient.r")),
+            ("search other type", f"/fhir/Patient?_id=rp-auth-{tag}", bearer("system/Group.s")),
         ]
         await _compare(fast, slow, recorder, cases)
         assert (await fast.get(f"/fhir/Patient/rp-auth-{tag}")).status_code == 401
@@ -243,9 +277,12 @@ def path_served(app: Any) -> int:
     return path.served
 
 
-def test_read_path_takes_only_reads_and_vreads() -> None:
+def test_read_path_takes_only_reads_vreads_and_searches() -> None:
     for path in ("/fhir/Patient/1", "/fhir/Patient/a-1.B/_history/2"):
         assert READ_PATH.fullmatch(path), path
+    assert SEARCH_PATH.fullmatch("/fhir/Patient")
+    for path in ("/fhir/metadata", "/fhir/_history", "/fhir/Patient/", "/fhir/", "/fhir"):
+        assert not SEARCH_PATH.fullmatch(path), path
     for path in (
         "/fhir/Patient",
         "/fhir/Patient/1/_history",

@@ -284,9 +284,12 @@ def _provenance(scope: Scope) -> dict[str, Any] | None:
 def _record(trail: AuditTrail, scope: Scope, path: str, status: int, body: bytes) -> None:
     state: dict[str, Any] = scope.get("state", {})
     read = state.get("read_path")  # a read or vread answered by routes/read_path.py
+    searched = state.get("search_path")  # a search answered there
     if read is not None:
         resource_type, id, version = read.groups()
         interaction = "vread" if version else "read"
+    elif searched is not None:
+        interaction, resource_type, id = "search-type", searched[1], None
     else:
         interaction, resource_type, id = _interaction(scope["method"], path)
     if not interaction or interaction == "capabilities":

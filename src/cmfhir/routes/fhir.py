@@ -6,9 +6,9 @@ so `Patient/$validate` is never taken for a read of id `$validate`.
 The two hottest endpoints, `GET /fhir/{type}/{id}` (read) and `GET /fhir/{type}` (search),
 are also served by `DirectRoutes`, in front of the router: the same handlers, called
 without matching the path against every route before them and without FastAPI's dependency
-solving (together a third of a read's CPU). Reads and vreads reach them only when the read
-path (`read_path.py`), in front of the whole stack, sent them on (a `HEAD`, a cross-origin
-request with CORS configured, a negotiation that fails)."""
+solving (together a third of a read's CPU). Reads, vreads and searches reach them only when
+the read path (`read_path.py`), in front of the whole stack, sent them on (a `HEAD`, a
+cross-origin request with CORS configured, a negotiation that fails)."""
 
 from __future__ import annotations
 

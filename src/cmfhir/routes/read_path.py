@@ -1,8 +1,10 @@
-"""`GET /fhir/{type}/{id}` (read, https://hl7.org/fhir/R4/http.html#read) and
-`GET /fhir/{type}/{id}/_history/{vid}` (vread) answered in front of the application's whole
-middleware stack and router, as one plain ASGI handler. The stack cost a read most of its
-CPU: FastAPI's outer layers, the edge, gzip and the route's Request, Response and
-dependency solving, for a request that is one prepared statement.
+"""`GET /fhir/{type}/{id}` (read, https://hl7.org/fhir/R4/http.html#read),
+`GET /fhir/{type}/{id}/_history/{vid}` (vread) and `GET /fhir/{type}?...` (search at type
+level, https://hl7.org/fhir/R4/http.html#search) answered in front of the application's
+whole middleware stack and router, as one plain ASGI handler. The stack cost a read most of
+its CPU: FastAPI's outer layers, the edge, gzip and the route's Request, Response and
+dependency solving, for a request that is one prepared statement; a search is one
+statement too.
 
 It does what the stack does for these requests, with the same functions: the request id,
 negotiation and response headers of `wire.py`, the access log, the error guard, the bearer
@@ -13,7 +15,7 @@ be compressed; smaller ones go out at once). Stored JSON is served as stored, it
 built once as bytes. A request it would have to answer otherwise than the stack does — a
 browser's cross-origin request when CORS is configured, a `HEAD`, a negotiation that fails —
 goes to the stack before anything is done (`tests/rest/test_read_path.py` compares the two
-answers)."""
+answers, reads and searches)."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cmfhir.errors import FhirError
-from cmfhir.interactions import read, vread
+from cmfhir.interactions import read, search, vread
 from cmfhir.interactions.context import FhirContext, Result
 from cmfhir.interactions.read import Conditions
 from cmfhir.logs import REQUEST_ID
@@ -36,6 +38,7 @@ from cmfhir.routes.audit import AuditMiddleware
 from cmfhir.routes.bearer import authorize_request
 from cmfhir.routes.compression import GZIP_MINIMUM_BYTES, gzip_body
 from cmfhir.routes.guard import internal_error, report_unhandled
+from cmfhir.routes.http import base_url, prefer
 from cmfhir.routes.negotiation import Negotiated, negotiate
 from cmfhir.routes.wire import (
     CONTENT_TYPES,
@@ -45,7 +48,7 @@ from cmfhir.routes.wire import (
     response_headers,
 )
 
-__all__ = ["READ_PATH", "ReadPath"]
+__all__ = ["READ_PATH", "SEARCH_PATH", "ReadPath"]
 
 # The paths the router gives to `read_instance` and `vread_instance` (routes/fhir.py: a type
 # is a capitalised name, an id has FHIR's id characters);
@@ -53,14 +56,16 @@ __all__ = ["READ_PATH", "ReadPath"]
 _TYPE = r"[A-Z][A-Za-z]{0,63}"
 _ID = r"[A-Za-z0-9\-.]{1,64}"
 READ_PATH = re.compile(rf"/fhir/({_TYPE})/({_ID})(?:/_history/({_ID}))?")
+# The path the router gives to `search_type`.
+SEARCH_PATH = re.compile(rf"/fhir/({_TYPE})")
 
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _VARY = (b"vary", b"Accept-Encoding")
 
 
 class ReadPath:
-    """Reads and vreads straight to the interactions; every other request to `app`, the
-    application's middleware stack."""
+    """Reads, vreads and type-level searches straight to the interactions; every other
+    request to `app`, the application's middleware stack."""
 
     def __init__(self, app: ASGIApp, *, cors: bool = False) -> None:
         self.app = app
@@ -71,11 +76,12 @@ class ReadPath:
         self.served = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "GET"
-            or (match := READ_PATH.fullmatch(scope["path"])) is None
-        ):
+        if scope["type"] != "http" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        match = READ_PATH.fullmatch(path) or SEARCH_PATH.fullmatch(path)
+        if match is None:
             await self.app(scope, receive, send)
             return
         sent_id = accept = content_type = encoding = None
@@ -121,7 +127,8 @@ class ReadPath:
         state["request_id"] = rid
         state["fhir_version"] = version
         state["plain_json"] = negotiated.plain_json
-        state["read_path"] = match
+        # What the audit records (routes/audit.py): the read's or the search's own match.
+        state["read_path" if match.re is READ_PATH else "search_path"] = match
         token = REQUEST_ID.set(rid)
         status: int | None = None
         size = 0
@@ -162,21 +169,27 @@ class ReadPath:
             REQUEST_ID.reset(token)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The read or vread, as `routes.fhir` answers it."""
+        """The read, vread or search, as `routes.fhir` answers it."""
         state: dict[str, Any] = scope["state"]
-        resource_type, id, version_id = state["read_path"].groups()
         version: str = state["fhir_version"]
         query: bytes = scope.get("query_string", b"")
+        # As Starlette's `query_params` parses it for the router's routes.
         params = parse_qsl(query.decode("latin-1"), keep_blank_values=True) if query else []
         request = Request(scope, receive)
         try:
             context: FhirContext = scope["app"].state.fhir
             ctx = await authorize_request(request, context.for_request(version))
-            conditions = _conditions(scope["headers"])
-            if version_id is None:
-                result = await read(ctx, resource_type, id, params, conditions)
+            read_match: re.Match[str] | None = state.get("read_path")
+            if read_match is None:
+                result = await search(
+                    ctx,
+                    state["search_path"][1],
+                    params,
+                    base=base_url(request),
+                    handling=prefer(request).get("handling"),
+                )
             else:
-                result = await vread(ctx, resource_type, id, version_id, params, conditions)
+                result = await _read(ctx, read_match, params, scope["headers"])
         except FhirError as error:
             status, headers, body = _error(error, version)
         else:
@@ -185,6 +198,19 @@ class ReadPath:
         headers.append((b"x-request-id", state["request_id"].encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+async def _read(
+    ctx: FhirContext,
+    match: re.Match[str],
+    params: list[tuple[str, str]],
+    headers: list[tuple[bytes, bytes]],
+) -> Result:
+    resource_type, id, version_id = match.groups()
+    conditions = _conditions(headers)
+    if version_id is None:
+        return await read(ctx, resource_type, id, params, conditions)
+    return await vread(ctx, resource_type, id, version_id, params, conditions)
 
 
 def _conditions(headers: list[tuple[bytes, bytes]]) -> Conditions | None:
