@@ -47,7 +47,11 @@ def print_search(rows: list[dict[str, Any]]) -> None:
         if "server" not in r:
             table.append([r["query"], r["status"], "", "", "", "", "", ""])
             continue
-        s, q = r["server"], r["sql"]
+        s = r["server"]
+        if "sql" not in r:  # the mixed load: no one statement to compare with
+            table.append([r["query"], "", s["per_second"], s["p50_ms"], s["p99_ms"], "", "", ""])
+            continue
+        q = r["sql"]
         table.append(
             [r["query"], "same" if r["same_page_as_sql"] else "DIFFERS", s["per_second"],
              s["p50_ms"], s["p99_ms"], q["p50_ms"], q["p99_ms"], f"{r['p99_ratio']}x"]
