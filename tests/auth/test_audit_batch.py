@@ -20,7 +20,7 @@ from tests.auth.test_audit_index import KINDS
 from cmfhir.app import open_context
 from cmfhir.auth.principal import TRUSTED
 from cmfhir.config import Settings
-from cmfhir.interactions.audit import AuditTrail
+from cmfhir.interactions.audit import AuditTrail, _slices
 from cmfhir.interactions.audit_store import read_audit_event
 from cmfhir.interactions.context import FhirContext, instant
 from cmfhir.resources.fhirjson import parse_json
@@ -129,6 +129,45 @@ async def test_a_full_batch_is_written_at_once_and_the_rest_at_stop(settings: Se
         stop.set()
         await asyncio.wait_for(task, 30)
         assert await written() == 7
+
+
+async def test_a_batch_counts_events_not_records(settings: Settings) -> None:
+    """A search's record is one event per member it found: the batch fills by events."""
+    site = uuid.uuid4().hex
+    many = replace(KINDS[0][1], request_id=site, members=tuple(f"m-{site}-{n}" for n in range(200)))
+
+    async def written() -> int:
+        async with ctx.store.engine.connect() as conn:
+            return int((await conn.execute(_COUNT, {"site": site})).scalar_one())
+
+    async with open_context(settings) as ctx:
+        trail = AuditTrail(ctx, interval=3600, batch=1000)
+        stop = asyncio.Event()
+        task = asyncio.create_task(trail.run(stop))
+        for _ in range(4):
+            trail.record(many)
+        await asyncio.sleep(0.2)
+        assert await written() == 0  # 800 events: not a full batch
+        trail.record(many)  # 1,000 events: written now, not in an hour
+        for _ in range(200):
+            if await written() == 1000:
+                break
+            await asyncio.sleep(0.05)
+        assert await written() == 1000
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def test_a_batch_is_built_in_slices_of_events() -> None:
+    """Between two slices the writer lets the process's requests run: a slice is about
+    `events` events whatever the records' sizes, and every record is in one slice."""
+    one = KINDS[0][1]
+    sizes = [1, 200, 3, 3, 60, 1, 1, 70, 2]
+    records = [replace(one, members=tuple(f"m{n}" for n in range(k))) for k in sizes]
+    slices = list(_slices(records, 64))
+    assert [r for part in slices for r in part] == records
+    assert [sum(len(r.members) for r in part) for part in slices] == [201, 66, 72, 2]
+    assert list(_slices([], 64)) == []
 
 
 async def test_rows_written_in_one_statement_are_whole_events(settings: Settings) -> None:

@@ -64,9 +64,10 @@ SINGLE_WRITES = frozenset(
 )
 _VERSION_ACTIONS = {"create": "create", "update": "update", "delete": "delete"}
 # AuditEvents built between two yields to the event loop when the buffer is written
-# (through the generic indexer; as rows).
+# (through the generic indexer; as rows): a search's record gives one per member, up to
+# 200, so the slices count events, not records.
 _SLICE = 32
-_ROWS_SLICE = 128
+_ROWS_SLICE = 64
 
 
 @dataclass(slots=True)
@@ -144,7 +145,8 @@ def _write_events(
 class AuditTrail:
     """The buffer and the writer that empties it (a worker: `run(stop)`): every `interval`
     seconds, or as soon as `batch` events wait, whichever comes first, and once more when
-    it stops."""
+    it stops. Events, not records, are counted: a search's record is one event per member
+    it found (up to 200), and a batch is written while the process serves requests."""
 
     context: FhirContext
     interval: float = 1.0
@@ -152,20 +154,22 @@ class AuditTrail:
     batch: int = 1000
     name: str = "audit"
     _buffer: list[AuditRecord] = field(default_factory=list)
+    _events: int = 0  # the events the buffer's records give
     _dropped: int = 0
     _full: asyncio.Event = field(default_factory=asyncio.Event)
     _rows: AuditRows = field(default_factory=AuditRows)
 
     def record(self, record: AuditRecord) -> None:
-        if len(self._buffer) >= self.max_buffer:
+        if self._events >= self.max_buffer:
             # The database is not keeping up (or is down): say so rather than grow without
             # bound. Never expected in normal operation.
             self._dropped += 1
             if self._dropped % 1000 == 1:
-                log.error("audit buffer full: %d audit events dropped", self._dropped)
+                log.error("audit buffer full: %d audit records dropped", self._dropped)
             return
         self._buffer.append(record)
-        if len(self._buffer) >= self.batch:
+        self._events += len(record.members) or 1
+        if self._events >= self.batch:
             self._full.set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -184,6 +188,7 @@ class AuditTrail:
 
     async def flush(self) -> int:
         records, self._buffer = self._buffer, []
+        events, self._events = self._events, 0
         if not records:
             return 0
         try:
@@ -192,6 +197,7 @@ class AuditTrail:
             # Kept for the next round: a database outage delays the trail, it does not lose it.
             log.exception("audit events could not be written; retrying")
             self._buffer[:0] = records
+            self._events += events
             return 0
         return len(records)
 
@@ -222,11 +228,23 @@ class AuditTrail:
         now = utcnow()
         rows: list[EventRow] = []
         if registry_known(self.context.registry):
-            for start in range(0, len(records), _ROWS_SLICE):
-                rows += self._rows.rows(records[start : start + _ROWS_SLICE], now)
+            for part in _slices(records, _ROWS_SLICE):
+                rows += self._rows.rows(part, now)
                 await asyncio.sleep(0)
         else:
-            for start in range(0, len(records), _SLICE):
-                rows += [event_row(v) for v in self.versions(records[start : start + _SLICE])]
+            for part in _slices(records, _SLICE):
+                rows += [event_row(v) for v in self.versions(part)]
                 await asyncio.sleep(0)
         await append_events(engine, rows)
+
+
+def _slices(records: Sequence[AuditRecord], events: int) -> Iterable[Sequence[AuditRecord]]:
+    """`records` in runs of about `events` events (a record with more stands alone)."""
+    start = count = 0
+    for n, record in enumerate(records):
+        count += len(record.members) or 1
+        if count >= events:
+            yield records[start : n + 1]
+            start, count = n + 1, 0
+    if start < len(records):
+        yield records[start:]
