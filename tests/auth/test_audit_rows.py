@@ -58,7 +58,9 @@ def test_rows_are_the_generic_content_index_and_compartment(record: AuditRecord)
     assert len(rows) == len(members)
     for row, member in zip(rows, members, strict=True):
         served = parse_json(row.head + STAMP + row.tail)
-        assert served["id"] == row.id and uuid.UUID(row.id).version == 4
+        assert served["id"] == row.id and uuid.UUID(row.id).version == 7
+        # Time-ordered: the id starts with the milliseconds of the batch's instant.
+        assert uuid.UUID(row.id).int >> 80 == int(NOW.timestamp() * 1000)
         assert served["meta"] == {"versionId": "1", "lastUpdated": STAMP}
         assert served["recorded"] == "2026-11-30T12:00:00.123Z"
         expected = audit_event(record, member)
