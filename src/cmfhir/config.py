@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         default=True, description="Record an AuditEvent for each access to a member's data."
     )
     audit_interval_s: float = Field(
-        default=0.1,
+        default=0.03,
         description="Seconds between writes of the buffered AuditEvents (reads, logins, "
         "refused requests; sooner once 1,000 wait): what a crash of the process can lose; a "
         "write's AuditEvents commit with it (docs/security.md).",
