@@ -103,43 +103,45 @@ async def test_events_made_as_resources_are_stored_whole(settings: Settings) -> 
             assert (await conn.execute(_COUNT, {"site": site})).scalar_one() == len(versions)
 
 
+async def _written(ctx: FhirContext, site: str) -> int:
+    """The stored events of request `site`."""
+    async with ctx.store.engine.connect() as conn:
+        return int((await conn.execute(_COUNT, {"site": site})).scalar_one())
+
+
+async def _wait_written(ctx: FhirContext, site: str, count: int) -> int:
+    """The stored events of `site` once there are `count` (or after 10 s, what there are):
+    the hour-long interval never passes, so only a full batch wakes the writer."""
+    for _ in range(200):
+        if await _written(ctx, site) == count:
+            break
+        await asyncio.sleep(0.05)
+    return await _written(ctx, site)
+
+
 async def test_a_full_batch_is_written_at_once_and_the_rest_at_stop(settings: Settings) -> None:
     site = uuid.uuid4().hex
     record = replace(KINDS[0][1], request_id=site)  # one member: one event each
-
-    async def written() -> int:
-        async with ctx.store.engine.connect() as conn:
-            return int((await conn.execute(_COUNT, {"site": site})).scalar_one())
-
     async with open_context(settings) as ctx:
         trail = AuditTrail(ctx, interval=3600, batch=5)
         stop = asyncio.Event()
         task = asyncio.create_task(trail.run(stop))
         for _ in range(5):
             trail.record(record)
-        for _ in range(100):  # the hour-long interval never passes: the full batch wakes it
-            if await written() == 5:
-                break
-            await asyncio.sleep(0.1)
-        assert await written() == 5
+        assert await _wait_written(ctx, site, 5) == 5
         trail.record(record)
         trail.record(record)
         await asyncio.sleep(0.2)
-        assert await written() == 5  # not full, and the interval has not passed
+        assert await _written(ctx, site) == 5  # not full, and the interval has not passed
         stop.set()
         await asyncio.wait_for(task, 30)
-        assert await written() == 7
+        assert await _written(ctx, site) == 7
 
 
 async def test_a_batch_counts_events_not_records(settings: Settings) -> None:
     """A search's record is one event per member it found: the batch fills by events."""
     site = uuid.uuid4().hex
     many = replace(KINDS[0][1], request_id=site, members=tuple(f"m-{site}-{n}" for n in range(200)))
-
-    async def written() -> int:
-        async with ctx.store.engine.connect() as conn:
-            return int((await conn.execute(_COUNT, {"site": site})).scalar_one())
-
     async with open_context(settings) as ctx:
         trail = AuditTrail(ctx, interval=3600, batch=1000)
         stop = asyncio.Event()
@@ -147,13 +149,9 @@ async def test_a_batch_counts_events_not_records(settings: Settings) -> None:
         for _ in range(4):
             trail.record(many)
         await asyncio.sleep(0.2)
-        assert await written() == 0  # 800 events: not a full batch
+        assert await _written(ctx, site) == 0  # 800 events: not a full batch
         trail.record(many)  # 1,000 events: written now, not in an hour
-        for _ in range(200):
-            if await written() == 1000:
-                break
-            await asyncio.sleep(0.05)
-        assert await written() == 1000
+        assert await _wait_written(ctx, site, 1000) == 1000
         stop.set()
         await asyncio.wait_for(task, 30)
 
