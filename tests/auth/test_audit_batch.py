@@ -10,6 +10,8 @@ import asyncio
 import json
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -119,22 +121,32 @@ async def _wait_written(ctx: FhirContext, site: str, count: int) -> int:
     return await _written(ctx, site)
 
 
+@asynccontextmanager
+async def _writing(ctx: FhirContext, *, batch: int) -> AsyncIterator[AuditTrail]:
+    """A trail whose writer runs with an hour-long interval, stopped (and so emptied) at
+    the end of the block."""
+    trail = AuditTrail(ctx, interval=3600, batch=batch)
+    stop = asyncio.Event()
+    task = asyncio.create_task(trail.run(stop))
+    try:
+        yield trail
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
 async def test_a_full_batch_is_written_at_once_and_the_rest_at_stop(settings: Settings) -> None:
     site = uuid.uuid4().hex
     record = replace(KINDS[0][1], request_id=site)  # one member: one event each
     async with open_context(settings) as ctx:
-        trail = AuditTrail(ctx, interval=3600, batch=5)
-        stop = asyncio.Event()
-        task = asyncio.create_task(trail.run(stop))
-        for _ in range(5):
+        async with _writing(ctx, batch=5) as trail:
+            for _ in range(5):
+                trail.record(record)
+            assert await _wait_written(ctx, site, 5) == 5
             trail.record(record)
-        assert await _wait_written(ctx, site, 5) == 5
-        trail.record(record)
-        trail.record(record)
-        await asyncio.sleep(0.2)
-        assert await _written(ctx, site) == 5  # not full, and the interval has not passed
-        stop.set()
-        await asyncio.wait_for(task, 30)
+            trail.record(record)
+            await asyncio.sleep(0.2)
+            assert await _written(ctx, site) == 5  # not full, and the interval has not passed
         assert await _written(ctx, site) == 7
 
 
@@ -142,18 +154,13 @@ async def test_a_batch_counts_events_not_records(settings: Settings) -> None:
     """A search's record is one event per member it found: the batch fills by events."""
     site = uuid.uuid4().hex
     many = replace(KINDS[0][1], request_id=site, members=tuple(f"m-{site}-{n}" for n in range(200)))
-    async with open_context(settings) as ctx:
-        trail = AuditTrail(ctx, interval=3600, batch=1000)
-        stop = asyncio.Event()
-        task = asyncio.create_task(trail.run(stop))
+    async with open_context(settings) as ctx, _writing(ctx, batch=1000) as trail:
         for _ in range(4):
             trail.record(many)
         await asyncio.sleep(0.2)
         assert await _written(ctx, site) == 0  # 800 events: not a full batch
         trail.record(many)  # 1,000 events: written now, not in an hour
         assert await _wait_written(ctx, site, 1000) == 1000
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 def test_a_batch_is_built_in_slices_of_events() -> None:
