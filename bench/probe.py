@@ -5,6 +5,10 @@ then runs the read and/or search scenarios exactly as a run does, without loadin
     python -m bench.probe .data/bench/run-<stamp> --members 1000 --scenarios search,read
 
 Figures are comparable with each other (same data, back to back), not a standard run.
+`--src DIR` serves from another checkout's `src` (a `git worktree` of the commit to compare
+with), so two versions of the code are measured on one database, runs in turn. Settings
+come from the environment as for `cmfhir serve` (`CMFHIR_AUDIT=false`, ...). Mind the
+migrations: the newer side migrates the database, and the older then refuses it.
 """
 
 from __future__ import annotations
@@ -53,11 +57,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=1.0)
     parser.add_argument("--only", default="", help="comma-separated search query names")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
+    parser.add_argument("--src", type=Path, help="serve the code of this `src` directory")
     args = parser.parse_args()
     scenarios = set(args.scenarios.split(","))
     print(f"load average {os.getloadavg()}")
-    server = start_server(args.data_dir.resolve(), free_port(), 2, None)
-    results: dict[str, Any] = {"load_average_start": os.getloadavg()}
+    code = {"PYTHONPATH": str(args.src.resolve())} if args.src else None
+    server = start_server(args.data_dir.resolve(), free_port(), 2, None, code)
+    results: dict[str, Any] = {"load_average_start": os.getloadavg(), "src": str(args.src)}
     try:
         with OtherLoad(server.postgres_pids) as other:
             meter = functools.partial(cpu_split, server, other)
