@@ -44,7 +44,7 @@ def test_direct_paths_are_the_router_s_read_and_search() -> None:
     for resource_type in sorted(types):
         read = f"/fhir/{resource_type}/a-1.B"
         search = f"/fhir/{resource_type}"
-        assert fhir._READ.fullmatch(read) and fhir._SEARCH.fullmatch(search)
+        assert fhir._READ.fullmatch(read) and fhir.SEARCH_PATH.fullmatch(search)
         assert _routed(routes, read) is fhir.read_instance, read
         assert _routed(routes, search) is fhir.search_type, search
         # The read path (routes/read_path.py), in front of everything, takes reads and vreads.
@@ -52,7 +52,7 @@ def test_direct_paths_are_the_router_s_read_and_search() -> None:
         assert READ_PATH.fullmatch(read) and READ_PATH.fullmatch(vread)
         assert _routed(routes, vread) is fhir.vread_instance, vread
     for path in ("/fhir/metadata", "/fhir/_history", "/fhir/$export", "/fhir/Patient/$export"):
-        assert not fhir._READ.fullmatch(path) and not fhir._SEARCH.fullmatch(path)
+        assert not fhir._READ.fullmatch(path) and not fhir.SEARCH_PATH.fullmatch(path)
     for path in ("/fhir/Patient/_history", "/fhir/.well-known/smart-configuration"):
         assert not fhir._READ.fullmatch(path)
 

@@ -162,7 +162,7 @@ async def test_answers_as_the_stack_does(database_url: str) -> None:
             ("search big", f"/fhir/Patient?_id={big}", {"Accept-Encoding": "identity"}),
         ]
         await _compare(fast, slow, recorder, cases)
-        # Every case but the two refused in negotiation (406) took the read path.
+        # Every case but the three refused in negotiation (406) took the read path.
         assert path_served(app) - taken_before == len(cases) - 3
         searched = (await fast.get(f"/fhir/Patient?_id={one}&_count=1")).json()
         assert [e["resource"]["id"] for e in searched["entry"]] == [one]

@@ -318,9 +318,11 @@ async def vread_instance(
 # letter) and an id has FHIR's id characters (no `$` or `_`, which other routes'
 # second segments start with). tests/rest/test_direct_routes.py checks this against the
 # application's routes.
-_TYPE = r"[A-Z][A-Za-z]{0,63}"
-_READ = re.compile(rf"/fhir/({_TYPE})/([A-Za-z0-9\-.]{{1,64}})")
-_SEARCH = re.compile(rf"/fhir/({_TYPE})")
+# routes/read_path.py takes the same shapes.
+TYPE_PATTERN = r"[A-Z][A-Za-z]{0,63}"
+ID_PATTERN = r"[A-Za-z0-9\-.]{1,64}"
+_READ = re.compile(rf"/fhir/({TYPE_PATTERN})/({ID_PATTERN})")
+SEARCH_PATH = re.compile(rf"/fhir/({TYPE_PATTERN})")
 
 Endpoint = Callable[[Request, FhirContext], Awaitable[Response]]
 
@@ -347,7 +349,7 @@ class DirectRoutes:
                     lambda request, ctx: read_instance(resource_type, id, request, ctx),
                 )
                 return
-            if (match := _SEARCH.fullmatch(path)) is not None:
+            if (match := SEARCH_PATH.fullmatch(path)) is not None:
                 resource_type = match[1]
                 await _direct(
                     scope,

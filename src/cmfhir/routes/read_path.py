@@ -37,6 +37,7 @@ from cmfhir.routes.access_log import write_access_line
 from cmfhir.routes.audit import AuditMiddleware
 from cmfhir.routes.bearer import authorize_request
 from cmfhir.routes.compression import GZIP_MINIMUM_BYTES, gzip_body
+from cmfhir.routes.fhir import ID_PATTERN, SEARCH_PATH, TYPE_PATTERN
 from cmfhir.routes.guard import internal_error, report_unhandled
 from cmfhir.routes.http import base_url, prefer
 from cmfhir.routes.negotiation import Negotiated, negotiate
@@ -50,14 +51,10 @@ from cmfhir.routes.wire import (
 
 __all__ = ["READ_PATH", "SEARCH_PATH", "ReadPath"]
 
-# The paths the router gives to `read_instance` and `vread_instance` (routes/fhir.py: a type
-# is a capitalised name, an id has FHIR's id characters);
-# tests/rest/test_direct_routes.py checks them against the application's routes.
-_TYPE = r"[A-Z][A-Za-z]{0,63}"
-_ID = r"[A-Za-z0-9\-.]{1,64}"
-READ_PATH = re.compile(rf"/fhir/({_TYPE})/({_ID})(?:/_history/({_ID}))?")
-# The path the router gives to `search_type`.
-SEARCH_PATH = re.compile(rf"/fhir/({_TYPE})")
+# The paths the router gives to `read_instance`, `vread_instance` and `search_type`, in the
+# shapes routes/fhir.py gives them (a type is a capitalised name, an id has FHIR's id
+# characters); tests/rest/test_direct_routes.py checks them against the application's routes.
+READ_PATH = re.compile(rf"/fhir/({TYPE_PATTERN})/({ID_PATTERN})(?:/_history/({ID_PATTERN}))?")
 
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _VARY = (b"vary", b"Accept-Encoding")
