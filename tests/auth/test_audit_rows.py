@@ -35,7 +35,7 @@ _REQUESTOR = text(
     "WHERE a.content->'source'->>'site' = :site AND e->>0 = 'requestor'"
 )
 NOW = datetime(2026, 11, 30, 12, 0, 0, 123000, tzinfo=UTC)
-STAMP = "2026-11-30T12:00:01.456Z"
+STAMP = "2026-11-30T12:00:00.123Z"  # the instant of NOW: events are stamped when built
 # Each kind as buffered: with its member among the record's members, and the record alone.
 BUFFERED = [(k, replace(r, members=r.members or ((m,) if m else ()))) for k, r, m in KINDS]
 
@@ -57,11 +57,12 @@ def test_rows_are_the_generic_content_index_and_compartment(record: AuditRecord)
     members = record.members or (None,)
     assert len(rows) == len(members)
     for row, member in zip(rows, members, strict=True):
-        served = parse_json(row.head + STAMP + row.tail)
+        served = parse_json(row.content)
         assert served["id"] == row.id and uuid.UUID(row.id).version == 7
         # Time-ordered: the id starts with the milliseconds of the batch's instant.
         assert uuid.UUID(row.id).int >> 80 == int(NOW.timestamp() * 1000)
         assert served["meta"] == {"versionId": "1", "lastUpdated": STAMP}
+        assert row.stamped == NOW
         assert served["recorded"] == "2026-11-30T12:00:00.123Z"
         expected = audit_event(record, member)
         expected.update(id=row.id, meta=served["meta"], recorded=served["recorded"])
@@ -85,7 +86,7 @@ def test_parts_kept_for_one_requestor_do_not_leak_into_another() -> None:
     first, second = BUFFERED[0][1], BUFFERED[1][1]  # a practitioner's read, a member's
     builder.rows([first], NOW)
     (row,) = builder.rows([second], NOW)
-    served = parse_json(row.head + STAMP + row.tail)
+    served = parse_json(row.content)
     assert served["agent"][0]["who"] == {"reference": "Patient/m1"}
     assert ("agent", "Practitioner", "n1") not in {r[:3] for r in row.index["reference"]}
 

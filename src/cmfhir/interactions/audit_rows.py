@@ -148,7 +148,7 @@ class AuditRows:
 
     def rows(self, records: Sequence[AuditRecord], now: datetime) -> list[EventRow]:
         """One row per record and member concerned (one about nobody for a record without
-        members), recorded at `now`."""
+        members), recorded and stamped (`meta.lastUpdated`) at `now`."""
         recorded = instant(now)
         low, high = date_range(recorded)
         date = [("date", low, high)]
@@ -164,7 +164,7 @@ class AuditRows:
             if site:
                 source = f'{_SOURCE},"site":{_json(site)}'
                 token = [*token, ("site", None, _fit(site))]
-            fixed = f'"}},{kind.json}{middle}{agent.json},{source}}}'
+            fixed = f'{recorded}"}},{kind.json}{middle}{agent.json},{source}}}'
             for member in record.members or (None,):
                 row = self._row(record, member, agent, token, date, fixed, ids.pop(), site)
                 out.append(row)
@@ -212,10 +212,10 @@ class AuditRows:
             terms[f"site|{_fit(site)}"] = None
         return EventRow(
             id,
-            f"{_HEAD}{id}{_META}",
-            tail,
+            f"{_HEAD}{id}{_META}{tail}",
             patient_id,
             index,
+            stamped=date[0][1],
             terms=[t for t in terms if t is not None],
             recorded=date[0][1],
         )

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -104,39 +104,35 @@ def terms_of(index: Mapping[str, Sequence[Sequence[Any]]]) -> list[str]:
 
 
 class EventRow:
-    """One AuditEvent to store: its content is `head`, the stamp (`meta.lastUpdated`) and
-    `tail` (the stamp given by the database when `head` ends where it goes), or whole in
-    `head` with `tail` None and `stamped` its instant."""
+    """One AuditEvent to store: its whole content (JSON text), stamped `stamped`
+    (`meta.lastUpdated`, to the millisecond)."""
 
     __slots__ = (
-        "head",
+        "content",
         "id",
         "idx",
         "index",
         "patient_id",
         "recorded",
         "stamped",
-        "tail",
         "terms",
     )
 
     def __init__(
         self,
         id: str,
-        head: str,
-        tail: str | None,
+        content: str,
         patient_id: str | None,
         index: Mapping[str, Sequence[Sequence[Any]]],
         *,
-        stamped: datetime | None = None,
+        stamped: datetime,
         terms: list[str] | None = None,
         recorded: datetime | None = None,
     ) -> None:
         """`terms` and `recorded`, when the caller knows them, are what `terms_of(index)`
         and the earliest `date` record would give."""
         self.id = id
-        self.head = head
-        self.tail = tail
+        self.content = content
         self.stamped = stamped
         self.patient_id = patient_id
         self.index = index
@@ -150,48 +146,24 @@ class EventRow:
         self.terms = terms_of(index) if terms is None else terms
 
 
-# The database clock, to the millisecond, as `Repository.write` stamps: read once for a
-# batch, then written into the content of each event that ends where it goes.
-_CLOCK = "SELECT date_trunc('milliseconds', clock_timestamp())"
 _COLUMNS = ("id", "last_updated", "recorded", "patient_id", "terms", "idx", "content")
 _COPY_SLICE = 64  # rows encoded between two yields to the event loop
 
 
-def _stamp(at: datetime) -> str:
-    """`at` as `meta.lastUpdated` (RFC 3339 in UTC, milliseconds): the text PostgreSQL's
-    to_char gives for the generic store's stamps."""
-    utc = at.astimezone(UTC)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
-
-
 async def insert_events(driver: Any, rows: Sequence[EventRow]) -> None:
     """Store `rows` on the asyncpg connection `driver` (in its transaction if it has one):
-    one binary COPY, after one read of the clock if a row takes its stamp from it. COPY
-    costs PostgreSQL a quarter less per row than an INSERT of unnested arrays. The rows
-    are handed to the COPY a slice at a time, the event loop free between slices: asyncpg
-    encodes a list of rows in one go (a thousand events: tens of milliseconds in which no
-    other request of the process would move)."""
+    one binary COPY. COPY costs PostgreSQL a quarter less per row than an INSERT of
+    unnested arrays. The rows are handed to the COPY a slice at a time, the event loop
+    free between slices: asyncpg encodes a list of rows in one go (a thousand events:
+    tens of milliseconds in which no other request of the process would move)."""
     if not rows:
         return
-    at: datetime | None = None
-    text = ""
-    if any(r.tail is not None or r.stamped is None for r in rows):
-        at = await driver.fetchval(_CLOCK)
-        text = _stamp(at)
 
     async def records() -> AsyncIterator[tuple[Any, ...]]:
         for n, r in enumerate(rows):
             if n and not n % _COPY_SLICE:
                 await asyncio.sleep(0)
-            yield (
-                r.id,
-                r.stamped if r.stamped is not None else at,
-                r.recorded,
-                r.patient_id,
-                r.terms,
-                r.idx,
-                r.head if r.tail is None else r.head + text + r.tail,
-            )
+            yield (r.id, r.stamped, r.recorded, r.patient_id, r.terms, r.idx, r.content)
 
     await driver.copy_records_to_table("audit_event", records=records(), columns=_COLUMNS)
 
