@@ -48,7 +48,9 @@ audit_event_table = Table(
         "rid",
         BigInteger,
         primary_key=True,
-        server_default=text("nextval(pg_get_serial_sequence('resource', 'rid'))"),
+        # The identity sequence of `resource.rid`, by name: looking it up per row
+        # (pg_get_serial_sequence) cost 6 µs an event (migration 0020).
+        server_default=text("nextval('resource_rid_seq'::regclass)"),
     ),
     Column("id", Text, nullable=False, unique=True),
     Column("last_updated", TS, nullable=False),

@@ -50,10 +50,12 @@ INDEX_COLUMNS = {kind: list(columns) for kind, columns in RECORD_COLUMNS.items()
 # The transaction's id first (the history watermark relies on a stamp read once the
 # transaction has its id, as in `Repository.write`), then the clock, and `n` rids drawn
 # from the table's sequence, in one round trip.
+# The sequence is looked up once (an init plan), not per rid: 6 µs each.
 STAMP_AND_RIDS = text(
-    "WITH assigned AS MATERIALIZED (SELECT pg_current_xact_id() AS xid) "
-    "SELECT xid, clock_timestamp(), ARRAY(SELECT nextval(pg_get_serial_sequence("
-    "'resource', 'rid')) FROM generate_series(1, :n)) FROM assigned"
+    "WITH assigned AS MATERIALIZED (SELECT pg_current_xact_id() AS xid, "
+    "pg_get_serial_sequence('resource', 'rid')::regclass AS rids) "
+    "SELECT xid, clock_timestamp(), ARRAY(SELECT nextval((SELECT rids FROM assigned)) "
+    "FROM generate_series(1, :n)) FROM assigned"
 ).bindparams(bindparam("n"))
 
 
