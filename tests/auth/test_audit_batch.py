@@ -30,7 +30,7 @@ from cmfhir.resources.index_values import extract_index
 from cmfhir.store.audit_log import append_events, event_row
 from cmfhir.store.indexing import index_records
 
-_COUNT = text("SELECT count(*) FROM audit_event WHERE content->'source'->>'site' = :site")
+_COUNT = text("SELECT count(*) FROM audit_event WHERE content::json->'source'->>'site' = :site")
 _ROW = text("SELECT patient_id, terms, idx::text FROM audit_event WHERE id = :id")
 # Nothing of an AuditEvent goes to the generic tables.
 _GENERIC = text(

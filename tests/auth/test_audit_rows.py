@@ -31,8 +31,8 @@ from cmfhir.store.audit_events import terms_of
 from cmfhir.store.indexing import index_records
 
 _REQUESTOR = text(
-    "SELECT e->>2 FROM audit_event a, json_array_elements(a.idx->'token') e "
-    "WHERE a.content->'source'->>'site' = :site AND e->>0 = 'requestor'"
+    "SELECT e->>2 FROM audit_event a, json_array_elements(a.idx::json->'token') e "
+    "WHERE a.content::json->'source'->>'site' = :site AND e->>0 = 'requestor'"
 )
 NOW = datetime(2026, 11, 30, 12, 0, 0, 123000, tzinfo=UTC)
 STAMP = "2026-11-30T12:00:00.123Z"  # the instant of NOW: events are stamped when built

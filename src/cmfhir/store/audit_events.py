@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import BigInteger, Column, Index, Table, Text, text
-from sqlalchemy.dialects.postgresql import ARRAY, JSON
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from cmfhir.errors import MethodNotAllowed
 from cmfhir.store.schema import TS, metadata
@@ -57,10 +57,10 @@ audit_event_table = Table(
     Column("recorded", TS),
     Column("patient_id", Text),
     Column("terms", ARRAY(Text), nullable=False),
-    # As written (`json`, migration 0019): parsed by the rare search that reads them, not
-    # by every insert.
-    Column("idx", JSON, nullable=False),
-    Column("content", JSON, nullable=False),
+    # JSON text as the server built it (migration 0021): parsed by the rare read that
+    # uses them (store/audit_queries.py), not checked again by every insert.
+    Column("idx", Text, nullable=False),
+    Column("content", Text, nullable=False),
     # The newest first (`_sort=-date`) without a scan of every event.
     Index("ix_audit_event_recorded_rid", "recorded", "rid"),
     Index(

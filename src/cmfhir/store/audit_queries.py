@@ -46,10 +46,11 @@ __all__ = [
 
 AUDIT_EVENT = "AuditEvent"
 # The events as rows the access predicate reads (it names `resource_type`).
-# The content as `jsonb` for the access predicate (its label test), cast only for the rows
-# a statement reads it of: the table keeps it as written (`json`).
+# The content as `jsonb` for the access predicate (its label test) and the index records
+# as `json`, cast only for the rows a statement reads them of: the table keeps both as the
+# text the server wrote.
 _ROWS = (
-    "(SELECT a.rid, a.id, a.last_updated, a.recorded, a.patient_id, a.terms, a.idx, "
+    "(SELECT a.rid, a.id, a.last_updated, a.recorded, a.patient_id, a.terms, a.idx::json AS idx, "
     "a.content::jsonb AS content, 'AuditEvent'::text AS resource_type FROM audit_event a)"
 )
 # Typed columns of a family's records, read from the JSON arrays of `idx`.
