@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 from tests.auth.test_audit_index import KINDS
 
 from cmfhir.app import open_context
@@ -28,7 +29,9 @@ from cmfhir.interactions.context import FhirContext, instant
 from cmfhir.resources.fhirjson import parse_json
 from cmfhir.resources.index_values import extract_index
 from cmfhir.store.audit_log import append_events, event_row
+from cmfhir.store.database import async_url
 from cmfhir.store.indexing import index_records
+from cmfhir.store.reader import reader_for
 
 _COUNT = text("SELECT count(*) FROM audit_event WHERE content::json->'source'->>'site' = :site")
 _ROW = text("SELECT patient_id, terms, idx::text FROM audit_event WHERE id = :id")
@@ -195,3 +198,31 @@ async def test_rows_written_in_one_statement_are_whole_events(settings: Settings
             assert stored.last_updated == row.stamped
         async with ctx.store.engine.connect() as conn:
             assert (await conn.execute(_COUNT, {"site": site})).scalar_one() == len(rows)
+
+
+async def test_a_batch_goes_through_the_raw_pool_and_without_one_through_the_engine(
+    settings: Settings,
+) -> None:
+    """The trail's batch takes a connection of the process's raw pool (store/reader.py),
+    which it leaves idle for the next read; an engine made elsewhere, with no raw pool,
+    stores the same rows through one of its own connections."""
+    site = uuid.uuid4().hex
+    async with open_context(settings) as ctx:
+        trail = AuditTrail(ctx, interval=3600)
+        records = [replace(record, request_id=site) for _, record, _ in KINDS]
+        reader = reader_for(ctx.store.engine)
+        assert reader is not None
+        await append_events(ctx.store.engine, trail.rows(records[:1]))
+        idle = len(reader._idle)
+        assert idle >= 1
+        await append_events(ctx.store.engine, trail.rows(records[:1]))
+        assert len(reader._idle) == idle  # taken back, no new connection opened
+        engine = create_async_engine(async_url(settings.database_url or ""))
+        try:
+            assert reader_for(engine) is None
+            rows = trail.rows(records)
+            await append_events(engine, rows)
+        finally:
+            await engine.dispose()
+        await _check_stored(ctx, [row.id for row in rows])
+        assert await _written(ctx, site) == 2 + len(rows)
