@@ -5,9 +5,9 @@ The buffered events of reads, searches, logins and refused requests are written 
 own account (`append_events`: one COPY, its own transaction, each event stamped with the
 clock of the process that built it, as every AuditEvent is); the AuditEvents of a
 transaction's writes in that transaction (`append_events_in`), so they commit with it or
-not at all. Neither goes through the
-generic write path: no access or referential-integrity check (the trail names what was
-read, which may be deleted since), no history row, no index rows, no outbox event."""
+not at all. Neither goes through the generic write path: no access or referential-integrity
+check (the trail names what was read, which may be deleted since), no history row, no
+index rows, no outbox event."""
 
 from __future__ import annotations
 

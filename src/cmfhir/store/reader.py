@@ -74,7 +74,8 @@ class Reader:
     async def connection(self) -> AsyncIterator[Any]:
         """A connection of the pool for the statements of the block, each on its own (no
         transaction: READ COMMITTED gives each statement its snapshot): reads, vreads and
-        searches (store/searcher.py). The block must leave the session as it found it (no
+        searches (store/searcher.py), and the audit trail's batches (one COPY, committed on
+        its own: store/audit_log.py). The block must leave the session as it found it (no
         transaction, no settings). A lost session drops every idle connection with it."""
         if self._free.locked():
             async with asyncio.timeout(ACQUIRE_TIMEOUT_S):
