@@ -35,6 +35,7 @@ from cmfhir.store.reader import reader_for
 
 _COUNT = text("SELECT count(*) FROM audit_event WHERE content::json->'source'->>'site' = :site")
 _ROW = text("SELECT patient_id, terms, idx::text FROM audit_event WHERE id = :id")
+_LAST_STATEMENT = text("SELECT query FROM pg_stat_activity WHERE pid = :pid")
 # Nothing of an AuditEvent goes to the generic tables.
 _GENERIC = text(
     "SELECT (SELECT count(*) FROM resource WHERE resource_type = 'AuditEvent') "
@@ -213,8 +214,12 @@ async def test_a_batch_goes_through_the_raw_pool_and_without_one_through_the_eng
         reader = reader_for(ctx.store.engine)
         assert reader is not None
         await append_events(ctx.store.engine, trail.rows(records[:1]))
+        # The COPY ran on the raw pool's connection, now idle again (last in, first out).
+        pid = reader._idle[-1].get_server_pid()
+        async with ctx.store.engine.connect() as conn:
+            last = (await conn.execute(_LAST_STATEMENT, {"pid": pid})).scalar_one()
+        assert last.startswith("COPY") and "audit_event" in last
         idle = len(reader._idle)
-        assert idle >= 1
         await append_events(ctx.store.engine, trail.rows(records[:1]))
         assert len(reader._idle) == idle  # taken back, no new connection opened
         engine = create_async_engine(async_url(settings.database_url or ""))
