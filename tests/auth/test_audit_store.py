@@ -109,6 +109,82 @@ def test_audit_events_are_read_searched_and_listed(smart: Smart) -> None:
     assert _ids(me.get(f"/AuditEvent?site={site}")) == set()
 
 
+def _walk(client: Bearer, path: str) -> list[str]:
+    """The ids of every page of a search or history, following `next`."""
+    out: list[str] = []
+    url: str | None = path
+    while url is not None:
+        page = client.get(url)
+        out += [r["id"] for r in _entries(page)]
+        url = next((x["url"] for x in page.json()["link"] if x["relation"] == "next"), None)
+    return out
+
+
+def test_a_search_about_several_members_gives_each_their_own_event(smart: Smart) -> None:
+    """A search's page of several members is one event per member, each naming its member
+    alone (stored as one row, store/audit_events.py): found by that member's `patient`,
+    read, referenced, listed in history and paged one at a time like any other event."""
+    system = smart.system()
+    site = uuid.uuid4().hex
+    family = f"Fam{site[:12]}"
+    members = [
+        system.post(
+            "/Patient", json={"resourceType": "Patient", "name": [{"family": family}]}
+        ).json()["id"]
+        for _ in range(3)
+    ]
+    before = system.get("/AuditEvent/_history?_count=1").json()["meta"]["lastUpdated"]
+    time.sleep(0.01)
+    answer = system.get(f"/Patient?family={family}", headers={"X-Request-Id": site})
+    assert sorted(r["id"] for r in _entries(answer)) == sorted(members)
+    found = _events_of(system, site, 3)
+    about = {}
+    for event in found:
+        named = [e for e in event["entity"] if e.get("type", {}).get("code") == "1"]
+        assert len(named) == 1, event  # its member, no other
+        about[named[0]["what"]["reference"].removeprefix("Patient/")] = event
+        assert "query" in event["entity"][-1]
+    assert sorted(about) == sorted(members)
+    ids = [e["id"] for e in found]
+    assert len(set(ids)) == 3
+
+    for member, event in about.items():
+        assert _ids(system.get(f"/AuditEvent?patient={member}&site={site}")) == {event["id"]}
+        assert _ids(system.get(f"/AuditEvent?entity=Patient/{member}&site={site}")) == {event["id"]}
+        assert system.get(f"/AuditEvent/{event['id']}").json() == event
+        assert system.get(f"/AuditEvent/{event['id']}/_history/1").json() == event
+        assert _ids(system.get(f"/AuditEvent/{event['id']}/_history")) == {event["id"]}
+        assert _ids(system.get(f"/AuditEvent?_id={event['id']}")) == {event["id"]}
+        # The member sees their own event, not the others' of the same search.
+        me = smart.as_token("patient/*.rs", fhir_user=f"Patient/{member}", patient=member)
+        assert _ids(me.get(f"/AuditEvent?site={site}")) == {event["id"]}
+        for other in set(ids) - {event["id"]}:
+            assert me.get(f"/AuditEvent/{other}").status_code == 404
+    row = ids[0].rpartition(".")[0]
+    assert system.get(f"/AuditEvent/{row}").status_code == 404
+    assert system.get(f"/AuditEvent/{row}.4").status_code == 404
+    assert system.get(f"/AuditEvent/{row}.01").status_code == 404
+
+    # Paged one event at a time: each once, in order, whether sorted or not.
+    assert sorted(_walk(system, f"/AuditEvent?site={site}&_count=1")) == sorted(ids)
+    newest = _walk(system, f"/AuditEvent?site={site}&_sort=-date&_count=1")
+    assert sorted(newest) == sorted(ids) and len(newest) == 3
+    listed = _walk(system, f"/AuditEvent/_history?_since={before}&_count=1")
+    assert [i for i in listed if i in ids] == sorted(ids, key=lambda i: -int(i.split(".")[1]))
+
+    # Another resource may name one of them, not a place the row does not have.
+    provenance = {
+        "resourceType": "Provenance",
+        "target": [{"reference": f"Patient/{members[0]}"}],
+        "recorded": "2026-01-01T00:00:00Z",
+        "agent": [{"who": {"display": "auditor"}}],
+        "entity": [{"role": "source", "what": {"reference": f"AuditEvent/{ids[1]}"}}],
+    }
+    assert system.post("/Provenance", json=provenance).status_code == 201
+    provenance["entity"][0]["what"] = {"reference": f"AuditEvent/{row}.9"}
+    assert system.post("/Provenance", json=provenance).status_code in (400, 409, 422)
+
+
 def test_what_audit_events_do_not_offer_is_refused(smart: Smart) -> None:
     system = smart.system()
     member = system.post("/Patient", json={"resourceType": "Patient"}).json()["id"]

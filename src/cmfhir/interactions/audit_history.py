@@ -23,13 +23,12 @@ async def audit_history(
 ) -> Result:
     asked = history_params(params, ctx.limits.default_count, ctx.limits.max_count)
     since, at, count, echo = asked.since, asked.at, asked.count, asked.echo
-    cursor: tuple[datetime, int, datetime] | None = None
+    cursor: tuple[datetime, int, int, datetime] | None = None
     if asked.cursor is not None:
-        stamp, rid, until_then = decode_cursor(asked.cursor, (datetime, int, datetime))
-        cursor = stamp, rid, until_then
+        cursor = decode_cursor(asked.cursor, (datetime, int, int, datetime))
     path = "/".join(p for p in (AUDIT_EVENT, id, "_history") if p)
     links = {"self": link(base, path, echo)}
-    until = cursor[2] if cursor is not None else utcnow()
+    until = cursor[3] if cursor is not None else utcnow()
     if id is not None:
         found = await read_audit_event(ctx.store, ctx.principal, id)
         if found is None:
@@ -51,7 +50,7 @@ async def audit_history(
                 at=at,
                 until=until,
                 count=count,
-                cursor=None if cursor is None else cursor[:2],
+                cursor=None if cursor is None else cursor[:3],
             )
         total = None
         if next_cursor is not None:

@@ -147,14 +147,15 @@ class AuditRows:
     )
 
     def rows(self, records: Sequence[AuditRecord], now: datetime) -> list[EventRow]:
-        """One row per record and member concerned (one about nobody for a record without
-        members), recorded and stamped (`meta.lastUpdated`) at `now`."""
+        """One row per record: its event about its member (about nobody for a record
+        without members), or its events about each of its members (`EventRow.members`);
+        recorded and stamped (`meta.lastUpdated`) at `now`."""
         recorded = instant(now)
         low, high = date_range(recorded)
         date = [("date", low, high)]
         middle = f',"recorded":"{recorded}",'
         out: list[EventRow] = []
-        ids = _ids(sum(len(r.members) or 1 for r in records), now)
+        ids = _ids(len(records), now)
         for record in records:
             agent = self._agent(record.principal, record.alt_id, record.address)
             kind = self._kind(record)
@@ -165,10 +166,45 @@ class AuditRows:
                 source = f'{_SOURCE},"site":{_json(site)}'
                 token = [*token, ("site", None, _fit(site))]
             fixed = f'{recorded}"}},{kind.json}{middle}{agent.json},{source}}}'
-            for member in record.members or (None,):
-                row = self._row(record, member, agent, token, date, fixed, ids.pop(), site)
-                out.append(row)
+            if len(record.members) > 1:
+                out.append(self._members_row(record, agent, token, date, fixed, ids.pop(), site))
+                continue
+            member = record.members[0] if record.members else None
+            out.append(self._row(record, member, agent, token, date, fixed, ids.pop(), site))
         return out
+
+    def _members_row(
+        self,
+        record: AuditRecord,
+        agent: _Agent,
+        token: list[Record],
+        date: list[Record],
+        fixed: str,
+        id: str,
+        site: str | None,
+    ) -> EventRow:
+        """The events of `record` about each of its members, as one row: what they share
+        (the event without its member's entity, the index records without the member's
+        two references) and the terms of them all (store/audit_events.py)."""
+        row = self._row(record, None, agent, [*token, _ENTITY_TYPE], date, fixed, id, site)
+        # The compartment of an event about a member is the agent's Patient, if it is one,
+        # before the member (as `_row` orders references).
+        row.patient_id = next(
+            (
+                r[2]
+                for r in agent.references
+                if r[0] == "patient" and r[2] is not None and "://" not in r[3]
+            ),
+            None,
+        )
+        terms = dict.fromkeys(row.terms)
+        for member in record.members:
+            for ref in _reference("entity", f"Patient/{member}"):
+                terms[_term(ref) or ""] = None
+        terms.pop("", None)
+        row.terms = list(terms)
+        row.members = list(record.members)
+        return row
 
     def _row(
         self,

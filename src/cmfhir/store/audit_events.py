@@ -11,6 +11,12 @@ references of `patient`, `agent` and `entity` by id ('param|id', 'param|url') an
 (`fastupdate`): an event adds a few entries to a list merged in bulk, not a dozen btree
 insertions.
 
+A request that touched several members' data (a search's page) has one event per member,
+each naming its member (docs/security.md): alike but for that member, they are stored as
+one row (`members`: the members' ids in order; `content`, `idx` and `patient_id` what the
+events share, `terms` the terms of them all), expanded into the events when read
+(store/audit_queries.py). A page of twenty members then costs one row, not twenty.
+
 Searches are answered here with the generic engine's value conditions
 (store/search_sql.py) applied to the records of `idx`, so every parameter, modifier and
 prefix means what it means on any other type; `terms` narrows a search by those
@@ -38,6 +44,7 @@ __all__ = [
     "audit_event_table",
     "insert_events",
     "refuse_audit_writes",
+    "split_id",
     "terms_of",
 ]
 
@@ -61,6 +68,9 @@ audit_event_table = Table(
     # uses them (store/audit_queries.py), not checked again by every insert.
     Column("idx", Text, nullable=False),
     Column("content", Text, nullable=False),
+    # A search's events about several members, stored once (migration 0022): the members'
+    # ids, in order; NULL for a row that is one event (store/audit_queries.py expands it).
+    Column("members", ARRAY(Text)),
     # The newest first (`_sort=-date`) without a scan of every event.
     Index("ix_audit_event_recorded_rid", "recorded", "rid"),
     Index(
@@ -105,6 +115,15 @@ def terms_of(index: Mapping[str, Sequence[Sequence[Any]]]) -> list[str]:
     return list(out)
 
 
+def split_id(id: str) -> tuple[str, int]:
+    """The row id and place of AuditEvent `id`: `<row id>.<n>` is the event about the
+    `n`th member of a row of several (from 1); any other id is a row's own (place 0)."""
+    row, dot, place = id.rpartition(".")
+    if dot and place.isdigit() and not place.startswith("0") and len(place) < 6:
+        return row, int(place)
+    return id, 0
+
+
 class EventRow:
     """One AuditEvent to store: its whole content (JSON text), stamped `stamped`
     (`meta.lastUpdated`, to the millisecond)."""
@@ -114,6 +133,7 @@ class EventRow:
         "id",
         "idx",
         "index",
+        "members",
         "patient_id",
         "recorded",
         "stamped",
@@ -130,10 +150,14 @@ class EventRow:
         stamped: datetime,
         terms: list[str] | None = None,
         recorded: datetime | None = None,
+        members: list[str] | None = None,
     ) -> None:
         """`terms` and `recorded`, when the caller knows them, are what `terms_of(index)`
-        and the earliest `date` record would give."""
+        and the earliest `date` record would give. With `members` the row is the events of
+        one record about each of them (interactions/audit_rows.py): `content`, `index` and
+        `patient_id` are what they share, `terms` those of them all."""
         self.id = id
+        self.members = members
         self.content = content
         self.stamped = stamped
         self.patient_id = patient_id
@@ -147,8 +171,15 @@ class EventRow:
         self.recorded = recorded
         self.terms = terms_of(index) if terms is None else terms
 
+    def event_ids(self) -> list[str]:
+        """The ids of the AuditEvents the row holds: its own, or `<id>.<n>` for the event
+        about its `n`th member (`split_id`)."""
+        if self.members is None:
+            return [self.id]
+        return [f"{self.id}.{n}" for n in range(1, len(self.members) + 1)]
 
-_COLUMNS = ("id", "last_updated", "recorded", "patient_id", "terms", "idx", "content")
+
+_COLUMNS = ("id", "last_updated", "recorded", "patient_id", "terms", "idx", "content", "members")
 _COPY_SLICE = 64  # rows encoded between two yields to the event loop
 
 
@@ -165,7 +196,7 @@ async def insert_events(driver: Any, rows: Sequence[EventRow]) -> None:
         for n, r in enumerate(rows):
             if n and not n % _COPY_SLICE:
                 await asyncio.sleep(0)
-            yield (r.id, r.stamped, r.recorded, r.patient_id, r.terms, r.idx, r.content)
+            yield (r.id, r.stamped, r.recorded, r.patient_id, r.terms, r.idx, r.content, r.members)
 
     await driver.copy_records_to_table("audit_event", records=records(), columns=_COLUMNS)
 

@@ -21,7 +21,7 @@ from typing import Any
 from cmfhir.auth.principal import Principal
 from cmfhir.errors import BadRequest
 from cmfhir.search.model import Criterion, ReferenceValue, SearchRequest, TokenValue
-from cmfhir.store.audit_events import AUDIT_FAMILIES, TERM_PARAMS, TERM_TOKENS
+from cmfhir.store.audit_events import AUDIT_FAMILIES, TERM_PARAMS, TERM_TOKENS, split_id
 from cmfhir.store.driver import driver_connection
 from cmfhir.store.records import StoredVersion
 from cmfhir.store.repository import Repository
@@ -40,19 +40,49 @@ __all__ = [
     "AUDIT_EVENT",
     "driver_of",
     "event_history",
+    "events",
     "read_event",
     "search_events",
 ]
 
 AUDIT_EVENT = "AuditEvent"
-# The events as rows the access predicate reads (it names `resource_type`).
-# The content as `jsonb` for the access predicate (its label test) and the index records
-# as `json`, cast only for the rows a statement reads them of: the table keeps both as the
-# text the server wrote.
-_ROWS = (
-    "(SELECT a.rid, a.id, a.last_updated, a.recorded, a.patient_id, a.terms, a.idx::json AS idx, "
-    "a.content::jsonb AS content, 'AuditEvent'::text AS resource_type FROM audit_event a)"
+_MEMBER_ENTITY_TYPE = (
+    '{"system":"http://terminology.hl7.org/CodeSystem/audit-entity-type","code":"1"}'
 )
+
+
+def events(where: str = "TRUE") -> str:
+    """The AuditEvents of the rows of `audit_event` (alias `a`) that pass `where`, as rows
+    the access predicate reads (it names `resource_type`), `n` their place in their row
+    (0 for a row that is one event). A row of several members' events (`members`, store/
+    audit_events.py) gives one event per member: id `<row id>.<n>`, the member's entity
+    first, its two references (`entity`, `patient`) among the index records, the member
+    its compartment unless the agent is a Patient. The content is `jsonb` (for the
+    predicate's label test) and the index records too, made only for the rows a
+    statement reads them of: the table keeps both as the text the server wrote."""
+    member = "'Patient/' || m.member"
+    return (
+        "(SELECT a.rid, coalesce(m.n, 0) AS n, "
+        "CASE WHEN m.n IS NULL THEN a.id ELSE a.id || '.' || m.n END AS id, "
+        "a.last_updated, a.recorded, coalesce(a.patient_id, m.member) AS patient_id, a.terms, "
+        "CASE WHEN m.n IS NULL THEN a.idx::jsonb ELSE jsonb_set(a.idx::jsonb, '{reference}', "
+        "coalesce(a.idx::jsonb -> 'reference', '[]'::jsonb) || jsonb_build_array("
+        f"jsonb_build_array('entity', 'Patient', m.member, {member}), "
+        f"jsonb_build_array('patient', 'Patient', m.member, {member}))) END AS idx, "
+        "CASE WHEN m.n IS NULL THEN a.content::jsonb ELSE jsonb_set(jsonb_set(a.content::jsonb, "
+        "'{id}', to_jsonb(a.id || '.' || m.n)), '{entity}', jsonb_build_array(jsonb_build_object("
+        f"'what', jsonb_build_object('reference', {member}), "
+        f"'type', '{_MEMBER_ENTITY_TYPE}'::jsonb)) "
+        "|| coalesce(a.content::jsonb -> 'entity', '[]'::jsonb)) END AS content, "
+        "'AuditEvent'::text AS resource_type "
+        "FROM audit_event a LEFT JOIN LATERAL unnest(a.members) WITH ORDINALITY m(member, n) "
+        f"ON TRUE WHERE {where})"
+    )
+
+
+_ROWS = events()
+
+
 # Typed columns of a family's records, read from the JSON arrays of `idx`.
 _CASTS = {"low": "timestamptz", "high": "timestamptz", "value": "numeric"}
 _NUMERIC_FAMILIES = frozenset({"number", "quantity"})
@@ -77,7 +107,7 @@ def _records(kind: str, res: str) -> str:
             cast = None
         value = f"e->>{n}"
         columns.append(f"({value})::{cast} AS {name}" if cast else f"{value} AS {name}")
-    return f"(SELECT {', '.join(columns)} FROM json_array_elements({res}.idx->'{kind}') e)"
+    return f"(SELECT {', '.join(columns)} FROM jsonb_array_elements({res}.idx->'{kind}') e)"
 
 
 def _index_kind(crit: Criterion) -> tuple[str, str]:
@@ -173,7 +203,7 @@ def _order(request: SearchRequest) -> list[tuple[str, bool]]:
             )
         out.append((expression, key.descending))
     descending = out[-1][1] if out else False
-    out.append(("r.rid", descending))
+    out += [("r.rid", descending), ("r.n", descending)]
     return out
 
 
@@ -223,7 +253,7 @@ async def search_events(
             rows = rows[: request.count]
             next_cursor = encode_cursor(list(rows[-1][:width]))
         matches = [(AUDIT_EVENT, row[width], row[width + 1]) for row in rows]
-        rids = [row[width - 1] for row in rows]
+        rids = [row[width - 2] for row in rows]
     total = None
     if request.count > 0 and next_cursor is None and request.cursor is None:
         total = None if request.total == "none" else len(matches)
@@ -245,12 +275,16 @@ async def read_event(
     """AuditEvent `id` (its only version, 1, for a vread) if `principal` may read it."""
     if version is not None and version != 1:
         return None
-    sql = SearchSql(principal, reserved=1)
-    where = "r.id = $1"
+    row_id, place = split_id(id)
+    sql = SearchSql(principal, reserved=2)
+    where = "r.n = $2"
     if (seen := sql.visible("r", "r")) is not None:
         where += f" AND {seen}"
     row = await driver.fetchrow(
-        f"SELECT r.last_updated, r.content::text FROM {_ROWS} r WHERE {where}", id, *sql.args[1:]
+        f"SELECT r.last_updated, r.content::text FROM {events('a.id = $1')} r WHERE {where}",
+        row_id,
+        place,
+        *sql.args[2:],
     )
     if row is None:
         return None
@@ -266,11 +300,11 @@ async def event_history(
     until: datetime,
     count: int,
     cursor: Sequence[Any] | None,
-) -> tuple[list[StoredVersion], tuple[datetime, int] | None]:
-    """The AuditEvents (each a create, their only version), the last stored first (by rid:
-    the primary key's order, no index of its own): stamped up to `until`, after `since`,
-    or current at `at` (stamped before its end); after `cursor` (last_updated, rid); and
-    the cursor of the next page."""
+) -> tuple[list[StoredVersion], tuple[datetime, int, int] | None]:
+    """The AuditEvents (each a create, their only version), the last stored first (by rid
+    and place in the row: the primary key's order, no index of its own): stamped up to
+    `until`, after `since`, or current at `at` (stamped before its end); after `cursor`
+    (last_updated, rid, place); and the cursor of the next page."""
     sql = SearchSql(principal)
     where = [f"r.last_updated <= {sql.bind(until)}"]
     if (seen := sql.visible("r", "s")) is not None:
@@ -280,11 +314,12 @@ async def event_history(
     if at is not None:
         where.append(f"r.last_updated < {sql.bind(at[1])}")
     if cursor is not None:
-        where.append(f"r.rid < {sql.bind(cursor[1])}::bigint")
+        rid, place = sql.bind(cursor[1]), sql.bind(cursor[2])
+        where.append(f"(r.rid < {rid}::bigint OR (r.rid = {rid}::bigint AND r.n < {place}))")
     rows = await driver.fetch(
-        f"SELECT r.id, r.last_updated, r.content::text, r.rid FROM {_ROWS} r "
+        f"SELECT r.id, r.last_updated, r.content::text, r.rid, r.n FROM {_ROWS} r "
         f"WHERE {' AND '.join(where)} "
-        f"ORDER BY r.rid DESC LIMIT {int(count) + 1}",
+        f"ORDER BY r.rid DESC, r.n DESC LIMIT {int(count) + 1}",
         *sql.args,
     )
     versions = [
@@ -293,5 +328,5 @@ async def event_history(
     ]
     next_cursor = None
     if len(rows) > count and count > 0:
-        next_cursor = (rows[count - 1][1], rows[count - 1][3])
+        next_cursor = (rows[count - 1][1], rows[count - 1][3], rows[count - 1][4])
     return versions, next_cursor

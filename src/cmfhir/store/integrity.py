@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cmfhir.errors import Issue
 from cmfhir.resources.fhirjson import parse_json
+from cmfhir.store.audit_events import split_id
 from cmfhir.store.records import NewVersion
 
 __all__ = [
@@ -92,7 +93,12 @@ _PRESENT = text(
     """
 )
 
-_AUDIT_EVENTS = text("SELECT id FROM audit_event WHERE id = ANY(CAST(:ids AS text[]))")
+# An AuditEvent of a row of several members' events is `<row id>.<n>` (store/audit_events.py).
+_AUDIT_EVENTS = text(
+    "SELECT a.id FROM audit_event a WHERE a.id = ANY(CAST(:ids AS text[])) AND a.members IS NULL "
+    "UNION ALL SELECT a.id || '.' || m.n FROM audit_event a, "
+    "unnest(a.members) WITH ORDINALITY m(member, n) WHERE a.id = ANY(CAST(:rows AS text[]))"
+)
 
 # Run once the transaction's writes are done: resources it deleted have no index rows
 # left, so deleting several resources that point at each other works; a target it created
@@ -157,7 +163,8 @@ async def dangling_references(
     # AuditEvents are kept apart (store/audit_events.py) and never deleted: no lock.
     events = [i for t, i in targets if t == "AuditEvent"]
     if events:
-        found = await conn.execute(_AUDIT_EVENTS, {"ids": events})
+        grouped = sorted({split_id(i)[0] for i in events})
+        found = await conn.execute(_AUDIT_EVENTS, {"ids": events, "rows": grouped})
         present |= {("AuditEvent", r[0]) for r in found}
     missing = [Dangling(v, param, url) for v, param, url, target in wanted if target not in present]
     return missing[:SAMPLE]
