@@ -19,7 +19,7 @@ from tests.auth.test_audit_index import KINDS, PROFILES
 from cmfhir.app import open_context
 from cmfhir.config import Settings
 from cmfhir.interactions.audit import AuditRecord, AuditTrail, audit_event
-from cmfhir.interactions.audit_rows import AuditRows
+from cmfhir.interactions.audit_rows import GROUPED, AuditRows
 from cmfhir.resources.compartment import load_patient_compartment, patient_compartment
 from cmfhir.resources.fhirjson import parse_json
 from cmfhir.resources.index_values import extract_index
@@ -37,6 +37,8 @@ _REQUESTOR = text(
     "SELECT e->>2 FROM audit_event a, json_array_elements(a.idx::json->'token') e "
     "WHERE a.content::json->'source'->>'site' = :site AND e->>0 = 'requestor'"
 )
+REGISTRY = load_registry(PROFILES)
+COMPARTMENT = load_patient_compartment(PROFILES)
 NOW = datetime(2026, 11, 30, 12, 0, 0, 123000, tzinfo=UTC)
 STAMP = "2026-11-30T12:00:00.123Z"  # the instant of NOW: events are stamped when built
 # Each kind as buffered: with its member among the record's members, and the record alone.
@@ -62,11 +64,9 @@ _EVENT = text(
 async def test_rows_are_the_generic_content_index_and_compartment(
     settings: Settings, record: AuditRecord
 ) -> None:
-    """Each event of a record, as stored and read back (a row of several members' events
-    expanded by store/audit_queries.py), is the generic path's: its content, the index
-    records the generic indexer extracts from it, its compartment and terms."""
-    registry = load_registry(PROFILES)
-    compartment = load_patient_compartment(PROFILES)
+    """Each event of a record, as stored and read back (a row of several events expanded
+    by store/audit_queries.py), is the generic path's: its content, the index records the
+    generic indexer extracts from it, its compartment and terms."""
     (row,) = AuditRows().rows([record], NOW)
     assert uuid.UUID(row.id).version == 7
     # Time-ordered: the id starts with the milliseconds of the batch's instant.
@@ -74,43 +74,74 @@ async def test_rows_are_the_generic_content_index_and_compartment(
     assert row.stamped == NOW
     members = record.members or (None,)
     grouped = len(members) > 1
-    assert (row.members is not None) == grouped
+    assert (row.events is not None) == grouped
     ids = [f"{row.id}.{n}" for n in range(1, len(members) + 1)] if grouped else [row.id]
+    assert row.event_ids() == ids
     async with open_context(settings) as ctx:
         await append_events(ctx.store.engine, [row])
         async with ctx.store.engine.connect() as conn:
-            for id, member in zip(ids, members, strict=True):
-                assert split_id(id) == (row.id, ids.index(id) + 1 if grouped else 0)
-                found = (await conn.execute(_EVENT, {"id": id})).one()
-                content, idx, patient_id, terms, stamped, recorded = found
-                served = parse_json(content)
-                assert served["id"] == id
-                assert served["meta"] == {"versionId": "1", "lastUpdated": STAMP}
-                assert served["recorded"] == STAMP
-                assert stamped == recorded == NOW
-                expected = audit_event(record, member)
-                expected.update(id=id, meta=served["meta"], recorded=served["recorded"])
-                assert served == expected
-                generic = extract_index(served, registry)
-                wanted = index_records(7, "AuditEvent", generic)
-                stored = json.loads(idx)
-                got = {
-                    kind: [_stored(kind, tuple(_instant(v) for v in r)) for r in records]
-                    for kind, records in stored.items()
-                }
-                # Set-wise: the expansion may repeat a reference the agent already gave.
-                assert {k: set(v) for k, v in got.items()} == {
-                    k: set(v) for k, v in wanted.items() if v
-                }
-                assert wanted["date"] and wanted["token"]  # not vacuous
-                # The row's terms hold this event's (a row of several: those of them all).
-                assert set(terms_of(stored)) <= set(terms)
-                if not grouped:
-                    assert terms == terms_of(stored)
-                patients = patient_compartment(served, compartment, generic)
-                assert patient_id == (patients[0] if patients else None)
-                if member:
-                    assert patient_id == member
+            for n, (id, member) in enumerate(zip(ids, members, strict=True), 1):
+                assert split_id(id) == (row.id, n if grouped else 0)
+                await _check_event(conn, id, record, member, alone=not grouped)
+
+
+async def test_a_requestors_events_of_one_kind_share_rows_of_fifty(settings: Settings) -> None:
+    """A batch's events of one requestor and kind go in rows of up to `GROUPED`, in the
+    order recorded; another kind or requestor has rows of its own; each event reads back
+    as the generic path makes it."""
+    read = BUFFERED[0][1]  # a practitioner's read
+    reads = [
+        replace(read, members=(f"m{n}",), resources=(f"Observation/o{n}",), request_id=f"r{n}")
+        for n in range(GROUPED + 25)
+    ]
+    search = BUFFERED[2][1]  # the same practitioner's search, about two members
+    other = BUFFERED[1][1]  # a member's read
+    records = [*reads[:10], search, other, *reads[10:]]
+    rows = AuditRows().rows(records, NOW)
+    assert [r.count for r in rows] == [GROUPED, 25, 2, 1]
+    assert rows[-1].events is None
+    expected = [(r, r.members[0]) for r in reads] + [(search, m) for m in search.members]
+    expected.append((other, other.members[0]))
+    ids = [id for row in rows for id in row.event_ids()]
+    assert len(set(ids)) == len(ids) == len(expected)
+    async with open_context(settings) as ctx:
+        await append_events(ctx.store.engine, rows)
+        async with ctx.store.engine.connect() as conn:
+            for id, (record, member) in zip(ids, expected, strict=True):
+                await _check_event(conn, id, record, member, alone=id == rows[-1].id)
+
+
+async def _check_event(
+    conn: Any, id: str, record: AuditRecord, member: str | None, *, alone: bool
+) -> None:
+    """AuditEvent `id` as stored and read back is `record`'s about `member`."""
+    found = (await conn.execute(_EVENT, {"id": id})).one()
+    content, idx, patient_id, terms, stamped, recorded = found
+    served = parse_json(content)
+    assert served["id"] == id
+    assert served["meta"] == {"versionId": "1", "lastUpdated": STAMP}
+    assert served["recorded"] == STAMP
+    assert stamped == recorded == NOW
+    expected = audit_event(record, member)
+    expected.update(id=id, meta=served["meta"], recorded=served["recorded"])
+    assert served == expected
+    generic = extract_index(served, REGISTRY)
+    wanted = index_records(7, "AuditEvent", generic)
+    stored = json.loads(idx)
+    got = {
+        kind: [_stored(kind, tuple(_instant(v) for v in r)) for r in records]
+        for kind, records in stored.items()
+    }
+    assert _counted(got) == _counted(wanted)
+    assert wanted["date"] and wanted["token"]  # not vacuous
+    # The row's terms hold this event's (a row of several: those of them all).
+    assert set(terms_of(stored)) <= set(terms)
+    if alone:
+        assert terms == terms_of(stored)
+    patients = patient_compartment(served, COMPARTMENT, generic)
+    assert patient_id == (patients[0] if patients else None)
+    if member:
+        assert patient_id == member
 
 
 def _instant(value: Any) -> Any:

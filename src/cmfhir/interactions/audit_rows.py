@@ -36,7 +36,7 @@ from cmfhir.resources.index_values import date_range, normalize_string
 from cmfhir.store.audit_events import TERM_PARAMS, EventRow
 from cmfhir.store.indexing import MAX_INDEXED_BYTES
 
-__all__ = ["AuditRows"]
+__all__ = ["GROUPED", "AuditRows"]
 
 _TYPE = "AuditEvent"
 _ACTION = "http://hl7.org/fhir/audit-event-action"
@@ -47,6 +47,9 @@ _HEAD = '{"resourceType":"AuditEvent","id":"'
 _META = '","meta":{"versionId":"1","lastUpdated":"'
 # A part stays cached while fewer than this many distinct ones were seen.
 _CACHED = 4096
+# The events of one requestor and kind stored in one row at most (store/audit_events.py):
+# a read of one of them expands the row, so the row stays small.
+GROUPED = 50
 
 Record = tuple[Any, ...]
 # (param, target_type, target_id, url, version): what the generic indexer deduplicates on.
@@ -137,6 +140,18 @@ class _Kind(NamedTuple):
     token: list[Record]
 
 
+class _Own(NamedTuple):
+    """What one event has of its own beside its requestor's and kind's parts: its entities
+    (JSON), request id, compartment, token and reference records and terms."""
+
+    entity: list[dict[str, Any]]
+    site: str | None
+    patient_id: str | None
+    token: list[Record]
+    references: list[_Reference]
+    terms: list[str]
+
+
 @dataclass(slots=True)
 class AuditRows:
     """Builds the `EventRow`s of buffered records, keeping the parts that repeat."""
@@ -147,114 +162,73 @@ class AuditRows:
     )
 
     def rows(self, records: Sequence[AuditRecord], now: datetime) -> list[EventRow]:
-        """One row per record: its event about its member (about nobody for a record
-        without members), or its events about each of its members (`EventRow.members`);
-        recorded and stamped (`meta.lastUpdated`) at `now`."""
+        """The events of `records` (one per member concerned; one about nobody for a
+        record without members), recorded and stamped (`meta.lastUpdated`) at `now`: the
+        events of one requestor and kind of event in rows of up to `GROUPED`
+        (`EventRow.events`, store/audit_events.py); an event alone in a row of its own."""
         recorded = instant(now)
         low, high = date_range(recorded)
         date = [("date", low, high)]
         middle = f',"recorded":"{recorded}",'
-        out: list[EventRow] = []
-        ids = _ids(len(records), now)
+        groups: dict[tuple[Any, ...], tuple[_Agent, _Kind, list[_Own]]] = {}
         for record in records:
-            agent = self._agent(record.principal, record.alt_id, record.address)
-            kind = self._kind(record)
-            source = _SOURCE
-            site = record.request_id
-            token = kind.token + agent.token
-            if site:
-                source = f'{_SOURCE},"site":{_json(site)}'
-                token = [*token, ("site", None, _fit(site))]
-            fixed = f'{recorded}"}},{kind.json}{middle}{agent.json},{source}}}'
-            if len(record.members) > 1:
-                out.append(self._members_row(record, agent, token, date, fixed, ids.pop(), site))
+            key = (record.principal, record.alt_id, record.address, *_kind_key(record))
+            group = groups.get(key)
+            if group is None:
+                agent = self._agent(record.principal, record.alt_id, record.address)
+                group = groups[key] = (agent, self._kind(record), [])
+            agent, _, found = group
+            found.extend(_own(record, member, agent) for member in record.members or (None,))
+        chunks = [
+            (agent, kind, found[start : start + GROUPED])
+            for agent, kind, found in groups.values()
+            for start in range(0, len(found), GROUPED)
+        ]
+        ids = _ids(len(chunks), now)
+        out: list[EventRow] = []
+        for (agent, kind, chunk), id in zip(chunks, ids, strict=True):
+            head = f'{_HEAD}{id}{_META}{recorded}"}},{kind.json}{middle}{agent.json},{_SOURCE}'
+            index: dict[str, list[Record]] = {
+                "token": kind.token + agent.token,
+                "date": date,
+                "reference": [_reference_row(r) for r in dict.fromkeys(agent.references)],
+            }
+            if agent.string:
+                index["string"] = agent.string
+            stamp = date[0][1]
+            if len(chunk) == 1:
+                out.append(_single(id, head, index, agent, chunk[0], stamp))
                 continue
-            member = record.members[0] if record.members else None
-            out.append(self._row(record, member, agent, token, date, fixed, ids.pop(), site))
+            terms = dict.fromkeys(_term(r) for r in agent.references if r[0] in TERM_PARAMS)
+            events = []
+            for own in chunk:
+                terms.update(dict.fromkeys(own.terms))
+                event: dict[str, Any] = {
+                    "idx": {
+                        "token": own.token,
+                        "reference": [_reference_row(r) for r in own.references],
+                    }
+                }
+                if own.entity:
+                    event["entity"] = own.entity
+                if own.site:
+                    event["site"] = own.site
+                if own.patient_id:
+                    event["patient"] = own.patient_id
+                events.append(event)
+            out.append(
+                EventRow(
+                    id,
+                    head + "}}",
+                    None,
+                    index,
+                    stamped=stamp,
+                    terms=[t for t in terms if t is not None],
+                    recorded=stamp,
+                    events=events,
+                )
+            )
         return out
-
-    def _members_row(
-        self,
-        record: AuditRecord,
-        agent: _Agent,
-        token: list[Record],
-        date: list[Record],
-        fixed: str,
-        id: str,
-        site: str | None,
-    ) -> EventRow:
-        """The events of `record` about each of its members, as one row: what they share
-        (the event without its member's entity, the index records without the member's
-        two references) and the terms of them all (store/audit_events.py)."""
-        row = self._row(record, None, agent, [*token, _ENTITY_TYPE], date, fixed, id, site)
-        # The compartment of an event about a member is the agent's Patient, if it is one,
-        # before the member (as `_row` orders references).
-        row.patient_id = next(
-            (
-                r[2]
-                for r in agent.references
-                if r[0] == "patient" and r[2] is not None and "://" not in r[3]
-            ),
-            None,
-        )
-        terms = dict.fromkeys(row.terms)
-        for member in record.members:
-            for ref in _reference("entity", f"Patient/{member}"):
-                terms[_term(ref) or ""] = None
-        terms.pop("", None)
-        row.terms = list(terms)
-        row.members = list(record.members)
-        return row
-
-    def _row(
-        self,
-        record: AuditRecord,
-        member: str | None,
-        agent: _Agent,
-        token: list[Record],
-        date: list[Record],
-        fixed: str,
-        id: str,
-        site: str | None,
-    ) -> EventRow:
-        what = entities(member, record.resources, record.query)
-        references = list(agent.references)
-        tail = fixed + "}"
-        if what:
-            tail = f'{fixed},"entity":{_json(what)}}}'
-            texts = [e["what"]["reference"] for e in what if "what" in e]
-            _references("entity", texts, references)
-            if member:
-                token = [*token, _ENTITY_TYPE]
-        # The agents' Patients before the entities': the compartment takes the first.
-        unique = dict.fromkeys(
-            [r for r in references if r[0] != "patient"]
-            + [r for r in references if r[0] == "patient"]
-        )
-        patient_id = next(
-            (r[2] for r in unique if r[0] == "patient" and r[2] is not None and "://" not in r[3]),
-            None,
-        )
-        index: dict[str, list[Record]] = {
-            "token": token,
-            "date": date,
-            "reference": [_reference_row(r) for r in unique],
-        }
-        if agent.string:
-            index["string"] = agent.string
-        # As store/audit_events.py `terms_of` reads them from the records.
-        terms = dict.fromkeys(_term(r) for r in unique if r[0] in TERM_PARAMS)
-        if site:
-            terms[f"site|{_fit(site)}"] = None
-        return EventRow(
-            id,
-            f"{_HEAD}{id}{_META}{tail}",
-            patient_id,
-            index,
-            stamped=date[0][1],
-            terms=[t for t in terms if t is not None],
-            recorded=date[0][1],
-        )
 
     def _agent(self, principal: Principal, alt_id: str | None, address: str | None) -> _Agent:
         key = (principal, alt_id, address)
@@ -267,7 +241,7 @@ class AuditRows:
         return found
 
     def _kind(self, record: AuditRecord) -> _Kind:
-        key = (record.interaction, record.within, record.subtypes, outcome(record.status))
+        key = _kind_key(record)
         found = self._kinds.get(key)
         if found is None:
             found = _kind(*key)
@@ -275,6 +249,69 @@ class AuditRows:
                 self._kinds.clear()
             self._kinds[key] = found
         return found
+
+
+def _kind_key(record: AuditRecord) -> tuple[str, str | None, tuple[tuple[str, str], ...], str]:
+    return (record.interaction, record.within, record.subtypes, outcome(record.status))
+
+
+def _own(record: AuditRecord, member: str | None, agent: _Agent) -> _Own:
+    """What the event of `record` about `member` has of its own: its entities (the member
+    first), request id and their records and terms, its references that its agents do not
+    have already (as the generic indexer keeps each reference once) and its compartment:
+    the agents' Patient, else its entities' first."""
+    entity = entities(member, record.resources, record.query)
+    site = record.request_id
+    token: list[Record] = [_ENTITY_TYPE] if member else []
+    found: list[_Reference] = []
+    _references("entity", [e["what"]["reference"] for e in entity if "what" in e], found)
+    have = set(agent.references)
+    references = [r for r in dict.fromkeys(found) if r not in have]
+    terms = [t for t in (_term(r) for r in references if r[0] in TERM_PARAMS) if t is not None]
+    if site:
+        token.append(("site", None, _fit(site)))
+        terms.append(f"site|{_fit(site)}")
+    patient_id = _compartment(agent.references) or _compartment(references)
+    return _Own(entity, site, patient_id, token, references, terms)
+
+
+def _compartment(references: Iterable[_Reference]) -> str | None:
+    """The first Patient (by id, not by absolute url) among `patient` references."""
+    return next(
+        (r[2] for r in references if r[0] == "patient" and r[2] is not None and "://" not in r[3]),
+        None,
+    )
+
+
+def _single(
+    id: str,
+    head: str,
+    index: dict[str, list[Record]],
+    agent: _Agent,
+    own: _Own,
+    stamp: datetime,
+) -> EventRow:
+    """One event in a row of its own: its content whole, the records and terms of its
+    requestor's and kind's parts with its own."""
+    tail = "}"
+    if own.site:
+        tail = f',"site":{_json(own.site)}}}'
+    if own.entity:
+        tail += f',"entity":{_json(own.entity)}'
+    index = dict(index)
+    index["token"] = index["token"] + own.token
+    index["reference"] = index["reference"] + [_reference_row(r) for r in own.references]
+    terms = dict.fromkeys(_term(r) for r in agent.references if r[0] in TERM_PARAMS)
+    terms.update(dict.fromkeys(own.terms))
+    return EventRow(
+        id,
+        f"{head}{tail}}}",
+        own.patient_id,
+        index,
+        stamped=stamp,
+        terms=[t for t in terms if t is not None],
+        recorded=stamp,
+    )
 
 
 def _agent(principal: Principal, alt_id: str | None, address: str | None) -> _Agent:

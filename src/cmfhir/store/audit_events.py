@@ -11,11 +11,13 @@ references of `patient`, `agent` and `entity` by id ('param|id', 'param|url') an
 (`fastupdate`): an event adds a few entries to a list merged in bulk, not a dozen btree
 insertions.
 
-A request that touched several members' data (a search's page) has one event per member,
-each naming its member (docs/security.md): alike but for that member, they are stored as
-one row (`members`: the members' ids in order; `content`, `idx` and `patient_id` what the
-events share, `terms` the terms of them all), expanded into the events when read
-(store/audit_queries.py). A page of twenty members then costs one row, not twenty.
+The events the trail writes for one requestor and kind of event in a batch — a search's
+page of twenty members is twenty events, one per member (docs/security.md); a client's
+reads in the same tens of milliseconds are alike but for what they read — are stored as
+one row of up to fifty (`events`: a JSON array of what each has of its own, its entities,
+request id, compartment and index records; `content` and `idx` what they share; `terms`
+the terms of them all), expanded into the events when read (store/audit_queries.py). The
+row's cost, its index entries and WAL are spent once for them all.
 
 Searches are answered here with the generic engine's value conditions
 (store/search_sql.py) applied to the records of `idx`, so every parameter, modifier and
@@ -68,9 +70,10 @@ audit_event_table = Table(
     # uses them (store/audit_queries.py), not checked again by every insert.
     Column("idx", Text, nullable=False),
     Column("content", Text, nullable=False),
-    # A search's events about several members, stored once (migration 0022): the members'
-    # ids, in order; NULL for a row that is one event (store/audit_queries.py expands it).
-    Column("members", ARRAY(Text)),
+    # Several events of one requestor and kind (migration 0022): what each has of its own,
+    # a JSON array in order; NULL for a row that is one event (store/audit_queries.py
+    # expands it).
+    Column("events", Text),
     # The newest first (`_sort=-date`) without a scan of every event.
     Index("ix_audit_event_recorded_rid", "recorded", "rid"),
     Index(
@@ -130,10 +133,11 @@ class EventRow:
 
     __slots__ = (
         "content",
+        "count",
+        "events",
         "id",
         "idx",
         "index",
-        "members",
         "patient_id",
         "recorded",
         "stamped",
@@ -150,14 +154,16 @@ class EventRow:
         stamped: datetime,
         terms: list[str] | None = None,
         recorded: datetime | None = None,
-        members: list[str] | None = None,
+        events: list[dict[str, Any]] | None = None,
     ) -> None:
         """`terms` and `recorded`, when the caller knows them, are what `terms_of(index)`
-        and the earliest `date` record would give. With `members` the row is the events of
-        one record about each of them (interactions/audit_rows.py): `content`, `index` and
-        `patient_id` are what they share, `terms` those of them all."""
+        and the earliest `date` record would give. With `events` the row is several events
+        (interactions/audit_rows.py): `content` and `index` are what they share, `terms`
+        those of them all, and each of `events` what one has of its own: `entity`,
+        `site`, `patient` (its compartment) and `idx` (its token and reference records)."""
         self.id = id
-        self.members = members
+        self.count = 1 if events is None else len(events)
+        self.events = None if events is None else orjson.dumps(events).decode()
         self.content = content
         self.stamped = stamped
         self.patient_id = patient_id
@@ -174,12 +180,12 @@ class EventRow:
     def event_ids(self) -> list[str]:
         """The ids of the AuditEvents the row holds: its own, or `<id>.<n>` for the event
         about its `n`th member (`split_id`)."""
-        if self.members is None:
+        if self.events is None:
             return [self.id]
-        return [f"{self.id}.{n}" for n in range(1, len(self.members) + 1)]
+        return [f"{self.id}.{n}" for n in range(1, self.count + 1)]
 
 
-_COLUMNS = ("id", "last_updated", "recorded", "patient_id", "terms", "idx", "content", "members")
+_COLUMNS = ("id", "last_updated", "recorded", "patient_id", "terms", "idx", "content", "events")
 _COPY_SLICE = 64  # rows encoded between two yields to the event loop
 
 
@@ -196,7 +202,7 @@ async def insert_events(driver: Any, rows: Sequence[EventRow]) -> None:
         for n, r in enumerate(rows):
             if n and not n % _COPY_SLICE:
                 await asyncio.sleep(0)
-            yield (r.id, r.stamped, r.recorded, r.patient_id, r.terms, r.idx, r.content, r.members)
+            yield (r.id, r.stamped, r.recorded, r.patient_id, r.terms, r.idx, r.content, r.events)
 
     await driver.copy_records_to_table("audit_event", records=records(), columns=_COLUMNS)
 

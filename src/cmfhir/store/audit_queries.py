@@ -46,36 +46,35 @@ __all__ = [
 ]
 
 AUDIT_EVENT = "AuditEvent"
-_MEMBER_ENTITY_TYPE = (
-    '{"system":"http://terminology.hl7.org/CodeSystem/audit-entity-type","code":"1"}'
-)
 
 
 def events(where: str = "TRUE") -> str:
     """The AuditEvents of the rows of `audit_event` (alias `a`) that pass `where`, as rows
     the access predicate reads (it names `resource_type`), `n` their place in their row
-    (0 for a row that is one event). A row of several members' events (`members`, store/
-    audit_events.py) gives one event per member: id `<row id>.<n>`, the member's entity
-    first, its two references (`entity`, `patient`) among the index records, the member
-    its compartment unless the agent is a Patient. The content is `jsonb` (for the
-    predicate's label test) and the index records too, made only for the rows a
-    statement reads them of: the table keeps both as the text the server wrote."""
-    member = "'Patient/' || m.member"
+    (0 for a row that is one event). A row of several events (`events`, store/
+    audit_events.py) gives each as its id `<row id>.<n>`, the shared content with its own
+    entities and request id, the shared index records with its own token and reference
+    records, its own compartment. The content is `jsonb` (for the predicate's label test)
+    and the index records too, made only for the rows a statement reads them of: the
+    table keeps both as the text the server wrote."""
+    own = "p.e -> 'idx'"
     return (
-        "(SELECT a.rid, coalesce(m.n, 0) AS n, "
-        "CASE WHEN m.n IS NULL THEN a.id ELSE a.id || '.' || m.n END AS id, "
-        "a.last_updated, a.recorded, coalesce(a.patient_id, m.member) AS patient_id, a.terms, "
-        "CASE WHEN m.n IS NULL THEN a.idx::jsonb ELSE jsonb_set(a.idx::jsonb, '{reference}', "
-        "coalesce(a.idx::jsonb -> 'reference', '[]'::jsonb) || jsonb_build_array("
-        f"jsonb_build_array('entity', 'Patient', m.member, {member}), "
-        f"jsonb_build_array('patient', 'Patient', m.member, {member}))) END AS idx, "
-        "CASE WHEN m.n IS NULL THEN a.content::jsonb ELSE jsonb_set(jsonb_set(a.content::jsonb, "
-        "'{id}', to_jsonb(a.id || '.' || m.n)), '{entity}', jsonb_build_array(jsonb_build_object("
-        f"'what', jsonb_build_object('reference', {member}), "
-        f"'type', '{_MEMBER_ENTITY_TYPE}'::jsonb)) "
-        "|| coalesce(a.content::jsonb -> 'entity', '[]'::jsonb)) END AS content, "
+        "(SELECT a.rid, coalesce(p.n, 0) AS n, "
+        "CASE WHEN p.n IS NULL THEN a.id ELSE a.id || '.' || p.n END AS id, "
+        "a.last_updated, a.recorded, "
+        "CASE WHEN p.n IS NULL THEN a.patient_id ELSE p.e ->> 'patient' END AS patient_id, "
+        "a.terms, "
+        "CASE WHEN p.n IS NULL THEN a.idx::jsonb ELSE a.idx::jsonb || jsonb_build_object("
+        f"'token', coalesce(a.idx::jsonb -> 'token', '[]') || coalesce({own} -> 'token', '[]'), "
+        "'reference', coalesce(a.idx::jsonb -> 'reference', '[]') "
+        f"|| coalesce({own} -> 'reference', '[]')) END AS idx, "
+        "CASE WHEN p.n IS NULL THEN a.content::jsonb ELSE a.content::jsonb || jsonb_strip_nulls("
+        "jsonb_build_object('id', a.id || '.' || p.n, 'entity', p.e -> 'entity', "
+        "'source', a.content::jsonb -> 'source' || jsonb_strip_nulls("
+        "jsonb_build_object('site', p.e -> 'site')))) END AS content, "
         "'AuditEvent'::text AS resource_type "
-        "FROM audit_event a LEFT JOIN LATERAL unnest(a.members) WITH ORDINALITY m(member, n) "
+        "FROM audit_event a "
+        "LEFT JOIN LATERAL jsonb_array_elements(a.events::jsonb) WITH ORDINALITY p(e, n) "
         f"ON TRUE WHERE {where})"
     )
 

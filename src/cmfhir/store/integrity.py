@@ -93,11 +93,12 @@ _PRESENT = text(
     """
 )
 
-# An AuditEvent of a row of several members' events is `<row id>.<n>` (store/audit_events.py).
+# The `n`th AuditEvent of a row of several is `<row id>.<n>` (store/audit_events.py).
 _AUDIT_EVENTS = text(
-    "SELECT a.id FROM audit_event a WHERE a.id = ANY(CAST(:ids AS text[])) AND a.members IS NULL "
-    "UNION ALL SELECT a.id || '.' || m.n FROM audit_event a, "
-    "unnest(a.members) WITH ORDINALITY m(member, n) WHERE a.id = ANY(CAST(:rows AS text[]))"
+    "SELECT a.id FROM audit_event a WHERE a.id = ANY(CAST(:ids AS text[])) AND a.events IS NULL "
+    "UNION ALL SELECT a.id || '.' || p.n FROM audit_event a, "
+    "jsonb_array_elements(a.events::jsonb) WITH ORDINALITY p(e, n) "
+    "WHERE a.id = ANY(CAST(:rows AS text[]))"
 )
 
 # Run once the transaction's writes are done: resources it deleted have no index rows
