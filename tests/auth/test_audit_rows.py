@@ -183,3 +183,21 @@ async def test_the_trail_writes_rows_only_for_the_search_parameters_it_knows(
         async with ctx.store.engine.connect() as conn:
             found = await conn.execute(_REQUESTOR, {"site": site})
             assert sorted(row[0] for row in found) == ["false", "true"]  # user, client
+
+
+async def test_an_event_is_found_by_id_through_the_tables_index(settings: Settings) -> None:
+    """Searching events by id (`_id`, `<row id>.<n>` too: store/audit_queries.py narrows
+    by the row's id first) probes the unique index on the row's id, not every row; by the
+    computed event id alone it could not."""
+    async with open_context(settings) as ctx, ctx.store.engine.connect() as conn:
+        await conn.execute(text("SET LOCAL enable_seqscan = off"))
+        plans = {}
+        for where in ("r.row_id = ANY(:rows) AND r.id = ANY(:ids)", "r.id = ANY(:ids)"):
+            found = await conn.execute(
+                text(f"EXPLAIN SELECT r.content FROM {events()} r WHERE {where}"),
+                {"rows": ["x"], "ids": ["x.1"]},
+            )
+            plans[where] = "\n".join(found.scalars())
+        narrowed, alone = plans.values()
+        assert "audit_event" in narrowed and "Seq Scan" not in narrowed, narrowed
+        assert "Seq Scan on audit_event" in alone  # what the narrowing spares

@@ -59,7 +59,7 @@ def events(where: str = "TRUE") -> str:
     table keeps both as the text the server wrote."""
     own = "p.e -> 'idx'"
     return (
-        "(SELECT a.rid, coalesce(p.n, 0) AS n, "
+        "(SELECT a.rid, coalesce(p.n, 0) AS n, a.id AS row_id, "
         "CASE WHEN p.n IS NULL THEN a.id ELSE a.id || '.' || p.n END AS id, "
         "a.last_updated, a.recorded, "
         "CASE WHEN p.n IS NULL THEN a.patient_id ELSE p.e ->> 'patient' END AS patient_id, "
@@ -142,6 +142,12 @@ def _narrowing(crit: Criterion, res: str, sql: SearchSql) -> str | None:
 
 
 def _condition(crit: Criterion, res: str, sql: SearchSql) -> str:
+    if crit.type == "id" and crit.modifier is None and crit.missing is None:
+        # The rows holding them first, by the table's unique index on `id`.
+        codes = [v.code for v in crit.values if isinstance(v, TokenValue) and v.code]
+        rows = sorted({split_id(code)[0] for code in codes})
+        found = criterion_condition(crit, AUDIT_EVENT, res, sql)
+        return f"({res}.row_id = ANY({sql.bind(rows)}::text[]) AND {found})"
     if crit.type in ("id", "lastUpdated"):
         return criterion_condition(crit, AUDIT_EVENT, res, sql)
     if crit.type in ("chain", "has", "composite", "type"):
