@@ -28,9 +28,8 @@ from cmfhir.interactions.audit_store import read_audit_event
 from cmfhir.interactions.context import FhirContext, instant
 from cmfhir.resources.fhirjson import parse_json
 from cmfhir.resources.index_values import extract_index
-from cmfhir.store.audit_events import split_id
+from cmfhir.store.audit_events import events, split_id
 from cmfhir.store.audit_log import EventRow, append_events, event_row
-from cmfhir.store.audit_queries import events
 from cmfhir.store.database import async_url
 from cmfhir.store.indexing import index_records
 from cmfhir.store.reader import reader_for

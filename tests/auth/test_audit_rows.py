@@ -28,9 +28,8 @@ from cmfhir.resources.search_parameters import (
     SearchParameterRegistry,
     load_registry,
 )
-from cmfhir.store.audit_events import split_id, terms_of
+from cmfhir.store.audit_events import events, split_id, terms_of
 from cmfhir.store.audit_log import append_events
-from cmfhir.store.audit_queries import events
 from cmfhir.store.indexing import index_records
 
 _REQUESTOR = text(

@@ -196,10 +196,10 @@ class AuditRows:
             if agent.string:
                 index["string"] = agent.string
             stamp = date[0][1]
-            if len(chunk) == 1:
-                out.append(_single(id, head, index, agent, chunk[0], stamp))
-                continue
             terms = dict.fromkeys(_term(r) for r in agent.references if r[0] in TERM_PARAMS)
+            if len(chunk) == 1:
+                out.append(_single(id, head, index, terms, chunk[0], stamp))
+                continue
             events = []
             for own in chunk:
                 terms.update(dict.fromkeys(own.terms))
@@ -287,12 +287,12 @@ def _single(
     id: str,
     head: str,
     index: dict[str, list[Record]],
-    agent: _Agent,
+    terms: dict[str | None, None],
     own: _Own,
     stamp: datetime,
 ) -> EventRow:
     """One event in a row of its own: its content whole, the records and terms of its
-    requestor's and kind's parts with its own."""
+    requestor's and kind's parts (`index`, `terms`) with its own."""
     tail = "}"
     if own.site:
         tail = f',"site":{_json(own.site)}}}'
@@ -301,7 +301,6 @@ def _single(
     index = dict(index)
     index["token"] = index["token"] + own.token
     index["reference"] = index["reference"] + [_reference_row(r) for r in own.references]
-    terms = dict.fromkeys(_term(r) for r in agent.references if r[0] in TERM_PARAMS)
     terms.update(dict.fromkeys(own.terms))
     return EventRow(
         id,

@@ -44,6 +44,7 @@ __all__ = [
     "AUDIT_FAMILIES",
     "EventRow",
     "audit_event_table",
+    "events",
     "insert_events",
     "refuse_audit_writes",
     "split_id",
@@ -118,9 +119,40 @@ def terms_of(index: Mapping[str, Sequence[Sequence[Any]]]) -> list[str]:
     return list(out)
 
 
+def events(where: str = "TRUE") -> str:
+    """The AuditEvents of the rows of `audit_event` (alias `a`) that pass `where`, as rows
+    the access predicate reads (it names `resource_type`), `n` their place in their row
+    (0 for a row that is one event). A row of several events (`events`, store/
+    audit_events.py) gives each as its id `<row id>.<n>`, the shared content with its own
+    entities and request id, the shared index records with its own token and reference
+    records, its own compartment. The content is `jsonb` (for the predicate's label test)
+    and the index records too, made only for the rows a statement reads them of: the
+    table keeps both as the text the server wrote."""
+    own = "p.e -> 'idx'"
+    return (
+        "(SELECT a.rid, coalesce(p.n, 0) AS n, a.id AS row_id, "
+        "CASE WHEN p.n IS NULL THEN a.id ELSE a.id || '.' || p.n END AS id, "
+        "a.last_updated, a.recorded, "
+        "CASE WHEN p.n IS NULL THEN a.patient_id ELSE p.e ->> 'patient' END AS patient_id, "
+        "a.terms, "
+        "CASE WHEN p.n IS NULL THEN a.idx::jsonb ELSE a.idx::jsonb || jsonb_build_object("
+        f"'token', coalesce(a.idx::jsonb -> 'token', '[]') || coalesce({own} -> 'token', '[]'), "
+        "'reference', coalesce(a.idx::jsonb -> 'reference', '[]') "
+        f"|| coalesce({own} -> 'reference', '[]')) END AS idx, "
+        "CASE WHEN p.n IS NULL THEN a.content::jsonb ELSE a.content::jsonb || jsonb_strip_nulls("
+        "jsonb_build_object('id', a.id || '.' || p.n, 'entity', p.e -> 'entity', "
+        "'source', a.content::jsonb -> 'source' || jsonb_strip_nulls("
+        "jsonb_build_object('site', p.e -> 'site')))) END AS content, "
+        "'AuditEvent'::text AS resource_type "
+        "FROM audit_event a "
+        "LEFT JOIN LATERAL jsonb_array_elements(a.events::jsonb) WITH ORDINALITY p(e, n) "
+        f"ON TRUE WHERE {where})"
+    )
+
+
 def split_id(id: str) -> tuple[str, int]:
-    """The row id and place of AuditEvent `id`: `<row id>.<n>` is the event about the
-    `n`th member of a row of several (from 1); any other id is a row's own (place 0)."""
+    """The row id and place of AuditEvent `id`: `<row id>.<n>` is the `n`th event of a
+    row of several (from 1); any other id is a row's own (place 0)."""
     row, dot, place = id.rpartition(".")
     if dot and place.isdigit() and not place.startswith("0") and len(place) < 6:
         return row, int(place)
@@ -128,8 +160,8 @@ def split_id(id: str) -> tuple[str, int]:
 
 
 class EventRow:
-    """One AuditEvent to store: its whole content (JSON text), stamped `stamped`
-    (`meta.lastUpdated`, to the millisecond)."""
+    """One row to store: an AuditEvent's whole content (JSON text), or with `events` what
+    several share; stamped `stamped` (`meta.lastUpdated`, to the millisecond)."""
 
     __slots__ = (
         "content",
@@ -178,8 +210,8 @@ class EventRow:
         self.terms = terms_of(index) if terms is None else terms
 
     def event_ids(self) -> list[str]:
-        """The ids of the AuditEvents the row holds: its own, or `<id>.<n>` for the event
-        about its `n`th member (`split_id`)."""
+        """The ids of the AuditEvents the row holds: its own, or `<id>.<n>` for its `n`th
+        event (`split_id`)."""
         if self.events is None:
             return [self.id]
         return [f"{self.id}.{n}" for n in range(1, self.count + 1)]

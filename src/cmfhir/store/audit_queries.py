@@ -21,7 +21,13 @@ from typing import Any
 from cmfhir.auth.principal import Principal
 from cmfhir.errors import BadRequest
 from cmfhir.search.model import Criterion, ReferenceValue, SearchRequest, TokenValue
-from cmfhir.store.audit_events import AUDIT_FAMILIES, TERM_PARAMS, TERM_TOKENS, split_id
+from cmfhir.store.audit_events import (
+    AUDIT_FAMILIES,
+    TERM_PARAMS,
+    TERM_TOKENS,
+    events,
+    split_id,
+)
 from cmfhir.store.driver import driver_connection
 from cmfhir.store.records import StoredVersion
 from cmfhir.store.repository import Repository
@@ -40,43 +46,11 @@ __all__ = [
     "AUDIT_EVENT",
     "driver_of",
     "event_history",
-    "events",
     "read_event",
     "search_events",
 ]
 
 AUDIT_EVENT = "AuditEvent"
-
-
-def events(where: str = "TRUE") -> str:
-    """The AuditEvents of the rows of `audit_event` (alias `a`) that pass `where`, as rows
-    the access predicate reads (it names `resource_type`), `n` their place in their row
-    (0 for a row that is one event). A row of several events (`events`, store/
-    audit_events.py) gives each as its id `<row id>.<n>`, the shared content with its own
-    entities and request id, the shared index records with its own token and reference
-    records, its own compartment. The content is `jsonb` (for the predicate's label test)
-    and the index records too, made only for the rows a statement reads them of: the
-    table keeps both as the text the server wrote."""
-    own = "p.e -> 'idx'"
-    return (
-        "(SELECT a.rid, coalesce(p.n, 0) AS n, a.id AS row_id, "
-        "CASE WHEN p.n IS NULL THEN a.id ELSE a.id || '.' || p.n END AS id, "
-        "a.last_updated, a.recorded, "
-        "CASE WHEN p.n IS NULL THEN a.patient_id ELSE p.e ->> 'patient' END AS patient_id, "
-        "a.terms, "
-        "CASE WHEN p.n IS NULL THEN a.idx::jsonb ELSE a.idx::jsonb || jsonb_build_object("
-        f"'token', coalesce(a.idx::jsonb -> 'token', '[]') || coalesce({own} -> 'token', '[]'), "
-        "'reference', coalesce(a.idx::jsonb -> 'reference', '[]') "
-        f"|| coalesce({own} -> 'reference', '[]')) END AS idx, "
-        "CASE WHEN p.n IS NULL THEN a.content::jsonb ELSE a.content::jsonb || jsonb_strip_nulls("
-        "jsonb_build_object('id', a.id || '.' || p.n, 'entity', p.e -> 'entity', "
-        "'source', a.content::jsonb -> 'source' || jsonb_strip_nulls("
-        "jsonb_build_object('site', p.e -> 'site')))) END AS content, "
-        "'AuditEvent'::text AS resource_type "
-        "FROM audit_event a "
-        "LEFT JOIN LATERAL jsonb_array_elements(a.events::jsonb) WITH ORDINALITY p(e, n) "
-        f"ON TRUE WHERE {where})"
-    )
 
 
 _ROWS = events()

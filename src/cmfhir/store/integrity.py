@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cmfhir.errors import Issue
 from cmfhir.resources.fhirjson import parse_json
-from cmfhir.store.audit_events import split_id
+from cmfhir.store.audit_events import events, split_id
 from cmfhir.store.records import NewVersion
 
 __all__ = [
@@ -93,12 +93,11 @@ _PRESENT = text(
     """
 )
 
-# The `n`th AuditEvent of a row of several is `<row id>.<n>` (store/audit_events.py).
+# The AuditEvents among ids, each of its row (store/audit_events.py: `<row id>.<n>` is the
+# `n`th of a row of several), the rows found by the table's unique index.
 _AUDIT_EVENTS = text(
-    "SELECT a.id FROM audit_event a WHERE a.id = ANY(CAST(:ids AS text[])) AND a.events IS NULL "
-    "UNION ALL SELECT a.id || '.' || p.n FROM audit_event a, "
-    "jsonb_array_elements(a.events::jsonb) WITH ORDINALITY p(e, n) "
-    "WHERE a.id = ANY(CAST(:rows AS text[]))"
+    f"SELECT r.id FROM {events('a.id = ANY(CAST(:rows AS text[]))')} r "
+    "WHERE r.id = ANY(CAST(:ids AS text[]))"
 )
 
 # Run once the transaction's writes are done: resources it deleted have no index rows
